@@ -1,0 +1,61 @@
+# edge-face: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything they need is installed by the targets below (Python packages into .venv and
+# .venv-tflite; mosquitto and the systemd tools through apt where missing).
+
+PYTHON ?= python3
+VENV := .venv
+VENV_TFLITE := .venv-tflite
+BIN := $(VENV)/bin
+UPSTREAM ?= $(abspath ../shared/upstream)
+export EDGE_FACE_UPSTREAM_DIR ?= $(UPSTREAM)
+MODEL := models/build/version-slim-320-int8.tflite
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check clean
+
+## demo: set up, build the int8 model, and run the main job on sample photos
+demo: setup model samples
+	$(BIN)/edge-face detect --annotate out/annotated $(shell $(BIN)/python -m tools.weights --print-sample-paths)
+
+## test: set up everything (both interpreter environments, mosquitto) and run the whole suite
+test: setup setup-tflite system-deps model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
+		tests/test_decode.py tests/test_detector.py $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[tools,test]'
+	touch $@
+
+# tflite-runtime 2.14 is built against numpy 1.x: it gets its own environment, with only the
+# device dependencies, so the detector tests also run on the interpreter older Pis use.
+setup-tflite: $(VENV_TFLITE)/.installed
+$(VENV_TFLITE)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_TFLITE)
+	$(VENV_TFLITE)/bin/pip install --quiet --upgrade pip
+	$(VENV_TFLITE)/bin/pip install --quiet 'numpy<2' 'tflite-runtime==2.14.0' 'pillow>=9.4' 'paho-mqtt>=2.0,<3' 'pytest>=8'
+	$(VENV_TFLITE)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd >/dev/null; }
+
+model: setup $(MODEL)
+$(MODEL):
+	$(BIN)/python -m tools.quantize --model slim-320
+
+samples: setup
+	$(BIN)/python -m tools.weights --samples
+
+bench: setup model
+	$(BIN)/python -m tools.bench
+
+evaluate: setup model
+	$(BIN)/python -m tools.evaluate
+
+clean:
+	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out

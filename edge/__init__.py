@@ -1,0 +1,8 @@
+"""edge-face: an int8 face detector for Raspberry Pi class boards, with face events over MQTT.
+
+The numeric core (priors, decode, NMS) is pure numpy; the interpreter, camera and MQTT
+libraries are imported only inside the modules that need them, so ``import edge`` stays fast
+and the device install stays small.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""Shared fixtures: where the upstream data lives, and the int8 model the tests run.
+
+The data in ../shared is read by path and never copied into the project. The int8 model is
+built once per checkout by tools.quantize (``make model``) into models/build/; a test
+session reuses it, and builds it when missing (only possible where TensorFlow is installed:
+the tflite-runtime test environment has none, so ``make test`` builds first).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data_dir(env_var: str, default: Path) -> Path:
+    path = Path(os.environ.get(env_var, default))
+    if not path.is_dir():
+        pytest.exit(f"{env_var}: data folder '{path}' not found (expected ../shared beside the project)", returncode=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def upstream_dir() -> Path:
+    return _data_dir("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream")
+
+
+@pytest.fixture(scope="session")
+def subset_dir() -> Path:
+    return _data_dir("EDGE_FACE_WIDER_SUBSET", PROJECT_ROOT.parent / "shared" / "wider-val-subset")
+
+
+@pytest.fixture(scope="session")
+def photo_paths(upstream_dir: Path) -> list[Path]:
+    """The 16 real upstream photos with faces, in a fixed order."""
+    return sorted((upstream_dir / "images").glob("*.jpg"), key=lambda p: int(p.stem))
+
+
+def _built_model(name: str, upstream_dir: Path) -> Path:
+    path = PROJECT_ROOT / "models" / "build" / f"version-{name}-int8.tflite"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return path
+    try:
+        from tools.quantize import build_model
+    except ImportError as exc:
+        pytest.exit(f"model '{path}' is missing and cannot be built here ({exc}); run `make model` first", returncode=2)
+    return build_model(
+        model_name=name,
+        weights=upstream_dir / "models" / f"version-{name}.pth",
+        calibration_dir=upstream_dir / "images",
+        out_dir=path.parent,
+    )
+
+
+@pytest.fixture(scope="session")
+def int8_model_path(upstream_dir: Path) -> Path:
+    """models/build/version-slim-320-int8.tflite (its sidecar .json beside it)."""
+    return _built_model("slim-320", upstream_dir)

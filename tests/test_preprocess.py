@@ -1,0 +1,83 @@
+"""Pre-processing: the resize upstream evaluated with, and the XOR trick being the exact
+(p - 127) / 128 normalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.model import INPUT_QUANT
+from edge.preprocess import as_three_channels, normalize_float, resize_bilinear, write_model_input
+
+
+def _reference_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Textbook half-pixel-centre bilinear in float64 (cv2.INTER_LINEAR's definition)."""
+    src_h, src_w = image.shape[:2]
+
+    def taps(src, dst):
+        pos = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+        lo = np.floor(pos).astype(int)
+        return lo, np.minimum(lo + 1, src - 1), pos - lo
+
+    y0, y1, fy = taps(src_h, height)
+    x0, x1, fx = taps(src_w, width)
+    img = image.astype(np.float64)
+    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+@pytest.mark.parametrize("src_hw", [(480, 640), (1080, 1920), (120, 160), (333, 517)])
+def test_resize_matches_float_bilinear_within_one_level(src_hw):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(*src_hw, 3), dtype=np.uint8)
+    ours = resize_bilinear(image, 320, 240)
+    assert ours.shape == (240, 320, 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(np.float64) - _reference_bilinear(image, 320, 240)).max() <= 1.0
+
+
+def test_exact_half_size_is_the_two_by_two_mean():
+    # Half-pixel centres at 2x: every output pixel sits between four source pixels.
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+    block_mean = image.reshape(240, 2, 320, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    assert np.abs(resize_bilinear(image, 320, 240) - block_mean).max() <= 1.0
+
+
+def test_resize_is_a_no_op_at_model_size():
+    image = np.zeros((240, 320, 3), np.uint8)
+    assert resize_bilinear(image, 320, 240) is image
+
+
+def test_xor_input_is_exactly_the_upstream_normalization():
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    buffer = np.empty_like(pixels)
+    write_model_input(pixels, "RGB", buffer)
+    as_int8 = buffer.view(np.int8).astype(np.float64)
+    dequantized = INPUT_QUANT.scale * (as_int8 - INPUT_QUANT.zero_point)
+    np.testing.assert_array_equal(dequantized, (pixels.astype(np.float64) - 127) / 128)
+    np.testing.assert_array_equal(
+        normalize_float(pixels)[0].transpose(1, 2, 0), ((pixels - 127.0) / 128).astype(np.float32)
+    )
+
+
+def test_bgr_frames_are_flipped_into_rgb():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    rgb_buffer, bgr_buffer = np.empty_like(rgb), np.empty_like(rgb)
+    write_model_input(rgb, "RGB", rgb_buffer)
+    write_model_input(np.ascontiguousarray(rgb[..., ::-1]), "BGR", bgr_buffer)
+    np.testing.assert_array_equal(rgb_buffer, bgr_buffer)
+    with pytest.raises(ValueError, match="color_order"):
+        write_model_input(rgb, "YUV", rgb_buffer)
+
+
+def test_channel_conversions():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert as_three_channels(gray).shape == (3, 4, 3)
+    np.testing.assert_array_equal(as_three_channels(gray)[..., 2], gray)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    assert as_three_channels(rgba).shape == (3, 4, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        as_three_channels(np.zeros((3, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        as_three_channels(np.zeros((3, 4, 5), np.uint8))
