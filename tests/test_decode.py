@@ -3,8 +3,6 @@ being identical to upstream-style post-processing."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -15,7 +13,7 @@ from edge.decode import (
     decode_boxes,
     face_scores,
     hard_nms,
-    logit_margin_threshold,
+    dequantize,
     select_faces,
 )
 from edge.imageio import load_image
@@ -148,20 +146,15 @@ def test_detections_pixel_boxes_scale_and_clip():
 # ---------------------------------------------------------------- int8 fast path
 
 
-def test_integer_margin_never_drops_an_anchor_the_float_test_keeps():
-    # Exhaustive over every int8 logit pair, for a spread of scales and thresholds.
+def test_int8_score_table_covers_every_logit_pair_exactly():
+    # All 65536 (background, face) pairs, scored the slow way, against the per-model table.
+    fast, _ = _postprocessors(threshold=0.7)
     q = np.arange(-128, 128, dtype=np.int8)
     pairs = np.stack(np.meshgrid(q, q, indexing="ij"), axis=-1).reshape(-1, 2)
-    margins = pairs[:, 1].astype(np.int16) - pairs[:, 0]
-    for scale in (0.02, 0.0625, 0.1234, 0.25):
-        params = QuantParams(scale, 3)
-        scores = face_scores((pairs.astype(np.float32) - 3) * np.float32(scale))
-        for threshold in (0.3, 0.5, 0.7, 0.9, 0.99):
-            bound = logit_margin_threshold(threshold, params.scale)
-            kept_by_float = scores > threshold
-            assert np.all(margins[kept_by_float] > bound)
-            # ... and the bound is tight: it lets through at most two margin steps too many.
-            assert margins[~kept_by_float].max(initial=-999) <= bound + 2 or math.isinf(bound)
+    slow = face_scores(dequantize(pairs, fast.logits_quant))
+    codes = pairs.view("<u2").reshape(-1)
+    np.testing.assert_array_equal(fast._pair_scores[codes], slow)
+    np.testing.assert_array_equal(fast._pair_passes[codes], slow > 0.7)
 
 
 def _postprocessors(threshold=0.7, iou=0.3):

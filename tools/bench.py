@@ -1,0 +1,271 @@
+"""Benchmark: per-stage medians of the int8 detector, as ratios against baselines timed in
+the same run on the same frames.
+
+    python -m tools.bench [--model M] [--frames N] [--repeat R] [--json OUT] [--markdown]
+
+Baselines: upstream's float TFLite (same interpreter package, same thread count),
+onnxruntime on upstream's ONNX, and upstream-style numpy post-processing of the same int8
+outputs (dequantize + decode all anchors, then greedy hard NMS). Every interpreter package
+that is installed is measured: ai-edge-litert in this environment, tflite-runtime in
+``.venv-tflite`` when that environment exists (it needs numpy<2, so it runs as a worker
+subprocess there). Frames are real photos (../shared/upstream/images and the WIDER subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
+DEFAULT_SUBSET = Path(os.environ.get("EDGE_FACE_WIDER_SUBSET", PROJECT_ROOT.parent / "shared" / "wider-val-subset"))
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+FLOAT_TFLITE = "version-slim-320_without_postprocessing.tflite"
+FLOAT_ONNX = "version-slim-320.onnx"
+
+# Targets from the design issue, for this machine with ai-edge-litert.
+TARGET_INVOKE_VS_FLOAT = 0.6
+TARGET_DECODE_SPEEDUP = 6.0
+TARGET_FRAME_VS_INVOKE = 1.25
+
+
+@dataclass
+class StageMedians:
+    """Median milliseconds per frame of one configuration."""
+
+    interpreter: str
+    threads: int
+    preprocess_ms: float
+    invoke_ms: float
+    decode_ms: float
+    total_ms: float
+    total_640_ms: float
+    float_tflite_invoke_ms: float
+    upstream_decode_ms: float
+    identical_boxes: bool
+    frames: int
+
+
+def _median_ms(samples_ns: list[int]) -> float:
+    return statistics.median(samples_ns) / 1e6
+
+
+def _time(fn, repeat: int) -> list[int]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - start)
+    return samples
+
+
+def load_frames(count: int) -> list[np.ndarray]:
+    """``count`` real photos as (480, 640, 3) uint8 RGB frames: the upstream photos first,
+    then WIDER subset images."""
+    from edge.imageio import load_image
+    from edge.preprocess import resize_bilinear
+
+    paths = sorted((DEFAULT_UPSTREAM / "images").glob("*.jpg")) + sorted((DEFAULT_SUBSET / "images").glob("*.jpg"))
+    if not paths:
+        sys.exit(f"bench: no photos under '{DEFAULT_UPSTREAM / 'images'}' or '{DEFAULT_SUBSET / 'images'}'")
+    return [resize_bilinear(load_image(p), 640, 480) for p in paths[:count]]
+
+
+def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[np.ndarray], repeat: int) -> StageMedians:
+    """Time our stages and the same-interpreter baselines on every frame, ``repeat`` times each."""
+    from edge.detector import FaceDetector
+    from edge.model import load_interpreter_class
+    from edge.preprocess import normalize_float, resize_bilinear
+    from tools.upstream_postprocess import upstream_postprocess
+
+    detector = FaceDetector(model_path, num_threads=threads, interpreter=interpreter)
+    info = detector.model.info
+    frames = [resize_bilinear(f, info.input_width, info.input_height) for f in frames_640]
+
+    interpreter_class, _ = load_interpreter_class(interpreter)
+    float_model = interpreter_class(model_path=str(DEFAULT_UPSTREAM / "models" / FLOAT_TFLITE), num_threads=threads)
+    float_model.allocate_tensors()
+    float_input = float_model.get_input_details()[0]["index"]
+
+    samples: dict[str, list[int]] = {k: [] for k in ("pre", "invoke", "decode", "total", "total640", "float", "upstream")}
+    identical = True
+    for frame, frame_640 in zip(frames, frames_640):
+        for _ in range(2):  # warm caches and the interpreter's lazy set-up
+            detector.detect(frame)
+        samples["pre"] += _time(lambda: detector.prepare(frame), repeat)
+        samples["invoke"] += _time(detector.model.invoke, repeat)
+        logits, regressions = detector.model.invoke()
+        samples["decode"] += _time(lambda: detector.postprocess(logits, regressions), repeat)
+        upstream_args = (
+            logits, regressions, detector.postprocess.priors, info.prior_config, info.logits_quant, info.regressions_quant,
+        )
+        samples["upstream"] += _time(lambda: upstream_postprocess(*upstream_args), repeat)
+        ours, theirs = detector.postprocess(logits, regressions), upstream_postprocess(*upstream_args)
+        identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
+        samples["total"] += _time(lambda: detector.detect(frame), repeat)
+        samples["total640"] += _time(lambda: detector.detect(frame_640), repeat)
+        float_model.set_tensor(float_input, normalize_float(frame).transpose(0, 2, 3, 1).copy())
+        samples["float"] += _time(float_model.invoke, repeat)
+
+    return StageMedians(
+        interpreter=detector.interpreter_name,
+        threads=threads,
+        preprocess_ms=_median_ms(samples["pre"]),
+        invoke_ms=_median_ms(samples["invoke"]),
+        decode_ms=_median_ms(samples["decode"]),
+        total_ms=_median_ms(samples["total"]),
+        total_640_ms=_median_ms(samples["total640"]),
+        float_tflite_invoke_ms=_median_ms(samples["float"]),
+        upstream_decode_ms=_median_ms(samples["upstream"]),
+        identical_boxes=bool(identical),
+        frames=len(frames),
+    )
+
+
+def measure_onnxruntime(threads: int, frames_640: list[np.ndarray], repeat: int) -> float | None:
+    """Median ms of one onnxruntime run of upstream's ONNX (box decoding in-graph), or None
+    where onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from edge.preprocess import normalize_float, resize_bilinear
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(DEFAULT_UPSTREAM / "models" / FLOAT_ONNX), options, providers=["CPUExecutionProvider"]
+    )
+    samples: list[int] = []
+    for frame in frames_640:
+        feed = {"input": normalize_float(resize_bilinear(frame, 320, 240))}
+        session.run(None, feed)
+        samples += _time(lambda: session.run(None, feed), repeat)
+    return _median_ms(samples)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Measure every requested thread count with one interpreter; print JSON to stdout."""
+    frames = load_frames(args.frames)
+    results = [asdict(measure(args.model, args.interpreter, t, frames, args.repeat)) for t in args.threads]
+    onnx = {str(t): measure_onnxruntime(t, frames, args.repeat) for t in args.threads}
+    print(json.dumps({"results": results, "onnxruntime_ms": onnx}))
+
+
+def _run_worker(python: Path, interpreter: str, args: argparse.Namespace) -> dict:
+    command = [
+        str(python), "-m", "tools.bench", "--worker", "--interpreter", interpreter, "--model", str(args.model),
+        "--frames", str(args.frames), "--repeat", str(args.repeat), "--threads", *map(str, args.threads),
+    ]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench: {interpreter} worker failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _interpreters() -> list[tuple[Path, str]]:
+    """(python, interpreter package) pairs available on this machine."""
+    pairs = []
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        pairs.append((Path(sys.executable), "ai_edge_litert"))
+    except ImportError:
+        pass
+    tflite_python = PROJECT_ROOT / ".venv-tflite" / "bin" / "python"
+    if tflite_python.exists():
+        pairs.append((tflite_python, "tflite_runtime"))
+    else:
+        try:
+            import tflite_runtime.interpreter  # noqa: F401
+
+            pairs.append((Path(sys.executable), "tflite_runtime"))
+        except ImportError:
+            pass
+    return pairs
+
+
+def report(runs: list[dict], onnx_ms: dict[str, float | None], markdown: bool) -> list[str]:
+    """Print the table; return the list of missed targets (ai-edge-litert only)."""
+    header = (
+        "| interpreter | threads | pre-process | int8 invoke | decode+NMS | frame 320x240 | frame 640x480 "
+        "| float TFLite invoke | int8/float invoke | onnxruntime | int8 frame/ORT | upstream decode | decode speed-up "
+        "| frame/invoke | identical boxes |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    missed = []
+    for run in runs:
+        ort_ms = onnx_ms.get(str(run["threads"]))
+        ort_cells = "n/a | n/a" if ort_ms is None else f"{ort_ms:.3f} ms | {run['total_ms'] / ort_ms:.2f}x"
+        invoke_ratio = run["invoke_ms"] / run["float_tflite_invoke_ms"]
+        speedup = run["upstream_decode_ms"] / run["decode_ms"]
+        frame_ratio = run["total_ms"] / run["invoke_ms"]
+        lines.append(
+            f"| {run['interpreter']} | {run['threads']} | {run['preprocess_ms']:.3f} ms | {run['invoke_ms']:.3f} ms "
+            f"| {run['decode_ms']:.3f} ms | {run['total_ms']:.3f} ms | {run['total_640_ms']:.3f} ms "
+            f"| {run['float_tflite_invoke_ms']:.3f} ms | {invoke_ratio:.2f}x "
+            f"| {ort_cells} "
+            f"| {run['upstream_decode_ms']:.3f} ms | {speedup:.1f}x | {frame_ratio:.2f}x "
+            f"| {'yes' if run['identical_boxes'] else 'NO'} ({run['frames']} frames) |"
+        )
+        if not run["identical_boxes"]:
+            missed.append(f"{run['interpreter']} {run['threads']} thr: boxes differ from upstream-style post-processing")
+        if run["interpreter"] == "ai_edge_litert":
+            if run["threads"] == 1 and invoke_ratio > TARGET_INVOKE_VS_FLOAT:
+                missed.append(f"int8 invoke {invoke_ratio:.2f}x float TFLite (target <= {TARGET_INVOKE_VS_FLOAT})")
+            if speedup < TARGET_DECODE_SPEEDUP:
+                missed.append(f"{run['threads']} thr: decode speed-up {speedup:.1f}x (target >= {TARGET_DECODE_SPEEDUP})")
+            if frame_ratio > TARGET_FRAME_VS_INVOKE:
+                missed.append(f"{run['threads']} thr: frame/invoke {frame_ratio:.2f}x (target <= {TARGET_FRAME_VS_INVOKE})")
+    if not markdown:
+        lines = [line.replace("|", " ").strip() for line in lines if not line.startswith("|---")]
+    print("\n".join(lines))
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--frames", type=int, default=40, help="number of real photos to use")
+    parser.add_argument("--repeat", type=int, default=20, help="timed repetitions per frame and stage")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interpreter", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        sys.exit(f"bench: model '{args.model}' not found; build it with: python -m tools.quantize")
+    if args.worker:
+        worker(args)
+        return 0
+
+    runs, onnx_ms = [], {}
+    for python, interpreter in _interpreters():
+        print(f"measuring {interpreter} ({python}) ...", file=sys.stderr)
+        result = _run_worker(python, interpreter, args)
+        runs += result["results"]
+        onnx_ms.update({k: v for k, v in result["onnxruntime_ms"].items() if v is not None})
+    if not runs:
+        sys.exit("bench: no TFLite interpreter installed (ai-edge-litert or tflite-runtime)")
+    missed = report(runs, onnx_ms, args.markdown)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "onnxruntime_ms": onnx_ms}, indent=2) + "\n")
+    for line in missed:
+        print(f"target missed: {line}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
