@@ -21,7 +21,7 @@ demo: setup model samples
 test: setup setup-tflite system-deps model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
-		tests/test_decode.py tests/test_detector.py $(PYTEST_ARGS)
+		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

@@ -1,0 +1,230 @@
+"""FaceDetector and `edge-face detect` on the real int8 model and real photos.
+
+Runs under both interpreter packages: `make test` runs this file a second time in
+.venv-tflite with EDGE_FACE_INTERPRETER=tflite_runtime (numpy<2). Comparisons against the
+float model need onnxruntime and are skipped where it is not installed (that environment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.decode import Detections, select_faces
+from edge.detector import FaceDetector
+from edge.imageio import ImageError, load_image
+from edge.model import Int8Model, ModelError, load_interpreter_class
+from edge.preprocess import normalize_float, resize_bilinear
+
+INTERPRETER = os.environ.get("EDGE_FACE_INTERPRETER") or None
+
+
+@pytest.fixture(scope="module")
+def detector(int8_model_path) -> FaceDetector:
+    return FaceDetector(int8_model_path, interpreter=INTERPRETER)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, 4) x (B, 4) -> (A, B) IoU of pixel boxes."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def _greedy_matches(ours: np.ndarray, reference: np.ndarray, min_iou: float = 0.5) -> int:
+    """How many reference boxes get a distinct match among ours at IoU >= min_iou."""
+    if len(ours) == 0 or len(reference) == 0:
+        return 0
+    iou = _iou(reference, ours)
+    used, matched = set(), 0
+    for row in iou:
+        for j in np.argsort(-row):
+            if row[j] < min_iou:
+                break
+            if j not in used:
+                used.add(j)
+                matched += 1
+                break
+    return matched
+
+
+def test_interpreter_reported_and_pinnable(detector):
+    assert detector.interpreter_name in ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    if INTERPRETER:
+        assert detector.interpreter_name == INTERPRETER
+    with pytest.raises(ModelError, match="'no_such_runtime' is unknown"):
+        load_interpreter_class("no_such_runtime")
+
+
+def test_finds_the_faces_the_float_model_finds_on_real_photos(detector, upstream_dir, photo_paths):
+    """int8 vs the upstream float ONNX (the reference), same pre-processing and NMS rules:
+    >= 97% of the float model's faces found (IoU >= 0.5), <= 3% extra."""
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(upstream_dir / "models" / "version-slim-320.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    float_faces = int8_faces = matched = 0
+    for path in photo_paths:
+        rgb = load_image(path)
+        height, width = rgb.shape[:2]
+        scores, boxes = session.run(None, {"input": normalize_float(resize_bilinear(rgb, 320, 240))})
+        reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3).pixel_boxes(width, height)
+        ours = detector.detect(rgb).pixel_boxes(width, height)
+        float_faces += len(reference)
+        int8_faces += len(ours)
+        matched += _greedy_matches(ours, reference)
+    assert float_faces > 100  # the photos are crowds and groups: a real test, not a handful
+    assert matched / float_faces >= 0.97
+    assert (int8_faces - matched) / float_faces <= 0.03
+
+
+def test_color_order_and_channel_layouts(detector, photo_paths):
+    rgb = load_image(photo_paths[1])
+    from_rgb = detector.detect(rgb)
+    assert len(from_rgb) > 0
+    from_bgr = detector.detect(np.ascontiguousarray(rgb[..., ::-1]), color_order="BGR")
+    np.testing.assert_array_equal(from_rgb.boxes, from_bgr.boxes)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(detector.detect(rgba).boxes, from_rgb.boxes)
+    gray = rgb.mean(axis=2).astype(np.uint8)
+    assert isinstance(detector.detect(gray), Detections)
+    with pytest.raises(ValueError, match="color_order"):
+        detector.detect(rgb, color_order="RGBX")
+
+
+def test_no_faces_in_a_blank_frame(detector):
+    assert len(detector.detect(np.full((240, 320, 3), 128, np.uint8))) == 0
+
+
+def test_boxes_are_normalized_to_the_frame_whatever_its_size(detector, photo_paths):
+    rgb = load_image(photo_paths[4])
+    small = resize_bilinear(rgb, 320, 240)
+    np.testing.assert_allclose(detector.detect(rgb).boxes, detector.detect(small).boxes, atol=0.02)
+
+
+# ---------------------------------------------------------------- bad models
+
+
+def _copy_model(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / src.name
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
+
+
+def test_missing_model_and_missing_sidecar(int8_model_path, tmp_path):
+    with pytest.raises(ModelError, match=r"model '.*nope\.tflite': no such file"):
+        Int8Model(tmp_path / "nope.tflite")
+    lone = tmp_path / "lone.tflite"
+    shutil.copy(int8_model_path, lone)
+    with pytest.raises(ModelError, match=r"sidecar '.*lone\.json' is missing"):
+        Int8Model(lone)
+
+
+def test_truncated_model_fails_its_checksum(int8_model_path, tmp_path):
+    model = _copy_model(int8_model_path, tmp_path)
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="sha256 .* does not match its sidecar"):
+        Int8Model(model)
+
+
+def test_corrupt_model_with_consistent_sidecar_is_refused(int8_model_path, tmp_path):
+    model = _copy_model(int8_model_path, tmp_path)
+    garbage = b"\x00not a flatbuffer" * 64
+    model.write_bytes(garbage)
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar["tflite_sha256"] = hashlib.sha256(garbage).hexdigest()
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match="not a loadable TFLite model"):
+        Int8Model(model, interpreter=INTERPRETER)
+
+
+def test_float_model_with_wrong_io_is_refused(int8_model_path, upstream_dir, tmp_path):
+    # Upstream's float TFLite dressed up with our sidecar: the input check must catch it.
+    model = tmp_path / "float.tflite"
+    shutil.copy(upstream_dir / "models" / "version-slim-320_without_postprocessing.tflite", model)
+    sidecar = json.loads(int8_model_path.with_suffix(".json").read_text())
+    sidecar["tflite_sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match=r"input .*dtype float32 \(expected int8\)"):
+        Int8Model(model, interpreter=INTERPRETER)
+
+
+def test_sidecar_with_missing_field(int8_model_path, tmp_path):
+    model = _copy_model(int8_model_path, tmp_path)
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    del sidecar["outputs"]["logits"]
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match="missing or invalid field"):
+        Int8Model(model)
+
+
+def test_unreadable_images_raise_one_line_errors(tmp_path):
+    with pytest.raises(ImageError, match=r"image '.*missing\.jpg': no such file"):
+        load_image(tmp_path / "missing.jpg")
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    with pytest.raises(ImageError, match=r"image '.*notes\.jpg': not a readable image"):
+        load_image(text)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def test_cli_json_reports_every_good_image_and_names_the_bad_one(int8_model_path, photo_paths, tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo_paths[2].read_bytes()[:5000])
+    images = [str(photo_paths[1]), str(truncated), str(photo_paths[2])]
+    done = _cli("detect", "--json", "--model", str(int8_model_path), *images, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [images[0], images[2]]
+    for line, path in zip(lines, (photo_paths[1], photo_paths[2])):
+        height, width = load_image(path).shape[:2]
+        assert (line["width"], line["height"]) == (width, height)
+        assert line["faces"], "group photos must have faces"
+        for face in line["faces"]:
+            x1, y1, x2, y2 = face["box"]
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+            assert 0.7 < face["score"] <= 1.0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edge-face:")]
+    assert len(errors) == 1 and "truncated.jpg" in errors[0]
+
+
+def test_cli_annotates_and_summarises(int8_model_path, photo_paths, tmp_path):
+    out = tmp_path / "annotated"
+    done = _cli("detect", "--model", str(int8_model_path), "--annotate", str(out), str(photo_paths[2]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{photo_paths[2]}: ")
+    written = out / (photo_paths[2].stem + ".jpg")
+    annotated, original = load_image(written), load_image(photo_paths[2])
+    assert annotated.shape == original.shape
+    assert not np.array_equal(annotated, original)  # boxes were drawn
+    assert [p.name for p in out.iterdir()] == [written.name]  # no temp files left
+
+
+def test_cli_model_errors_exit_4_with_one_line(photo_paths, tmp_path):
+    done = _cli("detect", "--model", str(tmp_path / "absent.tflite"), str(photo_paths[0]), cwd=tmp_path)
+    assert done.returncode == 4
+    assert done.stderr.strip().count("\n") == 0 and "absent.tflite" in done.stderr
+    bad = _cli("detect", "--score-threshold", "1.5", str(photo_paths[0]), cwd=tmp_path)
+    assert bad.returncode == 2 and "1.5" in bad.stderr
