@@ -1,0 +1,503 @@
+"""The on-device daemon: the one place where source, detector, presence tracker and sink are
+assembled (:func:`build_daemon`) and the frame loop runs (:meth:`Daemon.run`).
+
+One frame: newest frame from the grabber -> FaceDetector (pre-process, int8 invoke, decode)
+-> PresenceTracker -> events to the sink (+ state, + optional snapshot). Around it: periodic
+stats, sd_notify (READY after the model is loaded and the first frame processed, WATCHDOG
+per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTERM/SIGINT
+for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
+
+Signal handlers only set flags; the loop acts on them between frames, so no part is ever
+torn down while it is in use.
+
+Exit codes of :func:`run_main`: 0 clean stop or end of a finite replay, 2 config error,
+3 source unavailable, 4 model error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edge.config import SECTIONS, Config, ConfigError, describe, load_config
+from edge.decode import Detections
+from edge.detector import FaceDetector
+from edge.events import (
+    EventIdentity,
+    EventSink,
+    PresenceSettings,
+    PresenceTracker,
+    SinkClosed,
+    StdoutSink,
+    faces_from_detections,
+    iso_utc,
+    new_boot_id,
+)
+from edge.model import ModelError
+from edge.sdnotify import SystemdNotifier
+from edge.snapshot import encode_snapshot
+from edge.sources.auto import build_source
+from edge.sources.base import Frame, FrameSource, SourceError
+from edge.sources.grabber import FrameGrabber, SourceHealth
+
+EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = 0, 2, 3, 4
+# How long the loop waits for a frame before it looks at its flags and the stats clock.
+_POLL_SECONDS = 0.25
+
+log = logging.getLogger("edge.daemon")
+
+
+class StartupError(Exception):
+    """A part that cannot be built or started; ``exit_code`` says which kind (config 2, source 3, model 4)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class FrameTimes:
+    """Per-frame timings of one stats interval (seconds; ``done`` is the monotonic time each
+    frame was finished). Bounded by the interval: :meth:`take_window` starts a new one."""
+
+    invoke: list[float] = field(default_factory=list)
+    detect: list[float] = field(default_factory=list)
+    done: list[float] = field(default_factory=list)
+    window_start: float = field(default_factory=time.monotonic)
+
+    def add(self, invoke: float, detect: float, done: float) -> None:
+        self.invoke.append(invoke)
+        self.detect.append(detect)
+        self.done.append(done)
+
+    def take_window(self, now: float) -> tuple[float, list[float], list[float]]:
+        """(window seconds, invoke times, detect times) of the interval so far; starts a new one."""
+        window = (now - self.window_start, self.invoke, self.detect)
+        self.invoke, self.detect, self.done, self.window_start = [], [], [], now
+        return window
+
+
+def percentile_ms(seconds: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``seconds`` in milliseconds, rounded to 0.01; None if empty."""
+    if not seconds:
+        return None
+    return round(float(np.percentile(np.asarray(seconds), q)) * 1000.0, 2)
+
+
+def detect_timed(detector: FaceDetector, frame: Frame) -> tuple[Detections, float]:
+    """``detector.detect(frame)`` run stage by stage so the interpreter's share is known:
+    returns (detections, invoke seconds). Stats and the loop-overhead benchmark need it."""
+    detector.prepare(frame.pixels, frame.color_order)
+    started = time.perf_counter()
+    outputs = detector.model.invoke()
+    invoke = time.perf_counter() - started
+    return detector.postprocess(*outputs), invoke
+
+
+def build_detector(config: Config) -> FaceDetector:
+    settings = config.detector
+    try:
+        return FaceDetector(
+            settings.model,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            num_threads=settings.num_threads,
+        )
+    except ModelError as exc:
+        raise StartupError(str(exc), EXIT_MODEL) from None
+    except OSError as exc:
+        raise StartupError(f"model '{settings.model}': cannot be read ({exc.strerror})", EXIT_MODEL) from None
+
+
+def build_sink(config: Config, model_id: str) -> EventSink:
+    """Stdout JSON lines without ``[mqtt] host``; the MQTT publisher (not yet started) with it.
+    Raises StartupError (exit 2) when the sink rejects its settings."""
+    if config.mqtt.host is None:
+        return StdoutSink()
+    from edge.mqtt import MqttSink  # paho is loaded only when MQTT is configured
+
+    try:
+        return MqttSink(
+            config.mqtt,
+            config.homeassistant,
+            config.device.id,
+            model_id,
+            config.snapshot.enabled,
+            logging.getLogger("edge.mqtt"),
+        )
+    except ConfigError as exc:
+        raise StartupError(str(exc), EXIT_CONFIG) from None
+
+
+def build_daemon(
+    config: Config,
+    config_path: str | os.PathLike | None = None,
+    source: FrameSource | None = None,
+    sink: EventSink | None = None,
+    notifier: SystemdNotifier | None = None,
+) -> "Daemon":
+    """Assemble a daemon from ``config``: loads the model (StartupError exit 4) and picks the
+    source (StartupError exit 3 when auto-selection finds no camera); nothing is opened or
+    connected yet. ``source`` / ``sink`` / ``notifier`` replace the configured ones.
+    ``config_path`` is re-read on SIGHUP (None: reload is refused)."""
+    detector = build_detector(config)
+    if source is None:
+        try:
+            source = build_source(config.camera, detector.input_size)
+        except SourceError as exc:
+            raise StartupError(str(exc), EXIT_SOURCE) from None
+    return Daemon(
+        config=config,
+        detector=detector,
+        source=source,
+        sink=sink if sink is not None else build_sink(config, detector.model_id),
+        notifier=notifier if notifier is not None else SystemdNotifier(),
+        config_path=Path(config_path) if config_path is not None else None,
+    )
+
+
+class Daemon:
+    """The frame loop and its lifecycle. Use :func:`build_daemon`; then :meth:`run` in one
+    thread, :meth:`request_stop` / :meth:`request_reload` from any thread or signal handler."""
+
+    def __init__(
+        self,
+        config: Config,
+        detector: FaceDetector,
+        source: FrameSource,
+        sink: EventSink,
+        notifier: SystemdNotifier,
+        config_path: Path | None = None,
+    ) -> None:
+        self.config, self.detector, self.sink, self.notifier = config, detector, sink, notifier
+        self.config_path = config_path
+        self.grabber = self._grabber_for(source, config)
+        self.boot_id = new_boot_id()
+        self.tracker = PresenceTracker(
+            identity=EventIdentity(config.device.id, self.boot_id, detector.model_id),
+            settings=PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
+        )
+        self.times = FrameTimes()
+        self.frames_processed = 0
+        self.started_monotonic = time.monotonic()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._exit_code = EXIT_OK  # what a requested stop returns
+        self._source_state = "ok"
+
+    # --- control, from any thread ---------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, max_frames: int | None = None) -> int:
+        """Run until stopped, a finite source ends, or ``max_frames`` frames are processed;
+        returns the exit code (0, or 3 if the source cannot be opened / a replay fails)."""
+        log.info("starting: %s; interpreter %s", describe(self.config), self.detector.interpreter_name)
+        try:
+            self.grabber.start()
+        except SourceError as exc:
+            log.error("%s", exc)
+            return EXIT_SOURCE
+        try:
+            self._start_sink(self.sink)
+        except StartupError as exc:
+            log.error("%s", exc)
+            self.grabber.stop()
+            return exc.exit_code
+        self.sink.publish_state(self.tracker.state)
+        self.started_monotonic = self.times.window_start = time.monotonic()
+        try:
+            return self._loop(max_frames)
+        finally:
+            self.notifier.stopping()
+            log.info("stopping after %d frames", self.frames_processed)
+            self.grabber.stop()
+            self.sink.close(self.config.mqtt.flush_timeout)
+            self.notifier.close()
+
+    def _loop(self, max_frames: int | None) -> int:
+        next_stats = time.monotonic() + self.config.stats.interval_seconds
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload()
+            frame = self.grabber.get(_POLL_SECONDS)
+            if frame is not None:
+                try:
+                    self._process(frame)
+                except SinkClosed as exc:
+                    log.info("%s; stopping", exc)
+                    return EXIT_OK
+                self.frames_processed += 1
+                if self.frames_processed == 1:
+                    self.notifier.ready(f"first frame processed ({frame.width}x{frame.height})")
+                    log.info("ready: first frame processed (%dx%d)", frame.width, frame.height)
+                self.notifier.watchdog_if_due()
+                if max_frames is not None and self.frames_processed >= max_frames:
+                    return EXIT_OK
+            elif self.grabber.finished:
+                if self.grabber.error is not None:
+                    log.error("%s", self.grabber.error)
+                    return EXIT_SOURCE
+                log.info("%s: end of stream", self.grabber.source.name)
+                return EXIT_OK
+            now = time.monotonic()
+            health = self.grabber.health
+            # A camera going away or coming back is reported at once, not at the next interval.
+            source_changed = health.state != self._source_state and health.state in ("ok", "reopening")
+            if now >= next_stats or source_changed:
+                self._source_state = health.state
+                self._report_stats(now, health)
+                next_stats = now + self.config.stats.interval_seconds
+        return self._exit_code
+
+    def _process(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        detections, invoke = detect_timed(self.detector, frame)
+        detected = time.perf_counter()
+        # Events carry the capture time, not the (later) time the frame was processed.
+        wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
+        faces = faces_from_detections(detections.boxes, detections.scores)
+        events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
+        for event in events:
+            log.info("event %d %s: %d face(s)", event.sequence, event.type, event.face_count)
+            self.sink.publish_event(event)
+        if events:
+            self.sink.publish_state(self.tracker.state)
+            if self.config.snapshot.enabled:
+                self._publish_snapshot(frame, detections)
+        self.times.add(invoke, detected - started, time.monotonic())
+
+    def _publish_snapshot(self, frame: Frame, detections: Detections) -> None:
+        settings = self.config.snapshot
+        jpeg = encode_snapshot(frame.pixels, frame.color_order, detections, settings.max_bytes, settings.quality)
+        if jpeg is None:
+            log.warning(
+                "snapshot skipped: %dx%d does not fit into snapshot.max_bytes = %d",
+                frame.width, frame.height, settings.max_bytes,
+            )
+            return
+        self.sink.publish_snapshot(jpeg)
+
+    # --- stats ----------------------------------------------------------------------------
+
+    def stats(self, now: float, health: SourceHealth) -> dict:
+        """The periodic stats message; starts a new measuring interval."""
+        window, invoke, detect = self.times.take_window(now)
+        status = getattr(self.sink, "status", None)  # only network sinks have a queue
+        status = status if isinstance(status, dict) else {}
+        state = self.tracker.state
+        return {
+            "time": iso_utc(time.time()),
+            "uptime_seconds": round(now - self.started_monotonic, 1),
+            "fps": round(len(invoke) / window, 2) if window > 0 else 0.0,
+            "frames": self.frames_processed,
+            "invoke_ms_p50": percentile_ms(invoke, 50),
+            "invoke_ms_p95": percentile_ms(invoke, 95),
+            "detect_ms_p50": percentile_ms(detect, 50),
+            "detect_ms_p95": percentile_ms(detect, 95),
+            "dropped_frames": health.dropped_frames,
+            "source_state": health.state,
+            "source_reopens": health.reopens,
+            "source_error": health.last_error,
+            "queue_depth": status.get("queued"),
+            "reconnects": status.get("reconnects"),
+            "present": state.present,
+            "face_count": state.count,
+        }
+
+    def _report_stats(self, now: float, health: SourceHealth) -> None:
+        stats = self.stats(now, health)
+        line = (
+            f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), invoke p50 {stats['invoke_ms_p50']} ms, "
+            f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
+        )
+        if health.state == "reopening":
+            line += f" ({health.last_error})"
+        log.info("stats: %s", line)
+        self.notifier.status(line)
+        self.sink.publish_stats(stats)
+
+    # --- parts ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _grabber_for(source: FrameSource, config: Config) -> FrameGrabber:
+        return FrameGrabber(
+            source,
+            reopen_min_delay=config.camera.reopen_min_delay,
+            reopen_max_delay=config.camera.reopen_max_delay,
+            logger=logging.getLogger("edge.sources"),
+        )
+
+    @staticmethod
+    def _start_sink(sink: EventSink) -> None:
+        """Connect a network sink (stdout needs nothing). A broker that cannot be used as
+        configured (e.g. its certificate is rejected) is a config error; one that is merely
+        unreachable is retried by the sink in the background."""
+        start = getattr(sink, "start", None)
+        if not callable(start):
+            return
+        from edge.mqtt import MqttError  # the only network sink
+
+        try:
+            start()
+        except (MqttError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
+            raise StartupError(str(exc), EXIT_CONFIG) from None
+
+    def _apply_reload(self) -> None:
+        """Re-read the config file and rebuild only the parts whose sections changed. A file
+        that does not validate, a model that does not load, or a camera that does not open
+        keeps the running configuration."""
+        if self.config_path is None:
+            log.warning("reload requested, but the daemon was not started from a config file")
+            return
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        old = self.config
+        try:
+            new = load_config(self.config_path)
+            detector = build_detector(new) if new.detector != old.detector else self.detector
+            if new.camera != old.camera or detector.input_size != self.detector.input_size:
+                self._swap_source(new, detector)
+        except (ConfigError, StartupError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready()
+            return
+        changed = [name for name in SECTIONS if getattr(new, name) != getattr(old, name)]
+        sink_changed = (
+            any(name in changed for name in ("device", "mqtt", "homeassistant"))
+            or detector.model_id != self.detector.model_id
+            or new.snapshot.enabled != old.snapshot.enabled
+        )
+        if sink_changed:
+            new = self._swap_sink(new, old, detector.model_id)
+        self.detector, self.config = detector, new
+        self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
+        self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
+        logging.getLogger("edge").setLevel(new.log.level.upper())
+        log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
+        self.notifier.ready()
+
+    def _swap_source(self, new: Config, detector: FaceDetector) -> None:
+        """Stop the camera, open the newly configured one; if it fails, reopen the old one
+        (a camera cannot be opened twice, so the old one must be released first)."""
+        try:
+            source = build_source(new.camera, detector.input_size)
+        except SourceError as exc:
+            raise StartupError(str(exc), EXIT_SOURCE) from None
+        old_grabber = self.grabber
+        old_grabber.stop()
+        grabber = self._grabber_for(source, new)
+        try:
+            grabber.start()
+        except SourceError as exc:
+            self.grabber = self._grabber_for(old_grabber.source, self.config)
+            try:
+                self.grabber.start()
+            except SourceError as again:
+                log.error("the previous source cannot be reopened either: %s", again)
+                self._exit_code = EXIT_SOURCE
+                self._stop.set()
+            raise StartupError(str(exc), EXIT_SOURCE) from None
+        self.grabber, self._source_state = grabber, "ok"
+
+    def _swap_sink(self, new: Config, old: Config, model_id: str) -> Config:
+        """Replace the sink; returns ``new``, or ``new`` with the old sink settings if the new
+        broker settings cannot be used."""
+        # Close first: two clients with one client id would keep disconnecting each other.
+        self.sink.close(old.mqtt.flush_timeout)
+        try:
+            self.sink = build_sink(new, model_id)
+            self._start_sink(self.sink)
+        except StartupError as exc:
+            log.error("reload: new [mqtt] settings unusable (%s); reconnecting with the previous ones", exc)
+            new = dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
+            self.sink = build_sink(new, model_id)
+            self._start_sink(self.sink)
+        self.sink.publish_state(self.tracker.state)
+        return new
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes lines with the syslog priority ``<N>`` that journald reads from stderr."""
+
+    _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self._PRIORITIES.get(record.levelno, 6)}>" + super().format(record)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """Send the ``edge`` loggers to stderr for the daemon's lifetime (the journal under systemd)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):  # journald adds its own timestamps
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("edge")
+    previous_level, previous_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        logger.propagate = previous_propagate
+
+
+@contextlib.contextmanager
+def _signals_routed_to(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads it; the old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    routes = {
+        signal.SIGTERM: daemon.request_stop,
+        signal.SIGINT: daemon.request_stop,
+        signal.SIGHUP: daemon.request_reload,
+    }
+    previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_main(config_path: str, *, max_frames: int | None = None) -> int:
+    """``edge-face run --config FILE``: load, build, run; returns the process exit code."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    with _logging_to_stderr(config.log.level):
+        try:
+            daemon = build_daemon(config, config_path=config_path)
+        except StartupError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
+        with _signals_routed_to(daemon):
+            return daemon.run(max_frames=max_frames)

@@ -1,0 +1,46 @@
+"""Snapshot: the frame that caused an event, boxes drawn, as a JPEG no larger than a cap.
+
+Off by default (a camera image leaving the device is a privacy decision). The cap keeps a
+retained MQTT message small: quality is lowered first, then the image is scaled down.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.decode import Detections
+from edge.imageio import draw_detections, encode_jpeg
+
+_LOWEST_QUALITY = 40
+_QUALITY_STEP = 15
+_SCALES = (1.0, 0.75, 0.5, 0.35, 0.25)
+
+
+def encode_snapshot(
+    pixels: np.ndarray, color_order: str, detections: Detections, max_bytes: int, quality: int
+) -> bytes | None:
+    """(H, W, 3) uint8 frame in ``color_order`` + its detections -> JPEG bytes <= ``max_bytes``.
+
+    Tries ``quality``, then lower qualities down to 40, then 75%, 50%, 35% and 25% of the
+    size; returns None if even the smallest does not fit.
+    """
+    rgb = pixels[:, :, ::-1] if color_order == "BGR" else pixels
+    drawn = draw_detections(np.ascontiguousarray(rgb), detections)
+    qualities = list(range(quality, _LOWEST_QUALITY - 1, -_QUALITY_STEP)) or [quality]
+    if qualities[-1] > _LOWEST_QUALITY:
+        qualities.append(_LOWEST_QUALITY)
+    for scale in _SCALES:
+        image = drawn if scale == 1.0 else _scaled(drawn, scale)
+        for q in qualities:
+            data = encode_jpeg(image, q)
+            if len(data) <= max_bytes:
+                return data
+    return None
+
+
+def _scaled(rgb: np.ndarray, scale: float) -> np.ndarray:
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))

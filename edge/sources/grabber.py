@@ -1,0 +1,157 @@
+"""The reader thread between a frame source and the daemon loop.
+
+Live sources: the thread reads as fast as the camera delivers and keeps only the newest
+frame, counting the ones the loop never took, so a slow detector never sees an old frame
+(latency cannot build up). A live source that fails is closed and reopened with
+exponential backoff, for as long as it takes; the state is visible in :attr:`health`.
+
+Non-live sources (replay, video file): every frame is handed over in order (the thread
+waits for the loop), and the stream ends at the source's end or at its first error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from edge.sources.base import Frame, FrameSource, SourceError
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """``state``: "ok", "reopening", "ended" (finite source done) or "failed" (non-live error)."""
+
+    state: str
+    frames_read: int
+    dropped_frames: int
+    reopens: int
+    last_error: str | None
+
+
+class FrameGrabber:
+    def __init__(
+        self,
+        source: FrameSource,
+        reopen_min_delay: float = 1.0,
+        reopen_max_delay: float = 30.0,
+        keep_latest: bool | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """``keep_latest`` None: True for live sources (drop stale frames), False otherwise."""
+        self.source = source
+        self.reopen_min_delay, self.reopen_max_delay = reopen_min_delay, reopen_max_delay
+        self.keep_latest = source.is_live if keep_latest is None else keep_latest
+        self.log = logger or logging.getLogger("edge.sources")
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._pending: Frame | None = None
+        self._finished = False
+        self._state = "ok"
+        self._frames_read = self._dropped = self._reopens = 0
+        self._last_error: str | None = None
+        self._error: SourceError | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Open the source (in the caller's thread, so a missing camera fails right here with
+        :class:`SourceError`) and start reading."""
+        self.source.open()
+        self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: float) -> Frame | None:
+        """The newest unread frame, waiting up to ``timeout`` s; None if none came (see :attr:`finished`)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is not None or self._finished, timeout)
+            frame, self._pending = self._pending, None
+            self._cond.notify_all()
+            return frame
+
+    @property
+    def finished(self) -> bool:
+        """True once a finite source has ended or failed and its last frame was taken."""
+        with self._cond:
+            return self._finished and self._pending is None
+
+    @property
+    def error(self) -> SourceError | None:
+        """Why a non-live source stopped early (None: it ended normally or is still running)."""
+        return self._error
+
+    @property
+    def health(self) -> SourceHealth:
+        with self._cond:
+            return SourceHealth(self._state, self._frames_read, self._dropped, self._reopens, self._last_error)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.log.warning(
+                    "%s: reader did not stop within %.0f s (blocked in the driver?)", self.source.name, timeout
+                )
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    frame = self.source.read()
+                except SourceError as exc:
+                    if not self.source.is_live:
+                        self._finish("failed", exc)
+                        return
+                    self._reopen(str(exc))
+                    continue
+                if frame is None:
+                    if self.source.is_live:
+                        self._reopen(f"{self.source.name}: stream ended")
+                        continue
+                    self._finish("ended", None)
+                    return
+                self._deliver(frame)
+        finally:
+            self.source.close()
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _deliver(self, frame: Frame) -> None:
+        with self._cond:
+            self._frames_read += 1
+            if self.keep_latest:
+                if self._pending is not None:
+                    self._dropped += 1
+            else:
+                self._cond.wait_for(lambda: self._pending is None or self._stopping.is_set())
+            self._pending = frame
+            self._cond.notify_all()
+
+    def _finish(self, state: str, error: SourceError | None) -> None:
+        with self._cond:
+            self._state, self._error = state, error
+            self._last_error = None if error is None else str(error)
+
+    def _reopen(self, reason: str) -> None:
+        """Close, then retry open with delays doubling from min to max until it works or we stop."""
+        with self._cond:
+            self._state, self._last_error = "reopening", reason
+        self.source.close()
+        delay = self.reopen_min_delay
+        self.log.warning("%s; reopening in %.3g s", reason, delay)
+        while not self._stopping.wait(delay):
+            try:
+                self.source.open()
+            except SourceError as exc:
+                delay = min(delay * 2, self.reopen_max_delay)
+                with self._cond:
+                    self._last_error = str(exc)
+                self.log.warning("%s; retrying in %.3g s", exc, delay)
+                continue
+            with self._cond:
+                self._state, self._reopens = "ok", self._reopens + 1
+            self.log.info("%s: reopened", self.source.name)
+            return

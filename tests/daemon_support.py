@@ -1,0 +1,61 @@
+"""Helpers for the daemon tests: config files, and replay folders of real photos in which
+faces appear and disappear (face frames are symlinks to the upstream photos, so nothing is
+copied; face-free frames are made here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    """Write ``sections`` ({"camera": {"source": "replay", ...}, ...}) as a TOML file."""
+    lines = []
+    for section, table in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                lines.append(f"{key} = {value!r}")
+            else:  # a JSON string is a valid TOML basic string
+                lines.append(f"{key} = {json.dumps(str(value))}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def blank_frame(path: Path, width: int = 640, height: int = 480) -> Path:
+    """A face-free frame: a grey wall with a soft gradient, as PNG."""
+    ramp = np.linspace(90, 160, width, dtype=np.float32)[None, :, None]
+    pixels = np.broadcast_to(ramp, (height, width, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A replay folder and what the frames in it are: "blank", or the path of a face photo."""
+
+    folder: Path
+    frames: list[str]
+
+
+def build_scene(folder: Path, blank: Path, plan: list[tuple[str | Path, int]]) -> Scene:
+    """Lay out ``plan`` = [(photo path or "blank", repeat), ...] as numbered files in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames: list[str] = []
+    for what, repeat in plan:
+        for _ in range(repeat):
+            target = blank if what == "blank" else Path(what)
+            (folder / f"{len(frames):04d}{target.suffix.lower()}").symlink_to(target)
+            frames.append("blank" if what == "blank" else str(what))
+    return Scene(folder, frames)
+
+
+def parse_event_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

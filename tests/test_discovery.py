@@ -1,0 +1,171 @@
+"""Home Assistant MQTT discovery: payload checked against HA's documented required fields,
+and its publication (retained, re-sent when HA says "online") through a real broker.
+
+The required-field lists below are written from Home Assistant's documentation:
+* https://www.home-assistant.io/integrations/mqtt/#device-discovery-payload
+  "The shared options at the root level of the JSON message must include: device mapping
+  (abbreviated as dev), origin mapping (abbreviated as o)"; "A platform (p) config option is
+  required for each component config ... Also required is a unique_id for entity-based
+  components"; "must have at least one component specific config option".
+* https://www.home-assistant.io/integrations/mqtt/#adding-information-about-the-origin-of-a-discovery-message
+  origin "name: ... (Required)".
+* The device mapping: "At least one of identifiers or connections must be present to
+  identify the device" (e.g. https://www.home-assistant.io/integrations/image.mqtt/).
+* Per platform: binary_sensor.mqtt and sensor.mqtt list ``state_topic`` as required;
+  image.mqtt requires exactly one of ``image_topic`` / ``url_topic`` ("required: exclusive").
+* The discovery topic: ``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config`` with
+  ids of ``[a-zA-Z0-9_-]``; the regex is HA's TOPIC_MATCHER (homeassistant/components/mqtt/discovery.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import pytest
+
+from broker import MosquittoBroker, Subscriber
+from edge import __version__
+from edge.config import HomeAssistantConfig, MqttConfig
+from edge.discovery import DiscoveryTopics, build_discovery_payload, discovery_topic
+from edge.mqtt import MqttSink
+
+DEVICE = "porch_cam-2"
+PREFIX = f"edge-face/{DEVICE}"
+TOPICS = DiscoveryTopics(status=f"{PREFIX}/status", state=f"{PREFIX}/state", snapshot=f"{PREFIX}/snapshot")
+
+# Documented abbreviations used by our payload (the "Supported abbreviations" tables).
+ABBREVIATIONS = {"dev": "device", "o": "origin", "cmps": "components", "p": "platform"}
+DEVICE_ABBREVIATIONS = {"ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model",
+                        "sw": "sw_version", "hw": "hw_version", "name": "name"}
+ORIGIN_ABBREVIATIONS = {"sw": "sw_version", "url": "support_url", "name": "name"}
+REQUIRED_ROOT = {"device", "origin", "components"}
+REQUIRED_ORIGIN = {"name"}
+REQUIRED_COMPONENT = {"platform", "unique_id"}  # unique_id: every platform we use is an entity
+REQUIRED_BY_PLATFORM = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}}
+EXCLUSIVE_BY_PLATFORM = {"image": {"image_topic", "url_topic"}}
+HA_TOPIC_MATCHER = re.compile(r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config")
+
+
+def expand(mapping: dict, table: dict) -> dict:
+    return {table.get(key, key): value for key, value in mapping.items()}
+
+
+def expanded(payload: dict) -> dict:
+    """The payload as HA reads it after replacing the documented abbreviations."""
+    root = expand(payload, ABBREVIATIONS)
+    root["device"] = expand(root["device"], DEVICE_ABBREVIATIONS)
+    root["origin"] = expand(root["origin"], ORIGIN_ABBREVIATIONS)
+    root["components"] = {cid: expand(c, ABBREVIATIONS) for cid, c in root["components"].items()}
+    return root
+
+
+def assert_meets_documented_requirements(payload: dict) -> None:
+    json.dumps(payload)  # must be plain JSON
+    root = expanded(payload)
+    assert REQUIRED_ROOT <= set(root), REQUIRED_ROOT - set(root)
+    assert REQUIRED_ORIGIN <= set(root["origin"])
+    assert root["device"].get("identifiers") or root["device"].get("connections")
+    assert all(isinstance(i, str) for i in root["device"]["identifiers"])
+    unique_ids = []
+    for component_id, component in root["components"].items():
+        assert re.fullmatch(r"[a-zA-Z0-9_-]+", component_id)
+        assert REQUIRED_COMPONENT <= set(component), (component_id, REQUIRED_COMPONENT - set(component))
+        platform = component["platform"]
+        assert set(component) - {"platform"}, f"{component_id}: needs a component specific option"
+        assert REQUIRED_BY_PLATFORM.get(platform, set()) <= set(component), component_id
+        if platform in EXCLUSIVE_BY_PLATFORM:
+            assert len(EXCLUSIVE_BY_PLATFORM[platform] & set(component)) == 1, component_id
+        unique_ids.append(component["unique_id"])
+    assert len(unique_ids) == len(set(unique_ids))
+
+
+def test_discovery_payload_has_every_documented_required_field():
+    payload = build_discovery_payload(DEVICE, TOPICS, sw_version=__version__, model_id="ulfd-slim-320-int8")
+    assert_meets_documented_requirements(payload)
+    components = expanded(payload)["components"]
+    assert {cid: c["platform"] for cid, c in components.items()} == {
+        "face_present": "binary_sensor", "face_count": "sensor", "snapshot": "image"
+    }
+    assert components["face_present"]["device_class"] == "occupancy"
+    assert components["face_present"]["state_topic"] == TOPICS.state
+    assert "value_json.present" in components["face_present"]["value_template"]
+    assert components["face_count"]["state_class"] == "measurement"
+    assert "value_json.count" in components["face_count"]["value_template"]
+    assert components["snapshot"]["image_topic"] == TOPICS.snapshot
+    assert components["snapshot"]["content_type"] == "image/jpeg"
+    assert payload["availability_topic"] == TOPICS.status
+    assert (payload["payload_available"], payload["payload_not_available"]) == ("online", "offline")
+    assert payload["qos"] == 1
+
+
+def test_no_image_entity_without_snapshots_and_ids_differ_per_device():
+    no_snapshot = DiscoveryTopics(status=TOPICS.status, state=TOPICS.state, snapshot=None)
+    payload = build_discovery_payload(DEVICE, no_snapshot, sw_version="1", model_id="m", device_name="Porch")
+    assert_meets_documented_requirements(payload)
+    assert set(payload["cmps"]) == {"face_present", "face_count"}
+    assert payload["dev"]["name"] == "Porch"
+    other = build_discovery_payload("other", no_snapshot, sw_version="1", model_id="m")
+    ours = {c["unique_id"] for c in payload["cmps"].values()} | set(payload["dev"]["identifiers"])
+    theirs = {c["unique_id"] for c in other["cmps"].values()} | set(other["dev"]["identifiers"])
+    assert not ours & theirs
+
+
+def test_discovery_topic_matches_home_assistants_topic_pattern():
+    topic = discovery_topic("homeassistant", DEVICE)
+    assert topic == f"homeassistant/device/{DEVICE}/config"
+    match = HA_TOPIC_MATCHER.fullmatch(topic.removeprefix("homeassistant/"))
+    assert match and match["component"] == "device" and match["object_id"] == DEVICE
+
+
+# --- through the broker ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with MosquittoBroker(tmp_path / "broker") as running:
+        yield running
+
+
+def start_sink(broker, ha: HomeAssistantConfig, snapshot: bool = False) -> MqttSink:
+    config = MqttConfig(host=broker.host, port=broker.port, keepalive=5, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
+    sink = MqttSink(config, ha, DEVICE, "ulfd-slim-320-int8", snapshot, logging.getLogger("test.discovery"))
+    sink.start()
+    return sink
+
+
+def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(broker):
+    ha = HomeAssistantConfig(discovery_prefix="ha-test", device_name="Porch camera")
+    topic = f"ha-test/device/{DEVICE}/config"
+    with Subscriber(broker, [topic]) as live:
+        sink = start_sink(broker, ha, snapshot=True)
+        try:
+            payload = json.loads(live.wait_for(topic)[0].payload)
+            assert_meets_documented_requirements(payload)
+            assert payload["dev"]["name"] == "Porch camera" and "snapshot" in payload["cmps"]
+            with Subscriber(broker, [topic]) as late:  # joins later: gets the retained copy
+                message = late.wait_for(topic)[0]
+                assert message.retain and message.qos == 1 and json.loads(message.payload) == payload
+
+            live.client.publish("ha-test/status", "offline").wait_for_publish(5)
+            time.sleep(0.5)
+            assert len(live.on(topic)) == 1  # "offline" is no reason to re-announce
+            live.client.publish("ha-test/status", "online").wait_for_publish(5)
+            again = live.wait_for(topic, 2)[1]
+            assert json.loads(again.payload) == payload
+        finally:
+            sink.close(2.0)
+
+
+def test_discovery_disabled_publishes_nothing_to_home_assistant(broker):
+    sink = start_sink(broker, HomeAssistantConfig(enabled=False))
+    try:
+        with Subscriber(broker, ["homeassistant/#", f"{PREFIX}/status"]) as late:
+            late.wait_for(f"{PREFIX}/status")
+            late.client.publish("homeassistant/status", "online").wait_for_publish(5)
+            time.sleep(0.5)
+            assert [m.topic for m in late.messages if m.topic.startswith("homeassistant/device")] == []
+    finally:
+        sink.close(2.0)

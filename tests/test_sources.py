@@ -1,0 +1,338 @@
+"""Frame sources: replay of real photos, the newest-frame grabber and its reopen backoff,
+picamera2 against the documented-API fake (tests/fake_picamera2.py), OpenCV on a real
+video file, and auto-selection."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.config import CameraConfig
+from edge.imageio import load_image
+from edge.sources.auto import build_source
+from edge.sources.base import Frame, SourceError
+from edge.sources.grabber import FrameGrabber
+from edge.sources.opencv import OpenCVSource, classify_device
+from edge.sources.picamera2 import Picamera2Source, import_picamera2_class, yuv420_to_rgb
+from edge.sources.replay import ReplaySource
+from fake_picamera2 import FakePicamera2, pack_yuv420, rgb_to_planes
+
+
+@pytest.fixture()
+def photo_folder(tmp_path: Path, photo_paths: list[Path]) -> Path:
+    """Three real photos (symlinked, so nothing is copied) plus files replay must ignore."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, photo in zip(("b.jpg", "a.jpg", "c.JPG"), photo_paths):
+        (folder / name).symlink_to(photo)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    return folder
+
+
+def read_all(source, limit: int = 100) -> list[Frame]:
+    frames = []
+    source.open()
+    try:
+        while len(frames) < limit and (frame := source.read()) is not None:
+            frames.append(frame)
+    finally:
+        source.close()
+    return frames
+
+
+# --- replay ---------------------------------------------------------------------------------------------
+
+
+def test_replay_reads_a_folder_in_name_order_as_rgb(photo_folder):
+    frames = read_all(ReplaySource(photo_folder))
+    expected = [load_image(photo_folder / name) for name in ("a.jpg", "b.jpg", "c.JPG")]
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert all(f.color_order == "RGB" for f in frames)
+    for frame, pixels in zip(frames, expected):
+        np.testing.assert_array_equal(frame.pixels, pixels)
+    assert all(b.t_monotonic >= a.t_monotonic for a, b in zip(frames, frames[1:]))
+
+
+def test_replay_of_one_image(photo_paths):
+    frames = read_all(ReplaySource(photo_paths[0]))
+    assert len(frames) == 1 and frames[0].pixels.shape == load_image(photo_paths[0]).shape
+
+
+def test_replay_loops_and_paces_at_fps(photo_paths):
+    source = ReplaySource(photo_paths[0], fps=20.0, loop=True, preload=True)
+    started = time.monotonic()
+    frames = read_all(source, limit=6)
+    elapsed = time.monotonic() - started
+    assert [f.index for f in frames] == list(range(6))
+    assert elapsed >= 5 / 20.0 - 0.01
+    gaps = np.diff([f.t_monotonic for f in frames])
+    assert gaps.min() >= 1 / 20.0 - 0.01
+
+
+def test_replay_errors_name_the_path(tmp_path):
+    with pytest.raises(SourceError, match=r"^replay '.*empty': no images \(\.jpg"):
+        (tmp_path / "empty").mkdir()
+        ReplaySource(tmp_path / "empty").open()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "0.jpg").write_bytes(b"not a jpeg")
+    source = ReplaySource(tmp_path / "bad")
+    source.open()
+    with pytest.raises(SourceError, match=r"^replay: image '.*0\.jpg': not a readable image"):
+        source.read()
+
+
+# --- grabber --------------------------------------------------------------------------------------------
+
+
+def test_grabber_hands_over_every_replay_frame_in_order(photo_folder):
+    grabber = FrameGrabber(ReplaySource(photo_folder, loop=False))
+    grabber.start()
+    indices = []
+    while not grabber.finished:
+        frame = grabber.get(timeout=2.0)
+        if frame is not None:
+            indices.append(frame.index)
+            time.sleep(0.02)  # a slow consumer must not lose frames of a replay
+    grabber.stop()
+    assert indices == [0, 1, 2]
+    assert grabber.health.dropped_frames == 0 and grabber.health.state == "ended"
+    assert grabber.error is None
+
+
+def test_grabber_keeps_only_the_newest_frame_of_a_live_stream(photo_paths):
+    source = ReplaySource(photo_paths[0], fps=200.0, loop=True, preload=True)
+    grabber = FrameGrabber(source, keep_latest=True)
+    grabber.start()
+    taken = []
+    try:
+        for _ in range(5):
+            time.sleep(0.05)  # a detector slower than the camera
+            frame = grabber.get(timeout=1.0)
+            taken.append(frame.index)
+            # What we got is the newest: the reader has not produced another frame since.
+            assert frame.index >= grabber.health.frames_read - 3
+    finally:
+        grabber.stop()
+    health = grabber.health
+    assert all(b - a > 1 for a, b in zip(taken, taken[1:])), taken
+    assert health.dropped_frames >= health.frames_read - len(taken) - 1
+    assert health.dropped_frames > 0
+
+
+def test_grabber_reports_a_failing_replay(tmp_path, photo_paths):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "0.jpg").symlink_to(photo_paths[0])
+    (folder / "1.jpg").write_bytes(b"truncated")
+    grabber = FrameGrabber(ReplaySource(folder))
+    grabber.start()
+    assert grabber.get(timeout=2.0).index == 0
+    assert grabber.get(timeout=2.0) is None
+    grabber.stop()
+    assert grabber.finished and grabber.health.state == "failed"
+    assert "1.jpg" in str(grabber.error)
+
+
+def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, caplog):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    grabber = FrameGrabber(source, reopen_min_delay=0.05, reopen_max_delay=0.15)
+    caplog.set_level(logging.INFO, logger="edge.sources")
+    grabber.start()
+    try:
+        assert grabber.get(timeout=2.0) is not None
+        # The camera drops out, and comes back only on the third attempt to start it.
+        camera_class.fail_starts = 2
+        camera_class.fail_captures = 1
+        failed_at = time.monotonic()
+        deadline = failed_at + 5.0
+        while grabber.health.reopens == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        recovered_after = time.monotonic() - failed_at
+        assert grabber.health.reopens == 1 and grabber.health.state == "ok"
+        assert grabber.get(timeout=2.0) is not None
+    finally:
+        grabber.stop()
+    # Waited 0.05, then 0.1, then 0.15 (capped) before the open that worked.
+    assert recovered_after >= 0.05 + 0.1 + 0.15 - 0.02
+    delays = [r.getMessage().rsplit("; ", 1)[1] for r in caplog.records if " in " in r.getMessage().rsplit("; ", 1)[-1]]
+    assert delays == ["reopening in 0.05 s", "retrying in 0.1 s", "retrying in 0.15 s"]
+    assert any(r.getMessage().endswith(": reopened") for r in caplog.records)
+    assert [camera.closed for camera in camera_class.instances[:-1]] == [True] * (len(camera_class.instances) - 1)
+
+
+# --- picamera2 ------------------------------------------------------------------------------------------
+
+
+def test_picamera2_main_stream_is_bgr_at_the_requested_size(photo_paths):
+    scene = load_image(photo_paths[3])
+    camera_class = FakePicamera2.with_scene(scene)
+    source = Picamera2Source(320, 240, fps=15.0, picamera2_class=camera_class)
+    frames = read_all(source, limit=2)
+    (camera,) = camera_class.instances
+    assert camera.config["main"] == {"format": "RGB888", "size": (320, 240), "stride": 960}
+    assert camera.config["controls"] == {"FrameRate": 15.0}
+    assert camera.closed and not camera.started
+    frame = frames[0]
+    assert frame.color_order == "BGR" and frame.pixels.shape == (240, 320, 3)
+    expected_rgb = np.asarray(Image.fromarray(scene).resize((320, 240), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(frame.pixels[:, :, ::-1], expected_rgb)
+    assert [f.index for f in frames] == [0, 1]
+
+
+def test_picamera2_bgr_frames_give_the_same_faces_as_rgb(photo_paths, int8_model_path):
+    from edge.detector import FaceDetector
+
+    scene = np.asarray(Image.fromarray(load_image(photo_paths[3])).resize((320, 240), Image.Resampling.BILINEAR))
+    (frame,) = read_all(Picamera2Source(320, 240, picamera2_class=FakePicamera2.with_scene(scene)), limit=1)
+    detector = FaceDetector(int8_model_path)
+    from_camera = detector.detect(frame.pixels, frame.color_order)
+    reference = detector.detect(scene, "RGB")
+    assert len(reference) > 0
+    np.testing.assert_array_equal(from_camera.boxes, reference.boxes)
+
+
+def test_picamera2_lores_yuv420_with_padded_stride_matches_pillow(photo_paths):
+    # 300 px wide: the Y stride (320) and the chroma stride (160) both carry padding.
+    scene = load_image(photo_paths[5])
+    camera_class = FakePicamera2.with_scene(scene)
+    (frame,) = read_all(Picamera2Source(300, 224, stream="lores", picamera2_class=camera_class), limit=1)
+    (camera,) = camera_class.instances
+    assert camera.config["lores"] == {"format": "YUV420", "size": (300, 224), "stride": 320}
+    assert frame.color_order == "RGB" and frame.pixels.shape == (224, 300, 3)
+    # Reference: the same planes, chroma repeated 2x2, converted to RGB by Pillow.
+    rgb = np.asarray(Image.fromarray(scene).resize((300, 224), Image.Resampling.BILINEAR))
+    y, u, v = rgb_to_planes(rgb)
+    up = lambda plane: plane.repeat(2, axis=0).repeat(2, axis=1)  # noqa: E731
+    reference = np.asarray(Image.merge("YCbCr", [Image.fromarray(p) for p in (y, up(u), up(v))]).convert("RGB"))
+    difference = np.abs(frame.pixels.astype(int) - reference.astype(int))
+    assert difference.max() <= 1
+    # And it is the photo: chroma subsampling costs a little colour detail, nothing more.
+    assert np.abs(frame.pixels.astype(int) - rgb.astype(int)).mean() < 4.0
+
+
+def test_yuv420_to_rgb_ignores_padding_and_rejects_bad_shapes():
+    y = np.full((4, 6), 128, np.uint8)
+    u = np.array([[90, 128, 240], [128, 128, 128]], np.uint8)
+    v = np.array([[240, 128, 90], [128, 128, 128]], np.uint8)
+    padded = yuv420_to_rgb(pack_yuv420(y, u, v, stride=64), 6, 4)
+    tight = yuv420_to_rgb(pack_yuv420(y, u, v, stride=6), 6, 4)
+    np.testing.assert_array_equal(padded, tight)
+    assert tuple(padded[0, 2]) == (128, 128, 128)  # neutral chroma is grey
+    assert padded[0, 0, 0] > 200 and padded[0, 4, 2] > 200  # high Cr is red, high Cb is blue
+    with pytest.raises(ValueError, match="even size"):
+        yuv420_to_rgb(np.zeros((6, 8), np.uint8), 5, 4)
+    with pytest.raises(ValueError, match="does not hold"):
+        yuv420_to_rgb(np.zeros((6, 4), np.uint8), 6, 4)
+
+
+def test_picamera2_without_that_camera_says_what_it_found(photo_paths):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
+    with pytest.raises(SourceError, match=r"^picamera2 camera 0 \(main 320x240\): no such camera \(cameras found: none\)$"):
+        Picamera2Source(320, 240, picamera2_class=camera_class).open()
+
+
+def test_picamera2_start_failure_is_a_source_error(photo_paths):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    camera_class.fail_starts = 1
+    with pytest.raises(SourceError, match=r"cannot start \(RuntimeError: Failed to start camera"):
+        Picamera2Source(320, 240, picamera2_class=camera_class).open()
+    assert camera_class.instances[0].closed
+
+
+def test_missing_picamera2_says_how_to_install_it():
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("picamera2 is installed here")
+    with pytest.raises(SourceError, match=r"^picamera2 is not installed .*apt install python3-picamera2"):
+        import_picamera2_class()
+
+
+# --- OpenCV -----------------------------------------------------------------------------------------------
+
+
+def test_opencv_missing_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what `import cv2` sees when it is not installed
+    with pytest.raises(SourceError, match=r"^OpenCV is not installed; .*pip install 'edge-face\[opencv\]'$"):
+        OpenCVSource(str(tmp_path / "clip.avi")).open()
+
+
+@pytest.mark.parametrize(
+    ("device", "kind"),
+    [("0", "index"), ("/dev/video2", "v4l2"), ("rtsp://cam/stream", "url"), ("HTTPS://x/y.mjpg", "url"), ("clip.mp4", "file")],
+)
+def test_opencv_device_kinds(device, kind):
+    assert classify_device(device) == kind
+    assert OpenCVSource(device).is_live == (kind != "file")
+
+
+def test_opencv_names_hide_url_passwords():
+    assert OpenCVSource("rtsp://admin:hunter2@10.0.0.5/stream1").name == "opencv 'rtsp://admin:***@10.0.0.5/stream1'"
+
+
+def test_opencv_reads_a_real_video_file_as_bgr(tmp_path, photo_paths):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    scenes = [np.asarray(Image.open(p).convert("RGB").resize((320, 240))) for p in photo_paths[:4]]
+    for rgb in scenes:
+        writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+    writer.release()
+    frames = read_all(OpenCVSource(str(path)))
+    assert len(frames) == 4 and all(f.color_order == "BGR" for f in frames)
+    for frame, rgb in zip(frames, scenes):
+        # MJPG is lossy: the right photo in the right channel order, within JPEG error.
+        assert np.abs(frame.pixels[:, :, ::-1].astype(int) - rgb.astype(int)).mean() < 6.0
+
+
+def test_opencv_missing_device_or_file(tmp_path):
+    pytest.importorskip("cv2")
+    with pytest.raises(SourceError, match=r"^opencv '/dev/video97': no such device"):
+        OpenCVSource("/dev/video97").open()
+    with pytest.raises(SourceError, match=r"no such video file"):
+        OpenCVSource(str(tmp_path / "missing.mp4")).open()
+
+
+# --- auto-selection -----------------------------------------------------------------------------------------
+
+
+def test_auto_prefers_a_listed_picamera2_camera(photo_paths, tmp_path):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    source = build_source(CameraConfig(), (320, 240), picamera2_class=camera_class, video_device=tmp_path / "video0")
+    assert isinstance(source, Picamera2Source) and (source.width, source.height) == (320, 240)
+
+
+def test_auto_falls_back_to_video0(photo_paths, tmp_path):
+    video0 = tmp_path / "video0"
+    video0.touch()
+    no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
+    source = build_source(CameraConfig(width=640, height=480), (320, 240), picamera2_class=no_camera, video_device=video0)
+    assert isinstance(source, OpenCVSource) and source.device == str(video0)
+    assert (source.width, source.height) == (640, 480)
+
+
+def test_auto_without_any_camera_is_a_clear_error(photo_paths, tmp_path):
+    no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
+    with pytest.raises(SourceError) as caught:
+        build_source(CameraConfig(), (320, 240), picamera2_class=no_camera, video_device=tmp_path / "video0")
+    assert str(caught.value) == (
+        f"no camera found: picamera2 lists no camera and {tmp_path / 'video0'} does not exist; "
+        'connect a camera, or set [camera] source = "replay" with path = a folder of images'
+    )
+
+
+def test_configured_sources(photo_paths):
+    replay = build_source(CameraConfig(source="replay", path=photo_paths[0], fps=5.0, loop=True), (320, 240))
+    assert isinstance(replay, ReplaySource) and (replay.fps, replay.loop) == (5.0, True)
+    opencv = build_source(CameraConfig(source="opencv", device="rtsp://cam/1"), (320, 240))
+    assert isinstance(opencv, OpenCVSource) and opencv.kind == "url"

@@ -1,0 +1,204 @@
+"""Benchmark the daemon end to end: frames per second on replayed 640x480 frames, the loop
+overhead (per-frame time minus invoke time, as a ratio of invoke time) and peak RSS.
+
+    python -m tools.bench_daemon [--frames N] [--warmup N] [--threads T]
+                                 [--mqtt-port P [--mqtt-host H]] [--json OUT] [--markdown]
+
+Frames are real photos (../shared/upstream/images) resized to 640x480 (``--width`` /
+``--height``), each held for ``--hold`` consecutive frames like a scene in front of a camera,
+so the default presence rules publish a count_changed event (and a retained state) at each
+new photo. They are decoded once before the run: a camera hands over raw pixels, JPEG
+decoding is not the daemon's work on a device. The daemon runs in a child process, exactly
+as ``build_daemon`` assembles it, with the stdout sink writing to /dev/null, or publishing to
+the MQTT broker at ``--mqtt-port`` (already running). Peak RSS is the child's VmHWM (cross-
+checked with ``getrusage(RUSAGE_CHILDREN)``); it includes the decoded photos, 0.9 MB each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+TARGET_OVERHEAD_RATIO = 0.25
+TARGET_PEAK_RSS_MB = 80.0
+
+
+def make_frames(photos: list[Path], stills: Path, frames: Path, size: tuple[int, int], hold: int) -> None:
+    """Resize each photo to ``size`` (PNG, lossless) into ``stills`` and lay it out in
+    ``frames`` as ``hold`` consecutive frames: links to one file, as a camera sees a scene
+    for a while (the replay decodes each still once)."""
+    from PIL import Image
+
+    for number, photo in enumerate(photos):
+        still = stills / f"{number:03d}.png"
+        with Image.open(photo) as image:
+            image.convert("RGB").resize(size, Image.Resampling.BILINEAR).save(still)
+        for repeat in range(hold):
+            (frames / f"{number:03d}-{repeat:03d}.png").symlink_to(still)
+
+
+def write_config(path: Path, frames_dir: Path, model: Path, threads: int | None, mqtt: tuple[str, int] | None) -> None:
+    lines = [
+        "[device]", 'id = "bench"',
+        "[camera]", 'source = "replay"', f"path = {json.dumps(str(frames_dir))}", "loop = true",
+        "[detector]", f"model = {json.dumps(str(model))}",
+    ]
+    if threads:
+        lines.append(f"num_threads = {threads}")
+    lines += ["[stats]", "interval_seconds = 86400", "[log]", 'level = "warning"']
+    if mqtt:
+        lines += ["[mqtt]", f"host = {json.dumps(mqtt[0])}", f"port = {mqtt[1]}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def peak_rss_mb_of_self() -> float:
+    """VmHWM (peak resident set) of this process from /proc, in MB (MiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(config_path: Path, frames: int, warmup: int) -> None:
+    """Run the daemon in this process for warmup + frames frames; print figures as JSON."""
+    from edge.config import load_config
+    from edge.daemon import build_daemon
+    from edge.events import StdoutSink
+    from edge.sdnotify import SystemdNotifier
+    from edge.sources.replay import ReplaySource
+
+    config = load_config(config_path)
+    source = ReplaySource(config.camera.path, loop=True, preload=True)
+    with open(os.devnull, "w") as devnull:
+        sink = StdoutSink(devnull) if config.mqtt.host is None else None
+        daemon = build_daemon(config, source=source, sink=sink, notifier=SystemdNotifier(environ={}))
+        code = daemon.run(max_frames=warmup + frames)
+    if code != 0:
+        raise SystemExit(f"daemon exited with {code}")
+    times = daemon.times
+    done = np.asarray(times.done)
+    invoke = np.asarray(times.invoke[warmup:])
+    detect = np.asarray(times.detect[warmup:])
+    elapsed = float(done[-1] - done[warmup - 1])  # from the end of warm-up to the last frame
+    status = getattr(daemon.sink, "status", None) or {}
+    print(json.dumps({
+        "frames": int(done.size - warmup),
+        "seconds": elapsed,
+        "invoke_mean_ms": float(invoke.mean() * 1e3),
+        "invoke_p50_ms": float(np.percentile(invoke, 50) * 1e3),
+        "invoke_p95_ms": float(np.percentile(invoke, 95) * 1e3),
+        "detect_p50_ms": float(np.percentile(detect, 50) * 1e3),
+        "events": daemon.tracker.sequence,
+        "mqtt_dropped": status.get("dropped"),
+        "peak_rss_mb": peak_rss_mb_of_self(),
+        "interpreter": daemon.detector.interpreter_name,
+    }))
+
+
+def run_child(python: str, config_path: Path, frames: int, warmup: int) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run(
+        [python, "-m", "tools.bench_daemon", "--child", str(config_path), "--frames", str(frames), "--warmup", str(warmup)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"bench child failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    # ru_maxrss of children is the largest of any child so far (KiB on Linux).
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    figures["children_max_rss_mb"] = after / 1024.0 if after > before else None
+    per_frame_ms = figures["seconds"] / figures["frames"] * 1e3
+    figures["fps"] = figures["frames"] / figures["seconds"]
+    figures["per_frame_ms"] = per_frame_ms
+    figures["overhead_ratio"] = (per_frame_ms - figures["invoke_mean_ms"]) / figures["invoke_mean_ms"]
+    return figures
+
+
+def report(figures: dict, sink: str, markdown: bool) -> list[str]:
+    rows = [
+        ("sink", sink, ""),
+        ("interpreter", figures["interpreter"], ""),
+        (f"frames ({figures['size']}, after warm-up)", f"{figures['frames']}", ""),
+        ("end-to-end fps", f"{figures['fps']:.1f}", ""),
+        ("per-frame time, ms", f"{figures['per_frame_ms']:.2f}", ""),
+        ("invoke, ms (mean / p50 / p95)", f"{figures['invoke_mean_ms']:.2f} / {figures['invoke_p50_ms']:.2f} / {figures['invoke_p95_ms']:.2f}", ""),
+        ("detect (pre + invoke + decode) p50, ms", f"{figures['detect_p50_ms']:.2f}", ""),
+        ("loop overhead / invoke", f"{figures['overhead_ratio']:.3f}", f"<= {TARGET_OVERHEAD_RATIO}"),
+        ("peak RSS, MB", f"{figures['peak_rss_mb']:.1f}", f"<= {TARGET_PEAK_RSS_MB:.0f}"),
+        ("events published", f"{figures['events']}", ""),
+    ]
+    if markdown:
+        lines = ["| figure | value | target |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    else:
+        width = max(len(name) for name, _, _ in rows)
+        lines = [f"{name:<{width}}  {value:>24}  {target}".rstrip() for name, value, target in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300, help="frames measured (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=20, help="frames run before measuring (default %(default)s)")
+    parser.add_argument("--photos", type=int, default=8, help="distinct photos replayed in a loop (default %(default)s)")
+    parser.add_argument("--hold", type=int, default=10, help="consecutive frames of each photo (default %(default)s)")
+    parser.add_argument("--width", type=int, default=640, help="frame width (default %(default)s)")
+    parser.add_argument("--height", type=int, default=480, help="frame height (default %(default)s)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
+    parser.add_argument("--mqtt-port", type=int, default=None, help="publish to the broker on this port")
+    parser.add_argument("--mqtt-host", default="127.0.0.1")
+    parser.add_argument("--python", default=sys.executable, help="interpreter running the daemon (e.g. .venv-tflite)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.frames, args.warmup)
+        return 0
+    if args.warmup < 1 or args.frames < 2:
+        parser.error("--warmup must be >= 1 and --frames >= 2")
+    if not args.model.is_file():
+        print(f"bench_daemon: model '{args.model}' not found (build it: python -m tools.quantize)", file=sys.stderr)
+        return 2
+    photos = sorted((DEFAULT_UPSTREAM / "images").glob("*.jpg"), key=lambda p: int(p.stem))[: args.photos]
+    if not photos:
+        print(f"bench_daemon: no photos in '{DEFAULT_UPSTREAM / 'images'}'", file=sys.stderr)
+        return 2
+    mqtt = (args.mqtt_host, args.mqtt_port) if args.mqtt_port else None
+    with tempfile.TemporaryDirectory(prefix="edge-face-bench-") as scratch:
+        frames_dir, stills_dir = Path(scratch) / "frames", Path(scratch) / "stills"
+        frames_dir.mkdir()
+        stills_dir.mkdir()
+        make_frames(photos, stills_dir, frames_dir, (args.width, args.height), args.hold)
+        config_path = Path(scratch) / "bench.toml"
+        write_config(config_path, frames_dir, args.model.resolve(), args.threads, mqtt)
+        figures = run_child(args.python, config_path, args.frames, args.warmup)
+    figures["size"] = f"{args.width}x{args.height}"
+    sink = f"mqtt {args.mqtt_host}:{args.mqtt_port}" if mqtt else "stdout -> /dev/null"
+    print("\n".join(report(figures, sink, args.markdown)))
+    if args.json:
+        args.json.write_text(json.dumps({"sink": sink, **figures}, indent=2) + "\n", encoding="utf-8")
+    missed = []
+    if figures["overhead_ratio"] > TARGET_OVERHEAD_RATIO:
+        missed.append(f"loop overhead {figures['overhead_ratio']:.3f} > {TARGET_OVERHEAD_RATIO}")
+    if figures["peak_rss_mb"] > TARGET_PEAK_RSS_MB:
+        missed.append(f"peak RSS {figures['peak_rss_mb']:.1f} MB > {TARGET_PEAK_RSS_MB:.0f} MB")
+    for line in missed:
+        print(f"target missed: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
