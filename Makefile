@@ -13,9 +13,9 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check clean
 
-## demo: set up, build the int8 model, and run the main job on sample photos
+## demo: set up, build the int8 model, and run the main job (the daemon) on sample photos
 demo: setup model samples
-	$(BIN)/edge-face detect --annotate out/annotated $(shell $(BIN)/python -m tools.weights --print-sample-paths)
+	$(BIN)/edge-face run --config examples/demo.toml
 
 ## test: set up everything (both interpreter environments, mosquitto) and run the whole suite
 test: setup setup-tflite system-deps model
@@ -49,7 +49,7 @@ $(MODEL):
 	$(BIN)/python -m tools.quantize --model slim-320
 
 samples: setup
-	$(BIN)/python -m tools.weights --samples
+	$(BIN)/python -m tools.weights --samples --dest models/cache/samples
 
 bench: setup model
 	$(BIN)/python -m tools.bench
