@@ -20,7 +20,9 @@ def default_model_path() -> Path:
     """$EDGE_FACE_MODEL, else the build output of a source checkout, else the installed copy."""
     if os.environ.get("EDGE_FACE_MODEL"):
         return Path(os.environ["EDGE_FACE_MODEL"])
-    for candidate in (DEFAULT_MODEL, Path("/var/lib/edge-face/models") / DEFAULT_MODEL.name):
+    from edge.config import DEFAULT_MODEL_PATH  # where tools/install.sh and Ansible put it
+
+    for candidate in (DEFAULT_MODEL, DEFAULT_MODEL_PATH):
         if candidate.is_file():
             return candidate
     return DEFAULT_MODEL

@@ -1,0 +1,175 @@
+"""tools/install.sh, the one-Pi install: run for real into a scratch root (--root).
+
+The scratch root turns off apt, user creation and systemctl by design; everything else is
+the real path: a virtualenv from the OS Python, a wheel built from this checkout and
+installed into it (without its dependencies, so no download), the model with its links,
+config, credential and unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every path below root -> (mode, content hash or link target); the venv by its package files."""
+    state: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if "__pycache__" in path.parts:
+            continue
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            state[relative] = ("link", os.readlink(path))
+        elif stat.S_ISREG(info.st_mode):
+            state[relative] = (oct(info.st_mode), info.st_mtime_ns, sha256(path))
+        else:
+            state[relative] = (oct(info.st_mode),)
+    return state
+
+
+class Installer:
+    def __init__(self, script: Path, root: Path, model: Path) -> None:
+        self.script, self.root, self.model = script, root, model
+
+    def __call__(self, *args: str, model: Path | None = None) -> subprocess.CompletedProcess:
+        command = ["sh", str(self.script), "--root", str(self.root), "--python", str(SYSTEM_PYTHON)]
+        if not {"--uninstall", "--rollback-model"} & set(args):
+            command += ["--no-deps", "--model", str(model or self.model)]
+        return subprocess.run(command + list(args), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def installer(project_root: Path, int8_model_path: Path, tmp_path: Path) -> Installer:
+    if not SYSTEM_PYTHON.is_file():
+        pytest.fail(f"{SYSTEM_PYTHON} is missing: the installer makes its virtualenv from the OS Python")
+    root = tmp_path / "root"
+    root.mkdir()
+    return Installer(project_root / "tools" / "install.sh", root, int8_model_path)
+
+
+def other_model(source: Path, folder: Path) -> Path:
+    """A second release: different bytes, with a sidecar whose tflite_sha256 matches them."""
+    folder.mkdir()
+    model = folder / source.name
+    model.write_bytes(source.read_bytes() + b"\0")
+    sidecar = json.loads(source.with_suffix(".json").read_text())
+    sidecar["tflite_sha256"] = sha256(model)
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    return model
+
+
+def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, project_root: Path) -> None:
+    root = installer.root
+    first = installer()
+    assert first.returncode == 0, first.stderr + first.stdout
+
+    # The package runs from its virtualenv, which sees the OS's site packages (picamera2).
+    venv = root / "opt/edge-face/venv"
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    check = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import edge.cli; print(edge.cli.__file__)"],
+        capture_output=True, text=True, timeout=60, cwd=root,  # not the checkout: it would shadow the venv
+    )
+    assert check.returncode == 0 and check.stdout.startswith(str(venv)), check.stderr
+
+    release = sha256(installer.model)[:16]
+    models = root / "opt/edge-face/models"
+    assert os.readlink(models / "current") == release
+    assert sha256(models / "current" / installer.model.name) == sha256(installer.model)
+
+    config = root / "etc/edge-face/edge-face.toml"
+    assert config.read_bytes() == (project_root / "examples/edge-face.toml").read_bytes()
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    credential = root / "etc/edge-face/mqtt_password"
+    assert credential.read_bytes() == b"" and stat.S_IMODE(credential.stat().st_mode) == 0o600
+    unit = root / "etc/systemd/system/edge-face.service"
+    assert unit.read_bytes() == (project_root / "systemd/edge-face.service").read_bytes()
+
+    # The installed entry point validates the installed config (model path moved into the root).
+    probe = root / "probe.toml"
+    probe.write_text(config.read_text().replace('"/opt/edge-face/', f'"{root}/opt/edge-face/'))
+    verdict = subprocess.run(
+        [str(venv / "bin/edge-face"), "check-config", str(probe)], capture_output=True, text=True, cwd=root
+    )
+    assert verdict.returncode == 0, verdict.stderr
+    probe.unlink()
+
+    # A user's edits survive a re-run; nothing else moves either.
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    before = tree_state(root)
+    second = installer()
+    assert second.returncode == 0, second.stderr
+    assert "nothing changed" in second.stdout
+    assert tree_state(root) == before
+
+    removed = installer("--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not (root / "opt/edge-face").exists()
+    assert not unit.exists()
+    assert 'level = "debug"' in config.read_text() and credential.exists()
+
+    purged = installer("--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not (root / "etc/edge-face").exists()
+
+
+def test_new_model_keeps_the_old_one_for_rollback(installer: Installer, tmp_path: Path) -> None:
+    models = installer.root / "opt/edge-face/models"
+    first_release = sha256(installer.model)[:16]
+    assert installer().returncode == 0
+
+    newer = other_model(installer.model, tmp_path / "newer")
+    upgraded = installer(model=newer)
+    assert upgraded.returncode == 0, upgraded.stderr
+    newer_release = sha256(newer)[:16]
+    assert (os.readlink(models / "current"), os.readlink(models / "previous")) == (newer_release, first_release)
+
+    rolled_back = installer("--rollback-model")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert (os.readlink(models / "current"), os.readlink(models / "previous")) == (first_release, newer_release)
+    assert sha256(models / "current" / installer.model.name) == sha256(installer.model)
+
+    # A third release pushes the oldest out: only current and previous stay on disk.
+    newest = other_model(newer, tmp_path / "newest")
+    assert installer(model=newest).returncode == 0
+    releases = sorted(p.name for p in models.iterdir() if not p.is_symlink())
+    assert releases == sorted([sha256(newest)[:16], first_release])
+
+
+def test_bad_model_is_refused_with_one_clear_line(installer: Installer, tmp_path: Path) -> None:
+    tampered = other_model(installer.model, tmp_path / "tampered")
+    tampered.write_bytes(tampered.read_bytes() + b"\0")  # the sidecar no longer matches
+    result = installer(model=tampered)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"install.sh: error: --model '{tampered}': sha256 {sha256(tampered)} differs from tflite_sha256 in "
+        f"'{tampered.with_suffix('.json')}'"
+    ]
+    assert not (installer.root / "opt").exists()
+
+
+def test_unknown_option_is_a_usage_error(installer: Installer) -> None:
+    result = subprocess.run(["sh", str(installer.script), "--frobnicate"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown option '--frobnicate'" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
+def test_script_passes_shellcheck(installer: Installer) -> None:
+    result = subprocess.run(["shellcheck", "-s", "sh", str(installer.script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,384 @@
+#!/bin/sh
+# Install edge-face on one Raspberry Pi (or any Debian-like host) as a systemd service.
+#
+#   sudo tools/install.sh --model /path/to/version-slim-320-int8.tflite
+#   sudo tools/install.sh --uninstall [--purge]
+#   sudo tools/install.sh --rollback-model
+#
+# Run it from a checkout of the project. It creates /opt/edge-face/venv (with the OS's site
+# packages, so python3-picamera2 is visible), installs the package from this source tree (or
+# --wheel), places the int8 model under /opt/edge-face/models/<sha256 prefix>/ behind the
+# links current/previous, installs /etc/edge-face/edge-face.toml from examples/ when there is
+# none yet (never overwritten), an empty /etc/edge-face/mqtt_password credential when there is
+# none, and systemd/edge-face.service; then enables and (re)starts the service.
+# Running it again changes nothing unless an input changed; only then is the service restarted.
+#
+# Options:
+#   --model FILE       int8 .tflite with its .json sidecar beside it
+#                      (default: models/build/version-slim-320-int8.tflite of this checkout)
+#   --wheel FILE       install this edge_face wheel instead of building one from the checkout
+#   --config FILE      first config to install (default: examples/edge-face.toml)
+#   --python FILE      Python to make the virtualenv from (default: /usr/bin/python3)
+#   --extras LIST      package extras, comma-separated (tflite-runtime on 32-bit Pi OS, opencv)
+#   --no-deps          install only the package, not its dependencies
+#   --no-apt           do not install python3-venv / python3-picamera2 with apt-get
+#   --no-systemctl     do not reload, enable, start or stop anything
+#   --root DIR         install below DIR instead of / (image builds, tests); implies
+#                      --no-apt and --no-systemctl, and creates no user
+#   --uninstall        stop and remove the service, /opt/edge-face and the unit; keeps
+#                      /etc/edge-face (config, credential) and /var/lib/edge-face
+#   --purge            with --uninstall: remove those too, and the edge-face user
+#   --rollback-model   make the previous model current again and restart
+#
+# Exit codes: 0 done, 1 failed, 2 usage error.
+set -eu
+
+PROG=install.sh
+SRC_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
+SERVICE=edge-face.service
+SERVICE_USER=edge-face
+INSTALL_DIR=/opt/edge-face
+VENV=$INSTALL_DIR/venv
+DIST_DIR=$INSTALL_DIR/dist
+MODELS_DIR=$INSTALL_DIR/models
+CONFIG_DIR=/etc/edge-face
+CONFIG_FILE=$CONFIG_DIR/edge-face.toml
+CREDENTIAL_FILE=$CONFIG_DIR/mqtt_password
+UNIT_FILE=/etc/systemd/system/$SERVICE
+
+ACTION=install
+MODEL=$SRC_DIR/models/build/version-slim-320-int8.tflite
+WHEEL=
+INITIAL_CONFIG=$SRC_DIR/examples/edge-face.toml
+PYTHON=/usr/bin/python3
+EXTRAS=
+NO_DEPS=
+USE_APT=yes
+USE_SYSTEMCTL=yes
+MANAGE_USER=yes
+ROOT=
+PURGE=
+CHANGED=
+SCRATCH=
+
+say() { printf '%s: %s\n' "$PROG" "$*"; }
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+usage_error() { printf '%s: %s (see the top of %s for the options)\n' "$PROG" "$*" "$0" >&2; exit 2; }
+changed() { CHANGED=yes; say "$*"; }
+cleanup() { if [ -n "$SCRATCH" ]; then rm -rf -- "$SCRATCH"; fi; }
+trap cleanup EXIT
+
+need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "$1 needs a value"; fi; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --model) need_value "$@"; MODEL=$2; shift 2 ;;
+        --wheel) need_value "$@"; WHEEL=$2; shift 2 ;;
+        --config) need_value "$@"; INITIAL_CONFIG=$2; shift 2 ;;
+        --python) need_value "$@"; PYTHON=$2; shift 2 ;;
+        --extras) need_value "$@"; EXTRAS=$2; shift 2 ;;
+        --root) need_value "$@"; ROOT=${2%/}; shift 2 ;;
+        --no-deps) NO_DEPS=yes; shift ;;
+        --no-apt) USE_APT=; shift ;;
+        --no-systemctl) USE_SYSTEMCTL=; shift ;;
+        --uninstall) ACTION=uninstall; shift ;;
+        --purge) PURGE=yes; shift ;;
+        --rollback-model) ACTION=rollback; shift ;;
+        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) usage_error "unknown option '$1'" ;;
+    esac
+done
+[ -z "$PURGE" ] || [ "$ACTION" = uninstall ] || usage_error "--purge only goes with --uninstall"
+
+if [ -n "$ROOT" ]; then
+    # A scratch root is files only: no packages, no users, no systemd of its own.
+    [ -d "$ROOT" ] || usage_error "--root '$ROOT' is not a folder"
+    USE_APT='' USE_SYSTEMCTL='' MANAGE_USER=''
+elif [ "$(id -u)" -ne 0 ]; then
+    die "run as root (sudo $0 ...), or use --root DIR for a scratch install"
+fi
+if [ -n "$USE_SYSTEMCTL" ] && [ ! -d /run/systemd/system ]; then
+    say "systemd is not running here: the service is installed but not started"
+    USE_SYSTEMCTL=
+fi
+
+# --- helpers ---------------------------------------------------------------------------------
+
+# install_file SRC DEST MODE OWNER:GROUP: copy when the content differs; fix mode and owner.
+install_file() {
+    if ! cmp -s -- "$1" "$ROOT$2"; then
+        # Through a temp file in the same folder and a rename: never a half-written file.
+        tmp=$(mktemp "$ROOT$2.XXXXXX")
+        cp -- "$1" "$tmp"
+        chmod "$3" "$tmp"
+        if [ "$(id -u)" -eq 0 ]; then chown "$4" "$tmp"; fi
+        mv -f -- "$tmp" "$ROOT$2"
+        changed "installed $2"
+    fi
+    ensure_mode "$2" "$3" "$4"
+}
+
+# ensure_mode PATH MODE OWNER:GROUP for a file that already exists. Ownership is only set by
+# root; an unprivileged --root install keeps the caller's own.
+ensure_mode() {
+    if [ "$(id -u)" -eq 0 ]; then
+        want="$(printf '%o' "0$2") $3" have=$(stat -c '%a %U:%G' -- "$ROOT$1")
+    else
+        want=$(printf '%o' "0$2") have=$(stat -c '%a' -- "$ROOT$1")
+    fi
+    if [ "$have" != "$want" ]; then
+        chmod "$2" "$ROOT$1"
+        if [ "$(id -u)" -eq 0 ]; then chown "$3" "$ROOT$1"; fi
+        changed "set $1 to $2 $3"
+    fi
+}
+
+ensure_dir() {
+    if [ ! -d "$ROOT$1" ]; then
+        mkdir -p -- "$ROOT$1"
+        changed "created $1"
+    fi
+    ensure_mode "$1" "$2" "$3"
+}
+
+ensure_link() {  # ensure_link TARGET LINK
+    if [ "$(readlink -- "$ROOT$2" 2>/dev/null || true)" != "$1" ]; then
+        ln -sfn -- "$1" "$ROOT$2"
+        changed "$2 -> $1"
+    fi
+}
+
+config_group() {
+    if getent group "$SERVICE_USER" >/dev/null 2>&1 && [ -z "$ROOT" ]; then echo "$SERVICE_USER"; else echo root; fi
+}
+
+sha256_of() { sha256sum -- "$1" | cut -d' ' -f1; }
+
+systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
+
+# --- install steps ---------------------------------------------------------------------------
+
+install_os_packages() {
+    [ -n "$USE_APT" ] || return 0
+    packages=python3-venv
+    # python3-picamera2 (with libcamera) exists only in Raspberry Pi OS's archive.
+    if [ -e /etc/rpi-issue ]; then packages="$packages python3-picamera2"; fi
+    missing=
+    for package in $packages; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"
+    done
+    if [ -n "$missing" ]; then
+        apt-get update
+        # shellcheck disable=SC2086 # one word per package
+        DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+        changed "installed OS packages:$missing"
+    fi
+}
+
+create_user() {
+    [ -n "$MANAGE_USER" ] || return 0
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        # No login, no home of its own: systemd makes /var/lib/edge-face (StateDirectory=).
+        useradd --system --user-group --home-dir /var/lib/edge-face --no-create-home \
+            --shell /usr/sbin/nologin --comment "edge-face camera face detector" "$SERVICE_USER"
+        changed "created system user $SERVICE_USER"
+    fi
+    if ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx video; then
+        usermod -a -G video "$SERVICE_USER"
+        changed "added $SERVICE_USER to group video (camera devices)"
+    fi
+}
+
+check_inputs() {
+    [ -x "$PYTHON" ] || die "--python '$PYTHON' is not an executable (apt-get install python3)"
+    [ -f "$MODEL" ] || die "--model '$MODEL': no such file (build it with python -m tools.quantize on a workstation and copy it here)"
+    sidecar=${MODEL%.tflite}.json
+    [ -f "$sidecar" ] || die "--model '$MODEL': its sidecar '$sidecar' is missing"
+    [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "--wheel '$WHEEL': no such file"
+    [ -f "$SRC_DIR/systemd/$SERVICE" ] || die "'$SRC_DIR/systemd/$SERVICE' is missing: run this script from a checkout"
+    model_sha=$(sha256_of "$MODEL")
+    sidecar_sha=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("tflite_sha256", ""))' "$sidecar") \
+        || die "--model '$MODEL': sidecar '$sidecar' is not valid JSON"
+    [ "$model_sha" = "$sidecar_sha" ] || die "--model '$MODEL': sha256 $model_sha differs from tflite_sha256 in '$sidecar'"
+}
+
+build_wheel() {
+    if [ -n "$WHEEL" ]; then return 0; fi
+    SCRATCH=$(mktemp -d)
+    # A clean copy of what the wheel is made of, so a stale build/ in the checkout cannot leak
+    # in; a fixed SOURCE_DATE_EPOCH makes the same sources give the same wheel bytes.
+    mkdir "$SCRATCH/src"
+    cp -R -- "$SRC_DIR/edge" "$SRC_DIR/pyproject.toml" "$SCRATCH/src/"
+    for extra_file in "$SRC_DIR"/README.md "$SRC_DIR"/LICENSE*; do
+        if [ -f "$extra_file" ]; then cp -- "$extra_file" "$SCRATCH/src/"; fi
+    done
+    say "building the edge-face wheel from $SRC_DIR"
+    SOURCE_DATE_EPOCH=315532800 "$ROOT$VENV/bin/python" -m pip wheel --quiet --no-deps \
+        --disable-pip-version-check --wheel-dir "$SCRATCH/wheelhouse" "$SCRATCH/src" \
+        || die "building the wheel failed (see pip's message above)"
+    WHEEL=$(find "$SCRATCH/wheelhouse" -name 'edge_face-*.whl' | head -n 1)
+    [ -n "$WHEEL" ] || die "pip wheel produced no edge_face wheel"
+}
+
+install_package() {
+    ensure_dir "$INSTALL_DIR" 755 root:root
+    if [ ! -x "$ROOT$VENV/bin/python" ]; then
+        # The OS's site packages hold python3-picamera2 and libcamera, which pip cannot install.
+        "$PYTHON" -m venv --system-site-packages "$ROOT$VENV" \
+            || die "could not create the virtualenv (apt-get install python3-venv)"
+        changed "created virtualenv $VENV"
+    fi
+    build_wheel
+    ensure_dir "$DIST_DIR" 755 root:root
+    wheel_name=$(basename -- "$WHEEL")
+    if ! cmp -s -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name"; then
+        cp -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name.tmp"
+        chmod 644 "$ROOT$DIST_DIR/$wheel_name.tmp"
+        mv -f -- "$ROOT$DIST_DIR/$wheel_name.tmp" "$ROOT$DIST_DIR/$wheel_name"
+        requirement=$ROOT$DIST_DIR/$wheel_name${EXTRAS:+[$EXTRAS]}
+        # pip keeps an installed version as it is, so a rebuilt wheel of the same version is
+        # forced in; dependencies are left alone by that step and then topped up.
+        "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-deps --force-reinstall "$ROOT$DIST_DIR/$wheel_name" || die "pip could not install $wheel_name"
+        if [ -z "$NO_DEPS" ]; then
+            "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$requirement" \
+                || die "pip could not install the dependencies of $wheel_name"
+        fi
+        changed "installed $wheel_name into $VENV"
+    fi
+    for old in "$ROOT$DIST_DIR"/*.whl; do
+        if [ -f "$old" ] && [ "$(basename -- "$old")" != "$wheel_name" ]; then
+            rm -f -- "$old"
+            changed "removed old wheel $(basename -- "$old")"
+        fi
+    done
+}
+
+install_model() {
+    release=$(printf '%s' "$model_sha" | cut -c1-16)
+    name=$(basename -- "$MODEL" .tflite)
+    ensure_dir "$MODELS_DIR" 755 root:root
+    ensure_dir "$MODELS_DIR/$release" 755 root:root
+    install_file "$MODEL" "$MODELS_DIR/$release/$name.tflite" 644 root:root
+    install_file "${MODEL%.tflite}.json" "$MODELS_DIR/$release/$name.json" 644 root:root
+    current=$(readlink -- "$ROOT$MODELS_DIR/current" 2>/dev/null || true)
+    if [ -n "$current" ] && [ "$current" != "$release" ]; then
+        ensure_link "$current" "$MODELS_DIR/previous"
+    fi
+    ensure_link "$release" "$MODELS_DIR/current"
+    previous=$(readlink -- "$ROOT$MODELS_DIR/previous" 2>/dev/null || true)
+    # Two releases stay: current and the rollback target.
+    for folder in "$ROOT$MODELS_DIR"/*/; do
+        folder=${folder%/}
+        [ ! -L "$folder" ] || continue
+        case $(basename -- "$folder") in
+            "$release"|"$previous") ;;
+            *) rm -rf -- "$folder"; changed "removed old model release $(basename -- "$folder")" ;;
+        esac
+    done
+}
+
+install_config() {
+    group=$(config_group)
+    ensure_dir "$CONFIG_DIR" 755 root:root
+    if [ ! -e "$ROOT$CONFIG_FILE" ]; then
+        [ -f "$INITIAL_CONFIG" ] || die "--config '$INITIAL_CONFIG': no such file"
+        install_file "$INITIAL_CONFIG" "$CONFIG_FILE" 640 "root:$group"
+    else
+        ensure_mode "$CONFIG_FILE" 640 "root:$group"
+    fi
+    if [ ! -e "$ROOT$CREDENTIAL_FILE" ]; then
+        # Empty means "no password"; LoadCredential= fails the start when the file is missing.
+        (umask 077 && : > "$ROOT$CREDENTIAL_FILE")
+        changed "created empty credential $CREDENTIAL_FILE (put the broker password in it)"
+    fi
+    ensure_mode "$CREDENTIAL_FILE" 600 root:root
+    if [ -z "$ROOT" ]; then
+        "$VENV/bin/edge-face" check-config "$CONFIG_FILE" >/dev/null \
+            || die "$CONFIG_FILE is not valid (message above); fix it and run this again"
+    fi
+}
+
+install_unit() {
+    ensure_dir "$(dirname -- "$UNIT_FILE")" 755 root:root
+    if cmp -s -- "$SRC_DIR/systemd/$SERVICE" "$ROOT$UNIT_FILE"; then
+        ensure_mode "$UNIT_FILE" 644 root:root
+    else
+        install_file "$SRC_DIR/systemd/$SERVICE" "$UNIT_FILE" 644 root:root
+        systemctl_do daemon-reload
+    fi
+}
+
+start_service() {
+    [ -n "$USE_SYSTEMCTL" ] || return 0
+    if ! systemctl is-enabled --quiet "$SERVICE"; then
+        systemctl enable --quiet "$SERVICE"
+        changed "enabled $SERVICE"
+    fi
+    if [ -n "$CHANGED" ] || ! systemctl is-active --quiet "$SERVICE"; then
+        # Type=notify: this returns once the daemon has loaded the model and seen a frame.
+        systemctl restart "$SERVICE" || die "$SERVICE did not start: journalctl -u $SERVICE -n 50"
+        say "$SERVICE (re)started"
+    fi
+}
+
+do_install() {
+    check_inputs
+    install_os_packages
+    create_user
+    install_package
+    install_model
+    install_config
+    install_unit
+    start_service
+    if [ -n "$CHANGED" ]; then say "done"; else say "edge-face is up to date; nothing changed"; fi
+}
+
+# --- uninstall and rollback --------------------------------------------------------------------
+
+do_uninstall() {
+    if [ -n "$USE_SYSTEMCTL" ] && systemctl cat "$SERVICE" >/dev/null 2>&1; then
+        systemctl disable --now --quiet "$SERVICE" || true
+    fi
+    if [ -e "$ROOT$UNIT_FILE" ]; then
+        rm -f -- "$ROOT$UNIT_FILE"
+        systemctl_do daemon-reload
+        say "removed $UNIT_FILE"
+    fi
+    if [ -e "$ROOT$INSTALL_DIR" ]; then
+        rm -rf -- "$ROOT$INSTALL_DIR"
+        say "removed $INSTALL_DIR (virtualenv and models)"
+    fi
+    if [ -z "$PURGE" ]; then
+        [ ! -e "$ROOT$CONFIG_DIR" ] || say "kept $CONFIG_DIR (config and credential); --uninstall --purge removes it"
+        return 0
+    fi
+    for folder in "$CONFIG_DIR" /var/lib/edge-face /var/log/edge-face; do
+        if [ -e "$ROOT$folder" ]; then rm -rf -- "$ROOT$folder"; say "removed $folder"; fi
+    done
+    if [ -n "$MANAGE_USER" ] && getent passwd "$SERVICE_USER" >/dev/null; then
+        userdel "$SERVICE_USER"
+        say "removed user $SERVICE_USER"
+    fi
+}
+
+do_rollback() {
+    current=$(readlink -- "$ROOT$MODELS_DIR/current" 2>/dev/null || true)
+    previous=$(readlink -- "$ROOT$MODELS_DIR/previous" 2>/dev/null || true)
+    if [ -z "$current" ] || [ -z "$previous" ]; then
+        die "no previous model under $MODELS_DIR: nothing to roll back to"
+    fi
+    ln -sfn -- "$previous" "$ROOT$MODELS_DIR/current"
+    ln -sfn -- "$current" "$ROOT$MODELS_DIR/previous"
+    say "model $previous is current again (was $current)"
+    if [ -n "$USE_SYSTEMCTL" ] && systemctl is-enabled --quiet "$SERVICE"; then
+        systemctl restart "$SERVICE" || die "$SERVICE did not start: journalctl -u $SERVICE -n 50"
+        say "$SERVICE restarted"
+    fi
+}
+
+case $ACTION in
+    install) do_install ;;
+    uninstall) do_uninstall ;;
+    rollback) do_rollback ;;
+esac
