@@ -1,0 +1,179 @@
+"""Detector backends for evaluation and benchmarking, behind one interface:
+``detect(image_rgb: (H, W, 3) uint8) -> edge.decode.Detections`` (normalized boxes, best first).
+
+* :class:`FloatOnnxDetector`: the float reference, onnxruntime on upstream's
+  version-slim-320.onnx (box decoding and softmax in the graph), pre-processed as the device
+  path does (edge.preprocess: cv2.INTER_LINEAR-style bilinear resize to the model size, as
+  upstream evaluated), then (p - 127) / 128, followed by the project's threshold + hard NMS
+  (edge.decode.select_faces).
+* :class:`Int8Detector`: the device path, edge.detector.FaceDetector on an int8 .tflite.
+
+Both take the same :class:`DetectionSettings`, so the two models are always compared under
+identical post-processing; each evaluation protocol chooses its own settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.decode import Detections, select_faces
+from edge.preprocess import BilinearResizer, as_three_channels, normalize_float
+
+# hard_nms looks at the `candidate_size` best candidates only; this many means "all of them".
+ALL_CANDIDATES = 1 << 30
+
+
+class DetectorError(Exception):
+    """A detector that cannot be built; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Post-processing of one evaluation protocol.
+
+    ``score_threshold``: keep anchors whose face probability is strictly above it;
+    ``iou_threshold``: hard NMS drops a box whose IoU with a kept one is above it;
+    ``top_k``: keep at most this many faces (-1: all); ``candidate_size``: NMS considers only
+    this many best candidates (upstream's hard_nms default is 200).
+    """
+
+    score_threshold: float
+    iou_threshold: float
+    top_k: int = -1
+    candidate_size: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if self.candidate_size < 1:
+            raise ValueError(f"candidate_size must be >= 1, got {self.candidate_size}")
+
+
+class Detector(Protocol):
+    """What evaluation and benchmark need from a backend."""
+
+    name: str
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        """(H, W, 3) uint8 RGB -> faces, boxes normalized to the image, best first."""
+        ...
+
+
+class FloatOnnxDetector:
+    """Upstream's float ONNX graph (outputs ``scores`` (1, N, 2) softmax and ``boxes`` (1, N, 4)
+    normalized xyxy) run by onnxruntime, with the project's threshold + NMS."""
+
+    def __init__(
+        self, onnx_path: str | os.PathLike, settings: DetectionSettings, num_threads: int | None = None
+    ) -> None:
+        import onnxruntime
+
+        self.path = Path(onnx_path)
+        self.settings = settings
+        self.name = "float ONNX"
+        if not self.path.is_file():
+            raise DetectorError(f"float model '{self.path}': no such file")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # the upstream graph warns about unused initializers
+        if num_threads is not None:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise DetectorError(f"float model '{self.path}': not a loadable ONNX model ({exc})") from None
+        inputs = self.session.get_inputs()
+        outputs = {output.name for output in self.session.get_outputs()}
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape) or not {"scores", "boxes"} <= outputs:
+            raise DetectorError(
+                f"float model '{self.path}': expected one fixed-size NCHW input and outputs 'scores' and "
+                f"'boxes' (upstream version-slim-320.onnx), got inputs {[(i.name, i.shape) for i in inputs]} "
+                f"and outputs {sorted(outputs)}"
+            )
+        self._input_name = inputs[0].name
+        _, _, height, width = shape
+        self.input_size = (width, height)
+        self._resize = BilinearResizer(*self.input_size)
+        self._check_boxes_are_decoded()
+
+    def _check_boxes_are_decoded(self) -> None:
+        # The _without_postprocessing graph has the same output names but emits raw SSD
+        # regressions; decoded corner boxes always have x2 > x1 and y2 > y1, raw ones rarely.
+        width, height = self.input_size
+        _, boxes = self.raw_outputs(np.full((height, width, 3), 127, dtype=np.uint8))
+        if not (np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])):
+            raise DetectorError(
+                f"float model '{self.path}': its 'boxes' are not decoded corner boxes (raw SSD regressions?); "
+                "use upstream's version-slim-320.onnx, which decodes in the graph"
+            )
+
+    def raw_outputs(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB -> (face scores (N,) float32, boxes (N, 4) float32 normalized xyxy)."""
+        pixels = self._resize(as_three_channels(np.asarray(image_rgb)))
+        scores, boxes = self.session.run(["scores", "boxes"], {self._input_name: normalize_float(pixels)})
+        return scores[0, :, 1], boxes[0]
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        scores, boxes = self.raw_outputs(image_rgb)
+        s = self.settings
+        return select_faces(boxes, scores, s.score_threshold, s.iou_threshold, s.top_k, s.candidate_size)
+
+
+class Int8Detector:
+    """The device path: edge.detector.FaceDetector on an int8 edge-face model.
+
+    Pre-processing and invoke are FaceDetector's own (``prepare`` + ``model.invoke``); the
+    int8 post-processing is an Int8Postprocessor built from ``settings``, because protocols
+    need an NMS candidate limit FaceDetector does not expose (with the default limit of 200
+    this is exactly ``FaceDetector.detect``).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        settings: DetectionSettings,
+        num_threads: int | None = None,
+        interpreter: str | None = None,
+    ) -> None:
+        from edge.decode import Int8Postprocessor
+        from edge.detector import FaceDetector
+
+        self.path = Path(model_path)
+        self.settings = settings
+        self.detector = FaceDetector(
+            self.path,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            top_k=settings.top_k,
+            num_threads=num_threads,
+            interpreter=interpreter,
+        )
+        info = self.detector.model.info
+        self.postprocess = Int8Postprocessor(
+            info.prior_config,
+            info.logits_quant,
+            info.regressions_quant,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            top_k=settings.top_k,
+            candidate_size=settings.candidate_size,
+        )
+        self.name = f"int8 {self.detector.model_id}"
+
+    @property
+    def interpreter_name(self) -> str:
+        return self.detector.interpreter_name
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        self.detector.prepare(image_rgb, color_order="RGB")
+        return self.postprocess(*self.detector.model.invoke())
