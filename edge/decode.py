@@ -102,22 +102,28 @@ def decode_boxes(
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:
-    """(K, 4) xyxy -> (K,) areas; inverted boxes count as empty, as upstream's area_of."""
-    wh = np.clip(boxes[:, 2:] - boxes[:, :2], 0.0, None)
-    return wh[:, 0] * wh[:, 1]
+    """(K, 4) xyxy -> (K,) areas; inverted boxes count as empty, as upstream's area_of.
+
+    ``np.maximum(x, 0)`` rather than ``np.clip``: the same values (up to the sign of a zero,
+    which no comparison sees) at a fraction of the per-call cost on small arrays.
+    """
+    zero = np.float32(0)
+    return np.maximum(boxes[:, 2] - boxes[:, 0], zero) * np.maximum(boxes[:, 3] - boxes[:, 1], zero)
 
 
 def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     """(K, 4) float32 xyxy -> (K, K) float32 pairwise IoU.
 
     Element (i, j) is computed with exactly upstream's ``iou_of`` arithmetic for box j against
-    box i (areas from clipped extents, 1e-5 in the denominator), so decisions match it bit for bit.
+    box i (areas from clipped extents, 1e-5 in the denominator), so decisions match it bit for
+    bit. One coordinate at a time: 1-D columns broadcast far faster than (K, K, 2) views.
     """
-    areas = box_areas(boxes)
-    top_left = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    overlap_wh = np.clip(bottom_right - top_left, 0.0, None)
-    overlap = overlap_wh[..., 0] * overlap_wh[..., 1]
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, c]) for c in range(4))
+    zero = np.float32(0)
+    areas = np.maximum(x2 - x1, zero) * np.maximum(y2 - y1, zero)
+    overlap_w = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), zero)
+    overlap_h = np.maximum(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), zero)
+    overlap = overlap_w * overlap_h
     return overlap / (areas[None, :] + areas[:, None] - overlap + np.float32(1e-5))
 
 
@@ -237,10 +243,10 @@ class Int8Postprocessor:
     def __call__(self, logits: np.ndarray, regressions: np.ndarray) -> Detections:
         """``logits``: (N, 2) int8 [background, face]; ``regressions``: (N, 4) int8."""
         pair_codes = np.ascontiguousarray(logits).view("<u2").reshape(-1)
-        candidates = np.flatnonzero(self._pair_passes[pair_codes])
+        candidates = np.flatnonzero(self._pair_passes.take(pair_codes))
         if candidates.size == 0:
             return Detections.empty()
-        scores = self._pair_scores[pair_codes[candidates]]
+        scores = self._pair_scores.take(pair_codes[candidates])
         terms = self._regression_terms[self._columns, regressions[candidates].view(np.uint8)]
         scaled = terms * self._prior_factors[candidates]
         centres = scaled[:, :2] + self._prior_centres[candidates]
