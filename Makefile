@@ -17,11 +17,13 @@ PYTEST_ARGS ?=
 demo: setup model samples
 	$(BIN)/edge-face run --config examples/demo.toml
 
-## test: set up everything (both interpreter environments, mosquitto) and run the whole suite
+## test: set up everything (both interpreter environments, mosquitto, systemd tools), run the
+## whole suite, the detector tests again under tflite-runtime, then the aarch64 check
 test: setup setup-tflite system-deps model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
+	$(MAKE) arm64-check
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -41,8 +43,10 @@ $(VENV_TFLITE)/.installed: pyproject.toml
 	touch $@
 
 system-deps:
-	@command -v mosquitto >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd >/dev/null; }
+	@for tool in mosquitto mosquitto_sub systemd-analyze openssl shellcheck; do \
+		command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq mosquitto mosquitto-clients systemd openssl shellcheck >/dev/null; fi
 
 model: setup $(MODEL)
 $(MODEL):
@@ -56,6 +60,11 @@ bench: setup model
 
 evaluate: setup model
 	$(BIN)/python -m tools.evaluate
+
+## arm64-check: the device package on an emulated Debian bookworm arm64 userland (needs root;
+## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
+arm64-check: model
+	tools/arm64_check.sh
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out

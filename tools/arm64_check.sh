@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# Proof on the Pi's architecture: install the device package in an emulated aarch64
+# Debian bookworm userland (Python 3.11, as Raspberry Pi OS Bookworm) and check that
+# `edge-face detect --json` finds the same faces there as on the host, once with
+# ai-edge-litert and once with tflite-runtime 2.14 (numpy<2).
+#
+# Needs root (debootstrap, chroot, mounts, binfmt_misc) and network to the Debian mirror and
+# the package index the host's pip uses. Everything built is cached in --cache; all mounts
+# live in a private mount namespace and are also unmounted on exit.
+# Emulated run times say nothing about a Pi's speed: this checks results, not timings.
+set -euo pipefail
+
+readonly SUITE=bookworm
+readonly DEBOOTSTRAP_INCLUDE=python3,python3-venv,python3-pip,ca-certificates
+# Debian 12's qemu 7.2 makes ai-edge-litert segfault in allocate_tensors/invoke; 8 is the
+# first major release without that fault that Debian packages (bookworm-backports has 10).
+readonly MIN_QEMU_MAJOR=8
+readonly BINFMT_NAME=edge-face-aarch64
+readonly BINFMT_MAGIC='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+readonly BINFMT_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+readonly CHROOT_VENVS=/opt/edge-face-venvs
+readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+readonly VENV_KINDS=(litert tflite-runtime)
+declare -A INTERPRETER_OF=([litert]=ai_edge_litert [tflite-runtime]=tflite_runtime)
+
+PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly PROJECT_ROOT
+
+usage() {
+    cat <<EOF
+usage: tools/arm64_check.sh [--cache DIR] [--model PATH] [--images N] [--qemu PATH]
+
+Runs edge-face detect in an emulated Debian bookworm arm64 chroot with ai-edge-litert and
+with tflite-runtime 2.14, and compares the faces with the host's run. Exit 0 on PASS,
+1 on a mismatch, 2 on a usage or setup error. Needs root.
+
+  --cache DIR    where the root file system, venvs and qemu are kept between runs
+                 (default: \$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
+  --model PATH   int8 .tflite with its .json sidecar
+                 (default: models/build/version-slim-320-int8.tflite)
+  --images N     how many of the upstream photos to compare (default: 4)
+  --qemu PATH    a static qemu-aarch64 to use instead of the one fetched from Debian
+  -h, --help     this text
+
+Environment: EDGE_FACE_UPSTREAM_DIR (photos, default <project>/../shared/upstream),
+EDGE_FACE_HOST_PYTHON (host interpreter, default <project>/.venv/bin/python),
+EDGE_FACE_DEBIAN_MIRROR (default: the host's apt mirror for $SUITE).
+EOF
+}
+
+die() { echo "arm64-check: $*" >&2; exit 2; }
+note() { echo "arm64-check: $*" >&2; }
+
+parse_args() {
+    CACHE_DIR=${EDGE_FACE_ARM64_CACHE:-${HOME:-/root}/.cache/edge-face/arm64}
+    MODEL=$PROJECT_ROOT/models/build/version-slim-320-int8.tflite
+    IMAGE_COUNT=4
+    QEMU_OVERRIDE=
+    while (($#)); do
+        case $1 in
+            -h | --help) usage; exit 0 ;;
+            --cache | --model | --images | --qemu)
+                (($# >= 2)) || die "$1 needs a value"
+                case $1 in
+                    --cache) CACHE_DIR=$2 ;;
+                    --model) MODEL=$2 ;;
+                    --images) IMAGE_COUNT=$2 ;;
+                    --qemu) QEMU_OVERRIDE=$2 ;;
+                esac
+                shift 2 ;;
+            --cache=* | --model=* | --images=* | --qemu=*)
+                set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
+            *) die "unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    [[ $IMAGE_COUNT =~ ^[1-9][0-9]*$ ]] || die "--images: '$IMAGE_COUNT' is not a positive integer"
+    [[ -n $CACHE_DIR ]] || die "--cache: empty path"
+}
+
+check_inputs() {
+    UPSTREAM_DIR=${EDGE_FACE_UPSTREAM_DIR:-$PROJECT_ROOT/../shared/upstream}
+    HOST_PYTHON=${EDGE_FACE_HOST_PYTHON:-$PROJECT_ROOT/.venv/bin/python}
+    MODEL=$(realpath -m -- "$MODEL")
+    SIDECAR=${MODEL%.tflite}.json
+    [[ -f $MODEL ]] || die "--model: $MODEL does not exist (build it: python -m tools.quantize)"
+    [[ -f $SIDECAR ]] || die "--model: the sidecar $SIDECAR is missing (build both: python -m tools.quantize)"
+    [[ -x $HOST_PYTHON ]] || die "host python $HOST_PYTHON is missing (set EDGE_FACE_HOST_PYTHON)"
+    [[ -d $UPSTREAM_DIR/images ]] || die "photo folder $UPSTREAM_DIR/images is missing (set EDGE_FACE_UPSTREAM_DIR)"
+    mapfile -t IMAGES < <(find "$UPSTREAM_DIR/images" -maxdepth 1 -type f -name '*.jpg' | sort -V | head -n "$IMAGE_COUNT")
+    ((${#IMAGES[@]} == IMAGE_COUNT)) || die "--images: $IMAGE_COUNT asked, $UPSTREAM_DIR/images has ${#IMAGES[@]} .jpg files"
+    [[ -z $QEMU_OVERRIDE || -x $QEMU_OVERRIDE ]] || die "--qemu: $QEMU_OVERRIDE is not an executable"
+    [[ $(id -u) == 0 ]] || die "needs root (debootstrap, chroot, mounts, binfmt_misc)"
+}
+
+# ---- time keeping -------------------------------------------------------------------------
+STARTED=$SECONDS
+PHASE_STARTED=$SECONDS
+phase() {
+    note "[$((SECONDS - STARTED))s] $*"
+    PHASE_STARTED=$SECONDS
+}
+phase_done() { note "    done in $((SECONDS - PHASE_STARTED))s"; }
+
+# ---- mounts and clean-up ------------------------------------------------------------------
+MOUNTS=()
+RUN_DIR=
+BUILD_TMP=()
+
+mount_tracked() {  # mount_tracked TARGET MOUNT-ARGS...
+    local target=$1
+    shift
+    mount "$@" "$target"
+    MOUNTS+=("$target")
+}
+
+# Every mount point at or below $1, deepest first.
+mounts_under() {
+    local root
+    root=$(realpath -m -- "$1")
+    findmnt -rn -o TARGET | awk -v root="$root" '$0 == root || index($0, root "/") == 1' | sort -r
+}
+
+unmount_under() {
+    local target
+    while read -r target; do
+        if [[ -n $target ]]; then umount "$target" 2>/dev/null || umount -l "$target"; fi
+    done < <(mounts_under "$1")
+}
+
+# rm -rf that refuses to run while anything is mounted below (a bound /dev must never be
+# emptied) and never leaves the file system it starts on.
+remove_tree() {
+    [[ -e $1 ]] || return 0
+    unmount_under "$1"
+    [[ -z $(mounts_under "$1") ]] || die "refusing to delete $1: something is still mounted below it"
+    rm -rf --one-file-system -- "$1"
+}
+
+# shellcheck disable=SC2317  # run by the EXIT trap
+cleanup() {
+    local status=$? i
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+        umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
+    done
+    MOUNTS=()
+    if [[ -n $RUN_DIR ]]; then remove_tree "$RUN_DIR"; fi
+    for i in "${BUILD_TMP[@]}"; do remove_tree "$i"; done
+    exit "$status"
+}
+
+# ---- step 1: host tools -------------------------------------------------------------------
+ensure_debootstrap() {
+    command -v debootstrap >/dev/null && return 0
+    note "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
+        || die "apt-get install debootstrap failed"
+}
+
+qemu_major() { "$1" --version 2>/dev/null | sed -n 's/^qemu-aarch64 version \([0-9]*\)\..*/\1/p'; }
+
+is_static() { LC_ALL=C ldd "$1" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; }
+
+# shellcheck disable=SC1091  # the host's file, read at run time
+host_codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
+
+# The mirror serving Debian $1 in the host's apt sources (default deb.debian.org).
+debian_mirror_for() {
+    local uri
+    # shellcheck disable=SC2016  # $(...) is apt's field syntax, not the shell's
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
+        | awk -v suite="$1" '$2 == suite {print $1; exit}')
+    echo "${uri:-http://deb.debian.org/debian/}"
+}
+
+# Download (not install: Debian's qemu-user-static of the same name may be installed or
+# wanted by others) the newest qemu-user apt knows, adding bookworm-backports on a bookworm
+# host whose own qemu is too old, and keep its static qemu-aarch64 in the cache.
+fetch_qemu() {
+    local codename candidate_major deb_dir version package
+    codename=$(host_codename)
+    candidate_major=$(apt-cache madison qemu-user 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' \
+        | sed 's/^[0-9]*://' | sort -V | tail -1 | cut -d. -f1)
+    if [[ ${candidate_major:-0} -lt $MIN_QEMU_MAJOR && $codename == bookworm ]]; then
+        local sources=/etc/apt/sources.list.d/edge-face-bookworm-backports.sources
+        # shellcheck disable=SC2016  # apt's field syntax
+        if ! apt-get indextargets --format '$(RELEASE)' 2>/dev/null | grep -qx bookworm-backports; then
+            note "adding bookworm-backports to apt ($sources) for qemu-user >= $MIN_QEMU_MAJOR"
+            cat >"$sources" <<EOF
+Types: deb
+URIs: $(debian_mirror_for bookworm)
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+        fi
+        local backports_sources
+        backports_sources=$(grep -l -r 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+            | head -1 || true)
+        [[ -n $backports_sources ]] || die "bookworm-backports is configured, but not in /etc/apt/sources.list(.d)"
+        # Refresh only the backports lists: the host's other lists are left as they are.
+        apt-get update -q -o Dir::Etc::sourcelist="$backports_sources" -o Dir::Etc::sourceparts=- \
+            -o APT::Get::List-Cleanup=0 >/dev/null || die "apt-get update of bookworm-backports failed"
+    fi
+    version=$(apt-cache madison qemu-user | awk -F'|' '{gsub(/ /, "", $2); print $2}' \
+        | while read -r v; do echo "${v#*:} $v"; done | sort -V | tail -1 | cut -d' ' -f2)
+    [[ -n $version ]] || die "apt knows no qemu-user package"
+    deb_dir=$(mktemp -d "$CACHE_DIR/qemu.tmp.XXXXXX")
+    BUILD_TMP+=("$deb_dir")
+    (cd "$deb_dir" && apt-get download -q "qemu-user=$version" >/dev/null 2>&1) \
+        || die "apt-get download qemu-user=$version failed"
+    package=$(echo "$deb_dir"/qemu-user_*.deb)
+    dpkg-deb -x "$package" "$deb_dir/root"
+    local binary=$deb_dir/root/usr/bin/qemu-aarch64
+    [[ -x $binary ]] || die "$package has no usr/bin/qemu-aarch64"
+    is_static "$binary" \
+        || die "qemu-user $version ships a dynamic qemu-aarch64 (pass a static one, >= $MIN_QEMU_MAJOR, with --qemu)"
+    (($(qemu_major "$binary") >= MIN_QEMU_MAJOR)) \
+        || die "qemu-user $version is older than $MIN_QEMU_MAJOR, where ai-edge-litert segfaults (pass a static qemu-aarch64 >= $MIN_QEMU_MAJOR with --qemu)"
+    mkdir -p "$CACHE_DIR/qemu"
+    install -m 0755 "$binary" "$CACHE_DIR/qemu/qemu-aarch64.new"
+    mv -f "$CACHE_DIR/qemu/qemu-aarch64.new" "$CACHE_DIR/qemu/qemu-aarch64"
+    remove_tree "$deb_dir"
+}
+
+ensure_qemu() {
+    if [[ -n $QEMU_OVERRIDE ]]; then
+        QEMU=$(realpath -- "$QEMU_OVERRIDE")
+        is_static "$QEMU" || die "--qemu: $QEMU is not statically linked (binfmt F runs it inside the chroot)"
+        (($(qemu_major "$QEMU") >= MIN_QEMU_MAJOR)) \
+            || note "warning: $($QEMU --version | head -1) is older than $MIN_QEMU_MAJOR: ai-edge-litert is known to segfault there"
+        return 0
+    fi
+    QEMU=$CACHE_DIR/qemu/qemu-aarch64
+    if [[ ! -x $QEMU ]] || (($(qemu_major "$QEMU") < MIN_QEMU_MAJOR)); then
+        fetch_qemu
+    fi
+}
+
+# Register $QEMU for aarch64 ELF files. Flag F opens the emulator now, so it works inside
+# the chroot where its path does not exist; P keeps argv[0]; O hands it the open binary.
+# The kernel tries the newest registration first, so re-registering puts ours ahead of
+# any older qemu-aarch64 entry (e.g. Debian's qemu-user-binfmt 7.2).
+register_binfmt() {
+    local dir=/proc/sys/fs/binfmt_misc
+    if [[ ! -e $dir/register ]]; then
+        mount -t binfmt_misc binfmt_misc "$dir" 2>/dev/null \
+            || die "cannot mount binfmt_misc at $dir (needs root outside an unprivileged container)"
+    fi
+    [[ -e $dir/$BINFMT_NAME ]] && echo -1 >"$dir/$BINFMT_NAME"
+    echo ":$BINFMT_NAME:M::$BINFMT_MAGIC:$BINFMT_MASK:$QEMU:OPF" >"$dir/register" \
+        || die "cannot register $QEMU with binfmt_misc (no privilege to write $dir/register?)"
+    local other
+    for other in "$dir"/*; do
+        [[ $other == "$dir/$BINFMT_NAME" || ! -f $other ]] && continue
+        if grep -q '^magic 7f454c460201010000000000000000000200b700' "$other" 2>/dev/null \
+            && grep -qx enabled "$other"; then
+            note "note: $(basename "$other") also handles aarch64; $BINFMT_NAME was registered later and takes precedence"
+        fi
+    done
+}
+
+# ---- step 2: the root file system ---------------------------------------------------------
+ensure_rootfs() {
+    local key
+    key=$(echo "$SUITE arm64 minbase $DEBOOTSTRAP_INCLUDE" | sha256sum | cut -c1-12)
+    ROOTFS=$CACHE_DIR/rootfs-$SUITE-arm64-$key
+    [[ -d $ROOTFS ]] && return 0
+    local mirror=${EDGE_FACE_DEBIAN_MIRROR:-$(debian_mirror_for $SUITE)}
+    phase "building the $SUITE arm64 root file system from $mirror (first run only; minutes)"
+    local tmp
+    tmp=$(mktemp -d "$CACHE_DIR/rootfs.tmp.XXXXXX")
+    BUILD_TMP+=("$tmp")
+    debootstrap --arch=arm64 --variant=minbase --include="$DEBOOTSTRAP_INCLUDE" \
+        "$SUITE" "$tmp" "$mirror" >"$CACHE_DIR/debootstrap.log" 2>&1 \
+        || die "debootstrap failed, see $CACHE_DIR/debootstrap.log"
+    unmount_under "$tmp"
+    mv -T "$tmp" "$ROOTFS"
+    phase_done
+}
+
+# ---- step 3: mounts, venvs, the project ---------------------------------------------------
+CHROOT_ENV=()
+PIP_BINDS=()
+
+read_pip_settings() {
+    local kind value
+    CHROOT_ENV=("PATH=$CHROOT_PATH" HOME=/root LANG=C.UTF-8 TMPDIR=/tmp PYTHONDONTWRITEBYTECODE=1)
+    HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+    while read -r kind value; do
+        case $kind in
+            env) CHROOT_ENV+=("$value") ;;
+            bind) PIP_BINDS+=("$value") ;;
+            cert) HOST_CA_BUNDLE=$value ;;
+        esac
+    done < <(cd "$PROJECT_ROOT" && "$HOST_PYTHON" -m tools.arm64.pip_settings "$HOST_PYTHON")
+    local proxy
+    for proxy in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        if [[ -n ${!proxy:-} ]]; then CHROOT_ENV+=("$proxy=${!proxy}"); fi
+    done
+    [[ -f $HOST_CA_BUNDLE ]] || die "pip's CA bundle $HOST_CA_BUNDLE does not exist"
+}
+
+bind_ro() {  # bind_ro SOURCE TARGET
+    mount_tracked "$2" --bind "$1"
+    mount -o remount,bind,ro "$2"
+}
+
+mount_chroot() {
+    mount_tracked "$ROOTFS/proc" -t proc proc
+    mount_tracked "$ROOTFS/sys" -t sysfs -o ro sysfs
+    mount_tracked "$ROOTFS/dev" --bind /dev
+    bind_ro "$(realpath /etc/resolv.conf)" "$ROOTFS/etc/resolv.conf"
+    bind_ro "$HOST_CA_BUNDLE" "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
+    local path
+    for path in "${PIP_BINDS[@]}"; do
+        mkdir -p "$ROOTFS$path"
+        bind_ro "$path" "$ROOTFS$path"
+    done
+    mkdir -p "$CACHE_DIR/venvs-arm64" "$ROOTFS$CHROOT_VENVS"
+    mount_tracked "$ROOTFS$CHROOT_VENVS" --bind "$CACHE_DIR/venvs-arm64"
+}
+
+# run_on SIDE COMMAND...: SIDE is arm64 (the emulated chroot, clean environment) or host.
+run_on() {
+    local side=$1
+    shift
+    if [[ $side == arm64 ]]; then
+        chroot "$ROOTFS" /usr/bin/env -i "${CHROOT_ENV[@]}" "$@"
+    else
+        "$@"
+    fi
+}
+
+# The path SIDE sees for a host path (files under the root file system lose its prefix).
+path_on() {
+    if [[ $1 == arm64 ]]; then echo "${2#"$ROOTFS"}"; else echo "$2"; fi
+}
+
+# pip's output goes to a log that is shown only on failure: under -q it still warns about
+# every local index folder that lacks a project, which drowns the report.
+pip_on() {  # pip_on SIDE VENV WHAT PIP-ARGS...
+    local side=$1 venv=$2 what=$3 log
+    shift 3
+    log=$CACHE_DIR/pip-$side.log
+    run_on "$side" "$venv/bin/python" -m pip install -q "$@" >"$log" 2>&1 || {
+        tail -n 30 "$log" >&2
+        die "pip install of $what failed on $side ($venv; full log: $log)"
+    }
+}
+
+# A venv per side and interpreter, holding the dependencies only (the project is reinstalled
+# on each run). Its name carries a hash of the requirements, so a pyproject change builds a
+# new one; .complete marks a finished build: anything without it is a leftover, rebuilt.
+# Sets VENV to the path SIDE sees.
+ensure_venv() {
+    local side=$1 kind=$2 requirements key venv_home
+    requirements=$(cd "$PROJECT_ROOT" && "$HOST_PYTHON" -m tools.arm64.requirements pyproject.toml "$kind" \
+        && "$HOST_PYTHON" -m tools.arm64.requirements pyproject.toml build) \
+        || die "cannot read the $kind requirements from pyproject.toml"
+    # A venv is only good for the interpreter it was made with: the host's python or the
+    # root file system's.
+    local made_with=${ROOTFS##*/}
+    [[ $side == host ]] && made_with=$("$HOST_PYTHON" -c 'import sys; print(sys._base_executable, sys.version)')
+    key=$(printf '%s\n' "$made_with" "$requirements" | sha256sum | cut -c1-12)
+    venv_home=$CACHE_DIR/venvs-$side
+    local venv=$venv_home/$kind-$key stale
+    mkdir -p "$venv_home"
+    for stale in "$venv_home/$kind"-*; do
+        if [[ -e $stale && $stale != "$venv" ]]; then remove_tree "$stale"; fi
+    done
+    VENV=$venv
+    [[ $side == arm64 ]] && VENV=$CHROOT_VENVS/$kind-$key
+    [[ -f $venv/.complete ]] && return 0
+    phase "creating the $side $kind venv (first run, or pyproject.toml changed)"
+    remove_tree "$venv"
+    local base_python=python3
+    # The host's venv python builds a venv on the same base interpreter (3.11 like the chroot).
+    [[ $side == host ]] && base_python=$HOST_PYTHON
+    run_on "$side" "$base_python" -m venv "$VENV" || die "cannot create a venv at $VENV on $side"
+    local -a requirement_list
+    mapfile -t requirement_list <<<"$requirements"
+    pip_on "$side" "$VENV" "the $kind requirements" "${requirement_list[@]}"
+    touch "$venv/.complete"
+    phase_done
+}
+
+# The working tree as git sees it (tracked and untracked-but-not-ignored files), so neither
+# .venv nor build output travels into the chroot. One copy, inside the root file system,
+# serves both sides.
+copy_project() {
+    RUN_DIR=$(mktemp -d "$ROOTFS/tmp/edge-face-run.XXXXXX")
+    mkdir -p "$RUN_DIR/src" "$RUN_DIR/model" "$RUN_DIR/images" "$RUN_DIR/out"
+    local listing path
+    listing=$(mktemp)
+    git -C "$PROJECT_ROOT" ls-files -z --cached --others --exclude-standard >"$listing" \
+        || die "$PROJECT_ROOT is not a git checkout: cannot tell the working tree from build output"
+    # Files deleted in the working tree but still in the index are skipped.
+    while IFS= read -r -d '' path; do
+        if [[ -f $PROJECT_ROOT/$path ]]; then printf '%s\0' "$path"; fi
+    done <"$listing" | tar -C "$PROJECT_ROOT" --null -T - -cf - | tar -xf - -C "$RUN_DIR/src"
+    rm -f "$listing"
+    cp -- "$MODEL" "$SIDECAR" "$RUN_DIR/model/"
+    cp -- "${IMAGES[@]}" "$RUN_DIR/images/"
+}
+
+# One wheel, built on the host from the copy as the Ansible role builds it on its controller,
+# installed on both sides. No build isolation: the venv has setuptools already.
+build_wheel() {  # build_wheel HOST-VENV
+    mkdir -p "$RUN_DIR/wheel"
+    "$1/bin/python" -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$RUN_DIR/wheel" \
+        "$RUN_DIR/src" >"$CACHE_DIR/pip-wheel.log" 2>&1 || {
+        tail -n 30 "$CACHE_DIR/pip-wheel.log" >&2
+        die "building the edge-face wheel from the working tree failed (log: $CACHE_DIR/pip-wheel.log)"
+    }
+    WHEEL=$(echo "$RUN_DIR"/wheel/edge_face-*.whl)
+    [[ -f $WHEEL ]] || die "pip wheel left no edge_face wheel in $RUN_DIR/wheel"
+}
+
+install_project() {  # install_project SIDE VENV
+    pip_on "$1" "$2" "the edge-face wheel" --no-deps --no-index --force-reinstall "$(path_on "$1" "$WHEEL")"
+}
+
+# ---- step 4: detect and compare -----------------------------------------------------------
+run_detect() {  # run_detect SIDE KIND VENV
+    local side=$1 kind=$2 venv=$3 interpreter=${INTERPRETER_OF[$2]} image
+    local -a images=()
+    for image in "${IMAGES[@]}"; do images+=("$(path_on "$side" "$RUN_DIR/images/$(basename "$image")")"); done
+    local out=$RUN_DIR/out/$side-$kind
+    run_on "$side" "$venv/bin/python" -c 'import importlib.metadata as m, platform, sys
+side, package = sys.argv[1:]
+print(side.ljust(6) + platform.machine() + ", Python " + platform.python_version()
+      + ", numpy " + m.version("numpy") + ", " + package + " " + m.version(package))' \
+        "$side" "${interpreter//_/-}"
+    run_on "$side" env EDGE_FACE_INTERPRETER="$interpreter" "$venv/bin/edge-face" detect --json \
+        --interpreter "$interpreter" --model "$(path_on "$side" "$RUN_DIR/model/$(basename "$MODEL")")" \
+        "${images[@]}" >"$out.jsonl" 2>"$out.err" || {
+        local status=$?
+        cat "$out.err" >&2
+        echo "edge-face detect failed on $side with $interpreter (exit status $status): FAIL"
+        return 1
+    }
+}
+
+main() {
+    parse_args "$@"
+    check_inputs
+    # A private mount namespace: whatever happens to this script, its mounts die with it.
+    if [[ -z ${EDGE_FACE_ARM64_UNSHARED:-} ]] && unshare --mount --propagation private true 2>/dev/null; then
+        EDGE_FACE_ARM64_UNSHARED=1 exec unshare --mount --propagation private -- "$BASH" "${BASH_SOURCE[0]}" "$@"
+    fi
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    mkdir -p "$CACHE_DIR"
+    CACHE_DIR=$(realpath -- "$CACHE_DIR")
+    exec 9>"$CACHE_DIR/.lock"
+    flock -w 3600 9 || die "another arm64 check holds $CACHE_DIR/.lock"
+    local leftover
+    for leftover in "$CACHE_DIR"/rootfs.tmp.* "$CACHE_DIR"/qemu.tmp.*; do remove_tree "$leftover"; done
+
+    phase "host tools: debootstrap, qemu-aarch64 (static, >= $MIN_QEMU_MAJOR), binfmt_misc"
+    if [[ $(uname -m) == aarch64 ]]; then
+        note "the host is aarch64: no emulation needed"
+    else
+        ensure_qemu
+        register_binfmt
+        note "emulator: $("$QEMU" --version | head -1)"
+    fi
+    ensure_debootstrap
+    ensure_rootfs
+    read_pip_settings
+    mount_chroot
+    run_on arm64 /bin/true || die "cannot run aarch64 programs in $ROOTFS (binfmt_misc registration not effective?)"
+
+    # Each arm64 run is compared with the host running the same interpreter from the same
+    # requirements: tflite-runtime 2.14 and LiteRT differ from each other by up to a
+    # quantization step of the box regressions, which says nothing about the architecture.
+    local kind side
+    declare -A venv_of
+    for kind in "${VENV_KINDS[@]}"; do
+        for side in host arm64; do
+            ensure_venv "$side" "$kind"
+            venv_of[$side-$kind]=$VENV
+        done
+    done
+
+    phase "installing the project from the working tree into the venvs"
+    copy_project
+    build_wheel "${venv_of[host-${VENV_KINDS[0]}]}"
+    for kind in "${VENV_KINDS[@]}"; do
+        for side in host arm64; do install_project "$side" "${venv_of[$side-$kind]}"; done
+    done
+    phase_done
+
+    # Kept for a look after a FAIL; the next run replaces them.
+    local results=$CACHE_DIR/last-run status=0
+    remove_tree "$results"
+    mkdir -p "$results"
+    for kind in "${VENV_KINDS[@]}"; do
+        phase "edge-face detect on ${#IMAGES[@]} photos with ${INTERPRETER_OF[$kind]}: host, then arm64"
+        local compared=0
+        if run_detect host "$kind" "${venv_of[host-$kind]}" && run_detect arm64 "$kind" "${venv_of[arm64-$kind]}"; then
+            phase_done
+            cp "$RUN_DIR/out/host-$kind.jsonl" "$RUN_DIR/out/arm64-$kind.jsonl" "$results/"
+            (cd "$PROJECT_ROOT" && "$HOST_PYTHON" -m tools.arm64.compare \
+                "host=$results/host-$kind.jsonl" "arm64=$results/arm64-$kind.jsonl") || compared=$?
+        else
+            compared=1
+        fi
+        if ((compared > status)); then status=$compared; fi
+        echo
+    done
+    note "total $((SECONDS - STARTED))s (emulated: not a measure of Pi speed); outputs in $results"
+    # 1: a mismatch or a crash on arm64; 2: unreadable output.
+    if ((status == 0)); then echo "arm64 check: PASS"; else echo "arm64 check: FAIL"; fi
+    exit "$status"
+}
+
+main "$@"
