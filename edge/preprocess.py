@@ -81,7 +81,7 @@ class BilinearResizer:
             total += image[0::2, 1::2]
             total += image[1::2, 1::2]
             total += 2
-            return (total >> 2).astype(np.uint8)
+            return (total >> 2).astype(np.uint8, order="C")
         tables = self._tables.get((src_w, src_h))
         if tables is None:
             tables = (_axis_table(src_h, self.height), _axis_table(src_w, self.width))
@@ -95,7 +95,9 @@ class BilinearResizer:
         # One rounding at the end, like cv2: 255 * 2048 * 2048 still fits in int32.
         out = vertical[:, cols.lo] * cols.w_lo[None, :, None] + vertical[:, cols.hi] * cols.w_hi[None, :, None]
         out = (out + (1 << (2 * _WEIGHT_BITS - 1))) >> (2 * _WEIGHT_BITS)
-        return out.astype(np.uint8)
+        # order="C": fancy indexing leaves a transposed layout, and a strided frame makes
+        # every later pass (the XOR into the input tensor first) several times slower.
+        return out.astype(np.uint8, order="C")
 
 
 def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -95,3 +95,10 @@ def test_half_size_fast_path_equals_the_general_path():
     general = vertical[:, cols.lo] * cols.w_lo[None, :, None] + vertical[:, cols.hi] * cols.w_hi[None, :, None]
     general = ((general + (1 << 21)) >> 22).astype(np.uint8)
     np.testing.assert_array_equal(fast, general)
+
+
+@pytest.mark.parametrize("src_hw", [(480, 640), (333, 517)])
+def test_resized_frames_are_c_contiguous(src_hw):
+    # A strided result silently makes the XOR into the input tensor ~30x slower.
+    image = np.zeros((*src_hw, 3), np.uint8)
+    assert resize_bilinear(image, 320, 240).flags["C_CONTIGUOUS"]
