@@ -76,12 +76,14 @@ class BilinearResizer:
         if (src_w, src_h) == (2 * self.width, 2 * self.height):
             # Exactly half size (640x480 -> 320x240, the common camera mode): the taps are the
             # rounded 2x2 mean, the same result as the general path at a fifth of its cost.
-            total = image[0::2, 0::2].astype(np.uint16)
-            total += image[1::2, 0::2]
-            total += image[0::2, 1::2]
-            total += image[1::2, 1::2]
+            # Rows first (whole contiguous rows), then neighbouring pixels of the row sums.
+            rows = image[0::2].astype(np.uint16)
+            rows += image[1::2]
+            pixel_pairs = rows.reshape(self.height, self.width, 2, image.shape[2])
+            total = pixel_pairs[:, :, 0] + pixel_pairs[:, :, 1]
             total += 2
-            return (total >> 2).astype(np.uint8, order="C")
+            total >>= 2
+            return total.astype(np.uint8)
         tables = self._tables.get((src_w, src_h))
         if tables is None:
             tables = (_axis_table(src_h, self.height), _axis_table(src_w, self.width))
