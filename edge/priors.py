@@ -8,7 +8,7 @@ that level's min box sizes innermost. 320x240 gives 4420 priors, 640x480 gives 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

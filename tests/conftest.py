@@ -64,3 +64,22 @@ def _built_model(name: str, upstream_dir: Path) -> Path:
 def int8_model_path(upstream_dir: Path) -> Path:
     """models/build/version-slim-320-int8.tflite (its sidecar .json beside it)."""
     return _built_model("slim-320", upstream_dir)
+
+
+@pytest.fixture(scope="session")
+def detector(int8_model_path):
+    """One FaceDetector for the session, on the interpreter EDGE_FACE_INTERPRETER pins (if any)."""
+    from edge.detector import FaceDetector
+
+    return FaceDetector(int8_model_path, interpreter=os.environ.get("EDGE_FACE_INTERPRETER") or None)
+
+
+@pytest.fixture(scope="session")
+def blank(tmp_path_factory, detector) -> Path:
+    """A face-free 640x480 frame (PNG), checked face-free by the model itself."""
+    from daemon_support import blank_frame
+    from edge.imageio import load_image
+
+    path = blank_frame(tmp_path_factory.mktemp("blank") / "blank.png")
+    assert len(detector.detect(load_image(path))) == 0  # precondition: really face-free
+    return path

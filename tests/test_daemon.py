@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon_support import Scene, blank_frame, build_scene, parse_event_lines, write_config
+from daemon_support import Scene, build_scene, parse_event_lines, write_config
 from edge.config import load_config
 from edge.daemon import build_daemon, percentile_ms, run_main
 from edge.decode import Detections
@@ -39,18 +39,6 @@ def picamera2_installed() -> bool:
     except ImportError:
         return False
     return True
-
-
-@pytest.fixture(scope="module")
-def detector(int8_model_path) -> FaceDetector:
-    return FaceDetector(int8_model_path)
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory, detector) -> Path:
-    path = blank_frame(tmp_path_factory.mktemp("blank") / "blank.png")
-    assert len(detector.detect(load_image(path))) == 0  # precondition: really face-free
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from broker import MosquittoBroker, Subscriber, make_test_pki
-from daemon_support import blank_frame, build_scene, write_config
-from edge.detector import FaceDetector
+from daemon_support import build_scene, write_config
 from edge.events import faces_from_detections
 from edge.imageio import load_image
 
@@ -36,18 +35,6 @@ ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 EVENT_KEYS = {"type", "device_id", "boot_id", "sequence", "time", "face_count", "faces",
               "frame_width", "frame_height", "model_id"}
 STATS_KEYS = {"fps", "invoke_ms_p50", "invoke_ms_p95", "dropped_frames", "queue_depth", "reconnects"}
-
-
-@pytest.fixture(scope="module")
-def detector(int8_model_path) -> FaceDetector:
-    return FaceDetector(int8_model_path)
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory, detector) -> Path:
-    path = blank_frame(tmp_path_factory.mktemp("blank") / "blank.png")
-    assert len(detector.detect(load_image(path))) == 0  # precondition: really face-free
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,11 @@ import numpy as np
 import pytest
 
 from edge.decode import Detections, select_faces
-from edge.detector import FaceDetector
 from edge.imageio import ImageError, load_image
 from edge.model import Int8Model, ModelError, load_interpreter_class
 from edge.preprocess import normalize_float, resize_bilinear
 
 INTERPRETER = os.environ.get("EDGE_FACE_INTERPRETER") or None
-
-
-@pytest.fixture(scope="module")
-def detector(int8_model_path) -> FaceDetector:
-    return FaceDetector(int8_model_path, interpreter=INTERPRETER)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
