@@ -269,3 +269,20 @@ def test_zip_layout_with_views_offsets_and_dtypes(tmp_path, monkeypatch):
     assert all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable for a in state.values())
     state["plain"][...] = -1  # each array is its own copy, not a view of a shared storage
     np.testing.assert_array_equal(state["transposed"], flat.reshape(6, 4).T)
+
+
+def test_fetch_samples_fills_one_folder_with_every_verified_sample(upstream_dir, tmp_path):
+    from tools.weights import fetch_samples, load_manifest, sha256_file
+
+    samples = {n: e for n, e in load_manifest().items() if e.section == "samples"}
+    folder = fetch_samples(tmp_path / "samples", source=upstream_dir)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(samples)
+    for name, entry in samples.items():
+        assert sha256_file(folder / name) == entry.sha256
+
+
+def test_calibration_defaults_to_the_local_upstream_photos(upstream_dir, monkeypatch):
+    from tools.quantize import default_calibration_dir
+
+    monkeypatch.setenv("EDGE_FACE_UPSTREAM_DIR", str(upstream_dir))
+    assert default_calibration_dir() == upstream_dir / "images"

@@ -710,6 +710,18 @@ def _default_path(name: str, explicit: Path | None) -> Path:
         raise BuildError(str(error)) from None
 
 
+def default_calibration_dir() -> Path:
+    """The local upstream photos when there is a local copy, else the pinned sample photos
+    (fetched and hash-checked into models/cache/samples): a fresh machine can build too."""
+    local = weights_store.default_upstream_dir() / "images"
+    if local.is_dir():
+        return local
+    try:
+        return weights_store.fetch_samples()
+    except weights_store.WeightsError as error:
+        raise BuildError(f"calibration photos: {error}") from None
+
+
 def build(
     model_name: str = "slim-320",
     weights: Path | None = None,
@@ -721,7 +733,8 @@ def build(
     """Build, verify and write one int8 model; see the module docstring for the steps.
 
     Defaults: weights and the reference ONNX from ``tools.weights`` (local upstream copy or
-    pinned download), calibration photos from ``<upstream>/images``, output ``models/build``.
+    pinned download), calibration photos from ``<upstream>/images`` (else the pinned samples),
+    output ``models/build``.
     Raises BuildError (one line) for bad input or a failed check; nothing is written then.
     """
     from tools.pth_reader import CheckpointError, read_state_dict
@@ -733,7 +746,7 @@ def build(
     variant = MODEL_VARIANTS[model_name]
     weights_path = _default_path(variant.weights_file, Path(weights) if weights else None)
     onnx_path = _default_path(REFERENCE_ONNX, Path(check_onnx) if check_onnx else None)
-    calibration_dir = Path(calibration_dir) if calibration_dir else weights_store.default_upstream_dir() / "images"
+    calibration_dir = Path(calibration_dir) if calibration_dir else default_calibration_dir()
     out_dir = Path(out_dir) if out_dir else DEFAULT_OUT_DIR
     if calibration_limit is not None and calibration_limit < 1:
         raise BuildError(f"calibration limit must be at least 1, got {calibration_limit}")

@@ -193,6 +193,22 @@ def locate(
     return fetch(name, cache_dir, source=source, manifest=entries)
 
 
+def fetch_samples(
+    dest_dir: str | Path = DEFAULT_CACHE_DIR / "samples",
+    source: str | Path | None = None,
+    manifest: dict[str, ManifestEntry] | None = None,
+) -> Path:
+    """Every sample photo of the manifest, verified, in ``dest_dir``; returns the folder.
+
+    What a fresh machine calibrates and demos on when there is no local upstream copy.
+    """
+    entries = manifest if manifest is not None else load_manifest()
+    for name, entry in entries.items():
+        if entry.section == "samples":
+            fetch(name, dest_dir, source=source, manifest=entries)
+    return Path(dest_dir)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.weights",
