@@ -22,34 +22,9 @@ from edge.decode import Detections, select_faces
 from edge.imageio import ImageError, load_image
 from edge.model import Int8Model, ModelError, load_interpreter_class
 from edge.preprocess import normalize_float, resize_bilinear
+from tools.metrics import match_boxes
 
 INTERPRETER = os.environ.get("EDGE_FACE_INTERPRETER") or None
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, 4) x (B, 4) -> (A, B) IoU of pixel boxes."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
-def _greedy_matches(ours: np.ndarray, reference: np.ndarray, min_iou: float = 0.5) -> int:
-    """How many reference boxes get a distinct match among ours at IoU >= min_iou."""
-    if len(ours) == 0 or len(reference) == 0:
-        return 0
-    iou = _iou(reference, ours)
-    used, matched = set(), 0
-    for row in iou:
-        for j in np.argsort(-row):
-            if row[j] < min_iou:
-                break
-            if j not in used:
-                used.add(j)
-                matched += 1
-                break
-    return matched
 
 
 def test_interpreter_reported_and_pinnable(detector):
@@ -78,7 +53,7 @@ def test_finds_the_faces_the_float_model_finds_on_real_photos(detector, upstream
         ours = detector.detect(rgb).pixel_boxes(width, height)
         float_faces += len(reference)
         int8_faces += len(ours)
-        matched += _greedy_matches(ours, reference)
+        matched += len(match_boxes(reference, ours, min_iou=0.5))
     assert float_faces > 100  # the photos are crowds and groups: a real test, not a handful
     assert matched / float_faces >= 0.97
     assert (int8_faces - matched) / float_faces <= 0.03

@@ -15,6 +15,7 @@ from edge.imageio import load_image
 from edge.preprocess import normalize_float, resize_bilinear
 from edge.priors import PriorConfig
 from tools import quantize
+from tools.metrics import match_boxes
 from tools.weights import load_manifest, sha256_file
 
 def _photos(photo_paths: list[Path], count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
@@ -197,7 +198,7 @@ def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_di
         reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3)
         found = postprocess(*_run_int8(interpreter, rgb))
         faces_float, faces_int8 = faces_float + len(reference), faces_int8 + len(found)
-        matched += len(quantize.match_faces(reference, found, min_iou=0.5))
+        matched += len(match_boxes(reference.boxes, found.boxes, min_iou=0.5))
     assert faces_float >= 20, "the photos have faces: the float reference must find them"
     assert 2 * matched / (faces_float + faces_int8) >= 0.9
 

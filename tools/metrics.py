@@ -412,3 +412,33 @@ def wider_average_precisions(
 ) -> dict[str, float]:
     """{"easy": AP, "medium": AP, "hard": AP}."""
     return {level: wider_average_precision(predictions, ground_truths, level) for level in WIDER_LEVELS}
+
+
+# ---------------------------------------------------------------- face agreement
+
+
+def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """(A, 4) x (B, 4) xyxy boxes (any unit) -> (A, B) float64 IoU; empty unions give 0."""
+    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    overlap = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2).astype(np.float64)
+    area_a = np.clip(boxes_a[:, 2:] - boxes_a[:, :2], 0.0, None).prod(axis=1)
+    area_b = np.clip(boxes_b[:, 2:] - boxes_b[:, :2], 0.0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - overlap
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+
+
+def match_boxes(reference: np.ndarray, candidate: np.ndarray, min_iou: float) -> list[float]:
+    """Greedy one-to-one matching of (A, 4) reference and (B, 4) candidate boxes, best IoU
+    first; returns the IoU of every matched pair (its length is the number of matches)."""
+    if len(reference) == 0 or len(candidate) == 0:
+        return []
+    iou = box_iou_matrix(reference, candidate)
+    matched = []
+    while True:
+        row, col = np.unravel_index(np.argmax(iou), iou.shape)
+        if iou[row, col] < min_iou:
+            return matched
+        matched.append(float(iou[row, col]))
+        iou[row, :] = -1.0
+        iou[:, col] = -1.0

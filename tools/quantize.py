@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.decode import (
-    Detections,
     Int8Postprocessor,
     QuantParams,
     decode_boxes,
@@ -51,6 +50,7 @@ from edge.imageio import IMAGE_SUFFIXES, ImageError, load_image
 from edge.preprocess import resize_bilinear
 from edge.priors import PriorConfig, generate_priors
 from tools import weights as weights_store
+from tools.metrics import match_boxes
 
 SIDECAR_FORMAT = "edge-face-model/1"
 DEFAULT_OUT_DIR = weights_store.PROJECT_ROOT / "models" / "build"
@@ -552,32 +552,6 @@ def int8_outputs(tflite_model: bytes, layout: Int8Layout, images: np.ndarray) ->
 # --- parity -------------------------------------------------------------------------------
 
 
-def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """(A, 4) x (B, 4) normalized xyxy -> (A, B) IoU, float64."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    overlap = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2).astype(np.float64)
-    area_a = np.clip(boxes_a[:, 2:] - boxes_a[:, :2], 0.0, None).prod(axis=1)
-    area_b = np.clip(boxes_b[:, 2:] - boxes_b[:, :2], 0.0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - overlap
-    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-
-
-def match_faces(reference: Detections, candidate: Detections, min_iou: float) -> list[float]:
-    """Greedy one-to-one matching, best IoU first; returns the IoU of every matched pair."""
-    if len(reference) == 0 or len(candidate) == 0:
-        return []
-    iou = box_iou_matrix(reference.boxes, candidate.boxes)
-    matched = []
-    while True:
-        row, col = np.unravel_index(np.argmax(iou), iou.shape)
-        if iou[row, col] < min_iou:
-            return matched
-        matched.append(float(iou[row, col]))
-        iou[row, :] = -1.0
-        iou[:, col] = -1.0
-
-
 def measure_parity(
     reference: FloatOutputs,
     int8_logits: np.ndarray,
@@ -614,7 +588,7 @@ def measure_parity(
         int8_faces = postprocess(int8_logits[image_index], int8_regressions[image_index])
         faces_float += len(float_faces)
         faces_int8 += len(int8_faces)
-        matched_ious += match_faces(float_faces, int8_faces, PARITY_MATCH_IOU)
+        matched_ious += match_boxes(float_faces.boxes, int8_faces.boxes, PARITY_MATCH_IOU)
     return Parity(
         images=len(int8_logits),
         logits_max_abs_diff=float(logits_error.max()),
