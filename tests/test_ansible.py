@@ -10,7 +10,6 @@ shipped with its checksum. A second run must report changed=0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy_support import other_model, sha256
+
 VENV_BIN = Path(sys.executable).parent
 MQTT_PASSWORD = "s3cret \"quoted\" 'pw' \\ with backslash"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
@@ -36,10 +37,6 @@ class Recap:
     changed: int
     unreachable: int
     failed: int
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ansible_tool(name: str) -> str:
@@ -265,17 +262,6 @@ def test_package_is_installed_in_a_venv_that_sees_the_os_packages(applied) -> No
     assert [p.name for p in (playbook.root / "opt/edge-face/dist").iterdir()] == [
         p.name for p in (playbook.workdir / "dist").iterdir()
     ]
-
-
-def other_model(source: Path, folder: Path) -> Path:
-    """A second release: different bytes, with a sidecar whose tflite_sha256 matches them."""
-    folder.mkdir()
-    model = folder / source.name
-    model.write_bytes(source.read_bytes() + b"\0")
-    sidecar = json.loads(source.with_suffix(".json").read_text())
-    sidecar["tflite_sha256"] = sha256(model)
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
-    return model
 
 
 def test_model_tag_ships_a_new_model_and_rolls_it_back(applied, tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ config, credential and unit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import stat
@@ -18,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy_support import other_model, sha256
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
@@ -60,17 +56,6 @@ def installer(project_root: Path, int8_model_path: Path, tmp_path: Path) -> Inst
     root = tmp_path / "root"
     root.mkdir()
     return Installer(project_root / "tools" / "install.sh", root, int8_model_path)
-
-
-def other_model(source: Path, folder: Path) -> Path:
-    """A second release: different bytes, with a sidecar whose tflite_sha256 matches them."""
-    folder.mkdir()
-    model = folder / source.name
-    model.write_bytes(source.read_bytes() + b"\0")
-    sidecar = json.loads(source.with_suffix(".json").read_text())
-    sidecar["tflite_sha256"] = sha256(model)
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
-    return model
 
 
 def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, project_root: Path) -> None:
