@@ -120,7 +120,7 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     """
     x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, c]) for c in range(4))
     zero = np.float32(0)
-    areas = np.maximum(x2 - x1, zero) * np.maximum(y2 - y1, zero)
+    areas = box_areas(boxes)
     overlap_w = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), zero)
     overlap_h = np.maximum(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), zero)
     overlap = overlap_w * overlap_h

@@ -49,15 +49,15 @@ def _built_model(name: str, upstream_dir: Path) -> Path:
     if path.is_file() and path.with_suffix(".json").is_file():
         return path
     try:
-        from tools.quantize import build_model
+        from tools.quantize import build
     except ImportError as exc:
         pytest.exit(f"model '{path}' is missing and cannot be built here ({exc}); run `make model` first", returncode=2)
-    return build_model(
+    return build(
         model_name=name,
         weights=upstream_dir / "models" / f"version-{name}.pth",
         calibration_dir=upstream_dir / "images",
         out_dir=path.parent,
-    )
+    ).tflite_path
 
 
 @pytest.fixture(scope="session")

@@ -209,13 +209,13 @@ def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_di
 def test_build_is_deterministic(tmp_path, upstream_dir):
     built = []
     for run in ("a", "b"):
-        path = quantize.build_model(
+        path = quantize.build(
             model_name="slim-320",
             weights=upstream_dir / "models" / "version-slim-320.pth",
             calibration_dir=upstream_dir / "images",
             out_dir=tmp_path / run,
             calibration_limit=2,
-        )
+        ).tflite_path
         assert sorted(p.name for p in path.parent.iterdir()) == [
             "version-slim-320-int8.json",
             "version-slim-320-int8.tflite",
@@ -229,12 +229,12 @@ def test_build_is_deterministic(tmp_path, upstream_dir):
 
 
 def test_slim_640_build(tmp_path, upstream_dir, photo_paths):
-    path = quantize.build_model(
+    path = quantize.build(
         model_name="slim-640",
         calibration_dir=upstream_dir / "images",
         out_dir=tmp_path,
         calibration_limit=2,
-    )
+    ).tflite_path
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["source"]["sha256"] == sha256_file(upstream_dir / "models" / "version-slim-640.pth")
     assert PriorConfig.from_dict(sidecar["priors"]).num_priors == 17640

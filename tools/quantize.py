@@ -763,19 +763,6 @@ def build(
     )
 
 
-def build_model(
-    *,
-    model_name: str = "slim-320",
-    weights: Path | None = None,
-    calibration_dir: Path | None = None,
-    out_dir: Path | None = None,
-    check_onnx: Path | None = None,
-    calibration_limit: int | None = None,
-) -> Path:
-    """Build the int8 model and its sidecar; returns the ``.tflite`` path (see ``build``)."""
-    return build(model_name, weights, calibration_dir, out_dir, check_onnx, calibration_limit).tflite_path
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.quantize",
