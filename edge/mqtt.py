@@ -548,9 +548,11 @@ class MqttSink:
 
     def _flushed(self) -> bool:
         """Nothing left to deliver: no queued or unacknowledged event, no unsent state or
-        snapshot, no QoS 1 message waiting for its PUBACK."""
+        snapshot, no connect-time announcement (online status, discovery, the clearing of an old
+        snapshot) still waiting for the publisher, no QoS 1 message waiting for its PUBACK."""
         return not (
             len(self._backlog) or self._events_unacked or self._state_dirty or self._snapshot_dirty
+            or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
 
