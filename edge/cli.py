@@ -12,7 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_SOURCE, EXIT_MODEL = 0, 1, 2, 3, 4
+from edge.exitcodes import ExitCode
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_SOURCE, EXIT_MODEL = (
+    ExitCode.OK,
+    ExitCode.FAILURE,
+    ExitCode.CONFIG,
+    ExitCode.SOURCE,
+    ExitCode.MODEL,
+)
 DEFAULT_MODEL = Path("models/build/version-slim-320-int8.tflite")
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edge.exitcodes import ExitCode
+
 DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 DEFAULT_MODEL_PATH = Path("/opt/edge-face/models/current/version-slim-320-int8.tflite")
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
@@ -549,6 +551,6 @@ def check_config_main(path: str | os.PathLike) -> int:
         config = load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     print(f"ok: {describe(config)}")
-    return 0
+    return ExitCode.OK

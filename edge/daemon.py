@@ -44,6 +44,7 @@ from edge.events import (
     iso_utc,
     new_boot_id,
 )
+from edge.exitcodes import ExitCode
 from edge.model import ModelError
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import encode_snapshot
@@ -51,7 +52,7 @@ from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
 
-EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = 0, 2, 3, 4
+EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = ExitCode.OK, ExitCode.CONFIG, ExitCode.SOURCE, ExitCode.MODEL
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
 

@@ -114,3 +114,13 @@ def test_mqtt_password_arrives_as_a_credential_not_an_argument(unit_path: Path) 
     settings = unit_settings(unit_path.read_text())
     assert settings["LoadCredential"] == ["mqtt_password:/etc/edge-face/mqtt_password"]
     assert not any("password" in value for value in settings["ExecStart"] + settings.get("Environment", []))
+
+
+def test_unit_never_restarts_on_the_exit_codes_a_retry_cannot_fix(project_root):
+    from edge.exitcodes import NOT_RETRYABLE
+
+    unit = (project_root / "systemd" / "edge-face.service").read_text()
+    lines = [line for line in unit.splitlines() if line.startswith("RestartPreventExitStatus=")]
+    assert len(lines) == 1
+    listed = {int(code) for code in lines[0].split("=", 1)[1].split()}
+    assert listed == {int(code) for code in NOT_RETRYABLE}

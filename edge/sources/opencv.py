@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.redact import redact_url
 from edge.sources.base import Frame, SourceError
 
 _URL = re.compile(r"^(rtsp|rtsps|http|https)://", re.IGNORECASE)
@@ -53,7 +54,7 @@ class OpenCVSource:
         self.device, self.kind = device, classify_device(device)
         self.width, self.height, self.fps = width, height, fps
         self.is_live = self.kind != "file"
-        self.name = f"opencv '{_redact_url(device)}'"
+        self.name = f"opencv '{redact_url(device)}'"
         self._capture: Any = None
         self._index = 0
 
@@ -103,7 +104,3 @@ class OpenCVSource:
         if capture is not None:
             capture.release()
 
-
-def _redact_url(device: str) -> str:
-    """rtsp://user:secret@host/... -> rtsp://user:***@host/...: URLs end up in logs."""
-    return re.sub(r"^([a-z]+://[^:/@]+):[^@/]*@", r"\1:***@", device, flags=re.IGNORECASE)

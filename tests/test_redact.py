@@ -1,0 +1,23 @@
+import pytest
+
+from edge.redact import redact_url
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        ("rtsp://admin:hunter2@cam.local/stream", "rtsp://admin:***@cam.local/stream"),
+        ("RTSPS://admin:p%40ss@10.0.0.2:322/s", "RTSPS://admin:***@10.0.0.2:322/s"),
+        ("https://tok3n@host/x.mjpg", "https://***@host/x.mjpg"),
+        ("source opencv 'rtsp://a:b@h/1' and http://c:d@e/2", "source opencv 'rtsp://a:***@h/1' and http://c:***@e/2"),
+        ("rtsp://cam.local/stream", "rtsp://cam.local/stream"),
+        ("/dev/video0", "/dev/video0"),
+        ("user@example.com", "user@example.com"),
+    ],
+)
+def test_credentials_in_urls_are_hidden_and_nothing_else_changes(shown, expected):
+    assert redact_url(shown) == expected
+
+
+def test_a_password_with_colons_is_hidden_whole():
+    assert "x:y:z" not in redact_url("rtsp://admin:x:y:z@cam/s")
