@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file without running")
     check.add_argument("config", type=Path)
+
+    forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
+    forget.add_argument("--config", required=True, type=Path)
     return parser
 
 
@@ -130,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         from edge.config import check_config_main
 
         return check_config_main(str(args.config))
+    if args.command == "forget":
+        from edge.forget import forget_main
+
+        return forget_main(str(args.config))
     raise AssertionError(args.command)
 
 

@@ -28,6 +28,9 @@ from edge.exitcodes import ExitCode
 
 DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 DEFAULT_MODEL_PATH = Path("/opt/edge-face/models/current/version-slim-320-int8.tflite")
+# Where state that must survive restarts lives (the controls set from Home Assistant):
+# systemd's StateDirectory=edge-face, passed as $STATE_DIRECTORY, else this.
+DEFAULT_STATE_DIR = Path("/var/lib/edge-face")
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
 MQTT_TRANSPORTS = ("tcp", "websockets")
@@ -77,6 +80,7 @@ def _show(value: Any) -> str:
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str
+    state_dir: Path = DEFAULT_STATE_DIR
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class HomeAssistantConfig:
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
     device_name: str | None = None
+    controls: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ def parse_config(
         if not isinstance(value, dict):
             raise ConfigError(name, value, "a table: write it as [" + name + "]")
     reader = _Reader(data, base_dir)
-    device = _parse_device(reader, hostname)
+    device = _parse_device(reader, hostname, environ)
     return Config(
         device=device,
         camera=_parse_camera(reader),
@@ -358,13 +363,15 @@ def _did_you_mean(word: str, candidates: Any) -> str:
     return "; known: " + ", ".join(sorted(candidates))
 
 
-def _parse_device(reader: _Reader, hostname: str | None) -> DeviceConfig:
+def _parse_device(reader: _Reader, hostname: str | None, environ: dict[str, str]) -> DeviceConfig:
     reader.check_known("device")
     default = sanitize_device_id(hostname if hostname is not None else socket.gethostname())
     device_id = reader.string(
         "device", "id", default, DEVICE_ID_PATTERN, "1-64 characters of a-z, 0-9, '_' and '-'"
     )
-    return DeviceConfig(id=device_id)
+    # systemd passes StateDirectory= as a colon-separated list; ours is the first.
+    state_default = environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR
+    return DeviceConfig(id=device_id, state_dir=reader.path("device", "state_dir", Path(state_default)))
 
 
 def _parse_camera(reader: _Reader) -> CameraConfig:
@@ -510,6 +517,7 @@ def _parse_homeassistant(reader: _Reader) -> HomeAssistantConfig:
             "topic levels separated by '/', no '+', '#', spaces or empty levels",
         ),
         device_name=reader.string("homeassistant", "device_name", None, allowed="a non-empty string"),
+        controls=reader.boolean("homeassistant", "controls", True),
     )
 
 

@@ -31,12 +31,14 @@ from typing import Iterator
 import numpy as np
 
 from edge.config import SECTIONS, Config, ConfigError, describe, load_config
+from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_state
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import (
     EventIdentity,
     EventSink,
     PresenceSettings,
+    PresenceState,
     PresenceTracker,
     SinkClosed,
     StdoutSink,
@@ -47,10 +49,11 @@ from edge.events import (
 from edge.exitcodes import ExitCode
 from edge.model import ModelError
 from edge.sdnotify import SystemdNotifier
-from edge.snapshot import encode_snapshot
+from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
+from edge.sysinfo import read_cpu_temperature
 
 EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = ExitCode.OK, ExitCode.CONFIG, ExitCode.SOURCE, ExitCode.MODEL
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
@@ -151,7 +154,10 @@ def build_daemon(
     """Assemble a daemon from ``config``: loads the model (StartupError exit 4) and picks the
     source (StartupError exit 3 when auto-selection finds no camera); nothing is opened or
     connected yet. ``source`` / ``sink`` / ``notifier`` replace the configured ones.
-    ``config_path`` is re-read on SIGHUP (None: reload is refused)."""
+    ``config_path`` is re-read on SIGHUP (None: reload is refused). Controls stored from
+    Home Assistant are merged over ``config`` first."""
+    controls = Controls.for_config(config, logging.getLogger("edge.controls"))
+    file_config, config = config, controls.effective(config)
     detector = build_detector(config)
     if source is None:
         try:
@@ -165,6 +171,8 @@ def build_daemon(
         sink=sink if sink is not None else build_sink(config, detector.model_id),
         notifier=notifier if notifier is not None else SystemdNotifier(),
         config_path=Path(config_path) if config_path is not None else None,
+        controls=controls,
+        file_config=file_config,
     )
 
 
@@ -180,9 +188,15 @@ class Daemon:
         sink: EventSink,
         notifier: SystemdNotifier,
         config_path: Path | None = None,
+        controls: Controls | None = None,
+        file_config: Config | None = None,
     ) -> None:
         self.config, self.detector, self.sink, self.notifier = config, detector, sink, notifier
         self.config_path = config_path
+        # The config file as read (controls are merged over it into self.config).
+        self.file_config = file_config if file_config is not None else config
+        self.controls = controls if controls is not None else Controls(config.device.state_dir, False, log)
+        self._paused = not self.controls.detection
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
         self.tracker = PresenceTracker(
@@ -212,7 +226,10 @@ class Daemon:
         returns the exit code (0, or 3 if the source cannot be opened / a replay fails)."""
         log.info("starting: %s; interpreter %s", describe(self.config), self.detector.interpreter_name)
         try:
-            self.grabber.start()
+            if self._paused:
+                log.info("detection is OFF (switched off from Home Assistant): the camera stays closed")
+            else:
+                self.grabber.start()
         except SourceError as exc:
             log.error("%s", exc)
             return EXIT_SOURCE
@@ -222,13 +239,15 @@ class Daemon:
             log.error("%s", exc)
             self.grabber.stop()
             return exc.exit_code
-        self.sink.publish_state(self.tracker.state)
+        self._publish_retained()
         self.started_monotonic = self.times.window_start = time.monotonic()
         try:
             return self._loop(max_frames)
         finally:
             self.notifier.stopping()
             log.info("stopping after %d frames", self.frames_processed)
+            # Nobody is watching any more: the retained state must not say someone is there.
+            self.sink.publish_state(PresenceState(False, 0, self.tracker.last_seen, self._detection_word()))
             self.grabber.stop()
             self.sink.close(self.config.mqtt.flush_timeout)
             self.notifier.close()
@@ -239,7 +258,14 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            frame = self.grabber.get(_POLL_SECONDS)
+            for command in self.controls.inbox.take():
+                self._apply_control(command)
+            if self._paused:  # privacy mode: no frame is read, the watchdog still hears from us
+                self.controls.inbox.wait(_POLL_SECONDS)
+                self.notifier.watchdog_if_due()
+                frame = None
+            else:
+                frame = self.grabber.get(_POLL_SECONDS)
             if frame is not None:
                 try:
                     self._process(frame)
@@ -253,7 +279,7 @@ class Daemon:
                 self.notifier.watchdog_if_due()
                 if max_frames is not None and self.frames_processed >= max_frames:
                     return EXIT_OK
-            elif self.grabber.finished:
+            elif not self._paused and self.grabber.finished:
                 if self.grabber.error is not None:
                     log.error("%s", self.grabber.error)
                     return EXIT_SOURCE
@@ -281,8 +307,9 @@ class Daemon:
             log.info("event %d %s: %d face(s)", event.sequence, event.type, event.face_count)
             self.sink.publish_event(event)
         if events:
-            self.sink.publish_state(self.tracker.state)
-            if self.config.snapshot.enabled:
+            self.sink.publish_state(self._presence_state())
+            # The snapshot is the last face seen: an empty room does not replace it.
+            if self.config.snapshot.enabled and faces:
                 self._publish_snapshot(frame, detections)
         self.times.add(invoke, detected - started, time.monotonic())
 
@@ -315,13 +342,16 @@ class Daemon:
             "detect_ms_p50": percentile_ms(detect, 50),
             "detect_ms_p95": percentile_ms(detect, 95),
             "dropped_frames": health.dropped_frames,
-            "source_state": health.state,
+            "source_state": "paused" if self._paused else health.state,
             "source_reopens": health.reopens,
             "source_error": health.last_error,
             "queue_depth": status.get("queued"),
+            "outbox_depth": status.get("queued"),
             "reconnects": status.get("reconnects"),
             "present": state.present,
             "face_count": state.count,
+            "detection": self._detection_word(),
+            "cpu_temperature_c": read_cpu_temperature(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
@@ -347,11 +377,12 @@ class Daemon:
             logger=logging.getLogger("edge.sources"),
         )
 
-    @staticmethod
-    def _start_sink(sink: EventSink) -> None:
+    def _start_sink(self, sink: EventSink) -> None:
         """Connect a network sink (stdout needs nothing). A broker that cannot be used as
         configured (e.g. its certificate is rejected) is a config error; one that is merely
         unreachable is retried by the sink in the background."""
+        if self.controls.enabled and hasattr(sink, "set_command_handler"):
+            sink.set_command_handler(self.controls.inbox.receive)
         start = getattr(sink, "start", None)
         if not callable(start):
             return
@@ -362,17 +393,19 @@ class Daemon:
         except (MqttError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
             raise StartupError(str(exc), EXIT_CONFIG) from None
 
-    def _apply_reload(self) -> None:
-        """Re-read the config file and rebuild only the parts whose sections changed. A file
-        that does not validate, a model that does not load, or a camera that does not open
-        keeps the running configuration."""
-        if self.config_path is None:
+    def _apply_reload(self, file_config: Config | None = None) -> None:
+        """Re-read the config file (or take ``file_config``: a control changed), merge the
+        controls over it and rebuild only the parts whose sections changed. A file that does
+        not validate, a model that does not load, or a camera that does not open keeps the
+        running configuration."""
+        if self.config_path is None and file_config is None:
             log.warning("reload requested, but the daemon was not started from a config file")
             return
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        old = self.config
+        old, rereading = self.config, file_config is None
         try:
-            new = load_config(self.config_path)
+            file_config = file_config if file_config is not None else load_config(self.config_path)
+            new = self.controls.effective(file_config, announce=rereading)
             detector = build_detector(new) if new.detector != old.detector else self.detector
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
                 self._swap_source(new, detector)
@@ -388,7 +421,7 @@ class Daemon:
         )
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
-        self.detector, self.config = detector, new
+        self.detector, self.config, self.file_config = detector, new, file_config
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
         logging.getLogger("edge").setLevel(new.log.level.upper())
@@ -423,6 +456,11 @@ class Daemon:
         broker settings cannot be used."""
         # Close first: two clients with one client id would keep disconnecting each other.
         self.sink.close(old.mqtt.flush_timeout)
+        if device_identity(old) != device_identity(new) and old.mqtt.host is not None:
+            # Renamed (or moved): the old device must not stay behind in Home Assistant.
+            from edge.forget import forget_device
+
+            forget_device(old, logging.getLogger("edge.forget"))
         try:
             self.sink = build_sink(new, model_id)
             self._start_sink(self.sink)
@@ -431,8 +469,71 @@ class Daemon:
             new = dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
             self.sink = build_sink(new, model_id)
             self._start_sink(self.sink)
-        self.sink.publish_state(self.tracker.state)
+        self._publish_retained(new)
         return new
+
+    # --- Home Assistant controls ----------------------------------------------------------
+
+    def _detection_word(self) -> str:
+        return "paused" if self._paused else "active"
+
+    def _presence_state(self) -> PresenceState:
+        return dataclasses.replace(self.tracker.state, detection=self._detection_word())
+
+    def _publish_retained(self, config: Config | None = None) -> None:
+        """What a (new) sink announces: the presence state, the control state, and, with
+        snapshots on, a placeholder so the image entity is never empty while we run."""
+        config = config if config is not None else self.config
+        self.sink.publish_state(self._presence_state())
+        if self.controls.enabled and hasattr(self.sink, "publish_controls"):
+            self.sink.publish_controls(control_state(config, not self._paused))
+        if config.snapshot.enabled:
+            self.sink.publish_snapshot(placeholder_jpeg())
+
+    def _apply_control(self, command: Command) -> None:
+        """A command from Home Assistant, applied between frames without a restart."""
+        if command.control == REANNOUNCE:
+            log.info("re-announcing discovery and retained state (requested over MQTT)")
+            reannounce = getattr(self.sink, "reannounce", None)
+            if callable(reannounce):
+                reannounce()
+            return
+        if self.controls.apply(command):
+            if command.control == DETECTION:
+                self._set_paused(not command.value)
+            else:
+                self._apply_reload(self.file_config)
+        if hasattr(self.sink, "publish_controls"):  # echoed even when unchanged: HA shows what is true
+            self.sink.publish_controls(control_state(self.config, not self._paused))
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        if paused:
+            self._paused = True
+            self.grabber.stop()  # releases the camera
+            for event in self.tracker.clear(time.time()):
+                self.sink.publish_event(event)
+            log.info("detection paused from Home Assistant: camera released, no frame is processed")
+        else:
+            grabber = self._grabber_for(self.grabber.source, self.config)
+            try:
+                grabber.start()
+            except SourceError as exc:
+                log.error("detection resumed, but the source cannot be opened: %s", exc)
+                self._exit_code = EXIT_SOURCE
+                self._stop.set()
+                return
+            self.grabber, self._paused, self._source_state = grabber, False, "ok"
+            log.info("detection resumed from Home Assistant")
+        self.sink.publish_state(self._presence_state())
+
+
+def device_identity(config: Config) -> tuple:
+    """What names a device on the broker and in Home Assistant: a change leaves a ghost
+    behind unless the old identity is forgotten."""
+    return (config.device.id, config.mqtt.host, config.mqtt.port, config.mqtt.topic_prefix,
+            config.homeassistant.enabled and config.homeassistant.discovery_prefix)
 
 
 # --- entry point ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -50,7 +50,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
 from edge.config import ConfigError, HomeAssistantConfig, MqttConfig, read_secret
-from edge.discovery import HA_ONLINE, DiscoveryTopics, build_discovery_payload, discovery_topic, ha_status_topic
+from edge.discovery import (
+    CONTROLS,
+    CPU_TEMPERATURE,
+    HA_ONLINE,
+    SNAPSHOT,
+    DeviceTopics,
+    build_discovery_payload,
+    discovery_topic,
+    ha_status_topic,
+)
+from edge.sysinfo import read_cpu_temperature
 
 if TYPE_CHECKING:
     from edge.events import Event, PresenceState
@@ -108,24 +118,8 @@ def validate_topic_prefix(prefix: str, key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Topics:
+class Topics(DeviceTopics):
     """The device's topics, all under one validated prefix."""
-
-    status: str
-    events: str
-    state: str
-    snapshot: str
-    stats: str
-
-    @classmethod
-    def under(cls, prefix: str) -> Topics:
-        return cls(
-            status=f"{prefix}/status",
-            events=f"{prefix}/events",
-            state=f"{prefix}/state",
-            snapshot=f"{prefix}/snapshot",
-            stats=f"{prefix}/stats",
-        )
 
     @classmethod
     def for_device(cls, topic_prefix: str, device_id: str) -> Topics:
@@ -151,7 +145,7 @@ def encode_event(event: Event) -> bytes:
 
 
 def encode_state(state: PresenceState) -> bytes:
-    return encode_json({"present": state.present, "count": state.count, "last_seen": state.last_seen})
+    return encode_json(state.to_dict())
 
 
 T = TypeVar("T")
@@ -256,6 +250,10 @@ class MqttSink:
         self._latest_snapshot: bytes | None = None
         self._snapshot_dirty = False
         self._pending_stats: bytes | None = None
+        # Home Assistant controls: the retained control state, and who gets the commands.
+        self._latest_controls: bytes | None = None
+        self._controls_dirty = False
+        self._command_handler: Callable[[str, bytes], None] | None = None
         self._closing = False
         self._stop_publisher = False
 
@@ -303,6 +301,33 @@ class MqttSink:
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
                 self._pending_stats = payload
                 self._cond.notify_all()
+
+    # --- Home Assistant controls and lifecycle -------------------------------------------------
+
+    def set_command_handler(self, handler: Callable[[str, bytes], None]) -> None:
+        """Before :meth:`start`: subscribe to the control command topics (when HA and its
+        controls are enabled) and call ``handler(control, payload)`` on paho's network thread
+        for each command; it must only queue the command."""
+        self._command_handler = handler
+
+    def publish_controls(self, state: dict) -> None:
+        """The control state (retained, re-sent after every reconnect) the switches read."""
+        with self._cond:
+            self._latest_controls = encode_json(state)
+            self._controls_dirty = True
+            self._cond.notify_all()
+
+    def reannounce(self) -> None:
+        """Re-send discovery and every retained message (the Re-announce button)."""
+        with self._cond:
+            self._discovery_pending = self._ha.enabled
+            self._state_dirty = self._latest_state is not None
+            self._snapshot_dirty = self._latest_snapshot is not None
+            self._controls_dirty = self._latest_controls is not None
+            self._cond.notify_all()
+
+    def _accepts_commands(self) -> bool:
+        return self._ha.enabled and self._ha.controls and self._command_handler is not None
 
     def close(self, timeout: float) -> None:
         """Flush queued and in-flight events (and the latest state and snapshot) for up to
@@ -484,6 +509,7 @@ class MqttSink:
             self._announce_pending = True
             self._state_dirty = self._latest_state is not None
             self._snapshot_dirty = self._latest_snapshot is not None
+            self._controls_dirty = self._latest_controls is not None
             # paho drops unsent QoS 0 packets on reconnect: their acks will never come.
             for mid in [mid for mid, item in self._unacked.items() if item.qos == 0]:
                 del self._unacked[mid]
@@ -527,6 +553,10 @@ class MqttSink:
                 self._acknowledged(item, reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        command_prefix = self.topics.command_prefix + "/"
+        if message.topic.startswith(command_prefix) and self._accepts_commands():
+            self._command_handler(message.topic[len(command_prefix):], message.payload)
+            return
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
         if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
@@ -552,6 +582,7 @@ class MqttSink:
         snapshot) still waiting for the publisher, no QoS 1 message waiting for its PUBACK."""
         return not (
             len(self._backlog) or self._events_unacked or self._state_dirty or self._snapshot_dirty
+            or self._controls_dirty
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
@@ -572,6 +603,12 @@ class MqttSink:
             if self._ha.enabled:
                 work.append(_Outgoing("subscribe", ha_status_topic(self._ha.discovery_prefix), b"", qos=1))
                 self._discovery_pending = True
+            else:
+                # HA turned off: an empty retained config removes a device announced before.
+                work.append(_Outgoing(topic=discovery_topic(self._ha.discovery_prefix, self._device_id),
+                                      payload=b"", **retained))
+            if self._accepts_commands():
+                work.append(_Outgoing("subscribe", self.topics.command_filter, b"", qos=1))
             if not self._snapshot_enabled:
                 # An empty retained message deletes a snapshot left by an earlier run with
                 # snapshots on: turning them off must not leave a face image on the broker.
@@ -589,6 +626,9 @@ class MqttSink:
         if self._snapshot_dirty:
             self._snapshot_dirty = False
             work.append(_Outgoing(topic=self.topics.snapshot, payload=self._latest_snapshot, **retained))
+        if self._controls_dirty:
+            self._controls_dirty = False
+            work.append(_Outgoing(topic=self.topics.controls, payload=self._latest_controls, **retained))
         if self._pending_stats is not None:
             work.append(_Outgoing("stats", self.topics.stats, self._pending_stats, qos=0))
             self._pending_stats = None
@@ -601,14 +641,14 @@ class MqttSink:
         return work
 
     def _discovery_payload(self) -> dict:
-        topics = DiscoveryTopics(
-            status=self.topics.status,
-            state=self.topics.state,
-            snapshot=self.topics.snapshot if self._snapshot_enabled else None,
-        )
+        features = {
+            SNAPSHOT: self._snapshot_enabled,
+            CONTROLS: self._ha.controls and self._command_handler is not None,
+            CPU_TEMPERATURE: read_cpu_temperature() is not None,
+        }
         return build_discovery_payload(
-            self._device_id, topics, sw_version=__version__, model_id=self._model_id,
-            device_name=self._ha.device_name,
+            self._device_id, self.topics, sw_version=__version__, model_id=self._model_id,
+            features=frozenset(name for name, on in features.items() if on), device_name=self._ha.device_name,
         )
 
     # --- publisher thread --------------------------------------------------------------------

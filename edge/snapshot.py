@@ -44,3 +44,9 @@ def _scaled(rgb: np.ndarray, scale: float) -> np.ndarray:
     height, width = rgb.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+
+def placeholder_jpeg(width: int = 320, height: int = 240) -> bytes:
+    """A plain dark-grey JPEG: what the "last face" image shows before any face was seen, so
+    Home Assistant's image entity is never empty (a 500 from its proxy) while the daemon runs."""
+    return encode_jpeg(np.full((height, width, 3), 48, dtype=np.uint8), 80)

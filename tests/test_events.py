@@ -138,11 +138,26 @@ def test_new_settings_keep_the_sequence_counting():
 
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None}
+    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None, "detection": "active"}
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
-    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {
+        "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "detection": "active"}
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {
+        "present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "detection": "active"}
+
+
+def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
+    machine = tracker(debounce=2, clear_after=60.0)
+    detected = feed(machine, [1, 1])
+    assert [e.type for _, e in detected] == ["face_detected"]
+    cleared = machine.clear(WALL_START + 10)
+    assert [(e.type, e.sequence, e.face_count) for e in cleared] == [("face_cleared", 2, 0)]
+    assert (machine.state.present, machine.state.count) == (False, 0)
+    assert machine.clear(WALL_START + 11) == []  # nobody there: nothing to end
+    again = feed(machine, [1, 1], start=300.0)
+    assert [(e.type, e.sequence) for _, e in again][-1:] == [("face_detected", 3)]
+    assert len(feed(machine, [1], start=400.0)) == 0
 
 
 @pytest.mark.parametrize("bad", [dict(debounce_frames=0), dict(clear_after_seconds=0.0)])
