@@ -24,6 +24,7 @@ test: setup setup-tflite system-deps model
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
+	$(MAKE) ha-check
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -65,6 +66,13 @@ evaluate: setup model
 ## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
 arm64-check: model
 	tools/arm64_check.sh
+
+## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
+## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or
+## ~/.cache/edge-face/ha and run offline)
+.PHONY: ha-check
+ha-check: setup system-deps model
+	EDGE_FACE_HOST_PYTHON=$(abspath $(BIN)/python) tools/ha_check.sh
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out

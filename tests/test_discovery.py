@@ -24,13 +24,12 @@ import logging
 import re
 import time
 
+import jinja2
 import pytest
-
 from broker import MosquittoBroker, Subscriber
+
 from edge import __version__
 from edge.config import HomeAssistantConfig, MqttConfig
-import jinja2
-
 from edge.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
