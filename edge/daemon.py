@@ -460,7 +460,8 @@ class Daemon:
             # Renamed (or moved): the old device must not stay behind in Home Assistant.
             from edge.forget import forget_device
 
-            forget_device(old, logging.getLogger("edge.forget"))
+            forget_device(old, logging.getLogger("edge.forget"), old.mqtt.flush_timeout,
+                          discovery=old.homeassistant.enabled)
         try:
             self.sink = build_sink(new, model_id)
             self._start_sink(self.sink)

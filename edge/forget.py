@@ -31,16 +31,21 @@ log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
 
 
-def forget_device(config: Config, logger: logging.Logger, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+def forget_device(
+    config: Config, logger: logging.Logger, timeout: float = DEFAULT_TIMEOUT_S, discovery: bool = True
+) -> bool:
     """Publish the removal messages of ``config``'s device (retained, QoS 1) and wait for every
-    acknowledgement; True when the broker acknowledged all of them within ``timeout`` s."""
+    acknowledgement; True when the broker acknowledged all of them within ``timeout`` s.
+    ``discovery`` False leaves the discovery topic alone (HA warns about removing a device
+    it does not know, so the daemon clears it only when it had announced one)."""
     mqtt = config.mqtt
     if mqtt.host is None:
         logger.info("no [mqtt] host: nothing to remove from a broker")
         return True
     topics = DeviceTopics.under(mqtt.topic_prefix)
-    # The discovery topic is cleared even with HA disabled now: it may have been on before.
-    messages = removal_messages(config.homeassistant.discovery_prefix, config.device.id, topics)
+    # The CLI clears the discovery topic even with HA disabled now: it may have been on before.
+    prefix = config.homeassistant.discovery_prefix if discovery else None
+    messages = removal_messages(prefix, config.device.id, topics)
     broker = f"{mqtt.host}:{mqtt.port}"
     done = threading.Condition()
     state = {"connected": False, "refused": None, "acked": set()}

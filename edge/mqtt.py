@@ -254,6 +254,7 @@ class MqttSink:
         self._latest_controls: bytes | None = None
         self._controls_dirty = False
         self._command_handler: Callable[[str, bytes], None] | None = None
+        self._discovery_removal_pending = False
         self._closing = False
         self._stop_publisher = False
 
@@ -325,6 +326,9 @@ class MqttSink:
             self._snapshot_dirty = self._latest_snapshot is not None
             self._controls_dirty = self._latest_controls is not None
             self._cond.notify_all()
+
+    def _own_discovery_topic(self) -> str:
+        return discovery_topic(self._ha.discovery_prefix, self._device_id)
 
     def _accepts_commands(self) -> bool:
         return self._ha.enabled and self._ha.controls and self._command_handler is not None
@@ -553,6 +557,12 @@ class MqttSink:
                 self._acknowledged(item, reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        if not self._ha.enabled and message.topic == self._own_discovery_topic():
+            if message.payload:
+                with self._cond:
+                    self._discovery_removal_pending = True
+                    self._cond.notify_all()
+            return
         command_prefix = self.topics.command_prefix + "/"
         if message.topic.startswith(command_prefix) and self._accepts_commands():
             self._command_handler(message.topic[len(command_prefix):], message.payload)
@@ -582,7 +592,7 @@ class MqttSink:
         snapshot) still waiting for the publisher, no QoS 1 message waiting for its PUBACK."""
         return not (
             len(self._backlog) or self._events_unacked or self._state_dirty or self._snapshot_dirty
-            or self._controls_dirty
+            or self._controls_dirty or self._discovery_removal_pending
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
@@ -604,9 +614,8 @@ class MqttSink:
                 work.append(_Outgoing("subscribe", ha_status_topic(self._ha.discovery_prefix), b"", qos=1))
                 self._discovery_pending = True
             else:
-                # HA turned off: an empty retained config removes a device announced before.
-                work.append(_Outgoing(topic=discovery_topic(self._ha.discovery_prefix, self._device_id),
-                                      payload=b"", **retained))
+                # HA turned off: look for a config announced before (retained) to remove it.
+                work.append(_Outgoing("subscribe", self._own_discovery_topic(), b"", qos=1))
             if self._accepts_commands():
                 work.append(_Outgoing("subscribe", self.topics.command_filter, b"", qos=1))
             if not self._snapshot_enabled:
@@ -626,6 +635,11 @@ class MqttSink:
         if self._snapshot_dirty:
             self._snapshot_dirty = False
             work.append(_Outgoing(topic=self.topics.snapshot, payload=self._latest_snapshot, **retained))
+        if self._discovery_removal_pending:
+            self._discovery_removal_pending = False
+            # An empty retained config: HA deletes the device (only sent when one exists, as
+            # HA warns about removing a device it does not know).
+            work.append(_Outgoing(topic=self._own_discovery_topic(), payload=b"", **retained))
         if self._controls_dirty:
             self._controls_dirty = False
             work.append(_Outgoing(topic=self.topics.controls, payload=self._latest_controls, **retained))

@@ -228,7 +228,7 @@ def check(args: argparse.Namespace) -> list[list[str]]:
     write_config(config, work, Path(args.model), args.mqtt_port)
     daemon = Daemon(config, work / "daemon.log")
     try:
-        rows = run_with_daemon(ha, daemon, timer, work, config, args, faces)
+        rows = run_with_daemon(ha, daemon, timer, work, config, args, photo, faces)
     except BaseException:
         if daemon.process.poll() is None:
             daemon.process.kill()
@@ -245,7 +245,7 @@ def check(args: argparse.Namespace) -> list[list[str]]:
     return rows
 
 
-def run_with_daemon(ha, daemon, timer, work, config, args, faces) -> list[list[str]]:
+def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list[list[str]]:
     device = wait_for(lambda: our_device(ha), 30, "the device in HA's device registry")
     expect(device["name"] == "Hall camera" and device["manufacturer"] == "edge-face", f"device: {device}")
     with_temperature = read_cpu_temperature() is not None
@@ -275,7 +275,12 @@ def run_with_daemon(ha, daemon, timer, work, config, args, faces) -> list[list[s
                      entity.unit or "", entity.category or "", state["state"]])
     timer.step("every entity has the device class, unit and category declared in edge/discovery.py")
 
-    # The image is there before any face: the placeholder (the proxy answers, never a 500).
+    # The image is there before any face: the placeholder (the proxy answers, never a 500)
+    # once the entity is available (HA takes in the retained status and picture right after
+    # the discovery message).
+    image_id = image["entity_id"]
+    image = wait_for(lambda: (s := ha.state(image_id)) and s["state"] not in ("unknown", "unavailable") and s,
+                     5, "the placeholder image")
     picture = ha.get(image["attributes"]["entity_picture"])
     expect(picture.headers.get("Content-Type", "").startswith("image/jpeg") and picture.content[:2] == b"\xff\xd8",
            "the image proxy does not serve a JPEG before the first face")
@@ -305,12 +310,14 @@ def run_with_daemon(ha, daemon, timer, work, config, args, faces) -> list[list[s
            f"face_detected event attributes {detected}")
     last_seen = state_of(ha, entities, "last_seen")["state"]
     expect(re.match(r"\d{4}-\d\d-\d\dT", last_seen) is not None, f"last seen {last_seen!r} is not a timestamp")
-    timer.step(f"states follow the scene ({faces} faces in {Path(args.photos).name}), the event entity fires")
+    timer.step(f"states follow the scene ({faces} faces in {photo.name}), the event entity fires")
 
     diagnostics = {k: state_of(ha, entities, k)["state"] for k in ("fps", "uptime", "source_state", "outbox_depth")}
     expect(float(diagnostics["fps"]) > 0 and float(diagnostics["uptime"]) > 0, f"diagnostics {diagnostics}")
     expect(diagnostics["source_state"] == "ok" and diagnostics["outbox_depth"] == "0", f"diagnostics {diagnostics}")
     timer.step("diagnostics from the stats topic")
+    for row in rows:  # the table shows states of a running device
+        row[-1] = (ha.state(row[0]) or {"state": "(gone)"})["state"]
 
     # Detection off from HA: the daemon pauses (privacy mode) and the switch follows.
     detection = entities["detection"]["entity_id"]
