@@ -11,6 +11,8 @@ events      1      no        one JSON :class:`edge.events.Event` per message
 state       1      yes       JSON {"present": bool, "count": int, "last_seen": str|null}
 snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
+controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
+set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
 ==========  =====  ========  ==========================================================
 
 How an event is never lost (short of a full queue or a dead process):
