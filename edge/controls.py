@@ -217,18 +217,19 @@ class Controls:
     over the config file. ``enabled`` False (``homeassistant.controls = false``, or no MQTT):
     no command is accepted and stored overrides are ignored."""
 
-    def __init__(self, state_dir: Path, enabled: bool, log: logging.Logger) -> None:
+    def __init__(self, state_dir: Path, enabled: bool, log: logging.Logger, load: bool = True) -> None:
         self.state_dir, self.enabled, self._log = Path(state_dir), enabled, log
         self.inbox = ControlInbox(log)
-        self.overrides = load_overrides(self.state_dir, log) if enabled else Overrides()
-        if not enabled and state_path(self.state_dir).is_file():
+        self.overrides = load_overrides(self.state_dir, log) if enabled and load else Overrides()
+        if load and not enabled and state_path(self.state_dir).is_file():
             log.info("controls are off (homeassistant.controls = false): ignoring the stored %s",
                      state_path(self.state_dir))
 
     @classmethod
-    def for_config(cls, config: Config, log: logging.Logger) -> Controls:
+    def for_config(cls, config: Config, log: logging.Logger, load: bool = True) -> Controls:
+        """The controls ``config`` allows; ``load`` False: do not read the stored ones (yet)."""
         enabled = config.mqtt.host is not None and config.homeassistant.enabled and config.homeassistant.controls
-        return cls(config.device.state_dir, enabled, log)
+        return cls(config.device.state_dir, enabled, log, load)
 
     @property
     def detection(self) -> bool:

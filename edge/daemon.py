@@ -405,7 +405,10 @@ class Daemon:
         old, rereading = self.config, file_config is None
         try:
             file_config = file_config if file_config is not None else load_config(self.config_path)
-            new = self.controls.effective(file_config, announce=rereading)
+            controls = self.controls
+            if Controls.for_config(file_config, log, load=False).enabled != controls.enabled:
+                controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
+            new = controls.effective(file_config, announce=rereading)
             detector = build_detector(new) if new.detector != old.detector else self.detector
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
                 self._swap_source(new, detector)
@@ -422,6 +425,9 @@ class Daemon:
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
         self.detector, self.config, self.file_config = detector, new, file_config
+        if controls is not self.controls:  # controls turned on or off by the file
+            self.controls = controls
+            self._set_paused(not controls.detection)
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
         logging.getLogger("edge").setLevel(new.log.level.upper())

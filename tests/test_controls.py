@@ -331,3 +331,24 @@ def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, project
     result = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(bad)],
                             cwd=project_root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "device.id" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_ones(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "controls.json").write_text('{"detection": false}')
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused from the stored control")
+            config_file(tmp_path, broker, int8_model_path, face_photo, blank, homeassistant={"controls": False})
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "the file rules: detection runs")
+            config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "the stored control again")
+        finally:
+            code, err = daemon.stop()
+    assert code == 0 and "ignoring the stored" in err and "detection OFF" in err, err
