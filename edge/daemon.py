@@ -234,6 +234,7 @@ class Daemon:
             log.error("%s", exc)
             return EXIT_SOURCE
         try:
+            self._retire_stale_identity(self.config)
             self._start_sink(self.sink)
         except StartupError as exc:
             log.error("%s", exc)
@@ -462,12 +463,7 @@ class Daemon:
         broker settings cannot be used."""
         # Close first: two clients with one client id would keep disconnecting each other.
         self.sink.close(old.mqtt.flush_timeout)
-        if device_identity(old) != device_identity(new) and old.mqtt.host is not None:
-            # Renamed (or moved): the old device must not stay behind in Home Assistant.
-            from edge.forget import forget_device
-
-            forget_device(old, logging.getLogger("edge.forget"), old.mqtt.flush_timeout,
-                          discovery=old.homeassistant.enabled)
+        self._retire_stale_identity(new, running=old)
         try:
             self.sink = build_sink(new, model_id)
             self._start_sink(self.sink)
@@ -535,12 +531,15 @@ class Daemon:
             log.info("detection resumed from Home Assistant")
         self.sink.publish_state(self._presence_state())
 
+    @staticmethod
+    def _retire_stale_identity(config: Config, running: Config | None = None) -> None:
+        """Renamed or moved (device id, prefixes, broker) since the last announcement, even
+        while stopped: the old device must not stay behind in Home Assistant."""
+        if config.mqtt.host is None:
+            return
+        from edge.forget import retire_stale_identity
 
-def device_identity(config: Config) -> tuple:
-    """What names a device on the broker and in Home Assistant: a change leaves a ghost
-    behind unless the old identity is forgotten."""
-    return (config.device.id, config.mqtt.host, config.mqtt.port, config.mqtt.topic_prefix,
-            config.homeassistant.enabled and config.homeassistant.discovery_prefix)
+        retire_stale_identity(config, logging.getLogger("edge.forget"), running, config.mqtt.flush_timeout)
 
 
 # --- entry point ----------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Publishes an empty retained message on the device's discovery topic (Home Assistant deletes
 the device and its entities) and on every retained topic the daemon leaves (status, state,
-snapshot, controls), then deletes the stored controls. The installer's ``--uninstall`` /
-``--purge`` and the Ansible role's ``state: absent`` run it after stopping the service; the
-daemon runs :func:`forget_device` itself for its old identity when a reload renames it.
+snapshot, controls), then deletes the stored controls and the announced identity. The
+installer's ``--uninstall`` / ``--purge`` and the Ansible role's ``state: absent`` run it
+after stopping the service; the daemon runs :func:`retire_stale_identity` itself when it
+finds itself renamed (by a reload, or while it was stopped).
 
 Its own short-lived MQTT client (client id ``edge-face-forget-<device_id>``) so it never
 kicks a running daemon off the broker. Exit codes: 0 done, 1 the broker could not be reached
@@ -13,22 +14,94 @@ or did not acknowledge every removal within the timeout, 2 config error.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import ssl
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import Config, ConfigError, load_config, read_secret
+from edge.config import DEVICE_ID_PATTERN, Config, ConfigError, load_config, read_secret
 from edge.controls import state_path
 from edge.discovery import DeviceTopics, removal_messages
 from edge.exitcodes import ExitCode
 
 log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
+# Who the daemon last announced itself as (in device.state_dir): a device renamed while it
+# was stopped (an edited config, an Ansible run) is then still removed at the next start.
+IDENTITY_FILE_NAME = "announced.json"
+
+
+def identity_of(config: Config) -> dict:
+    """What names the device on the broker and in HA; a change leaves a ghost unless the old
+    identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
+    ha = config.homeassistant
+    return {
+        "device_id": config.device.id, "host": config.mqtt.host, "port": config.mqtt.port,
+        "topic_prefix": config.mqtt.topic_prefix, "discovery_prefix": ha.discovery_prefix if ha.enabled else None,
+    }
+
+
+def retire_stale_identity(
+    config: Config, logger: logging.Logger, running: Config | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """Forget the identity last announced (stored in the state directory; ``running``'s when
+    none is stored) if ``config`` names the device differently, then store ``config``'s."""
+    path = Path(config.device.state_dir) / IDENTITY_FILE_NAME
+    current = identity_of(config)
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        previous = None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("announced identity '%s' cannot be read (%s); ignoring it", path, exc)
+        previous = None
+    if previous is None and running is not None:
+        previous = identity_of(running)
+    if previous is not None and previous != current:
+        old = _config_for(config, previous)
+        if old is None:
+            logger.warning("announced identity '%s' is not one of ours; ignoring it", path)
+        elif old.mqtt.host is not None:
+            logger.info("the device was announced as '%s' (broker %s:%s): removing that one",
+                        old.device.id, old.mqtt.host, old.mqtt.port)
+            forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".announced.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(current, handle, sort_keys=True)
+        os.replace(temp, path)
+    except OSError as exc:
+        logger.error("cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
+                     "while stopped would leave the old device behind", path, exc.strerror or exc)
+
+
+def _config_for(config: Config, identity: dict) -> Config | None:
+    """``config`` with the broker and names of a stored identity (None if it is malformed)."""
+    try:
+        device_id, prefix, discovery = identity["device_id"], identity["topic_prefix"], identity["discovery_prefix"]
+        host, port = identity["host"], identity["port"]
+    except (KeyError, TypeError):
+        return None
+    strings = all(isinstance(v, str) and v and "#" not in v and "+" not in v for v in (prefix, discovery or "x"))
+    if not (isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id) and strings
+            and (host is None or isinstance(host, str)) and isinstance(port, int)):
+        return None
+    ha = config.homeassistant
+    return dataclasses.replace(
+        config,
+        device=dataclasses.replace(config.device, id=device_id),
+        mqtt=dataclasses.replace(config.mqtt, host=host, port=port, topic_prefix=prefix),
+        homeassistant=dataclasses.replace(ha, enabled=discovery is not None, discovery_prefix=discovery or ha.discovery_prefix),
+    )
 
 
 def forget_device(
@@ -129,10 +202,10 @@ def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:
     except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:  # unreadable password/cert files
         log.error("cannot remove device '%s': %s", config.device.id, exc)
         removed = False
-    stored = state_path(config.device.state_dir)
-    try:
-        Path(stored).unlink(missing_ok=True)
-    except OSError as exc:
-        log.error("cannot delete the stored controls '%s': %s", stored, exc.strerror or exc)
-        return ExitCode.FAILURE
+    for stored in (state_path(config.device.state_dir), Path(config.device.state_dir) / IDENTITY_FILE_NAME):
+        try:
+            stored.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot delete '%s': %s", stored, exc.strerror or exc)
+            return ExitCode.FAILURE
     return ExitCode.OK if removed else ExitCode.FAILURE

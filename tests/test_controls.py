@@ -352,3 +352,24 @@ def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_o
         finally:
             code, err = daemon.stop()
     assert code == 0 and "ignoring the stored" in err and "detection OFF" in err, err
+
+
+def test_a_device_renamed_while_stopped_is_removed_at_the_next_start(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, ["homeassistant/device/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
+        finally:
+            assert daemon.stop()[0] == 0
+        config_file(tmp_path, broker, int8_model_path, face_photo, blank, device={"id": "porch"})
+        daemon = Running(config, project_root)  # an Ansible run changed the id and restarted us
+        try:
+            live.wait_until(lambda: live.on(DISCOVERY)[-1].payload == b"", 15, "the old device removed")
+            live.wait_for("homeassistant/device/porch/config")
+        finally:
+            code, err = daemon.stop()
+    assert code == 0 and f"the device was announced as '{DEVICE}'" in err, err
+    assert json.loads((tmp_path / "state" / "announced.json").read_text())["device_id"] == "porch"
