@@ -442,6 +442,9 @@ class Daemon:
             source = build_source(new.camera, detector.input_size)
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
+        if self._paused:  # privacy mode: the new camera is opened when detection is switched on
+            self.grabber = self._grabber_for(source, new)
+            return
         old_grabber = self.grabber
         old_grabber.stop()
         grabber = self._grabber_for(source, new)

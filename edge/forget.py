@@ -72,7 +72,8 @@ def retire_stale_identity(
         elif old.mqtt.host is not None:
             logger.info("the device was announced as '%s' (broker %s:%s): removing that one",
                         old.device.id, old.mqtt.host, old.mqtt.port)
-            forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None)
+            if not forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None):
+                return  # the old identity stays stored: the next start tries again
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=".announced.", dir=path.parent)
