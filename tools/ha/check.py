@@ -236,7 +236,7 @@ def check(args: argparse.Namespace) -> list[list[str]]:
         raise
     log_problems = [
         line for line in Path(args.ha_log).read_text(encoding="utf-8", errors="replace").splitlines()
-        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line) and re.search(r"mqtt|edge.face|ha.check", line, re.I)
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line) and re.search(r"mqtt|edge.face|ha.check|hall.camera", line, re.IGNORECASE)
     ]
     expect(not log_problems, "Home Assistant's log has warnings about MQTT or the device:\n  " + "\n  ".join(log_problems))
     timer.step("no WARNING or ERROR about MQTT or the device in home-assistant.log")
