@@ -272,7 +272,7 @@ def test_a_format_libcamera_substituted_is_refused_in_one_line(scene):
         Picamera2Source(320, 240, picamera2_class=camera_class).open()
     assert str(caught.value) == (
         "picamera2 camera 0 (main 320x240): libcamera configured the main stream as YUYV 640x480, not RGB888; "
-        "only RGB888 (main) and YUV420 (lores) are supported"
+        'only RGB888 (main) and YUV420 (lores) are supported; for a USB camera set [camera] source = "opencv"'
     )
     assert camera_class.instances[0].closed
 

@@ -311,9 +311,10 @@ class Picamera2Source:
         stream_config = configured[self.stream]
         got_format, (got_w, got_h), stride = stream_config["format"], stream_config["size"], stream_config["stride"]
         if got_format != fmt:
+            usb_hint = '; for a USB camera set [camera] source = "opencv"' if not modes else ""
             raise SourceError(
                 f"{self.name}: libcamera configured the {self.stream} stream as {got_format} "
-                f"{got_w}x{got_h}, not {fmt}; only RGB888 (main) and YUV420 (lores) are supported"
+                f"{got_w}x{got_h}, not {fmt}; only RGB888 (main) and YUV420 (lores) are supported{usb_hint}"
             )
         if (got_w, got_h) != size:
             log.warning("%s: libcamera adjusted the %s stream to %dx%d", self.name, self.stream, got_w, got_h)
