@@ -397,12 +397,12 @@ class Picamera2Source:
         """The frame's start on ``time.monotonic()``'s clock.
 
         libcamera's Pi pipelines set SensorTimestamp from the V4L2 buffer timestamp, which the
-        unicam (Pi 4) and rp1-cfe (Pi 5) drivers take with ktime_get_ns() at frame start:
-        CLOCK_MONOTONIC, as picamera2 itself assumes when it compares SensorTimestamp with
-        ``time.monotonic_ns()`` (picamera2 0.3.36 picamera2.py:1552-1565 and 1861-1866,
-        ``capture_request(flush=True)``). libcamera's
-        control documentation says CLOCK_BOOTTIME; the two differ only after a suspend, which
-        is why a value far from now is not trusted: the receive time stands in, once warned.
+        unicam (Pi 4) and rp1-cfe (Pi 5) drivers take with ktime_get_ns() in their frame-start
+        interrupt: CLOCK_MONOTONIC, as picamera2 itself assumes when it compares
+        SensorTimestamp with ``time.monotonic_ns()`` (picamera2 0.3.36 picamera2.py:1552-1565
+        and 1861-1866, ``capture_request(flush=True)``). libcamera's control documentation
+        says CLOCK_BOOTTIME; the two differ only after a suspend, which is why a value far
+        from now is not trusted: the receive time stands in, with one warning per open.
         """
         stamp = metadata.get("SensorTimestamp")
         if isinstance(stamp, int) and stamp > 0:
