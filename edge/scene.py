@@ -222,6 +222,10 @@ def apply_scene(detections: Detections, frame_height: int, options: SceneOptions
     """
     boxes = detections.boxes
     count = len(detections)
+    if count == 0 or not options.active:
+        # The common frame of an empty room: no polygon test to run.
+        membership = np.zeros((count, len(options.zones)), dtype=bool)
+        return SceneResult(detections, membership, {zone.name: 0 for zone in options.zones})
     centres = box_centres(boxes)
     masked = np.zeros(count, dtype=bool)
     for polygon in options.masks:
@@ -269,10 +273,15 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
     """Copy of (H, W, 3) uint8 RGB with the masks (shaded red), the zones (outlined, named,
     with their face counts) and, when ``detections`` are given, the faces the scene keeps
     (green, as :func:`edge.imageio.draw_detections`) and drops (gray) drawn on it."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     height, width = rgb.shape[:2]
     line = max(2, round(min(width, height) / 200))
+    try:
+        font = ImageFont.load_default(size=max(11, height // 28))
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        font = ImageFont.load_default()
+    text = dict(font=font, stroke_width=1, stroke_fill=(0, 0, 0))
     base = Image.fromarray(rgb).convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     shade = ImageDraw.Draw(overlay)
@@ -291,7 +300,7 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         outline = pixels(polygon)
         draw.line(outline + outline[:1], fill=MASK_COLOUR, width=line)
         x, y = outline[0]
-        draw.text((x + line, y + line), "mask", fill=MASK_COLOUR)
+        draw.text((x + 2 * line, y + line), "mask", fill=MASK_COLOUR, **text)
     result = apply_scene(detections, height, options) if detections is not None else None
     for index, zone in enumerate(options.zones):
         colour = ZONE_COLOURS[index % len(ZONE_COLOURS)]
@@ -299,7 +308,7 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         draw.line(outline + outline[:1], fill=colour, width=line)
         label = zone.name if result is None else f"{zone.name}: {result.zone_counts[zone.name]}"
         x, y = outline[0]
-        draw.text((x + line, y + line), label, fill=colour)
+        draw.text((x + 2 * line, y + line), label, fill=colour, **text)
     if detections is not None and result is not None:
         kept = {tuple(box) for box in result.detections.boxes.tolist()}
         for pixel_box, box, score in zip(
@@ -307,5 +316,5 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         ):
             colour = KEPT_COLOUR if tuple(box) in kept else DROPPED_COLOUR
             draw.rectangle(tuple(pixel_box), outline=colour, width=line)
-            draw.text((pixel_box[0] + line, max(0.0, pixel_box[1] - 12 - line)), f"{score:.2f}", fill=colour)
+            draw.text((pixel_box[0], pixel_box[3] + line), f"{score:.2f}", fill=colour, **text)
     return np.asarray(image)

@@ -284,3 +284,18 @@ def test_gate_and_detector_together_on_a_minute_of_a_still_room_then_a_walk(room
     reasons = [gate.decide(i / FPS, motion.update(frame), False).reason for i, frame in enumerate(frames)]
     assert sum(r != "still" for r in reasons[:600]) == 30
     assert set(reasons[600:-1]) == {"motion"}
+
+
+def test_events_with_the_gate_equal_events_without_it_when_a_face_walks_through(detector, room, walk):
+    """The daemon-shaped loop of the scene benchmark, on the real model: the gate changes
+    which frames of the still room are detected, never the events."""
+    from tools.bench_scene import run_clip
+
+    clip = [room] * 40 + walk.frames + [room] * 70  # 7 s after the walk: the face clears
+    gated = run_clip(clip, FPS, detector, gated=True, idle_interval=2.0)
+    plain = run_clip(clip, FPS, detector, gated=False, idle_interval=2.0)
+    assert [kind for _, kind, _ in plain.events] == ["face_detected", "face_cleared"]
+    assert gated.events == plain.events
+    assert gated.detected < plain.detected == len(clip)
+    # Every frame of the walk (but the last, which shows the room again) was detected.
+    assert all(n >= 0 for n in gated.faces[40 : 40 + len(walk.frames)])

@@ -65,13 +65,13 @@ def paste(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SceneClip:
-    """A sequence of frames and, per frame, whether the face is fully in view.
+    """A sequence of frames and, per frame, how much of the face cut-out is in the picture.
 
-    ``frames``: list of (H, W, 3) uint8 RGB; ``face_in_view``: (len(frames),) bool.
+    ``frames``: list of (H, W, 3) uint8 RGB; ``visible``: (len(frames),) float64, 0..1.
     """
 
     frames: list[np.ndarray]
-    face_in_view: np.ndarray
+    visible: np.ndarray
 
 
 def walk_through(background: np.ndarray, patch: np.ndarray, steps: int, pause: int = 0) -> SceneClip:
@@ -86,5 +86,5 @@ def walk_through(background: np.ndarray, patch: np.ndarray, steps: int, pause: i
     xs += [middle] * pause
     xs += list(np.linspace(middle, width, steps + 1).round().astype(int)[1:])
     frames = [paste(background, patch, x, y) for x in xs]
-    in_view = np.array([0 <= x and x + pw <= width for x in xs])
-    return SceneClip(frames, in_view)
+    visible = np.array([(min(width, x + pw) - max(0, x)) / pw for x in xs]).clip(0.0, 1.0)
+    return SceneClip(frames, visible)
