@@ -36,17 +36,21 @@ and whether faces are present, and answers whether to run the detector on it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from edge.options import OptionError, is_number
 from edge.scene import Polygon, rasterize_polygons
 
 # The working copy is at most this many rows high (Frigate works at about 100 px too):
 # enough to see a person move, small enough to cost about 1% of one int8 invoke.
 WORK_HEIGHT = 100
+# Longest idle interval: a still scene is looked at at least once an hour.
+MAX_IDLE_INTERVAL = 3600.0
 # The gray value is R + 2G + B: four times the gray level.
 _GRAY_SCALE = 4
 
@@ -54,6 +58,9 @@ _GRAY_SCALE = 4
 @dataclass(frozen=True)
 class MotionOptions:
     """Settings of the motion gate (the ``[motion]`` config section).
+
+    Each field is checked here, once; a bad value raises :class:`edge.options.OptionError`
+    naming ``motion.<field>`` (what the config loader reports).
 
     ``enabled``: gate the detector on motion (False: detect every frame).
     ``idle_interval``: seconds between detections while the scene is still and no face is
@@ -73,20 +80,30 @@ class MotionOptions:
     global_change: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.idle_interval) and self.idle_interval > 0):
-            raise ValueError(f"motion idle_interval must be a number > 0, got {self.idle_interval!r}")
-        if not 1 <= self.threshold <= 255:
-            raise ValueError(f"motion threshold must be 1-255 gray levels, got {self.threshold!r}")
-        if not 0.0 <= self.min_area < 1.0:
-            raise ValueError(f"motion min_area must be a fraction >= 0 and < 1, got {self.min_area!r}")
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"motion alpha must be > 0 and < 1, got {self.alpha!r}")
-        if not 0.0 < self.global_change <= 1.0:
-            raise ValueError(f"motion global_change must be > 0 and <= 1, got {self.global_change!r}")
-        if self.global_change <= self.min_area:
-            raise ValueError(
-                f"motion global_change ({self.global_change!r}) must be above min_area ({self.min_area!r})"
-            )
+        def check(name: str, good: bool, allowed: str) -> None:
+            if not good:
+                raise OptionError(f"motion.{name}", getattr(self, name), allowed)
+
+        check("enabled", isinstance(self.enabled, bool), "true or false")
+        check("idle_interval", is_number(self.idle_interval) and 0 < self.idle_interval <= MAX_IDLE_INTERVAL,
+              f"a number of seconds > 0 and <= {MAX_IDLE_INTERVAL:g}")
+        check("threshold", isinstance(self.threshold, int) and not isinstance(self.threshold, bool)
+              and 1 <= self.threshold <= 255, "an integer 1-255 (gray levels)")
+        check("min_area", is_number(self.min_area) and 0 <= self.min_area < 1, "a number >= 0 and < 1 (a fraction of the frame)")
+        check("alpha", is_number(self.alpha) and 0 < self.alpha < 1, "a number > 0 and < 1")
+        check("global_change", is_number(self.global_change) and 0 < self.global_change <= 1,
+              "a number > 0 and <= 1 (a fraction of the frame)")
+        check("global_change", self.global_change > self.min_area, f"a number above motion.min_area ({self.min_area:g})")
+
+
+def motion_options_from_toml(table: dict, section: str = "motion") -> MotionOptions:
+    """The raw ``[motion]`` TOML table -> validated :class:`MotionOptions` (absent keys take
+    the defaults); raises :class:`edge.options.OptionError` naming the key."""
+    known = [f.name for f in dataclasses.fields(MotionOptions)]
+    for key in table:
+        if key not in known:
+            raise OptionError(f"{section}.{key}", key, f"a key of [{section}]: " + ", ".join(known))
+    return MotionOptions(**table)
 
 
 @dataclass(frozen=True)
@@ -177,11 +194,11 @@ class MotionDetector:
     def _start(self, shape: tuple[int, int]) -> None:
         """A new frame size: new sampling factor and mask raster, no background yet."""
         height, width = shape
-        self._frame_shape = shape
-        self._factor = sampling_factor(height)
-        rows, cols = height // self._factor, width // self._factor
+        factor = sampling_factor(height)
+        rows, cols = height // factor, width // factor
         if rows < 2 or cols < 2:
             raise ValueError(f"motion: frame {width}x{height} is too small (needs at least 2x2 after sampling)")
+        self._frame_shape, self._factor = shape, factor
         self._background = None
         if self.masks:
             masked = rasterize_polygons(self.masks, cols, rows)

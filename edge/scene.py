@@ -15,6 +15,7 @@ and zones. Pure numpy (Pillow only for :func:`draw_scene`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,22 +24,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.decode import Detections
+from edge.options import OptionError, is_number
 
 ZONE_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 MAX_POLYGON_POINTS = 100
 MAX_ZONES = 16
 MAX_MASKS = 32
+# Largest face-size limit, in pixels: the largest frame height a camera source accepts.
+MAX_FACE_SIZE = 8192
+# A polygon smaller than this (a millionth of the frame) is a typo, not a region.
+MIN_POLYGON_AREA = 1e-6
+POLYGON_ALLOWED = f"a list of 3-{MAX_POLYGON_POINTS} [x, y] points, x and y from 0 to 1 (fractions of the frame)"
 # Rasterizing tests this many pixel centres at a time: bounds the (pixels, edges) temporaries.
 _RASTER_CHUNK = 1 << 16
-
-
-class SceneError(ValueError):
-    """A polygon, zone or limit that is not allowed. ``allowed`` says what would be (for a
-    config error line); ``str()`` is one line naming what is wrong."""
-
-    def __init__(self, what: str, allowed: str) -> None:
-        super().__init__(f"{what}: {allowed}")
-        self.what, self.allowed = what, allowed
 
 
 @dataclass(frozen=True)
@@ -68,25 +66,19 @@ class Zone:
     polygon: Polygon
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def make_polygon(value: Any, what: str = "polygon") -> Polygon:
-    """Config value ``[[x, y], ...]`` -> :class:`Polygon`; raises :class:`SceneError` naming
-    ``what`` (e.g. "scene.masks[1]") and the first bad point."""
-    allowed = f"a list of 3-{MAX_POLYGON_POINTS} [x, y] points, each a number from 0 to 1 (fractions of the frame)"
+def make_polygon(value: Any, key: str = "polygon") -> Polygon:
+    """Config value ``[[x, y], ...]`` -> :class:`Polygon`; raises :class:`OptionError` naming
+    ``key`` (e.g. "scene.masks[1]") or the first bad point ("scene.masks[1][2]")."""
     if not isinstance(value, (list, tuple)) or not 3 <= len(value) <= MAX_POLYGON_POINTS:
-        count = f"{len(value)} points" if isinstance(value, (list, tuple)) else type(value).__name__
-        raise SceneError(what, f"{allowed}; got {count}")
+        raise OptionError(key, value, POLYGON_ALLOWED)
     for index, point in enumerate(value):
-        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(_is_number(v) for v in point)):
-            raise SceneError(f"{what}[{index}]", f"a point [x, y] of two numbers; got {point!r}")
+        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(is_number(v) for v in point)):
+            raise OptionError(f"{key}[{index}]", point, "a point [x, y] of two numbers")
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in point):
-            raise SceneError(f"{what}[{index}]", f"x and y from 0 to 1 (fractions of the frame); got {list(point)!r}")
+            raise OptionError(f"{key}[{index}]", point, "x and y from 0 to 1 (fractions of the frame width and height)")
     points = np.asarray(value, dtype=np.float64)
-    if polygon_area(points) < 1e-6:
-        raise SceneError(what, "a polygon with an area (its points lie on one line or repeat)")
+    if polygon_area(points) < MIN_POLYGON_AREA:
+        raise OptionError(key, value, "a polygon with an area: its points lie on one line or repeat")
     return Polygon(points)
 
 
@@ -96,11 +88,11 @@ def polygon_area(points: np.ndarray) -> float:
     return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
 
 
-def make_zone(name: Any, polygon: Any, what: str = "zone") -> Zone:
-    """Config values -> :class:`Zone`; raises :class:`SceneError`."""
+def make_zone(name: Any, polygon: Any, key: str = "zone") -> Zone:
+    """Config values -> :class:`Zone`; raises :class:`OptionError` (``key``: e.g. "scene.zones[0]")."""
     if not (isinstance(name, str) and ZONE_NAME_PATTERN.fullmatch(name)):
-        raise SceneError(f"{what}.name", f"1-32 characters of a-z, 0-9 and '_'; got {name!r}")
-    return Zone(name, make_polygon(polygon, f"{what}.polygon"))
+        raise OptionError(f"{key}.name", name, "1-32 characters of a-z, 0-9 and '_'")
+    return Zone(name, make_polygon(polygon, f"{key}.polygon"))
 
 
 def points_in_polygon(points: np.ndarray, polygon: Polygon) -> np.ndarray:
@@ -161,23 +153,23 @@ class SceneOptions:
     zones: tuple[Zone, ...] = ()
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_face_size) and self.min_face_size >= 0):
-            raise SceneError("scene.min_face_size", f"a number of pixels >= 0; got {self.min_face_size!r}")
+        if not (is_number(self.min_face_size) and 0 <= self.min_face_size <= MAX_FACE_SIZE):
+            raise OptionError("scene.min_face_size", self.min_face_size, f"a number of pixels from 0 to {MAX_FACE_SIZE}")
         if self.max_face_size is not None and not (
-            math.isfinite(self.max_face_size) and self.max_face_size > self.min_face_size
+            is_number(self.max_face_size) and self.min_face_size < self.max_face_size <= MAX_FACE_SIZE
         ):
-            raise SceneError(
-                "scene.max_face_size",
-                f"a number of pixels above scene.min_face_size ({self.min_face_size:g}); got {self.max_face_size!r}",
+            raise OptionError(
+                "scene.max_face_size", self.max_face_size,
+                f"a number of pixels above scene.min_face_size ({self.min_face_size:g}) and at most {MAX_FACE_SIZE}",
             )
-        names = [zone.name for zone in self.zones]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise SceneError("scene.zones", f"names must be unique; {duplicates[0]!r} is used twice")
-        if len(self.zones) > MAX_ZONES:
-            raise SceneError("scene.zones", f"at most {MAX_ZONES} zones; got {len(self.zones)}")
         if len(self.masks) > MAX_MASKS:
-            raise SceneError("scene.masks", f"at most {MAX_MASKS} masks; got {len(self.masks)}")
+            raise OptionError("scene.masks", f"{len(self.masks)} masks", f"at most {MAX_MASKS} masks")
+        if len(self.zones) > MAX_ZONES:
+            raise OptionError("scene.zones", f"{len(self.zones)} zones", f"at most {MAX_ZONES} zones")
+        names = [zone.name for zone in self.zones]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise OptionError(f"scene.zones[{index}].name", name, "a name no other zone has")
 
     @property
     def zone_names(self) -> tuple[str, ...]:
@@ -187,6 +179,42 @@ class SceneOptions:
     def active(self) -> bool:
         """False when the options keep every face and define no zone (the filter is a no-op)."""
         return bool(self.masks or self.zones or self.min_face_size > 0 or self.max_face_size is not None)
+
+
+ZONE_KEYS = ("name", "polygon")
+
+
+def scene_options_from_toml(table: dict, section: str = "scene") -> SceneOptions:
+    """The raw ``[scene]`` TOML table (``masks``, ``min_face_size``, ``max_face_size``,
+    ``[[scene.zones]]`` with ``name`` and ``polygon``) -> validated :class:`SceneOptions`.
+    Absent keys take the dataclass defaults; raises :class:`OptionError` naming the key."""
+    defaults = SceneOptions()
+    known = [f.name for f in dataclasses.fields(SceneOptions)]
+    for key in table:
+        if key not in known:
+            raise OptionError(f"{section}.{key}", key, f"a key of [{section}]: " + ", ".join(known))
+    masks = table.get("masks", [])
+    if not isinstance(masks, list):
+        raise OptionError(f"{section}.masks", masks, f"a list of polygons, each {POLYGON_ALLOWED}")
+    zones = table.get("zones", [])
+    if not (isinstance(zones, list) and all(isinstance(zone, dict) for zone in zones)):
+        raise OptionError(f"{section}.zones", zones, f"tables written as [[{section}.zones]] with name and polygon")
+    parsed_zones = []
+    for index, zone in enumerate(zones):
+        where = f"{section}.zones[{index}]"
+        for key in zone:
+            if key not in ZONE_KEYS:
+                raise OptionError(f"{where}.{key}", key, "a zone key: name, polygon")
+        for key in ZONE_KEYS:
+            if key not in zone:
+                raise OptionError(f"{where}.{key}", None, f"every [[{section}.zones]] needs a {key}")
+        parsed_zones.append(make_zone(zone["name"], zone["polygon"], where))
+    return SceneOptions(
+        masks=tuple(make_polygon(mask, f"{section}.masks[{index}]") for index, mask in enumerate(masks)),
+        min_face_size=table.get("min_face_size", defaults.min_face_size),
+        max_face_size=table.get("max_face_size", defaults.max_face_size),
+        zones=tuple(parsed_zones),
+    )
 
 
 @dataclass(frozen=True)

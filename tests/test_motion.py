@@ -17,6 +17,7 @@ from edge.motion import (
 )
 from edge.preprocess import resize_bilinear
 from edge.imageio import load_image
+from edge.options import OptionError
 from edge.scene import make_polygon
 from tools.scene_frames import background_frame, face_patch, walk_through
 
@@ -151,6 +152,14 @@ def test_rgb_and_bgr_frames_give_the_same_results(walk, room):
         assert rgb.update(frame) == bgr.update(frame[:, :, ::-1])
 
 
+def test_a_refused_frame_size_leaves_the_detector_as_it_was(room):
+    motion = MotionDetector()
+    motion.update(room)
+    with pytest.raises(ValueError, match="too small"):
+        motion.update(np.zeros((1, 1, 3), np.uint8))
+    assert motion.update(room) == STILL
+
+
 def test_a_new_frame_size_restarts_the_background(room):
     motion = MotionDetector()
     motion.update(room)
@@ -202,20 +211,25 @@ def test_unusable_frames_are_refused_with_a_clear_error(frame, message):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(idle_interval=0), "idle_interval"),
-        (dict(idle_interval=float("nan")), "idle_interval"),
-        (dict(threshold=0), "threshold"),
-        (dict(threshold=256), "threshold"),
-        (dict(min_area=1.0), "min_area"),
-        (dict(min_area=-0.1), "min_area"),
-        (dict(alpha=0.0), "alpha"),
-        (dict(alpha=1.0), "alpha"),
-        (dict(global_change=0.0), "global_change"),
-        (dict(global_change=0.01, min_area=0.02), "above min_area"),
+        (dict(idle_interval=0), r"^motion\.idle_interval: 0 is not allowed \(a number of seconds > 0 and <= 3600\)$"),
+        (dict(idle_interval=float("nan")), r"^motion\.idle_interval: NaN is not allowed"),
+        (dict(idle_interval=7200), r"^motion\.idle_interval: 7200 is not allowed"),
+        (dict(threshold=0), r"^motion\.threshold: 0 is not allowed \(an integer 1-255 \(gray levels\)\)$"),
+        (dict(threshold=256), r"^motion\.threshold: 256 is not allowed"),
+        (dict(threshold=12.5), r"^motion\.threshold: 12\.5 is not allowed"),
+        (dict(threshold=True), r"^motion\.threshold: true is not allowed"),
+        (dict(min_area=1.0), r"^motion\.min_area: 1\.0 is not allowed \(a number >= 0 and < 1"),
+        (dict(min_area=-0.1), r"^motion\.min_area: -0\.1 is not allowed"),
+        (dict(alpha=0.0), r"^motion\.alpha: 0\.0 is not allowed \(a number > 0 and < 1\)$"),
+        (dict(alpha=1.0), r"^motion\.alpha: 1\.0 is not allowed"),
+        (dict(alpha="fast"), r'^motion\.alpha: "fast" is not allowed'),
+        (dict(global_change=0.0), r"^motion\.global_change: 0\.0 is not allowed \(a number > 0 and <= 1"),
+        (dict(global_change=0.01, min_area=0.02), r"^motion\.global_change: 0\.01 is not allowed \(a number above motion\.min_area \(0\.02\)\)$"),
+        (dict(enabled="yes"), r'^motion\.enabled: "yes" is not allowed \(true or false\)$'),
     ],
 )
-def test_bad_options_name_the_option(options, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_options_are_refused_in_one_line_naming_the_key(options, message):
+    with pytest.raises(OptionError, match=message):
         MotionOptions(**options)
 
 

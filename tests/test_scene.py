@@ -10,11 +10,11 @@ import pytest
 
 from edge.decode import Detections
 from edge.imageio import load_image
+from edge.options import OptionError
 from edge.preprocess import resize_bilinear
 from edge.scene import (
     MAX_POLYGON_POINTS,
     Polygon,
-    SceneError,
     SceneFilter,
     SceneOptions,
     Zone,
@@ -37,22 +37,22 @@ WIDTH, HEIGHT = 320, 240
 @pytest.mark.parametrize(
     "value, message",
     [
-        ([[0, 0], [1, 0]], r"scene\.masks\[0\]: a list of 3-100 \[x, y\] points.*got 2 points"),
-        ("0,0 1,0 1,1", r"scene\.masks\[0\]: .*got str"),
-        ([[0, 0], [1, 0], [1.5, 1]], r"scene\.masks\[0\]\[2\]: x and y from 0 to 1.*\[1\.5, 1\]"),
-        ([[0, 0], [1, 0], [-0.1, 1]], r"scene\.masks\[0\]\[2\]: x and y from 0 to 1"),
-        ([[0, 0], [1, 0], [float("nan"), 1]], r"scene\.masks\[0\]\[2\]: x and y from 0 to 1"),
-        ([[0, 0], [1, 0], [float("inf"), 1]], r"scene\.masks\[0\]\[2\]"),
-        ([[0, 0], [1, 0], [True, 1]], r"scene\.masks\[0\]\[2\]: a point \[x, y\] of two numbers"),
-        ([[0, 0], [1, 0], [1]], r"scene\.masks\[0\]\[2\]: a point \[x, y\] of two numbers"),
-        ([[0, 0], [1, 0], "1,1"], r"scene\.masks\[0\]\[2\]: a point"),
-        ([[0, 0], [0.5, 0.5], [1, 1]], r"scene\.masks\[0\]: a polygon with an area"),
-        ([[0.2, 0.2]] * 4, r"scene\.masks\[0\]: a polygon with an area"),
-        ([[0, 0]] * (MAX_POLYGON_POINTS + 1), r"got 101 points"),
+        ([[0, 0], [1, 0]], r"^scene\.masks\[0\]: \[\[0, 0\], \[1, 0\]\] is not allowed \(a list of 3-100 \[x, y\] points"),
+        ("0,0 1,0 1,1", r"^scene\.masks\[0\]: \"0,0 1,0 1,1\" is not allowed \(a list of 3-100"),
+        ([[0, 0], [1, 0], [1.5, 1]], r"^scene\.masks\[0\]\[2\]: \[1\.5, 1\] is not allowed \(x and y from 0 to 1"),
+        ([[0, 0], [1, 0], [-0.1, 1]], r"^scene\.masks\[0\]\[2\]: \[-0\.1, 1\] is not allowed \(x and y from 0 to 1"),
+        ([[0, 0], [1, 0], [float("nan"), 1]], r"^scene\.masks\[0\]\[2\]: \[NaN, 1\] is not allowed"),
+        ([[0, 0], [1, 0], [float("inf"), 1]], r"^scene\.masks\[0\]\[2\]: \[Infinity, 1\] is not allowed"),
+        ([[0, 0], [1, 0], [True, 1]], r"^scene\.masks\[0\]\[2\]: \[true, 1\] is not allowed \(a point \[x, y\] of two numbers"),
+        ([[0, 0], [1, 0], [1]], r"^scene\.masks\[0\]\[2\]: \[1\] is not allowed \(a point \[x, y\] of two numbers"),
+        ([[0, 0], [1, 0], "1,1"], r"^scene\.masks\[0\]\[2\]: \"1,1\" is not allowed \(a point"),
+        ([[0, 0], [0.5, 0.5], [1, 1]], r"^scene\.masks\[0\]: .* is not allowed \(a polygon with an area"),
+        ([[0.2, 0.2]] * 4, r"^scene\.masks\[0\]: .* is not allowed \(a polygon with an area"),
+        ([[0, 0]] * (MAX_POLYGON_POINTS + 1), r"^scene\.masks\[0\]: \[\[0, 0\], .*\.\.\. is not allowed \(a list of 3-100"),
     ],
 )
 def test_bad_polygons_are_refused_with_one_line_naming_the_point(value, message):
-    with pytest.raises(SceneError, match=message) as caught:
+    with pytest.raises(OptionError, match=message) as caught:
         make_polygon(value, "scene.masks[0]")
     assert "\n" not in str(caught.value)
 
@@ -66,12 +66,12 @@ def test_a_good_polygon_keeps_its_points():
 
 @pytest.mark.parametrize("name", ["", "Door", "front door", "a" * 33, "tür", 5, None])
 def test_zone_names_must_be_usable_in_topics_and_ids(name):
-    with pytest.raises(SceneError, match=r"scene\.zones\[0\]\.name: 1-32 characters"):
+    with pytest.raises(OptionError, match=r"^scene\.zones\[0\]\.name: .* is not allowed \(1-32 characters"):
         make_zone(name, [[0, 0], [1, 0], [1, 1]], "scene.zones[0]")
 
 
 def test_zone_polygon_errors_name_the_zone():
-    with pytest.raises(SceneError, match=r"scene\.zones\[1\]\.polygon\[0\]"):
+    with pytest.raises(OptionError, match=r"scene\.zones\[1\]\.polygon\[0\]"):
         make_zone("door", [[2, 0], [1, 0], [1, 1]], "scene.zones[1]")
 
 
@@ -80,18 +80,20 @@ def test_zone_polygon_errors_name_the_zone():
     [
         (dict(min_face_size=-1), r"scene\.min_face_size"),
         (dict(min_face_size=float("nan")), r"scene\.min_face_size"),
-        (dict(min_face_size=40, max_face_size=40), r"scene\.max_face_size: .*above scene\.min_face_size \(40\)"),
+        (dict(min_face_size=40, max_face_size=40), r"scene\.max_face_size: 40 is not allowed \(.*above scene\.min_face_size \(40\)"),
         (dict(max_face_size=float("inf")), r"scene\.max_face_size"),
+        (dict(min_face_size=True), r"scene\.min_face_size: true is not allowed"),
+        (dict(max_face_size=10_000), r"scene\.max_face_size: 10000 is not allowed \(.*at most 8192"),
     ],
 )
 def test_bad_size_limits_are_refused(options, message):
-    with pytest.raises(SceneError, match=message):
+    with pytest.raises(OptionError, match=message):
         SceneOptions(**options)
 
 
 def test_zone_names_must_be_unique():
     square = make_polygon([[0, 0], [1, 0], [1, 1], [0, 1]])
-    with pytest.raises(SceneError, match="'door' is used twice"):
+    with pytest.raises(OptionError, match=r'^scene\.zones\[2\]\.name: "door" is not allowed \(a name no other zone has\)$'):
         SceneOptions(zones=(Zone("door", square), Zone("sofa", square), Zone("door", square)))
 
 
@@ -296,3 +298,60 @@ def test_the_drawing_shades_the_mask_and_outlines_the_zone(group):
     red_shift = drawn[inside].astype(int) - frame[inside].astype(int)
     assert red_shift[:, 0].mean() > 20 and red_shift[:, 2].mean() < 0
     assert np.array_equal(drawn[200:230, 5:20], frame[200:230, 5:20])
+
+
+# --- the [scene] table as the config file writes it -----------------------------------------
+
+SCENE_TOML = """
+[scene]
+masks = [
+  [[0.70, 0.00], [1.00, 0.00], [1.00, 0.40], [0.70, 0.40]],
+  [[0.0, 0.0], [0.2, 0.0], [0.1, 0.2]],
+]
+min_face_size = 12
+max_face_size = 200.5
+
+[[scene.zones]]
+name = "door"
+polygon = [[0.00, 0.10], [0.35, 0.10], [0.35, 1.00], [0.00, 1.00]]
+
+[[scene.zones]]
+name = "sofa"
+polygon = [[0.40, 0.50], [1.00, 0.50], [1.00, 1.00], [0.40, 1.00]]
+"""
+
+
+def test_the_scene_table_of_a_config_file_becomes_options():
+    import tomllib
+
+    from edge.scene import scene_options_from_toml
+
+    options = scene_options_from_toml(tomllib.loads(SCENE_TOML)["scene"])
+    assert [mask.to_list() for mask in options.masks][1] == [[0.0, 0.0], [0.2, 0.0], [0.1, 0.2]]
+    assert (options.min_face_size, options.max_face_size) == (12, 200.5)
+    assert options.zone_names == ("door", "sofa")
+    assert options.zones[0].polygon.to_list()[2] == [0.35, 1.0]
+    assert scene_options_from_toml({}) == SceneOptions()
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"mask": []}, r"^scene\.mask: \"mask\" is not allowed \(a key of \[scene\]: masks, min_face_size, max_face_size, zones\)$"),
+        ({"masks": [[0, 0], [1, 0], [1, 1]]}, r"^scene\.masks\[0\]: \[0, 0\] is not allowed \(a list of 3-100"),
+        ({"masks": "all"}, r"^scene\.masks: \"all\" is not allowed \(a list of polygons"),
+        ({"zones": {"name": "door"}}, r"^scene\.zones: .* is not allowed \(tables written as \[\[scene\.zones\]\]"),
+        ({"zones": [{"name": "door"}]}, r"^scene\.zones\[0\]\.polygon: null is not allowed \(every \[\[scene\.zones\]\] needs a polygon\)$"),
+        ({"zones": [{"name": "door", "polygon": [[0, 0], [1, 0], [1, 1]], "colour": "red"}]}, r"^scene\.zones\[0\]\.colour: "),
+        ({"zones": [{"name": "Door", "polygon": [[0, 0], [1, 0], [1, 1]]}]}, r"^scene\.zones\[0\]\.name: \"Door\" is not allowed"),
+        ({"min_face_size": "12px"}, r"^scene\.min_face_size: \"12px\" is not allowed \(a number of pixels from 0 to 8192\)$"),
+        ({"max_face_size": 0}, r"^scene\.max_face_size: 0 is not allowed"),
+        ({"masks": [[[0, 0], [1, 0], [1, 1]]] * 33}, r"^scene\.masks: \"33 masks\" is not allowed \(at most 32 masks\)$"),
+    ],
+)
+def test_a_bad_scene_table_names_the_key_in_one_line(table, message):
+    from edge.scene import scene_options_from_toml
+
+    with pytest.raises(OptionError, match=message) as caught:
+        scene_options_from_toml(table)
+    assert "\n" not in str(caught.value)
