@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,20 +42,27 @@ _RASTER_CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Polygon:
-    """A simple polygon in normalized frame coordinates.
+    """A simple polygon in normalized frame coordinates; use :func:`make_polygon` to build
+    one from config values (it validates the range and the area).
 
-    ``points``: (K, 2) float64 [x, y], K >= 3, each in [0, 1]; use :func:`make_polygon` to
-    build one from config values (it validates).
+    ``points``: the K >= 3 vertices as a tuple of (x, y) float pairs (given as any (K, 2)
+    sequence or array), so options holding polygons compare and hash as values;
+    ``vertices``: the same as a (K, 2) float64 array, for the arithmetic.
     """
 
-    points: np.ndarray
+    points: tuple[tuple[float, float], ...]
+    vertices: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.points.ndim != 2 or self.points.shape[1] != 2 or self.points.shape[0] < 3:
-            raise ValueError(f"Polygon.points must be (K>=3, 2), got {self.points.shape}")
+        vertices = np.array(self.points, dtype=np.float64)
+        if vertices.ndim != 2 or vertices.shape[1] != 2 or vertices.shape[0] < 3:
+            raise ValueError(f"Polygon points must be (K>=3, 2), got shape {vertices.shape}")
+        vertices.flags.writeable = False
+        object.__setattr__(self, "points", tuple((float(x), float(y)) for x, y in vertices))
+        object.__setattr__(self, "vertices", vertices)
 
     def to_list(self) -> list[list[float]]:
-        return self.points.tolist()
+        return [list(point) for point in self.points]
 
 
 @dataclass(frozen=True)
@@ -76,10 +84,10 @@ def make_polygon(value: Any, key: str = "polygon") -> Polygon:
             raise OptionError(f"{key}[{index}]", point, "a point [x, y] of two numbers")
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in point):
             raise OptionError(f"{key}[{index}]", point, "x and y from 0 to 1 (fractions of the frame width and height)")
-    points = np.asarray(value, dtype=np.float64)
-    if polygon_area(points) < MIN_POLYGON_AREA:
+    polygon = Polygon(value)
+    if polygon_area(polygon.vertices) < MIN_POLYGON_AREA:
         raise OptionError(key, value, "a polygon with an area: its points lie on one line or repeat")
-    return Polygon(points)
+    return polygon
 
 
 def polygon_area(points: np.ndarray) -> float:
@@ -106,7 +114,7 @@ def points_in_polygon(points: np.ndarray, polygon: Polygon) -> np.ndarray:
     if points.shape[0] == 0:
         return np.zeros(0, dtype=bool)
     px, py = points[:, 0:1], points[:, 1:2]
-    x1, y1 = polygon.points[:, 0], polygon.points[:, 1]
+    x1, y1 = polygon.vertices[:, 0], polygon.vertices[:, 1]
     x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
     spans = (y1 > py) != (y2 > py)  # (N, K): the edge straddles the point's row
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -309,14 +317,14 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         font = ImageFont.load_default(size=max(11, height // 28))
     except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
         font = ImageFont.load_default()
-    text = dict(font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    text = {"font": font, "stroke_width": 1, "stroke_fill": (0, 0, 0)}
     base = Image.fromarray(rgb).convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     shade = ImageDraw.Draw(overlay)
     scale = np.array([width, height], dtype=np.float64)
 
     def pixels(polygon: Polygon) -> list[tuple[float, float]]:
-        return [tuple(point) for point in (polygon.points * scale).tolist()]
+        return [tuple(point) for point in (polygon.vertices * scale).tolist()]
 
     for polygon in options.masks:
         shade.polygon(pixels(polygon), fill=MASK_COLOUR + (110,))

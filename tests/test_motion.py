@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.imageio import load_image
 from edge.motion import (
     WORK_HEIGHT,
     DetectionGate,
@@ -15,9 +16,8 @@ from edge.motion import (
     gray_sample,
     sampling_factor,
 )
-from edge.preprocess import resize_bilinear
-from edge.imageio import load_image
 from edge.options import OptionError
+from edge.preprocess import resize_bilinear
 from edge.scene import make_polygon
 from tools.scene_frames import background_frame, face_patch, walk_through
 
@@ -211,21 +211,21 @@ def test_unusable_frames_are_refused_with_a_clear_error(frame, message):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(idle_interval=0), r"^motion\.idle_interval: 0 is not allowed \(a number of seconds > 0 and <= 3600\)$"),
-        (dict(idle_interval=float("nan")), r"^motion\.idle_interval: NaN is not allowed"),
-        (dict(idle_interval=7200), r"^motion\.idle_interval: 7200 is not allowed"),
-        (dict(threshold=0), r"^motion\.threshold: 0 is not allowed \(an integer 1-255 \(gray levels\)\)$"),
-        (dict(threshold=256), r"^motion\.threshold: 256 is not allowed"),
-        (dict(threshold=12.5), r"^motion\.threshold: 12\.5 is not allowed"),
-        (dict(threshold=True), r"^motion\.threshold: true is not allowed"),
-        (dict(min_area=1.0), r"^motion\.min_area: 1\.0 is not allowed \(a number >= 0 and < 1"),
-        (dict(min_area=-0.1), r"^motion\.min_area: -0\.1 is not allowed"),
-        (dict(alpha=0.0), r"^motion\.alpha: 0\.0 is not allowed \(a number > 0 and < 1\)$"),
-        (dict(alpha=1.0), r"^motion\.alpha: 1\.0 is not allowed"),
-        (dict(alpha="fast"), r'^motion\.alpha: "fast" is not allowed'),
-        (dict(global_change=0.0), r"^motion\.global_change: 0\.0 is not allowed \(a number > 0 and <= 1"),
-        (dict(global_change=0.01, min_area=0.02), r"^motion\.global_change: 0\.01 is not allowed \(a number above motion\.min_area \(0\.02\)\)$"),
-        (dict(enabled="yes"), r'^motion\.enabled: "yes" is not allowed \(true or false\)$'),
+        ({"idle_interval": 0}, r"^motion\.idle_interval: 0 is not allowed \(a number of seconds > 0 and <= 3600\)$"),
+        ({"idle_interval": float("nan")}, r"^motion\.idle_interval: NaN is not allowed"),
+        ({"idle_interval": 7200}, r"^motion\.idle_interval: 7200 is not allowed"),
+        ({"threshold": 0}, r"^motion\.threshold: 0 is not allowed \(an integer 1-255 \(gray levels\)\)$"),
+        ({"threshold": 256}, r"^motion\.threshold: 256 is not allowed"),
+        ({"threshold": 12.5}, r"^motion\.threshold: 12\.5 is not allowed"),
+        ({"threshold": True}, r"^motion\.threshold: true is not allowed"),
+        ({"min_area": 1.0}, r"^motion\.min_area: 1\.0 is not allowed \(a number >= 0 and < 1"),
+        ({"min_area": -0.1}, r"^motion\.min_area: -0\.1 is not allowed"),
+        ({"alpha": 0.0}, r"^motion\.alpha: 0\.0 is not allowed \(a number > 0 and < 1\)$"),
+        ({"alpha": 1.0}, r"^motion\.alpha: 1\.0 is not allowed"),
+        ({"alpha": "fast"}, r'^motion\.alpha: "fast" is not allowed'),
+        ({"global_change": 0.0}, r"^motion\.global_change: 0\.0 is not allowed \(a number > 0 and <= 1"),
+        ({"global_change": 0.01, "min_area": 0.02}, r"^motion\.global_change: 0\.01 is not allowed \(a number above motion\.min_area \(0\.02\)\)$"),
+        ({"enabled": "yes"}, r'^motion\.enabled: "yes" is not allowed \(true or false\)$'),
     ],
 )
 def test_bad_options_are_refused_in_one_line_naming_the_key(options, message):

@@ -3,8 +3,6 @@ face-size limits and zones on the real model's detections of real photos."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -59,9 +57,20 @@ def test_bad_polygons_are_refused_with_one_line_naming_the_point(value, message)
 
 def test_a_good_polygon_keeps_its_points():
     polygon = make_polygon([[0, 0], [1, 0], [1, 1], [0, 1]])
-    assert polygon.points.dtype == np.float64 and polygon.points.shape == (4, 2)
+    assert polygon.vertices.dtype == np.float64 and polygon.vertices.shape == (4, 2)
     assert polygon.to_list() == [[0, 0], [1, 0], [1, 1], [0, 1]]
-    assert polygon_area(polygon.points) == 1.0
+    assert polygon_area(polygon.vertices) == 1.0
+
+
+def test_options_holding_polygons_compare_and_hash_as_values():
+    """A config reload compares old and new settings: that must not trip over arrays."""
+    square = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    a = SceneOptions(masks=(make_polygon(square),), zones=(make_zone("door", square),))
+    b = SceneOptions(masks=(make_polygon(square),), zones=(make_zone("door", square),))
+    assert a == b and hash(a) == hash(b)
+    assert a != SceneOptions(masks=(make_polygon(square[:3]),), zones=(make_zone("door", square),))
+    with pytest.raises(ValueError):
+        make_polygon(square).vertices[0, 0] = 0.5  # read-only: the tuple and the array stay one
 
 
 @pytest.mark.parametrize("name", ["", "Door", "front door", "a" * 33, "tür", 5, None])
@@ -78,12 +87,12 @@ def test_zone_polygon_errors_name_the_zone():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(min_face_size=-1), r"scene\.min_face_size"),
-        (dict(min_face_size=float("nan")), r"scene\.min_face_size"),
-        (dict(min_face_size=40, max_face_size=40), r"scene\.max_face_size: 40 is not allowed \(.*above scene\.min_face_size \(40\)"),
-        (dict(max_face_size=float("inf")), r"scene\.max_face_size"),
-        (dict(min_face_size=True), r"scene\.min_face_size: true is not allowed"),
-        (dict(max_face_size=10_000), r"scene\.max_face_size: 10000 is not allowed \(.*at most 8192"),
+        ({"min_face_size": -1}, r"scene\.min_face_size"),
+        ({"min_face_size": float("nan")}, r"scene\.min_face_size"),
+        ({"min_face_size": 40, "max_face_size": 40}, r"scene\.max_face_size: 40 is not allowed \(.*above scene\.min_face_size \(40\)"),
+        ({"max_face_size": float("inf")}, r"scene\.max_face_size"),
+        ({"min_face_size": True}, r"scene\.min_face_size: true is not allowed"),
+        ({"max_face_size": 10_000}, r"scene\.max_face_size: 10000 is not allowed \(.*at most 8192"),
     ],
 )
 def test_bad_size_limits_are_refused(options, message):

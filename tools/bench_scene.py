@@ -127,7 +127,7 @@ def measure(args: argparse.Namespace) -> dict:
     noisy_rooms = [
         np.clip(room + rng.normal(0, NOISE_SIGMA, room.shape).round(), 0, 255).astype(np.uint8) for _ in range(16)
     ]
-    still_frames = int(round(args.still_seconds * args.fps))
+    still_frames = round(args.still_seconds * args.fps)
     still = [room] * still_frames
     noisy = [noisy_rooms[i % len(noisy_rooms)] for i in range(still_frames)]
 
@@ -213,7 +213,7 @@ def rows(f: dict) -> list[tuple[str, str, str, str]]:
         f["on"]["first_detected_frame"] == f["off"]["first_detected_frame"]
         and f["on"]["face_detected_frame"] == f["off"]["face_detected_frame"]
     )
-    ok = lambda good: "yes" if good else "NO"  # noqa: E731
+    ok = lambda good: "yes" if good else "NO"
     return [
         ("interpreter; frames; fps; idle_interval", f"{f['interpreter']}; {f['size']}; {f['fps']:g}; {f['idle_interval']:g} s", "", ""),
         ("still scene, CPU s per minute, gate off", f"{f['still_cpu_off_per_min']:.2f}", "", ""),
