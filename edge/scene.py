@@ -84,7 +84,7 @@ def make_polygon(value: Any, key: str = "polygon") -> Polygon:
             raise OptionError(f"{key}[{index}]", point, "a point [x, y] of two numbers")
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in point):
             raise OptionError(f"{key}[{index}]", point, "x and y from 0 to 1 (fractions of the frame width and height)")
-    polygon = Polygon(value)
+    polygon = Polygon(tuple((float(x), float(y)) for x, y in value))
     if polygon_area(polygon.vertices) < MIN_POLYGON_AREA:
         raise OptionError(key, value, "a polygon with an area: its points lie on one line or repeat")
     return polygon
@@ -317,7 +317,6 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         font = ImageFont.load_default(size=max(11, height // 28))
     except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
         font = ImageFont.load_default()
-    text = {"font": font, "stroke_width": 1, "stroke_fill": (0, 0, 0)}
     base = Image.fromarray(rgb).convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     shade = ImageDraw.Draw(overlay)
@@ -332,19 +331,23 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         shade.polygon(pixels(zone.polygon), fill=ZONE_COLOURS[index % len(ZONE_COLOURS)] + (40,))
     image = Image.alpha_composite(base, overlay).convert("RGB")
     draw = ImageDraw.Draw(image)
+
+    def label(xy: tuple[float, float], words: str, colour: tuple[int, int, int]) -> None:
+        draw.text(xy, words, fill=colour, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+
     for polygon in options.masks:
         outline = pixels(polygon)
         draw.line(outline + outline[:1], fill=MASK_COLOUR, width=line)
         x, y = outline[0]
-        draw.text((x + 2 * line, y + line), "mask", fill=MASK_COLOUR, **text)
+        label((x + 2 * line, y + line), "mask", MASK_COLOUR)
     result = apply_scene(detections, height, options) if detections is not None else None
     for index, zone in enumerate(options.zones):
         colour = ZONE_COLOURS[index % len(ZONE_COLOURS)]
         outline = pixels(zone.polygon)
         draw.line(outline + outline[:1], fill=colour, width=line)
-        label = zone.name if result is None else f"{zone.name}: {result.zone_counts[zone.name]}"
+        name = zone.name if result is None else f"{zone.name}: {result.zone_counts[zone.name]}"
         x, y = outline[0]
-        draw.text((x + 2 * line, y + line), label, fill=colour, **text)
+        label((x + 2 * line, y + line), name, colour)
     if detections is not None and result is not None:
         kept = {tuple(box) for box in result.detections.boxes.tolist()}
         for pixel_box, box, score in zip(
@@ -352,5 +355,5 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         ):
             colour = KEPT_COLOUR if tuple(box) in kept else DROPPED_COLOUR
             draw.rectangle(tuple(pixel_box), outline=colour, width=line)
-            draw.text((pixel_box[0], pixel_box[3] + line), f"{score:.2f}", fill=colour, **text)
+            label((pixel_box[0], pixel_box[3] + line), f"{score:.2f}", colour)
     return np.asarray(image)

@@ -186,7 +186,7 @@ def measure(args: argparse.Namespace) -> dict:
         "motion_share_of_invoke": motion_cpu / invoke_cpu,
         "scene_cpu_ms": scene_cpu * 1e3,
         "scene_faces": len(busy_faces),
-        "motion_work_size": "x".join(map(str, motion.work_size)),
+        "motion_work_size": "x".join(map(str, motion.work_size or ())),
         "clip_frames": len(clip),
         "first_face_frame": first_face,
         "off": delays(clip_off),
