@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 COLOR_ORDERS = ("RGB", "BGR")
+# Upstream's input normalization (p - 127) / 128.
+PIXEL_OFFSET = 127.0
+PIXEL_SCALE = 128.0
 # cv2's INTER_LINEAR uses 11-bit fixed-point weights; so do we. Its passes round in a
 # different order, so a pixel can differ from cv2's by one level (measured: AP unchanged).
 _WEIGHT_BITS = 11
@@ -120,6 +123,12 @@ def write_model_input(rgb: np.ndarray, color_order: str, input_pixels: np.ndarra
     np.bitwise_xor(rgb, np.uint8(0x80), out=input_pixels)
 
 
-def normalize_float(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 (p - 127) / 128, the upstream ONNX input."""
-    return ((rgb.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None]
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels of any shape -> float32 (p - 127) / 128 of the same shape: upstream's
+    normalization, what a float model takes (the int8 model gets it as ``p ^ 0x80``)."""
+    return (pixels.astype(np.float32) - np.float32(PIXEL_OFFSET)) / np.float32(PIXEL_SCALE)
+
+
+def normalize_nchw(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 :func:`normalize`: upstream's ONNX input."""
+    return normalize(rgb).transpose(2, 0, 1)[None]

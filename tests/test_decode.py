@@ -17,7 +17,7 @@ from edge.decode import (
     select_faces,
 )
 from edge.imageio import load_image
-from edge.preprocess import normalize_float, resize_bilinear
+from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig, generate_priors
 from tools.upstream_postprocess import upstream_postprocess
 
@@ -74,7 +74,7 @@ def onnx_heads(upstream_dir, photo_paths):
     )
     heads = []
     for path in photo_paths[:4]:
-        x = normalize_float(resize_bilinear(load_image(path), 320, 240))
+        x = normalize_nchw(resize_bilinear(load_image(path), 320, 240))
         _, regressions, logits = raw.run(None, {"input": x})
         scores, boxes = full.run(None, {"input": x})
         heads.append((logits[0], regressions[0], scores[0], boxes[0]))

@@ -21,7 +21,7 @@ import pytest
 from edge.decode import Detections, select_faces
 from edge.imageio import ImageError, load_image
 from edge.model import Int8Model, ModelError, load_interpreter_class
-from edge.preprocess import normalize_float, resize_bilinear
+from edge.preprocess import normalize_nchw, resize_bilinear
 from tools.metrics import match_boxes
 
 INTERPRETER = os.environ.get("EDGE_FACE_INTERPRETER") or None
@@ -48,7 +48,7 @@ def test_finds_the_faces_the_float_model_finds_on_real_photos(detector, upstream
     for path in photo_paths:
         rgb = load_image(path)
         height, width = rgb.shape[:2]
-        scores, boxes = session.run(None, {"input": normalize_float(resize_bilinear(rgb, 320, 240))})
+        scores, boxes = session.run(None, {"input": normalize_nchw(resize_bilinear(rgb, 320, 240))})
         reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3).pixel_boxes(width, height)
         ours = detector.detect(rgb).pixel_boxes(width, height)
         float_faces += len(reference)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge.model import INPUT_QUANT
-from edge.preprocess import as_three_channels, normalize_float, resize_bilinear, write_model_input
+from edge.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
 
 
 def _reference_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_xor_input_is_exactly_the_upstream_normalization():
     dequantized = INPUT_QUANT.scale * (as_int8 - INPUT_QUANT.zero_point)
     np.testing.assert_array_equal(dequantized, (pixels.astype(np.float64) - 127) / 128)
     np.testing.assert_array_equal(
-        normalize_float(pixels)[0].transpose(1, 2, 0), ((pixels - 127.0) / 128).astype(np.float32)
+        normalize_nchw(pixels)[0].transpose(1, 2, 0), ((pixels - 127.0) / 128).astype(np.float32)
     )
 
 

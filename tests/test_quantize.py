@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Int8Postprocessor, QuantParams, select_faces
+from edge.decode import Int8Postprocessor, QuantParams, face_scores, select_faces
 from edge.imageio import load_image
-from edge.preprocess import normalize_float, resize_bilinear
+from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig
 from tools import quantize
 from tools.metrics import match_boxes
@@ -89,9 +89,9 @@ def test_float_keras_graph_matches_upstream_onnx(upstream_dir, photo_paths):
     session = _onnx_session(upstream_dir / "models" / quantize.REFERENCE_ONNX)
     for rgb in _photos(photo_paths, 4):
         logits, regressions = (np.asarray(t)[0] for t in model(((rgb.astype(np.float32) - 127) / 128)[None]))
-        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_float(rgb)})
+        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_nchw(rgb)})
         assert logits.shape == (PriorConfig().num_priors, 2) and regressions.shape == (PriorConfig().num_priors, 4)
-        assert np.abs(quantize.softmax(logits) - scores[0]).max() <= quantize.FLOAT_TOLERANCE
+        assert np.abs(face_scores(logits) - scores[0][:, 1]).max() <= quantize.FLOAT_TOLERANCE
         assert np.abs(regressions - boxes[0]).max() <= quantize.FLOAT_TOLERANCE
 
 
@@ -194,7 +194,7 @@ def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_di
     interpreter = _interpreter(int8_model_path)
     faces_float = faces_int8 = matched = 0
     for rgb in _photos(photo_paths, 6):
-        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_float(rgb)})
+        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_nchw(rgb)})
         reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3)
         found = postprocess(*_run_int8(interpreter, rgb))
         faces_float, faces_int8 = faces_float + len(reference), faces_int8 + len(found)
@@ -252,5 +252,5 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert quantize.main(["--calibration", str(tmp_path / "empty"), "--out", str(out)]) == 1
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "no calibration images" in error and str(tmp_path / "empty") in error
+    assert error.count("\n") == 1 and "calibration photos:" in error and "no images" in error and str(tmp_path / "empty") in error
     assert not out.exists()

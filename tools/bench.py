@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-DEFAULT_SUBSET = Path(os.environ.get("EDGE_FACE_WIDER_SUBSET", PROJECT_ROOT.parent / "shared" / "wider-val-subset"))
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir, wider_subset_dir
+
 FLOAT_TFLITE = "version-slim-320_without_postprocessing.tflite"
 FLOAT_ONNX = "version-slim-320.onnx"
 
@@ -74,9 +71,9 @@ def load_frames(count: int) -> list[np.ndarray]:
     from edge.imageio import load_image
     from edge.preprocess import resize_bilinear
 
-    paths = sorted((DEFAULT_UPSTREAM / "images").glob("*.jpg")) + sorted((DEFAULT_SUBSET / "images").glob("*.jpg"))
+    paths = sorted((upstream_dir() / "images").glob("*.jpg")) + sorted((wider_subset_dir() / "images").glob("*.jpg"))
     if not paths:
-        sys.exit(f"bench: no photos under '{DEFAULT_UPSTREAM / 'images'}' or '{DEFAULT_SUBSET / 'images'}'")
+        sys.exit(f"bench: no photos under '{upstream_dir() / 'images'}' or '{wider_subset_dir() / 'images'}'")
     return [resize_bilinear(load_image(p), 640, 480) for p in paths[:count]]
 
 
@@ -84,7 +81,7 @@ def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[n
     """Time our stages and the same-interpreter baselines on every frame, ``repeat`` times each."""
     from edge.detector import FaceDetector
     from edge.model import load_interpreter_class
-    from edge.preprocess import normalize_float, resize_bilinear
+    from edge.preprocess import normalize, resize_bilinear
     from tools.upstream_postprocess import upstream_postprocess
 
     detector = FaceDetector(model_path, num_threads=threads, interpreter=interpreter)
@@ -92,7 +89,7 @@ def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[n
     frames = [resize_bilinear(f, info.input_width, info.input_height) for f in frames_640]
 
     interpreter_class, _ = load_interpreter_class(interpreter)
-    float_model = interpreter_class(model_path=str(DEFAULT_UPSTREAM / "models" / FLOAT_TFLITE), num_threads=threads)
+    float_model = interpreter_class(model_path=str(upstream_dir() / "models" / FLOAT_TFLITE), num_threads=threads)
     float_model.allocate_tensors()
     float_input = float_model.get_input_details()[0]["index"]
 
@@ -113,7 +110,7 @@ def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[n
         identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
         samples["total"] += _time(lambda: detector.detect(frame), repeat)
         samples["total640"] += _time(lambda: detector.detect(frame_640), repeat)
-        float_model.set_tensor(float_input, normalize_float(frame).transpose(0, 2, 3, 1).copy())
+        float_model.set_tensor(float_input, normalize(frame)[None])
         samples["float"] += _time(float_model.invoke, repeat)
 
     return StageMedians(
@@ -138,18 +135,18 @@ def measure_onnxruntime(threads: int, frames_640: list[np.ndarray], repeat: int)
         import onnxruntime as ort
     except ImportError:
         return None
-    from edge.preprocess import normalize_float, resize_bilinear
+    from edge.preprocess import normalize_nchw, resize_bilinear
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(
-        str(DEFAULT_UPSTREAM / "models" / FLOAT_ONNX), options, providers=["CPUExecutionProvider"]
+        str(upstream_dir() / "models" / FLOAT_ONNX), options, providers=["CPUExecutionProvider"]
     )
     samples: list[int] = []
     for frame in frames_640:
-        feed = {"input": normalize_float(resize_bilinear(frame, 320, 240))}
+        feed = {"input": normalize_nchw(resize_bilinear(frame, 320, 240))}
         session.run(None, feed)
         samples += _time(lambda: session.run(None, feed), repeat)
     return _median_ms(samples)
@@ -236,7 +233,7 @@ def report(runs: list[dict], onnx_ms: dict[str, float | None], markdown: bool) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
     parser.add_argument("--frames", type=int, default=40, help="number of real photos to use")
     parser.add_argument("--repeat", type=int, default=20, help="timed repetitions per frame and stage")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.decode import Detections, select_faces
-from edge.preprocess import BilinearResizer, as_three_channels, normalize_float
+from edge.preprocess import BilinearResizer, as_three_channels, normalize_nchw
 
 # hard_nms looks at the `candidate_size` best candidates only; this many means "all of them".
 ALL_CANDIDATES = 1 << 30
@@ -120,7 +120,7 @@ class FloatOnnxDetector:
     def raw_outputs(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB -> (face scores (N,) float32, boxes (N, 4) float32 normalized xyxy)."""
         pixels = self._resize(as_three_channels(np.asarray(image_rgb)))
-        scores, boxes = self.session.run(["scores", "boxes"], {self._input_name: normalize_float(pixels)})
+        scores, boxes = self.session.run(["scores", "boxes"], {self._input_name: normalize_nchw(pixels)})
         return scores[0, :, 1], boxes[0]
 
     def detect(self, image_rgb: np.ndarray) -> Detections:

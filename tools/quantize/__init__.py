@@ -25,7 +25,7 @@ CLI::
 
 from tools.quantize.build import DEFAULT_OUT_DIR, BuildReport, build, main
 from tools.quantize.calibration import with_full_input_range
-from tools.quantize.float_graph import FLOAT_TOLERANCE, REFERENCE_ONNX, softmax
+from tools.quantize.float_graph import FLOAT_TOLERANCE, REFERENCE_ONNX
 from tools.quantize.variants import MODEL_VARIANTS, BuildError, ModelVariant
 
 __all__ = [
@@ -38,6 +38,5 @@ __all__ = [
     "ModelVariant",
     "build",
     "main",
-    "softmax",
     "with_full_input_range",
 ]

@@ -7,11 +7,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.atomic import write_atomic
 from tools import weights as weights_store
 from tools.quantize.calibration import (
     CalibrationSet,
@@ -31,9 +31,10 @@ from tools.quantize.float_graph import (
 from tools.quantize.parity import PARITY_MATCH_IOU, PARITY_SCORE_THRESHOLD, Parity, int8_outputs, measure_parity
 from tools.quantize.variants import MODEL_VARIANTS, BuildError, ModelVariant
 from tools.quantize.verify import Int8Layout, OutputTensor, inspect_int8_model
+from tools.shared_data import BUILD_DIR
 
 SIDECAR_FORMAT = "edge-face-model/1"
-DEFAULT_OUT_DIR = weights_store.PROJECT_ROOT / "models" / "build"
+DEFAULT_OUT_DIR = BUILD_DIR
 
 
 @dataclass(frozen=True)
@@ -117,20 +118,6 @@ def sidecar_document(
     }
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def _default_path(name: str, explicit: Path | None) -> Path:
     if explicit is not None:
         if not explicit.is_file():
@@ -184,8 +171,8 @@ def build(
     tflite_path = out_dir / f"{variant.file_stem}.tflite"
     sidecar_path = out_dir / f"{variant.file_stem}.json"
     # Model first: a sidecar on disk always describes the model next to it.
-    write_atomic(tflite_path, tflite_model)
-    write_atomic(sidecar_path, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"))
+    write_atomic(tflite_path, tflite_model, make_parents=True)
+    write_atomic(sidecar_path, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"), make_parents=True)
     return BuildReport(
         tflite_path=tflite_path,
         sidecar_path=sidecar_path,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.imageio import IMAGE_SUFFIXES, ImageError, load_image
+from edge.imageio import ImageError, load_image
 from edge.preprocess import resize_bilinear
+from edge.sources.base import SourceError
+from edge.sources.replay import list_images
 from tools import weights as weights_store
 from tools.quantize.variants import BuildError
-
-PIXEL_OFFSET = 127.0
-PIXEL_SCALE = 128.0
+from tools.shared_data import upstream_dir
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,13 @@ def _resize_for_model(path: Path, width: int, height: int) -> np.ndarray:
 
 
 def calibration_files(folder: Path, limit: int | None = None) -> tuple[Path, ...]:
-    """Image files of ``folder`` sorted by name (a fixed order keeps the build reproducible)."""
-    if not folder.is_dir():
-        raise BuildError(f"{folder}: calibration folder does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if limit is not None:
-        files = files[:limit]
-    if not files:
-        raise BuildError(f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
-    return tuple(files)
+    """Image files of ``folder`` sorted by name (a fixed order keeps the build reproducible),
+    listed exactly as a replay source lists them."""
+    try:
+        files = list_images(folder)
+    except SourceError as error:
+        raise BuildError(f"calibration photos: {error}") from None
+    return tuple(files[:limit])
 
 
 def files_digest(files: Sequence[Path]) -> str:
@@ -65,11 +63,6 @@ def load_calibration_set(folder: Path, width: int, height: int, limit: int | Non
     files = calibration_files(folder, limit)
     images = np.stack([_resize_for_model(path, width, height) for path in files])
     return CalibrationSet(folder.name, files, images, files_digest(files))
-
-
-def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels of any shape -> float32 (pixel - 127) / 128, upstream's normalization."""
-    return (images.astype(np.float32) - np.float32(PIXEL_OFFSET)) / np.float32(PIXEL_SCALE)
 
 
 def with_full_input_range(images: np.ndarray) -> np.ndarray:
@@ -92,7 +85,7 @@ def with_full_input_range(images: np.ndarray) -> np.ndarray:
 def default_calibration_dir() -> Path:
     """The local upstream photos when there is a local copy, else the pinned sample photos
     (fetched and hash-checked into models/cache/samples): a fresh machine can build too."""
-    local = weights_store.default_upstream_dir() / "images"
+    local = upstream_dir() / "images"
     if local.is_dir():
         return local
     try:

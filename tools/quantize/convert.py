@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tools.quantize.calibration import normalize
+from edge.preprocess import normalize
 
 
 def convert_int8(model, calibration_images: np.ndarray) -> bytes:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.quantize.calibration import normalize
+from edge.decode import face_scores
+from edge.preprocess import normalize, normalize_nchw
 from tools.quantize.variants import BuildError, ModelVariant
 
 REFERENCE_ONNX = "version-slim-320_without_postprocessing.onnx"
@@ -113,18 +114,12 @@ def reference_outputs(
     input_name = graph.input[0].name
     logits, scores, regressions = [], [], []
     for image in images:
-        nchw = normalize(image).transpose(2, 0, 1)[None]
+        nchw = normalize_nchw(image)
         run_scores, run_regressions, run_logits = session.run(["scores", "boxes", logits_name], {input_name: nchw})
         logits.append(run_logits[0])
         scores.append(run_scores[0])
         regressions.append(run_regressions[0])
     return FloatOutputs(np.stack(logits), np.stack(regressions)), np.stack(scores), description
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, float32."""
-    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exps / exps.sum(axis=-1, keepdims=True)
 
 
 def keras_outputs(model, images: np.ndarray) -> FloatOutputs:
@@ -151,7 +146,7 @@ def check_float_model(
         reference=description,
         images=len(images),
         max_logits_diff=float(np.abs(ours.logits - reference.logits).max()),
-        max_scores_diff=float(np.abs(softmax(ours.logits) - reference_scores).max()),
+        max_scores_diff=float(np.abs(face_scores(ours.logits) - reference_scores[..., 1]).max()),
         max_regressions_diff=float(np.abs(ours.regressions - reference.regressions).max()),
     )
     if check.worst > FLOAT_TOLERANCE:

@@ -10,7 +10,7 @@ import numpy as np
 from edge.decode import Int8Postprocessor, decode_boxes, dequantize, face_scores, select_faces
 from edge.priors import PriorConfig, generate_priors
 from tools.metrics import match_boxes
-from tools.quantize.float_graph import FloatOutputs, softmax
+from tools.quantize.float_graph import FloatOutputs
 from tools.quantize.verify import Int8Layout, interpreter_for
 
 # Face-level parity: upstream's default demo thresholds, and the IoU at which a float face
@@ -102,7 +102,7 @@ def measure_parity(
     """
     logits_error = np.abs(dequantize(int8_logits, layout.logits.quant) - reference.logits)
     regressions_error = np.abs(dequantize(int8_regressions, layout.regressions.quant) - reference.regressions)
-    face_anchor_mask = softmax(reference.logits)[..., 1] > PARITY_SCORE_THRESHOLD
+    face_anchor_mask = face_scores(reference.logits) > PARITY_SCORE_THRESHOLD
     face_anchor_error = regressions_error[face_anchor_mask]
     if face_anchor_error.size == 0:
         face_anchor_error = np.zeros(1, np.float32)
