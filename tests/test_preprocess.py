@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.model import INPUT_QUANT
+from edge.sidecar import INPUT_QUANT
 from edge.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge import sidecar as edge_sidecar
 from edge.atomic import write_atomic
 from tools import weights as weights_store
 from tools.quantize.calibration import (
@@ -30,10 +30,9 @@ from tools.quantize.float_graph import (
 )
 from tools.quantize.parity import PARITY_MATCH_IOU, PARITY_SCORE_THRESHOLD, Parity, int8_outputs, measure_parity
 from tools.quantize.variants import MODEL_VARIANTS, BuildError, ModelVariant
-from tools.quantize.verify import Int8Layout, OutputTensor, inspect_int8_model
+from tools.quantize.verify import Int8Layout, inspect_int8_model
 from tools.shared_data import BUILD_DIR
 
-SIDECAR_FORMAT = "edge-face-model/1"
 DEFAULT_OUT_DIR = BUILD_DIR
 
 
@@ -78,44 +77,28 @@ def sidecar_document(
     parity: Parity,
     tflite_model: bytes,
 ) -> dict:
-    """The sidecar JSON (format ``edge-face-model/1``) describing the built model."""
+    """The sidecar (:mod:`edge.sidecar`) describing the built model and how it was built."""
     import tensorflow as tf
 
-    def head(tensor: OutputTensor) -> dict:
-        return {
-            "shape": list(tensor.shape),
-            "scale": tensor.quant.scale,
-            "zero_point": tensor.quant.zero_point,
-            "index": tensor.index,
-            "name": tensor.name,
-        }
-
-    return {
-        "format": SIDECAR_FORMAT,
-        "model_id": variant.model_id,
-        "model_file": f"{variant.file_stem}.tflite",
-        "input": {
-            "width": variant.input_width,
-            "height": variant.input_height,
-            "channels": 3,
-            "channel_order": "RGB",
-            "layout": "NHWC",
-            "dtype": "int8",
-            "scale": layout.input_quant.scale,
-            "zero_point": layout.input_quant.zero_point,
+    return edge_sidecar.sidecar_document(
+        model_id=variant.model_id,
+        model_file=f"{variant.file_stem}.tflite",
+        prior_config=variant.prior_config,
+        input_quant=layout.input_quant,
+        logits=layout.logits,
+        regressions=layout.regressions,
+        provenance={
+            "source": {"file": weights_path.name, "sha256": weights_store.sha256_file(weights_path)},
+            "calibration": {
+                "folder": calibration.folder_name,
+                "images": len(calibration.files),
+                "sha256": calibration.sha256,
+            },
+            "parity": parity.to_dict(),
+            "converter": {"tensorflow": tf.__version__, "ops": list(layout.op_types)},
         },
-        "outputs": {"logits": head(layout.logits), "regressions": head(layout.regressions)},
-        "priors": variant.prior_config.to_dict(),
-        "source": {"file": weights_path.name, "sha256": weights_store.sha256_file(weights_path)},
-        "calibration": {
-            "folder": calibration.folder_name,
-            "images": len(calibration.files),
-            "sha256": calibration.sha256,
-        },
-        "parity": parity.to_dict(),
-        "converter": {"tensorflow": tf.__version__, "ops": list(layout.op_types)},
-        "tflite_sha256": hashlib.sha256(tflite_model).hexdigest(),
-    }
+        tflite_sha256=hashlib.sha256(tflite_model).hexdigest(),
+    )
 
 
 def _default_path(name: str, explicit: Path | None) -> Path:
@@ -172,7 +155,7 @@ def build(
     sidecar_path = out_dir / f"{variant.file_stem}.json"
     # Model first: a sidecar on disk always describes the model next to it.
     write_atomic(tflite_path, tflite_model, make_parents=True)
-    write_atomic(sidecar_path, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"), make_parents=True)
+    write_atomic(sidecar_path, edge_sidecar.encode(sidecar), make_parents=True)
     return BuildReport(
         tflite_path=tflite_path,
         sidecar_path=sidecar_path,

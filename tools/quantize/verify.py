@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from edge.decode import QuantParams
+from edge.model import ModelError, check_io_tensors, tensor_quant
+from edge.sidecar import OutputHead
 from tools.quantize.variants import BuildError, ModelVariant
-
-# The int8 input contract: real = (q + 1) / 128 with q = pixel XOR 0x80 viewed as int8,
-# i.e. (pixel - 127) / 128, upstream's normalization, with no arithmetic on the device.
-INPUT_SCALE = 1.0 / 128.0
-INPUT_ZERO_POINT = -1
 
 # Ops the int8 graph may contain, and which of their inputs are legitimately not int8
 # (int32 biases, int32 shape/padding operands). Anything else is a failed build.
@@ -27,23 +22,13 @@ INT32_OPERANDS: dict[str, frozenset[int]] = {
 
 
 @dataclass(frozen=True)
-class OutputTensor:
-    """One int8 output head: interpreter output index, tensor name, shape, quantization."""
-
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    quant: QuantParams
-
-
-@dataclass(frozen=True)
 class Int8Layout:
     """What the verified int8 model looks like from outside."""
 
     input_shape: tuple[int, ...]
     input_quant: QuantParams
-    logits: OutputTensor
-    regressions: OutputTensor
+    logits: OutputHead
+    regressions: OutputHead
     op_types: tuple[str, ...]
 
 
@@ -91,16 +76,12 @@ def interpreter_for(model_content: bytes):
     return interpreter
 
 
-def _quant(details: dict) -> QuantParams:
-    scale, zero_point = details["quantization"]
-    return QuantParams(float(scale), int(zero_point))
-
-
 def inspect_int8_model(tflite_model: bytes, variant: ModelVariant) -> Int8Layout:
     """Check the converted model against the int8 contract and describe its interface.
 
-    Raises BuildError when an op is not integer-only, an operand has an unexpected type,
-    the input quantization is not exactly (1/128, -1), or the heads have the wrong shape.
+    Raises BuildError when an op is not integer-only, an operand has an unexpected type, or
+    the interpreter's tensors break the contract :func:`edge.model.check_io_tensors` checks
+    on every device (input exactly (1/128, -1), two int8 heads of the right shapes).
     """
     op_types = []
     for op_type, input_types, output_types in graph_op_types(tflite_model):
@@ -116,24 +97,21 @@ def inspect_int8_model(tflite_model: bytes, variant: ModelVariant) -> Int8Layout
         op_types.append(op_type)
 
     interpreter = interpreter_for(tflite_model)
-    (input_details,) = interpreter.get_input_details()
-    input_shape = tuple(int(d) for d in input_details["shape"])
-    input_quant = _quant(input_details)
-    if input_details["dtype"] != np.int8 or input_quant != QuantParams(INPUT_SCALE, INPUT_ZERO_POINT):
-        raise BuildError(
-            f"int8 model input is {np.dtype(input_details['dtype']).name} scale {input_quant.scale!r} zero point "
-            f"{input_quant.zero_point}, expected int8 scale {INPUT_SCALE} zero point {INPUT_ZERO_POINT}"
+    try:
+        tensors = check_io_tensors(
+            interpreter, variant.input_width, variant.input_height, variant.prior_config.num_priors, "int8 model"
         )
-    if input_shape != (1, variant.input_height, variant.input_width, 3):
-        raise BuildError(f"int8 model input shape {input_shape}, expected (1, {variant.input_height}, {variant.input_width}, 3)")
+    except ModelError as error:
+        raise BuildError(str(error)) from None
 
-    num_priors = variant.prior_config.num_priors
-    heads = {}
-    for details in interpreter.get_output_details():
-        shape = tuple(int(d) for d in details["shape"])
-        if details["dtype"] != np.int8 or shape not in ((1, num_priors, 2), (1, num_priors, 4)):
-            raise BuildError(f"int8 model output {details['name']} is {shape}, expected (1, {num_priors}, 2|4) int8")
-        heads[shape[-1]] = OutputTensor(int(details["index"]), str(details["name"]), shape, _quant(details))
-    if set(heads) != {2, 4}:
-        raise BuildError("int8 model must have exactly one logits (..., 2) and one regressions (..., 4) output")
-    return Int8Layout(input_shape, input_quant, heads[2], heads[4], tuple(sorted(set(op_types))))
+    def head(detail: dict) -> OutputHead:
+        shape = tuple(int(d) for d in detail["shape"])
+        return OutputHead(shape, tensor_quant(detail), int(detail["index"]), str(detail["name"]))
+
+    return Int8Layout(
+        tuple(int(d) for d in tensors.input["shape"]),
+        tensor_quant(tensors.input),
+        head(tensors.logits),
+        head(tensors.regressions),
+        tuple(sorted(set(op_types))),
+    )
