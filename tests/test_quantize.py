@@ -14,9 +14,11 @@ from edge.decode import Int8Postprocessor, QuantParams, face_scores, select_face
 from edge.imageio import load_image
 from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig
+from edge.sidecar import SIDECAR_FORMAT, canonical_digest, read_sidecar
 from tools import quantize
 from tools.metrics import match_boxes
 from tools.weights import load_manifest, sha256_file
+
 
 def _photos(photo_paths: list[Path], count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
     return [resize_bilinear(load_image(path), width, height) for path in photo_paths[:count]]
@@ -151,7 +153,7 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
     sidecar = json.loads(int8_model_path.with_suffix(".json").read_text())
     interpreter = _interpreter(int8_model_path)
     (input_details,) = interpreter.get_input_details()
-    assert sidecar["format"] == "edge-face-model/1"
+    assert sidecar["format"] == SIDECAR_FORMAT == "edge-face-model/2"
     assert sidecar["model_id"] == "ulfd-slim-320-int8"
     assert sidecar["input"] == {
         "width": 320,
@@ -171,6 +173,8 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
         assert described["index"] == actual["index"]
     assert PriorConfig.from_dict(sidecar["priors"]) == PriorConfig(320, 240)
     assert sidecar["tflite_sha256"] == hashlib.sha256(int8_model_path.read_bytes()).hexdigest()
+    assert sidecar["sidecar_sha256"] == canonical_digest(sidecar)
+    assert read_sidecar(int8_model_path).sidecar == sidecar, "the loader accepts what the quantizer writes"
     assert sidecar["source"] == {"file": "version-slim-320.pth", "sha256": load_manifest()["version-slim-320.pth"].sha256}
     calibration = sidecar["calibration"]
     assert "/" not in calibration["folder"] and calibration["images"] >= 1 and len(calibration["sha256"]) == 64

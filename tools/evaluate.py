@@ -61,7 +61,6 @@ CARD_AP_MAX_DROP = 0.007
 PHOTO_MIN_RECALL = 0.97
 PHOTO_MAX_EXTRA = 0.03
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 class EvaluationError(Exception):
@@ -173,14 +172,17 @@ def load_wider_val(images_dir: str | os.PathLike, gt_file: str | os.PathLike) ->
 
 def photo_paths(folders: Sequence[Path]) -> list[Path]:
     """Image files directly in ``folders``, folder by folder, by name."""
+    from edge.sources.base import SourceError
+    from edge.sources.replay import list_images
+
     paths = []
     for folder in folders:
         if not folder.is_dir():
             raise EvaluationError(f"photo folder '{folder}': not found")
-        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-        if not found:
-            raise EvaluationError(f"photo folder '{folder}': no {'/'.join(PHOTO_SUFFIXES)} images")
-        paths.extend(found)
+        try:
+            paths += list_images(folder)
+        except SourceError as error:
+            raise EvaluationError(f"photo folder: {error}") from None
     return paths
 
 
