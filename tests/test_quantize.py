@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Int8Postprocessor, QuantParams, face_scores, select_faces
+from edge.decode import Int8Postprocessor, face_scores, select_faces
 from edge.imageio import load_image
 from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig
@@ -171,7 +171,7 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
         assert described["shape"] == [int(d) for d in actual["shape"]]
         assert (described["scale"], described["zero_point"]) == actual["quantization"]
         assert described["index"] == actual["index"]
-    assert PriorConfig.from_dict(sidecar["priors"]) == PriorConfig(320, 240)
+    assert read_sidecar(int8_model_path).prior_config == PriorConfig(320, 240)
     assert sidecar["tflite_sha256"] == hashlib.sha256(int8_model_path.read_bytes()).hexdigest()
     assert sidecar["sidecar_sha256"] == canonical_digest(sidecar)
     assert read_sidecar(int8_model_path).sidecar == sidecar, "the loader accepts what the quantizer writes"
@@ -186,11 +186,11 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
 def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_dir, photo_paths):
     """Faces from the int8 model (device pipeline: XOR input, Int8Postprocessor) vs faces from
     upstream's own ONNX graph with in-graph box decoding."""
-    sidecar = json.loads(int8_model_path.with_suffix(".json").read_text())
+    info = read_sidecar(int8_model_path)
     postprocess = Int8Postprocessor(
-        PriorConfig.from_dict(sidecar["priors"]),
-        QuantParams(sidecar["outputs"]["logits"]["scale"], sidecar["outputs"]["logits"]["zero_point"]),
-        QuantParams(sidecar["outputs"]["regressions"]["scale"], sidecar["outputs"]["regressions"]["zero_point"]),
+        info.prior_config,
+        info.logits_quant,
+        info.regressions_quant,
         score_threshold=0.7,
         iou_threshold=0.3,
     )
@@ -241,7 +241,7 @@ def test_slim_640_build(tmp_path, upstream_dir, photo_paths):
     ).tflite_path
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["source"]["sha256"] == sha256_file(upstream_dir / "models" / "version-slim-640.pth")
-    assert PriorConfig.from_dict(sidecar["priors"]).num_priors == 17640
+    assert read_sidecar(path).num_priors == 17640
     interpreter = _interpreter(path)
     (input_details,) = interpreter.get_input_details()
     assert tuple(input_details["shape"]) == (1, 480, 640, 3)
