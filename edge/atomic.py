@@ -19,7 +19,9 @@ DEFAULT_MODE = 0o644
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike, mode: int = DEFAULT_MODE, make_parents: bool = False) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: int = DEFAULT_MODE, make_parents: bool = False
+) -> Iterator[BinaryIO]:
     """Yield a binary stream; on a clean exit it becomes ``path`` (permissions ``mode``).
 
     Any exception inside the block (a failed check included) removes the temp file and
@@ -41,7 +43,9 @@ def atomic_writer(path: str | os.PathLike, mode: int = DEFAULT_MODE, make_parent
         raise
 
 
-def write_atomic(path: str | os.PathLike, content: bytes, mode: int = DEFAULT_MODE, make_parents: bool = False) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], content: bytes, mode: int = DEFAULT_MODE, make_parents: bool = False
+) -> None:
     """Write ``content`` to ``path`` whole or not at all (see :func:`atomic_writer`)."""
     with atomic_writer(path, mode, make_parents) as stream:
         stream.write(content)

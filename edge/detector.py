@@ -78,7 +78,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model: str | os.PathLike[str],
         score_threshold: float = 0.7,
         iou_threshold: float = 0.3,
         top_k: int = -1,
@@ -103,7 +103,7 @@ class FaceDetector:
         self._resize = BilinearResizer(info.input_width, info.input_height)
 
     @classmethod
-    def from_options(cls, model: str | os.PathLike, options: DetectorOptions) -> FaceDetector:
+    def from_options(cls, model: str | os.PathLike[str], options: DetectorOptions) -> FaceDetector:
         return cls(
             model,
             score_threshold=options.score_threshold,

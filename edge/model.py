@@ -131,7 +131,9 @@ class Int8Model:
     invokes (which the interpreter forbids).
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, interpreter: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], num_threads: int | None = None, interpreter: str | None = None
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model '{self.path}': no such file (build it with: python -m tools.quantize)")
@@ -143,9 +145,8 @@ class Int8Model:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
-        tensors = check_io_tensors(
-            self._interpreter, self.info.input_width, self.info.input_height, self.info.num_priors, f"model '{self.path}'"
-        )
+        info, where = self.info, f"model '{self.path}'"
+        tensors = check_io_tensors(self._interpreter, info.input_width, info.input_height, info.num_priors, where)
         self._check_output_quant(tensors)
         self._input_index = tensors.input["index"]
         self._logits_index, self._regressions_index = tensors.logits["index"], tensors.regressions["index"]

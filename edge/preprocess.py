@@ -10,6 +10,7 @@ delivers the model size) and one XOR written straight into the interpreter's inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class _ResizePlan:
         return out.astype(np.uint8).reshape(self.out_shape)
 
 
-def _load_cv2():
+def _load_cv2() -> Any:
     try:
         import cv2
     except ImportError:

@@ -191,10 +191,10 @@ class _Fields:
         value = self.get(key)
         if not isinstance(value, list) or not value:
             raise self.error(key, f"must be a non-empty list of integers, got {_shown(value)}")
-        return tuple(
-            _integer(item, lambda problem, i=i: self.error(f"{key}[{i}]", problem), low, None)
-            for i, item in enumerate(value)
-        )
+        return tuple(_integer(item, self._item_error(key, i), low, None) for i, item in enumerate(value))
+
+    def _item_error(self, key: str, index: int) -> Callable[[str], ModelError]:
+        return lambda problem: self.error(f"{key}[{index}]", problem)
 
     def sha256(self, key: str) -> str:
         value = self.get(key)
