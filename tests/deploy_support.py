@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from edge.sidecar import canonical_digest
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -18,5 +20,6 @@ def other_model(source: Path, folder: Path) -> Path:
     model.write_bytes(source.read_bytes() + b"\0")
     sidecar = json.loads(source.with_suffix(".json").read_text())
     sidecar["tflite_sha256"] = sha256(model)
+    sidecar["sidecar_sha256"] = canonical_digest(sidecar)
     model.with_suffix(".json").write_text(json.dumps(sidecar))
     return model
