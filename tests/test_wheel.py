@@ -2,28 +2,26 @@
 virtualenv with only the device dependencies and run with no model named anywhere: the int8
 model inside the wheel is the one that runs, and it finds what the source tree finds.
 
-The virtualenv is cached in .cache/test-wheel/ keyed by the wheel's sha256 (making one takes
-a minute). Its dependencies come from a wheelhouse there, downloaded once with pip at exactly
+The virtualenv is cached in .cache/test-wheel/ keyed by the wheel's sha256. Its dependencies
+come from a wheelhouse there, downloaded once with pip at exactly
 the versions this test environment runs, so the installed detector and the source tree's use
 the same interpreter build and must agree to the last digit.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from deploy_support import sha256
+from deploy_support import pinned, sha256, cache_folder, wheelhouse
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH
 
 OFFLINE_TOOLS = ("tensorflow", "onnx", "onnxruntime", "tools")
@@ -60,15 +58,9 @@ def wheel(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def device_venv(wheel: Path, project_root: Path) -> Path:
-    cache = Path(os.environ.get("EDGE_FACE_TEST_CACHE", project_root / ".cache")) / "test-wheel"
+    cache = cache_folder(project_root) / "test-wheel"
     # Pinned to what runs here: same numpy and interpreter builds, so outputs are comparable.
-    pins = sorted(f"{r.name}=={version(r.name)}" for r in device_requirements(wheel))
-    wheelhouse = cache / ("wheelhouse-" + hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16])
-    if not wheelhouse.is_dir():
-        partial = wheelhouse.with_name(wheelhouse.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial), *pins])
-        partial.rename(wheelhouse)
+    house = wheelhouse(cache, pinned([r.name for r in device_requirements(wheel)]))
     venv = cache / ("venv-" + sha256(wheel)[:16])
     if not (venv / ".complete").is_file():
         shutil.rmtree(venv, ignore_errors=True)
@@ -76,7 +68,7 @@ def device_venv(wheel: Path, project_root: Path) -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(venv)])
         run([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-index", "--find-links", str(wheelhouse), str(wheel)])
+             "--no-index", "--find-links", str(house), str(wheel)])
         (venv / ".complete").touch()
     return venv
 
