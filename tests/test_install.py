@@ -198,7 +198,7 @@ def test_without_model_the_packaged_one_is_installed_and_an_offline_rerun_change
     config = (installer.root / "etc/edge-face/edge-face.toml").read_text()
     assert f'model = "/opt/edge-face/models/current/{PACKAGED_MODEL_PATH.name}"' in config
     if not Path("/dev/video0").exists():  # no camera on this machine: said, not failed
-        assert f"install.sh: {NO_CAMERA_MESSAGE} (no camera found:" in first.stdout
+        assert f"install.sh: {NO_CAMERA_MESSAGE} (picamera2 is not installed and /dev/video0 does not exist;" in first.stdout
 
     before = tree_state(installer.root)
     again = installer(packaged_model=True, deps=True, env=OFFLINE)

@@ -425,7 +425,7 @@ do_install() {
     start_service
     if [ -n "$CHANGED" ]; then say "done"; else say "edge-face is up to date; nothing changed"; fi
     if [ -n "$NO_CAMERA" ]; then
-        say "no camera found yet; the service waits for one ($NO_CAMERA)"
+        say "no camera found yet; the service waits for one (${NO_CAMERA#no camera found: })"
         say "connect the camera, or set [camera] in $CONFIG_FILE; follow it with: journalctl -u $SERVICE -f"
     fi
 }
