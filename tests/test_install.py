@@ -238,3 +238,13 @@ def test_bad_extras_are_a_usage_error(installer: Installer) -> None:
     assert result.returncode == 2
     assert "--extras 'opencv; rm -rf /': only names separated by commas" in result.stderr
     assert not (installer.root / "opt").exists()
+
+
+def test_a_venv_removed_by_hand_is_installed_again(installer: Installer) -> None:
+    assert installer().returncode == 0
+    venv = installer.root / "opt/edge-face/venv"
+    shutil.rmtree(venv)
+    again = installer()
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "install.sh: installed edge_face-" in again.stdout
+    assert (venv / "bin/edge-face").is_file()

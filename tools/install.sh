@@ -256,9 +256,9 @@ install_package() {
     if [ -n "$NO_DEPS" ]; then dependencies=no; fi
     wanted=$(printf 'inputs %s\nextras %s\ndependencies %s\n' "$inputs" "$EXTRAS" "$dependencies")
     installed=$(cat -- "$ROOT$STATE_FILE" 2>/dev/null || true)
-    if [ "$wanted" = "$installed" ] && [ -x "$ROOT$VENV/bin/edge-face" ]; then
-        return 0
-    fi
+    # A venv made anew (or emptied by hand) holds nothing, whatever the record says.
+    if [ ! -x "$ROOT$VENV/bin/edge-face" ]; then installed=; fi
+    if [ "$wanted" = "$installed" ]; then return 0; fi
     installed_inputs=$(printf '%s\n' "$installed" | sed -n 's/^inputs //p')
     # Same sources, other extras: the wheel kept in dist/ is the one to install, no rebuild.
     kept=$(find "$ROOT$DIST_DIR" -maxdepth 1 -name 'edge_face-*.whl' | head -n 1)
@@ -287,6 +287,9 @@ install_package() {
     installed_extras=$(printf '%s\n' "$installed" | sed -n 's/^extras //p')
     if [ "$EXTRAS" != "$installed_extras" ]; then
         changed "package extras now: ${EXTRAS:-none}${NO_DEPS:+ (--no-deps: their packages are not installed)}"
+    fi
+    if [ -n "$installed" ] && [ "dependencies $dependencies" != "$(printf '%s\n' "$installed" | grep '^dependencies ')" ]; then
+        changed "package dependencies: $dependencies"
     fi
     printf '%s\n' "$wanted" > "$ROOT$STATE_FILE.tmp"
     mv -f -- "$ROOT$STATE_FILE.tmp" "$ROOT$STATE_FILE"
