@@ -833,14 +833,19 @@ def check_config_main(path: str | os.PathLike, as_user: str | None = None) -> in
     2 and one error line on stderr. With ``as_user`` the check runs in a child process with
     that user's uid, gid and groups (needs root), so every path is opened as the service
     will open it."""
-    if as_user is not None:
-        from edge.asuser import run_as_user
+    if as_user is None:
+        return _check_and_report(path, "")
+    from edge.asuser import run_as_user
 
-        return run_as_user(as_user, lambda: check_config_main(os.path.abspath(path)), what="check-config")
+    absolute = os.path.abspath(path)  # the service starts from /, not from our folder
+    return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
+
+
+def _check_and_report(path: str | os.PathLike, who: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error{who}: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    print(f"ok: {describe(config)}")
+    print(f"ok{who}: {describe(config)}")
     return ExitCode.OK
