@@ -626,6 +626,19 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def key_rule(section: type, name: str) -> Rule:
+    """The rule of key ``name`` of ``section`` (e.g. a CLI option that mirrors the key)."""
+    return _field(section, name).metadata["rule"]
+
+
+def key_default(section: type, name: str) -> Any:
+    return _field(section, name).default
+
+
+def _field(section: type, name: str) -> dataclasses.Field:
+    return next(item for item in dataclasses.fields(section) if item.name == name)
+
+
 def schema() -> list[tuple[str, str, Rule, Any]]:
     """Every key as (section, key, rule, default); a derived default is listed as None."""
     rows = []
@@ -722,8 +735,9 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
         raise ConfigFileError(path, f"{exc.strerror}, not a TOML file") from None
     except (OSError, ValueError) as exc:
         raise ConfigFileError(path, f"cannot be read ({os_reason(exc)})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # tolerate the BOM some Windows editors write
     try:
-        text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigFileError(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     try:

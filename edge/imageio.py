@@ -216,3 +216,43 @@ def save_image(rgb: np.ndarray, path: str | os.PathLike) -> None:
     except (OSError, ValueError) as exc:
         Path(tmp).unlink(missing_ok=True)
         raise ImageError(f"image '{path}': cannot write ({exc})") from None
+
+
+def save_new_image(rgb: np.ndarray, folder: Path, stem: str, suffix: str = ".jpg", skip: frozenset[str] = frozenset()) -> Path:
+    """Write (H, W, 3) uint8 RGB as a NEW file in ``folder``: ``stem`` + ``suffix``, or
+    ``stem-1``, ``stem-2``, ... when that name exists or is in ``skip`` (names already given
+    out). Never overwrites, never leaves a partial file: the image is written to a temp file
+    and hard-linked under the first free name (link fails if the name exists, atomically).
+    Returns the path written; raises :class:`ImageError`."""
+    from PIL import Image
+
+    folder = Path(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=suffix)
+    except OSError as exc:
+        raise ImageError(f"image folder '{quote_path(folder)}': cannot write ({os_reason(exc)})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            Image.fromarray(rgb).save(handle, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
+        for number in range(10_000):
+            name = f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}"
+            if name in skip:
+                continue
+            target = folder / name
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links here (e.g. FAT): claim the name, then replace it
+                try:
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                except FileExistsError:
+                    continue
+                os.replace(tmp, target)
+                return target
+        raise ImageError(f"image folder '{quote_path(folder)}': no free name for {stem}{suffix}")
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"image '{quote_path(folder / (stem + suffix))}': cannot write ({_reason(exc)})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
