@@ -13,6 +13,8 @@ import pytest
 
 from edge.config import (
     MAX_FLUSH_TIMEOUT_SECONDS,
+    Choice,
+    Integer,
     SECTIONS,
     STOP_BUDGET_SECONDS,
     ConfigError,
@@ -21,6 +23,7 @@ from edge.config import (
     parse_config,
     read_secret,
     sanitize_device_id,
+    schema,
 )
 
 
@@ -89,6 +92,28 @@ def test_example_config_documents_every_key(project_root):
     for name, section_class in SECTIONS.items():
         fields = {f.name for f in dataclasses.fields(section_class)}
         assert fields == seen.get(name, set()), f"[{name}] documented keys differ from the config fields"
+
+
+def test_example_states_each_keys_limits_from_the_schema(project_root):
+    """The limits in the example's comments are the schema's: an integer key's comment gives
+    its range as "min-max", a choice key's comment quotes every choice."""
+    lines = example_text(project_root).splitlines()
+    for section, name, rule, _default in schema():
+        index = next(i for i, line in enumerate(lines) if re.match(rf"#? ?{name} = ", line) and _in_section(lines, i, section))
+        start = index
+        while start > 0 and lines[start - 1].startswith("#"):
+            start -= 1
+        comment = " ".join(lines[start:index])
+        if isinstance(rule, Integer):
+            assert re.search(rf"(?<!\d){rule.minimum}-{rule.maximum}(?!\d)", comment), f"{section}.{name}: range not in '{comment}'"
+        if isinstance(rule, Choice):
+            missing = [choice for choice in rule.choices if f'"{choice}"' not in comment]
+            assert not missing, f"{section}.{name}: {missing} not in '{comment}'"
+
+
+def _in_section(lines: list[str], index: int, section: str) -> bool:
+    headers = [line.strip() for line in lines[:index] if re.fullmatch(r"\[\w+\]", line.strip())]
+    return bool(headers) and headers[-1] == f"[{section}]"
 
 
 def test_example_defaults_match_the_code_defaults(project_root, model_file, tmp_path):
