@@ -238,3 +238,18 @@ def test_check_config_file_problems_are_one_line(open_dir):
     assert done.returncode == ExitCode.CONFIG and "not UTF-8 text" in done.stderr and done.stderr.count("\n") == 1
     done = cli("run", "--config", str(open_dir / "missing.toml"))
     assert (done.returncode, done.stderr) == (ExitCode.CONFIG, f"error: config file '{open_dir / 'missing.toml'}': no such file\n")
+
+
+def test_as_user_finds_an_unreadable_model_sidecar(open_dir, service_user):
+    model = open_dir / "m.tflite"
+    model.write_bytes(b"x")
+    model.chmod(0o644)
+    sidecar = model.with_suffix(".json")
+    sidecar.write_text("{}")
+    sidecar.chmod(0o600)  # root's umask-less copy: the service could not load the model
+    done = cli("check-config", "--as-user", service_user, str(write_config(open_dir, model)))
+    assert done.returncode == ExitCode.CONFIG
+    assert done.stderr == (
+        f"error (as user '{service_user}'): config key 'detector.model': \"{model}\" is not allowed "
+        f"(a model whose sidecar is readable; '{sidecar}' cannot be read (permission denied))\n"
+    )

@@ -1,6 +1,6 @@
 """Property: any TOML document either validates or yields exactly one ConfigError whose text is one
-line naming a key (or the file), never another exception; and check-config says exactly what the
-run path's loading says, for every document.
+line naming a key (or the file), never another exception; and check-config and `edge-face run`
+(run_main, in-process) give the same verdict and the same error line for every document.
 
 Documents are generated from the schema itself (every section and key, values at and beyond
 each rule's limits) plus garbage: unknown sections and keys, random types, unicode, huge
@@ -38,6 +38,8 @@ from edge.config import (
     read_secret,
     schema,
 )
+from edge.daemon import run_main
+from edge.exitcodes import ExitCode
 
 FUZZ_SETTINGS = settings(
     max_examples=int(os.environ.get("EDGE_FACE_FUZZ_EXAMPLES", "1000")),
@@ -221,10 +223,10 @@ def to_toml(document: dict) -> str:
 KEY_OR_FILE = re.compile(r"^config (key (?P<key>'[^']*'|\"[^\"]*\")( is |: )|file '.*': )")
 
 
-def check_config_output(path: Path) -> tuple[int, str, str]:
+def captured(command, path: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = check_config_main(str(path))
+        code = command(str(path))
     return code, out.getvalue(), err.getvalue()
 
 
@@ -262,9 +264,14 @@ def test_any_document_validates_or_names_one_key(files, data, monkeypatch):
             assert section in SECTIONS or section in document, message
         assert "hunter2" not in message and "s3cret" not in message
         event("error: " + (match.group("key") or "file").split(".")[0].strip("'\""))  # coverage, --hypothesis-show-statistics
-        expected = (2, "", f"error: {message}\n")
+        assert captured(check_config_main, path) == (ExitCode.CONFIG, "", f"error: {message}\n")
+        # `edge-face run` refuses it with the same line, before anything starts.
+        assert captured(run_main, path) == (ExitCode.CONFIG, "", f"error: {message}\n")
     else:
         event("valid" + (" with MQTT" if config.mqtt.host else ""))
         run_time_consumers_accept(config)
-        expected = (0, f"ok: {describe(config)}\n", "")
-    assert check_config_output(path) == expected
+        assert captured(check_config_main, path) == (ExitCode.OK, f"ok: {describe(config)}\n", "")
+        # `edge-face run` accepts it: it gets as far as loading the model, which here is a
+        # one-byte stand-in, so it stops there with the model's exit code, not the config's.
+        code, _, err = captured(run_main, path)
+        assert code == ExitCode.MODEL and "Traceback" not in err, err
