@@ -107,7 +107,7 @@ class ConfigFileError(ConfigError):
 
 def one_line(text: str) -> str:
     """``text`` with any line break (incl. the Unicode ones) turned into a space."""
-    return " ".join(text.splitlines()) if len(text.splitlines()) > 1 else text.replace("\n", " ")
+    return " ".join(text.splitlines())
 
 
 def quote_path(path: str | os.PathLike) -> str:
@@ -327,7 +327,7 @@ class FilePath(Rule):
         problem = path_problem(resolved, self.kind)
         if problem is not None:
             expected = "an existing file" if self.kind == "file" else "an existing file or folder"
-            if problem not in ("does not exist", "is a folder"):
+            if not problem.startswith(("does not exist", "is a folder")):
                 expected = "a readable file" if self.kind == "file" else "a readable file or folder"
             raise Invalid(f"{expected}; {subject} {problem}")
         return resolved
