@@ -232,6 +232,7 @@ def save_new_image(rgb: np.ndarray, folder: Path, stem: str, suffix: str = ".jpg
     except OSError as exc:
         raise ImageError(f"image folder '{quote_path(folder)}': cannot write ({os_reason(exc)})") from None
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the copy from everyone else
         with os.fdopen(fd, "wb") as handle:
             Image.fromarray(rgb).save(handle, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
         for number in range(10_000):

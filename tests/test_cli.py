@@ -116,6 +116,7 @@ def test_annotated_copies_never_overwrite(int8_model_path, photo_paths, tmp_path
     written = {json.loads(line)["image"]: json.loads(line)["annotated"] for line in done.stdout.splitlines()}
     assert written == {inputs[0]: str(out / "group-1.jpg"), inputs[1]: str(out / "group-2.jpg")}
     assert existing.read_bytes() == b"someone else's file"
+    assert all((out / name).stat().st_mode & 0o777 == 0o644 for name in ("group-1.jpg", "group-2.jpg"))
     assert sorted(p.name for p in out.iterdir()) == ["group-1.jpg", "group-2.jpg", "group.jpg"]  # no temp files
     # Text mode says which copy went where, too.
     again = cli("detect", "--annotate", str(out), "--model", str(int8_model_path), inputs[0])
