@@ -285,7 +285,8 @@ def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank
 
 
 def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_path, photos, blank, project_root):
-    """The file exists (so the config loads) but holds no certificate: found at connect time."""
+    """The file exists but holds no certificate: the config loader builds the TLS context the
+    client will use, so this is a config error before anything starts (as in check-config)."""
     scene = looping_scene(tmp_path, photos, blank)
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")
@@ -296,8 +297,8 @@ def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_p
     code, out, err = finish(start_daemon(config, project_root))
     assert code == 2, err
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "'mqtt.ca_file'" in errors[0] and str(not_pem) in errors[0]
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "'mqtt.ca_file'" in errors[0] and str(not_pem) in errors[0], err
 
 
 def test_unreachable_broker_is_reported_and_the_replay_still_runs(
