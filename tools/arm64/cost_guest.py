@@ -1,0 +1,173 @@
+"""The guest half of tools.arm_cost: runs inside the emulated aarch64 Python, under the
+insn_regions plugin, and marks the edges of each stage it runs with a marker system call.
+
+    python -m tools.arm64.cost_guest detector --interpreter PKG --int8 M --float F IMAGE...
+    python -m tools.arm64.cost_guest daemon --config TOML --frames N
+
+Prints one JSON object on stdout: the regions, each ``{"stage", "frame", "start", "end"}``
+where start and end are marker labels; the plugin's log has the instruction counters at
+each label. Every run also holds "empty" regions (two marks back to back): their count is
+the cost of one mark, which the host subtracts from every region.
+
+Everything runs with one interpreter thread. Stages (detector mode), per photo:
+preprocess_320 / preprocess_640 (the detector's own path from a 320x240 or 640x480 RGB
+frame into the input tensor), int8_invoke and float_invoke (the bare interpreter invoke of
+our int8 model and of upstream's float TFLite), decode_nms (ours) and upstream_post
+(upstream-style post-processing of the same int8 outputs). Daemon mode: the daemon's own
+loop on a replay, with its detector's invoke wrapped in marks: daemon_invoke, and
+daemon_outside_invoke (from the end of one invoke to the start of the next: post-process,
+events, the loop, the frame hand-over and the next frame's pre-process, all threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+
+import numpy as np
+
+# Kept in step with MARKER_SYSCALL in tools/arm64/insn_regions.c.
+MARKER_SYSCALL = 0xEEEE
+EMPTY_REGIONS = 8
+# The daemon's first frames carry lazy set-up (first invoke, first event, first log line).
+DAEMON_WARMUP_FRAMES = 2
+
+
+class Marks:
+    """Marker system calls with increasing labels, and the regions they delimit."""
+
+    def __init__(self) -> None:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+        syscall.restype = ctypes.c_long
+        syscall.argtypes = [ctypes.c_long, ctypes.c_long]
+        self._syscall = syscall
+        self._next = 0
+        self.regions: list[dict] = []
+
+    def mark(self) -> int:
+        label = self._next
+        self._next += 1
+        self._syscall(MARKER_SYSCALL, label)
+        return label
+
+    def region(self, stage: str, frame: str, fn):
+        """Run ``fn()`` between two marks; returns its result."""
+        start = self.mark()
+        result = fn()
+        end = self.mark()
+        self.regions.append({"stage": stage, "frame": frame, "start": start, "end": end})
+        return result
+
+    def empty_regions(self) -> None:
+        for number in range(EMPTY_REGIONS):
+            self.region("empty", str(number), lambda: None)
+
+
+def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.detector import FaceDetector
+    from edge.imageio import load_image
+    from edge.model import load_interpreter_class
+    from edge.preprocess import normalize_float, resize_bilinear
+    from tools.upstream_postprocess import upstream_postprocess
+
+    detector = FaceDetector(args.int8, num_threads=1, interpreter=args.interpreter)
+    info = detector.model.info
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    int8 = interpreter_class(model_path=args.int8, num_threads=1)
+    int8.allocate_tensors()
+    float_model = interpreter_class(model_path=args.float, num_threads=1)
+    float_model.allocate_tensors()
+    int8_input = int8.get_input_details()[0]["index"]
+    float_input = float_model.get_input_details()[0]["index"]
+
+    faces, identical = {}, True
+    marks.empty_regions()
+    for index, path in enumerate(args.images):
+        frame = os.path.basename(path)
+        frame_640 = resize_bilinear(load_image(path), 640, 480)
+        frame_320 = resize_bilinear(frame_640, info.input_width, info.input_height)
+        int8.set_tensor(int8_input, (frame_320 ^ np.uint8(0x80)).view(np.int8)[None])
+        float_model.set_tensor(float_input, normalize_float(frame_320).transpose(0, 2, 3, 1).copy())
+        if index == 0:  # lazy set-up (weight packing, first-touch allocations) stays out of the counts
+            detector.detect(frame_320)
+            detector.detect(frame_640)
+            int8.invoke()
+            float_model.invoke()
+        marks.region("preprocess_640", frame, lambda: detector.prepare(frame_640))
+        marks.region("preprocess_320", frame, lambda: detector.prepare(frame_320))
+        logits, regressions = detector.model.invoke()
+        marks.region("int8_invoke", frame, int8.invoke)
+        ours = marks.region("decode_nms", frame, lambda: detector.postprocess(logits, regressions))
+        upstream_args = (
+            logits, regressions, detector.postprocess.priors, info.prior_config, info.logits_quant,
+            info.regressions_quant,
+        )
+        theirs = marks.region("upstream_post", frame, lambda: upstream_postprocess(*upstream_args))
+        marks.region("float_invoke", frame, float_model.invoke)
+        faces[frame] = int(len(ours.scores))
+        identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
+    marks.empty_regions()
+    return {"interpreter": name, "faces": faces, "identical_to_upstream_post": bool(identical)}
+
+
+def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.config import load_config
+    from edge.daemon import build_daemon
+    from edge.events import StdoutSink
+    from edge.sdnotify import SystemdNotifier
+    from edge.sources.replay import ReplaySource
+
+    config = load_config(args.config)
+    source = ReplaySource(config.camera.path, loop=True, preload=True)
+    frame_marks: list[tuple[int, int]] = []
+    with open(os.devnull, "w") as devnull:
+        daemon = build_daemon(config, source=source, sink=StdoutSink(devnull), notifier=SystemdNotifier(environ={}))
+        model = daemon.detector.model
+        bare_invoke = model.invoke
+
+        def marked_invoke():
+            start = marks.mark()
+            outputs = bare_invoke()
+            frame_marks.append((start, marks.mark()))
+            return outputs
+
+        model.invoke = marked_invoke  # instrumentation of this instance only
+        marks.empty_regions()
+        code = daemon.run(max_frames=args.frames)
+        marks.empty_regions()
+    if code != 0:
+        raise SystemExit(f"cost_guest: the daemon exited with {code}")
+    for number, (start, end) in enumerate(frame_marks):
+        if number < DAEMON_WARMUP_FRAMES:
+            continue
+        marks.regions.append({"stage": "daemon_invoke", "frame": str(number), "start": start, "end": end})
+        if number + 1 < len(frame_marks):
+            marks.regions.append(
+                {"stage": "daemon_outside_invoke", "frame": str(number), "start": end, "end": frame_marks[number + 1][0]}
+            )
+    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frame_marks), "events": daemon.tracker.sequence}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.arm64.cost_guest")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    detector = modes.add_parser("detector")
+    detector.add_argument("--interpreter", required=True)
+    detector.add_argument("--int8", required=True)
+    detector.add_argument("--float", required=True)
+    detector.add_argument("images", nargs="+")
+    daemon = modes.add_parser("daemon")
+    daemon.add_argument("--config", required=True)
+    daemon.add_argument("--frames", type=int, required=True)
+    args = parser.parse_args(argv)
+    marks = Marks()
+    summary = run_detector(args, marks) if args.mode == "detector" else run_daemon(args, marks)
+    print(json.dumps({**summary, "regions": marks.regions}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
