@@ -309,6 +309,13 @@ def test_regions_are_net_of_the_markers_own_cost() -> None:
     assert medians["int8_invoke"] == {"insns": 41_000.0, "dot": 4_100.0, "frames": 3}
 
 
+def test_a_region_of_several_spans_pays_the_marker_once_per_span() -> None:
+    regions, marks = _regions_and_marks({"a": [100], "b": [200], "c": [400]}, marker_cost=1_000)
+    spans = [[r["start"], r["end"]] for r in regions if r["stage"] in ("a", "c")]
+    counts = arm_cost.region_counts(regions + [{"stage": "a+c", "frame": "0", "spans": spans}], marks)
+    assert [c.insns for c in counts if c.stage == "a+c"] == [500]
+
+
 def test_regions_without_empty_ones_cannot_be_corrected() -> None:
     regions, marks = _regions_and_marks({"decode_nms": [10]}, marker_cost=5)
     with pytest.raises(arm_cost.CostError, match="no empty regions"):
@@ -332,22 +339,28 @@ DETECTOR = _stages(
 
 
 def test_ratios_and_targets_of_a_cpu_cost() -> None:
-    cost = arm_cost.cpu_cost("cortex-a76", "ai_edge_litert", DETECTOR, _stages(daemon_outside_invoke=0.9e6))
+    daemon = {
+        "640x480": _stages(daemon_outside_invoke=9.0e6, daemon_loop=0.5e6),
+        "320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6),
+    }
+    cost = arm_cost.cpu_cost("cortex-a76", "ai_edge_litert", DETECTOR, daemon)
     assert cost.int8_vs_float == pytest.approx(0.5)
     assert cost.decode_speedup == pytest.approx(6.0)
-    assert cost.outside_vs_invoke == pytest.approx(0.045)
+    assert cost.outside_vs_invoke("320x240") == pytest.approx(0.045)
+    assert cost.outside_vs_invoke("1920x1080") is None
     assert arm_cost.check_targets([cost]) == [
         "target cortex-a76: int8 invoke <= 0.5x float: 0.50x PASS",
-        "target cortex-a76: per-frame work outside invoke <= 5% of int8 invoke: 4.5% PASS",
+        "target cortex-a76: per-frame work outside invoke (640x480 frames) <= 5% of int8 invoke: 45.0% MISS",
+        "target cortex-a76: per-frame work outside invoke (320x240 frames) <= 5% of int8 invoke: 4.5% PASS",
     ]
-    slow = arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", dict(DETECTOR, **_stages(int8_invoke=42e6)), None)
+    slow = arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", dict(DETECTOR, **_stages(int8_invoke=42e6)), {})
     assert arm_cost.check_targets([slow]) == ["target cortex-a72: int8 invoke <= 0.5x float: 1.05x MISS"]
 
 
 def test_targets_only_judge_litert_on_the_pi4_and_pi5_cpus() -> None:
     others = [
-        arm_cost.cpu_cost("cortex-a53", "ai_edge_litert", DETECTOR, None),
-        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, None),
+        arm_cost.cpu_cost("cortex-a53", "ai_edge_litert", DETECTOR, {}),
+        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, {}),
     ]
     assert arm_cost.check_targets(others) == []
 
@@ -355,18 +368,20 @@ def test_targets_only_judge_litert_on_the_pi4_and_pi5_cpus() -> None:
 def test_a_stage_missing_from_a_run_is_an_error() -> None:
     partial = {k: v for k, v in DETECTOR.items() if k != "float_invoke"}
     with pytest.raises(arm_cost.CostError, match="float_invoke"):
-        arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", partial, None)
+        arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", partial, {})
 
 
 def test_cost_table_has_one_row_per_cpu_and_interpreter() -> None:
     costs = [
-        arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", DETECTOR, _stages(daemon_outside_invoke=0.9e6)),
-        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, None),
+        arm_cost.cpu_cost(
+            "cortex-a72", "ai_edge_litert", DETECTOR, {"320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6)}
+        ),
+        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, {}),
     ]
     table = arm_cost.format_table(costs, markdown=True).splitlines()
     assert len(table) == 4 and table[0].startswith("| -cpu | interpreter | int8 invoke")
-    assert "| 20.00M |" in table[2] and "| 0.50x |" in table[2] and table[2].endswith("| 4.5% |")
-    assert table[3].endswith("| - | - |")  # no daemon run with tflite-runtime
+    assert "| 20.00M |" in table[2] and "| 0.50x |" in table[2] and table[2].endswith("| 0.40M | - | - | 0.90M | 4.5% |")
+    assert table[3].endswith("| - | - | - | - | - |")  # no daemon run with tflite-runtime
 
 
 # ---- the XNNPACK probe ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     python -m tools.arm_cost [--cpus cortex-a53,cortex-a72,cortex-a76] [--frames N]
                              [--daemon-frames N] [--suite bookworm] [--json OUT] [--markdown]
+    python -m tools.arm_cost --per-op [--model M] [--cpus ...]
 
 Instruction counts are deterministic where emulated time is not: the same program on the
 same CPU model retires the same instructions, on any host, under any load. Each stage runs
@@ -15,6 +16,11 @@ Per CPU model and interpreter package: the int8 invoke against upstream's float 
 invoke, the detector's pre-process from a 320x240 and a 640x480 frame, decode + NMS against
 upstream-style post-processing of the same int8 outputs, and (ai-edge-litert) the daemon's
 per-frame work outside invoke on a 640x480 replay. Medians over real photos.
+
+--per-op: where an invoke's instructions go. Each operator of the int8 model and of the
+float model runs alone as a single-operator model (tools/arm64/split_ops.py) under
+ai-edge-litert; the table lists each op and the sums per kind of op (explicit PAD, first
+conv, depthwise by stride, pointwise), int8 against float.
 
 Counts are not time: see the README's "ARM cost" section for what they do and do not predict.
 """
@@ -47,7 +53,10 @@ TARGET_INT8_VS_FLOAT = 0.5
 TARGET_OUTSIDE_VS_INVOKE = 0.05
 
 DETECTOR_STAGES = ("int8_invoke", "float_invoke", "preprocess_320", "preprocess_640", "decode_nms", "upstream_post")
-DAEMON_STAGES = ("daemon_invoke", "daemon_outside_invoke")
+DAEMON_STAGES = ("daemon_invoke", "daemon_prepare", "daemon_postprocess", "daemon_loop", "daemon_outside_invoke")
+# Replayed frame sizes: what a USB camera commonly delivers, and the model's own size (a Pi
+# camera's ISP scales for free).
+DAEMON_FRAME_SIZES = ((640, 480), (320, 240))
 
 
 class CostError(Exception):
@@ -96,13 +105,21 @@ class RegionCount:
 
 def region_counts(regions: list[dict], marks: dict[int, Mark]) -> list[RegionCount]:
     """Instructions inside each region, net of the marker's own cost (the median "empty"
-    region: two marks back to back)."""
-    def raw(region: dict) -> tuple[int, int]:
-        try:
-            start, end = marks[region["start"]], marks[region["end"]]
-        except KeyError as exc:
-            raise CostError(f"marker {exc.args[0]} of region {region['stage']} {region['frame']} is not in the plugin log") from None
-        return end.all_insns - start.all_insns, end.all_dot - start.all_dot
+    region: two marks back to back) once per span."""
+    def raw(region: dict) -> tuple[int, int, int]:
+        """(instructions, dot instructions, number of spans) of a region, marks included."""
+        spans = region.get("spans") or [(region["start"], region["end"])]
+        insns = dot = 0
+        for start_label, end_label in spans:
+            try:
+                start, end = marks[start_label], marks[end_label]
+            except KeyError as exc:
+                raise CostError(
+                    f"marker {exc.args[0]} of region {region['stage']} {region['frame']} is not in the plugin log"
+                ) from None
+            insns += end.all_insns - start.all_insns
+            dot += end.all_dot - start.all_dot
+        return insns, dot, len(spans)
 
     empties = [raw(r)[0] for r in regions if r["stage"] == "empty"]
     if not empties:
@@ -112,8 +129,8 @@ def region_counts(regions: list[dict], marks: dict[int, Mark]) -> list[RegionCou
     for region in regions:
         if region["stage"] == "empty":
             continue
-        insns, dot = raw(region)
-        counts.append(RegionCount(region["stage"], region["frame"], max(insns - marker_cost, 0), dot))
+        insns, dot, spans = raw(region)
+        counts.append(RegionCount(region["stage"], region["frame"], max(insns - spans * marker_cost, 0), dot))
     return counts
 
 
@@ -145,7 +162,10 @@ class CpuCost:
     preprocess_640: float
     decode_nms: float
     upstream_post: float
-    daemon_outside_invoke: float | None
+    # "640x480" / "320x240" -> median per frame of the daemon's work outside invoke, and of
+    # its loop alone (outside invoke minus pre-process and decode + NMS); empty without a run.
+    daemon_outside_invoke: dict[str, float]
+    daemon_loop: dict[str, float]
     frames: int
     daemon_frames: int | None
 
@@ -157,16 +177,19 @@ class CpuCost:
     def decode_speedup(self) -> float:
         return self.upstream_post / self.decode_nms
 
-    @property
-    def outside_vs_invoke(self) -> float | None:
-        """The daemon's per-frame work outside invoke (pre-process from 640x480, decode + NMS,
-        events, the loop) as a share of the int8 invoke."""
-        if self.daemon_outside_invoke is None:
+    def outside_vs_invoke(self, size: str) -> float | None:
+        """The daemon's per-frame work outside invoke (pre-process, decode + NMS, events, the
+        loop) on ``size`` frames, as a share of the int8 invoke."""
+        if size not in self.daemon_outside_invoke:
             return None
-        return self.daemon_outside_invoke / self.int8_invoke
+        return self.daemon_outside_invoke[size] / self.int8_invoke
 
 
-def cpu_cost(cpu: str, interpreter: str, detector: dict[str, dict[str, float]], daemon: dict[str, dict[str, float]] | None) -> CpuCost:
+def cpu_cost(
+    cpu: str, interpreter: str, detector: dict[str, dict[str, float]], daemon: dict[str, dict[str, dict[str, float]]]
+) -> CpuCost:
+    """``detector``: stage medians of a detector run; ``daemon``: frame size -> stage medians
+    of a daemon run (empty where none ran)."""
     missing = [s for s in DETECTOR_STAGES if s not in detector]
     if missing:
         raise CostError(f"{cpu} {interpreter}: no counts for {', '.join(missing)}")
@@ -180,9 +203,10 @@ def cpu_cost(cpu: str, interpreter: str, detector: dict[str, dict[str, float]], 
         preprocess_640=detector["preprocess_640"]["insns"],
         decode_nms=detector["decode_nms"]["insns"],
         upstream_post=detector["upstream_post"]["insns"],
-        daemon_outside_invoke=daemon["daemon_outside_invoke"]["insns"] if daemon else None,
+        daemon_outside_invoke={size: stages["daemon_outside_invoke"]["insns"] for size, stages in daemon.items()},
+        daemon_loop={size: stages["daemon_loop"]["insns"] for size, stages in daemon.items()},
         frames=int(detector["int8_invoke"]["frames"]),
-        daemon_frames=int(daemon["daemon_outside_invoke"]["frames"]) if daemon else None,
+        daemon_frames=min((int(s["daemon_outside_invoke"]["frames"]) for s in daemon.values()), default=None),
     )
 
 
@@ -194,18 +218,23 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def format_table(costs: list[CpuCost], markdown: bool) -> str:
     header = [
         "-cpu", "interpreter", "int8 invoke", "(sdot/udot)", "float invoke", "int8/float",
         "pre 320x240", "pre 640x480", "decode+NMS", "upstream post", "upstream/ours",
-        "daemon outside invoke", "outside/int8",
+        "daemon loop", "outside invoke 640x480", "/int8", "outside invoke 320x240", "/int8",
     ]
     rows = [
         [
             c.cpu, c.interpreter, _millions(c.int8_invoke), _millions(c.int8_dot), _millions(c.float_invoke),
             _ratio(c.int8_vs_float), _millions(c.preprocess_320), _millions(c.preprocess_640), _millions(c.decode_nms),
-            _millions(c.upstream_post), _ratio(c.decode_speedup), _millions(c.daemon_outside_invoke),
-            "-" if c.outside_vs_invoke is None else f"{c.outside_vs_invoke:.1%}",
+            _millions(c.upstream_post), _ratio(c.decode_speedup), _millions(c.daemon_loop.get("320x240")),
+            _millions(c.daemon_outside_invoke.get("640x480")), _share(c.outside_vs_invoke("640x480")),
+            _millions(c.daemon_outside_invoke.get("320x240")), _share(c.outside_vs_invoke("320x240")),
         ]
         for c in costs
     ]
@@ -225,11 +254,12 @@ def check_targets(costs: list[CpuCost]) -> list[str]:
             continue
         verdict = "PASS" if c.int8_vs_float <= TARGET_INT8_VS_FLOAT else "MISS"
         lines.append(f"target {c.cpu}: int8 invoke <= {TARGET_INT8_VS_FLOAT}x float: {c.int8_vs_float:.2f}x {verdict}")
-        if c.outside_vs_invoke is not None:
-            verdict = "PASS" if c.outside_vs_invoke <= TARGET_OUTSIDE_VS_INVOKE else "MISS"
+        for size in c.daemon_outside_invoke:
+            share = c.outside_vs_invoke(size)
+            verdict = "PASS" if share <= TARGET_OUTSIDE_VS_INVOKE else "MISS"
             lines.append(
-                f"target {c.cpu}: per-frame work outside invoke <= {TARGET_OUTSIDE_VS_INVOKE:.0%} of int8 invoke: "
-                f"{c.outside_vs_invoke:.1%} {verdict}"
+                f"target {c.cpu}: per-frame work outside invoke ({size} frames) <= {TARGET_OUTSIDE_VS_INVOKE:.0%} "
+                f"of int8 invoke: {share:.1%} {verdict}"
             )
     return lines
 
@@ -268,9 +298,11 @@ def ensure_emulator(cache: Path, suite: str) -> Emulator:
     return Emulator(Path(paths["qemu"]), Path(paths["plugin"]), roots[-1], site_packages)
 
 
-def run_guest(emulator: Emulator, cpu: str, kind: str, guest_args: list[str], workdir: Path) -> tuple[dict, dict[int, Mark]]:
+def run_guest(
+    emulator: Emulator, cpu: str, kind: str, guest_args: list[str], workdir: Path, log_name: str | None = None
+) -> tuple[dict, dict[int, Mark]]:
     """Run tools.arm64.cost_guest in the emulated Python; returns (its JSON, the marks)."""
-    log = workdir / f"plugin-{cpu}-{kind}-{guest_args[0]}.log"
+    log = workdir / f"plugin-{cpu}-{kind}-{log_name or guest_args[0]}.log"
     command = [
         str(emulator.qemu), "-cpu", cpu, "-L", str(emulator.rootfs),
         "-plugin", str(emulator.plugin), "-d", "plugin", "-D", str(log),
@@ -295,14 +327,14 @@ def run_guest(emulator: Emulator, cpu: str, kind: str, guest_args: list[str], wo
     return result, parse_plugin_log(log.read_text(encoding="utf-8"), str(log))
 
 
-def replay_config(workdir: Path, model: Path, photos: list[Path], hold: int) -> Path:
-    """A daemon config replaying the photos at 640x480, each held for ``hold`` frames."""
+def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[int, int], hold: int) -> Path:
+    """A daemon config replaying the photos at ``size``, each held for ``hold`` frames."""
     from tools.bench_daemon import make_frames, write_config
 
     stills, frames = workdir / "stills", workdir / "frames"
-    stills.mkdir()
+    stills.mkdir(parents=True)
     frames.mkdir()
-    make_frames(photos, stills, frames, (640, 480), hold)
+    make_frames(photos, stills, frames, size, hold)
     config = workdir / "daemon.toml"
     write_config(config, frames, model, threads=1, mqtt=None)
     return config
@@ -320,7 +352,10 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
     costs, details = [], {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
     with tempfile.TemporaryDirectory(prefix="arm-cost-") as tmp:
         workdir = Path(tmp)
-        config = replay_config(workdir, args.model, photos, hold=3)
+        configs = {
+            f"{width}x{height}": replay_config(workdir / f"{width}x{height}", args.model, photos, (width, height), hold=3)
+            for width, height in DAEMON_FRAME_SIZES
+        }
         for cpu in args.cpus:
             for kind, interpreter in INTERPRETERS.items():
                 if kind not in emulator.site_packages:
@@ -334,17 +369,91 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
                     workdir,
                 )
                 detector = stage_medians(region_counts(result.pop("regions"), marks))
-                daemon = None
-                if kind == DAEMON_INTERPRETER_KIND:
-                    print(f"arm-cost: {cpu} daemon: {args.daemon_frames} frames", file=sys.stderr)
+                daemon = {}
+                for size, config in configs.items() if kind == DAEMON_INTERPRETER_KIND else ():
+                    print(f"arm-cost: {cpu} daemon: {args.daemon_frames} frames of {size}", file=sys.stderr)
                     daemon_result, daemon_marks = run_guest(
-                        emulator, cpu, kind, ["daemon", "--config", str(config), "--frames", str(args.daemon_frames)], workdir
+                        emulator, cpu, kind, ["daemon", "--config", str(config), "--frames", str(args.daemon_frames)],
+                        workdir, log_name=f"daemon-{size}",
                     )
-                    daemon = stage_medians(region_counts(daemon_result.pop("regions"), daemon_marks))
-                    result["daemon"] = daemon_result
+                    daemon[size] = stage_medians(region_counts(daemon_result.pop("regions"), daemon_marks))
+                    result[f"daemon {size}"] = daemon_result
                 costs.append(cpu_cost(cpu, interpreter, detector, daemon))
                 details["runs"].append({"cpu": cpu, "kind": kind, **result, "detector": detector, "daemon_stages": daemon})
     return costs, details
+
+
+# ---- per-op counts ---------------------------------------------------------------------------
+
+
+def op_category(op: str, detail: str) -> str:
+    """The kind of an operator for the per-op sums: PAD, depthwise by stride, 1x1 pointwise,
+    the first (3-channel) conv, other convs, and the rest by name."""
+    if op == "DEPTHWISE_CONV_2D":
+        return "depthwise 3x3 s2" if " s2" in detail else "depthwise 3x3 s1"
+    if op == "CONV_2D":
+        if "k1x1" in detail:
+            return "conv 1x1 (pointwise)"
+        if detail.split(" -> ")[0].endswith("x3"):
+            return "conv 3x3 s2, 3 input channels (first)"
+        return "conv 3x3 (heads, extras)"
+    if op == "PAD":
+        return "PAD (explicit)"
+    return "reshape/concat/other"
+
+
+def per_op_counts(emulator: Emulator, cpu: str, ops: list, workdir: Path) -> tuple[dict[str, float], list[str]]:
+    """Model file name -> instructions of its one invoke, and the models that could not run alone."""
+    result, marks = run_guest(
+        emulator, cpu, DAEMON_INTERPRETER_KIND,
+        ["ops", "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *(str(op.path) for op in ops)], workdir,
+    )
+    counts = {c.frame: float(c.insns) for c in region_counts(result["regions"], marks)}
+    return counts, result["skipped"]
+
+
+def per_op_report(args: argparse.Namespace) -> str:
+    from tools.arm64.split_ops import single_op_models
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="arm-cost-ops-") as tmp:
+        workdir = Path(tmp)
+        models = {
+            "int8": single_op_models(args.model, workdir / "int8"),
+            "float": single_op_models(DEFAULT_UPSTREAM / "models" / FLOAT_TFLITE, workdir / "float"),
+        }
+        counts: dict[tuple[str, str], dict[str, float]] = {}
+        for cpu in args.cpus:
+            for kind, ops in models.items():
+                print(f"arm-cost: {cpu} {kind}: {len(ops)} single-op models", file=sys.stderr)
+                counts[kind, cpu], skipped = per_op_counts(emulator, cpu, ops, workdir)
+                if skipped:
+                    lines.append(f"{kind} on {cpu}: not runnable alone (shape computed in-graph, a few hundred instructions): {', '.join(skipped)}")
+        cpus = args.cpus
+        for kind, ops in models.items():
+            lines.append(f"\n{kind} model, per op (instructions, 1 thread, ai-edge-litert)")
+            lines.append("| # | op | shapes | " + " | ".join(cpus) + " |")
+            lines.append("|" + " --- |" * (3 + len(cpus)))
+            for op in ops:
+                cells = [_millions(counts[kind, cpu].get(op.path.name)) for cpu in cpus]
+                lines.append(f"| {op.index} | {op.op} | {op.detail} | " + " | ".join(cells) + " |")
+        lines.append("\nper kind of op, int8 / float (instructions, sums over the ops of that kind)")
+        lines.append("| kind | " + " | ".join(f"{cpu} int8 | {cpu} float" for cpu in cpus) + " |")
+        lines.append("|" + " --- |" * (1 + 2 * len(cpus)))
+        categories: dict[str, dict[tuple[str, str], float]] = {}
+        for kind, ops in models.items():
+            for op in ops:
+                for cpu in cpus:
+                    bucket = categories.setdefault(op_category(op.op, op.detail), {})
+                    bucket[kind, cpu] = bucket.get((kind, cpu), 0.0) + counts[kind, cpu].get(op.path.name, 0.0)
+        totals = {(kind, cpu): sum(counts[kind, cpu].values()) for kind in models for cpu in cpus}
+        for category, sums in sorted(categories.items(), key=lambda item: -item[1].get(("int8", cpus[-1]), 0.0)):
+            lines.append(f"| {category} | " + " | ".join(
+                f"{_millions(sums.get(('int8', cpu)))} | {_millions(sums.get(('float', cpu)))}" for cpu in cpus) + " |")
+        lines.append("| sum of single ops | " + " | ".join(
+            f"{_millions(totals['int8', cpu])} | {_millions(totals['float', cpu])}" for cpu in cpus) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,11 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--per-op", action="store_true", help="count each operator alone instead (int8 and float models)")
     args = parser.parse_args(argv)
     args.cpus = [c for c in args.cpus.split(",") if c]
     if args.frames < 1 or args.daemon_frames < 4:
         parser.error("--frames must be >= 1 and --daemon-frames >= 4")
     try:
+        if args.per_op:
+            print(per_op_report(args))
+            return 0
         costs, details = measure(args)
     except CostError as exc:
         print(f"arm-cost: {exc}", file=sys.stderr)

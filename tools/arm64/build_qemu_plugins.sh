@@ -52,14 +52,23 @@ debian_mirror() {
 }
 
 TMP=
+SOURCE_INDEXES_BEFORE=
+source_indexes() { find /var/lib/apt/lists -maxdepth 1 -name '*_source_Sources*' 2>/dev/null | sort; }
+
+# Removes the deb-src entry and the source indexes it fetched, so apt is as before.
+remove_source_entry() {
+    [[ -f $SRC_ENTRY ]] || return 0
+    rm -f "$SRC_ENTRY"
+    local index
+    comm -13 <(echo "$SOURCE_INDEXES_BEFORE") <(source_indexes) | while read -r index; do
+        if [[ -n $index ]]; then rm -f -- "$index"; fi
+    done
+}
+
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local status=$?
-    if [[ -f $SRC_ENTRY ]]; then
-        rm -f "$SRC_ENTRY"
-        # The Sources index fetched for the entry: drop it too, so apt is as before.
-        find /var/lib/apt/lists -maxdepth 1 -name '*_source_Sources*' -newer "$QEMU_DIR" -delete 2>/dev/null || true
-    fi
+    remove_source_entry
     if [[ -n $TMP ]]; then rm -rf --one-file-system -- "$TMP"; fi
     exit "$status"
 }
@@ -72,7 +81,7 @@ fetch_source() {  # fetch_source DIR: leaves qemu_*.orig.tar.xz in DIR
     suite=$(source_suite)
     mirror=$(debian_mirror)
     [[ $(id -u) == 0 ]] || die "a cold build needs root (apt-get source and build dependencies)"
-    touch "$QEMU_DIR"  # marks the time after which a Sources index is ours to delete
+    SOURCE_INDEXES_BEFORE=$(source_indexes)
     cat >"$SRC_ENTRY" <<EOF
 Types: deb-src
 URIs: $mirror
@@ -86,7 +95,7 @@ EOF
     (cd "$1" && apt-get source -q --download-only qemu >>"$TMP/apt.log" 2>&1) || true
     compgen -G "$1/qemu_*.orig.tar.*" >/dev/null \
         || { tail -n 20 "$TMP/apt.log" >&2; die "apt-get source qemu ($suite) gave no orig tarball"; }
-    rm -f "$SRC_ENTRY"
+    remove_source_entry
     note "qemu source: $(basename "$1"/qemu_*.orig.tar.*) from $suite"
     # meson >= 1.5 and pycotap: from the same suite as the source (backports on bookworm).
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t "$suite" "${BUILD_DEPS[@]}" >>"$TMP/apt.log" 2>&1 \

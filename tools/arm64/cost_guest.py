@@ -3,10 +3,11 @@ insn_regions plugin, and marks the edges of each stage it runs with a marker sys
 
     python -m tools.arm64.cost_guest detector --interpreter PKG --int8 M --float F IMAGE...
     python -m tools.arm64.cost_guest daemon --config TOML --frames N
+    python -m tools.arm64.cost_guest ops --interpreter PKG MODEL...
 
 Prints one JSON object on stdout: the regions, each ``{"stage", "frame", "start", "end"}``
-where start and end are marker labels; the plugin's log has the instruction counters at
-each label. Every run also holds "empty" regions (two marks back to back): their count is
+where start and end are marker labels (or ``"spans": [[start, end], ...]`` for a region
+made of several stretches); the plugin's log has the instruction counters at each label. Every run also holds "empty" regions (two marks back to back): their count is
 the cost of one mark, which the host subtracts from every region.
 
 Everything runs with one interpreter thread. Stages (detector mode), per photo:
@@ -14,9 +15,13 @@ preprocess_320 / preprocess_640 (the detector's own path from a 320x240 or 640x4
 frame into the input tensor), int8_invoke and float_invoke (the bare interpreter invoke of
 our int8 model and of upstream's float TFLite), decode_nms (ours) and upstream_post
 (upstream-style post-processing of the same int8 outputs). Daemon mode: the daemon's own
-loop on a replay, with its detector's invoke wrapped in marks: daemon_invoke, and
-daemon_outside_invoke (from the end of one invoke to the start of the next: post-process,
-events, the loop, the frame hand-over and the next frame's pre-process, all threads).
+loop on a replay, with its detector's prepare, invoke and postprocess wrapped in marks:
+daemon_invoke, daemon_prepare, daemon_postprocess, daemon_loop (the rest: events, sink,
+stats, the frame hand-over from the grabber thread) and daemon_outside_invoke (the sum of
+the last three: everything from the end of one invoke to the start of the next, all threads).
+Ops mode: one invoke of each single-operator model (tools/arm64/split_ops.py), stage "op",
+frame = the model's file name; a model whose op cannot run on its own (a RESHAPE fed by a
+computed shape) is listed under "skipped".
 """
 
 from __future__ import annotations
@@ -122,33 +127,75 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
 
     config = load_config(args.config)
     source = ReplaySource(config.camera.path, loop=True, preload=True)
-    frame_marks: list[tuple[int, int]] = []
+    # Per frame: the marks at the start and end of prepare, invoke and postprocess, in order.
+    cycle: list[int] = []
+
+    def marked(fn):
+        def call(*fn_args):
+            cycle.append(marks.mark())
+            result = fn(*fn_args)
+            cycle.append(marks.mark())
+            return result
+        return call
+
     with open(os.devnull, "w") as devnull:
         daemon = build_daemon(config, source=source, sink=StdoutSink(devnull), notifier=SystemdNotifier(environ={}))
-        model = daemon.detector.model
-        bare_invoke = model.invoke
-
-        def marked_invoke():
-            start = marks.mark()
-            outputs = bare_invoke()
-            frame_marks.append((start, marks.mark()))
-            return outputs
-
-        model.invoke = marked_invoke  # instrumentation of this instance only
+        # Instrumentation of these instances only: the daemon calls them through detect_timed.
+        detector = daemon.detector
+        detector.prepare = marked(detector.prepare)
+        detector.model.invoke = marked(detector.model.invoke)
+        detector.postprocess = marked(detector.postprocess)
         marks.empty_regions()
         code = daemon.run(max_frames=args.frames)
         marks.empty_regions()
     if code != 0:
         raise SystemExit(f"cost_guest: the daemon exited with {code}")
-    for number, (start, end) in enumerate(frame_marks):
-        if number < DAEMON_WARMUP_FRAMES:
+    if len(cycle) != 6 * args.frames:
+        raise SystemExit(f"cost_guest: {len(cycle)} marks for {args.frames} frames (expected 6 per frame)")
+    frames = [cycle[i:i + 6] for i in range(0, len(cycle), 6)]
+    for number in range(DAEMON_WARMUP_FRAMES, len(frames) - 1):
+        pre_s, pre_e, inv_s, inv_e, post_s, post_e = frames[number]
+        next_pre_s, next_pre_e, next_inv_s = frames[number + 1][:3]
+        frame = str(number)
+        regions = {
+            "daemon_invoke": [(inv_s, inv_e)],
+            "daemon_postprocess": [(post_s, post_e)],
+            "daemon_prepare": [(next_pre_s, next_pre_e)],
+            # The rest of the cycle from one invoke to the next: events, sink, stats, the
+            # frame hand-over between the grabber thread and the loop.
+            "daemon_loop": [(inv_e, post_s), (post_e, next_pre_s), (next_pre_e, next_inv_s)],
+        }
+        regions["daemon_outside_invoke"] = regions["daemon_postprocess"] + regions["daemon_prepare"] + regions["daemon_loop"]
+        for stage, spans in regions.items():
+            marks.regions.append({"stage": stage, "frame": frame, "spans": spans})
+    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frames), "events": daemon.tracker.sequence}
+
+
+def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.model import load_interpreter_class
+
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    random = np.random.default_rng(0)
+    skipped = []
+    marks.empty_regions()
+    for path in args.models:
+        model = interpreter_class(model_path=path, num_threads=1)
+        model.allocate_tensors()
+        for detail in model.get_input_details():
+            if np.issubdtype(detail["dtype"], np.integer):
+                info = np.iinfo(detail["dtype"])
+                values = random.integers(info.min, info.max, size=detail["shape"], endpoint=True)
+            else:
+                values = random.standard_normal(detail["shape"])
+            model.set_tensor(detail["index"], values.astype(detail["dtype"]))
+        try:
+            model.invoke()  # lazy set-up (weight packing) stays out of the count
+        except (RuntimeError, ValueError):
+            skipped.append(os.path.basename(path))
             continue
-        marks.regions.append({"stage": "daemon_invoke", "frame": str(number), "start": start, "end": end})
-        if number + 1 < len(frame_marks):
-            marks.regions.append(
-                {"stage": "daemon_outside_invoke", "frame": str(number), "start": end, "end": frame_marks[number + 1][0]}
-            )
-    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frame_marks), "events": daemon.tracker.sequence}
+        marks.region("op", os.path.basename(path), model.invoke)
+    marks.empty_regions()
+    return {"interpreter": name, "skipped": skipped}
 
 
 def main(argv: list[str]) -> int:
@@ -162,9 +209,13 @@ def main(argv: list[str]) -> int:
     daemon = modes.add_parser("daemon")
     daemon.add_argument("--config", required=True)
     daemon.add_argument("--frames", type=int, required=True)
+    ops = modes.add_parser("ops")
+    ops.add_argument("--interpreter", required=True)
+    ops.add_argument("models", nargs="+")
     args = parser.parse_args(argv)
     marks = Marks()
-    summary = run_detector(args, marks) if args.mode == "detector" else run_daemon(args, marks)
+    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops}[args.mode]
+    summary = run(args, marks)
     print(json.dumps({**summary, "regions": marks.regions}))
     return 0
 
