@@ -408,3 +408,57 @@ def test_probe_sees_litert_delegate_the_whole_int8_graph(project_root: Path) -> 
     assert delegated.partitions == 1 and delegated.whole_graph and delegated.ops > 40
     line = xnnpack_probe.describe(xnnpack_probe.read_hwcaps(_auxv(1 << 20, 0)), delegated)
     assert line.endswith(f"XNNPACK: 1 partition(s), whole graph ({delegated.ops} ops): int8 kernels NEON with dot product (SDOT)")
+
+
+# ---- the guest half, run natively (the marker syscall is a harmless ENOSYS off qemu) -----------
+
+
+def _guest(project_root: Path, *args: str) -> dict:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.arm64.cost_guest", *args], cwd=project_root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+
+def test_guest_detector_mode_brackets_every_stage_of_every_photo(
+    project_root: Path, upstream_dir: Path, int8_model_path: Path
+) -> None:
+    photos = sorted((upstream_dir / "images").glob("*.jpg"))[:2]
+    result = _guest(
+        project_root, "detector", "--interpreter", "ai_edge_litert",
+        "--int8", str(int8_model_path),
+        "--float", str(upstream_dir / "models" / arm_cost.FLOAT_TFLITE), *map(str, photos),
+    )
+    assert result["identical_to_upstream_post"] is True
+    stages = {(r["stage"], r["frame"]) for r in result["regions"]}
+    for photo in photos:
+        assert {(stage, photo.name) for stage in arm_cost.DETECTOR_STAGES} <= stages
+    labels = [label for r in result["regions"] for label in (r["start"], r["end"])]
+    assert len(labels) == len(set(labels))  # every region has marks of its own
+    assert all(r["end"] == r["start"] + 1 for r in result["regions"])
+
+
+def test_guest_daemon_mode_splits_each_frame_cycle(
+    project_root: Path, upstream_dir: Path, int8_model_path: Path, tmp_path: Path
+) -> None:
+    photos = sorted((upstream_dir / "images").glob("*.jpg"))[:2]
+    config = arm_cost.replay_config(tmp_path, int8_model_path, photos, (320, 240), hold=2)
+    result = _guest(project_root, "daemon", "--config", str(config), "--frames", "6")
+    by_stage: dict[str, list[dict]] = {}
+    for region in result["regions"]:
+        by_stage.setdefault(region["stage"], []).append(region)
+    # Frames 0-1 are warm-up, the last frame has no successor: frames 2-4 are counted.
+    assert {stage: len(regions) for stage, regions in by_stage.items() if stage != "empty"} == {
+        stage: 3 for stage in arm_cost.DAEMON_STAGES
+    }
+    invoke_ends = {r["spans"][0][1] for r in by_stage["daemon_invoke"]}
+    for outside, loop in zip(by_stage["daemon_outside_invoke"], by_stage["daemon_loop"]):
+        spans = sorted(map(tuple, outside["spans"]))
+        # From the end of one invoke to the start of the next, in five stretches without a gap.
+        assert len(spans) == 5 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert spans[0][0] in invoke_ends and spans[-1][1] > spans[0][0]
+        assert len(loop["spans"]) == 3 and {tuple(s) for s in loop["spans"]} < set(spans)

@@ -477,7 +477,7 @@ run_detect() {
     model_on=$(path_on "$side" "$RUN_DIR/model/$(basename "$MODEL")")
     run_on "$side" "$venv/bin/python" -c 'import importlib.metadata as m, platform, sys
 label, package = sys.argv[1:]
-print(label.ljust(22) + platform.machine() + ", Python " + platform.python_version()
+print(label.ljust(36) + platform.machine() + ", Python " + platform.python_version()
       + ", numpy " + m.version("numpy") + ", " + package + " " + m.version(package))' \
         "$label" "${interpreter//_/-}"
     if [[ $side == arm64 ]]; then

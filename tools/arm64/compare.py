@@ -6,7 +6,8 @@ The first LABEL=FILE is the reference (the host); each FILE holds one JSON line 
 (``{"image", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score": s}]}``).
 Images are matched by file name, since the paths differ between host and chroot. Prints a
 table and exits 1 when any run differs: another face count, a box coordinate further than
-BOX_RELATIVE_TOLERANCE (relative) or a score further than SCORE_TOLERANCE.
+BOX_RELATIVE_TOLERANCE (relative) or a score further than SCORE_TOLERANCE. After the table,
+one summary line per candidate run: images, faces, worst box and score gaps, PASS/FAIL.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Host side only (needs TensorFlow's flatbuffer helpers, from the project's tools 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def _describe(op, tensors, opcode_name: str) -> str:
 
 def single_op_models(model_path: Path, out_dir: Path) -> list[SingleOp]:
     """Write one model per operator of ``model_path``'s main graph into ``out_dir``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up banner is not for this report
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(model_path))
