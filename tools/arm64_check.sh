@@ -286,11 +286,16 @@ register_binfmt() {
 }
 
 # ---- step 2: the root file system ---------------------------------------------------------
-# Sets ROOTFS to the root file system of Debian $1 (arm64), building it on first use.
+rootfs_path() {  # rootfs_path SUITE
+    local key
+    key=$(echo "$1 arm64 minbase $DEBOOTSTRAP_INCLUDE" | sha256sum | cut -c1-12)
+    echo "$CACHE_DIR/rootfs-$1-arm64-$key"
+}
+
+# Builds the root file system of Debian $1 (arm64) at rootfs_path unless it is there.
 ensure_rootfs() {
-    local suite=$1 key
-    key=$(echo "$suite arm64 minbase $DEBOOTSTRAP_INCLUDE" | sha256sum | cut -c1-12)
-    ROOTFS=$CACHE_DIR/rootfs-$suite-arm64-$key
+    local suite=$1
+    ROOTFS=$(rootfs_path "$suite")
     [[ -d $ROOTFS ]] && return 0
     [[ -f /usr/share/debootstrap/scripts/$suite ]] \
         || die "--suites: this debootstrap does not know '$suite' (no /usr/share/debootstrap/scripts/$suite)"
@@ -528,7 +533,7 @@ main() {
     CACHE_DIR=$(realpath -- "$CACHE_DIR")
     exec 9>"$CACHE_DIR/.lock"
     flock -w 3600 9 || die "another arm64 check holds $CACHE_DIR/.lock"
-    local leftover
+    local leftover pid
     for leftover in "$CACHE_DIR"/rootfs.tmp.* "$CACHE_DIR"/qemu.tmp.* "$CACHE_DIR"/run.*; do remove_tree "$leftover"; done
 
     phase "host tools: debootstrap, qemu-aarch64 (static, >= $MIN_QEMU_MAJOR), binfmt_misc"
@@ -541,12 +546,24 @@ main() {
         note "emulator: $("$QEMU" --version | head -1)"
     fi
     ensure_debootstrap
-    local suite
+    # Missing roots are built side by side (debootstrap is mostly waiting on emulated dpkg):
+    # on a cold cache that saves one root's build time.
+    local suite failed=0
+    local -a builders=()
     declare -A rootfs_of
     for suite in "${SUITES[@]}"; do
-        ensure_rootfs "$suite"
-        rootfs_of[$suite]=$ROOTFS
+        rootfs_of[$suite]=$(rootfs_path "$suite")
+        if [[ ! -d ${rootfs_of[$suite]} ]]; then
+            ensure_rootfs "$suite" &
+            builders+=($!)
+        fi
     done
+    for pid in "${builders[@]}"; do wait "$pid" || failed=1; done
+    if ((failed)); then
+        # We hold the lock: every half-built root here is one of ours.
+        for leftover in "$CACHE_DIR"/rootfs.tmp.*; do remove_tree "$leftover"; done
+        die "building a root file system failed (see the message above)"
+    fi
     read_pip_settings
 
     # Each arm64 run is compared with the host running the same interpreter from the same
