@@ -408,8 +408,12 @@ ensure_venv() {
         || die "cannot read the $kind requirements from pyproject.toml"
     # A venv is only good for the interpreter it was made with: the host's python or the
     # root file system's.
-    local made_with=${ROOTFS##*/}
-    [[ $side == host ]] && made_with=$("$HOST_PYTHON" -c 'import sys; print(sys._base_executable, sys.version)')
+    local made_with
+    if [[ $side == host ]]; then
+        made_with=$("$HOST_PYTHON" -c 'import sys; print(sys._base_executable, sys.version)')
+    else
+        made_with=${ROOTFS##*/}
+    fi
     key=$(printf '%s\n' "$made_with" "$requirements" | sha256sum | cut -c1-12)
     venv_home=$CACHE_DIR/venvs-$side
     [[ $side == arm64 ]] && venv_home=$CACHE_DIR/venvs-arm64-$SUITE

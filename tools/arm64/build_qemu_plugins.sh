@@ -130,6 +130,12 @@ build_qemu() {
     TMP=
 }
 
+# One build at a time; a build that died (power, kill -9) leaves a folder the next one removes.
+exec 9>"$QEMU_DIR/.lock"
+flock -w 3600 9 || die "another build holds $QEMU_DIR/.lock"
+for stale in "$QEMU_DIR"/build.tmp.* "$QEMU_DIR"/*.tmp; do
+    if [[ -e $stale ]]; then rm -rf --one-file-system -- "$stale"; fi
+done
 [[ -x $QEMU_DIR/current/qemu-aarch64 && -f $QEMU_DIR/current/qemu-plugin.h ]] || build_qemu
 QEMU=$(realpath "$QEMU_DIR/current/qemu-aarch64")
 
