@@ -28,7 +28,7 @@ def default_model_path() -> Path:
     """$EDGE_FACE_MODEL, else the build output of a source checkout, else the installed copy."""
     if os.environ.get("EDGE_FACE_MODEL"):
         return Path(os.environ["EDGE_FACE_MODEL"])
-    from edge.config import DEFAULT_MODEL_PATH  # where tools/install.sh and Ansible put it
+    from edge.config import DEFAULT_MODEL_PATH  # the model shipped inside the package
 
     for candidate in (DEFAULT_MODEL, DEFAULT_MODEL_PATH):
         if candidate.is_file():

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge.exitcodes import ExitCode
+from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
 
 DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-DEFAULT_MODEL_PATH = Path("/opt/edge-face/models/current/version-slim-320-int8.tflite")
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
 MQTT_TRANSPORTS = ("tcp", "websockets")

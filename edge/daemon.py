@@ -97,13 +97,10 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
 
 
 def detect_timed(detector: FaceDetector, frame: Frame) -> tuple[Detections, float]:
-    """``detector.detect(frame)`` run stage by stage so the interpreter's share is known:
-    returns (detections, invoke seconds). Stats and the loop-overhead benchmark need it."""
-    detector.prepare(frame.pixels, frame.color_order)
-    started = time.perf_counter()
-    outputs = detector.model.invoke()
-    invoke = time.perf_counter() - started
-    return detector.postprocess(*outputs), invoke
+    """``detector.detect(frame)`` with the interpreter's share: (detections, invoke seconds).
+    Stats and the loop-overhead benchmark need it."""
+    result = detector.detect_timed(frame.pixels, frame.color_order)
+    return result.detections, result.times.invoke_s
 
 
 def build_detector(config: Config) -> FaceDetector:

@@ -19,9 +19,9 @@ from edge.sources.auto import build_source
 from edge.sources.base import Frame, SourceError
 from edge.sources.grabber import FrameGrabber
 from edge.sources.opencv import OpenCVSource, classify_device
-from edge.sources.picamera2 import Picamera2Source, import_picamera2_class, yuv420_to_rgb
+from edge.sources.picamera2 import Picamera2Source
 from edge.sources.replay import ReplaySource
-from fake_picamera2 import FakePicamera2, pack_yuv420, rgb_to_planes
+from fake_picamera2 import FakePicamera2
 
 
 @pytest.fixture()
@@ -166,96 +166,6 @@ def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, 
     assert delays == ["reopening in 0.05 s", "retrying in 0.1 s", "retrying in 0.15 s"]
     assert any(r.getMessage().endswith(": reopened") for r in caplog.records)
     assert [camera.closed for camera in camera_class.instances[:-1]] == [True] * (len(camera_class.instances) - 1)
-
-
-# --- picamera2 ------------------------------------------------------------------------------------------
-
-
-def test_picamera2_main_stream_is_bgr_at_the_requested_size(photo_paths):
-    scene = load_image(photo_paths[3])
-    camera_class = FakePicamera2.with_scene(scene)
-    source = Picamera2Source(320, 240, fps=15.0, picamera2_class=camera_class)
-    frames = read_all(source, limit=2)
-    (camera,) = camera_class.instances
-    assert camera.config["main"] == {"format": "RGB888", "size": (320, 240), "stride": 960}
-    assert camera.config["controls"] == {"FrameRate": 15.0}
-    assert camera.closed and not camera.started
-    frame = frames[0]
-    assert frame.color_order == "BGR" and frame.pixels.shape == (240, 320, 3)
-    expected_rgb = np.asarray(Image.fromarray(scene).resize((320, 240), Image.Resampling.BILINEAR))
-    np.testing.assert_array_equal(frame.pixels[:, :, ::-1], expected_rgb)
-    assert [f.index for f in frames] == [0, 1]
-
-
-def test_picamera2_bgr_frames_give_the_same_faces_as_rgb(photo_paths, int8_model_path):
-    from edge.detector import FaceDetector
-
-    scene = np.asarray(Image.fromarray(load_image(photo_paths[3])).resize((320, 240), Image.Resampling.BILINEAR))
-    (frame,) = read_all(Picamera2Source(320, 240, picamera2_class=FakePicamera2.with_scene(scene)), limit=1)
-    detector = FaceDetector(int8_model_path)
-    from_camera = detector.detect(frame.pixels, frame.color_order)
-    reference = detector.detect(scene, "RGB")
-    assert len(reference) > 0
-    np.testing.assert_array_equal(from_camera.boxes, reference.boxes)
-
-
-def test_picamera2_lores_yuv420_with_padded_stride_matches_pillow(photo_paths):
-    # 300 px wide: the Y stride (320) and the chroma stride (160) both carry padding.
-    scene = load_image(photo_paths[5])
-    camera_class = FakePicamera2.with_scene(scene)
-    (frame,) = read_all(Picamera2Source(300, 224, stream="lores", picamera2_class=camera_class), limit=1)
-    (camera,) = camera_class.instances
-    assert camera.config["lores"] == {"format": "YUV420", "size": (300, 224), "stride": 320}
-    assert frame.color_order == "RGB" and frame.pixels.shape == (224, 300, 3)
-    # Reference: the same planes, chroma repeated 2x2, converted to RGB by Pillow.
-    rgb = np.asarray(Image.fromarray(scene).resize((300, 224), Image.Resampling.BILINEAR))
-    y, u, v = rgb_to_planes(rgb)
-    up = lambda plane: plane.repeat(2, axis=0).repeat(2, axis=1)  # noqa: E731
-    reference = np.asarray(Image.merge("YCbCr", [Image.fromarray(p) for p in (y, up(u), up(v))]).convert("RGB"))
-    difference = np.abs(frame.pixels.astype(int) - reference.astype(int))
-    assert difference.max() <= 1
-    # And it is the photo: chroma subsampling costs a little colour detail, nothing more.
-    assert np.abs(frame.pixels.astype(int) - rgb.astype(int)).mean() < 4.0
-
-
-def test_yuv420_to_rgb_ignores_padding_and_rejects_bad_shapes():
-    y = np.full((4, 6), 128, np.uint8)
-    u = np.array([[90, 128, 240], [128, 128, 128]], np.uint8)
-    v = np.array([[240, 128, 90], [128, 128, 128]], np.uint8)
-    padded = yuv420_to_rgb(pack_yuv420(y, u, v, stride=64), 6, 4)
-    tight = yuv420_to_rgb(pack_yuv420(y, u, v, stride=6), 6, 4)
-    np.testing.assert_array_equal(padded, tight)
-    assert tuple(padded[0, 2]) == (128, 128, 128)  # neutral chroma is grey
-    assert padded[0, 0, 0] > 200 and padded[0, 4, 2] > 200  # high Cr is red, high Cb is blue
-    with pytest.raises(ValueError, match="even size"):
-        yuv420_to_rgb(np.zeros((6, 8), np.uint8), 5, 4)
-    with pytest.raises(ValueError, match="does not hold"):
-        yuv420_to_rgb(np.zeros((6, 4), np.uint8), 6, 4)
-
-
-def test_picamera2_without_that_camera_says_what_it_found(photo_paths):
-    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
-    with pytest.raises(SourceError, match=r"^picamera2 camera 0 \(main 320x240\): no such camera \(cameras found: none\)$"):
-        Picamera2Source(320, 240, picamera2_class=camera_class).open()
-
-
-def test_picamera2_start_failure_is_a_source_error(photo_paths):
-    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
-    camera_class.fail_starts = 1
-    with pytest.raises(SourceError, match=r"cannot start \(RuntimeError: Failed to start camera"):
-        Picamera2Source(320, 240, picamera2_class=camera_class).open()
-    assert camera_class.instances[0].closed
-
-
-def test_missing_picamera2_says_how_to_install_it():
-    try:
-        import picamera2  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("picamera2 is installed here")
-    with pytest.raises(SourceError, match=r"^picamera2 is not installed .*apt install python3-picamera2"):
-        import_picamera2_class()
 
 
 # --- OpenCV -----------------------------------------------------------------------------------------------
