@@ -37,9 +37,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
+
 FLOAT_TFLITE = "version-slim-320_without_postprocessing.tflite"
 DEFAULT_CACHE = Path(os.environ.get("EDGE_FACE_ARM64_CACHE") or Path.home() / ".cache" / "edge-face" / "arm64")
 DEFAULT_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76")
@@ -342,10 +341,11 @@ def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[in
 
 def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
     emulator = ensure_emulator(args.cache, args.suite)
-    photos = sorted((DEFAULT_UPSTREAM / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
     if len(photos) < args.frames:
-        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {DEFAULT_UPSTREAM / 'images'}")
-    float_model = DEFAULT_UPSTREAM / "models" / FLOAT_TFLITE
+        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    float_model = upstream / "models" / FLOAT_TFLITE
     for needed in (args.model, float_model):
         if not needed.is_file():
             raise CostError(f"{needed}: no such file")
@@ -421,7 +421,7 @@ def per_op_report(args: argparse.Namespace) -> str:
         workdir = Path(tmp)
         models = {
             "int8": single_op_models(args.model, workdir / "int8"),
-            "float": single_op_models(DEFAULT_UPSTREAM / "models" / FLOAT_TFLITE, workdir / "float"),
+            "float": single_op_models(upstream_dir() / "models" / FLOAT_TFLITE, workdir / "float"),
         }
         counts: dict[tuple[str, str], dict[str, float]] = {}
         for cpu in args.cpus:
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="photos per detector run (default 8)")
     parser.add_argument("--daemon-frames", type=int, default=14, help="daemon frames per run (default 14)")
     parser.add_argument("--suite", default="bookworm", help="which emulated Debian root (default bookworm)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
