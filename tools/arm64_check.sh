@@ -457,17 +457,15 @@ copy_project() {
     cp -- "${IMAGES[@]}" "$RUN_DIR/images/"
 }
 
-# One wheel, built on the host from the copy as the Ansible role builds it on its controller,
-# installed on both sides. No build isolation: the venv has setuptools already.
+# One wheel, built on the host from the copy by tools/build_wheel.sh, as `make wheel`, the
+# installer and the Ansible role build it (the int8 model inside), installed on every side.
 build_wheel() {  # build_wheel HOST-VENV
     mkdir -p "$RUN_DIR/wheel"
-    "$1/bin/python" -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$RUN_DIR/wheel" \
-        "$RUN_DIR/src" >"$CACHE_DIR/pip-wheel.log" 2>&1 || {
+    WHEEL=$("$RUN_DIR/src/tools/build_wheel.sh" --python "$1/bin/python" --out "$RUN_DIR/wheel" 2>"$CACHE_DIR/pip-wheel.log") || {
         tail -n 30 "$CACHE_DIR/pip-wheel.log" >&2
         die "building the edge-face wheel from the working tree failed (log: $CACHE_DIR/pip-wheel.log)"
     }
-    WHEEL=$(echo "$RUN_DIR"/wheel/edge_face-*.whl)
-    [[ -f $WHEEL ]] || die "pip wheel left no edge_face wheel in $RUN_DIR/wheel"
+    [[ -f $WHEEL ]] || die "tools/build_wheel.sh printed '$WHEEL', which is not a file"
 }
 
 install_project() {  # install_project SIDE VENV
