@@ -462,3 +462,27 @@ def test_guest_daemon_mode_splits_each_frame_cycle(
         assert len(spans) == 5 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
         assert spans[0][0] in invoke_ends and spans[-1][1] > spans[0][0]
         assert len(loop["spans"]) == 3 and {tuple(s) for s in loop["spans"]} < set(spans)
+
+
+# ---- single-operator models (tools/arm64/split_ops.py) ------------------------------------------
+
+
+def test_every_op_of_the_int8_model_runs_alone(int8_model_path: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tools.arm64.split_ops import single_op_models
+
+    ops = single_op_models(int8_model_path, tmp_path)
+    whole = Interpreter(model_path=str(int8_model_path))
+    whole.allocate_tensors()
+    assert len(ops) == len([o for o in whole._get_ops_details() if o["op_name"] != "DELEGATE"])
+    assert ops[1].op == "CONV_2D" and ops[1].detail == "1x242x322x3 -> 1x120x160x16, k3x3 s2, pad valid"
+    for op in ops:
+        single = Interpreter(model_path=str(op.path), num_threads=1)
+        single.allocate_tensors()
+        (only,) = [o for o in single._get_ops_details() if o["op_name"] != "DELEGATE"]
+        assert only["op_name"] == op.op
+        for detail in single.get_input_details():
+            single.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        single.invoke()

@@ -43,6 +43,12 @@ def _describe(op, tensors, opcode_name: str) -> str:
     return text
 
 
+def _is_constant(model, graph, tensor: int) -> bool:
+    """Whether ``tensor`` of ``graph`` has its data in the model (weights, shapes)."""
+    buffer = model.buffers[graph.tensors[tensor].buffer]
+    return buffer.data is not None and len(buffer.data) > 0
+
+
 def single_op_models(model_path: Path, out_dir: Path) -> list[SingleOp]:
     """Write one model per operator of ``model_path``'s main graph into ``out_dir``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up banner is not for this report
@@ -61,11 +67,7 @@ def single_op_models(model_path: Path, out_dir: Path) -> list[SingleOp]:
         kept = sub.operators[index]
         sub.operators = [kept]
 
-        def constant(tensor: int) -> bool:
-            buffer = single.buffers[sub.tensors[tensor].buffer]
-            return buffer.data is not None and len(buffer.data) > 0
-
-        sub.inputs = [t for t in kept.inputs if t >= 0 and not constant(t)]
+        sub.inputs = [t for t in kept.inputs if t >= 0 and not _is_constant(single, sub, t)]
         sub.outputs = list(kept.outputs)
         single.signatureDefs = []
         path = out_dir / f"op{index:03d}-{name.lower()}.tflite"
