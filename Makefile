@@ -91,5 +91,15 @@ shipped-model-check: setup
 arm64-check: model
 	tools/arm64_check.sh
 
+## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
+## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
+.PHONY: arm-cost arm-cost-per-op
+arm-cost: arm64-check
+	$(BIN)/python -m tools.arm_cost
+
+## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
+arm-cost-per-op: arm64-check
+	$(BIN)/python -m tools.arm_cost --per-op
+
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out
