@@ -240,6 +240,25 @@ def test_bad_extras_are_a_usage_error(installer: Installer) -> None:
     assert not (installer.root / "opt").exists()
 
 
+def test_tflite_runtime_on_python_3_13_is_refused_before_anything_is_made(installer: Installer, tmp_path: Path) -> None:
+    # The OS Python made to report 3.13 (Raspberry Pi OS Trixie): tflite-runtime 2.14 has no
+    # wheel there, so the installer must say so up front instead of failing inside pip.
+    trixie_python = tmp_path / "python3.13"
+    trixie_python.write_text(
+        "#!/bin/sh\n"
+        "[ \"$1\" = -c ] || exec /usr/bin/python3 \"$@\"\n"
+        "code=$2; shift 2\n"
+        "exec /usr/bin/python3 -c 'import sys; sys.version_info = (3, 13, 5); exec(sys.argv[1])' \"$code\" \"$@\"\n"
+    )
+    trixie_python.chmod(0o755)
+    command = ["sh", str(installer.script), "--root", str(installer.root), "--python", str(trixie_python)]
+    result = subprocess.run(command + ["--extras", "tflite-runtime"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python 3.13" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(installer.root.iterdir()) == []
+
+
 def test_a_venv_removed_by_hand_is_installed_again(installer: Installer) -> None:
     assert installer().returncode == 0
     venv = installer.root / "opt/edge-face/venv"

@@ -218,6 +218,12 @@ check_inputs() {
     case $EXTRAS in
         *[!a-z0-9,_-]*) usage_error "--extras '$EXTRAS': only names separated by commas (tflite-runtime, opencv)" ;;
     esac
+    case ",$EXTRAS," in
+        *,tflite-runtime,*)
+            # tflite-runtime 2.14, its last release, has wheels for Python <= 3.11 only and needs numpy<2.
+            "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] > (3, 11))' \
+                || usage_error "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') (Raspberry Pi OS Trixie) and needs numpy<2; leave it out, ai-edge-litert is installed instead" ;;
+    esac
 }
 
 # venv_python ARGS...: the venv's Python, isolated (-I) from the caller's folder and
