@@ -162,13 +162,17 @@ class BilinearResizer:
             # Exactly half size (640x480 -> 320x240, the common camera mode): cv2 switches to
             # its INTER_AREA fast path, the rounded 2x2 mean, which is also far cheaper here.
             # Rows first (whole contiguous rows), then neighbouring pixels of the row sums.
-            rows = image[0::2].astype(np.uint16)
-            rows += image[1::2]
-            pixel_pairs = rows.reshape(self.height, self.width, 2, image.shape[2])
-            total = pixel_pairs[:, :, 0] + pixel_pairs[:, :, 1]
+            # Only contiguous adds: each pixel gets its right neighbour added in one shifted
+            # pass over the row sums, and every other pixel of the result is kept. On an
+            # aarch64 core this halves the instructions of the strided pixel-pair add.
+            channels = image.shape[2]
+            row_pairs = np.ascontiguousarray(image).reshape(self.height, 2, src_w * channels)
+            rows = np.add(row_pairs[:, 0], row_pairs[:, 1], dtype=np.uint16)
+            total = np.empty_like(rows)
+            np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
             total += 2
             total >>= 2
-            return total.astype(np.uint8)
+            return total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
         key = (src_w, src_h, image.shape[2])
         plan = self._plans.get(key)
         if plan is None:

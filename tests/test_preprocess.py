@@ -126,7 +126,11 @@ def test_a_one_channel_frame_keeps_its_channel_axis():
 
 @pytest.mark.parametrize("use_cv2", [False, None])
 @pytest.mark.parametrize("src_hw", [(480, 640), (333, 517)])
-def test_resized_frames_are_c_contiguous(src_hw, use_cv2):
-    # A strided result silently makes the XOR into the input tensor ~30x slower.
+def test_resized_frames_are_row_major(src_hw, use_cv2):
+    # A transposed result (fancy indexing) silently made the XOR into the input tensor ~30x
+    # slower. Row-major with whole bytes per channel is what the XOR needs; the half-size
+    # path may keep every other pixel of a row (a pixel stride of 2x the channels).
     image = np.zeros((*src_hw, 4), np.uint8)[:, :, :3]  # a BGRA camera frame's colour view
-    assert resize_bilinear(image, 320, 240, use_cv2=use_cv2).flags["C_CONTIGUOUS"]
+    resized = resize_bilinear(image, 320, 240, use_cv2=use_cv2)
+    row, pixel, channel = resized.strides
+    assert channel == 1 and pixel in (3, 6) and row >= 320 * pixel
