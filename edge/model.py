@@ -56,16 +56,21 @@ class ModelInfo:
 
     @classmethod
     def from_sidecar(cls, data: dict, where: str) -> "ModelInfo":
+        if not isinstance(data, dict):
+            raise ModelError(f"{where}: not a JSON object (found {type(data).__name__})")
         try:
             if data.get("format") != SIDECAR_FORMAT:
                 raise ModelError(f"{where}: format {data.get('format')!r} is not {SIDECAR_FORMAT!r}")
             inp, outs = data["input"], data["outputs"]
+            priors = PriorConfig.from_dict(data["priors"])
+            if not all(isinstance(s, int) and s > 0 for s in priors.strides) or priors.num_priors < 1:
+                raise ValueError(f"priors.strides {list(priors.strides)} must be positive integers")
             return cls(
                 model_id=str(data["model_id"]),
                 input_width=int(inp["width"]),
                 input_height=int(inp["height"]),
                 channel_order=str(inp["channel_order"]),
-                prior_config=PriorConfig.from_dict(data["priors"]),
+                prior_config=priors,
                 logits_quant=QuantParams(float(outs["logits"]["scale"]), int(outs["logits"]["zero_point"])),
                 regressions_quant=QuantParams(
                     float(outs["regressions"]["scale"]), int(outs["regressions"]["zero_point"])
@@ -73,7 +78,7 @@ class ModelInfo:
                 tflite_sha256=str(data["tflite_sha256"]),
                 sidecar=data,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
             raise ModelError(f"{where}: missing or invalid field ({exc!r})") from None
 
 

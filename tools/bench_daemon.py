@@ -91,7 +91,6 @@ def child(config_path: Path, frames: int, warmup: int) -> None:
     invoke = np.asarray(times.invoke[warmup:])
     detect = np.asarray(times.detect[warmup:])
     elapsed = float(done[-1] - done[warmup - 1])  # from the end of warm-up to the last frame
-    status = getattr(daemon.sink, "status", None) or {}
     print(json.dumps({
         "frames": int(done.size - warmup),
         "seconds": elapsed,
@@ -99,8 +98,8 @@ def child(config_path: Path, frames: int, warmup: int) -> None:
         "invoke_p50_ms": float(np.percentile(invoke, 50) * 1e3),
         "invoke_p95_ms": float(np.percentile(invoke, 95) * 1e3),
         "detect_p50_ms": float(np.percentile(detect, 50) * 1e3),
-        "events": daemon.tracker.sequence,
-        "mqtt_dropped": status.get("dropped"),
+        "events": daemon.outbox.stats.enqueued,
+        "events_dropped": daemon.outbox.stats.dropped,
         "peak_rss_mb": peak_rss_mb_of_self(),
         "interpreter": daemon.detector.interpreter_name,
     }))
