@@ -225,7 +225,8 @@ class MqttSink:
         self._broker = f"{mqtt.host}:{mqtt.port}"
         self.outbox = outbox if outbox is not None else Outbox(mqtt.queue_size, DEFAULT_MAX_BYTES)
         self._on_crash = on_crash
-        self._connack_timeout = min(connack_timeout, float(mqtt.keepalive))
+        # Below the keep-alive: paho itself drops a connection that is silent for that long.
+        self._connack_timeout = min(connack_timeout, 0.75 * mqtt.keepalive)
         self._reminder_interval = reminder_interval
         # Files are read once: a reconnect must not fail on a file that changed since.
         self._password = self._read_password() if mqtt.username is not None else None
@@ -570,7 +571,8 @@ class MqttSink:
             detail = f" ({reason})" if reason else ""
             return f"lost the connection{detail}"
         hint = "" if self._tls is not None else " (a TLS port? then set mqtt.tls = true)"
-        return f"closed the connection before its CONNACK{hint}: {paho.error_string(rc)}"
+        detail = "" if rc in (MQTTErrorCode.MQTT_ERR_CONN_LOST, MQTTErrorCode.MQTT_ERR_NO_CONN) else f": {paho.error_string(rc)}"
+        return f"closed the connection before its CONNACK{hint}{detail}"
 
     def _finish(self, client: paho.Client, connected: bool) -> None:
         """End the session asked to stop: "stopped" (close) or nothing (detach), then a clean
