@@ -306,7 +306,9 @@ class MqttSink:
             self._cond.notify_all()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(STOPPED_GRACE_S + self._connack_timeout)
+            # "stopped" and the DISCONNECT take at most STOPPED_GRACE_S; a thread still stuck
+            # in a connection attempt is left behind (daemon thread): the stop has a budget.
+            self._thread.join(STOPPED_GRACE_S + 0.5)
         self.outbox.release(self)
 
     def detach(self) -> None:

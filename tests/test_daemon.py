@@ -425,3 +425,14 @@ def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_p
     assert parse_event_lines(first)[0]["type"] == "face_detected"
     assert process.returncode == 0
     assert "stdout was closed by its reader; stopping" in err and "Traceback" not in err
+
+
+def test_the_daemon_never_imports_heavy_frameworks(project_root):
+    """Memory: TensorFlow alone is hundreds of MB; the daemon needs only a TFLite interpreter."""
+    probe = (
+        "import sys, edge, edge.cli, edge.daemon, edge.mqtt, edge.outbox, edge.sources.auto\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'torch', 'cv2', 'jax'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=project_root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

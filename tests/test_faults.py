@@ -254,7 +254,8 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
         subscriber.stop()
         broker.stop()
     assert code == 0, log
-    assert took < STOP_BUDGET_S - 2
+    assert took < STOP_BUDGET_S - 2, took
+    print(f"stop took {took:.1f} s")
     made, delivered, lost, dropped, rejected, undelivered = last_line(log)
     assert made == max(int(n) for n in EVENT_LINE.findall(log))
     assert made == delivered + lost and lost == dropped + rejected + undelivered
