@@ -625,7 +625,7 @@ class MqttSink:
         stats = self.outbox.stats
         self._log.info(
             "MQTT: connected to %s%s", self._broker,
-            f" (reconnect, {stats.depth} event(s) to deliver)" if reconnect or stats.depth else "",
+            f" ({'reconnect, ' if reconnect else ''}{stats.depth} event(s) to deliver)" if reconnect or stats.depth else "",
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
