@@ -214,9 +214,16 @@ class DaemonControls:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.hurry = threading.Event()  # a second stop request: do not wait for the flush
         self.reload = threading.Event()
         self._lock = threading.Lock()
         self.crash: tuple[str, BaseException] | None = None
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: the first stops (with a flush), the next one cuts the flush short."""
+        if self.stop.is_set():
+            self.hurry.set()
+        self.stop.set()
 
     def crashed(self, thread_name: str, exc: BaseException) -> None:
         """A thread failed unexpectedly: the first one is kept (and logged by the loop),
@@ -324,7 +331,7 @@ class Daemon:
             code = EXIT_FAILURE
         self.grabber.stop()
         self._log_drops(force=True)
-        self.sink.close(self.flush_timeout())
+        self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
         self.notifier.close()
         stats = self.outbox.stats
         lost = stats.dropped + stats.rejected + stats.depth
@@ -650,7 +657,7 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
         finally:
             threading.excepthook = previous_hook
         return
-    routes = {signal.SIGTERM: controls.stop.set, signal.SIGINT: controls.stop.set, signal.SIGHUP: controls.reload.set}
+    routes = {signal.SIGTERM: controls.request_stop, signal.SIGINT: controls.request_stop, signal.SIGHUP: controls.reload.set}
     previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
     try:
         yield

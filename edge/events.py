@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -110,8 +111,9 @@ class EventSink(Protocol):
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
-    def close(self, timeout: float) -> None:
-        """Flush what is pending within ``timeout`` seconds, then announce the stop."""
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
+        """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
+        then announce the stop."""
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -293,7 +295,7 @@ class StdoutSink:
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into

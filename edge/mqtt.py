@@ -288,18 +288,19 @@ class MqttSink:
                 self._pending_stats = payload
         self._wake.set()
 
-    def close(self, timeout: float) -> None:
-        """Flush the outbox (and the latest state and snapshot) for up to ``timeout`` s,
-        publish "stopped" (retained; a clean disconnect also makes the broker discard our
-        LWT) within :data:`STOPPED_GRACE_S` more, disconnect and end the thread. What is not
-        delivered stays in the outbox (the daemon reports it)."""
+    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
+        """Flush the outbox (and the latest state and snapshot) for up to ``timeout`` s (or
+        until ``abandon`` is set: a second SIGTERM), publish "stopped" (retained; a clean
+        disconnect also makes the broker discard our LWT) within :data:`STOPPED_GRACE_S`
+        more, disconnect and end the thread. What is not delivered stays in the outbox (the
+        daemon reports it)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             if self._stop:
                 return
             while self._thread is not None and self._thread.is_alive() and not self._flushed():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (abandon is not None and abandon.is_set()):
                     break
                 self._cond.wait(min(remaining, _LOOP_TICK_S))
             self._closing = self._stop = True

@@ -297,7 +297,7 @@ class RecordingSink:
     def publish_snapshot(self, jpeg: bytes) -> None:
         self.calls.append(("snapshot", jpeg))
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, abandon=None) -> None:
         self.closed_with = timeout
 
 

@@ -243,12 +243,7 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
         subscriber.wait_for(f"{PREFIX}/events", 2, timeout=60)
         broker.stop()
         daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 8)  # past queue_size
-        started = time.monotonic()
-        daemon.send(signal.SIGTERM)
-        time.sleep(1.0)
-        daemon.send(signal.SIGTERM)  # an impatient operator
-        code, log = daemon.finish(timeout=STOP_BUDGET_S)
-        took = time.monotonic() - started
+        code, log, took = daemon.stop()
     finally:
         daemon.process.kill()
         subscriber.stop()
@@ -263,6 +258,27 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
     assert delivered == len(unique_sequences(subscriber))
     drops = [line for line in log.splitlines() if "outbox full" in line]
     assert drops and "dropped" in drops[0] and "Traceback" not in log
+
+
+def test_a_second_sigterm_cuts_the_flush_short(tmp_path, int8_model_path, scene, project_root):
+    closed = MosquittoBroker(tmp_path / "never").port
+    config = config_file(tmp_path, int8_model_path, scene, {"host": "127.0.0.1", "port": closed, "flush_timeout": 300.0})
+    daemon = Daemon(config, project_root)
+    try:
+        daemon.wait_log(r"event \d+ ", count=3)
+        started = time.monotonic()
+        daemon.send(signal.SIGTERM)
+        time.sleep(1.0)
+        daemon.send(signal.SIGTERM)  # an impatient operator
+        code, log = daemon.finish(timeout=STOP_BUDGET_S)
+        took = time.monotonic() - started
+    finally:
+        daemon.process.kill()
+    assert code == 0, log
+    assert took < 10, (took, log[-3000:])  # not the 20 s flush a single SIGTERM allows
+    made, delivered, lost, dropped, rejected, undelivered = last_line(log)
+    assert made >= 3 and delivered == 0 and lost == undelivered == made
+    assert "Traceback" not in log
 
 
 def test_sigterm_during_start_up_is_a_clean_stop(tmp_path, int8_model_path, scene, project_root):
