@@ -179,7 +179,12 @@ class _Outgoing:
 
 
 class _SessionEnded(Exception):
-    """A connection attempt or a connection ended; ``str()`` says why, for the log."""
+    """A connection attempt or a connection ended; ``str()`` says why, for the log;
+    ``was_connected``: it got as far as a CONNACK (the backoff starts again from the minimum)."""
+
+    def __init__(self, why: str, was_connected: bool) -> None:
+        super().__init__(why)
+        self.was_connected = was_connected
 
 
 class MqttSink:
@@ -252,6 +257,8 @@ class MqttSink:
         self._latest_snapshot: bytes | None = None
         self._snapshot_dirty = False
         self._pending_stats: bytes | None = None
+        self._refusal: str | None = None  # the CONNACK's failure reason, this connection
+        self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
         self._closing = False  # no new work for the thread after the flush
         self._stop = False  # the thread ends its session now
         self._say_stopped = True  # close(): "stopped"; detach(): a silent clean disconnect
@@ -505,7 +512,7 @@ class MqttSink:
                         return  # ended by close() or detach()
                 except _SessionEnded as ended:
                     self._note_failure(str(ended))
-                    if self._connected_once_in(ended):
+                    if ended.was_connected:
                         delay = self._config.reconnect_min_delay
                 finally:
                     if client is not None:
@@ -533,9 +540,6 @@ class MqttSink:
                 raise
             self._on_crash("mqtt-transport", exc)
 
-    def _connected_once_in(self, ended: _SessionEnded) -> bool:
-        return getattr(ended, "was_connected", False)
-
     def _stopping(self) -> bool:
         with self._cond:
             return self._stop
@@ -551,18 +555,21 @@ class MqttSink:
             if stop:
                 self._finish(client, connected)
                 return
-            for item in work:
-                self._send(client, item)
-            rc = client.loop(timeout=_LOOP_TICK_S)
+            try:
+                for item in work:
+                    self._send(client, item)
+                rc = client.loop(timeout=_LOOP_TICK_S)
+            except OSError as exc:  # a socket or TLS error paho did not turn into a code
+                raise _SessionEnded(self._explain(exc), was_connected) from None
             with self._cond:
                 connected, refusal = self._connected, self._refusal
                 was_connected = was_connected or connected
             if refusal is not None:
-                raise _ended(refusal, was_connected)
+                raise _SessionEnded(refusal, was_connected)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise _ended(self._lost_reason(rc, was_connected), was_connected)
+                raise _SessionEnded(self._lost_reason(rc, was_connected), was_connected)
             if not was_connected and time.monotonic() > connack_deadline:
-                raise _ended(
+                raise _SessionEnded(
                     f"accepted the connection but sent no CONNACK within {self._connack_timeout:g} s "
                     "(not an MQTT broker, or a hung one?)", False,
                 )
@@ -580,6 +587,12 @@ class MqttSink:
     def _finish(self, client: paho.Client, connected: bool) -> None:
         """End the session asked to stop: "stopped" (close) or nothing (detach), then a clean
         DISCONNECT so the broker does not publish our LWT."""
+        try:
+            self._say_goodbye(client, connected)
+        except OSError:  # the connection died while we were leaving: nothing left to tell
+            pass
+
+    def _say_goodbye(self, client: paho.Client, connected: bool) -> None:
         if connected and self._say_stopped:
             stopped = _Outgoing("retained", self.topics.status, STATUS_STOPPED.encode(), qos=1, retain=True)
             mid = self._send(client, stopped)
@@ -602,9 +615,6 @@ class MqttSink:
             self._log.info("MQTT: stopped retrying %s", self._broker)
 
     # --- paho callbacks (the transport thread, inside client.loop) -------------------------------
-
-    _refusal: str | None = None
-    _disconnect_reason: str | None = None
 
     def _on_connect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
         if reason_code.is_failure:
@@ -757,12 +767,6 @@ class MqttSink:
                 return info.mid
         self._acknowledged(item, early)
         return info.mid
-
-
-def _ended(why: str, was_connected: bool) -> _SessionEnded:
-    ended = _SessionEnded(why)
-    ended.was_connected = was_connected  # type: ignore[attr-defined]
-    return ended
 
 
 def _not_tls(exc: BaseException) -> bool:
