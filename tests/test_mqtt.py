@@ -322,6 +322,41 @@ def test_events_in_flight_when_the_connection_dies_are_resent_in_order(broker, s
         assert order == list(range(1, 21)) and duplicates == 0
 
 
+def test_a_replaced_transport_hands_its_in_flight_events_to_the_next_one_in_order(broker, sinks):
+    """A reload: the old client's unacknowledged events go back to the shared outbox and the
+    new client sends them first; detach() never waits on the network."""
+    with CuttableProxy(broker) as proxy, Subscriber(broker, [f"{PREFIX}/events"]) as live:
+        old = sinks(mqtt_config(broker, port=proxy.port))
+        old.start()
+        wait_connected(old)
+        for sequence in range(1, 4):
+            publish(old, make_event(sequence))
+        live.wait_for(f"{PREFIX}/events", 3)
+        proxy.swallow_client_bytes()  # 4-9 reach paho, never the broker
+        for sequence in range(4, 10):
+            publish(old, make_event(sequence))
+        wait_status(old, lambda status: status["in_flight"] == 6)
+        new = MqttSink(
+            mqtt_config(broker, client_id="after-reload"), HomeAssistantConfig(enabled=False), DEVICE,
+            "ulfd-slim-320-int8", False, logging.getLogger("test.mqtt"), old.outbox,
+        )
+        started = time.monotonic()
+        old.detach()
+        assert time.monotonic() - started < 0.1
+        assert old.outbox.stats.in_flight == 0  # all given back
+        new.start(wait_first=False)
+        try:
+            for sequence in range(10, 13):
+                publish(new, make_event(sequence))
+            order, _ = first_sequences(live.wait_for(f"{PREFIX}/events", 12))
+            assert order == list(range(1, 13))
+            new.close(5.0)
+        finally:
+            new.close(0.5)
+        stats = new.outbox.stats
+        assert (stats.delivered, stats.depth, stats.dropped) == (12, 0, 0)
+
+
 def test_full_outbox_drops_the_oldest_and_counts(tmp_path, sinks, caplog):
     broker = MosquittoBroker(tmp_path / "broker", persistence=True).start()
     subscriber = Subscriber(broker, [f"{PREFIX}/events"], persistent=True, client_id="overflow-sub").start()
