@@ -55,8 +55,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
 from edge.config import ConfigError, HomeAssistantConfig, MqttConfig, read_secret
-from edge.outbox import DEFAULT_MAX_BYTES, Outbox
 from edge.discovery import HA_ONLINE, DiscoveryTopics, build_discovery_payload, discovery_topic, ha_status_topic
+from edge.outbox import DEFAULT_MAX_BYTES, Outbox
 
 if TYPE_CHECKING:
     from edge.events import Event, PresenceState
@@ -532,7 +532,7 @@ class MqttSink:
                     self._wake.wait(min(_LOOP_TICK_S * 4, max(0.0, deadline - time.monotonic())))
                     self._wake.clear()
                 delay = min(delay * 2, self._config.reconnect_max_delay)
-        except BaseException as exc:  # noqa: BLE001 - handed on, never swallowed
+        except BaseException as exc:  # handed on to on_crash, never swallowed
             with self._cond:
                 self._stop = True
                 self._cond.notify_all()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daemon_support import bomb_png, truncated_jpeg
 from edge.config import CameraConfig
 from edge.imageio import load_image
 from edge.sources.auto import build_source
@@ -22,7 +23,6 @@ from edge.sources.grabber import FrameGrabber
 from edge.sources.opencv import OpenCVSource, classify_device
 from edge.sources.picamera2 import Picamera2Source, import_picamera2_class, yuv420_to_rgb
 from edge.sources.replay import ReplaySource
-from daemon_support import bomb_png, truncated_jpeg
 from fake_picamera2 import FakePicamera2, pack_yuv420, rgb_to_planes
 
 
