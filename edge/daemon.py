@@ -193,7 +193,9 @@ def build_daemon(
             source = build_source(config.camera, detector.input_size)
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
-    outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
+    if outbox is None:  # a given sink may bring its own (an empty Outbox is falsy: test for None)
+        sink_outbox = getattr(sink, "outbox", None)
+        outbox = sink_outbox if sink_outbox is not None else Outbox(*outbox_bounds(config))
     controls = controls if controls is not None else DaemonControls()
     return Daemon(
         config=config,
@@ -254,7 +256,9 @@ class Daemon:
         self.controls = controls if controls is not None else DaemonControls()
         # The sink drains this outbox: a sink made with one brings it; one whose ``outbox``
         # is still None (a StdoutSink made without one) is given the daemon's.
-        self.outbox = outbox if outbox is not None else getattr(sink, "outbox", None) or Outbox(*outbox_bounds(config))
+        if outbox is None:
+            outbox = getattr(sink, "outbox", None)
+        self.outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
         if getattr(sink, "outbox", False) is None:
             sink.outbox = self.outbox
         self.grabber = self._grabber_for(source, config)
