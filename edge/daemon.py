@@ -69,11 +69,12 @@ EXIT_FAILURE = ExitCode.FAILURE
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
 # The whole stop must fit the unit's TimeoutStopSec; the config validates mqtt.flush_timeout
-# against this budget (bridge: the constant lives in edge.config once that check exists).
+# against this budget. Bridge until merged with the config branch, which defines both in
+# edge.config (STOP_BUDGET_SECONDS, SHUTDOWN_RESERVE_SECONDS): use those, drop the defaults.
 STOP_BUDGET_S = float(getattr(edge.config, "STOP_BUDGET_SECONDS", 30.0))
 # What a stop needs besides the flush: the frame reader's join (5 s), "stopped" and the
 # disconnect (STOPPED_GRACE_S + a tick), logging, the interpreter's exit; the flush gets the rest.
-_STOP_RESERVE_S = 10.0
+_STOP_RESERVE_S = float(getattr(edge.config, "SHUTDOWN_RESERVE_SECONDS", 10.0))
 # A full outbox drops an event per event in the worst case: say so when it starts, then at
 # most this often with the running count.
 DROP_LOG_INTERVAL_S = 30.0
@@ -145,7 +146,7 @@ def build_detector(config: Config) -> FaceDetector:
 
 def outbox_bounds(config: Config) -> tuple[int, int]:
     """(max events, max bytes) of the outbox for ``config``."""
-    # Bridge until [mqtt] queue_bytes exists in edge.config: its default is the outbox's.
+    # Bridge until merged with the config branch's [mqtt] queue_bytes: then read it directly.
     return config.mqtt.queue_size, int(getattr(config.mqtt, "queue_bytes", DEFAULT_MAX_BYTES))
 
 
