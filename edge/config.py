@@ -65,6 +65,8 @@ DEFAULT_MAX_PIXELS = 4_000_000
 # 1000: the count binds first; the bytes bound caps events carrying many faces. The 64 MiB
 # maximum still leaves room under MemoryMax=256M.
 DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+# Events the outbox may hold (mqtt.queue_size).
+DEFAULT_QUEUE_SIZE = 1000
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a real config is a few KB; anything bigger is a mistake
 MAX_SECRET_BYTES = 65535  # the largest password MQTT can carry
@@ -567,7 +569,7 @@ class MqttConfig:
     tls_insecure: bool = key(Boolean(), False)
     topic_prefix: str = key(Topic(placeholder=True), "edge-face/{device_id}")
     keepalive: int = key(Integer(5, 65535), 30)
-    queue_size: int = key(Integer(1, 100_000), 1000)
+    queue_size: int = key(Integer(1, 100_000), DEFAULT_QUEUE_SIZE)
     flush_timeout: float = key(
         Number(
             0.0, MAX_FLUSH_TIMEOUT_SECONDS,
