@@ -335,6 +335,27 @@ def test_auto_falls_back_to_video0(photo_paths, tmp_path):
         source.open()
 
 
+@pytest.mark.parametrize("installed_but_broken", [False, True])
+def test_auto_falls_back_to_video0_only_when_picamera2_is_absent(monkeypatch, tmp_path, installed_but_broken):
+    # On a Pi /dev/video0 is the raw sensor node: a broken picamera2 (numpy 1/2 mismatch with
+    # simplejpeg) must be reported, not hidden behind an OpenCV source reading raw Bayer data.
+    import edge.sources.auto as auto
+    from edge.sources.picamera2 import Picamera2NotInstalled
+
+    def failing_import():
+        if installed_but_broken:
+            raise SourceError("picamera2 is installed but cannot be imported (ValueError: numpy.dtype size changed)")
+        raise Picamera2NotInstalled("picamera2 is not installed")
+
+    monkeypatch.setattr(auto, "import_picamera2_class", failing_import)
+    video0 = tmp_path / "video0"
+    video0.touch()
+    source = build_source(CameraConfig(), (320, 240), video_device=video0)
+    expected = "numpy.dtype size changed" if installed_but_broken else rf"^opencv '{video0}'"
+    with pytest.raises(SourceError, match=expected):
+        source.open()
+
+
 def test_auto_without_any_camera_is_a_clear_error_when_opened(photo_paths, tmp_path):
     no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
     source = build_source(CameraConfig(), (320, 240), picamera2_class=no_camera, video_device=tmp_path / "video0")

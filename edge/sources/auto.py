@@ -14,7 +14,7 @@ from typing import Any
 from edge.config import CameraConfig
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.opencv import OpenCVSource
-from edge.sources.picamera2 import Picamera2Source, import_picamera2_class
+from edge.sources.picamera2 import Picamera2NotInstalled, Picamera2Source, import_picamera2_class
 from edge.sources.replay import ReplaySource
 
 DEFAULT_VIDEO_DEVICE = Path("/dev/video0")
@@ -85,8 +85,12 @@ def _auto_select(picamera2_class: Any, video_device: Path) -> tuple[str, Any]:
         camera_class = picamera2_class or import_picamera2_class()
         if camera_class.global_camera_info():
             return "picamera2", camera_class
-    except SourceError:
+    except Picamera2NotInstalled:
         why_not_picamera2 = "picamera2 is not installed"
+    except SourceError:
+        # Installed but broken (e.g. a numpy 1/2 mismatch): on a Pi /dev/video0 is the raw
+        # sensor node, so falling back to it would hide the real fault behind garbage frames.
+        raise
     except Exception as exc:  # libcamera failing to enumerate is "no camera" for this purpose
         why_not_picamera2 = f"picamera2 failed to list cameras ({exc})"
     if video_device.exists():
