@@ -152,7 +152,7 @@ ENTITIES: tuple[Entity, ...] = (
            unit="frames", state_class="total_increasing", category=DIAGNOSTIC, icon="mdi:filmstrip-off"),
     Entity("source_state", "sensor", "Camera state", "stats", "{{ value_json.source_state }}",
            category=DIAGNOSTIC, icon="mdi:camera"),
-    Entity("outbox_depth", "sensor", "MQTT outbox", "stats", "{{ value_json.outbox_depth }}",
+    Entity("outbox_depth", "sensor", "MQTT outbox", "stats", "{{ value_json.queue_depth }}",
            unit="events", state_class="measurement", category=DIAGNOSTIC, icon="mdi:tray-full"),
     Entity("cpu_temperature", "sensor", "CPU temperature", "stats", "{{ value_json.cpu_temperature_c }}",
            device_class="temperature", unit="°C", state_class="measurement", category=DIAGNOSTIC,

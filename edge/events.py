@@ -15,7 +15,9 @@ Rules (N = ``debounce_frames``, T = ``clear_after_seconds``):
 * present -> absent: no face for T seconds (frame time) -> ``face_cleared`` (count 0).
 
 Sequence numbers count events of one boot (one daemon start) from 1, with no gaps, so a
-subscriber can tell a lost event from a quiet room.
+subscriber can tell a lost event from a quiet room. They are given by the daemon's
+:class:`edge.outbox.Outbox` when an event is queued (the tracker's events carry 0), so the
+number and the delivery accounting live in one place.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol, Sequence, TextIO
+from typing import TYPE_CHECKING, Protocol, Sequence, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.outbox import Outbox
 
 EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
@@ -49,6 +55,8 @@ class Face:
 
 @dataclass(frozen=True)
 class Event:
+    """One presence event. ``sequence`` is 0 until :meth:`edge.outbox.Outbox.add` numbers it."""
+
     type: str
     device_id: str
     boot_id: str
@@ -74,6 +82,10 @@ class Event:
             "model_id": self.model_id,
         }
 
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON of :meth:`to_dict`: the payload on the wire and on stdout."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
+
 
 @dataclass(frozen=True)
 class PresenceState:
@@ -90,8 +102,10 @@ class PresenceState:
 
 
 class EventSink(Protocol):
+    """A transport for the daemon's outbox (given to the sink when it is made)."""
+
     def publish_event(self, event: Event) -> None:
-        """Deliver ``event``; must not lose it (queue it while offline)."""
+        """``event`` was just added to the outbox: deliver it (now, or when connected)."""
 
     def publish_state(self, state: PresenceState) -> None: ...
 
@@ -99,8 +113,9 @@ class EventSink(Protocol):
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
-    def close(self, timeout: float) -> None:
-        """Flush what is pending within ``timeout`` seconds, then announce the stop."""
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
+        """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
+        then announce the stop."""
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -166,8 +181,8 @@ class _Streak:
 class PresenceTracker:
     """The presence state machine (see the module docstring). Not thread-safe.
 
-    ``identity`` and ``settings`` may be replaced between frames (config reload); the
-    sequence keeps counting, since it belongs to the boot, not to a configuration.
+    ``identity`` and ``settings`` may be replaced between frames (config reload). Events
+    come out with ``sequence`` 0: the daemon's outbox numbers them.
     """
 
     identity: EventIdentity
@@ -176,7 +191,6 @@ class PresenceTracker:
     stable_count: int = 0
     last_face_monotonic: float | None = None
     last_seen: str | None = None
-    sequence: int = 0
     _faces_streak: int = 0
     _count_streak: _Streak = field(default_factory=_Streak)
 
@@ -221,13 +235,12 @@ class PresenceTracker:
             self.present, self.stable_count = False, 0
         if kind is None:
             return []
-        self.sequence += 1
         return [
             Event(
                 type=kind,
                 device_id=self.identity.device_id,
                 boot_id=self.identity.boot_id,
-                sequence=self.sequence,
+                sequence=0,
                 time=iso_utc(wall_time),
                 face_count=count,
                 faces=tuple(faces),
@@ -237,21 +250,20 @@ class PresenceTracker:
             )
         ]
 
-
     def clear(self, wall_time: float) -> list[Event]:
         """Forget the room (detection paused, or a clean stop): ``face_cleared`` if someone
         was present, so subscribers never see a presence without its end (no frame caused it:
-        its frame size is 0x0); the debounce starts over afterwards."""
+        its frame size is 0x0); the debounce starts over afterwards. Like :meth:`update`'s, the
+        event has sequence 0 until the outbox numbers it."""
         was_present = self.present
         self.present, self.stable_count, self.last_face_monotonic = False, 0, None
         self._faces_streak, self._count_streak = 0, _Streak()
         if not was_present:
             return []
-        self.sequence += 1
         return [
             Event(
                 type="face_cleared", device_id=self.identity.device_id, boot_id=self.identity.boot_id,
-                sequence=self.sequence, time=iso_utc(wall_time), face_count=0, faces=(),
+                sequence=0, time=iso_utc(wall_time), face_count=0, faces=(),
                 frame_width=0, frame_height=0, model_id=self.identity.model_id,
             )
         ]
@@ -263,18 +275,32 @@ class SinkClosed(Exception):
 
 class StdoutSink:
     """The embedded default sink: one JSON line per event on ``stream`` (default stdout),
-    flushed at once so a pipe reader sees each event as it happens.
+    flushed at once so a pipe reader sees each event as it happens. With an ``outbox`` it
+    drains it (each event written is acknowledged there); without one it writes the event
+    it is given.
 
     State, stats and snapshots are not written: stdout carries only the event stream (the
     daemon logs stats to stderr), so ``edge-face run | jq`` stays a clean event feed.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, outbox: "Outbox | None" = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
+        self.outbox = outbox
 
-    def publish_event(self, event: Event) -> None:
+    def publish_event(self, event: Event | None) -> None:
+        """Write ``event``, or with an outbox everything waiting in it (``event`` may then be None)."""
+        if self.outbox is None:
+            if event is not None:
+                self._write(event.to_json())
+            return
+        while entries := self.outbox.take(self, limit=64):
+            for entry in entries:
+                self._write(entry.payload)
+                self.outbox.ack(entry.sequence)
+
+    def _write(self, payload: bytes) -> None:
         try:
-            self._stream.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+            self._stream.write(payload.decode("utf-8") + "\n")
             self._stream.flush()
         except BrokenPipeError:
             self._discard_output()
@@ -289,7 +315,7 @@ class StdoutSink:
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import os
-import ssl
 import sys
 import tempfile
 import threading
@@ -27,7 +26,14 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import DEVICE_ID_PATTERN, Config, ConfigError, load_config, read_secret
+from edge.config import (
+    DEVICE_ID_PATTERN,
+    Config,
+    ConfigError,
+    build_tls_context,
+    load_config,
+    validate_password_file,
+)
 from edge.controls import state_path
 from edge.discovery import DeviceTopics, removal_messages
 from edge.exitcodes import ExitCode
@@ -137,11 +143,15 @@ def forget_device(
             state["acked"].add(mid)
             done.notify_all()
 
-    client = _client(config)
+    try:
+        client = _client(config)
+    except ConfigError as exc:  # a password or TLS file that cannot be used (changed since load)
+        logger.error("cannot remove device '%s': %s", config.device.id, exc)
+        return False
     client.on_connect, client.on_publish = on_connect, on_publish
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:  # ssl.SSLError is an OSError
         logger.error("cannot remove device '%s': broker %s unreachable (%s)", config.device.id, broker, exc)
         return False
     client.loop_start()
@@ -168,7 +178,8 @@ def forget_device(
 
 
 def _client(config: Config) -> paho.Client:
-    """A paho client with the daemon's broker settings (credentials, TLS, transport)."""
+    """A paho client with the daemon's broker settings (credentials, TLS, transport), the
+    password and TLS files read and checked as the daemon does. Raises ConfigError."""
     mqtt = config.mqtt
     protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
     client = paho.Client(
@@ -179,13 +190,10 @@ def _client(config: Config) -> paho.Client:
         transport=mqtt.transport,
     )
     if mqtt.username is not None:
-        password = read_secret(mqtt.password_file) if mqtt.password_file is not None else None
+        password = validate_password_file(mqtt.password_file) if mqtt.password_file is not None else None
         client.username_pw_set(mqtt.username, password)
     if mqtt.tls:
-        context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
-        if mqtt.cert_file is not None:
-            context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file))
-        client.tls_set_context(context)
+        client.tls_set_context(build_tls_context(mqtt))
         client.tls_insecure_set(mqtt.tls_insecure)
     return client
 
@@ -198,11 +206,7 @@ def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    try:
-        removed = forget_device(config, log, timeout)
-    except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:  # unreadable password/cert files
-        log.error("cannot remove device '%s': %s", config.device.id, exc)
-        removed = False
+    removed = forget_device(config, log, timeout)
     for stored in (state_path(config.device.state_dir), Path(config.device.state_dir) / IDENTITY_FILE_NAME):
         try:
             stored.unlink(missing_ok=True)

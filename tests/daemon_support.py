@@ -5,6 +5,8 @@ copied; face-free frames are made here)."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,3 +61,23 @@ def build_scene(folder: Path, blank: Path, plan: list[tuple[str | Path, int]]) -
 
 def parse_event_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def bomb_png(path: Path, width: int = 20_000, height: int = 20_000) -> Path:
+    """A PNG of a few hundred bytes whose header claims ``width`` x ``height`` 1-bit pixels:
+    Pillow refuses it as a decompression bomb (over twice ``Image.MAX_IMAGE_PIXELS``)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + width // 8) * 8)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def truncated_jpeg(path: Path, photo: Path) -> Path:
+    """The first third of a real JPEG: a valid header, then the data ends."""
+    data = photo.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path

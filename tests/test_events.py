@@ -22,6 +22,7 @@ from edge.events import (
     iso_utc,
     new_boot_id,
 )
+from edge.outbox import Outbox
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 WALL_START = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -110,7 +111,8 @@ def test_sequence_numbers_are_contiguous_and_rules_hold_on_random_streams():
     counts = []
     while len(counts) < 3000:  # runs of the same count: a busy room seen at 10 fps
         counts += [rng.choice([0, 0, 1, 2, 3])] * rng.randint(1, 8)
-    events = [event for _, event in feed(machine, counts)]
+    outbox = Outbox(max_events=10_000)
+    events = [outbox.add(event)[0] for _, event in feed(machine, counts)]
     assert len(events) > 100
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     present = False
@@ -129,10 +131,11 @@ def test_sequence_numbers_are_contiguous_and_rules_hold_on_random_streams():
 
 def test_new_settings_keep_the_sequence_counting():
     machine = tracker(debounce=3)
+    outbox = Outbox()
     first = feed(machine, [1, 1, 1])
     machine.settings = PresenceSettings(debounce_frames=1, clear_after_seconds=0.1)
     second = feed(machine, [0, 0], start=200.0)
-    assert [e.sequence for _, e in first + second] == [1, 2]
+    assert [outbox.add(e)[0].sequence for _, e in first + second] == [1, 2]
     assert second[0][1].type == "face_cleared"
 
 
@@ -149,14 +152,17 @@ def test_state_follows_the_events():
 
 def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
     machine = tracker(debounce=2, clear_after=60.0)
+    outbox = Outbox()  # numbers the events, as in the daemon
     detected = feed(machine, [1, 1])
     assert [e.type for _, e in detected] == ["face_detected"]
     cleared = machine.clear(WALL_START + 10)
-    assert [(e.type, e.sequence, e.face_count) for e in cleared] == [("face_cleared", 2, 0)]
+    assert [(e.type, e.face_count, e.frame_width) for e in cleared] == [("face_cleared", 0, 0)]
     assert (machine.state.present, machine.state.count) == (False, 0)
     assert machine.clear(WALL_START + 11) == []  # nobody there: nothing to end
     again = feed(machine, [1, 1], start=300.0)
-    assert [(e.type, e.sequence) for _, e in again][-1:] == [("face_detected", 3)]
+    assert [e.type for _, e in again][-1:] == ["face_detected"]
+    numbered = [outbox.add(e)[0] for e in [detected[0][1], *cleared, again[-1][1]]]
+    assert [(e.type, e.sequence) for e in numbered] == [("face_detected", 1), ("face_cleared", 2), ("face_detected", 3)]
     assert len(feed(machine, [1], start=400.0)) == 0
 
 
@@ -179,7 +185,8 @@ def test_event_schema_is_json_with_the_documented_fields():
         scores=np.array([0.98766, 0.75], np.float32),
     )
     (event,) = machine.update(faces_from_detections(detections.boxes, detections.scores), 1280, 720, 5.0, WALL_START + 0.25)
-    data = json.loads(json.dumps(event.to_dict()))
+    event, _ = Outbox().add(event)
+    data = json.loads(event.to_json())
     assert list(data) == [
         "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id",
     ]
@@ -219,6 +226,16 @@ def test_stdout_sink_writes_one_json_line_per_event_and_nothing_else():
     lines = stream.getvalue().splitlines()
     assert [json.loads(line) for line in lines] == [e.to_dict() for e in events]
     assert [json.loads(line)["type"] for line in lines] == ["face_detected", "face_cleared", "face_detected"]
+
+
+def test_stdout_sink_drains_the_outbox_and_acknowledges_each_line():
+    stream, outbox = io.StringIO(), Outbox()
+    sink = StdoutSink(stream, outbox)
+    for _, event in feed(tracker(debounce=1, clear_after=0.1), [1, 0, 0, 2]):
+        sink.publish_event(outbox.add(event)[0])
+    assert [json.loads(line)["sequence"] for line in stream.getvalue().splitlines()] == [1, 2, 3]
+    stats = outbox.stats
+    assert (stats.enqueued, stats.delivered, stats.depth, stats.bytes) == (3, 3, 0, 0)
 
 
 def test_stdout_sink_close_survives_a_closed_stream():

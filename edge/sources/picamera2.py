@@ -1,29 +1,48 @@
-"""Raspberry Pi cameras through picamera2 (libcamera), configured at the model's input size.
+"""Raspberry Pi cameras through picamera2 (libcamera), delivered at the model's input size.
 
-The adapter is deliberately thin: the ISP scales to the requested size, so no resize runs
-on the CPU. Two stream layouts:
+A thin adapter, tested against a fake (tests/fake_picamera2.py) that follows picamera2's
+documented API and reproduces its failure modes; what only a real Pi can confirm is listed
+in docs/deploy.md ("Camera and the hardened unit"). On first contact it:
 
-* ``stream="main"`` (default): the main stream as "RGB888", which picamera2 (following
-  libcamera/DRM naming) stores as B, G, R bytes in memory: frames are ``color_order="BGR"``
-  and are handed over untouched (the detector flips channels while pre-processing).
-* ``stream="lores"``: the low-resolution stream, which on a Pi 4 (VC4 ISP) can only be
-  YUV420. ``capture_array("lores")`` returns it as a (H*3/2, stride) array whose rows are
-  padded to the stride, with the U and V planes (stride/2 wide) packed two rows per array
-  row; :func:`yuv420_to_rgb` unpacks that. Useful when the main stream is wanted larger.
+* **Chooses the sensor mode itself**: picamera2 picks the mode closest to the output size,
+  which for 320x240 on a Camera Module v2 is a 640x480 crop of 39% of the sensor's width.
+  Here the smallest mode whose crop is the whole sensor wins (``sensor={"output_size",
+  "bit_depth"}``), the ISP scales it down, and the log says which mode and how much of the
+  sensor the frames show (README, "Which sensor mode each camera gets").
+* **Never hangs on a dead camera**: when libcamera's frontend times out (a pulled ribbon
+  cable) picamera2 drops the cancelled requests and a capture would wait for ever. Each
+  capture waits at most ``capture_timeout``; then pending jobs are cancelled
+  (``cancel_all_and_flush``), the camera is closed and :class:`SourceError` is raised, so the
+  frame grabber reopens it with backoff.
+* **Trusts what libcamera configured**: size, format and stride are read back from
+  ``camera_config`` after ``configure`` (libcamera may adjust them); anything but RGB888 or
+  YUV420 is refused.
+* **Stamps frames with the sensor's time**: the request's ``SensorTimestamp`` (start of the
+  frame, nanoseconds of CLOCK_MONOTONIC, which is ``time.monotonic()``'s clock), not the time
+  the copy finished.
 
-The preview configuration is used because its colour space is sYCC (full-range BT.601,
-the JPEG matrix), which is what :func:`yuv420_to_rgb` decodes.
+Two stream layouts:
 
-``picamera2`` is imported only in :meth:`Picamera2Source.open` (it exists only on Raspberry Pi
-OS, installed with apt). Tests pass a small fake class through ``picamera2_class`` that
-follows picamera2's documented API: ``Picamera2(camera_num)``,
-``Picamera2.global_camera_info()``, ``create_preview_configuration(main=..., lores=...,
-controls=...)``, ``configure``, ``start``, ``capture_array(name)``, ``stop``, ``close``.
+* ``stream="main"`` (default): "RGB888", which picamera2 (following libcamera/DRM naming)
+  stores as B, G, R bytes: frames are ``color_order="BGR"`` and handed over untouched (the
+  detector flips channels while pre-processing).
+* ``stream="lores"``: YUV420 from the ISP's second output (on a Pi 4 it can only be YUV),
+  with the main stream set to the same size in YUV420, since lores may not exceed main and
+  picamera2's default main is 640x480. ``capture_array("lores")`` gives a (H*3/2, stride)
+  array, rows padded to the stride, U and V planes (stride/2 wide) packed two rows per
+  array row; :func:`yuv420_to_rgb` unpacks it. The preview configuration's colour space is
+  sYCC (full-range BT.601, the JPEG matrix), which is what :func:`yuv420_to_rgb` decodes.
+
+``picamera2`` exists only on Raspberry Pi OS (installed with apt) and is imported in
+:meth:`Picamera2Source.open` through :func:`import_picamera2_class`; tests pass the fake
+through ``picamera2_class``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +50,16 @@ import numpy as np
 from edge.sources.base import Frame, SourceError
 
 STREAMS = ("main", "lores")
+STREAM_FORMATS = {"main": "RGB888", "lores": "YUV420"}
+# A frame takes at most 83 ms in picamera2's preview configuration (FrameDurationLimits up to
+# 83333 us) and the first one comes within a few frames of start(): a camera silent this long
+# has stopped. With a configured frame rate, a few frame intervals are allowed too.
+MIN_CAPTURE_TIMEOUT = 2.0  # s
+FRAME_INTERVALS_BEFORE_TIMEOUT = 4
+# A SensorTimestamp further than this from now is not on our clock (see _frame_time).
+TIMESTAMP_TOLERANCE = 10.0  # s
+CAMERA_DOC = "docs/deploy.md, 'Camera and the hardened unit'"
+
 # Full-range BT.601 (JPEG / sYCC) YCbCr -> RGB coefficients in 16-bit fixed point.
 _FIX = 16
 _CR_TO_R = round(1.402 * (1 << _FIX))
@@ -38,16 +67,54 @@ _CB_TO_G = round(0.344136 * (1 << _FIX))
 _CR_TO_G = round(0.714136 * (1 << _FIX))
 _CB_TO_B = round(1.772 * (1 << _FIX))
 
+log = logging.getLogger("edge.sources")
+
+
+class Picamera2NotInstalled(SourceError):
+    """picamera2 is absent (not a Raspberry Pi, or the apt package is missing): the one import
+    failure after which auto-selection may look for another camera. Every other import
+    failure is a plain :class:`SourceError`: picamera2 is there but broken."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def explain(exc: BaseException) -> str:
+    """``exc`` and what caused it, on one line: picamera2 hides the real reason of a failed
+    open (a busy camera, a missing device) in ``__cause__`` / ``__context__``."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(parts) < 5:
+        seen.add(id(exc))
+        parts.append(_one_line(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(parts)
+
 
 def import_picamera2_class() -> Any:
-    """picamera2's ``Picamera2`` class; raises :class:`SourceError` when it is not installed."""
+    """picamera2's ``Picamera2`` class; raises :class:`Picamera2NotInstalled` when picamera2
+    is absent and :class:`SourceError` when it is installed but cannot be imported."""
     try:
         from picamera2 import Picamera2
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name == "picamera2":
+            raise Picamera2NotInstalled(
+                "picamera2 is not installed; on Raspberry Pi OS: sudo apt install python3-picamera2 "
+                "(and create the venv with --system-site-packages)"
+            ) from None
         raise SourceError(
-            f"picamera2 is not installed ({exc}); on Raspberry Pi OS: sudo apt install python3-picamera2 "
-            "(and create the venv with --system-site-packages)"
+            f"picamera2 is installed but needs the missing module {exc.name!r} ({_one_line(exc)}); "
+            "reinstall python3-picamera2 with apt and use a venv made with --system-site-packages"
         ) from None
+    except Exception as exc:  # picamera2 imports libcamera, simplejpeg, PIL, av...: all of them can break
+        text = str(exc)
+        if "numpy" in text or "binary incompatibility" in text:
+            raise SourceError(
+                f"picamera2 cannot be imported: a compiled module was built for another numpy ({_one_line(exc)}); "
+                "use the OS numpy (apt python3-numpy) in a venv made with --system-site-packages "
+                "instead of a pip-installed numpy"
+            ) from None
+        raise SourceError(f"picamera2 is installed but cannot be imported ({explain(exc)})") from None
     return Picamera2
 
 
@@ -81,8 +148,84 @@ def yuv420_to_rgb(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+# --- sensor modes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SensorMode:
+    """One of ``Picamera2.sensor_modes``: the sensor's output ``size`` (width, height) read
+    out of ``crop`` (x, y, width, height in native sensor pixels)."""
+
+    size: tuple[int, int]
+    bit_depth: int
+    crop: tuple[int, int, int, int]
+    fps: float
+    format: str
+
+    @classmethod
+    def from_picamera2(cls, mode: dict) -> SensorMode | None:
+        """None for an entry without geometry (a USB camera lists bare format names)."""
+        try:
+            return cls(
+                size=(int(mode["size"][0]), int(mode["size"][1])),
+                bit_depth=int(mode["bit_depth"]),
+                crop=tuple(int(value) for value in mode["crop_limits"]),
+                fps=float(mode.get("fps") or 0.0),
+                format=str(mode.get("format", "")),
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+
+
+def full_sensor_size(modes: list[SensorMode]) -> tuple[int, int]:
+    """The largest area any mode reads out, in native pixels: the whole sensor."""
+    return max(mode.crop[2] for mode in modes), max(mode.crop[3] for mode in modes)
+
+
+def choose_sensor_mode(modes: list[SensorMode], output_size: tuple[int, int]) -> SensorMode | None:
+    """The smallest mode that reads out the whole sensor and is at least ``output_size``
+    (the ISP only scales down), else the largest whole-sensor mode; ties go to the deeper
+    bit depth, then the higher frame rate. None when no mode has geometry."""
+    if not modes:
+        return None
+    full = full_sensor_size(modes)
+    whole = [mode for mode in modes if mode.crop[2:] == full]
+    big_enough = [mode for mode in whole if mode.size[0] >= output_size[0] and mode.size[1] >= output_size[1]]
+    pool = big_enough or [max(whole, key=lambda mode: mode.size[0] * mode.size[1])]
+    return min(pool, key=lambda mode: (mode.size[0] * mode.size[1], -mode.bit_depth, -mode.fps))
+
+
+def field_of_view(mode: SensorMode, full: tuple[int, int], output_size: tuple[int, int]) -> tuple[float, float]:
+    """Fractions of the sensor's width and height that an ``output_size`` frame shows: the
+    mode's crop, then the centred crop to the output's aspect ratio that both Pi pipelines
+    apply before scaling (libcamera ``Size::boundedToAspectRatio``), so nothing is stretched."""
+    width, height = mode.size
+    if width * output_size[1] > output_size[0] * height:
+        shown = (output_size[0] * height // output_size[1], height)
+    else:
+        shown = (width, width * output_size[1] // output_size[0])
+    return mode.crop[2] / full[0] * shown[0] / width, mode.crop[3] / full[1] * shown[1] / height
+
+
+# --- the source ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """What libcamera configured for the stream we read."""
+
+    format: str
+    width: int
+    height: int
+    stride: int
+
+
 class Picamera2Source:
-    """A Raspberry Pi camera, delivering ``width`` x ``height`` frames (see module docstring)."""
+    """A Raspberry Pi camera, delivering ``width`` x ``height`` frames (see module docstring).
+
+    ``capture_timeout``: seconds a capture may wait for a frame before the camera counts as
+    stopped (default :data:`MIN_CAPTURE_TIMEOUT`, longer at a low configured ``fps``).
+    """
 
     is_live = True
 
@@ -94,63 +237,211 @@ class Picamera2Source:
         stream: str = "main",
         fps: float | None = None,
         picamera2_class: Any = None,
+        capture_timeout: float | None = None,
     ) -> None:
         if stream not in STREAMS:
             raise ValueError(f"picamera2 stream must be one of {STREAMS}, got {stream!r}")
         self.width, self.height = width, height
         self.camera_index, self.stream, self.fps = camera_index, stream, fps
+        if capture_timeout is None:
+            capture_timeout = max(MIN_CAPTURE_TIMEOUT, FRAME_INTERVALS_BEFORE_TIMEOUT / fps if fps else 0.0)
+        self.capture_timeout = capture_timeout
         self._picamera2_class = picamera2_class
         self._camera: Any = None
+        self._delivered: _Delivered | None = None
         self._index = 0
+        self._warned_timestamp = False
         self.name = f"picamera2 camera {camera_index} ({stream} {width}x{height})"
+
+    # --- open -------------------------------------------------------------------------------------
 
     def open(self) -> None:
         camera_class = self._picamera2_class or import_picamera2_class()
+        model = self._check_listed(camera_class)
         try:
-            cameras = camera_class.global_camera_info()
-            if self.camera_index >= len(cameras):
-                found = ", ".join(str(c.get("Model", "?")) for c in cameras) or "none"
-                raise SourceError(f"{self.name}: no such camera (cameras found: {found})")
             camera = camera_class(self.camera_index)
-            controls = {"FrameRate": float(self.fps)} if self.fps else {}
-            size = (self.width, self.height)
-            if self.stream == "main":
-                streams = {"main": {"size": size, "format": "RGB888"}}
-            else:
-                streams = {"lores": {"size": size, "format": "YUV420"}}
-            config = camera.create_preview_configuration(**streams, controls=controls)
-            self._camera = camera
-            camera.configure(config)
+        except Exception as exc:
+            raise SourceError(f"{self.name}: cannot open the camera ({explain(exc)}){_busy_hint(exc)}") from None
+        self._camera = camera  # from here on, close() releases it whatever fails next
+        try:
+            self._configure(camera, model)
             camera.start()
         except SourceError:
-            raise
-        except Exception as exc:  # libcamera reports through RuntimeError, OSError, IndexError...
             self.close()
-            raise SourceError(f"{self.name}: cannot start ({type(exc).__name__}: {exc})") from None
+            raise
+        except Exception as exc:  # libcamera reports through RuntimeError, OSError, ValueError...
+            self.close()
+            raise SourceError(f"{self.name}: cannot start ({explain(exc)})") from None
         self._index = 0
+        self._warned_timestamp = False
+
+    def _check_listed(self, camera_class: Any) -> str:
+        """The model of our camera; a clear error when libcamera lists none or not this one."""
+        try:
+            cameras = camera_class.global_camera_info()
+        except Exception as exc:
+            raise SourceError(f"{self.name}: libcamera cannot list cameras ({explain(exc)})") from None
+        if not cameras:
+            raise SourceError(
+                f"{self.name}: libcamera lists no camera; check the ribbon cable and "
+                "`rpicam-hello --list-cameras`; if that lists it but this service does not, the service "
+                "user cannot open /dev/dma_heap/* (on Raspberry Pi OS the udev rule of raspberrypi-sys-mods "
+                f"gives them to group video; see {CAMERA_DOC})"
+            )
+        if self.camera_index >= len(cameras):
+            found = ", ".join(f"{c.get('Model', '?')} ({number})" for number, c in enumerate(cameras))
+            raise SourceError(f"{self.name}: no such camera (cameras found: {found})")
+        return str(cameras[self.camera_index].get("Model", "camera"))
+
+    def _configure(self, camera: Any, model: str) -> None:
+        size = (self.width, self.height)
+        modes = self._sensor_modes(camera)
+        wanted = choose_sensor_mode(modes, size)
+        sensor = {"output_size": wanted.size, "bit_depth": wanted.bit_depth} if wanted else {}
+        fmt = STREAM_FORMATS[self.stream]
+        streams = {"main": {"size": size, "format": fmt}}
+        if self.stream == "lores":
+            # lores may not exceed main: main at the same size (and the cheap format) too.
+            streams["lores"] = {"size": size, "format": fmt}
+        controls = {"FrameRate": float(self.fps)} if self.fps else {}
+        config = camera.create_preview_configuration(**streams, sensor=sensor, controls=controls)
+        camera.configure(config)
+
+        configured = camera.camera_config
+        stream_config = configured[self.stream]
+        got_format, (got_w, got_h), stride = stream_config["format"], stream_config["size"], stream_config["stride"]
+        if got_format != fmt:
+            usb_hint = '; for a USB camera set [camera] source = "opencv"' if not modes else ""
+            raise SourceError(
+                f"{self.name}: libcamera configured the {self.stream} stream as {got_format} "
+                f"{got_w}x{got_h}, not {fmt}; only RGB888 (main) and YUV420 (lores) are supported{usb_hint}"
+            )
+        if (got_w, got_h) != size:
+            log.warning("%s: libcamera adjusted the %s stream to %dx%d", self.name, self.stream, got_w, got_h)
+        self._delivered = _Delivered(got_format, int(got_w), int(got_h), int(stride))
+        self._log_view(model, modes, configured.get("sensor"), (got_w, got_h))
+
+    def _sensor_modes(self, camera: Any) -> list[SensorMode]:
+        try:
+            raw_modes = camera.sensor_modes
+        except Exception as exc:
+            log.warning("%s: cannot read the sensor modes (%s); picamera2 chooses one", self.name, explain(exc))
+            return []
+        return [mode for mode in map(SensorMode.from_picamera2, raw_modes) if mode is not None]
+
+    def _log_view(self, model: str, modes: list[SensorMode], sensor: dict | None, output: tuple[int, int]) -> None:
+        """Say which mode libcamera runs and how much of the sensor the frames show."""
+        chosen = None
+        if sensor and modes:
+            size = tuple(sensor.get("output_size") or ())
+            chosen = next((m for m in modes if m.size == size and m.bit_depth == sensor.get("bit_depth")), None)
+        if chosen is None:
+            log.info("%s: %s camera, field of view unknown (no sensor mode geometry)", self.name, model)
+            return
+        view_w, view_h = field_of_view(chosen, full_sensor_size(modes), output)
+        log.info(
+            "%s: %s sensor mode %dx%d %d-bit (up to %.0f fps), field of view %.0f%% x %.0f%% of the sensor",
+            self.name, model, *chosen.size, chosen.bit_depth, chosen.fps, 100 * view_w, 100 * view_h,
+        )
+
+    # --- read -------------------------------------------------------------------------------------
 
     def read(self) -> Frame | None:
-        if self._camera is None:
+        camera = self._camera
+        if camera is None or self._delivered is None:
             raise SourceError(f"{self.name}: read before open")
         try:
-            array = self._camera.capture_array(self.stream)
+            request = camera.capture_request(wait=self.capture_timeout)
+        except TimeoutError:
+            self._abandon(camera)
+            raise SourceError(
+                f"{self.name}: camera stopped delivering frames (none for {self.capture_timeout:g} s; "
+                f"a loose or pulled ribbon cable? see {CAMERA_DOC}); closed it"
+            ) from None
         except Exception as exc:
-            raise SourceError(f"{self.name}: capture failed ({type(exc).__name__}: {exc})") from None
-        t_captured = time.monotonic()
-        if self.stream == "main":
-            pixels, color_order = array, "BGR"
-        else:
-            pixels, color_order = yuv420_to_rgb(array, self.width, array.shape[0] * 2 // 3), "RGB"
-        frame = Frame(pixels=pixels, color_order=color_order, t_monotonic=t_captured, index=self._index)
+            self._abandon(camera)
+            raise SourceError(f"{self.name}: capture failed ({explain(exc)})") from None
+        received = time.monotonic()
+        try:
+            array = request.make_array(self.stream)
+            metadata = request.get_metadata()
+        except Exception as exc:
+            raise SourceError(f"{self.name}: cannot read the frame ({explain(exc)})") from None
+        finally:
+            request.release()  # back to libcamera: a held request is a buffer the camera lacks
+        frame = Frame(
+            pixels=self._to_pixels(array),
+            color_order="BGR" if self.stream == "main" else "RGB",
+            t_monotonic=self._frame_time(metadata, received),
+            index=self._index,
+        )
         self._index += 1
         return frame
 
+    def _to_pixels(self, array: np.ndarray) -> np.ndarray:
+        layout = self._delivered
+        if layout.format == "RGB888":
+            expected: tuple[int, ...] = (layout.height, layout.width, 3)
+        else:
+            expected = (layout.height * 3 // 2, layout.stride)
+        if array.shape != expected or array.dtype != np.uint8:
+            raise SourceError(
+                f"{self.name}: frame array {array.shape} {array.dtype} does not match the configured "
+                f"{layout.format} {layout.width}x{layout.height} stride {layout.stride}"
+            )
+        if layout.format == "RGB888":
+            return array
+        return yuv420_to_rgb(array, layout.width, layout.height)
+
+    def _frame_time(self, metadata: dict, received: float) -> float:
+        """The frame's start on ``time.monotonic()``'s clock.
+
+        libcamera's Pi pipelines set SensorTimestamp from the V4L2 buffer timestamp, which the
+        unicam (Pi 4) and rp1-cfe (Pi 5) drivers take with ktime_get_ns() in their frame-start
+        interrupt: CLOCK_MONOTONIC, as picamera2 itself assumes when it compares
+        SensorTimestamp with ``time.monotonic_ns()`` (picamera2 0.3.36 picamera2.py:1552-1565
+        and 1861-1866, ``capture_request(flush=True)``). libcamera's control documentation
+        says CLOCK_BOOTTIME; the two differ only after a suspend, which is why a value far
+        from now is not trusted: the receive time stands in, with one warning per open.
+        """
+        stamp = metadata.get("SensorTimestamp")
+        if isinstance(stamp, int) and stamp > 0:
+            t_frame = stamp / 1e9
+            if received - TIMESTAMP_TOLERANCE <= t_frame <= received:
+                return t_frame
+        if not self._warned_timestamp:
+            self._warned_timestamp = True
+            log.warning(
+                "%s: SensorTimestamp %r is not on the monotonic clock; frames are stamped when received",
+                self.name, stamp,
+            )
+        return received
+
+    # --- close ------------------------------------------------------------------------------------
+
+    def _abandon(self, camera: Any) -> None:
+        """After a capture gave up: cancel the job still waiting for a frame (picamera2's
+        advice for a dislodged cable, ``cancel_all_and_flush``), then close."""
+        cancel = getattr(camera, "cancel_all_and_flush", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception as exc:
+                log.debug("%s: cancel_all_and_flush failed: %s", self.name, explain(exc))
+        self.close()
+
     def close(self) -> None:
         camera, self._camera = self._camera, None
+        self._delivered = None
         if camera is None:
             return
-        for release in (camera.stop, camera.close):
-            try:
-                release()
-            except Exception:  # already stopped or the device is gone: nothing more to release
-                pass
+        try:
+            camera.close()  # stops it first (picamera2.py, close)
+        except Exception as exc:  # the device is gone: nothing more to release
+            log.debug("%s: close failed: %s", self.name, explain(exc))
+
+
+def _busy_hint(exc: BaseException) -> str:
+    if "busy" in explain(exc).lower():
+        return "; another process holds it (rpicam-*, a picamera2 script, another edge-face): stop it"
+    return ""

@@ -1,0 +1,65 @@
+"""Draw the README's scene picture: a real photo with a mask and a zone, the faces the scene
+keeps (green) and drops (gray), and the zone's face count.
+
+    python -m tools.scene_picture [--out docs/images/scene-example.jpg] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edge.detector import FaceDetector
+from edge.imageio import ImageError, encode_jpeg, load_image
+from edge.preprocess import resize_bilinear
+from edge.scene import SceneOptions, draw_scene, make_polygon, make_zone
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+DEFAULT_OUT = PROJECT_ROOT / "docs" / "images" / "scene-example.jpg"
+PHOTO = "3.jpg"  # a hallway: a door on the left, a notice on the wall, five faces
+SIZE = (640, 480)
+MAX_BYTES = 100_000
+# The same shapes as an [scene] section would give them (see examples/edge-face.toml).
+EXAMPLE = SceneOptions(
+    masks=(make_polygon([[0.66, 0.03], [0.87, 0.03], [0.87, 0.56], [0.66, 0.56]], "mask"),),
+    zones=(make_zone("door", [[0.02, 0.08], [0.37, 0.08], [0.37, 0.97], [0.02, 0.97]], "door"),),
+    min_face_size=20,
+)
+
+
+def draw_example(images_dir: Path, model: Path) -> bytes:
+    """The picture as JPEG bytes (quality lowered until it fits :data:`MAX_BYTES`)."""
+    frame = resize_bilinear(load_image(images_dir / PHOTO), *SIZE)
+    detections = FaceDetector(model).detect(frame)
+    drawn = draw_scene(frame, EXAMPLE, detections)
+    for quality in (85, 75, 65, 55):
+        jpeg = encode_jpeg(drawn, quality)
+        if len(jpeg) <= MAX_BYTES:
+            return jpeg
+    raise SystemExit(f"scene_picture: cannot fit the picture into {MAX_BYTES} bytes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = parser.parse_args(argv)
+    try:
+        jpeg = draw_example(DEFAULT_UPSTREAM / "images", args.model)
+    except ImageError as exc:
+        print(f"scene_picture: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    partial.write_bytes(jpeg)
+    partial.replace(args.out)  # never a half-written picture at the final path
+    print(f"{args.out}: {len(jpeg)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
