@@ -369,9 +369,9 @@ import sys, tomllib
 from pathlib import Path
 from edge.config import parse_config
 from edge.models import PACKAGED_MODEL_PATH
-from edge.sources.auto import build_source
+from edge.sources.auto import DEFAULT_VIDEO_DEVICE
 from edge.sources.base import SourceError
-from edge.sources.picamera2 import import_picamera2_class
+from edge.sources.picamera2 import Picamera2NotInstalled, import_picamera2_class
 
 path = Path(sys.argv[1])
 camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
@@ -379,8 +379,13 @@ camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
 parsed = parse_config({"camera": camera, "detector": {"model": str(PACKAGED_MODEL_PATH)}}, base_dir=path.parent, environ={})
 source, device = parsed.camera.source, parsed.camera.device
 try:
-    if source == "auto":  # the frame size does not matter: nothing is opened
-        build_source(parsed.camera, (parsed.camera.width or 320, parsed.camera.height or 240))
+    if source == "auto":  # what auto-selection looks for when the service opens its camera
+        try:
+            listed, why = import_picamera2_class().global_camera_info(), "picamera2 lists no camera"
+        except Picamera2NotInstalled:
+            listed, why = [], "picamera2 is not installed"
+        if not listed and not DEFAULT_VIDEO_DEVICE.exists():
+            print(f"{why} and {DEFAULT_VIDEO_DEVICE} does not exist; the first one found is used")
     elif source == "picamera2" and not import_picamera2_class().global_camera_info():
         print("picamera2 lists no camera")
     elif source == "opencv" and device.startswith("/dev/") and not Path(device).exists():
