@@ -441,3 +441,34 @@ def test_the_daemon_never_imports_heavy_frameworks(project_root):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
+
+class UndeliveringSink(RecordingSink):
+    """A transport whose broker never acknowledges: every event stays in the outbox."""
+
+    def publish_event(self, event) -> None:
+        self.calls.append(("event", event))
+
+
+def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, int8_model_path, two_photos, blank):
+    import json
+
+    import jinja2
+
+    from edge.discovery import DeviceTopics, build_discovery_payload
+    from edge.mqtt import encode_json
+
+    first, _, _, _ = two_photos
+    scene = build_scene(tmp_path / "frames", blank, [(first, 3), ("blank", 12)])
+    config = load_config(daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS}))
+    sink = UndeliveringSink()
+    daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
+    assert daemon.run() == 0
+    waiting = len(daemon.outbox)
+    assert waiting == len([kind for kind, _ in sink.calls if kind == "event"]) == 2  # detected, cleared
+    stats = daemon.stats(time.monotonic(), daemon.grabber.health)
+    topics = DeviceTopics.under("edge-face/x")
+    component = build_discovery_payload("x", topics, sw_version="0", model_id="m")["cmps"]["outbox_depth"]
+    assert component["state_topic"] == topics.stats
+    rendered = jinja2.Environment().from_string(component["value_template"]).render(
+        value_json=json.loads(encode_json(stats)))  # as published on the stats topic
+    assert rendered == str(waiting)
