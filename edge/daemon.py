@@ -40,6 +40,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.config import (
+    OPTION_SECTIONS,
     SECTIONS,
     SHUTDOWN_RESERVE_SECONDS,
     STOP_BUDGET_SECONDS,
@@ -54,6 +55,7 @@ from edge.events import (
     EventIdentity,
     EventSink,
     PresenceSettings,
+    PresenceState,
     PresenceTracker,
     SinkClosed,
     StdoutSink,
@@ -65,6 +67,7 @@ from edge.exitcodes import ExitCode
 from edge.model import ModelError
 from edge.outbox import Outbox
 from edge.redact import redact_url
+from edge.scene_stage import SceneStage
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import encode_snapshot
 from edge.sources.auto import build_source
@@ -98,23 +101,27 @@ class StartupError(Exception):
 
 @dataclass
 class FrameTimes:
-    """Per-frame timings of one stats interval (seconds; ``done`` is the monotonic time each
-    frame was finished). Bounded by the interval: :meth:`take_window` starts a new one."""
+    """Per-frame timings of one stats interval (seconds) of the frames the detector saw, and
+    how many frames the motion gate let pass without it. Bounded by the interval:
+    :meth:`take_window` starts a new one."""
 
     invoke: list[float] = field(default_factory=list)
     detect: list[float] = field(default_factory=list)
-    done: list[float] = field(default_factory=list)
+    skipped: int = 0
     window_start: float = field(default_factory=time.monotonic)
 
-    def add(self, invoke: float, detect: float, done: float) -> None:
+    def add(self, invoke: float, detect: float) -> None:
         self.invoke.append(invoke)
         self.detect.append(detect)
-        self.done.append(done)
 
-    def take_window(self, now: float) -> tuple[float, list[float], list[float]]:
-        """(window seconds, invoke times, detect times) of the interval so far; starts a new one."""
-        window = (now - self.window_start, self.invoke, self.detect)
-        self.invoke, self.detect, self.done, self.window_start = [], [], [], now
+    def add_skipped(self) -> None:
+        self.skipped += 1
+
+    def take_window(self, now: float) -> tuple[float, int, list[float], list[float]]:
+        """(window seconds, frames handled, invoke times, detect times) of the interval so
+        far; starts a new one."""
+        window = (now - self.window_start, len(self.invoke) + self.skipped, self.invoke, self.detect)
+        self.invoke, self.detect, self.skipped, self.window_start = [], [], 0, now
         return window
 
 
@@ -270,6 +277,8 @@ class Daemon:
             identity=EventIdentity(config.device.id, self.boot_id, detector.model_id),
             settings=PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
+        self.scene = SceneStage(config.motion, config.scene, self.tracker.identity, self.tracker.settings)
+        self._faces_in_last_detection = False
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
@@ -313,7 +322,7 @@ class Daemon:
             log.error("%s", exc)
             self.grabber.stop()
             return exc.exit_code
-        self.sink.publish_state(self.tracker.state)
+        self.sink.publish_state(self.presence_state())
         self.started_monotonic = self.times.window_start = time.monotonic()
         code = EXIT_FAILURE
         try:
@@ -400,23 +409,36 @@ class Daemon:
         return EXIT_FAILURE if self.controls.crash is not None else self._exit_code
 
     def _process(self, frame: Frame) -> None:
+        # While faces are (or may be becoming) present every frame is detected, so debouncing
+        # and clearing see them all; a still, empty scene only every motion.idle_interval.
+        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.tracker.present):
+            self.times.add_skipped()
+            return
         started = time.perf_counter()
         detections, invoke = detect_timed(self.detector, frame)
+        kept = self.scene.apply(detections, frame.height)
+        detections = kept.detections
         detected = time.perf_counter()
+        self._faces_in_last_detection = len(detections) > 0
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
         faces = faces_from_detections(detections.boxes, detections.scores)
         events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events += self.scene.zone_events(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
         for event in events:
             event, dropped = self.outbox.add(event)
             self._drops_unlogged += dropped
             log.info("event %d %s: %d face(s)", event.sequence, event.type, event.face_count)
             self.sink.publish_event(event)
         if events:
-            self.sink.publish_state(self.tracker.state)
+            self.sink.publish_state(self.presence_state())
             if self.config.snapshot.enabled:
                 self._publish_snapshot(frame, detections)
-        self.times.add(invoke, detected - started, time.monotonic())
+        self.times.add(invoke, detected - started)
+
+    def presence_state(self) -> PresenceState:
+        """The whole frame's presence with each zone's."""
+        return dataclasses.replace(self.tracker.state, zones=self.scene.zone_states())
 
     def _publish_snapshot(self, frame: Frame, detections: Detections) -> None:
         settings = self.config.snapshot
@@ -451,7 +473,7 @@ class Daemon:
 
     def stats(self, now: float, health: SourceHealth) -> dict:
         """The periodic stats message; starts a new measuring interval."""
-        window, invoke, detect = self.times.take_window(now)
+        window, frames, invoke, detect = self.times.take_window(now)
         status = getattr(self.sink, "status", None)  # only network sinks have a connection
         status = status if isinstance(status, dict) else {}
         outbox = self.outbox.stats
@@ -459,7 +481,7 @@ class Daemon:
         return {
             "time": iso_utc(time.time()),
             "uptime_seconds": round(now - self.started_monotonic, 1),
-            "fps": round(len(invoke) / window, 2) if window > 0 else 0.0,
+            "fps": round(frames / window, 2) if window > 0 else 0.0,
             "frames": self.frames_processed,
             "invoke_ms_p50": percentile_ms(invoke, 50),
             "invoke_ms_p95": percentile_ms(invoke, 95),
@@ -479,6 +501,7 @@ class Daemon:
             "reconnects": status.get("reconnects"),
             "present": state.present,
             "face_count": state.count,
+            **self.scene.take_stats(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
@@ -549,11 +572,12 @@ class Daemon:
             )
             self.notifier.ready()
             return
-        changed = [name for name in SECTIONS if getattr(new, name) != getattr(old, name)]
+        changed = [name for name in (*SECTIONS, *OPTION_SECTIONS) if getattr(new, name) != getattr(old, name)]
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
             or new.snapshot.enabled != old.snapshot.enabled
+            or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
@@ -561,6 +585,7 @@ class Daemon:
         self.outbox.set_bounds(*outbox_bounds(new))
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
+        self.scene.reconfigure(new.motion, new.scene, self.tracker.identity, self.tracker.settings)
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
@@ -608,7 +633,7 @@ class Daemon:
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
             log.error("reload: the new MQTT transport did not start: %s", exc)
-        sink.publish_state(self.tracker.state)
+        sink.publish_state(self.presence_state())
         sink.publish_event(None)  # wake it: events may be waiting in the outbox
         return new
 

@@ -141,11 +141,11 @@ def test_new_settings_keep_the_sequence_counting():
 
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None}
+    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None, "zones": {}}
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
-    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
 
 
 @pytest.mark.parametrize("bad", [dict(debounce_frames=0), dict(clear_after_seconds=0.0)])
@@ -170,7 +170,7 @@ def test_event_schema_is_json_with_the_documented_fields():
     event, _ = Outbox().add(event)
     data = json.loads(event.to_json())
     assert list(data) == [
-        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id",
+        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
     ]
     assert data["type"] == "face_detected" and data["sequence"] == 1 and data["device_id"] == "hall"
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])
