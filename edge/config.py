@@ -33,12 +33,16 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from edge.exitcodes import ExitCode
 from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
 from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
 from edge.redact import redact_url
+
+if TYPE_CHECKING:
+    from edge.motion import MotionOptions
+    from edge.scene import SceneOptions
 
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
@@ -640,6 +644,8 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    motion: MotionOptions = field(default_factory=lambda: _option_section("motion", {}))
+    scene: SceneOptions = field(default_factory=lambda: _option_section("scene", {}))
     source_file: Path | None = None
 
 
@@ -655,6 +661,24 @@ SECTIONS: dict[str, type] = {
     "stats": StatsConfig,
     "log": LogConfig,
 }
+
+
+# Sections whose options dataclasses check themselves (edge.motion, edge.scene: numpy code,
+# imported when a config is parsed, so `import edge.config` stays light). Their OptionError
+# carries the same key, value and allowed text as ConfigError.
+OPTION_SECTIONS = ("motion", "scene")
+
+
+def _option_section(name: str, table: Any) -> Any:
+    from edge.motion import motion_options_from_toml
+    from edge.options import OptionError
+    from edge.scene import scene_options_from_toml
+
+    reader = {"motion": motion_options_from_toml, "scene": scene_options_from_toml}[name]
+    try:
+        return reader(table, name)
+    except OptionError as exc:
+        raise ConfigError(exc.key, exc.value, exc.allowed) from None
 
 
 def key_rule(section: type, name: str) -> Rule:
@@ -792,8 +816,8 @@ def parse_config(
     """Validate already-parsed TOML ``data``; relative paths are resolved against ``base_dir``."""
     context = _Context(base_dir=base_dir, environ=os.environ if environ is None else environ, hostname=hostname)
     for name, value in data.items():
-        if name not in SECTIONS:
-            raise ConfigError(name, _MISSING, "unknown section" + _did_you_mean(name, SECTIONS))
+        if name not in SECTIONS and name not in OPTION_SECTIONS:
+            raise ConfigError(name, _MISSING, "unknown section" + _did_you_mean(name, [*SECTIONS, *OPTION_SECTIONS]))
         if not isinstance(value, dict):
             raise ConfigError(name, value, "a table: write it as [" + name + "]")
     sections = {}
@@ -801,6 +825,8 @@ def parse_config(
         sections[name] = _parse_section(name, section_class, data.get(name, {}), context)
         if name == "device":
             context = dataclasses.replace(context, device_id=sections[name].id)
+    for name in OPTION_SECTIONS:
+        sections[name] = _option_section(name, data.get(name, {}))
     return Config(**sections, source_file=source_file)
 
 
@@ -870,6 +896,12 @@ def describe(config: Config) -> str:
         f"device '{config.device.id}', source {source}, model '{quote_path(config.detector.model)}', "
         f"events to {sink}, snapshot {'on' if config.snapshot.enabled else 'off'}"
     )
+    motion = config.motion
+    summary += f", motion gate {f'on (idle {motion.idle_interval:g} s)' if motion.enabled else 'off'}"
+    scene = config.scene
+    if scene.active:
+        zones = ", ".join(scene.zone_names) or "none"
+        summary += f", scene: {len(scene.masks)} mask(s), zones {zones}"
     return one_line(redact_url(summary))
 
 

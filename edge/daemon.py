@@ -40,6 +40,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.config import (
+    OPTION_SECTIONS,
     SECTIONS,
     SHUTDOWN_RESERVE_SECONDS,
     STOP_BUDGET_SECONDS,
@@ -67,6 +68,7 @@ from edge.exitcodes import ExitCode
 from edge.model import ModelError
 from edge.outbox import Outbox
 from edge.redact import redact_url
+from edge.scene_stage import SceneStage
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
@@ -101,23 +103,27 @@ class StartupError(Exception):
 
 @dataclass
 class FrameTimes:
-    """Per-frame timings of one stats interval (seconds; ``done`` is the monotonic time each
-    frame was finished). Bounded by the interval: :meth:`take_window` starts a new one."""
+    """Per-frame timings of one stats interval (seconds) of the frames the detector saw, and
+    how many frames the motion gate let pass without it. Bounded by the interval:
+    :meth:`take_window` starts a new one."""
 
     invoke: list[float] = field(default_factory=list)
     detect: list[float] = field(default_factory=list)
-    done: list[float] = field(default_factory=list)
+    skipped: int = 0
     window_start: float = field(default_factory=time.monotonic)
 
-    def add(self, invoke: float, detect: float, done: float) -> None:
+    def add(self, invoke: float, detect: float) -> None:
         self.invoke.append(invoke)
         self.detect.append(detect)
-        self.done.append(done)
 
-    def take_window(self, now: float) -> tuple[float, list[float], list[float]]:
-        """(window seconds, invoke times, detect times) of the interval so far; starts a new one."""
-        window = (now - self.window_start, self.invoke, self.detect)
-        self.invoke, self.detect, self.done, self.window_start = [], [], [], now
+    def add_skipped(self) -> None:
+        self.skipped += 1
+
+    def take_window(self, now: float) -> tuple[float, int, list[float], list[float]]:
+        """(window seconds, frames handled, invoke times, detect times) of the interval so
+        far; starts a new one."""
+        window = (now - self.window_start, len(self.invoke) + self.skipped, self.invoke, self.detect)
+        self.invoke, self.detect, self.skipped, self.window_start = [], [], 0, now
         return window
 
 
@@ -284,6 +290,8 @@ class Daemon:
             identity=EventIdentity(config.device.id, self.boot_id, detector.model_id),
             settings=PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
+        self.scene = SceneStage(config.motion, config.scene, self.tracker.identity, self.tracker.settings)
+        self._faces_in_last_detection = False
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
@@ -355,7 +363,7 @@ class Daemon:
             )
             code = EXIT_FAILURE
         # Nobody is watching any more: the retained state must not say someone is there.
-        self.sink.publish_state(PresenceState(False, 0, self.tracker.last_seen, self._detection_word()))
+        self.sink.publish_state(self._absent_state())
         self.grabber.stop()
         self._log_drops(force=True)
         self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
@@ -432,20 +440,35 @@ class Daemon:
         return EXIT_FAILURE if self.controls.crash is not None else self._exit_code
 
     def _process(self, frame: Frame) -> None:
+        # While faces are (or may be becoming) present every frame is detected, so debouncing
+        # and clearing see them all; a still, empty scene only every motion.idle_interval.
+        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.tracker.present):
+            self.times.add_skipped()
+            return
         started = time.perf_counter()
         detections, invoke = detect_timed(self.detector, frame)
+        kept = self.scene.apply(detections, frame.height)
+        detections = kept.detections
         detected = time.perf_counter()
+        self._faces_in_last_detection = len(detections) > 0
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
         faces = faces_from_detections(detections.boxes, detections.scores)
         events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events += self.scene.zone_events(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
         self._emit(events)
         if events:
-            self.sink.publish_state(self._presence_state())
+            self.sink.publish_state(self.presence_state())
             # The snapshot is the last face seen: an empty room does not replace it.
             if self.config.snapshot.enabled and faces:
                 self._publish_snapshot(frame, detections)
-        self.times.add(invoke, detected - started, time.monotonic())
+        self.times.add(invoke, detected - started)
+
+    def presence_state(self) -> PresenceState:
+        """The whole frame's presence with each zone's, and whether detection is paused."""
+        word = self._detection_word()
+        zones = {name: dataclasses.replace(zone, detection=word) for name, zone in self.scene.zone_states().items()}
+        return dataclasses.replace(self.tracker.state, zones=zones, detection=word)
 
     def _emit(self, events: list) -> None:
         """Number ``events`` in the outbox and wake the sink."""
@@ -488,7 +511,7 @@ class Daemon:
 
     def stats(self, now: float, health: SourceHealth) -> dict:
         """The periodic stats message; starts a new measuring interval."""
-        window, invoke, detect = self.times.take_window(now)
+        window, frames, invoke, detect = self.times.take_window(now)
         status = getattr(self.sink, "status", None)  # only network sinks have a connection
         status = status if isinstance(status, dict) else {}
         outbox = self.outbox.stats
@@ -496,7 +519,7 @@ class Daemon:
         return {
             "time": iso_utc(time.time()),
             "uptime_seconds": round(now - self.started_monotonic, 1),
-            "fps": round(len(invoke) / window, 2) if window > 0 else 0.0,
+            "fps": round(frames / window, 2) if window > 0 else 0.0,
             "frames": self.frames_processed,
             "invoke_ms_p50": percentile_ms(invoke, 50),
             "invoke_ms_p95": percentile_ms(invoke, 95),
@@ -518,6 +541,7 @@ class Daemon:
             "face_count": state.count,
             "detection": self._detection_word(),
             "cpu_temperature_c": read_cpu_temperature(),
+            **self.scene.take_stats(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
@@ -595,11 +619,12 @@ class Daemon:
             )
             self.notifier.ready()
             return
-        changed = [name for name in SECTIONS if getattr(new, name) != getattr(old, name)]
+        changed = [name for name in (*SECTIONS, *OPTION_SECTIONS) if getattr(new, name) != getattr(old, name)]
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
             or new.snapshot.enabled != old.snapshot.enabled
+            or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
@@ -611,6 +636,7 @@ class Daemon:
         self.outbox.set_bounds(*outbox_bounds(new))
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
+        self.scene.reconfigure(new.motion, new.scene, self.tracker.identity, self.tracker.settings)
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
@@ -680,14 +706,17 @@ class Daemon:
     def _detection_word(self) -> str:
         return "paused" if self._paused else "active"
 
-    def _presence_state(self) -> PresenceState:
-        return dataclasses.replace(self.tracker.state, detection=self._detection_word())
+    def _absent_state(self) -> PresenceState:
+        """What a clean stop leaves retained: nobody, in the frame or any zone (last_seen kept)."""
+        state = self.presence_state()
+        zones = {name: dataclasses.replace(zone, present=False, count=0) for name, zone in state.zones.items()}
+        return dataclasses.replace(state, present=False, count=0, zones=zones)
 
     def _publish_retained(self, config: Config | None = None) -> None:
         """What a (new) sink announces: the presence state, the control state, and, with
         snapshots on, a placeholder so the image entity is never empty while we run."""
         config = config if config is not None else self.config
-        self.sink.publish_state(self._presence_state())
+        self.sink.publish_state(self.presence_state())
         if self.ha_controls.enabled and hasattr(self.sink, "publish_controls"):
             self.sink.publish_controls(control_state(config, not self._paused))
         if config.snapshot.enabled:
@@ -715,7 +744,9 @@ class Daemon:
         if paused:
             self._paused = True
             self.grabber.stop()  # releases the camera
-            self._emit(self.tracker.clear(time.time()))
+            now = time.time()
+            self._emit(self.tracker.clear(now) + self.scene.clear_zones(now))
+            self._faces_in_last_detection = False
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:
             grabber = self._grabber_for(self.grabber.source, self.config)
@@ -728,7 +759,7 @@ class Daemon:
                 return
             self.grabber, self._paused, self._source_state = grabber, False, "ok"
             log.info("detection resumed from Home Assistant")
-        self.sink.publish_state(self._presence_state())
+        self.sink.publish_state(self.presence_state())
 
     @staticmethod
     def _retire_stale_identity(config: Config, running: Config | None = None) -> None:

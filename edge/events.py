@@ -29,7 +29,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol, Sequence, TextIO
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class Event:
     frame_width: int
     frame_height: int
     model_id: str
+    zone: str | None = None
+    """The ``[[scene.zones]]`` name this event is about; None: the whole frame."""
 
     def to_dict(self) -> dict:
         return {
@@ -80,6 +82,7 @@ class Event:
             "frame_width": self.frame_width,
             "frame_height": self.frame_height,
             "model_id": self.model_id,
+            "zone": self.zone,
         }
 
     def to_json(self) -> bytes:
@@ -95,10 +98,18 @@ class PresenceState:
     present: bool
     count: int
     last_seen: str | None
+    zones: Mapping[str, PresenceState] = field(default_factory=dict)
+    """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
     detection: str = "active"
 
     def to_dict(self) -> dict:
-        return {"present": self.present, "count": self.count, "last_seen": self.last_seen, "detection": self.detection}
+        return {
+            "present": self.present,
+            "count": self.count,
+            "last_seen": self.last_seen,
+            "zones": {name: zone.to_dict() for name, zone in self.zones.items()},
+            "detection": self.detection,
+        }
 
 
 class EventSink(Protocol):
@@ -187,6 +198,7 @@ class PresenceTracker:
 
     identity: EventIdentity
     settings: PresenceSettings = field(default_factory=PresenceSettings)
+    zone: str | None = None
     present: bool = False
     stable_count: int = 0
     last_face_monotonic: float | None = None
@@ -247,6 +259,7 @@ class PresenceTracker:
                 frame_width=int(frame_width),
                 frame_height=int(frame_height),
                 model_id=self.identity.model_id,
+                zone=self.zone,
             )
         ]
 
@@ -264,7 +277,7 @@ class PresenceTracker:
             Event(
                 type="face_cleared", device_id=self.identity.device_id, boot_id=self.identity.boot_id,
                 sequence=0, time=iso_utc(wall_time), face_count=0, faces=(),
-                frame_width=0, frame_height=0, model_id=self.identity.model_id,
+                frame_width=0, frame_height=0, model_id=self.identity.model_id, zone=self.zone,
             )
         ]
 

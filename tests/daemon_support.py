@@ -24,6 +24,8 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, (int, float)):
                 lines.append(f"{key} = {value!r}")
+            elif isinstance(value, list):  # arrays of numbers: JSON and TOML spell them alike
+                lines.append(f"{key} = {json.dumps(value)}")
             else:  # a JSON string is a valid TOML basic string
                 lines.append(f"{key} = {json.dumps(str(value))}")
         lines.append("")
@@ -81,3 +83,28 @@ def truncated_jpeg(path: Path, photo: Path) -> Path:
     data = photo.read_bytes()
     path.write_bytes(data[: len(data) // 3])
     return path
+
+
+class RecordingSink:
+    """An EventSink that keeps what it is given (the stdout sink drops state/stats/snapshots)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.closed_with: float | None = None
+        self.outbox = None  # the daemon's, given by the daemon
+
+    def publish_event(self, event) -> None:
+        self.calls.append(("event", event))
+        self.outbox.ack(event.sequence)  # delivered
+
+    def publish_state(self, state) -> None:
+        self.calls.append(("state", state))
+
+    def publish_stats(self, stats: dict) -> None:
+        self.calls.append(("stats", stats))
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self.calls.append(("snapshot", jpeg))
+
+    def close(self, timeout: float, abandon=None) -> None:
+        self.closed_with = timeout

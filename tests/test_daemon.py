@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon_support import Scene, build_scene, parse_event_lines, write_config
+from daemon_support import RecordingSink, Scene, build_scene, parse_event_lines, write_config
 from edge.config import load_config
 from edge.daemon import build_daemon, percentile_ms, run_main
 from edge.decode import Detections
@@ -105,7 +105,7 @@ def check_events(events: list[dict], expected: list[dict], detector: FaceDetecto
     assert all(ISO_UTC.match(t) for t in times) and times == sorted(times)
     for event, want in zip(events, expected):
         assert set(event) == {
-            "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id",
+            "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
         }
         assert event["device_id"] == "test-hall" and event["model_id"] == detector.model_id
         assert (event["frame_width"], event["frame_height"]) == (want["frame_width"], want["frame_height"])
@@ -274,31 +274,6 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(tmp_path, int8
 
 
 # --- snapshots and stats ----------------------------------------------------------------------------------
-
-
-class RecordingSink:
-    """An EventSink that keeps what it is given (the stdout sink drops state/stats/snapshots)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-        self.closed_with: float | None = None
-        self.outbox = None  # the daemon's, given by the daemon
-
-    def publish_event(self, event) -> None:
-        self.calls.append(("event", event))
-        self.outbox.ack(event.sequence)  # delivered
-
-    def publish_state(self, state) -> None:
-        self.calls.append(("state", state))
-
-    def publish_stats(self, stats: dict) -> None:
-        self.calls.append(("stats", stats))
-
-    def publish_snapshot(self, jpeg: bytes) -> None:
-        self.calls.append(("snapshot", jpeg))
-
-    def close(self, timeout: float, abandon=None) -> None:
-        self.closed_with = timeout
 
 
 def test_snapshots_state_and_stats_reach_the_sink(tmp_path, int8_model_path, two_photos, blank):

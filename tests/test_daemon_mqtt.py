@@ -33,7 +33,7 @@ DEBOUNCE = 3
 CLEAR_AFTER = 0.8  # s: the 2 s face-free run clears, the one-frame gap does not
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 EVENT_KEYS = {"type", "device_id", "boot_id", "sequence", "time", "face_count", "faces",
-              "frame_width", "frame_height", "model_id"}
+              "frame_width", "frame_height", "model_id", "zone"}
 STATS_KEYS = {"fps", "invoke_ms_p50", "invoke_ms_p95", "dropped_frames", "queue_depth", "reconnects"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -141,13 +142,14 @@ def test_new_settings_keep_the_sequence_counting():
 
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None, "detection": "active"}
+    assert machine.state.to_dict() == {
+        "present": False, "count": 0, "last_seen": None, "zones": {}, "detection": "active"}
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
     assert machine.state.to_dict() == {
-        "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "detection": "active"}
+        "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
     assert machine.state.to_dict() == {
-        "present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "detection": "active"}
+        "present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
 
 
 def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
@@ -164,6 +166,12 @@ def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
     numbered = [outbox.add(e)[0] for e in [detected[0][1], *cleared, again[-1][1]]]
     assert [(e.type, e.sequence) for e in numbered] == [("face_detected", 1), ("face_cleared", 2), ("face_detected", 3)]
     assert len(feed(machine, [1], start=400.0)) == 0
+
+
+def test_clearing_a_zone_tracker_ends_that_zones_presence():
+    machine = dataclasses.replace(tracker(debounce=1, clear_after=60.0), zone="door")
+    assert [e.zone for _, e in feed(machine, [1])] == ["door"]
+    assert [(e.type, e.zone) for e in machine.clear(WALL_START + 5)] == [("face_cleared", "door")]
 
 
 @pytest.mark.parametrize("bad", [dict(debounce_frames=0), dict(clear_after_seconds=0.0)])
@@ -188,7 +196,7 @@ def test_event_schema_is_json_with_the_documented_fields():
     event, _ = Outbox().add(event)
     data = json.loads(event.to_json())
     assert list(data) == [
-        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id",
+        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
     ]
     assert data["type"] == "face_detected" and data["sequence"] == 1 and data["device_id"] == "hall"
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])

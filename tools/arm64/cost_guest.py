@@ -171,7 +171,7 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
         regions["daemon_outside_invoke"] = regions["daemon_postprocess"] + regions["daemon_prepare"] + regions["daemon_loop"]
         for stage, spans in regions.items():
             marks.regions.append({"stage": stage, "frame": frame, "spans": spans})
-    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frames), "events": daemon.tracker.sequence}
+    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frames), "events": daemon.outbox.stats.enqueued}
 
 
 def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
