@@ -48,11 +48,14 @@ $(VENV_TFLITE)/.installed: pyproject.toml
 	$(VENV_TFLITE)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
+# python3-numpy: the installer tests make their virtualenvs from the OS Python with its site
+# packages, as on Raspberry Pi OS, where numpy comes with the OS (python3-picamera2 needs it).
 system-deps:
 	@for tool in mosquitto mosquitto_sub systemd-analyze openssl shellcheck; do \
 		command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	/usr/bin/python3 -c 'import numpy' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq mosquitto mosquitto-clients systemd openssl shellcheck >/dev/null; fi
+		apt-get install -y -qq mosquitto mosquitto-clients systemd openssl shellcheck python3-numpy >/dev/null; fi
 
 model: setup $(MODEL)
 $(MODEL):

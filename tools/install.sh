@@ -172,7 +172,9 @@ systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
 install_os_packages() {
     [ -n "$USE_APT" ] || return 0
     # setuptools and wheel let the venv build the package wheel without a download.
-    packages="python3-venv python3-setuptools python3-wheel"
+    # python3-numpy: the OS's numpy (Raspberry Pi OS ships it; picamera2 needs it) serves the
+    # venv through its site packages, so a --no-deps install can still check its config.
+    packages="python3-venv python3-setuptools python3-wheel python3-numpy"
     # python3-picamera2 (with libcamera) exists only in Raspberry Pi OS's archive.
     if [ -e /etc/rpi-issue ]; then packages="$packages python3-picamera2"; fi
     missing=
@@ -371,9 +373,9 @@ import sys, tomllib
 from pathlib import Path
 from edge.config import parse_config
 from edge.models import PACKAGED_MODEL_PATH
-from edge.sources.auto import DEFAULT_VIDEO_DEVICE
+from edge.sources.auto import select_auto_camera
 from edge.sources.base import SourceError
-from edge.sources.picamera2 import Picamera2NotInstalled, import_picamera2_class
+from edge.sources.picamera2 import import_picamera2_class
 
 path = Path(sys.argv[1])
 camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
@@ -381,13 +383,8 @@ camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
 parsed = parse_config({"camera": camera, "detector": {"model": str(PACKAGED_MODEL_PATH)}}, base_dir=path.parent, environ={})
 source, device = parsed.camera.source, parsed.camera.device
 try:
-    if source == "auto":  # what auto-selection looks for when the service opens its camera
-        try:
-            listed, why = import_picamera2_class().global_camera_info(), "picamera2 lists no camera"
-        except Picamera2NotInstalled:
-            listed, why = [], "picamera2 is not installed"
-        if not listed and not DEFAULT_VIDEO_DEVICE.exists():
-            print(f"{why} and {DEFAULT_VIDEO_DEVICE} does not exist; the first one found is used")
+    if source == "auto":  # which camera the service would pick; nothing is opened
+        select_auto_camera()
     elif source == "picamera2" and not import_picamera2_class().global_camera_info():
         print("picamera2 lists no camera")
     elif source == "opencv" and device.startswith("/dev/") and not Path(device).exists():
