@@ -161,7 +161,9 @@ def outbox_bounds(config: Config) -> tuple[int, int]:
     return config.mqtt.queue_size, config.mqtt.queue_bytes
 
 
-def build_sink(config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None) -> EventSink:
+def build_sink(
+    config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None, retired_zones: tuple[str, ...] = ()
+) -> EventSink:
     """The transport draining ``outbox`` (None: a new one bounded by ``config``): stdout JSON
     lines without ``[mqtt] host``; the MQTT transport (not yet started) with it. Raises
     StartupError (exit 2) when the sink rejects its settings."""
@@ -180,6 +182,8 @@ def build_sink(config: Config, model_id: str, outbox: Outbox | None = None, on_c
             logging.getLogger("edge.mqtt"),
             outbox,
             on_crash=on_crash,
+            zones=config.scene.zone_names,
+            retired_zones=retired_zones,
         )
     except ConfigError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from None
@@ -673,7 +677,7 @@ class Daemon:
         waits on the network: the old transport gives its in-flight events back to the outbox
         and disconnects in its own thread, the new one connects in its own thread."""
         try:
-            sink = build_sink(new, model_id, self.outbox, self.controls.crashed)
+            sink = build_sink(new, model_id, self.outbox, self.controls.crashed, retired_zones=old.scene.zone_names)
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)

@@ -160,6 +160,22 @@ ENTITIES: tuple[Entity, ...] = (
     Entity("uptime", "sensor", "Uptime", "stats", "{{ value_json.uptime_seconds }}",
            device_class="duration", unit="s", category=DIAGNOSTIC),
 )
+
+
+def zone_entities(zone: str) -> tuple[Entity, ...]:
+    """The entities of one ``[[scene.zones]]`` zone (its name is ``[a-z0-9_]{1,32}``, safe in
+    a template, a component id and a unique_id): its presence and its face count."""
+    zone_state = "(value_json.zones | default({})).get('%s', {})" % zone
+    return (
+        Entity(f"zone_{zone}_present", "binary_sensor", f"Face present {zone}", "state",
+               "{{ 'ON' if %s.get('present') else 'OFF' }}" % zone_state, device_class="occupancy",
+               options={"payload_on": ON, "payload_off": OFF}),
+        Entity(f"zone_{zone}_count", "sensor", f"Face count {zone}", "state",
+               "{{ %s.get('count', 0) }}" % zone_state,
+               unit=FACE_COUNT_UNIT, state_class="measurement", icon="mdi:account-multiple"),
+    )
+
+
 # Fields of an Entity spelled as HA's discovery option of the same meaning.
 _FIELD_OPTIONS = (("device_class", "device_class"), ("unit", "unit_of_measurement"),
                   ("state_class", "state_class"), ("category", "entity_category"), ("icon", "icon"))
@@ -207,11 +223,15 @@ def build_discovery_payload(
     features: frozenset[str] = frozenset(),
     device_name: str | None = None,
     qos: int = 1,
+    zones: tuple[str, ...] = (),
+    retired_zones: tuple[str, ...] = (),
 ) -> dict:
     """The device-based discovery payload (a JSON-able dict) for one edge-face device.
 
     ``features``: which of :data:`SNAPSHOT`, :data:`CONTROLS`, :data:`CPU_TEMPERATURE` are
-    on; an entity that needs one that is off is listed as ``{"p": platform}`` (removed)."""
+    on; an entity that needs one that is off is listed as ``{"p": platform}`` (removed).
+    ``zones``: the configured zones, each with :func:`zone_entities`; ``retired_zones``:
+    zones configured before (a reload removed them), listed as removed."""
     components = {
         entity.key: (
             component_config(entity, device_id, topics, qos)
@@ -220,6 +240,10 @@ def build_discovery_payload(
         )
         for entity in ENTITIES
     }
+    for zone in retired_zones:
+        components.update({entity.key: {"p": entity.platform} for entity in zone_entities(zone)})
+    for zone in zones:
+        components.update({entity.key: component_config(entity, device_id, topics, qos) for entity in zone_entities(zone)})
     return {
         "dev": {
             "identifiers": [f"edge-face-{device_id}"],

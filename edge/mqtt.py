@@ -192,12 +192,16 @@ class MqttSink:
         on_crash: Callable[[str, BaseException], None] | None = None,
         connack_timeout: float = CONNACK_TIMEOUT_S,
         reminder_interval: float = REMINDER_INTERVAL_S,
+        zones: tuple[str, ...] = (),
+        retired_zones: tuple[str, ...] = (),
     ) -> None:
         if mqtt.host is None:
             raise ConfigError("mqtt.host", None, "a host name or IP address for the MQTT sink")
         if mqtt.protocol not in _PROTOCOLS:
             raise ConfigError("mqtt.protocol", mqtt.protocol, 'one of "5", "3.1.1"')
         self._config = mqtt
+        # Zone entities in discovery: the configured zones, and those a reload removed.
+        self._zones, self._retired_zones = zones, tuple(z for z in retired_zones if z not in zones)
         self._ha = ha
         self._device_id = device_id
         self._model_id = model_id
@@ -753,6 +757,7 @@ class MqttSink:
         return build_discovery_payload(
             self._device_id, self.topics, sw_version=__version__, model_id=self._model_id,
             features=frozenset(name for name, on in features.items() if on), device_name=self._ha.device_name,
+            zones=self._zones, retired_zones=self._retired_zones,
         )
 
     def _send(self, client: paho.Client, item: _Outgoing) -> int | None:

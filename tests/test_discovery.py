@@ -173,6 +173,27 @@ def test_templates_render_the_payloads_the_daemon_publishes():
     assert render(components["score_threshold"]["value_template"], controls) == "0.55"
 
 
+def test_each_zone_has_its_presence_and_count_entities_and_a_removed_zone_is_retired():
+    payload = build_discovery_payload(DEVICE, TOPICS, "1", "m", zones=("door", "sofa"), retired_zones=("hall",))
+    assert_meets_documented_requirements(payload)
+    components = payload["cmps"]
+    for zone in ("door", "sofa"):
+        present, count = components[f"zone_{zone}_present"], components[f"zone_{zone}_count"]
+        assert (present["p"], present["device_class"], present["state_topic"], present["qos"]) == (
+            "binary_sensor", "occupancy", TOPICS.state, 1)
+        assert (count["p"], count["unit_of_measurement"], count["state_topic"]) == ("sensor", "faces", TOPICS.state)
+    assert components["zone_hall_present"] == {"p": "binary_sensor"}
+    assert components["zone_hall_count"] == {"p": "sensor"}
+    door, nobody = PresenceState(True, 1, "t"), PresenceState(False, 0, None)
+    state = encode_state(PresenceState(True, 1, "t", zones={"door": door, "sofa": nobody}))
+    assert render(components["zone_door_present"]["value_template"], state) == "ON"
+    assert render(components["zone_door_count"]["value_template"], state) == "1"
+    assert render(components["zone_sofa_present"]["value_template"], state) == "OFF"
+    assert render(components["zone_sofa_count"]["value_template"], state) == "0"
+    before_zones = encode_state(PresenceState(False, 0, None))  # a state without this zone yet
+    assert render(components["zone_door_present"]["value_template"], before_zones) == "OFF"
+
+
 def test_removal_messages_clear_the_device_and_every_retained_topic():
     messages = removal_messages("ha-test", DEVICE, TOPICS)
     assert messages == [(f"ha-test/device/{DEVICE}/config", b""), (TOPICS.status, b""), (TOPICS.state, b""),

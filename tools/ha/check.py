@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.detector import FaceDetector
-from edge.discovery import CPU_TEMPERATURE, ENTITIES, SNAPSHOT, discovery_topic
+from edge.discovery import CPU_TEMPERATURE, ENTITIES, SNAPSHOT, discovery_topic, zone_entities
 from edge.imageio import load_image
 from edge.sysinfo import read_cpu_temperature
 from tools.ha.client import HomeAssistant
@@ -39,6 +39,8 @@ DEVICE = "ha-check"
 PREFIX = f"edge-face/{DEVICE}"
 FPS = 6.0
 DEBOUNCE, CLEAR_AFTER = 2, 1.0
+# A zone over the whole frame: its presence must follow the frame's, through its own entities.
+ZONE = "door"
 # HA's entity ids come from its registry, found by our unique ids.
 UNIQUE_PREFIX = f"edge-face-{DEVICE}-"
 
@@ -129,6 +131,9 @@ enabled = {"true" if ha_enabled else "false"}
 device_name = "Hall camera"
 [stats]
 interval_seconds = 1.0
+[[scene.zones]]
+name = "{ZONE}"
+polygon = [[0, 0], [1, 0], [1, 1], [0, 1]]
 """, encoding="utf-8")
 
 
@@ -250,6 +255,7 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     expect(device["name"] == "Hall camera" and device["manufacturer"] == "edge-face", f"device: {device}")
     with_temperature = read_cpu_temperature() is not None
     wanted = {e.key for e in ENTITIES if e.needs in (None, SNAPSHOT, "controls") or (e.needs == CPU_TEMPERATURE and with_temperature)}
+    wanted |= {e.key for e in zone_entities(ZONE)}
     entities = wait_for(lambda: (found := our_entities(ha)) and set(found) >= wanted and found, 30,
                         f"entities {sorted(wanted)}")
     expect(set(entities) == wanted, f"unexpected entities: {sorted(set(entities) - wanted)}")
@@ -257,7 +263,7 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
 
     # Every entity as HA shows it: device class, unit and category must be what we declared.
     rows = []
-    declared = {e.key: e for e in ENTITIES}
+    declared = {e.key: e for e in (*ENTITIES, *zone_entities(ZONE))}
     image = None
     for key, entry in entities.items():
         entity = declared[key]
@@ -288,10 +294,15 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
 
     # States follow the scene: off -> on with the detector's count -> off; the event fires.
     present, count, event = (entities[k]["entity_id"] for k in ("face_present", "face_count", "face_event"))
+    zone_present = entities[f"zone_{ZONE}_present"]["entity_id"]
     seen_events: dict[str, dict] = {}
     timeline: list[str] = []
+    zone_timeline: list[str] = []
 
     def watch() -> bool:
+        z = ha.state(zone_present)
+        if z and (not zone_timeline or zone_timeline[-1] != z["state"]):
+            zone_timeline.append(z["state"])
         p = ha.state(present)
         if p and (not timeline or timeline[-1] != p["state"]):
             timeline.append(p["state"])
@@ -302,15 +313,17 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
         if e and e["attributes"].get("event_type"):
             seen_events[e["attributes"]["event_type"]] = e["attributes"]
         joined = ",".join(timeline)
-        return "on,off" in joined and {"face_detected", "face_cleared"} <= set(seen_events)
+        return ("on,off" in joined and "on,off" in ",".join(zone_timeline)
+                and {"face_detected", "face_cleared"} <= set(seen_events))
 
-    wait_for(watch, 30, f"face present on then off and both events (timeline {timeline}, events {sorted(seen_events)})", 0.1)
+    wait_for(watch, 30, f"face present on then off, in the frame and zone {ZONE!r}, and both events "
+             f"(timeline {timeline}, zone {zone_timeline}, events {sorted(seen_events)})", 0.1)
     detected = seen_events["face_detected"]
     expect(detected.get("count") == faces and isinstance(detected.get("sequence"), int),
            f"face_detected event attributes {detected}")
     last_seen = state_of(ha, entities, "last_seen")["state"]
     expect(re.match(r"\d{4}-\d\d-\d\dT", last_seen) is not None, f"last seen {last_seen!r} is not a timestamp")
-    timer.step(f"states follow the scene ({faces} faces in {photo.name}), the event entity fires")
+    timer.step(f"states follow the scene ({faces} faces in {photo.name}), also zone {ZONE!r}'s; the event entity fires")
 
     diagnostics = {k: state_of(ha, entities, k)["state"] for k in ("fps", "uptime", "source_state", "outbox_depth")}
     expect(float(diagnostics["fps"]) > 0 and float(diagnostics["uptime"]) > 0, f"diagnostics {diagnostics}")
