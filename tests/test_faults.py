@@ -167,6 +167,7 @@ def test_reload_during_an_outage_loses_nothing_and_the_watchdog_keeps_pinging(
         daemon.wait_log(r"configuration reloaded \(changed: mqtt\)")
         daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 4)  # still flowing
         assert daemon.events_made() >= before + 12
+        time.sleep(3.0)  # the outage lasts three watchdog periods at least, however fast the replay
         broker.start()
         subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= before + 12, 30, "the queued events")
         code, log, took = daemon.stop()
