@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from daemon_support import RecordingSink, build_scene, write_config
+
 from edge.config import load_config
 from edge.daemon import build_daemon
 from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
+
+pytestmark = pytest.mark.integration
 
 FPS = 10.0
 
