@@ -29,6 +29,7 @@ test: setup setup-tflite system-deps model
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
+	$(MAKE) ha-check
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -103,6 +104,13 @@ arm-cost: arm64-check
 ## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
 arm-cost-per-op: arm64-check
 	$(BIN)/python -m tools.arm_cost --per-op
+
+## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
+## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or
+## ~/.cache/edge-face/ha and run offline)
+.PHONY: ha-check
+ha-check: setup system-deps model
+	EDGE_FACE_HOST_PYTHON=$(abspath $(BIN)/python) tools/ha_check.sh
 
 ## lint: ruff (lint and format) on the Python trees, mypy strict on the device package and
 ## checked on the offline tools

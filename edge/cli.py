@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-user", metavar="USER", default=None,
         help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
     )
+
+    forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
+    forget.add_argument("--config", required=True, type=Path)
     return parser
 
 
@@ -225,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge.config import check_config_main
 
             return check_config_main(str(args.config), as_user=args.as_user)
+        if args.command == "forget":
+            from edge.forget import forget_main
+
+            return forget_main(str(args.config))
     except BrokenPipeError:  # `edge-face detect ... | head`: the reader left, nothing to report to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.FAILURE

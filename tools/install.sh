@@ -30,7 +30,9 @@
 #   --no-systemctl     do not reload, enable, start or stop anything
 #   --root DIR         install below DIR instead of / (image builds, tests); implies
 #                      --no-apt and --no-systemctl, and creates no user
-#   --uninstall        stop and remove the service, /opt/edge-face and the unit; keeps
+#   --uninstall        stop the service, remove the device from the MQTT broker and Home
+#                      Assistant (edge-face forget: a broker that cannot be reached is a
+#                      warning), then remove the service, /opt/edge-face and the unit; keeps
 #                      /etc/edge-face (config, credential) and /var/lib/edge-face
 #   --purge            with --uninstall: remove those too, and the edge-face user
 #   --rollback-model   make the previous model current again and restart
@@ -450,10 +452,28 @@ do_install() {
 
 # --- uninstall and rollback --------------------------------------------------------------------
 
+# forget_device: with the service stopped (it would announce itself again) and the program
+# still installed, remove the device's retained discovery config, state, snapshot, status and
+# controls from the broker, so Home Assistant does not keep a ghost device. The environment
+# is the unit's: its credential (LoadCredential=) and state directory (StateDirectory=).
+forget_device() {
+    program=$ROOT$VENV/bin/edge-face
+    if [ ! -x "$program" ] || [ ! -f "$ROOT$CONFIG_FILE" ]; then
+        return 0
+    fi
+    if CREDENTIALS_DIRECTORY=$ROOT$CONFIG_DIR STATE_DIRECTORY=$ROOT/var/lib/edge-face \
+        "$program" forget --config "$ROOT$CONFIG_FILE"; then
+        say "removed the device from the MQTT broker and Home Assistant"
+    else
+        printf '%s: warning: %s\n' "$PROG" "could not remove the device from the MQTT broker (see above): its retained topics stay there, and Home Assistant keeps the device until it is deleted there" >&2
+    fi
+}
+
 do_uninstall() {
     if [ -n "$USE_SYSTEMCTL" ] && systemctl cat "$SERVICE" >/dev/null 2>&1; then
         systemctl disable --now --quiet "$SERVICE" || true
     fi
+    forget_device
     if [ -e "$ROOT$UNIT_FILE" ]; then
         rm -f -- "$ROOT$UNIT_FILE"
         systemctl_do daemon-reload
