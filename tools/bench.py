@@ -107,11 +107,10 @@ def measure(
     from edge.detector import FaceDetector
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
-    from tools.upstream_postprocess import upstream_postprocess
+    from tools.upstream_postprocess import upstream_postprocess_for
 
     _set_cv2_threads(threads)
     detector = FaceDetector(model_path, num_threads=threads, interpreter=interpreter)
-    info = detector.info
     frames = [resize_bilinear(f, *detector.input_size) for f in frames_640]
 
     interpreter_class, _ = load_interpreter_class(interpreter)
@@ -133,16 +132,9 @@ def measure(
         logits, regressions = detector.raw_outputs(frame)
         # Decode timed in the same tight loop as its upstream-style baseline, so the ratio is fair.
         samples["decode"] += _time(partial(detector.postprocess, logits, regressions), repeat)
-        upstream_args = (
-            logits,
-            regressions,
-            detector.priors,
-            info.prior_config,
-            info.logits_quant,
-            info.regressions_quant,
-        )
-        samples["upstream"] += _time(partial(upstream_postprocess, *upstream_args), repeat)
-        ours, theirs = detector.postprocess(logits, regressions), upstream_postprocess(*upstream_args)
+        upstream = partial(upstream_postprocess_for, detector, logits, regressions)
+        samples["upstream"] += _time(upstream, repeat)
+        ours, theirs = detector.postprocess(logits, regressions), upstream()
         identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
         samples["total"] += _time(partial(detector.detect, frame), repeat)
         samples["total640"] += _time(partial(detector.detect, frame_640), repeat)
@@ -267,26 +259,14 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"results": results, "onnxruntime_ms": onnx}))
 
 
-def _run_worker(python: Path, interpreter: str, args: argparse.Namespace) -> dict:
-    command = [
-        str(python),
-        "-m",
-        "tools.bench",
-        "--worker",
-        "--interpreter",
-        interpreter,
-        "--model",
-        str(args.model),
-        "--frames",
-        str(args.frames),
-        "--repeat",
-        str(args.repeat),
-        "--threads",
-        *map(str, args.threads),
-    ]
+def _run_worker(python: Path, what: str, worker_args: list[str], args: argparse.Namespace) -> dict:
+    """This module run by ``python`` with ``worker_args`` and this run's model, frames and
+    repeats; its last stdout line is the JSON of its figures. Exits naming ``what`` on failure."""
+    sizing = ["--model", str(args.model), "--frames", str(args.frames), "--repeat", str(args.repeat)]
+    command = [str(python), "-m", "tools.bench", *worker_args, *sizing]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"bench: {interpreter} worker failed: {done.stderr.strip().splitlines()[-1:]}")
+        sys.exit(f"bench: {what} worker failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -437,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, onnx_ms = [], {}
     for python, interpreter in _interpreters():
         print(f"measuring {interpreter} ({python}) ...", file=sys.stderr)
-        result = _run_worker(python, interpreter, args)
+        worker_args = ["--worker", "--interpreter", interpreter, "--threads", *map(str, args.threads)]
+        result = _run_worker(python, interpreter, worker_args, args)
         runs += result["results"]
         onnx_ms.update({k: v for k, v in result["onnxruntime_ms"].items() if v is not None})
     if not runs:
@@ -456,22 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     blazeface_python = None if args.no_blazeface else _blazeface_python()
     if blazeface_python is not None:
         print(f"measuring BlazeFace short-range ({blazeface_python}) ...", file=sys.stderr)
-        command = [
-            str(blazeface_python),
-            "-m",
-            "tools.bench",
-            "--blazeface-worker",
-            "--model",
-            str(args.model),
-            "--frames",
-            str(args.frames),
-            "--repeat",
-            str(args.repeat),
-        ]
-        done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"bench: BlazeFace worker failed: {done.stderr.strip().splitlines()[-1:]}")
-        blazeface = json.loads(done.stdout.strip().splitlines()[-1])
+        blazeface = _run_worker(blazeface_python, "BlazeFace", ["--blazeface-worker"], args)
     missed += report_blazeface(blazeface, args.markdown)
     if args.json:
         figures = {"runs": runs, "onnxruntime_ms": onnx_ms, "resize_ms": resize_ms, "blazeface": blazeface}

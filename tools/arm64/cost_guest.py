@@ -77,7 +77,7 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
     from edge.imageio import load_image
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
-    from tools.upstream_postprocess import upstream_postprocess
+    from tools.upstream_postprocess import upstream_postprocess_for
 
     detector = FaceDetector(args.int8, num_threads=1, interpreter=args.interpreter)
     info = detector.info
@@ -109,15 +109,8 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
         logits, regressions = detector.raw_outputs(frame_320)
         marks.region("int8_invoke", frame, int8.invoke)
         ours = marks.region("decode_nms", frame, partial(detector.postprocess, logits, regressions))
-        upstream_args = (
-            logits,
-            regressions,
-            detector.priors,
-            info.prior_config,
-            info.logits_quant,
-            info.regressions_quant,
-        )
-        theirs = marks.region("upstream_post", frame, partial(upstream_postprocess, *upstream_args))
+        upstream = partial(upstream_postprocess_for, detector, logits, regressions)
+        theirs = marks.region("upstream_post", frame, upstream)
         marks.region("float_invoke", frame, float_model.invoke)
         faces[frame] = len(ours.scores)
         identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
