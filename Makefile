@@ -112,5 +112,19 @@ arm-cost-per-op: arm64-check
 ha-check: setup system-deps model
 	EDGE_FACE_HOST_PYTHON=$(abspath $(BIN)/python) tools/ha_check.sh
 
+## lint: ruff (lint and format) on the Python trees, mypy strict on the device package and
+## checked on the offline tools
+.PHONY: lint test-fast
+LINT_PATHS := edge tools tests
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy --strict edge
+	$(BIN)/mypy tools
+
+## test-fast: the unit tests only (pure code, no broker, no subprocess, no model build): seconds
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "unit and not integration and not slow and not faults" $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from edge.exitcodes import ExitCode
 
@@ -36,7 +36,7 @@ def run_as_user(user: str, check: Callable[[], int], what: str) -> int:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
-        code = ExitCode.FAILURE
+        code: int = ExitCode.FAILURE
         try:
             os.setgroups(groups)
             os.setgid(entry.pw_gid)
@@ -49,5 +49,5 @@ def run_as_user(user: str, check: Callable[[], int], what: str) -> int:
             sys.stderr.flush()
             os._exit(int(code))
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else ExitCode.FAILURE  # killed by a signal
+    child_code = os.waitstatus_to_exitcode(status)
+    return child_code if child_code >= 0 else ExitCode.FAILURE  # killed by a signal

@@ -50,15 +50,13 @@ class Detections:
         if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
             raise ValueError(f"Detections.boxes must be (N, 4), got {self.boxes.shape}")
         if self.scores.shape != (self.boxes.shape[0],):
-            raise ValueError(
-                f"Detections.scores must be ({self.boxes.shape[0]},), got {self.scores.shape}"
-            )
+            raise ValueError(f"Detections.scores must be ({self.boxes.shape[0]},), got {self.scores.shape}")
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
     def pixel_boxes(self, width: int, height: int) -> np.ndarray:
@@ -82,7 +80,8 @@ def face_scores(logits: np.ndarray) -> np.ndarray:
     """
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exps = np.exp(shifted)
-    return exps[..., 1] / exps.sum(axis=-1)
+    scores: np.ndarray = exps[..., 1] / exps.sum(axis=-1)
+    return scores
 
 
 def decode_boxes(
@@ -109,7 +108,8 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     which no comparison sees) at a fraction of the per-call cost on small arrays.
     """
     zero = np.float32(0)
-    return np.maximum(boxes[:, 2] - boxes[:, 0], zero) * np.maximum(boxes[:, 3] - boxes[:, 1], zero)
+    areas: np.ndarray = np.maximum(boxes[:, 2] - boxes[:, 0], zero) * np.maximum(boxes[:, 3] - boxes[:, 1], zero)
+    return areas
 
 
 def iou_matrix(boxes: np.ndarray) -> np.ndarray:
@@ -125,7 +125,8 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     overlap_w = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), zero)
     overlap_h = np.maximum(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), zero)
     overlap = overlap_w * overlap_h
-    return overlap / (areas[None, :] + areas[:, None] - overlap + np.float32(1e-5))
+    iou: np.ndarray = overlap / (areas[None, :] + areas[:, None] - overlap + np.float32(1e-5))
+    return iou
 
 
 def hard_nms(

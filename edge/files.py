@@ -19,7 +19,7 @@ class NotARegularFile(OSError):
     """The path exists but is a folder, FIFO, socket or device."""
 
 
-def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+def open_regular_file(path: str | os.PathLike[str]) -> BinaryIO:
     """``path`` opened for binary reading; raises OSError (incl. :class:`NotARegularFile`).
 
     O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging; it has no
@@ -37,7 +37,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
-def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of regular file ``path``; OSError(EFBIG) when it is larger than ``limit``."""
     with open_regular_file(path) as handle:
         data = handle.read(limit + 1)

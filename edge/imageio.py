@@ -18,12 +18,16 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.config import DEFAULT_MAX_PIXELS, quote_path
 from edge.decode import Detections
 from edge.files import open_regular_file, os_reason
+
+if TYPE_CHECKING:  # Pillow is imported where an image is decoded, not at start-up
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _JPEG_SCALES = (2, 4, 8)  # what libjpeg can decode to directly
@@ -47,15 +51,16 @@ class DecodedImage:
 
     @property
     def reduced(self) -> bool:
-        return self.pixels.shape[1] != self.source_width or self.pixels.shape[0] != self.source_height
+        height, width = self.pixels.shape[:2]
+        return bool(width != self.source_width or height != self.source_height)
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file -> (H, W, 3) uint8 RGB; see :func:`decode_image`."""
     return decode_image(path, max_pixels).pixels
 
 
-def decode_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode the first frame of an image file with at most ``max_pixels`` decoded pixels;
     raises :class:`ImageError`. Never blocks on a FIFO, never reads a device."""
     from PIL import Image, UnidentifiedImageError
@@ -65,7 +70,9 @@ def decode_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
         handle = open_regular_file(path)
     except (OSError, ValueError) as exc:
         reason = os_reason(exc)
-        raise ImageError(f"{where}: {reason if reason.startswith(('no such', 'is ')) else f'cannot be read ({reason})'}") from None
+        raise ImageError(
+            f"{where}: {reason if reason.startswith(('no such', 'is ')) else f'cannot be read ({reason})'}"
+        ) from None
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise ImageError(f"{where}: is empty (0 bytes)")
@@ -91,7 +98,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return DecodedImage(pixels=pixels, source_width=width, source_height=height)
 
 
-def _decode_bounded(image, where: str, max_pixels: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+def _decode_bounded(image: Image.Image, where: str, max_pixels: int) -> tuple[np.ndarray, int, tuple[int, int]]:
     """(RGB pixels, EXIF orientation 1-8, stored size) of an opened Pillow image."""
     width, height = image.size
     if width * height > max_pixels:
@@ -113,7 +120,7 @@ def _decode_bounded(image, where: str, max_pixels: int) -> tuple[np.ndarray, int
     return to_rgb(image), _orientation(image), (width, height)
 
 
-def to_rgb(image) -> np.ndarray:
+def to_rgb(image: Image.Image) -> np.ndarray:
     """A loaded Pillow image of any mode -> (H, W, 3) uint8 RGB.
 
     16-bit and 32-bit grey (I;16, I) and float (F) are scaled to 8 bits, not clipped (a
@@ -151,7 +158,7 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def _orientation(image) -> int:
+def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a corrupt EXIF block only loses the orientation, not the image
@@ -188,7 +195,7 @@ def draw_detections(rgb: np.ndarray, detections: Detections) -> np.ndarray:
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     line = max(2, round(min(width, height) / 200))
-    for (x1, y1, x2, y2), score in zip(detections.pixel_boxes(width, height), detections.scores):
+    for (x1, y1, x2, y2), score in zip(detections.pixel_boxes(width, height), detections.scores, strict=True):
         draw.rectangle((x1, y1, x2, y2), outline=(0, 255, 0), width=line)
         draw.text((x1 + line, max(0.0, y1 - 12 - line)), f"{score:.2f}", fill=(0, 255, 0))
     return np.asarray(image)
@@ -203,7 +210,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
-def save_image(rgb: np.ndarray, path: str | os.PathLike) -> None:
+def save_image(rgb: np.ndarray, path: str | os.PathLike[str]) -> None:
     """Write (H, W, 3) uint8 RGB to ``path`` (format from the suffix), atomically."""
     from PIL import Image
 
@@ -218,7 +225,9 @@ def save_image(rgb: np.ndarray, path: str | os.PathLike) -> None:
         raise ImageError(f"image '{path}': cannot write ({exc})") from None
 
 
-def save_new_image(rgb: np.ndarray, folder: Path, stem: str, suffix: str = ".jpg", skip: frozenset[str] = frozenset()) -> Path:
+def save_new_image(
+    rgb: np.ndarray, folder: Path, stem: str, suffix: str = ".jpg", skip: frozenset[str] = frozenset()
+) -> Path:
     """Write (H, W, 3) uint8 RGB as a NEW file in ``folder``: ``stem`` + ``suffix``, or
     ``stem-1``, ``stem-2``, ... when that name exists or is in ``skip`` (names already given
     out). Never overwrites, never leaves a partial file: the image is written to a temp file

@@ -53,9 +53,7 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     """
     preferred = preferred or os.environ.get("EDGE_FACE_INTERPRETER") or None
     if preferred is not None and preferred not in INTERPRETER_MODULES:
-        raise ModelError(
-            f"interpreter {preferred!r} is unknown (allowed: {', '.join(INTERPRETER_MODULES)})"
-        )
+        raise ModelError(f"interpreter {preferred!r} is unknown (allowed: {', '.join(INTERPRETER_MODULES)})")
     names = [preferred] if preferred else list(INTERPRETER_MODULES)
     failures = []
     for name in names:
@@ -117,8 +115,7 @@ def check_io_tensors(interpreter: Any, input_width: int, input_height: int, num_
     if set(by_width) != set(OUTPUT_WIDTHS.values()) or len(outputs) != len(OUTPUT_WIDTHS):
         found = [(tuple(int(d) for d in o["shape"]), np.dtype(o["dtype"]).name) for o in outputs]
         raise ModelError(
-            f"{where}: outputs {found}; expected int8 (1, {num_priors}, 2) logits "
-            f"and (1, {num_priors}, 4) regressions"
+            f"{where}: outputs {found}; expected int8 (1, {num_priors}, 2) logits and (1, {num_priors}, 4) regressions"
         )
     return IoTensors(detail, by_width[OUTPUT_WIDTHS["logits"]], by_width[OUTPUT_WIDTHS["regressions"]])
 
@@ -180,7 +177,8 @@ class Int8Model:
 
         Drop the view before :meth:`invoke`; the interpreter refuses to run while one is held.
         """
-        return self._interpreter.tensor(self._input_index)()[0].view(np.uint8)
+        view: np.ndarray = self._interpreter.tensor(self._input_index)()[0].view(np.uint8)
+        return view
 
     def invoke(self) -> tuple[np.ndarray, np.ndarray]:
         """Run the graph on the current input; returns copies of

@@ -40,6 +40,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,18 +86,33 @@ class MotionOptions:
                 raise OptionError(f"motion.{name}", getattr(self, name), allowed)
 
         check("enabled", isinstance(self.enabled, bool), "true or false")
-        check("idle_interval", is_number(self.idle_interval) and 0 < self.idle_interval <= MAX_IDLE_INTERVAL,
-              f"a number of seconds > 0 and <= {MAX_IDLE_INTERVAL:g}")
-        check("threshold", isinstance(self.threshold, int) and not isinstance(self.threshold, bool)
-              and 1 <= self.threshold <= 255, "an integer 1-255 (gray levels)")
-        check("min_area", is_number(self.min_area) and 0 <= self.min_area < 1, "a number >= 0 and < 1 (a fraction of the frame)")
+        check(
+            "idle_interval",
+            is_number(self.idle_interval) and 0 < self.idle_interval <= MAX_IDLE_INTERVAL,
+            f"a number of seconds > 0 and <= {MAX_IDLE_INTERVAL:g}",
+        )
+        check(
+            "threshold",
+            isinstance(self.threshold, int) and not isinstance(self.threshold, bool) and 1 <= self.threshold <= 255,
+            "an integer 1-255 (gray levels)",
+        )
+        check(
+            "min_area",
+            is_number(self.min_area) and 0 <= self.min_area < 1,
+            "a number >= 0 and < 1 (a fraction of the frame)",
+        )
         check("alpha", is_number(self.alpha) and 0 < self.alpha < 1, "a number > 0 and < 1")
-        check("global_change", is_number(self.global_change) and 0 < self.global_change <= 1,
-              "a number > 0 and <= 1 (a fraction of the frame)")
-        check("global_change", self.global_change > self.min_area, f"a number above motion.min_area ({self.min_area:g})")
+        check(
+            "global_change",
+            is_number(self.global_change) and 0 < self.global_change <= 1,
+            "a number > 0 and <= 1 (a fraction of the frame)",
+        )
+        check(
+            "global_change", self.global_change > self.min_area, f"a number above motion.min_area ({self.min_area:g})"
+        )
 
 
-def motion_options_from_toml(table: dict, section: str = "motion") -> MotionOptions:
+def motion_options_from_toml(table: dict[str, Any], section: str = "motion") -> MotionOptions:
     """The raw ``[motion]`` TOML table -> validated :class:`MotionOptions` (absent keys take
     the defaults); raises :class:`edge.options.OptionError` naming the key."""
     known = [f.name for f in dataclasses.fields(MotionOptions)]

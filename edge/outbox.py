@@ -21,8 +21,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 from edge.config import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_SIZE
 from edge.events import Event
@@ -129,19 +129,17 @@ class Outbox:
     def ack(self, sequence: int) -> bool:
         """``sequence`` was delivered; False if it is no longer here (dropped, or acked before)."""
         with self._lock:
-            if self._remove(sequence) is None:
-                return False
-            self._delivered += 1
-            return True
+            found = self._remove(sequence) is not None
+            self._delivered += found
+            return found
 
     def reject(self, sequence: int) -> bool:
         """The receiver refused ``sequence`` for good (e.g. an MQTT 5 reason code): it is
         counted as rejected and not offered again."""
         with self._lock:
-            if self._remove(sequence) is None:
-                return False
-            self._rejected += 1
-            return True
+            found = self._remove(sequence) is not None
+            self._rejected += found
+            return found
 
     def release(self, holder: Hashable) -> int:
         """Everything ``holder`` has in flight goes back to waiting, ahead of newer entries
@@ -158,9 +156,14 @@ class Outbox:
     def stats(self) -> OutboxStats:
         with self._lock:
             return OutboxStats(
-                enqueued=self._enqueued, delivered=self._delivered, dropped=self._dropped,
-                rejected=self._rejected, depth=len(self._entries), bytes=self._bytes,
-                in_flight=len(self._holder), last_sequence=self._sequence,
+                enqueued=self._enqueued,
+                delivered=self._delivered,
+                dropped=self._dropped,
+                rejected=self._rejected,
+                depth=len(self._entries),
+                bytes=self._bytes,
+                in_flight=len(self._holder),
+                last_sequence=self._sequence,
             )
 
     def __len__(self) -> int:

@@ -80,7 +80,8 @@ class _ResizePlan:
 
         def byte_index(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             pixel = rows[:, None] * src_w + cols[None, :]
-            return (pixel[:, :, None] * channels + channel).reshape(dst_h, dst_w * channels)
+            index: np.ndarray = (pixel[:, :, None] * channels + channel).reshape(dst_h, dst_w * channels)
+            return index
 
         use_right = bool(w_right.any())
         taps = [(byte_index(top, left), byte_index(top, right) if use_right else None)]
@@ -103,7 +104,8 @@ class _ResizePlan:
         flat = np.ascontiguousarray(image).reshape(-1)
         w_left, w_right = self.col_weights
         out = None
-        for (left, right), row_weight in zip(self.taps, self.row_weights):
+        # Not strict: taps stops after the top row when no bottom row has a weight (row_weights has two).
+        for (left, right), row_weight in zip(self.taps, self.row_weights, strict=False):
             sums = flat.take(left) * w_left
             if right is not None:
                 sums += flat.take(right) * w_right
@@ -117,7 +119,8 @@ class _ResizePlan:
         assert out is not None
         out += 2
         out >>= 2
-        return out.astype(np.uint8).reshape(self.out_shape)
+        resized: np.ndarray = out.astype(np.uint8).reshape(self.out_shape)
+        return resized
 
 
 def _load_cv2() -> Any:
@@ -157,7 +160,8 @@ class BilinearResizer:
         if self._cv2 is not None:
             resized = self._cv2.resize(image, (self.width, self.height), interpolation=self._cv2.INTER_LINEAR)
             # cv2 drops a channel axis of length 1; the numpy path keeps it.
-            return resized.reshape(self.height, self.width, *image.shape[2:])
+            shaped: np.ndarray = resized.reshape(self.height, self.width, *image.shape[2:])
+            return shaped
         if (src_w, src_h) == (2 * self.width, 2 * self.height):
             # Exactly half size (640x480 -> 320x240, the common camera mode): cv2 switches to
             # its INTER_AREA fast path, the rounded 2x2 mean, which is also far cheaper here.
@@ -172,7 +176,8 @@ class BilinearResizer:
             np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
             total += 2
             total >>= 2
-            return total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
+            halved: np.ndarray = total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
+            return halved
         key = (src_w, src_h, image.shape[2])
         plan = self._plans.get(key)
         if plan is None:

@@ -51,15 +51,13 @@ class PriorConfig:
     @property
     def feature_map_sizes(self) -> tuple[tuple[int, int], ...]:
         """(width, height) of each level's feature map."""
-        return tuple(
-            (math.ceil(self.input_width / s), math.ceil(self.input_height / s)) for s in self.strides
-        )
+        return tuple((math.ceil(self.input_width / s), math.ceil(self.input_height / s)) for s in self.strides)
 
     @property
     def num_priors(self) -> int:
-        return sum(w * h * len(boxes) for (w, h), boxes in zip(self.feature_map_sizes, self.min_boxes))
+        return sum(w * h * len(boxes) for (w, h), boxes in zip(self.feature_map_sizes, self.min_boxes, strict=True))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """The sidecar's ``priors`` section (edge.sidecar reads and checks it back)."""
         return {
             "input_width": self.input_width,
@@ -81,7 +79,7 @@ def generate_priors(config: PriorConfig) -> np.ndarray:
     the priors baked into the upstream ONNX graph confirm it.
     """
     levels = []
-    for boxes, (fm_w, fm_h) in zip(config.min_boxes, config.feature_map_sizes):
+    for boxes, (fm_w, fm_h) in zip(config.min_boxes, config.feature_map_sizes, strict=True):
         cy, cx = np.meshgrid(
             (np.arange(fm_h, dtype=np.float64) + 0.5) / fm_h,
             (np.arange(fm_w, dtype=np.float64) + 0.5) / fm_w,

@@ -121,7 +121,8 @@ def points_in_polygon(points: np.ndarray, polygon: Polygon) -> np.ndarray:
         # x where the edge meets the row; horizontal edges never straddle, so never divide by 0 here.
         crossing_x = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
     crossings = spans & (px < crossing_x)
-    return (np.count_nonzero(crossings, axis=1) % 2).astype(bool)
+    inside: np.ndarray = (np.count_nonzero(crossings, axis=1) % 2).astype(bool)
+    return inside
 
 
 def box_centres(boxes: np.ndarray) -> np.ndarray:
@@ -162,12 +163,15 @@ class SceneOptions:
 
     def __post_init__(self) -> None:
         if not (is_number(self.min_face_size) and 0 <= self.min_face_size <= MAX_FACE_SIZE):
-            raise OptionError("scene.min_face_size", self.min_face_size, f"a number of pixels from 0 to {MAX_FACE_SIZE}")
+            raise OptionError(
+                "scene.min_face_size", self.min_face_size, f"a number of pixels from 0 to {MAX_FACE_SIZE}"
+            )
         if self.max_face_size is not None and not (
             is_number(self.max_face_size) and self.min_face_size < self.max_face_size <= MAX_FACE_SIZE
         ):
             raise OptionError(
-                "scene.max_face_size", self.max_face_size,
+                "scene.max_face_size",
+                self.max_face_size,
                 f"a number of pixels above scene.min_face_size ({self.min_face_size:g}) and at most {MAX_FACE_SIZE}",
             )
         if len(self.masks) > MAX_MASKS:
@@ -192,7 +196,7 @@ class SceneOptions:
 ZONE_KEYS = ("name", "polygon")
 
 
-def scene_options_from_toml(table: dict, section: str = "scene") -> SceneOptions:
+def scene_options_from_toml(table: dict[str, Any], section: str = "scene") -> SceneOptions:
     """The raw ``[scene]`` TOML table (``masks``, ``min_face_size``, ``max_face_size``,
     ``[[scene.zones]]`` with ``name`` and ``polygon``) -> validated :class:`SceneOptions`.
     Absent keys take the dataclass defaults; raises :class:`OptionError` naming the key."""
@@ -326,7 +330,7 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
         return [tuple(point) for point in (polygon.vertices * scale).tolist()]
 
     for polygon in options.masks:
-        shade.polygon(pixels(polygon), fill=MASK_COLOUR + (110,))
+        shade.polygon(pixels(polygon), fill=(*MASK_COLOUR, 110))
     for index, zone in enumerate(options.zones):
         shade.polygon(pixels(zone.polygon), fill=ZONE_COLOURS[index % len(ZONE_COLOURS)] + (40,))
     image = Image.alpha_composite(base, overlay).convert("RGB")
@@ -351,7 +355,10 @@ def draw_scene(rgb: np.ndarray, options: SceneOptions, detections: Detections | 
     if detections is not None and result is not None:
         kept = {tuple(box) for box in result.detections.boxes.tolist()}
         for pixel_box, box, score in zip(
-            detections.pixel_boxes(width, height).tolist(), detections.boxes.tolist(), detections.scores.tolist()
+            detections.pixel_boxes(width, height).tolist(),
+            detections.boxes.tolist(),
+            detections.scores.tolist(),
+            strict=True,
         ):
             colour = KEPT_COLOUR if tuple(box) in kept else DROPPED_COLOUR
             draw.rectangle(tuple(pixel_box), outline=colour, width=line)

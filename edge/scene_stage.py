@@ -114,7 +114,7 @@ class SceneStage:
         self._filter = SceneFilter(scene)
         self._sync_zone_trackers()
 
-    def take_stats(self) -> dict:
+    def take_stats(self) -> dict[str, object]:
         """The scene's stats fields for one interval (and starts the next)."""
         counts = self._gate.take_window()
         window, self._window = self._window, _WindowCounts()

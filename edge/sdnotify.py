@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 
 
 class SystemdNotifier:
@@ -22,7 +23,7 @@ class SystemdNotifier:
     is meant to be called once per processed frame, so pings stop when frames stop.
     """
 
-    def __init__(self, environ: dict[str, str] | None = None, logger: logging.Logger | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, logger: logging.Logger | None = None) -> None:
         environ = os.environ if environ is None else environ
         self.log = logger or logging.getLogger("edge.sdnotify")
         self.address = _socket_address(environ.get("NOTIFY_SOCKET", ""))
@@ -86,7 +87,7 @@ def _socket_address(value: str) -> str | bytes | None:
     return None  # vsock and other forms are not used for a service on a Pi
 
 
-def _watchdog_interval(environ: dict[str, str]) -> float | None:
+def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
     """The watchdog timeout in seconds, or None when systemd did not enable it for us."""
     usec = environ.get("WATCHDOG_USEC", "")
     pid = environ.get("WATCHDOG_PID", "")

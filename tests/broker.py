@@ -18,6 +18,7 @@ Every wait is bounded: helpers raise ``TimeoutError`` rather than hang a test ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -27,9 +28,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -77,11 +78,27 @@ def _openssl(*args: str, cwd: Path) -> None:
 def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
     _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key.name, "-out", cert.name, "-days", "2", "-subj", f"/CN=edge-face test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-addext", "subjectKeyIdentifier=hash",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.name,
+        "-out",
+        cert.name,
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=edge-face test {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "subjectKeyIdentifier=hash",
         cwd=folder,
     )
     return cert, key
@@ -90,8 +107,19 @@ def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
 def _make_server_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
     cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
     _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key.name, "-out", csr.name, "-subj", f"/CN={name}",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.name,
+        "-out",
+        csr.name,
+        "-subj",
+        f"/CN={name}",
         cwd=folder,
     )
     ext.write_text(
@@ -100,8 +128,21 @@ def _make_server_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str) 
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
     _openssl(
-        "x509", "-req", "-in", csr.name, "-CA", ca[0].name, "-CAkey", ca[1].name, "-CAcreateserial",
-        "-days", "2", "-extfile", ext.name, "-out", cert.name,
+        "x509",
+        "-req",
+        "-in",
+        csr.name,
+        "-CA",
+        ca[0].name,
+        "-CAkey",
+        ca[1].name,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext.name,
+        "-out",
+        cert.name,
         cwd=folder,
     )
     return cert, key
@@ -114,8 +155,12 @@ def make_test_pki(folder: Path) -> Pki:
     server = _make_server_cert(folder, "server", ca, "DNS:localhost,IP:127.0.0.1")
     wrong_name = _make_server_cert(folder, "wrong-name", ca, "DNS:elsewhere.invalid")
     return Pki(
-        ca_file=ca[0], server_cert=server[0], server_key=server[1],
-        wrong_name_cert=wrong_name[0], wrong_name_key=wrong_name[1], other_ca_file=other_ca[0],
+        ca_file=ca[0],
+        server_cert=server[0],
+        server_key=server[1],
+        wrong_name_cert=wrong_name[0],
+        wrong_name_key=wrong_name[1],
+        other_ca_file=other_ca[0],
     )
 
 
@@ -179,8 +224,12 @@ class MosquittoBroker:
         if persistence:
             store = self.workdir / "store"
             store.mkdir(exist_ok=True)
-            lines += ["persistence true", f"persistence_location {store}/", "autosave_on_changes true",
-                      "autosave_interval 1"]
+            lines += [
+                "persistence true",
+                f"persistence_location {store}/",
+                "autosave_on_changes true",
+                "autosave_interval 1",
+            ]
         if acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(acl)
@@ -194,11 +243,12 @@ class MosquittoBroker:
     def start(self) -> MosquittoBroker:
         if self.running:
             raise RuntimeError("broker already running")
-        log = open(self.log_file, "ab")
-        self._process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(
+                ["mosquitto", "-c", str(self.config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -281,10 +331,8 @@ class CuttableProxy:
         except OSError:
             pass
         for end in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def swallow_client_bytes(self) -> None:
         self._swallow = True
@@ -294,10 +342,8 @@ class CuttableProxy:
             sockets, self._sockets = self._sockets, []
             self._swallow = False
         for end in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             end.close()
 
     def close(self) -> None:
@@ -438,13 +484,19 @@ class Subscriber:
 
     def wait_for(self, topic: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """The first ``count`` messages on ``topic``, waiting up to ``timeout`` s for them."""
-        self.wait_until(lambda: len([m for m in self.messages if m.topic == topic]) >= count, timeout,
-                        f"{count} message(s) on {topic!r}")
+        self.wait_until(
+            lambda: len([m for m in self.messages if m.topic == topic]) >= count,
+            timeout,
+            f"{count} message(s) on {topic!r}",
+        )
         return self.on(topic)[:count]
 
     def wait_for_payload(self, topic: str, payload: bytes, timeout: float = 10.0) -> Received:
-        self.wait_until(lambda: any(m.topic == topic and m.payload == payload for m in self.messages), timeout,
-                        f"{payload!r} on {topic!r}")
+        self.wait_until(
+            lambda: any(m.topic == topic and m.payload == payload for m in self.messages),
+            timeout,
+            f"{payload!r} on {topic!r}",
+        )
         return next(m for m in self.on(topic) if m.payload == payload)
 
     def clear(self) -> None:

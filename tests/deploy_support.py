@@ -46,9 +46,20 @@ def wheelhouse(cache: Path, requirements: list[str]) -> Path:
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(partial),
-             *requirements],
-            capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--dest",
+                str(partial),
+                *requirements,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         if result.returncode != 0:
             raise RuntimeError(f"pip download {' '.join(requirements)} failed: {result.stderr[-2000:]}")

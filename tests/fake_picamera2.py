@@ -205,7 +205,7 @@ def pack_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, stride: int) -> np.
     chroma_size = height // 2 * stride // 2
     for plane_number, plane in enumerate((u, v)):
         start = height * stride + plane_number * chroma_size
-        flat[start:start + chroma_size].reshape(height // 2, stride // 2)[:, : width // 2] = plane
+        flat[start : start + chroma_size].reshape(height // 2, stride // 2)[:, : width // 2] = plane
     return flat.reshape(height * 3 // 2, stride)
 
 
@@ -285,12 +285,25 @@ class FakePicamera2:
         """A fresh fake camera stack showing ``scene``; ``sensor`` is a key of :data:`SENSORS`
         or "usb" (a UVC webcam); ``cameras=[]`` lists none."""
         if cameras is None:
-            device_id = SENSORS[sensor]["id"] if sensor != "usb" else "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-046d:0825"
-            cameras = [{"Model": sensor if sensor != "usb" else "UVC Camera (046d:0825)", "Location": 2, "Rotation": 0, "Id": device_id}]
+            device_id = (
+                SENSORS[sensor]["id"] if sensor != "usb" else "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-046d:0825"
+            )
+            cameras = [
+                {
+                    "Model": sensor if sensor != "usb" else "UVC Camera (046d:0825)",
+                    "Location": 2,
+                    "Rotation": 0,
+                    "Id": device_id,
+                }
+            ]
         listed = [{**camera, "Num": number} for number, camera in enumerate(cameras)]
         attributes = {
-            "scene": scene, "cameras": listed, "sensor": sensor, "platform": platform,
-            "instances": [], "paused": threading.Event(),
+            "scene": scene,
+            "cameras": listed,
+            "sensor": sensor,
+            "platform": platform,
+            "instances": [],
+            "paused": threading.Event(),
         }
         return type("Picamera2", (cls,), attributes)
 
@@ -375,8 +388,18 @@ class FakePicamera2:
         stream_config["size"] = (size[0] - size[0] % align, size[1] - size[1] % 2)
 
     def create_preview_configuration(  # picamera2's own signature; the defaults are never mutated
-        self, main={}, lores=None, raw={}, transform="Transform()", colour_space="Sycc",  # noqa: B006
-        buffer_count=4, controls={}, display="main", encode="main", queue=True, sensor={},  # noqa: B006
+        self,
+        main={},  # noqa: B006
+        lores=None,
+        raw={},  # noqa: B006
+        transform="Transform()",
+        colour_space="Sycc",
+        buffer_count=4,
+        controls={},  # noqa: B006
+        display="main",
+        encode="main",
+        queue=True,
+        sensor={},  # noqa: B006
         use_case="preview",
     ) -> dict:
         """picamera2.py:777-826 (transform and colour space are libcamera objects there)."""
@@ -388,18 +411,30 @@ class FakePicamera2:
             sensor = None
         main = self._make_initial_stream_config({"format": "XBGR8888", "size": (640, 480), "preserve_ar": True}, main)
         self.align_stream(main, optimal=False)
-        lores = self._make_initial_stream_config({"format": "YUV420", "size": main["size"], "preserve_ar": False}, lores)
+        lores = self._make_initial_stream_config(
+            {"format": "YUV420", "size": main["size"], "preserve_ar": False}, lores
+        )
         if lores is not None:
             self.align_stream(lores, optimal=False)
         raw = self._make_initial_stream_config(
-            {"format": getattr(self, "sensor_format", None), "size": main["size"]}, raw,
+            {"format": getattr(self, "sensor_format", None), "size": main["size"]},
+            raw,
             ["bit_depth", "crop_limits", "exposure_limits", "fps", "unpacked"],
         )
         controls = {"NoiseReductionMode": 1, "FrameDurationLimits": (100, 83333)} | controls
         return {
-            "use_case": use_case, "transform": transform, "colour_space": colour_space,
-            "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores, "raw": raw,
-            "controls": controls, "sensor": sensor, "display": display, "encode": encode,
+            "use_case": use_case,
+            "transform": transform,
+            "colour_space": colour_space,
+            "buffer_count": buffer_count,
+            "queue": queue,
+            "main": main,
+            "lores": lores,
+            "raw": raw,
+            "controls": controls,
+            "sensor": sensor,
+            "display": display,
+            "encode": encode,
         }
 
     def check_stream_config(self, stream_config, name: str) -> None:
@@ -416,8 +451,23 @@ class FakePicamera2:
         if name == "raw":
             if "_" not in fmt and not fmt.startswith("S"):
                 raise RuntimeError("Unrecognised raw format " + fmt)
-        elif fmt not in {"NV21", "NV12", "YUV420", "YVU420", "YVYU", "YUYV", "UYVY", "VYUY",
-                         "BGR888", "RGB888", "XBGR8888", "XRGB8888", "RGB161616", "BGR161616", "MJPEG"}:
+        elif fmt not in {
+            "NV21",
+            "NV12",
+            "YUV420",
+            "YVU420",
+            "YVYU",
+            "YUYV",
+            "UYVY",
+            "VYUY",
+            "BGR888",
+            "RGB888",
+            "XBGR8888",
+            "XRGB8888",
+            "RGB161616",
+            "BGR161616",
+            "MJPEG",
+        }:
             raise RuntimeError("Bad format " + fmt + " in stream " + name)
         size = stream_config["size"]
         if type(size) is not tuple or len(size) != 2:
@@ -441,7 +491,16 @@ class FakePicamera2:
             lores_w, lores_h = camera_config["lores"]["size"]
             if lores_w > main_w or lores_h > main_h:
                 raise RuntimeError("lores stream dimensions may not exceed main stream")
-            if type(self).platform == "vc4" and camera_config["lores"]["format"] not in {"NV21", "NV12", "YUV420", "YVU420", "YVYU", "YUYV", "UYVY", "VYUY"}:
+            if type(self).platform == "vc4" and camera_config["lores"]["format"] not in {
+                "NV21",
+                "NV12",
+                "YUV420",
+                "YVU420",
+                "YVYU",
+                "YUYV",
+                "UYVY",
+                "VYUY",
+            }:
                 raise RuntimeError("lores stream must be YUV")
         if camera_config["raw"] is not None:
             self.check_stream_config(camera_config["raw"], "raw")
@@ -555,7 +614,9 @@ class FakePicamera2:
         elif fmt == "BGR888":
             rows[:, : width * 3] = rgb.reshape(height, -1)
         elif fmt in ("XBGR8888", "XRGB8888"):
-            pixels = np.concatenate([rgb if fmt == "XBGR8888" else rgb[:, :, ::-1], np.full((height, width, 1), 255, np.uint8)], axis=2)
+            pixels = np.concatenate(
+                [rgb if fmt == "XBGR8888" else rgb[:, :, ::-1], np.full((height, width, 1), 255, np.uint8)], axis=2
+            )
             rows[:, : width * 4] = pixels.reshape(height, -1)
         else:  # YUYV: not decoded by anything here, the bytes only have to be the right count
             rows[:, : width * 2] = 128

@@ -10,6 +10,7 @@ and compute the cost ratios the way the tools rely on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -32,6 +33,8 @@ from tools.arm64.compare import (
 )
 from tools.arm64.pip_settings import chroot_settings, parse_config_list
 from tools.arm64.requirements import venv_requirements
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +173,14 @@ def test_local_index_folders_are_bound_and_missing_ones_dropped(tmp_path: Path) 
 
 def _write_run(path: Path, images: dict[str, list[tuple[list[float], float]]], folder: str) -> str:
     lines = [
-        json.dumps({"image": f"{folder}/{name}", "width": 640, "height": 480,
-                    "faces": [{"box": box, "score": score} for box, score in faces]})
+        json.dumps(
+            {
+                "image": f"{folder}/{name}",
+                "width": 640,
+                "height": 480,
+                "faces": [{"box": box, "score": score} for box, score in faces],
+            }
+        )
         for name, faces in images.items()
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -215,8 +224,8 @@ def test_box_beyond_relative_tolerance_fails(tmp_path: Path) -> None:
     delta = max(10 * BOX_RELATIVE_TOLERANCE * 300.0, 3 * BOX_ROUNDING_STEP)
     table, passed = _judge(tmp_path, _shifted(HOST_FACES, "a.jpg", 1, 0, delta))
     assert not passed
-    assert [line for line in table.splitlines() if line.startswith("a.jpg")][0].endswith("FAIL")
-    assert [line for line in table.splitlines() if line.startswith("b.jpg")][0].endswith("PASS")
+    assert next(line for line in table.splitlines() if line.startswith("a.jpg")).endswith("FAIL")
+    assert next(line for line in table.splitlines() if line.startswith("b.jpg")).endswith("PASS")
 
 
 def test_score_beyond_tolerance_fails(tmp_path: Path) -> None:
@@ -265,9 +274,14 @@ def _mark_line(label: int, all_insns: int, all_dot: int = 0, insns: int | None =
 
 
 def test_plugin_log_marks_are_read_and_other_lines_ignored() -> None:
-    log = "\n".join([
-        "some qemu chatter", _mark_line(0, 1000), _mark_line(1, 5000, all_dot=7, insns=4000), "total insns 9000 dot 7",
-    ])
+    log = "\n".join(
+        [
+            "some qemu chatter",
+            _mark_line(0, 1000),
+            _mark_line(1, 5000, all_dot=7, insns=4000),
+            "total insns 9000 dot 7",
+        ]
+    )
     marks = arm_cost.parse_plugin_log(log, "x.log")
     assert marks[1] == arm_cost.Mark(insns=4000, dot=7, all_insns=5000, all_dot=7)
     assert set(marks) == {0, 1}
@@ -312,7 +326,7 @@ def test_regions_are_net_of_the_markers_own_cost() -> None:
 def test_a_region_of_several_spans_pays_the_marker_once_per_span() -> None:
     regions, marks = _regions_and_marks({"a": [100], "b": [200], "c": [400]}, marker_cost=1_000)
     spans = [[r["start"], r["end"]] for r in regions if r["stage"] in ("a", "c")]
-    counts = arm_cost.region_counts(regions + [{"stage": "a+c", "frame": "0", "spans": spans}], marks)
+    counts = arm_cost.region_counts([*regions, {"stage": "a+c", "frame": "0", "spans": spans}], marks)
     assert [c.insns for c in counts if c.stage == "a+c"] == [500]
 
 
@@ -334,7 +348,12 @@ def _stages(**insns: float) -> dict[str, dict[str, float]]:
 
 
 DETECTOR = _stages(
-    int8_invoke=20e6, float_invoke=40e6, preprocess_320=0.1e6, preprocess_640=0.3e6, decode_nms=0.2e6, upstream_post=1.2e6,
+    int8_invoke=20e6,
+    float_invoke=40e6,
+    preprocess_320=0.1e6,
+    preprocess_640=0.3e6,
+    decode_nms=0.2e6,
+    upstream_post=1.2e6,
 )
 
 
@@ -374,13 +393,18 @@ def test_a_stage_missing_from_a_run_is_an_error() -> None:
 def test_cost_table_has_one_row_per_cpu_and_interpreter() -> None:
     costs = [
         arm_cost.cpu_cost(
-            "cortex-a72", "ai_edge_litert", DETECTOR, {"320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6)}
+            "cortex-a72",
+            "ai_edge_litert",
+            DETECTOR,
+            {"320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6)},
         ),
         arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, {}),
     ]
     table = arm_cost.format_table(costs, markdown=True).splitlines()
     assert len(table) == 4 and table[0].startswith("| -cpu | interpreter | int8 invoke")
-    assert "| 20.00M |" in table[2] and "| 0.50x |" in table[2] and table[2].endswith("| 0.40M | - | - | 0.90M | 4.5% |")
+    assert (
+        "| 20.00M |" in table[2] and "| 0.50x |" in table[2] and table[2].endswith("| 0.40M | - | - | 0.90M | 4.5% |")
+    )
     assert table[3].endswith("| - | - | - | - | - |")  # no daemon run with tflite-runtime
 
 
@@ -402,12 +426,16 @@ def test_hwcaps_are_read_from_the_auxiliary_vector() -> None:
 def test_probe_sees_litert_delegate_the_whole_int8_graph(project_root: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(project_root / "models" / "build" / "version-slim-320-int8.tflite"), num_threads=1)
+    interpreter = Interpreter(
+        model_path=str(project_root / "models" / "build" / "version-slim-320-int8.tflite"), num_threads=1
+    )
     interpreter.allocate_tensors()
     delegated = xnnpack_probe.delegation(interpreter)
     assert delegated.partitions == 1 and delegated.whole_graph and delegated.ops > 40
     line = xnnpack_probe.describe(xnnpack_probe.read_hwcaps(_auxv(1 << 20, 0)), delegated)
-    assert line.endswith(f"XNNPACK: 1 partition(s), whole graph ({delegated.ops} ops): int8 kernels NEON with dot product (SDOT)")
+    assert line.endswith(
+        f"XNNPACK: 1 partition(s), whole graph ({delegated.ops} ops): int8 kernels NEON with dot product (SDOT)"
+    )
 
 
 # ---- the guest half, run natively (the marker syscall is a harmless ENOSYS off qemu) -----------
@@ -417,11 +445,14 @@ def _guest(project_root: Path, *args: str) -> dict:
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "tools.arm64.cost_guest", *args], cwd=project_root, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tools.arm64.cost_guest", *args],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 
 def test_guest_detector_mode_brackets_every_stage_of_every_photo(
@@ -429,9 +460,15 @@ def test_guest_detector_mode_brackets_every_stage_of_every_photo(
 ) -> None:
     photos = sorted((upstream_dir / "images").glob("*.jpg"))[:2]
     result = _guest(
-        project_root, "detector", "--interpreter", "ai_edge_litert",
-        "--int8", str(int8_model_path),
-        "--float", str(upstream_dir / "models" / arm_cost.FLOAT_TFLITE), *map(str, photos),
+        project_root,
+        "detector",
+        "--interpreter",
+        "ai_edge_litert",
+        "--int8",
+        str(int8_model_path),
+        "--float",
+        str(upstream_dir / "models" / arm_cost.FLOAT_TFLITE),
+        *map(str, photos),
     )
     assert result["identical_to_upstream_post"] is True
     stages = {(r["stage"], r["frame"]) for r in result["regions"]}
@@ -456,10 +493,10 @@ def test_guest_daemon_mode_splits_each_frame_cycle(
         stage: 3 for stage in arm_cost.DAEMON_STAGES
     }
     invoke_ends = {r["spans"][0][1] for r in by_stage["daemon_invoke"]}
-    for outside, loop in zip(by_stage["daemon_outside_invoke"], by_stage["daemon_loop"]):
+    for outside, loop in zip(by_stage["daemon_outside_invoke"], by_stage["daemon_loop"], strict=True):
         spans = sorted(map(tuple, outside["spans"]))
         # From the end of one invoke to the start of the next, in five stretches without a gap.
-        assert len(spans) == 5 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert len(spans) == 5 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
         assert spans[0][0] in invoke_ends and spans[-1][1] > spans[0][0]
         assert len(loop["spans"]) == 3 and {tuple(s) for s in loop["spans"]} < set(spans)
 

@@ -19,6 +19,8 @@ import pytest
 
 from edge.exitcodes import ExitCode
 
+pytestmark = pytest.mark.integration
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,15 @@ def test_bad_files_among_good_photos_are_named_and_the_rest_reported(int8_model_
     corrupt.write_bytes(photo_paths[3].read_bytes()[:3000])
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)
-    images = [str(photo_paths[0]), str(bomb), str(photo_paths[1]), str(corrupt), str(fifo), str(tmp_path), str(photo_paths[2])]
+    images = [
+        str(photo_paths[0]),
+        str(bomb),
+        str(photo_paths[1]),
+        str(corrupt),
+        str(fifo),
+        str(tmp_path),
+        str(photo_paths[2]),
+    ]
     done = cli("detect", "--json", "--model", str(int8_model_path), *images)
     assert done.returncode == ExitCode.FAILURE
     reported = [json.loads(line) for line in done.stdout.splitlines()]
@@ -91,15 +101,24 @@ def test_a_big_jpeg_is_reported_in_its_own_coordinates(int8_model_path, photo_pa
     with Image.open(photo_paths[1]) as photo:
         width, height = photo.size
         photo.resize((width * 4, height * 4)).save(big, quality=92)
-    done = cli("detect", "--json", "--max-pixels", str(width * height * 4), "--model", str(int8_model_path), str(photo_paths[1]), str(big))
+    done = cli(
+        "detect",
+        "--json",
+        "--max-pixels",
+        str(width * height * 4),
+        "--model",
+        str(int8_model_path),
+        str(photo_paths[1]),
+        str(big),
+    )
     assert done.returncode == 0, done.stderr
     small_result, big_result = (json.loads(line) for line in done.stdout.splitlines())
     assert (big_result["width"], big_result["height"]) == (width * 4, height * 4)
     assert big_result["decoded_size"] == [width * 2, height * 2]  # 1/2 scale fits the limit
     assert len(big_result["faces"]) == len(small_result["faces"]) > 0
     # The same faces, in the big image's pixels: four times the small image's boxes.
-    for small_face, big_face in zip(small_result["faces"], big_result["faces"]):
-        assert all(abs(b - 4 * s) <= 12 for s, b in zip(small_face["box"], big_face["box"]))
+    for small_face, big_face in zip(small_result["faces"], big_result["faces"], strict=True):
+        assert all(abs(b - 4 * s) <= 12 for s, b in zip(small_face["box"], big_face["box"], strict=True))
 
 
 def test_annotated_copies_never_overwrite(int8_model_path, photo_paths, tmp_path):
@@ -138,7 +157,10 @@ def test_annotate_onto_a_file_is_a_usage_error(int8_model_path, photo_paths, tmp
         (["detect", "--threads", "0", "x.jpg"], "--threads: '0' is not allowed (an integer 1-64)"),
         (["detect", "--threads", "-2", "x.jpg"], "--threads: '-2' is not allowed (an integer 1-64)"),
         (["detect", "--threads", "two", "x.jpg"], "--threads: 'two' is not allowed (an integer 1-64)"),
-        (["detect", "--score-threshold", "1.5", "x.jpg"], "--score-threshold: '1.5' is not allowed (a number > 0 and < 1)"),
+        (
+            ["detect", "--score-threshold", "1.5", "x.jpg"],
+            "--score-threshold: '1.5' is not allowed (a number > 0 and < 1)",
+        ),
         (["detect", "--max-pixels", "10", "x.jpg"], "--max-pixels: '10' is not allowed (an integer 65536-50000000)"),
         (["detect", "--interpreter", "onnx", "x.jpg"], "--interpreter: 'onnx' is not allowed (one of ai_edge_litert"),
         (["run", "--config", "x.toml", "--max-frames", "0"], "--max-frames: '0' is not allowed (an integer >= 1)"),
@@ -215,7 +237,9 @@ def test_as_user_names_the_key_and_the_path_the_service_cannot_read(open_dir, se
     hidden = write_config(private, model)
     done = cli("check-config", "--as-user", service_user, str(hidden))
     assert done.returncode == ExitCode.CONFIG
-    assert done.stderr == f"error (as user '{service_user}'): config file '{hidden}': cannot be read (permission denied)\n"
+    assert (
+        done.stderr == f"error (as user '{service_user}'): config file '{hidden}': cannot be read (permission denied)\n"
+    )
 
 
 def test_as_user_needs_root_and_a_real_user(open_dir):
@@ -233,12 +257,18 @@ def test_as_user_needs_root_and_a_real_user(open_dir):
 
 def test_check_config_file_problems_are_one_line(open_dir):
     done = cli("check-config", str(open_dir))
-    assert (done.returncode, done.stderr) == (ExitCode.CONFIG, f"error: config file '{open_dir}': is a folder, not a TOML file\n")
+    assert (done.returncode, done.stderr) == (
+        ExitCode.CONFIG,
+        f"error: config file '{open_dir}': is a folder, not a TOML file\n",
+    )
     (open_dir / "latin1.toml").write_bytes(b'[device]\nid = "caf\xe9"\n')
     done = cli("check-config", str(open_dir / "latin1.toml"))
     assert done.returncode == ExitCode.CONFIG and "not UTF-8 text" in done.stderr and done.stderr.count("\n") == 1
     done = cli("run", "--config", str(open_dir / "missing.toml"))
-    assert (done.returncode, done.stderr) == (ExitCode.CONFIG, f"error: config file '{open_dir / 'missing.toml'}': no such file\n")
+    assert (done.returncode, done.stderr) == (
+        ExitCode.CONFIG,
+        f"error: config file '{open_dir / 'missing.toml'}': no such file\n",
+    )
 
 
 def test_as_user_finds_an_unreadable_model_sidecar(open_dir, service_user):

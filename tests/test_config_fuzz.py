@@ -42,6 +42,8 @@ from edge.config import (
 from edge.daemon import run_main
 from edge.exitcodes import ExitCode
 
+pytestmark = pytest.mark.integration
+
 FUZZ_SETTINGS = settings(
     max_examples=int(os.environ.get("EDGE_FACE_FUZZ_EXAMPLES", "1000")),
     derandomize=True,
@@ -90,10 +92,13 @@ GARBAGE = st.recursive(
         st.floats(allow_nan=True, allow_infinity=True),
         st.text(max_size=12),
         st.sampled_from(["", " ", "\n", "\x00", "é", "日本", "$SYS", "{device_id}", "rtsp://admin:hunter2@cam/s"]),
-        st.just(datetime.datetime(1979, 5, 27, 7, 32, tzinfo=datetime.timezone.utc)),
+        st.just(datetime.datetime(1979, 5, 27, 7, 32, tzinfo=datetime.UTC)),
         st.just(datetime.date(2024, 2, 29)),
     ),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=4), children, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -105,9 +110,18 @@ def values_for(rule, files: dict[str, Path]) -> st.SearchStrategy:
         valid = st.integers(rule.minimum, rule.maximum) | st.sampled_from([rule.minimum, rule.maximum])
         wrong = st.sampled_from([rule.minimum - 1, rule.maximum + 1, float(rule.minimum), str(rule.minimum)])
     elif isinstance(rule, Number):
-        valid = st.floats(rule.minimum, rule.maximum, exclude_min=rule.exclusive_minimum, exclude_max=rule.exclusive_maximum)
+        valid = st.floats(
+            rule.minimum, rule.maximum, exclude_min=rule.exclusive_minimum, exclude_max=rule.exclusive_maximum
+        )
         wrong = st.sampled_from(
-            [math.nextafter(rule.maximum, math.inf), math.nextafter(rule.minimum, -math.inf), math.nan, math.inf, -math.inf, str(rule.maximum)]
+            [
+                math.nextafter(rule.maximum, math.inf),
+                math.nextafter(rule.minimum, -math.inf),
+                math.nan,
+                math.inf,
+                -math.inf,
+                str(rule.maximum),
+            ]
         )
     elif isinstance(rule, Choice):
         valid = st.sampled_from(rule.choices)
@@ -117,9 +131,15 @@ def values_for(rule, files: dict[str, Path]) -> st.SearchStrategy:
         wrong = st.sampled_from([1, 0, "true", "yes"])
     elif isinstance(rule, Topic):
         valid = st.sampled_from(["edge-face/{device_id}", "home", "ha/{device_id}/x", "ü/ok"])
-        wrong = st.sampled_from(["$SYS/x", "$SYS", "a//b", "a/+/b", "a/#", "/a", "a/", "{host}", "a b", "a/\x01", "x" * 1100])
+        wrong = st.sampled_from(
+            ["$SYS/x", "$SYS", "a//b", "a/+/b", "a/#", "/a", "a/", "{host}", "a b", "a/\x01", "x" * 1100]
+        )
     elif isinstance(rule, FilePath):
-        good = ["model", "folder", "password", "ca", "cert", "key"] if rule.kind == "file-or-folder" else ["model", "password", "ca", "cert", "key"]
+        good = (
+            ["model", "folder", "password", "ca", "cert", "key"]
+            if rule.kind == "file-or-folder"
+            else ["model", "password", "ca", "cert", "key"]
+        )
         valid = st.sampled_from([str(files[name]) for name in good])
         wrong = st.sampled_from(
             [str(files[name]) for name in ("latin1", "fifo", "loop", "missing", "other_key", "folder")]
@@ -129,8 +149,12 @@ def values_for(rule, files: dict[str, Path]) -> st.SearchStrategy:
         valid = st.sampled_from([str(files["folder"]), str(files["missing"]), "relative/state", "~/state"])
         wrong = st.sampled_from(["", "a\x00b"])
     elif isinstance(rule, Text):
-        valid = st.sampled_from(["broker.lan", "10.0.0.2", "::1", "edge-face", "rtsp://admin:hunter2@cam/s", "0", "localhost"])
-        wrong = st.sampled_from(["a..b", "br\u00f6ker", "user:pw@host", "x" * 70_000, "Living Room", "tab\there", "", "\n"])
+        valid = st.sampled_from(
+            ["broker.lan", "10.0.0.2", "::1", "edge-face", "rtsp://admin:hunter2@cam/s", "0", "localhost"]
+        )
+        wrong = st.sampled_from(
+            ["a..b", "br\u00f6ker", "user:pw@host", "x" * 70_000, "Living Room", "tab\there", "", "\n"]
+        )
     else:
         raise AssertionError(rule)
     # One key in ten wrong, one in twenty garbage: most documents then fail on one key, deep
@@ -163,7 +187,12 @@ def documents(draw, files: dict[str, Path]) -> dict:
         coherent: dict = {"host": "broker.lan", "username": "u", "password_file": str(files["password"])}
         if draw(st.booleans()):
             key_file = files["key"] if draw(st.integers(0, 3)) else files["other_key"]
-            coherent |= {"tls": True, "ca_file": str(files["ca"]), "cert_file": str(files["cert"]), "key_file": str(key_file)}
+            coherent |= {
+                "tls": True,
+                "ca_file": str(files["ca"]),
+                "cert_file": str(files["cert"]),
+                "key_file": str(key_file),
+            }
         document["mqtt"] = coherent | (dict(list(document["mqtt"].items())[:1]) if draw(st.booleans()) else {})
     # Usually a model that exists, so validation goes on past [detector].
     if draw(st.integers(0, 19)) and isinstance(document.get("detector", {}), dict):
@@ -242,7 +271,14 @@ def run_time_consumers_accept(config) -> None:
     if config.mqtt.host is not None:
         from edge.mqtt import MqttSink
 
-        MqttSink(config.mqtt, config.homeassistant, config.device.id, "model", config.snapshot.enabled, logging.getLogger("fuzz"))
+        MqttSink(
+            config.mqtt,
+            config.homeassistant,
+            config.device.id,
+            "model",
+            config.snapshot.enabled,
+            logging.getLogger("fuzz"),
+        )
 
 
 @FUZZ_SETTINGS
@@ -271,7 +307,9 @@ def test_any_document_validates_or_names_one_key(files, data, monkeypatch):
             section = match.group("key")[1:-1].split(".")[0]
             assert section in SECTIONS or section in document, message
         assert "hunter2" not in message and "s3cret" not in message
-        event("error: " + (match.group("key") or "file").split(".")[0].strip("'\""))  # coverage, --hypothesis-show-statistics
+        event(
+            "error: " + (match.group("key") or "file").split(".")[0].strip("'\"")
+        )  # coverage, --hypothesis-show-statistics
         assert captured(check_config_main, path) == (ExitCode.CONFIG, "", f"error: {message}\n")
         # `edge-face run` refuses it with the same line, before anything starts.
         assert captured(run_main, path) == (ExitCode.CONFIG, "", f"error: {message}\n")

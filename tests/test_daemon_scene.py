@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from daemon_support import RecordingSink, build_scene, write_config
+
 from edge.config import load_config
 from edge.daemon import build_daemon
 from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
+
+pytestmark = pytest.mark.integration
 
 FPS = 10.0
 
@@ -126,4 +128,9 @@ def test_each_zone_has_its_own_presence_events_and_state(tmp_path, int8_model_pa
     assert busy.zones["everywhere"].present and busy.zones["everywhere"].count == count
     assert not busy.zones["nowhere"].present
     assert busy.to_dict()["zones"]["nowhere"] == {
-        "present": False, "count": 0, "last_seen": None, "zones": {}, "detection": "active"}
+        "present": False,
+        "count": 0,
+        "last_seen": None,
+        "zones": {},
+        "detection": "active",
+    }

@@ -21,6 +21,8 @@ from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig, generate_priors
 from tools.upstream_postprocess import upstream_postprocess
 
+pytestmark = pytest.mark.integration
+
 # ---------------------------------------------------------------- priors
 
 

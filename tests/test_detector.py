@@ -25,6 +25,8 @@ from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.sidecar import canonical_digest
 from tools.metrics import match_boxes
 
+pytestmark = pytest.mark.integration
+
 INTERPRETER = os.environ.get("EDGE_FACE_INTERPRETER") or None
 
 
@@ -66,7 +68,7 @@ def test_color_order_and_channel_layouts(detector, photo_paths):
     assert len(from_rgb) > 0
     from_bgr = detector.detect(np.ascontiguousarray(rgb[..., ::-1]), color_order="BGR")
     np.testing.assert_array_equal(from_rgb.boxes, from_bgr.boxes)
-    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
     np.testing.assert_array_equal(detector.detect(rgba).boxes, from_rgb.boxes)
     gray = rgb.mean(axis=2).astype(np.uint8)
     assert isinstance(detector.detect(gray), Detections)
@@ -139,7 +141,7 @@ def test_missing_model_and_missing_sidecar(int8_model_path, tmp_path):
 def test_truncated_model_fails_its_checksum(int8_model_path, tmp_path):
     model = _copy_model(int8_model_path, tmp_path)
     model.write_bytes(model.read_bytes()[:1000])
-    with pytest.raises(ModelError, match="sha256 .* does not match its sidecar"):
+    with pytest.raises(ModelError, match=r"sha256 .* does not match its sidecar"):
         Int8Model(model)
 
 
@@ -192,7 +194,7 @@ def test_cli_json_reports_every_good_image_and_names_the_bad_one(int8_model_path
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["image"] for line in lines] == [images[0], images[2]]
-    for line, path in zip(lines, (photo_paths[1], photo_paths[2])):
+    for line, path in zip(lines, (photo_paths[1], photo_paths[2]), strict=True):
         height, width = load_image(path).shape[:2]
         assert (line["width"], line["height"]) == (width, height)
         assert line["faces"], "group photos must have faces"

@@ -20,6 +20,8 @@ from edge.imageio import load_image
 from tools import evaluate
 from tools.detectors import DetectionSettings, DetectorError, FloatOnnxDetector, Int8Detector
 
+pytestmark = pytest.mark.integration
+
 SUBSET_README_FLOAT_AP50 = 0.854
 SUBSET_README_TOLERANCE = 0.005
 
@@ -109,10 +111,20 @@ def test_agreement_counts_one_to_one_matches():
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, subset_dir, int8_model_path, upstream_dir, capsys):
     out = tmp_path / "figures.json"
-    code = evaluate.main([
-        "--subset", str(subset_dir), "--model", str(int8_model_path), "--limit", "8",
-        "--photos", str(upstream_dir / "images-masked"), "--json", str(out),
-    ])
+    code = evaluate.main(
+        [
+            "--subset",
+            str(subset_dir),
+            "--model",
+            str(int8_model_path),
+            "--limit",
+            "8",
+            "--photos",
+            str(upstream_dir / "images-masked"),
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     labels = ("AP50 card (score > 0.7)", "AP50 card, all scores", "WIDER easy", "WIDER medium", "WIDER hard")
@@ -134,7 +146,10 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, subset_dir, int8_model_p
         (lambda tmp, model, up: ["--model", str(model), "--float-onnx", str(tmp / "missing.onnx")], "missing.onnx"),
         (
             lambda tmp, model, up: [
-                "--model", str(model), "--float-onnx", str(up / "models" / "version-slim-320_without_postprocessing.onnx")
+                "--model",
+                str(model),
+                "--float-onnx",
+                str(up / "models" / "version-slim-320_without_postprocessing.onnx"),
             ],
             "not decoded corner boxes",
         ),
@@ -157,7 +172,7 @@ def test_cli_bad_input_is_one_line(tmp_path, int8_model_path, upstream_dir, caps
 
 def test_corrupt_annotations_name_the_file(tmp_path):
     (tmp_path / "annotations.json").write_text('{"a.jpg": {"orig_wh": [10]')
-    with pytest.raises(evaluate.EvaluationError, match="annotations.json"):
+    with pytest.raises(evaluate.EvaluationError, match=r"annotations\.json"):
         evaluate.load_subset(tmp_path)
 
 
@@ -185,5 +200,5 @@ def test_full_wider_val_layout(tmp_path, upstream_dir):
 
 
 def test_missing_float_model_is_a_detector_error(tmp_path):
-    with pytest.raises(DetectorError, match="nothing.onnx"):
+    with pytest.raises(DetectorError, match=r"nothing\.onnx"):
         FloatOnnxDetector(tmp_path / "nothing.onnx", DetectionSettings(0.7, 0.3))

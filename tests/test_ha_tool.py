@@ -22,6 +22,8 @@ import pytest
 
 from tools.ha.client import HomeAssistant, HomeAssistantError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def script(project_root: Path) -> Path:
@@ -39,9 +41,14 @@ def test_script_passes_shellcheck(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize(("args", "code", "named"), [
-    (["--help"], 0, "--cache"), (["--frobnicate"], 2, "--frobnicate"), (["--cache"], 2, "--cache"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "named"),
+    [
+        (["--help"], 0, "--cache"),
+        (["--frobnicate"], 2, "--frobnicate"),
+        (["--cache"], 2, "--cache"),
+    ],
+)
 def test_help_and_bad_arguments(script: Path, args: list[str], code: int, named: str) -> None:
     result = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == code
@@ -58,7 +65,7 @@ _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _read_frame(connection: socket.socket) -> dict:
-    first, second = connection.recv(2, socket.MSG_WAITALL)
+    _, second = connection.recv(2, socket.MSG_WAITALL)
     length = second & 0x7F
     if length == 126:
         (length,) = struct.unpack("!H", connection.recv(2, socket.MSG_WAITALL))
@@ -74,7 +81,7 @@ def _send_frames(connection: socket.socket, message: dict, pieces: int = 1) -> N
     """Send ``message`` as ``pieces`` frames (a first frame, then continuations)."""
     data = json.dumps(message).encode()
     size = -(-len(data) // pieces)
-    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
     for number, chunk in enumerate(chunks):
         opcode = 0x1 if number == 0 else 0x0
         fin = 0x80 if number == len(chunks) - 1 else 0
@@ -93,8 +100,12 @@ def _fake_home_assistant(server: socket.socket, token: str, result: object) -> N
             request += connection.recv(4096)
         key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.startswith(b"Sec-WebSocket-Key"))
         accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
-        connection.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        connection.sendall(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         _send_frames(connection, {"type": "auth_required"})
         auth = _read_frame(connection)
         if auth != {"type": "auth", "access_token": token}:

@@ -21,6 +21,8 @@ from PIL import Image, ImageOps
 
 from edge.imageio import ImageError, decode_image, load_image, to_rgb
 
+pytestmark = pytest.mark.unit
+
 
 def png_header_bomb(path: Path, width: int, height: int) -> Path:
     """A real 1-bit grey PNG of width x height, all black: a few hundred KB on disk, width *
@@ -107,10 +109,21 @@ def test_palette_with_transparency(tmp_path):
 @pytest.mark.parametrize(
     ("mode", "fmt", "suffix"),
     [
-        ("1", "PNG", ".png"), ("L", "PNG", ".png"), ("LA", "PNG", ".png"), ("RGBA", "PNG", ".png"),
-        ("P", "GIF", ".gif"), ("L", "BMP", ".bmp"), ("RGBA", "WEBP", ".webp"), ("CMYK", "JPEG", ".jpg"),
-        ("L", "JPEG", ".jpg"), ("CMYK", "TIFF", ".tif"), ("YCbCr", "TIFF", ".tif"), ("LAB", "TIFF", ".tif"),
-        ("I", "TIFF", ".tif"), ("F", "TIFF", ".tif"), ("I;16", "TIFF", ".tif"),
+        ("1", "PNG", ".png"),
+        ("L", "PNG", ".png"),
+        ("LA", "PNG", ".png"),
+        ("RGBA", "PNG", ".png"),
+        ("P", "GIF", ".gif"),
+        ("L", "BMP", ".bmp"),
+        ("RGBA", "WEBP", ".webp"),
+        ("CMYK", "JPEG", ".jpg"),
+        ("L", "JPEG", ".jpg"),
+        ("CMYK", "TIFF", ".tif"),
+        ("YCbCr", "TIFF", ".tif"),
+        ("LAB", "TIFF", ".tif"),
+        ("I", "TIFF", ".tif"),
+        ("F", "TIFF", ".tif"),
+        ("I;16", "TIFF", ".tif"),
     ],
 )
 def test_files_of_every_writable_mode(tmp_path, mode, fmt, suffix):
@@ -180,7 +193,9 @@ def test_other_formats_over_the_limit_are_refused_from_the_header(tmp_path):
 def test_a_decompression_bomb_is_one_line(tmp_path):
     path = png_header_bomb(tmp_path / "bomb.png", 20_000, 20_000)
     message = error_of(path, max_pixels=500_000_000)  # above Pillow's own hard limit
-    assert message.startswith(f"image '{path}': refused as a decompression bomb (Image size (400000000 pixels) exceeds limit")
+    assert message.startswith(
+        f"image '{path}': refused as a decompression bomb (Image size (400000000 pixels) exceeds limit"
+    )
 
 
 # --- files that are not images ----------------------------------------------------------------
@@ -203,7 +218,10 @@ def test_empty_text_folder_missing(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert error_of(tmp_path / "empty.jpg") == f"image '{tmp_path / 'empty.jpg'}': is empty (0 bytes)"
     (tmp_path / "notes.jpg").write_text("not a picture\n")
-    assert error_of(tmp_path / "notes.jpg") == f"image '{tmp_path / 'notes.jpg'}': not a readable image (unknown format or corrupt header)"
+    assert (
+        error_of(tmp_path / "notes.jpg")
+        == f"image '{tmp_path / 'notes.jpg'}': not a readable image (unknown format or corrupt header)"
+    )
     assert error_of(tmp_path) == f"image '{tmp_path}': is a folder"
     assert error_of(tmp_path / "gone.jpg") == f"image '{tmp_path / 'gone.jpg'}': no such file"
 
@@ -228,18 +246,24 @@ def test_devices_fifos_and_symlink_loops_never_block(tmp_path):
 def test_a_file_name_with_a_newline_stays_one_line(tmp_path):
     path = tmp_path / "two\nlines.jpg"
     path.write_bytes(b"junk")
-    assert error_of(path) == f"image '{tmp_path}/two\\nlines.jpg': not a readable image (unknown format or corrupt header)"
+    assert (
+        error_of(path) == f"image '{tmp_path}/two\\nlines.jpg': not a readable image (unknown format or corrupt header)"
+    )
 
 
+@pytest.mark.integration  # a child Python process
 def test_an_unreadable_file_is_one_line(tmp_path):
     # Root reads everything: check as an unprivileged user, in a child process.
     path = tmp_path / "private.jpg"
     gradient().save(path)
     path.chmod(0o600)
     tmp_path.chmod(0o755)
-    script = "from edge.imageio import load_image, ImageError\ntry:\n    load_image(%r)\nexcept ImageError as e:\n    print(e)\n" % str(path)
+    script = f"from edge.imageio import load_image, ImageError\ntry:\n    load_image({str(path)!r})\nexcept ImageError as e:\n    print(e)\n"
     result = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", script],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.stdout == f"image '{path}': cannot be read (permission denied)\n", result.stderr

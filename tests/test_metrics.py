@@ -12,6 +12,8 @@ import pytest
 
 from tools import metrics
 
+pytestmark = pytest.mark.unit
+
 # Faces tall enough to count under the card protocol (200 px), a small ignored one (50 px) and
 # a box that overlaps nothing.
 TALL_A = [0.0, 0.0, 100.0, 200.0]
@@ -72,9 +74,7 @@ def test_eleven_point_integral():
 
 
 def test_faces_under_100_px_are_ignored_and_empty_boxes_too():
-    boxes = np.array(
-        [[0, 0, 50, 100.0], [0, 0, 50, 99.9], [0, 0, 0, 150.0], [10, 10, 60, 250.0]], dtype=np.float64
-    )
+    boxes = np.array([[0, 0, 50, 100.0], [0, 0, 50, 99.9], [0, 0, 0, 150.0], [10, 10, 60, 250.0]], dtype=np.float64)
     # 100 px tall counts (100 <= h), 99.9 does not; a zero-width box is "empty".
     assert metrics.card_ignored_mask(boxes).tolist() == [False, True, True, False]
 

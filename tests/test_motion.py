@@ -21,6 +21,8 @@ from edge.preprocess import resize_bilinear
 from edge.scene import make_polygon
 from tools.scene_frames import background_frame, face_patch, walk_through
 
+pytestmark = pytest.mark.integration
+
 FPS = 10.0
 STILL = MotionResult(motion=False, changed_fraction=0.0, reset=False)
 MOVING = MotionResult(motion=True, changed_fraction=0.05, reset=False)
@@ -224,7 +226,10 @@ def test_unusable_frames_are_refused_with_a_clear_error(frame, message):
         ({"alpha": 1.0}, r"^motion\.alpha: 1\.0 is not allowed"),
         ({"alpha": "fast"}, r'^motion\.alpha: "fast" is not allowed'),
         ({"global_change": 0.0}, r"^motion\.global_change: 0\.0 is not allowed \(a number > 0 and <= 1"),
-        ({"global_change": 0.01, "min_area": 0.02}, r"^motion\.global_change: 0\.01 is not allowed \(a number above motion\.min_area \(0\.02\)\)$"),
+        (
+            {"global_change": 0.01, "min_area": 0.02},
+            r"^motion\.global_change: 0\.01 is not allowed \(a number above motion\.min_area \(0\.02\)\)$",
+        ),
         ({"enabled": "yes"}, r'^motion\.enabled: "yes" is not allowed \(true or false\)$'),
     ],
 )
@@ -238,7 +243,7 @@ def test_bad_options_are_refused_in_one_line_naming_the_key(options, message):
 
 def run_gate(gate: DetectionGate, motions, faces=None, fps: float = FPS) -> list[str]:
     faces = faces if faces is not None else [False] * len(motions)
-    return [gate.decide(i / fps, m, f).reason for i, (m, f) in enumerate(zip(motions, faces))]
+    return [gate.decide(i / fps, m, f).reason for i, (m, f) in enumerate(zip(motions, faces, strict=True))]
 
 
 def test_a_still_empty_scene_is_detected_once_per_idle_interval():

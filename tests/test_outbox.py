@@ -12,12 +12,21 @@ import pytest
 from edge.events import Event, Face
 from edge.outbox import Outbox, OutboxStats
 
+pytestmark = pytest.mark.unit
+
 
 def event(faces: int = 1, kind: str = "face_detected") -> Event:
     return Event(
-        type=kind, device_id="hall", boot_id="b" * 32, sequence=0, time="2024-05-01T12:00:00.000Z",
-        face_count=faces, faces=tuple(Face((0.1, 0.1, 0.2, 0.2), 0.9) for _ in range(faces)),
-        frame_width=640, frame_height=480, model_id="m",
+        type=kind,
+        device_id="hall",
+        boot_id="b" * 32,
+        sequence=0,
+        time="2024-05-01T12:00:00.000Z",
+        face_count=faces,
+        faces=tuple(Face((0.1, 0.1, 0.2, 0.2), 0.9) for _ in range(faces)),
+        frame_width=640,
+        frame_height=480,
+        model_id="m",
     )
 
 

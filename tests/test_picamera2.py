@@ -40,6 +40,8 @@ from edge.sources.picamera2 import (
     yuv420_to_rgb,
 )
 
+pytestmark = pytest.mark.unit
+
 FAST_TIMEOUT = 0.3  # s: a capture timeout short enough for tests, long enough for the fake
 
 
@@ -84,7 +86,9 @@ def test_each_camera_gets_its_smallest_whole_sensor_mode(scene, caplog, sensor, 
     full = SENSORS[sensor]["pixel_array"]
     crop = camera.delivered[0]["ScalerCrop"]
     assert (crop[2] / full[0], crop[3] / full[1]) == pytest.approx(view, abs=1e-3)
-    assert field_of_view(choose_sensor_mode(modes_of(sensor), (320, 240)), full, (320, 240)) == pytest.approx(view, abs=1e-3)
+    assert field_of_view(choose_sensor_mode(modes_of(sensor), (320, 240)), full, (320, 240)) == pytest.approx(
+        view, abs=1e-3
+    )
     (line,) = [r.getMessage() for r in caplog.records if "field of view" in r.getMessage()]
     percent = f"{100 * view[0]:.0f}% x {100 * view[1]:.0f}%"
     assert f"{sensor} sensor mode {mode_size[0]}x{mode_size[1]} {bit_depth}-bit" in line and percent in line
@@ -98,7 +102,7 @@ def test_without_an_explicit_mode_picamera2_would_crop_the_v2_camera_to_39_perce
     assert camera.camera_config["sensor"] == {"output_size": (640, 480), "bit_depth": 10}
     narrow = choose_sensor_mode([m for m in modes_of("imx219") if m.size == (640, 480)], (320, 240))
     assert field_of_view(narrow, (3280, 2464), (320, 240)) == pytest.approx((1280 / 3280, 960 / 2464))
-    assert 1280 / 3280 == pytest.approx(0.39, abs=0.005)
+    assert pytest.approx(0.39, abs=0.005) == 1280 / 3280
 
 
 def test_mode_choice_prefers_a_mode_at_least_the_output_size_and_deeper_bits():
@@ -217,7 +221,9 @@ def test_no_camera_listed_explains_the_dma_heap_group(scene):
 
 def test_without_that_camera_says_what_it_found(scene):
     camera_class = FakePicamera2.with_scene(scene)
-    with pytest.raises(SourceError, match=r"^picamera2 camera 1 \(main 320x240\): no such camera \(cameras found: imx708 \(0\)\)$"):
+    with pytest.raises(
+        SourceError, match=r"^picamera2 camera 1 \(main 320x240\): no such camera \(cameras found: imx708 \(0\)\)$"
+    ):
         Picamera2Source(320, 240, camera_index=1, picamera2_class=camera_class).open()
 
 
@@ -247,18 +253,26 @@ def _broken_picamera2(monkeypatch, tmp_path: Path, body: str) -> None:
 
 def test_a_numpy_abi_mismatch_is_a_clear_error_not_a_fallback(monkeypatch, tmp_path):
     # simplejpeg built for numpy 1 under numpy 2 (picamera2 issues #1088, #1211).
-    _broken_picamera2(monkeypatch, tmp_path, 'raise ValueError("numpy.dtype size changed, may indicate binary '
-                      'incompatibility. Expected 96 from C header, got 88 from PyObject")\n')
+    _broken_picamera2(
+        monkeypatch,
+        tmp_path,
+        'raise ValueError("numpy.dtype size changed, may indicate binary '
+        'incompatibility. Expected 96 from C header, got 88 from PyObject")\n',
+    )
     with pytest.raises(SourceError) as caught:
         import_picamera2_class()
     assert not isinstance(caught.value, Picamera2NotInstalled)
-    assert str(caught.value).startswith("picamera2 cannot be imported: a compiled module was built for another numpy (ValueError: numpy.dtype size changed")
+    assert str(caught.value).startswith(
+        "picamera2 cannot be imported: a compiled module was built for another numpy (ValueError: numpy.dtype size changed"
+    )
     assert "apt python3-numpy" in str(caught.value)
 
 
 def test_a_missing_dependency_of_picamera2_is_named(monkeypatch, tmp_path):
     _broken_picamera2(monkeypatch, tmp_path, "import libcamera_missing_for_this_test\n")
-    with pytest.raises(SourceError, match=r"^picamera2 is installed but needs the missing module 'libcamera_missing_for_this_test'") as caught:
+    with pytest.raises(
+        SourceError, match=r"^picamera2 is installed but needs the missing module 'libcamera_missing_for_this_test'"
+    ) as caught:
         import_picamera2_class()
     assert not isinstance(caught.value, Picamera2NotInstalled)
 
@@ -303,7 +317,9 @@ def test_an_array_that_does_not_match_the_configuration_is_an_error(scene):
     source.open()
     try:
         camera_class.instances[0].camera_config["main"]["size"] = (300, 240)  # libcamera lied
-        with pytest.raises(SourceError, match=r"frame array \(240, 300, 3\) uint8 does not match the configured RGB888 320x240"):
+        with pytest.raises(
+            SourceError, match=r"frame array \(240, 300, 3\) uint8 does not match the configured RGB888 320x240"
+        ):
             source.read()
     finally:
         source.close()
@@ -325,7 +341,7 @@ def test_lores_above_640x480_works_with_main_at_the_same_size(scene, platform):
 def test_lores_with_picamera2s_default_main_fails_above_640x480(scene):
     """Why main is set: its default is 640x480 and lores may not exceed it."""
     camera = FakePicamera2.with_scene(scene)()
-    with pytest.raises(RuntimeError, match="^lores stream dimensions may not exceed main stream$"):
+    with pytest.raises(RuntimeError, match=r"^lores stream dimensions may not exceed main stream$"):
         camera.configure(camera.create_preview_configuration(lores={"size": (1280, 720)}))
 
 
@@ -372,7 +388,9 @@ def test_main_stream_is_bgr_at_the_requested_size(scene):
     frames = read_frames(Picamera2Source(320, 240, fps=15.0, picamera2_class=camera_class), 2)
     (camera,) = camera_class.instances
     assert {k: camera.configured[-1]["main"][k] for k in ("format", "size", "stride")} == {
-        "format": "RGB888", "size": (320, 240), "stride": 960,
+        "format": "RGB888",
+        "size": (320, 240),
+        "stride": 960,
     }
     assert camera.configured[-1]["controls"]["FrameRate"] == 15.0
     assert camera.closed and not camera.started
@@ -384,6 +402,7 @@ def test_main_stream_is_bgr_at_the_requested_size(scene):
     assert camera._requests_held == 0  # every request went back to libcamera
 
 
+@pytest.mark.integration  # the real interpreter and model
 def test_bgr_frames_give_the_same_faces_as_rgb(photo_paths, int8_model_path):
     from edge.detector import FaceDetector
 
@@ -408,7 +427,10 @@ def test_lores_yuv420_with_padded_stride_matches_pillow(photo_paths, platform):
     # Reference: the same planes, chroma repeated 2x2, converted to RGB by Pillow.
     rgb = np.asarray(Image.fromarray(scene).resize((300, 224), Image.Resampling.BILINEAR))
     y, u, v = rgb_to_planes(rgb)
-    up = lambda plane: plane.repeat(2, axis=0).repeat(2, axis=1)
+
+    def up(plane):
+        return plane.repeat(2, axis=0).repeat(2, axis=1)
+
     reference = np.asarray(Image.merge("YCbCr", [Image.fromarray(p) for p in (y, up(u), up(v))]).convert("RGB"))
     assert np.abs(frame.pixels.astype(int) - reference.astype(int)).max() <= 1
     # And it is the photo: chroma subsampling costs a little colour detail, nothing more.
@@ -484,15 +506,19 @@ def test_fake_validates_like_picamera2(scene):
     with pytest.raises(ValueError, match=r"^Bad key 'sise': valid stream configuration keys are"):
         camera.create_preview_configuration(main={"sise": (320, 240)})
     assert camera.create_preview_configuration(main={"size": (321, 241)})["main"]["size"] == (320, 240)
-    config = camera.create_preview_configuration(main={"size": (320, 240)}, lores={"size": (160, 120), "format": "RGB888"})
-    with pytest.raises(RuntimeError, match="^lores stream must be YUV$"):
+    config = camera.create_preview_configuration(
+        main={"size": (320, 240)}, lores={"size": (160, 120), "format": "RGB888"}
+    )
+    with pytest.raises(RuntimeError, match=r"^lores stream must be YUV$"):
         camera.configure(config)
-    config = camera.create_preview_configuration(main={"size": (320, 240)}, sensor={"output_size": (1640, 1232), "fps": 30})
+    config = camera.create_preview_configuration(
+        main={"size": (320, 240)}, sensor={"output_size": (1640, 1232), "fps": 30}
+    )
     with pytest.raises(RuntimeError, match=r"^Unexpected keys \{'fps'\} in sensor configuration$"):
         camera.configure(config)
     config = camera.create_preview_configuration()
     config["main"]["size"] = (321, 240)
-    with pytest.raises(RuntimeError, match="^width and height should be even$"):
+    with pytest.raises(RuntimeError, match=r"^width and height should be even$"):
         camera.configure(config)
     config["main"]["size"] = [320, 240]
     with pytest.raises(RuntimeError, match=r"^size in main stream should be \(width, height\)$"):

@@ -9,6 +9,8 @@ import pytest
 from edge.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
 from edge.sidecar import INPUT_QUANT
 
+pytestmark = pytest.mark.unit
+
 
 def _reference_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Textbook half-pixel-centre bilinear in float64 (cv2.INTER_LINEAR's definition)."""

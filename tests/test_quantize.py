@@ -19,6 +19,8 @@ from tools import quantize
 from tools.metrics import match_boxes
 from tools.weights import load_manifest, sha256_file
 
+pytestmark = pytest.mark.slow
+
 
 def _photos(photo_paths: list[Path], count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
     return [resize_bilinear(load_image(path), width, height) for path in photo_paths[:count]]
@@ -175,7 +177,10 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
     assert sidecar["tflite_sha256"] == hashlib.sha256(int8_model_path.read_bytes()).hexdigest()
     assert sidecar["sidecar_sha256"] == canonical_digest(sidecar)
     assert read_sidecar(int8_model_path).sidecar == sidecar, "the loader accepts what the quantizer writes"
-    assert sidecar["source"] == {"file": "version-slim-320.pth", "sha256": load_manifest()["version-slim-320.pth"].sha256}
+    assert sidecar["source"] == {
+        "file": "version-slim-320.pth",
+        "sha256": load_manifest()["version-slim-320.pth"].sha256,
+    }
     calibration = sidecar["calibration"]
     assert "/" not in calibration["folder"] and calibration["images"] >= 1 and len(calibration["sha256"]) == 64
     parity = sidecar["parity"]
@@ -256,5 +261,10 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert quantize.main(["--calibration", str(tmp_path / "empty"), "--out", str(out)]) == 1
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "calibration photos:" in error and "no images" in error and str(tmp_path / "empty") in error
+    assert (
+        error.count("\n") == 1
+        and "calibration photos:" in error
+        and "no images" in error
+        and str(tmp_path / "empty") in error
+    )
     assert not out.exists()

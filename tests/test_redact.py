@@ -2,6 +2,8 @@ import pytest
 
 from edge.redact import redact_url
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("shown", "expected"),

@@ -26,6 +26,8 @@ from edge.scene import (
     rasterize_polygons,
 )
 
+pytestmark = pytest.mark.unit
+
 WIDTH, HEIGHT = 320, 240
 
 
@@ -35,18 +37,27 @@ WIDTH, HEIGHT = 320, 240
 @pytest.mark.parametrize(
     "value, message",
     [
-        ([[0, 0], [1, 0]], r"^scene\.masks\[0\]: \[\[0, 0\], \[1, 0\]\] is not allowed \(a list of 3-100 \[x, y\] points"),
+        (
+            [[0, 0], [1, 0]],
+            r"^scene\.masks\[0\]: \[\[0, 0\], \[1, 0\]\] is not allowed \(a list of 3-100 \[x, y\] points",
+        ),
         ("0,0 1,0 1,1", r"^scene\.masks\[0\]: \"0,0 1,0 1,1\" is not allowed \(a list of 3-100"),
         ([[0, 0], [1, 0], [1.5, 1]], r"^scene\.masks\[0\]\[2\]: \[1\.5, 1\] is not allowed \(x and y from 0 to 1"),
         ([[0, 0], [1, 0], [-0.1, 1]], r"^scene\.masks\[0\]\[2\]: \[-0\.1, 1\] is not allowed \(x and y from 0 to 1"),
         ([[0, 0], [1, 0], [float("nan"), 1]], r"^scene\.masks\[0\]\[2\]: \[NaN, 1\] is not allowed"),
         ([[0, 0], [1, 0], [float("inf"), 1]], r"^scene\.masks\[0\]\[2\]: \[Infinity, 1\] is not allowed"),
-        ([[0, 0], [1, 0], [True, 1]], r"^scene\.masks\[0\]\[2\]: \[true, 1\] is not allowed \(a point \[x, y\] of two numbers"),
+        (
+            [[0, 0], [1, 0], [True, 1]],
+            r"^scene\.masks\[0\]\[2\]: \[true, 1\] is not allowed \(a point \[x, y\] of two numbers",
+        ),
         ([[0, 0], [1, 0], [1]], r"^scene\.masks\[0\]\[2\]: \[1\] is not allowed \(a point \[x, y\] of two numbers"),
         ([[0, 0], [1, 0], "1,1"], r"^scene\.masks\[0\]\[2\]: \"1,1\" is not allowed \(a point"),
         ([[0, 0], [0.5, 0.5], [1, 1]], r"^scene\.masks\[0\]: .* is not allowed \(a polygon with an area"),
         ([[0.2, 0.2]] * 4, r"^scene\.masks\[0\]: .* is not allowed \(a polygon with an area"),
-        ([[0, 0]] * (MAX_POLYGON_POINTS + 1), r"^scene\.masks\[0\]: \[\[0, 0\], .*\.\.\. is not allowed \(a list of 3-100"),
+        (
+            [[0, 0]] * (MAX_POLYGON_POINTS + 1),
+            r"^scene\.masks\[0\]: \[\[0, 0\], .*\.\.\. is not allowed \(a list of 3-100",
+        ),
     ],
 )
 def test_bad_polygons_are_refused_with_one_line_naming_the_point(value, message):
@@ -89,7 +100,10 @@ def test_zone_polygon_errors_name_the_zone():
     [
         ({"min_face_size": -1}, r"scene\.min_face_size"),
         ({"min_face_size": float("nan")}, r"scene\.min_face_size"),
-        ({"min_face_size": 40, "max_face_size": 40}, r"scene\.max_face_size: 40 is not allowed \(.*above scene\.min_face_size \(40\)"),
+        (
+            {"min_face_size": 40, "max_face_size": 40},
+            r"scene\.max_face_size: 40 is not allowed \(.*above scene\.min_face_size \(40\)",
+        ),
         ({"max_face_size": float("inf")}, r"scene\.max_face_size"),
         ({"min_face_size": True}, r"scene\.min_face_size: true is not allowed"),
         ({"max_face_size": 10_000}, r"scene\.max_face_size: 10000 is not allowed \(.*at most 8192"),
@@ -102,7 +116,9 @@ def test_bad_size_limits_are_refused(options, message):
 
 def test_zone_names_must_be_unique():
     square = make_polygon([[0, 0], [1, 0], [1, 1], [0, 1]])
-    with pytest.raises(OptionError, match=r'^scene\.zones\[2\]\.name: "door" is not allowed \(a name no other zone has\)$'):
+    with pytest.raises(
+        OptionError, match=r'^scene\.zones\[2\]\.name: "door" is not allowed \(a name no other zone has\)$'
+    ):
         SceneOptions(zones=(Zone("door", square), Zone("sofa", square), Zone("door", square)))
 
 
@@ -154,7 +170,9 @@ def test_point_in_convex_polygons_matches_the_half_plane_reference():
         got = points_in_polygon(points, Polygon(vertices))
         assert np.array_equal(got[clear], expected[clear])
         # The vertex order does not matter: clockwise and rotated give the same answer.
-        assert np.array_equal(points_in_polygon(points, Polygon(np.roll(vertices[::-1], 2, axis=0)))[clear], expected[clear])
+        assert np.array_equal(
+            points_in_polygon(points, Polygon(np.roll(vertices[::-1], 2, axis=0)))[clear], expected[clear]
+        )
         checked += int(expected[clear].sum())
     assert checked > 5000  # the polygons are not all tiny: many points were inside
 
@@ -241,7 +259,12 @@ def test_a_mask_over_one_face_drops_that_face_only(group):
 def test_a_mask_that_covers_a_face_but_not_its_centre_keeps_it(group):
     _, detections = group
     x1, y1, x2, y2 = detections.boxes[0].tolist()
-    left_half = [[max(0, x1 - 0.01), max(0, y1)], [(x1 + x2) / 2 - 0.01, max(0, y1)], [(x1 + x2) / 2 - 0.01, y2], [max(0, x1 - 0.01), y2]]
+    left_half = [
+        [max(0, x1 - 0.01), max(0, y1)],
+        [(x1 + x2) / 2 - 0.01, max(0, y1)],
+        [(x1 + x2) / 2 - 0.01, y2],
+        [max(0, x1 - 0.01), y2],
+    ]
     result = apply_scene(detections, HEIGHT, SceneOptions(masks=(make_polygon(left_half),)))
     assert len(result.detections) == 4
 
@@ -255,10 +278,10 @@ def test_face_size_limits_are_box_heights_in_frame_pixels(group):
     high = float((distinct[-2] + distinct[-1]) / 2)  # between the largest and the one before
     small, large = int((heights < low).sum()), int((heights > high).sum())
     result = apply_scene(detections, HEIGHT, SceneOptions(min_face_size=low))
-    assert rows(result.detections) == [r for r, h in zip(rows(detections), heights) if h >= low]
+    assert rows(result.detections) == [r for r, h in zip(rows(detections), heights, strict=True) if h >= low]
     assert result.dropped_small == small >= 1
     result = apply_scene(detections, HEIGHT, SceneOptions(max_face_size=high))
-    assert rows(result.detections) == [r for r, h in zip(rows(detections), heights) if h <= high]
+    assert rows(result.detections) == [r for r, h in zip(rows(detections), heights, strict=True) if h <= high]
     assert result.dropped_large == large >= 1
     result = apply_scene(detections, HEIGHT, SceneOptions(min_face_size=low, max_face_size=high))
     assert len(result.detections) == len(heights) - small - large
@@ -278,7 +301,9 @@ def test_zones_count_the_faces_whose_centres_they_hold(group):
     assert result.zone_counts == {"left": on_left, "right": 4 - on_left, "room": 4, "ceiling": 0}
     assert result.zones.shape == (4, 4)
     assert result.zones[:, 0].tolist() == (centres[:, 0] < 0.5).tolist()
-    assert rows(result.faces_in_zone("right")) == [r for r, c in zip(rows(detections), centres) if c[0] >= 0.5]
+    assert rows(result.faces_in_zone("right")) == [
+        r for r, c in zip(rows(detections), centres, strict=True) if c[0] >= 0.5
+    ]
 
 
 def test_masked_faces_are_not_counted_in_zones(group):
@@ -347,16 +372,34 @@ def test_the_scene_table_of_a_config_file_becomes_options():
 @pytest.mark.parametrize(
     "table, message",
     [
-        ({"mask": []}, r"^scene\.mask: \"mask\" is not allowed \(a key of \[scene\]: masks, min_face_size, max_face_size, zones\)$"),
+        (
+            {"mask": []},
+            r"^scene\.mask: \"mask\" is not allowed \(a key of \[scene\]: masks, min_face_size, max_face_size, zones\)$",
+        ),
         ({"masks": [[0, 0], [1, 0], [1, 1]]}, r"^scene\.masks\[0\]: \[0, 0\] is not allowed \(a list of 3-100"),
         ({"masks": "all"}, r"^scene\.masks: \"all\" is not allowed \(a list of polygons"),
         ({"zones": {"name": "door"}}, r"^scene\.zones: .* is not allowed \(tables written as \[\[scene\.zones\]\]"),
-        ({"zones": [{"name": "door"}]}, r"^scene\.zones\[0\]\.polygon: null is not allowed \(every \[\[scene\.zones\]\] needs a polygon\)$"),
-        ({"zones": [{"name": "door", "polygon": [[0, 0], [1, 0], [1, 1]], "colour": "red"}]}, r"^scene\.zones\[0\]\.colour: "),
-        ({"zones": [{"name": "Door", "polygon": [[0, 0], [1, 0], [1, 1]]}]}, r"^scene\.zones\[0\]\.name: \"Door\" is not allowed"),
-        ({"min_face_size": "12px"}, r"^scene\.min_face_size: \"12px\" is not allowed \(a number of pixels from 0 to 8192\)$"),
+        (
+            {"zones": [{"name": "door"}]},
+            r"^scene\.zones\[0\]\.polygon: null is not allowed \(every \[\[scene\.zones\]\] needs a polygon\)$",
+        ),
+        (
+            {"zones": [{"name": "door", "polygon": [[0, 0], [1, 0], [1, 1]], "colour": "red"}]},
+            r"^scene\.zones\[0\]\.colour: ",
+        ),
+        (
+            {"zones": [{"name": "Door", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
+            r"^scene\.zones\[0\]\.name: \"Door\" is not allowed",
+        ),
+        (
+            {"min_face_size": "12px"},
+            r"^scene\.min_face_size: \"12px\" is not allowed \(a number of pixels from 0 to 8192\)$",
+        ),
         ({"max_face_size": 0}, r"^scene\.max_face_size: 0 is not allowed"),
-        ({"masks": [[[0, 0], [1, 0], [1, 1]]] * 33}, r"^scene\.masks: \"33 masks\" is not allowed \(at most 32 masks\)$"),
+        (
+            {"masks": [[[0, 0], [1, 0], [1, 1]]] * 33},
+            r"^scene\.masks: \"33 masks\" is not allowed \(at most 32 masks\)$",
+        ),
     ],
 )
 def test_a_bad_scene_table_names_the_key_in_one_line(table, message):

@@ -16,9 +16,11 @@ from edge.motion import MotionOptions, motion_options_from_toml
 from edge.options import OptionError
 from edge.scene import SceneOptions, scene_options_from_toml
 
+pytestmark = pytest.mark.unit
+
 # The [motion] and [scene] part of the shipped example, from its [motion] header on.
 SNIPPET = (Path(__file__).resolve().parent.parent / "examples" / "edge-face.toml").read_text(encoding="utf-8")
-SNIPPET = SNIPPET[SNIPPET.index("[motion]\n"):]
+SNIPPET = SNIPPET[SNIPPET.index("[motion]\n") :]
 
 
 @pytest.fixture(scope="module")
@@ -47,5 +49,8 @@ def test_the_commented_examples_are_valid(snippet):
 
 
 def test_an_unknown_motion_key_is_refused_with_the_known_ones():
-    with pytest.raises(OptionError, match=r"^motion\.treshold: \"treshold\" is not allowed \(a key of \[motion\]: enabled, idle_interval, threshold"):
+    with pytest.raises(
+        OptionError,
+        match=r"^motion\.treshold: \"treshold\" is not allowed \(a key of \[motion\]: enabled, idle_interval, threshold",
+    ):
         motion_options_from_toml({"treshold": 20})

@@ -16,15 +16,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from daemon_support import write_config
+from fake_picamera2 import FakePicamera2
+
 from edge.config import load_config
 from edge.daemon import build_daemon
 from edge.events import StdoutSink
 from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
 from edge.sources.picamera2 import Picamera2Source
-from fake_picamera2 import FakePicamera2
+
+pytestmark = pytest.mark.integration
 
 
 class NotifyListener:
@@ -43,7 +45,7 @@ class NotifyListener:
         while not self._stop.is_set():
             try:
                 data = self.socket.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.messages.append((time.monotonic(), data.decode()))
 
@@ -120,15 +122,22 @@ def test_watchdog_pings_at_half_the_interval_and_only_for_this_pid(socket_path):
 # --- the daemon -------------------------------------------------------------------------------------
 
 
-def test_ready_after_the_first_frame_and_watchdog_only_while_frames_flow(tmp_path, socket_path, int8_model_path, photo_paths):
+def test_ready_after_the_first_frame_and_watchdog_only_while_frames_flow(
+    tmp_path, socket_path, int8_model_path, photo_paths
+):
     path, listener = socket_path
     camera_class = FakePicamera2.with_scene(load_image(photo_paths[4]))
     camera_class.paused.set()  # the camera starts, but no frame comes yet
-    config = load_config(write_config(tmp_path / "edge-face.toml", {
-        "device": {"id": "porch"},
-        "camera": {"source": "picamera2"},
-        "detector": {"model": int8_model_path},
-    }))
+    config = load_config(
+        write_config(
+            tmp_path / "edge-face.toml",
+            {
+                "device": {"id": "porch"},
+                "camera": {"source": "picamera2"},
+                "detector": {"model": int8_model_path},
+            },
+        )
+    )
     events = io.StringIO()
     daemon = build_daemon(
         config,
@@ -175,16 +184,23 @@ def test_ready_after_the_first_frame_and_watchdog_only_while_frames_flow(tmp_pat
 def test_sigterm_stops_the_process_with_stopping(tmp_path, int8_model_path, photo_paths, project_root):
     name = f"edge-face-test-{uuid.uuid4().hex}"
     listener = NotifyListener(b"\0" + name.encode())
-    config = write_config(tmp_path / "edge-face.toml", {
-        "device": {"id": "porch"},
-        "camera": {"source": "replay", "path": photo_paths[2], "fps": 20.0, "loop": True},
-        "detector": {"model": int8_model_path},
-        "events": {"debounce_frames": 1},
-    })
+    config = write_config(
+        tmp_path / "edge-face.toml",
+        {
+            "device": {"id": "porch"},
+            "camera": {"source": "replay", "path": photo_paths[2], "fps": 20.0, "loop": True},
+            "detector": {"model": int8_model_path},
+            "events": {"debounce_frames": 1},
+        },
+    )
     env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000"}
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert listener.wait_for(lambda m: "WATCHDOG=1" in m, timeout=60.0), listener.texts()

@@ -27,6 +27,8 @@ from edge.sidecar import (
     sidecar_document,
 )
 
+pytestmark = pytest.mark.integration
+
 WHERE = "model sidecar 'x.json'"
 
 

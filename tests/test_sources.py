@@ -4,6 +4,7 @@ video file, and auto-selection."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_support import bomb_png, truncated_jpeg
+from fake_picamera2 import FakePicamera2
 from PIL import Image
 
-from daemon_support import bomb_png, truncated_jpeg
 from edge.config import CameraConfig
 from edge.imageio import load_image
 from edge.sources.auto import build_source
@@ -23,7 +25,8 @@ from edge.sources.grabber import FrameGrabber
 from edge.sources.opencv import OpenCVSource, classify_device
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.replay import ReplaySource
-from fake_picamera2 import FakePicamera2
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture()
@@ -31,7 +34,7 @@ def photo_folder(tmp_path: Path, photo_paths: list[Path]) -> Path:
     """Three real photos (symlinked, so nothing is copied) plus files replay must ignore."""
     folder = tmp_path / "frames"
     folder.mkdir()
-    for name, photo in zip(("b.jpg", "a.jpg", "c.JPG"), photo_paths):
+    for name, photo in zip(("b.jpg", "a.jpg", "c.JPG"), photo_paths[:3], strict=True):
         (folder / name).symlink_to(photo)
     (folder / "notes.txt").write_text("not an image")
     (folder / "sub").mkdir()
@@ -57,9 +60,9 @@ def test_replay_reads_a_folder_in_name_order_as_rgb(photo_folder):
     expected = [load_image(photo_folder / name) for name in ("a.jpg", "b.jpg", "c.JPG")]
     assert [f.index for f in frames] == [0, 1, 2]
     assert all(f.color_order == "RGB" for f in frames)
-    for frame, pixels in zip(frames, expected):
+    for frame, pixels in zip(frames, expected, strict=True):
         np.testing.assert_array_equal(frame.pixels, pixels)
-    assert all(b.t_monotonic >= a.t_monotonic for a, b in zip(frames, frames[1:]))
+    assert all(b.t_monotonic >= a.t_monotonic for a, b in itertools.pairwise(frames))
 
 
 def test_replay_of_one_image(photo_paths):
@@ -86,7 +89,10 @@ def test_replay_errors_name_the_path(tmp_path):
     (tmp_path / "bad" / "0.jpg").write_bytes(b"not a jpeg")
     source = ReplaySource(tmp_path / "bad", loop=True)
     source.open()
-    with pytest.raises(SourceError, match=r"^replay '.*bad': none of its 1 image file\(s\) can be read \(first: image '.*0\.jpg': not a readable"):
+    with pytest.raises(
+        SourceError,
+        match=r"^replay '.*bad': none of its 1 image file\(s\) can be read \(first: image '.*0\.jpg': not a readable",
+    ):
         source.read()
 
 
@@ -114,11 +120,11 @@ def test_replay_skips_every_bad_file_once_per_file_and_keeps_going(tmp_path, pho
     frames = read_all(source, limit=6)  # three passes over the folder
     assert time.monotonic() - started < 30  # the FIFO did not block the reader
     expected = [load_image(photo_paths[0]), load_image(photo_paths[1])] * 3
-    assert len(frames) == 6 and all(np.array_equal(f.pixels, e) for f, e in zip(frames, expected))
+    assert len(frames) == 6 and all(np.array_equal(f.pixels, e) for f, e in zip(frames, expected, strict=True))
     lines = [r.getMessage() for r in caplog.records]
     for name in [*undecodable, "04-fifo.jpg", "05-dir.jpg", "06-loop.jpg", "07-gone.jpg"]:
         assert sum(name in line for line in lines) == 1, (name, lines)
-    assert any("01-bomb.png" in line and "too many pixels" in line or "bomb" in line for line in lines)
+    assert any(("01-bomb.png" in line and "too many pixels" in line) or "bomb" in line for line in lines)
 
 
 def test_replay_of_a_file_deleted_after_listing_skips_it(tmp_path, photo_paths, caplog):
@@ -179,7 +185,7 @@ def test_grabber_keeps_only_the_newest_frame_of_a_live_stream(photo_paths):
     finally:
         grabber.stop()
     health = grabber.health
-    assert all(b - a > 1 for a, b in zip(taken, taken[1:])), taken
+    assert all(b - a > 1 for a, b in itertools.pairwise(taken)), taken
     assert health.dropped_frames >= health.frames_read - len(taken) - 1
     assert health.dropped_frames > 0
 
@@ -282,7 +288,13 @@ def test_opencv_missing_names_the_extra(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     ("device", "kind"),
-    [("0", "index"), ("/dev/video2", "v4l2"), ("rtsp://cam/stream", "url"), ("HTTPS://x/y.mjpg", "url"), ("clip.mp4", "file")],
+    [
+        ("0", "index"),
+        ("/dev/video2", "v4l2"),
+        ("rtsp://cam/stream", "url"),
+        ("HTTPS://x/y.mjpg", "url"),
+        ("clip.mp4", "file"),
+    ],
 )
 def test_opencv_device_kinds(device, kind):
     assert classify_device(device) == kind
@@ -303,7 +315,7 @@ def test_opencv_reads_a_real_video_file_as_bgr(tmp_path, photo_paths):
     writer.release()
     frames = read_all(OpenCVSource(str(path)))
     assert len(frames) == 4 and all(f.color_order == "BGR" for f in frames)
-    for frame, rgb in zip(frames, scenes):
+    for frame, rgb in zip(frames, scenes, strict=True):
         # MJPG is lossy: the right photo in the right channel order, within JPEG error.
         assert np.abs(frame.pixels[:, :, ::-1].astype(int) - rgb.astype(int)).mean() < 6.0
 
@@ -330,7 +342,9 @@ def test_auto_falls_back_to_video0(photo_paths, tmp_path):
     video0 = tmp_path / "video0"
     video0.touch()  # exists, but is no camera: OpenCV is what tried to open it
     no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
-    source = build_source(CameraConfig(width=640, height=480), (320, 240), picamera2_class=no_camera, video_device=video0)
+    source = build_source(
+        CameraConfig(width=640, height=480), (320, 240), picamera2_class=no_camera, video_device=video0
+    )
     with pytest.raises(SourceError, match=rf"^opencv '{video0}'"):
         source.open()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 MAX_EXPOSURE = 2.5
 UNIT_NAME = "edge-face.service"
 INSTALLED_EXEC = "/opt/edge-face/venv/bin/edge-face"

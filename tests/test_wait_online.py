@@ -8,8 +8,9 @@ import sys
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from broker import MosquittoBroker
+
+pytestmark = pytest.mark.integration
 
 USERS = {"edge": "s3cret pass"}
 TOPIC = "edge-face/frontdoor/status"
@@ -26,8 +27,22 @@ def _publish_retained(broker: MosquittoBroker, payload: str) -> None:
 
 
 def _wait(broker: MosquittoBroker, password: str, timeout: str = "3") -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "tools.wait_online", "--host", broker.host, "--port", str(broker.port),
-            "--topic", TOPIC, "--timeout", timeout, "--username", "edge", "--password-stdin"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tools.wait_online",
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--topic",
+        TOPIC,
+        "--timeout",
+        timeout,
+        "--username",
+        "edge",
+        "--password-stdin",
+    ]
     done = subprocess.run(argv, input=password + "\n", capture_output=True, text=True, timeout=30)
     assert password not in " ".join(argv)
     return done

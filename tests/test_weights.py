@@ -20,6 +20,8 @@ import pytest
 from tools import shared_data, weights
 from tools.pth_reader import CheckpointError, read_state_dict
 
+pytestmark = pytest.mark.unit
+
 PTH_320 = "version-slim-320.pth"
 PTH_640 = "version-slim-640.pth"
 REFERENCE_ONNX = "version-slim-320_without_postprocessing.onnx"
@@ -45,7 +47,9 @@ def test_manifest_pins_every_local_upstream_file(manifest, upstream_dir):
     assert sections == {"models", "samples"}
     assert 4 <= sum(e.section == "samples" for e in manifest.values()) <= 6
     for name, entry in manifest.items():
-        assert entry.url.startswith("https://raw.githubusercontent.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/")
+        assert entry.url.startswith(
+            "https://raw.githubusercontent.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/"
+        )
         assert f"/{commit}/" in entry.url and entry.url.endswith(f"/{name}")
         local = upstream_dir / entry.local_folder / name
         assert weights.sha256_file(local) == entry.sha256, name
@@ -124,9 +128,9 @@ def test_download_verifies_and_a_bad_download_leaves_nothing(tmp_path, http_serv
     path = weights.fetch(PTH_320, tmp_path / "dest", manifest=served, timeout=10)
     assert weights.sha256_file(path) == manifest[PTH_320].sha256
 
-    with pytest.raises(weights.WeightsError, match="tampered.pth: sha256 mismatch"):
+    with pytest.raises(weights.WeightsError, match=r"tampered\.pth: sha256 mismatch"):
         weights.fetch("tampered.pth", tmp_path / "dest", manifest=served, timeout=10)
-    with pytest.raises(weights.WeightsError, match="gone.pth: fetch failed"):
+    with pytest.raises(weights.WeightsError, match=r"gone\.pth: fetch failed"):
         weights.fetch("gone.pth", tmp_path / "dest", manifest=served, timeout=10)
     assert _names_in(tmp_path / "dest") == [PTH_320]
 
@@ -181,7 +185,7 @@ def test_reader_refuses_arbitrary_globals(tmp_path):
     path = tmp_path / "evil.pth"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("evil/data.pkl", pickle.dumps({"weight": _Evil(marker)}, protocol=2))
-    with pytest.raises(CheckpointError, match="refusing to load global .*system"):
+    with pytest.raises(CheckpointError, match=r"refusing to load global .*system"):
         read_state_dict(path)
     assert not marker.exists()
 
@@ -189,9 +193,9 @@ def test_reader_refuses_arbitrary_globals(tmp_path):
 def test_reader_rejects_non_checkpoints_with_the_file_name(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="notes.pth: not a readable tensor state dict"):
+    with pytest.raises(CheckpointError, match=r"notes\.pth: not a readable tensor state dict"):
         read_state_dict(path)
-    with pytest.raises(CheckpointError, match="missing.pth: no such file"):
+    with pytest.raises(CheckpointError, match=r"missing\.pth: no such file"):
         read_state_dict(tmp_path / "missing.pth")
 
 

@@ -19,10 +19,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from deploy_support import cache_folder, pinned, sha256, wheelhouse
 from packaging.requirements import Requirement
 
-from deploy_support import pinned, sha256, cache_folder, wheelhouse
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH
+
+pytestmark = pytest.mark.slow
 
 OFFLINE_TOOLS = ("tensorflow", "onnx", "onnxruntime", "tools")
 DEVICE_EXTRAS = {"opencv", "tflite-runtime"}
@@ -31,7 +33,9 @@ TIMEOUT = 900
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
-    assert result.returncode == 0, f"{command[:4]}...: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{command[:4]}...: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -43,7 +47,11 @@ def wheel_metadata(wheel: Path) -> list[str]:
 
 def device_requirements(wheel: Path) -> list[Requirement]:
     """The wheel's own requirements that apply here (no extra, markers evaluated)."""
-    requirements = [Requirement(line.split(":", 1)[1].strip()) for line in wheel_metadata(wheel) if line.startswith("Requires-Dist:")]
+    requirements = [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in wheel_metadata(wheel)
+        if line.startswith("Requires-Dist:")
+    ]
     return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
 
 
@@ -67,8 +75,20 @@ def device_venv(wheel: Path, project_root: Path) -> Path:
         for stale in cache.glob("venv-*"):  # one wheel's venv at a time
             shutil.rmtree(stale, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(venv)])
-        run([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-index", "--find-links", str(house), str(wheel)])
+        run(
+            [
+                str(venv / "bin/python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-index",
+                "--find-links",
+                str(house),
+                str(wheel),
+            ]
+        )
         (venv / ".complete").touch()
     return venv
 
@@ -97,8 +117,11 @@ def test_wheel_carries_the_shipped_model_and_only_device_requirements(wheel: Pat
 
 def test_device_venv_has_no_offline_tools_but_an_interpreter(device_venv: Path, tmp_path: Path) -> None:
     probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))"
-    found = run([str(device_venv / "bin/python"), "-c", probe, *OFFLINE_TOOLS, "ai_edge_litert", "edge"],
-                cwd=tmp_path, env=device_env())
+    found = run(
+        [str(device_venv / "bin/python"), "-c", probe, *OFFLINE_TOOLS, "ai_edge_litert", "edge"],
+        cwd=tmp_path,
+        env=device_env(),
+    )
     assert found.stdout.split() == ["ai_edge_litert", "edge"]
 
 
@@ -118,7 +141,8 @@ def test_detect_without_a_model_finds_what_the_source_tree_finds(
     installed = run([str(device_venv / "bin/edge-face"), "detect", "--json", *photos], cwd=tmp_path, env=device_env())
     source = run(
         [sys.executable, "-m", "edge.cli", "detect", "--json", "--model", str(PACKAGED_MODEL_PATH), *photos],
-        cwd=project_root, env={**device_env(), "EDGE_FACE_INTERPRETER": "ai_edge_litert"},
+        cwd=project_root,
+        env={**device_env(), "EDGE_FACE_INTERPRETER": "ai_edge_litert"},
     )
     installed_lines = [json.loads(line) for line in installed.stdout.splitlines()]
     assert [line["image"] for line in installed_lines] == photos
@@ -145,8 +169,11 @@ def test_run_on_a_replay_config_without_a_model_key_publishes_events(
         f'[camera]\nsource = "replay"\npath = {json.dumps(str(frames))}\n\n'
         "[events]\ndebounce_frames = 1\n"
     )
-    result = run([str(device_venv / "bin/edge-face"), "run", "--config", str(config), "--max-frames", "2"],
-                 cwd=tmp_path, env=device_env())
+    result = run(
+        [str(device_venv / "bin/edge-face"), "run", "--config", str(config), "--max-frames", "2"],
+        cwd=tmp_path,
+        env=device_env(),
+    )
     events = [json.loads(line) for line in result.stdout.splitlines()]
     expected_counts = [len(detector.detect(load_image(path))) for path in (first, second)]
     assert events[0]["type"] == "face_detected" and events[0]["device_id"] == "wheel-test"

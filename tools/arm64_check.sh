@@ -118,59 +118,14 @@ check_inputs() {
     [[ $(id -u) == 0 ]] || die "needs root (debootstrap, chroot, mounts, binfmt_misc)"
 }
 
-# ---- time keeping -------------------------------------------------------------------------
-STARTED=$SECONDS
-PHASE_STARTED=$SECONDS
-phase() {
-    note "[$((SECONDS - STARTED))s] $*"
-    PHASE_STARTED=$SECONDS
-}
-phase_done() { note "    done in $((SECONDS - PHASE_STARTED))s"; }
+# shellcheck source=tools/root_helpers.sh disable=SC1091  # shellcheck runs without -x in the tests
+. "$PROJECT_ROOT/tools/root_helpers.sh"
 
-# ---- mounts and clean-up ------------------------------------------------------------------
-MOUNTS=()
-RUN_DIR=
-BUILD_TMP=()
-
-mount_tracked() {  # mount_tracked TARGET MOUNT-ARGS...
-    local target=$1
-    shift
-    mount "$@" "$target"
-    MOUNTS+=("$target")
-}
-
-# Every mount point at or below $1, deepest first.
-mounts_under() {
-    local root
-    root=$(realpath -m -- "$1")
-    findmnt -rn -o TARGET | awk -v root="$root" '$0 == root || index($0, root "/") == 1' | sort -r
-}
-
-unmount_under() {
-    local target
-    while read -r target; do
-        if [[ -n $target ]]; then umount "$target" 2>/dev/null || umount -l "$target"; fi
-    done < <(mounts_under "$1")
-}
-
-# rm -rf that refuses to run while anything is mounted below (a bound /dev must never be
-# emptied) and never leaves the file system it starts on.
-remove_tree() {
-    [[ -e $1 ]] || return 0
-    unmount_under "$1"
-    [[ -z $(mounts_under "$1") ]] || die "refusing to delete $1: something is still mounted below it"
-    rm -rf --one-file-system -- "$1"
-}
-
+# ---- clean-up -----------------------------------------------------------------------------
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-    local status=$? i
-    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-        umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
-    done
-    MOUNTS=()
-    if [[ -n $RUN_DIR ]]; then remove_tree "$RUN_DIR"; fi
-    for i in "${BUILD_TMP[@]}"; do remove_tree "$i"; done
+    local status=$?
+    release_run
     exit "$status"
 }
 
@@ -525,16 +480,7 @@ kinds_for_suite() {
 main() {
     parse_args "$@"
     check_inputs
-    # A private mount namespace: whatever happens to this script, its mounts die with it.
-    if [[ -z ${EDGE_FACE_ARM64_UNSHARED:-} ]] && unshare --mount --propagation private true 2>/dev/null; then
-        EDGE_FACE_ARM64_UNSHARED=1 exec unshare --mount --propagation private -- "$BASH" "${BASH_SOURCE[0]}" "$@"
-    fi
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    mkdir -p "$CACHE_DIR"
-    CACHE_DIR=$(realpath -- "$CACHE_DIR")
-    exec 9>"$CACHE_DIR/.lock"
-    flock -w 3600 9 || die "another arm64 check holds $CACHE_DIR/.lock"
+    enter_run EDGE_FACE_ARM64_UNSHARED "arm64 check" "${BASH_SOURCE[0]}" "$@"
     local leftover pid
     for leftover in "$CACHE_DIR"/rootfs.tmp.* "$CACHE_DIR"/qemu.tmp.* "$CACHE_DIR"/run.*; do remove_tree "$leftover"; done
 

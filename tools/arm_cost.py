@@ -83,7 +83,7 @@ def parse_plugin_log(text: str, where: str) -> dict[int, Mark]:
             continue
         fields = line.split()
         try:
-            values = dict(zip(fields[0::2], fields[1::2]))
+            values = dict(zip(fields[0::2], fields[1::2], strict=True))
             label = int(values["mark"])
             mark = Mark(int(values["insns"]), int(values["dot"]), int(values["all_insns"]), int(values["all_dot"]))
         except (KeyError, ValueError):
@@ -105,6 +105,7 @@ class RegionCount:
 def region_counts(regions: list[dict], marks: dict[int, Mark]) -> list[RegionCount]:
     """Instructions inside each region, net of the marker's own cost (the median "empty"
     region: two marks back to back) once per span."""
+
     def raw(region: dict) -> tuple[int, int, int]:
         """(instructions, dot instructions, number of spans) of a region, marks included."""
         spans = region.get("spans") or [(region["start"], region["end"])]
@@ -223,17 +224,41 @@ def _share(value: float | None) -> str:
 
 def format_table(costs: list[CpuCost], markdown: bool) -> str:
     header = [
-        "-cpu", "interpreter", "int8 invoke", "(sdot/udot)", "float invoke", "int8/float",
-        "pre 320x240", "pre 640x480", "decode+NMS", "upstream post", "upstream/ours",
-        "daemon loop", "outside invoke 640x480", "/int8", "outside invoke 320x240", "/int8",
+        "-cpu",
+        "interpreter",
+        "int8 invoke",
+        "(sdot/udot)",
+        "float invoke",
+        "int8/float",
+        "pre 320x240",
+        "pre 640x480",
+        "decode+NMS",
+        "upstream post",
+        "upstream/ours",
+        "daemon loop",
+        "outside invoke 640x480",
+        "/int8",
+        "outside invoke 320x240",
+        "/int8",
     ]
     rows = [
         [
-            c.cpu, c.interpreter, _millions(c.int8_invoke), _millions(c.int8_dot), _millions(c.float_invoke),
-            _ratio(c.int8_vs_float), _millions(c.preprocess_320), _millions(c.preprocess_640), _millions(c.decode_nms),
-            _millions(c.upstream_post), _ratio(c.decode_speedup), _millions(c.daemon_loop.get("320x240")),
-            _millions(c.daemon_outside_invoke.get("640x480")), _share(c.outside_vs_invoke("640x480")),
-            _millions(c.daemon_outside_invoke.get("320x240")), _share(c.outside_vs_invoke("320x240")),
+            c.cpu,
+            c.interpreter,
+            _millions(c.int8_invoke),
+            _millions(c.int8_dot),
+            _millions(c.float_invoke),
+            _ratio(c.int8_vs_float),
+            _millions(c.preprocess_320),
+            _millions(c.preprocess_640),
+            _millions(c.decode_nms),
+            _millions(c.upstream_post),
+            _ratio(c.decode_speedup),
+            _millions(c.daemon_loop.get("320x240")),
+            _millions(c.daemon_outside_invoke.get("640x480")),
+            _share(c.outside_vs_invoke("640x480")),
+            _millions(c.daemon_outside_invoke.get("320x240")),
+            _share(c.outside_vs_invoke("320x240")),
         ]
         for c in costs
     ]
@@ -242,7 +267,9 @@ def format_table(costs: list[CpuCost], markdown: bool) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
+    )
 
 
 def check_targets(costs: list[CpuCost]) -> list[str]:
@@ -255,6 +282,7 @@ def check_targets(costs: list[CpuCost]) -> list[str]:
         lines.append(f"target {c.cpu}: int8 invoke <= {TARGET_INT8_VS_FLOAT}x float: {c.int8_vs_float:.2f}x {verdict}")
         for size in c.daemon_outside_invoke:
             share = c.outside_vs_invoke(size)
+            assert share is not None  # size is one of the measured ones
             verdict = "PASS" if share <= TARGET_OUTSIDE_VS_INVOKE else "MISS"
             lines.append(
                 f"target {c.cpu}: per-frame work outside invoke ({size} frames) <= {TARGET_OUTSIDE_VS_INVOKE:.0%} "
@@ -278,7 +306,8 @@ def ensure_emulator(cache: Path, suite: str) -> Emulator:
     """The plugin qemu (built on first use), the suite's root and its venvs from the arm64 check."""
     built = subprocess.run(
         [str(PROJECT_ROOT / "tools" / "arm64" / "build_qemu_plugins.sh"), str(cache)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if built.returncode != 0:
         raise CostError(f"building qemu with plugins failed: {built.stderr.strip()[-1500:]}")
@@ -293,7 +322,9 @@ def ensure_emulator(cache: Path, suite: str) -> Emulator:
         if found:
             site_packages[kind] = found[0]
     if DAEMON_INTERPRETER_KIND not in site_packages:
-        raise CostError(f"no finished {suite} arm64 litert venv in {cache}: run tools/arm64_check.sh (make arm64-check) first")
+        raise CostError(
+            f"no finished {suite} arm64 litert venv in {cache}: run tools/arm64_check.sh (make arm64-check) first"
+        )
     return Emulator(Path(paths["qemu"]), Path(paths["plugin"]), roots[-1], site_packages)
 
 
@@ -303,9 +334,21 @@ def run_guest(
     """Run tools.arm64.cost_guest in the emulated Python; returns (its JSON, the marks)."""
     log = workdir / f"plugin-{cpu}-{kind}-{log_name or guest_args[0]}.log"
     command = [
-        str(emulator.qemu), "-cpu", cpu, "-L", str(emulator.rootfs),
-        "-plugin", str(emulator.plugin), "-d", "plugin", "-D", str(log),
-        str(emulator.rootfs / "usr" / "bin" / "python3"), "-m", "tools.arm64.cost_guest", *guest_args,
+        str(emulator.qemu),
+        "-cpu",
+        cpu,
+        "-L",
+        str(emulator.rootfs),
+        "-plugin",
+        str(emulator.plugin),
+        "-d",
+        "plugin",
+        "-D",
+        str(log),
+        str(emulator.rootfs / "usr" / "bin" / "python3"),
+        "-m",
+        "tools.arm64.cost_guest",
+        *guest_args,
     ]
     environment = {
         "PATH": "/usr/bin:/bin",
@@ -318,7 +361,9 @@ def run_guest(
     }
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
-        raise CostError(f"{cpu} {kind} {guest_args[0]}: the emulated run failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+        raise CostError(
+            f"{cpu} {kind} {guest_args[0]}: the emulated run failed ({done.returncode}): {done.stderr.strip()[-1500:]}"
+        )
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -353,19 +398,33 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
     with tempfile.TemporaryDirectory(prefix="arm-cost-") as tmp:
         workdir = Path(tmp)
         configs = {
-            f"{width}x{height}": replay_config(workdir / f"{width}x{height}", args.model, photos, (width, height), hold=3)
+            f"{width}x{height}": replay_config(
+                workdir / f"{width}x{height}", args.model, photos, (width, height), hold=3
+            )
             for width, height in DAEMON_FRAME_SIZES
         }
         for cpu in args.cpus:
             for kind, interpreter in INTERPRETERS.items():
                 if kind not in emulator.site_packages:
-                    print(f"arm-cost: {interpreter} is not installed in the {args.suite} root: skipped", file=sys.stderr)
+                    print(
+                        f"arm-cost: {interpreter} is not installed in the {args.suite} root: skipped", file=sys.stderr
+                    )
                     continue
                 print(f"arm-cost: {cpu} {interpreter}: {len(photos)} photos", file=sys.stderr)
                 result, marks = run_guest(
-                    emulator, cpu, kind,
-                    ["detector", "--interpreter", interpreter, "--int8", str(args.model), "--float", str(float_model),
-                     *map(str, photos)],
+                    emulator,
+                    cpu,
+                    kind,
+                    [
+                        "detector",
+                        "--interpreter",
+                        interpreter,
+                        "--int8",
+                        str(args.model),
+                        "--float",
+                        str(float_model),
+                        *map(str, photos),
+                    ],
                     workdir,
                 )
                 detector = stage_medians(region_counts(result.pop("regions"), marks))
@@ -373,13 +432,19 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
                 for size, config in configs.items() if kind == DAEMON_INTERPRETER_KIND else ():
                     print(f"arm-cost: {cpu} daemon: {args.daemon_frames} frames of {size}", file=sys.stderr)
                     daemon_result, daemon_marks = run_guest(
-                        emulator, cpu, kind, ["daemon", "--config", str(config), "--frames", str(args.daemon_frames)],
-                        workdir, log_name=f"daemon-{size}",
+                        emulator,
+                        cpu,
+                        kind,
+                        ["daemon", "--config", str(config), "--frames", str(args.daemon_frames)],
+                        workdir,
+                        log_name=f"daemon-{size}",
                     )
                     daemon[size] = stage_medians(region_counts(daemon_result.pop("regions"), daemon_marks))
                     result[f"daemon {size}"] = daemon_result
                 costs.append(cpu_cost(cpu, interpreter, detector, daemon))
-                details["runs"].append({"cpu": cpu, "kind": kind, **result, "detector": detector, "daemon_stages": daemon})
+                details["runs"].append(
+                    {"cpu": cpu, "kind": kind, **result, "detector": detector, "daemon_stages": daemon}
+                )
     return costs, details
 
 
@@ -405,8 +470,11 @@ def op_category(op: str, detail: str) -> str:
 def per_op_counts(emulator: Emulator, cpu: str, ops: list, workdir: Path) -> tuple[dict[str, float], list[str]]:
     """Model file name -> instructions of its one invoke, and the models that could not run alone."""
     result, marks = run_guest(
-        emulator, cpu, DAEMON_INTERPRETER_KIND,
-        ["ops", "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *(str(op.path) for op in ops)], workdir,
+        emulator,
+        cpu,
+        DAEMON_INTERPRETER_KIND,
+        ["ops", "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *(str(op.path) for op in ops)],
+        workdir,
     )
     counts = {c.frame: float(c.insns) for c in region_counts(result["regions"], marks)}
     return counts, result["skipped"]
@@ -429,7 +497,9 @@ def per_op_report(args: argparse.Namespace) -> str:
                 print(f"arm-cost: {cpu} {kind}: {len(ops)} single-op models", file=sys.stderr)
                 counts[kind, cpu], skipped = per_op_counts(emulator, cpu, ops, workdir)
                 if skipped:
-                    lines.append(f"{kind} on {cpu}: not runnable alone (shape computed in-graph, a few hundred instructions): {', '.join(skipped)}")
+                    lines.append(
+                        f"{kind} on {cpu}: not runnable alone (shape computed in-graph, a few hundred instructions): {', '.join(skipped)}"
+                    )
         cpus = args.cpus
         for kind, ops in models.items():
             lines.append(f"\n{kind} model, per op (instructions, 1 thread, ai-edge-litert)")
@@ -449,10 +519,18 @@ def per_op_report(args: argparse.Namespace) -> str:
                     bucket[kind, cpu] = bucket.get((kind, cpu), 0.0) + counts[kind, cpu].get(op.path.name, 0.0)
         totals = {(kind, cpu): sum(counts[kind, cpu].values()) for kind in models for cpu in cpus}
         for category, sums in sorted(categories.items(), key=lambda item: -item[1].get(("int8", cpus[-1]), 0.0)):
-            lines.append(f"| {category} | " + " | ".join(
-                f"{_millions(sums.get(('int8', cpu)))} | {_millions(sums.get(('float', cpu)))}" for cpu in cpus) + " |")
-        lines.append("| sum of single ops | " + " | ".join(
-            f"{_millions(totals['int8', cpu])} | {_millions(totals['float', cpu])}" for cpu in cpus) + " |")
+            lines.append(
+                f"| {category} | "
+                + " | ".join(
+                    f"{_millions(sums.get(('int8', cpu)))} | {_millions(sums.get(('float', cpu)))}" for cpu in cpus
+                )
+                + " |"
+            )
+        lines.append(
+            "| sum of single ops | "
+            + " | ".join(f"{_millions(totals['int8', cpu])} | {_millions(totals['float', cpu])}" for cpu in cpus)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -466,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    parser.add_argument("--per-op", action="store_true", help="count each operator alone instead (int8 and float models)")
+    parser.add_argument(
+        "--per-op", action="store_true", help="count each operator alone instead (int8 and float models)"
+    )
     args = parser.parse_args(argv)
     args.cpus = [c for c in args.cpus.split(",") if c]
     if args.frames < 1 or args.daemon_frames < 4:
@@ -479,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     except CostError as exc:
         print(f"arm-cost: {exc}", file=sys.stderr)
         return 1
-    print("aarch64 instructions per frame (medians; counts, not time), 1 thread, qemu " + details["qemu"].split("/")[-2])
+    print(
+        "aarch64 instructions per frame (medians; counts, not time), 1 thread, qemu " + details["qemu"].split("/")[-2]
+    )
     print(format_table(costs, args.markdown))
     for line in check_targets(costs):
         print(line)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +100,17 @@ def _set_cv2_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
-def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[np.ndarray], repeat: int) -> StageMedians:
+def measure(
+    model_path: Path, interpreter: str, threads: int, frames_640: list[np.ndarray], repeat: int
+) -> StageMedians:
     """Time our stages and the same-interpreter baselines on every frame, ``repeat`` times each."""
     from edge.detector import FaceDetector
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
-    from tools.upstream_postprocess import upstream_postprocess
+    from tools.upstream_postprocess import upstream_postprocess_for
 
     _set_cv2_threads(threads)
     detector = FaceDetector(model_path, num_threads=threads, interpreter=interpreter)
-    info = detector.info
     frames = [resize_bilinear(f, *detector.input_size) for f in frames_640]
 
     interpreter_class, _ = load_interpreter_class(interpreter)
@@ -116,9 +118,11 @@ def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[n
     float_model.allocate_tensors()
     float_input = float_model.get_input_details()[0]["index"]
 
-    samples: dict[str, list[int]] = {k: [] for k in ("pre", "invoke", "decode", "total", "total640", "float", "upstream")}
+    samples: dict[str, list[int]] = {
+        k: [] for k in ("pre", "invoke", "decode", "total", "total640", "float", "upstream")
+    }
     identical = True
-    for frame, frame_640 in zip(frames, frames_640):
+    for frame, frame_640 in zip(frames, frames_640, strict=True):
         for _ in range(2):  # warm caches and the interpreter's lazy set-up
             detector.detect(frame)
         for _ in range(repeat):
@@ -127,15 +131,13 @@ def measure(model_path: Path, interpreter: str, threads: int, frames_640: list[n
             samples["invoke"].append(round(times.invoke_s * 1e9))
         logits, regressions = detector.raw_outputs(frame)
         # Decode timed in the same tight loop as its upstream-style baseline, so the ratio is fair.
-        samples["decode"] += _time(lambda: detector.postprocess(logits, regressions), repeat)
-        upstream_args = (
-            logits, regressions, detector.priors, info.prior_config, info.logits_quant, info.regressions_quant,
-        )
-        samples["upstream"] += _time(lambda: upstream_postprocess(*upstream_args), repeat)
-        ours, theirs = detector.postprocess(logits, regressions), upstream_postprocess(*upstream_args)
+        samples["decode"] += _time(partial(detector.postprocess, logits, regressions), repeat)
+        upstream = partial(upstream_postprocess_for, detector, logits, regressions)
+        samples["upstream"] += _time(upstream, repeat)
+        ours, theirs = detector.postprocess(logits, regressions), upstream()
         identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
-        samples["total"] += _time(lambda: detector.detect(frame), repeat)
-        samples["total640"] += _time(lambda: detector.detect(frame_640), repeat)
+        samples["total"] += _time(partial(detector.detect, frame), repeat)
+        samples["total640"] += _time(partial(detector.detect, frame_640), repeat)
         float_model.set_tensor(float_input, normalize(frame)[None])
         samples["float"] += _time(float_model.invoke, repeat)
 
@@ -174,7 +176,7 @@ def measure_resize(count: int, threads: int, repeat: int, model_size: tuple[int,
             samples: list[int] = []
             for frame in frames:
                 resize(frame)
-                samples += _time(lambda: resize(frame), repeat)
+                samples += _time(partial(resize, frame), repeat)
             medians[name][f"{width}x{height}"] = _median_ms(samples)
         if "cv2" in paths and not all(np.array_equal(paths["cv2"](f), paths["numpy"](f)) for f in frames):
             sys.exit(f"bench: cv2 and numpy resize differ at {width}x{height}")
@@ -208,8 +210,8 @@ def measure_blazeface(model_path: Path, frames_640: list[np.ndarray], repeat: in
             detector.detect(image)
             ours.detect(frame)
             for _ in range(repeat):
-                detect_samples += _time(lambda: detector.detect(image), 1)
-                ours_samples += _time(lambda: ours.detect(frame), 1)
+                detect_samples += _time(partial(detector.detect, image), 1)
+                ours_samples += _time(partial(ours.detect, frame), 1)
 
     from edge.model import load_interpreter_class
 
@@ -245,7 +247,7 @@ def measure_onnxruntime(threads: int, frames_640: list[np.ndarray], repeat: int)
     for frame in frames_640:
         feed = {"input": normalize_nchw(resize_bilinear(frame, 320, 240))}
         session.run(None, feed)
-        samples += _time(lambda: session.run(None, feed), repeat)
+        samples += _time(partial(session.run, None, feed), repeat)
     return _median_ms(samples)
 
 
@@ -257,14 +259,14 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"results": results, "onnxruntime_ms": onnx}))
 
 
-def _run_worker(python: Path, interpreter: str, args: argparse.Namespace) -> dict:
-    command = [
-        str(python), "-m", "tools.bench", "--worker", "--interpreter", interpreter, "--model", str(args.model),
-        "--frames", str(args.frames), "--repeat", str(args.repeat), "--threads", *map(str, args.threads),
-    ]
+def _run_worker(python: Path, what: str, worker_args: list[str], args: argparse.Namespace) -> dict:
+    """This module run by ``python`` with ``worker_args`` and this run's model, frames and
+    repeats; its last stdout line is the JSON of its figures. Exits naming ``what`` on failure."""
+    sizing = ["--model", str(args.model), "--frames", str(args.frames), "--repeat", str(args.repeat)]
+    command = [str(python), "-m", "tools.bench", *worker_args, *sizing]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"bench: {interpreter} worker failed: {done.stderr.strip().splitlines()[-1:]}")
+        sys.exit(f"bench: {what} worker failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -314,14 +316,20 @@ def report(runs: list[dict], onnx_ms: dict[str, float | None], markdown: bool) -
             f"| {'yes' if run['identical_boxes'] else 'NO'} ({run['frames']} frames) |"
         )
         if not run["identical_boxes"]:
-            missed.append(f"{run['interpreter']} {run['threads']} thr: boxes differ from upstream-style post-processing")
+            missed.append(
+                f"{run['interpreter']} {run['threads']} thr: boxes differ from upstream-style post-processing"
+            )
         if run["interpreter"] == "ai_edge_litert":
             if run["threads"] == 1 and invoke_ratio > TARGET_INVOKE_VS_FLOAT:
                 missed.append(f"int8 invoke {invoke_ratio:.2f}x float TFLite (target <= {TARGET_INVOKE_VS_FLOAT})")
             if speedup < TARGET_DECODE_SPEEDUP:
-                missed.append(f"{run['threads']} thr: decode speed-up {speedup:.1f}x (target >= {TARGET_DECODE_SPEEDUP})")
+                missed.append(
+                    f"{run['threads']} thr: decode speed-up {speedup:.1f}x (target >= {TARGET_DECODE_SPEEDUP})"
+                )
             if frame_ratio > TARGET_FRAME_VS_INVOKE:
-                missed.append(f"{run['threads']} thr: frame/invoke {frame_ratio:.2f}x (target <= {TARGET_FRAME_VS_INVOKE})")
+                missed.append(
+                    f"{run['threads']} thr: frame/invoke {frame_ratio:.2f}x (target <= {TARGET_FRAME_VS_INVOKE})"
+                )
     _print_table(lines, markdown)
     return missed
 
@@ -409,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, onnx_ms = [], {}
     for python, interpreter in _interpreters():
         print(f"measuring {interpreter} ({python}) ...", file=sys.stderr)
-        result = _run_worker(python, interpreter, args)
+        worker_args = ["--worker", "--interpreter", interpreter, "--threads", *map(str, args.threads)]
+        result = _run_worker(python, interpreter, worker_args, args)
         runs += result["results"]
         onnx_ms.update({k: v for k, v in result["onnxruntime_ms"].items() if v is not None})
     if not runs:
@@ -425,15 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     report_resize(resize_ms, model_size, args.markdown)
 
     blazeface = None
-    python = None if args.no_blazeface else _blazeface_python()
-    if python is not None:
-        print(f"measuring BlazeFace short-range ({python}) ...", file=sys.stderr)
-        command = [str(python), "-m", "tools.bench", "--blazeface-worker", "--model", str(args.model),
-                   "--frames", str(args.frames), "--repeat", str(args.repeat)]
-        done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"bench: BlazeFace worker failed: {done.stderr.strip().splitlines()[-1:]}")
-        blazeface = json.loads(done.stdout.strip().splitlines()[-1])
+    blazeface_python = None if args.no_blazeface else _blazeface_python()
+    if blazeface_python is not None:
+        print(f"measuring BlazeFace short-range ({blazeface_python}) ...", file=sys.stderr)
+        blazeface = _run_worker(blazeface_python, "BlazeFace", ["--blazeface-worker"], args)
     missed += report_blazeface(blazeface, args.markdown)
     if args.json:
         figures = {"runs": runs, "onnxruntime_ms": onnx_ms, "resize_ms": resize_ms, "blazeface": blazeface}

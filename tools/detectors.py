@@ -86,9 +86,7 @@ class FloatOnnxDetector:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise DetectorError(f"float model '{self.path}': not a loadable ONNX model ({exc})") from None
         inputs = self.session.get_inputs()

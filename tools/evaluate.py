@@ -62,7 +62,6 @@ PHOTO_MIN_RECALL = 0.97
 PHOTO_MAX_EXTRA = 0.03
 
 
-
 class EvaluationError(Exception):
     """Bad input to the evaluation (missing folder, unreadable annotations...): one line."""
 
@@ -90,7 +89,7 @@ class EvalDataset:
     name: str
     images: tuple[EvalImage, ...]
 
-    def limited(self, count: int | None) -> "EvalDataset":
+    def limited(self, count: int | None) -> EvalDataset:
         """The first ``count`` images (all when None)."""
         if count is None or count >= len(self.images):
             return self
@@ -328,20 +327,41 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--subset", type=Path, help=f"wider-val-subset folder (default: {wider_subset_dir()})")
     source.add_argument("--wider-val", type=Path, help="full WIDER val image folder (WIDER_val or WIDER_val/images)")
-    parser.add_argument("--gt", type=Path, default=upstream / "widerface-ground-truth" / "wider_val_gt.json",
-                        help="ground-truth JSON for --wider-val (default: %(default)s)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL,
-                        help="int8 edge-face model (default: %(default)s)")
-    parser.add_argument("--float-onnx", type=Path, default=upstream / "models" / "version-slim-320.onnx",
-                        help="upstream float ONNX, decoding in-graph (default: %(default)s)")
-    parser.add_argument("--protocol", choices=("card", "wider", "both"), default="both",
-                        help="dataset metrics to compute (default: %(default)s)")
-    parser.add_argument("--photos", type=Path, nargs="*", default=[upstream / "images", upstream / "images-masked"],
-                        help="photo folders for the int8-vs-float check; none skips it (default: %(default)s)")
+    parser.add_argument(
+        "--gt",
+        type=Path,
+        default=upstream / "widerface-ground-truth" / "wider_val_gt.json",
+        help="ground-truth JSON for --wider-val (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_INT8_MODEL, help="int8 edge-face model (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--float-onnx",
+        type=Path,
+        default=upstream / "models" / "version-slim-320.onnx",
+        help="upstream float ONNX, decoding in-graph (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("card", "wider", "both"),
+        default="both",
+        help="dataset metrics to compute (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        nargs="*",
+        default=[upstream / "images", upstream / "images-masked"],
+        help="photo folders for the int8-vs-float check; none skips it (default: %(default)s)",
+    )
     parser.add_argument("--limit", type=int, help="use only the first N dataset images")
     parser.add_argument("--threads", type=int, default=1, help="threads per model (default: %(default)s)")
-    parser.add_argument("--interpreter", choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
-                        help="TFLite interpreter package (default: the first that loads)")
+    parser.add_argument(
+        "--interpreter",
+        choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
+        help="TFLite interpreter package (default: the first that loads)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--check", action="store_true", help="exit 1 when an int8 accuracy target is missed")
     args = parser.parse_args(argv)
@@ -404,10 +424,18 @@ def _dataset_rows(args: argparse.Namespace, figures: dict, failures: list[str]) 
         all_float = card_ap(dataset, found["card_all_scores/float"])
         all_int8 = card_ap(dataset, found["card_all_scores/int8"])
         rows.append(Row("AP50 card, all scores", all_float, all_int8))
-        figures["card"] = {"settings": asdict(CARD_SETTINGS), "float_ap50": float_ap, "int8_ap50": int8_ap,
-                           "target_max_drop": CARD_AP_MAX_DROP, "target_met": ok}
-        figures["card_all_scores"] = {"settings": asdict(CARD_ALL_SCORES_SETTINGS), "float_ap50": all_float,
-                                      "int8_ap50": all_int8}
+        figures["card"] = {
+            "settings": asdict(CARD_SETTINGS),
+            "float_ap50": float_ap,
+            "int8_ap50": int8_ap,
+            "target_max_drop": CARD_AP_MAX_DROP,
+            "target_met": ok,
+        }
+        figures["card_all_scores"] = {
+            "settings": asdict(CARD_ALL_SCORES_SETTINGS),
+            "float_ap50": all_float,
+            "int8_ap50": all_int8,
+        }
     if "wider" in runs:
         float_aps, int8_aps = wider_aps(dataset, found["wider/float"]), wider_aps(dataset, found["wider/int8"])
         rows.extend(Row(f"WIDER {level}", float_aps[level], int8_aps[level]) for level in metrics.WIDER_LEVELS)

@@ -265,7 +265,7 @@ def card_average_precision(
         raise ValueError("no ground-truth face counts under this protocol (all are ignored)")
     labels = [
         omz_match_image(pred, gt, overlap_threshold, include_boundaries, allow_multiple_matches_per_ignored)
-        for pred, gt in zip(predictions, ground_truths)
+        for pred, gt in zip(predictions, ground_truths, strict=True)
     ]
     scores = np.concatenate([pred.scores for pred in predictions] + [np.zeros(0)])
     if scores.size == 0:
@@ -392,7 +392,7 @@ def wider_average_precision(
     normalized = wider_normalized_scores(predictions)
     face_count = 0
     curve = np.zeros((threshold_count, 2), dtype=np.float64)
-    for pred, scores, gt in zip(predictions, normalized, ground_truths):
+    for pred, scores, gt in zip(predictions, normalized, ground_truths, strict=True):
         keep = gt.keep[level]
         face_count += int(np.count_nonzero(keep))
         if len(gt.boxes) == 0 or len(pred.boxes) == 0:
@@ -434,7 +434,7 @@ def match_boxes(reference: np.ndarray, candidate: np.ndarray, min_iou: float) ->
     if len(reference) == 0 or len(candidate) == 0:
         return []
     iou = box_iou_matrix(reference, candidate)
-    matched = []
+    matched: list[float] = []
     while True:
         row, col = np.unravel_index(np.argmax(iou), iou.shape)
         if iou[row, col] < min_iou:

@@ -121,7 +121,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _materialize(tensor: _TensorRef, buffers: dict[str, np.ndarray]) -> np.ndarray:
     """A writable C-contiguous copy of the tensor's (possibly strided) view of its storage."""
     flat = buffers[tensor.storage.key]
-    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.strides))
+    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.strides, strict=True))
     if tensor.offset < 0 or any(s < 0 for s in tensor.strides) or last >= flat.size:
         raise pickle.UnpicklingError(f"tensor extends past its storage {tensor.storage.key}")
     view = np.lib.stride_tricks.as_strided(

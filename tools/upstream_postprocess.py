@@ -10,10 +10,15 @@ the implementation).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edge.decode import Detections, QuantParams, decode_boxes, dequantize, face_scores
 from edge.priors import PriorConfig
+
+if TYPE_CHECKING:
+    from edge.detector import FaceDetector
 
 
 def area_of(left_top: np.ndarray, right_bottom: np.ndarray) -> np.ndarray:
@@ -78,4 +83,13 @@ def upstream_postprocess(
     return Detections(
         np.ascontiguousarray(box_probs[:, :4], dtype=np.float32),
         np.ascontiguousarray(box_probs[:, 4], dtype=np.float32),
+    )
+
+
+def upstream_postprocess_for(detector: FaceDetector, logits: np.ndarray, regressions: np.ndarray) -> Detections:
+    """:func:`upstream_postprocess` of ``detector``'s raw heads with its priors and quantization
+    (upstream's default thresholds): the baseline its own decode + NMS is compared with."""
+    info = detector.info
+    return upstream_postprocess(
+        logits, regressions, detector.priors, info.prior_config, info.logits_quant, info.regressions_quant
     )

@@ -206,7 +206,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fetch the sample photos and print only their paths, one per line (for scripts)",
     )
     parser.add_argument("--source", type=Path, help="local file or folder to copy from instead of downloading")
-    parser.add_argument("--dest", type=Path, default=DEFAULT_CACHE_DIR, help="destination folder (default: %(default)s)")
+    parser.add_argument(
+        "--dest", type=Path, default=DEFAULT_CACHE_DIR, help="destination folder (default: %(default)s)"
+    )
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not (args.names or args.all or args.samples or args.print_sample_paths):

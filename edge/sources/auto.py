@@ -42,7 +42,9 @@ class AutoSource:
 
     is_live = True
 
-    def __init__(self, camera: CameraConfig, model_size: tuple[int, int], picamera2_class: Any, video_device: Path) -> None:
+    def __init__(
+        self, camera: CameraConfig, model_size: tuple[int, int], picamera2_class: Any, video_device: Path
+    ) -> None:
         self._camera, self._model_size = camera, model_size
         self._picamera2_class, self._video_device = picamera2_class, video_device
         self._chosen: FrameSource | None = None
@@ -70,6 +72,8 @@ def _build(
 ) -> FrameSource:
     width, height = (camera.width, camera.height) if camera.width and camera.height else model_size
     if source == "replay":
+        if camera.path is None:  # edge.config refuses this already; a caller building the config by hand gets told
+            raise SourceError('camera.source = "replay" needs camera.path')
         return ReplaySource(camera.path, fps=camera.fps, loop=camera.loop, max_pixels=camera.max_pixels)
     if source == "picamera2":
         return Picamera2Source(

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from edge.sources.base import Frame, FrameSource, SourceError
 
@@ -138,7 +138,7 @@ class FrameGrabber:
                     self._finish("ended", None)
                     return
                 self._deliver(frame)
-        except Exception as exc:  # noqa: BLE001 - not swallowed: kept and handed on
+        except Exception as exc:
             with self._cond:
                 self.crash, self._state, self._last_error = exc, "crashed", f"{type(exc).__name__}: {exc}"
             if self._on_crash is not None:

@@ -34,7 +34,7 @@ def import_cv2() -> Any:
 
 
 def classify_device(device: str) -> str:
-    """"index", "v4l2", "url" or "file" for a ``[camera] device`` string."""
+    """ "index", "v4l2", "url" or "file" for a ``[camera] device`` string."""
     if device.isdigit():
         return "index"
     if _VIDEO_DEVICE.match(device):
@@ -103,4 +103,3 @@ class OpenCVSource:
         capture, self._capture = self._capture, None
         if capture is not None:
             capture.release()
-

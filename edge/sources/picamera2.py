@@ -83,11 +83,13 @@ def _one_line(exc: BaseException) -> str:
 def explain(exc: BaseException) -> str:
     """``exc`` and what caused it, on one line: picamera2 hides the real reason of a failed
     open (a busy camera, a missing device) in ``__cause__`` / ``__context__``."""
-    parts, seen = [], set()
-    while exc is not None and id(exc) not in seen and len(parts) < 5:
-        seen.add(id(exc))
-        parts.append(_one_line(exc))
-        exc = exc.__cause__ or exc.__context__
+    parts: list[str] = []
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen and len(parts) < 5:
+        seen.add(id(link))
+        parts.append(_one_line(link))
+        link = link.__cause__ or link.__context__
     return " <- ".join(parts)
 
 
@@ -135,8 +137,8 @@ def yuv420_to_rgb(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
     chroma_stride, chroma_rows = stride // 2, height // 2
     y_size, c_size = height * stride, chroma_rows * chroma_stride
     luma = flat[:y_size].reshape(height, stride)[:, :width]
-    u = flat[y_size:y_size + c_size].reshape(chroma_rows, chroma_stride)[:, : width // 2]
-    v = flat[y_size + c_size:y_size + 2 * c_size].reshape(chroma_rows, chroma_stride)[:, : width // 2]
+    u = flat[y_size : y_size + c_size].reshape(chroma_rows, chroma_stride)[:, : width // 2]
+    v = flat[y_size + c_size : y_size + 2 * c_size].reshape(chroma_rows, chroma_stride)[:, : width // 2]
 
     cb = u.astype(np.int32) - 128
     cr = v.astype(np.int32) - 128
@@ -145,7 +147,8 @@ def yuv420_to_rgb(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
     terms = terms.repeat(2, axis=0).repeat(2, axis=1)
     base = (luma.astype(np.int32) << _FIX) + (1 << (_FIX - 1))
     rgb = (base[:, :, None] + terms) >> _FIX
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    clipped: np.ndarray = np.clip(rgb, 0, 255).astype(np.uint8)
+    return clipped
 
 
 # --- sensor modes ----------------------------------------------------------------------------------
@@ -163,13 +166,14 @@ class SensorMode:
     format: str
 
     @classmethod
-    def from_picamera2(cls, mode: dict) -> SensorMode | None:
+    def from_picamera2(cls, mode: dict[str, Any]) -> SensorMode | None:
         """None for an entry without geometry (a USB camera lists bare format names)."""
         try:
+            left, top, width, height = (int(value) for value in mode["crop_limits"])
             return cls(
                 size=(int(mode["size"][0]), int(mode["size"][1])),
                 bit_depth=int(mode["bit_depth"]),
-                crop=tuple(int(value) for value in mode["crop_limits"]),
+                crop=(left, top, width, height),
                 fps=float(mode.get("fps") or 0.0),
                 format=str(mode.get("format", "")),
             )
@@ -329,7 +333,9 @@ class Picamera2Source:
             return []
         return [mode for mode in map(SensorMode.from_picamera2, raw_modes) if mode is not None]
 
-    def _log_view(self, model: str, modes: list[SensorMode], sensor: dict | None, output: tuple[int, int]) -> None:
+    def _log_view(
+        self, model: str, modes: list[SensorMode], sensor: dict[str, Any] | None, output: tuple[int, int]
+    ) -> None:
         """Say which mode libcamera runs and how much of the sensor the frames show."""
         chosen = None
         if sensor and modes:
@@ -341,7 +347,13 @@ class Picamera2Source:
         view_w, view_h = field_of_view(chosen, full_sensor_size(modes), output)
         log.info(
             "%s: %s sensor mode %dx%d %d-bit (up to %.0f fps), field of view %.0f%% x %.0f%% of the sensor",
-            self.name, model, *chosen.size, chosen.bit_depth, chosen.fps, 100 * view_w, 100 * view_h,
+            self.name,
+            model,
+            *chosen.size,
+            chosen.bit_depth,
+            chosen.fps,
+            100 * view_w,
+            100 * view_h,
         )
 
     # --- read -------------------------------------------------------------------------------------
@@ -380,6 +392,8 @@ class Picamera2Source:
 
     def _to_pixels(self, array: np.ndarray) -> np.ndarray:
         layout = self._delivered
+        if layout is None:
+            raise SourceError(f"{self.name}: read before open")
         if layout.format == "RGB888":
             expected: tuple[int, ...] = (layout.height, layout.width, 3)
         else:
@@ -393,7 +407,7 @@ class Picamera2Source:
             return array
         return yuv420_to_rgb(array, layout.width, layout.height)
 
-    def _frame_time(self, metadata: dict, received: float) -> float:
+    def _frame_time(self, metadata: dict[str, Any], received: float) -> float:
         """The frame's start on ``time.monotonic()``'s clock.
 
         libcamera's Pi pipelines set SensorTimestamp from the V4L2 buffer timestamp, which the
@@ -413,7 +427,8 @@ class Picamera2Source:
             self._warned_timestamp = True
             log.warning(
                 "%s: SensorTimestamp %r is not on the monotonic clock; frames are stamped when received",
-                self.name, stamp,
+                self.name,
+                stamp,
             )
         return received
 

@@ -15,6 +15,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from edge.config import DEFAULT_MAX_PIXELS
 from edge.imageio import IMAGE_SUFFIXES, ImageError, load_image
 from edge.sources.base import Frame, SourceError
@@ -69,7 +71,7 @@ class ReplaySource:
         self.name = f"replay '{self.path}'"
         self.log = logger or logging.getLogger("edge.sources")
         self._files: list[Path] = []
-        self._decoded: list | None = None
+        self._decoded: list[np.ndarray | None] | None = None
         self._bad: dict[Path, str] = {}  # skipped files and why (each logged once)
         self._position = 0  # next file to read
         self._index = 0  # next frame index
@@ -106,17 +108,14 @@ class ReplaySource:
     def close(self) -> None:
         self._decoded = None
 
-    def _next_pixels(self):
+    def _next_pixels(self) -> np.ndarray | None:
         """The next readable image's pixels, skipping bad files; None at the end of a
         non-looping replay; SourceError when a whole pass over the files found none readable."""
         misses = 0
         while self._files and (self.loop or self._position < len(self._files)):
             position = self._position % len(self._files)
             self._position += 1
-            if self._decoded is not None:
-                pixels = self._decoded[position]
-            else:
-                pixels = self._decode(self._files[position])
+            pixels = self._decoded[position] if self._decoded is not None else self._decode(self._files[position])
             if pixels is not None:
                 return pixels
             misses += 1
@@ -127,16 +126,16 @@ class ReplaySource:
                 )
         return None
 
-    def _decode_all(self) -> list:
+    def _decode_all(self) -> list[np.ndarray | None]:
         """Every file decoded once (None: skipped); links to the same image share one array."""
-        by_target: dict[Path, object] = {}
+        by_target: dict[Path, np.ndarray | None] = {}
         for path in self._files:
             target = path.resolve()
             if target not in by_target:
                 by_target[target] = self._decode(path)
         return [by_target[path.resolve()] for path in self._files]
 
-    def _decode(self, path: Path):
+    def _decode(self, path: Path) -> np.ndarray | None:
         """(H, W, 3) uint8 RGB, or None for a file that cannot be used (logged once per file)."""
         try:
             return load_image(path, self.max_pixels)

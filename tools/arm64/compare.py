@@ -46,11 +46,18 @@ class OutputError(Exception):
     """A detect output file that cannot be read; the message names the file and line."""
 
 
+def _box(values: list[float]) -> tuple[float, float, float, float]:
+    """A JSON box of exactly four numbers; ValueError otherwise."""
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return (x1, y1, x2, y2)
+
+
 def read_detect_output(path: str) -> dict[str, list[Face]]:
     """Image file name -> faces, from one JSON line per image."""
     faces_by_image: dict[str, list[Face]] = {}
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
     except OSError as exc:
         raise OutputError(f"{path}: cannot read ({exc.strerror})") from None
     for number, line in enumerate(lines, start=1):
@@ -58,7 +65,7 @@ def read_detect_output(path: str) -> dict[str, list[Face]]:
             continue
         try:
             record = json.loads(line)
-            faces = [Face(tuple(float(v) for v in f["box"]), float(f["score"])) for f in record["faces"]]
+            faces = [Face(_box(f["box"]), float(f["score"])) for f in record["faces"]]
             name = PurePath(record["image"]).name
         except (ValueError, KeyError, TypeError) as exc:
             raise OutputError(f"{path}:{number}: not an edge-face detect JSON line ({exc!r})") from None
@@ -85,9 +92,9 @@ def compare_faces(reference: list[Face], candidate: list[Face]) -> ImageComparis
     for face in reference:
         if not unmatched:
             break
-        nearest = min(unmatched, key=lambda c: max(abs(p - q) for p, q in zip(face.box, c.box)))
+        nearest = min(unmatched, key=lambda c: max(abs(p - q) for p, q in zip(face.box, c.box, strict=True)))
         unmatched.remove(nearest)
-        for p, q in zip(face.box, nearest.box):
+        for p, q in zip(face.box, nearest.box, strict=True):
             max_box = max(max_box, abs(p - q))
             max_relative = max(max_relative, abs(p - q) / max(abs(p), abs(q), 1.0))
             within = within and _box_within_tolerance(p, q)
@@ -99,7 +106,14 @@ def compare_faces(reference: list[Face], candidate: list[Face]) -> ImageComparis
 def format_table(labels: list[str], runs: list[dict[str, list[Face]]]) -> tuple[str, bool]:
     """The PASS/FAIL table of all candidate runs against runs[0], and whether all passed."""
     reference = runs[0]
-    header = ["image", *(f"faces:{label}" for label in labels), "max |Δbox| px", "max rel Δbox", "max |Δscore|", "result"]
+    header = [
+        "image",
+        *(f"faces:{label}" for label in labels),
+        "max |Δbox| px",
+        "max rel Δbox",
+        "max |Δscore|",
+        "result",
+    ]
     rows = [header]
     all_passed = bool(reference)
     for image in sorted(reference, key=lambda name: (len(name), name)):
@@ -115,20 +129,22 @@ def format_table(labels: list[str], runs: list[dict[str, list[Face]]]) -> tuple[
                 comparisons.append(compare_faces(reference[image], run[image]))
         passed = not missing and all(c.within_tolerance for c in comparisons)
         all_passed = all_passed and passed
-        rows.append([
-            image,
-            *counts,
-            f"{max((c.max_box_difference for c in comparisons), default=0.0):.3g}",
-            f"{max((c.max_box_relative_difference for c in comparisons), default=0.0):.3g}",
-            f"{max((c.max_score_difference for c in comparisons), default=0.0):.3g}",
-            "PASS" if passed else "FAIL",
-        ])
-    for label, run in zip(labels[1:], runs[1:]):
+        rows.append(
+            [
+                image,
+                *counts,
+                f"{max((c.max_box_difference for c in comparisons), default=0.0):.3g}",
+                f"{max((c.max_box_relative_difference for c in comparisons), default=0.0):.3g}",
+                f"{max((c.max_score_difference for c in comparisons), default=0.0):.3g}",
+                "PASS" if passed else "FAIL",
+            ]
+        )
+    for label, run in zip(labels[1:], runs[1:], strict=True):
         for extra in sorted(set(run) - set(reference)):
             rows.append([extra, *("" for _ in labels), "", "", "", f"FAIL (only in {label})"])
             all_passed = False
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     tolerance = (
         f"tolerance: same face count; box coordinates within {BOX_RELATIVE_TOLERANCE:g} relative "
@@ -186,7 +202,7 @@ def main(argv: list[str]) -> int:
         return 2
     table, passed = format_table(labels, runs)
     print(table)
-    for label, run in zip(labels[1:], runs[1:]):
+    for label, run in zip(labels[1:], runs[1:], strict=True):
         print(summarize_run(label, runs[0], run).line(labels[0]))
     return 0 if passed else 1
 

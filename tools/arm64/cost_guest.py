@@ -31,6 +31,7 @@ import ctypes
 import json
 import os
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
     from edge.imageio import load_image
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
-    from tools.upstream_postprocess import upstream_postprocess
+    from tools.upstream_postprocess import upstream_postprocess_for
 
     detector = FaceDetector(args.int8, num_threads=1, interpreter=args.interpreter)
     info = detector.info
@@ -103,17 +104,15 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
             float_model.invoke()
         # The detector's own pre-process stage: it has no public entry of its own (detect and
         # raw_outputs run it with the invoke), so the count calls it by name.
-        marks.region("preprocess_640", frame, lambda: detector._prepare(frame_640, "RGB"))
-        marks.region("preprocess_320", frame, lambda: detector._prepare(frame_320, "RGB"))
+        marks.region("preprocess_640", frame, partial(detector._prepare, frame_640, "RGB"))
+        marks.region("preprocess_320", frame, partial(detector._prepare, frame_320, "RGB"))
         logits, regressions = detector.raw_outputs(frame_320)
         marks.region("int8_invoke", frame, int8.invoke)
-        ours = marks.region("decode_nms", frame, lambda: detector.postprocess(logits, regressions))
-        upstream_args = (
-            logits, regressions, detector.priors, info.prior_config, info.logits_quant, info.regressions_quant,
-        )
-        theirs = marks.region("upstream_post", frame, lambda: upstream_postprocess(*upstream_args))
+        ours = marks.region("decode_nms", frame, partial(detector.postprocess, logits, regressions))
+        upstream = partial(upstream_postprocess_for, detector, logits, regressions)
+        theirs = marks.region("upstream_post", frame, upstream)
         marks.region("float_invoke", frame, float_model.invoke)
-        faces[frame] = int(len(ours.scores))
+        faces[frame] = len(ours.scores)
         identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
     marks.empty_regions()
     return {"interpreter": name, "faces": faces, "identical_to_upstream_post": bool(identical)}
@@ -127,6 +126,8 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
     from edge.sources.replay import ReplaySource
 
     config = load_config(args.config)
+    if config.camera.path is None:
+        raise SystemExit(f"{args.config}: camera.path is not set")
     source = ReplaySource(config.camera.path, loop=True, preload=True)
     # Per frame: the marks at the start and end of prepare, invoke and postprocess, in order.
     cycle: list[int] = []
@@ -137,6 +138,7 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
             result = fn(*fn_args)
             cycle.append(marks.mark())
             return result
+
         return call
 
     with open(os.devnull, "w") as devnull:
@@ -145,8 +147,8 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
         # daemon calls, runs these three stages by these names (tests/test_arm64_tool.py fails
         # if that changes).
         detector = daemon.detector
-        detector._prepare = marked(detector._prepare)
-        detector._model.invoke = marked(detector._model.invoke)
+        detector._prepare = marked(detector._prepare)  # type: ignore[method-assign]  # the instrumentation
+        detector._model.invoke = marked(detector._model.invoke)  # type: ignore[method-assign]
         detector._postprocess = marked(detector._postprocess)
         marks.empty_regions()
         code = daemon.run(max_frames=args.frames)
@@ -155,9 +157,9 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
         raise SystemExit(f"cost_guest: the daemon exited with {code}")
     if len(cycle) != 6 * args.frames:
         raise SystemExit(f"cost_guest: {len(cycle)} marks for {args.frames} frames (expected 6 per frame)")
-    frames = [cycle[i:i + 6] for i in range(0, len(cycle), 6)]
+    frames = [cycle[i : i + 6] for i in range(0, len(cycle), 6)]
     for number in range(DAEMON_WARMUP_FRAMES, len(frames) - 1):
-        pre_s, pre_e, inv_s, inv_e, post_s, post_e = frames[number]
+        _pre_s, _pre_e, inv_s, inv_e, post_s, post_e = frames[number]
         next_pre_s, next_pre_e, next_inv_s = frames[number + 1][:3]
         frame = str(number)
         regions = {
@@ -168,10 +170,16 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
             # frame hand-over between the grabber thread and the loop.
             "daemon_loop": [(inv_e, post_s), (post_e, next_pre_s), (next_pre_e, next_inv_s)],
         }
-        regions["daemon_outside_invoke"] = regions["daemon_postprocess"] + regions["daemon_prepare"] + regions["daemon_loop"]
+        regions["daemon_outside_invoke"] = (
+            regions["daemon_postprocess"] + regions["daemon_prepare"] + regions["daemon_loop"]
+        )
         for stage, spans in regions.items():
             marks.regions.append({"stage": stage, "frame": frame, "spans": spans})
-    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frames), "events": daemon.outbox.stats.enqueued}
+    return {
+        "interpreter": daemon.detector.interpreter_name,
+        "frames": len(frames),
+        "events": daemon.outbox.stats.enqueued,
+    }
 
 
 def run_ops(args: argparse.Namespace, marks: Marks) -> dict:

@@ -107,9 +107,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m tools.arm64.pip_settings HOST_PYTHON", file=sys.stderr)
         return 2
-    result = subprocess.run(
-        [argv[0], "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([argv[0], "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         print(f"{argv[0]} -m pip config list failed: {result.stderr.strip()}", file=sys.stderr)
         return 2

@@ -66,7 +66,9 @@ def describe(features: dict[str, bool], delegated: Delegation) -> str:
     else:
         extent = "whole graph" if delegated.whole_graph else "part of the graph"
         kernels = "NEON with dot product (SDOT)" if features["asimddp"] else "NEON without dot product"
-        xnnpack = f"XNNPACK: {delegated.partitions} partition(s), {extent} ({delegated.ops} ops): int8 kernels {kernels}"
+        xnnpack = (
+            f"XNNPACK: {delegated.partitions} partition(s), {extent} ({delegated.ops} ops): int8 kernels {kernels}"
+        )
     return f"cpu features: {caps}; {xnnpack}"
 
 

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -108,12 +108,13 @@ def build_scene(work: Path, photo: Path) -> Path:
 
 
 def write_config(path: Path, work: Path, model: Path, mqtt_port: int, ha_enabled: bool = True) -> None:
-    path.write_text(f"""[device]
+    path.write_text(
+        f"""[device]
 id = "{DEVICE}"
-state_dir = "{work / 'state'}"
+state_dir = "{work / "state"}"
 [camera]
 source = "replay"
-path = "{work / 'scene'}"
+path = "{work / "scene"}"
 fps = {FPS}
 loop = true
 [detector]
@@ -134,17 +135,21 @@ interval_seconds = 1.0
 [[scene.zones]]
 name = "{ZONE}"
 polygon = [[0, 0], [1, 0], [1, 1], [0, 1]]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 class Daemon:
     def __init__(self, config: Path, log: Path) -> None:
         self.log_path = log
-        self._log = open(log, "w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with open(log, "w", encoding="utf-8") as log_file:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def text(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
@@ -160,8 +165,6 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise CheckFailed(f"the daemon did not stop within {timeout:g} s after SIGTERM") from None
-        finally:
-            self._log.close()
 
 
 class Retained:
@@ -171,8 +174,15 @@ class Retained:
         self.messages: dict[str, bytes] = {}
         self.live: list[tuple[str, bytes, bool]] = []
         self._ready = threading.Event()
-        client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"ha-check-{os.getpid()}-{time.monotonic_ns()}")
-        client.on_connect = lambda c, u, f, rc, p: (c.subscribe([(t, 1) for t in topics]), self._ready.set())
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"ha-check-{os.getpid()}-{time.monotonic_ns()}"
+        )
+
+        def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+            c.subscribe([(t, 1) for t in topics])
+            self._ready.set()
+
+        client.on_connect = on_connect
         client.on_message = self._on_message
         client.connect("127.0.0.1", port)
         client.loop_start()
@@ -196,7 +206,7 @@ class Retained:
 def our_entities(ha: HomeAssistant) -> dict[str, dict]:
     """unique_id key (face_count, ...) -> entity registry entry, for our device's entities."""
     return {
-        entry["unique_id"][len(UNIQUE_PREFIX):]: entry
+        entry["unique_id"][len(UNIQUE_PREFIX) :]: entry
         for entry in ha.entity_registry()
         if entry["platform"] == "mqtt" and entry["unique_id"].startswith(UNIQUE_PREFIX)
     }
@@ -211,7 +221,8 @@ def our_device(ha: HomeAssistant) -> dict | None:
 
 def state_of(ha: HomeAssistant, entities: dict, key: str) -> dict:
     state = ha.state(entities[key]["entity_id"])
-    expect(state is not None, f"{entities[key]['entity_id']} has no state")
+    if state is None:
+        raise CheckFailed(f"{entities[key]['entity_id']} has no state")
     return state
 
 
@@ -240,13 +251,19 @@ def check(args: argparse.Namespace) -> list[list[str]]:
         print("--- daemon log (tail) ---\n" + "\n".join(daemon.text().splitlines()[-30:]), file=sys.stderr)
         raise
     log_problems = [
-        line for line in Path(args.ha_log).read_text(encoding="utf-8", errors="replace").splitlines()
-        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line) and re.search(r"mqtt|edge.face|ha.check|hall.camera", line, re.IGNORECASE)
+        line
+        for line in Path(args.ha_log).read_text(encoding="utf-8", errors="replace").splitlines()
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line)
+        and re.search(r"mqtt|edge.face|ha.check|hall.camera", line, re.IGNORECASE)
     ]
-    expect(not log_problems, "Home Assistant's log has warnings about MQTT or the device:\n  " + "\n  ".join(log_problems))
+    expect(
+        not log_problems, "Home Assistant's log has warnings about MQTT or the device:\n  " + "\n  ".join(log_problems)
+    )
     timer.step("no WARNING or ERROR about MQTT or the device in home-assistant.log")
-    print(f"\nha check timings: total {time.monotonic() - timer.started:.1f} s since Home Assistant's start was requested"
-          " (add the shell's own set-up)")
+    print(
+        f"\nha check timings: total {time.monotonic() - timer.started:.1f} s since Home Assistant's start was requested"
+        " (add the shell's own set-up)"
+    )
     return rows
 
 
@@ -254,10 +271,15 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     device = wait_for(lambda: our_device(ha), 30, "the device in HA's device registry")
     expect(device["name"] == "Hall camera" and device["manufacturer"] == "edge-face", f"device: {device}")
     with_temperature = read_cpu_temperature() is not None
-    wanted = {e.key for e in ENTITIES if e.needs in (None, SNAPSHOT, "controls") or (e.needs == CPU_TEMPERATURE and with_temperature)}
+    wanted = {
+        e.key
+        for e in ENTITIES
+        if e.needs in (None, SNAPSHOT, "controls") or (e.needs == CPU_TEMPERATURE and with_temperature)
+    }
     wanted |= {e.key for e in zone_entities(ZONE)}
-    entities = wait_for(lambda: (found := our_entities(ha)) and set(found) >= wanted and found, 30,
-                        f"entities {sorted(wanted)}")
+    entities = wait_for(
+        lambda: (found := our_entities(ha)) and set(found) >= wanted and found, 30, f"entities {sorted(wanted)}"
+    )
     expect(set(entities) == wanted, f"unexpected entities: {sorted(set(entities) - wanted)}")
     timer.step(f"device and its {len(entities)} entities registered")
 
@@ -269,27 +291,48 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
         entity = declared[key]
         state = state_of(ha, entities, key) if entity.platform != "button" else ha.state(entry["entity_id"])
         attributes = state["attributes"]
-        expect(attributes.get("device_class") == entity.device_class,
-               f"{entry['entity_id']}: device_class {attributes.get('device_class')!r}, want {entity.device_class!r}")
-        expect(attributes.get("unit_of_measurement") == entity.unit,
-               f"{entry['entity_id']}: unit {attributes.get('unit_of_measurement')!r}, want {entity.unit!r}")
-        expect(entry["entity_category"] == entity.category,
-               f"{entry['entity_id']}: category {entry['entity_category']!r}, want {entity.category!r}")
+        expect(
+            attributes.get("device_class") == entity.device_class,
+            f"{entry['entity_id']}: device_class {attributes.get('device_class')!r}, want {entity.device_class!r}",
+        )
+        expect(
+            attributes.get("unit_of_measurement") == entity.unit,
+            f"{entry['entity_id']}: unit {attributes.get('unit_of_measurement')!r}, want {entity.unit!r}",
+        )
+        expect(
+            entry["entity_category"] == entity.category,
+            f"{entry['entity_id']}: category {entry['entity_category']!r}, want {entity.category!r}",
+        )
         if entity.platform == "image":
             image = state
-        rows.append([entry["entity_id"], attributes.get("friendly_name", ""), entity.device_class or "",
-                     entity.unit or "", entity.category or "", state["state"]])
+        rows.append(
+            [
+                entry["entity_id"],
+                attributes.get("friendly_name", ""),
+                entity.device_class or "",
+                entity.unit or "",
+                entity.category or "",
+                state["state"],
+            ]
+        )
     timer.step("every entity has the device class, unit and category declared in edge/discovery.py")
 
     # The image is there before any face: the placeholder (the proxy answers, never a 500)
     # once the entity is available (HA takes in the retained status and picture right after
     # the discovery message).
+    if image is None:
+        raise CheckFailed("no image entity among the registered ones")
     image_id = image["entity_id"]
-    image = wait_for(lambda: (s := ha.state(image_id)) and s["state"] not in ("unknown", "unavailable") and s,
-                     5, "the placeholder image")
+    image = wait_for(
+        lambda: (s := ha.state(image_id)) and s["state"] not in ("unknown", "unavailable") and s,
+        5,
+        "the placeholder image",
+    )
     picture = ha.get(image["attributes"]["entity_picture"])
-    expect(picture.headers.get("Content-Type", "").startswith("image/jpeg") and picture.content[:2] == b"\xff\xd8",
-           "the image proxy does not serve a JPEG before the first face")
+    expect(
+        picture.headers.get("Content-Type", "").startswith("image/jpeg") and picture.content[:2] == b"\xff\xd8",
+        "the image proxy does not serve a JPEG before the first face",
+    )
     timer.step("the Last face image serves a JPEG from the start")
 
     # States follow the scene: off -> on with the detector's count -> off; the event fires.
@@ -313,14 +356,24 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
         if e and e["attributes"].get("event_type"):
             seen_events[e["attributes"]["event_type"]] = e["attributes"]
         joined = ",".join(timeline)
-        return ("on,off" in joined and "on,off" in ",".join(zone_timeline)
-                and {"face_detected", "face_cleared"} <= set(seen_events))
+        return (
+            "on,off" in joined
+            and "on,off" in ",".join(zone_timeline)
+            and {"face_detected", "face_cleared"} <= set(seen_events)
+        )
 
-    wait_for(watch, 30, f"face present on then off, in the frame and zone {ZONE!r}, and both events "
-             f"(timeline {timeline}, zone {zone_timeline}, events {sorted(seen_events)})", 0.1)
+    wait_for(
+        watch,
+        30,
+        f"face present on then off, in the frame and zone {ZONE!r}, and both events "
+        f"(timeline {timeline}, zone {zone_timeline}, events {sorted(seen_events)})",
+        0.1,
+    )
     detected = seen_events["face_detected"]
-    expect(detected.get("count") == faces and isinstance(detected.get("sequence"), int),
-           f"face_detected event attributes {detected}")
+    expect(
+        detected.get("count") == faces and isinstance(detected.get("sequence"), int),
+        f"face_detected event attributes {detected}",
+    )
     last_seen = state_of(ha, entities, "last_seen")["state"]
     expect(re.match(r"\d{4}-\d\d-\d\dT", last_seen) is not None, f"last seen {last_seen!r} is not a timestamp")
     timer.step(f"states follow the scene ({faces} faces in {photo.name}), also zone {ZONE!r}'s; the event entity fires")
@@ -352,8 +405,11 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     threshold = entities["score_threshold"]["entity_id"]
     ha.call_service("number", "set_value", {"entity_id": threshold, "value": 0.55})
     wait_for(lambda: ha.state(threshold)["state"] == "0.55", 10, "the Score threshold to read 0.55")
-    wait_for(lambda: json.loads((work / "state" / "controls.json").read_text()).get("score_threshold") == 0.55,
-             5, "score_threshold 0.55 stored")
+    wait_for(
+        lambda: json.loads((work / "state" / "controls.json").read_text()).get("score_threshold") == 0.55,
+        5,
+        "score_threshold 0.55 stored",
+    )
     timer.step("Score threshold set from HA, echoed and stored")
 
     watcher = Retained(args.mqtt_port, [discovery_topic("homeassistant", DEVICE)], settle=0.5)
@@ -368,8 +424,11 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     snapshots = entities["snapshots"]["entity_id"]
     image_id = entities["snapshot"]["entity_id"]
     ha.call_service("switch", "turn_off", {"entity_id": snapshots})
-    wait_for(lambda: ha.state(image_id) is None and "snapshot" not in our_entities(ha), 15,
-             "the image entity to be removed after Snapshots off")
+    wait_for(
+        lambda: ha.state(image_id) is None and "snapshot" not in our_entities(ha),
+        15,
+        "the image entity to be removed after Snapshots off",
+    )
     wait_for(lambda: (s := ha.state(snapshots)) is not None and s["state"] == "off", 10, "the Snapshots switch off")
     timer.step("Snapshots off removes the image entity")
 
@@ -388,8 +447,11 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     write_config(config, work, Path(args.model), args.mqtt_port, ha_enabled=True)
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: our_device(ha) is not None, 20, "HA enabled again: the device back")
-    wait_for(lambda: ha.state(present) is not None and ha.state(present)["state"] in ("on", "off"), 20,
-             "the presence sensor available again")
+    wait_for(
+        lambda: ha.state(present) is not None and ha.state(present)["state"] in ("on", "off"),
+        20,
+        "the presence sensor available again",
+    )
     timer.step("HA enabled again brings the device back")
 
     code = daemon.stop()
@@ -404,8 +466,12 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
         retained.close()
     timer.step("a clean stop: entities unavailable, retained state not present")
 
-    forget = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    forget = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     expect(forget.returncode == 0, f"edge-face forget exited {forget.returncode}: {forget.stderr.strip()}")
     wait_for(lambda: our_device(ha) is None and not our_entities(ha), 20, "forget: the device to be removed")
     retained = Retained(args.mqtt_port, [f"{PREFIX}/#", "homeassistant/device/#"])
@@ -441,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1
-    widths = [max(len(str(row[i])) for row in rows + [HEADER]) for i in range(len(HEADER))]
+    widths = [max(len(str(row[i])) for row in [*rows, HEADER]) for i in range(len(HEADER))]
     print("\nwhat Home Assistant shows:")
-    for row in [HEADER] + sorted(rows):
-        print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+    for row in [HEADER, *sorted(rows)]:
+        print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 0
 
 

@@ -13,7 +13,8 @@ import os
 import socket
 import struct
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -45,7 +46,9 @@ class HomeAssistant:
 
     def post(self, path: str, body: Any = None, form: dict | None = None) -> Any:
         response = self.http.post(
-            self.url + path, headers=self._headers(), timeout=self.timeout,
+            self.url + path,
+            headers=self._headers(),
+            timeout=self.timeout,
             **({"data": form} if form is not None else {"json": body if body is not None else {}}),
         )
         if response.status_code not in (200, 201):
@@ -70,15 +73,25 @@ class HomeAssistant:
         """The onboarding a new user does in the browser, over REST: owner user, token,
         core config, analytics, integration step."""
         client_id = self.url + "/"
-        code = self.post("/api/onboarding/users", {
-            "client_id": client_id, "name": "edge-face check", "username": username,
-            "password": password, "language": "en",
-        })["auth_code"]
-        tokens = self.post("/auth/token", form={"grant_type": "authorization_code", "code": code, "client_id": client_id})
+        code = self.post(
+            "/api/onboarding/users",
+            {
+                "client_id": client_id,
+                "name": "edge-face check",
+                "username": username,
+                "password": password,
+                "language": "en",
+            },
+        )["auth_code"]
+        tokens = self.post(
+            "/auth/token", form={"grant_type": "authorization_code", "code": code, "client_id": client_id}
+        )
         self.token = tokens["access_token"]
         self.post("/api/onboarding/core_config", {})
         self.post("/api/onboarding/analytics", {})
-        self.post("/api/onboarding/integration", {"client_id": client_id, "redirect_uri": client_id + "?auth_callback=1"})
+        self.post(
+            "/api/onboarding/integration", {"client_id": client_id, "redirect_uri": client_id + "?auth_callback=1"}
+        )
 
     def add_mqtt(self, host: str, port: int) -> dict:
         """The MQTT integration's config flow (discovery is on by default)."""
@@ -131,10 +144,12 @@ class _WebSocket:
         parsed = urlparse(url)
         self._sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self._sock.sendall((
-            f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.hostname}:{parsed.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode())
+        self._sock.sendall(
+            (
+                f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.hostname}:{parsed.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self._sock.recv(4096)

@@ -112,7 +112,6 @@ def _default_path(name: str, explicit: Path | None) -> Path:
         raise BuildError(str(error)) from None
 
 
-
 def build(
     model_name: str = "slim-320",
     weights: Path | None = None,
@@ -194,4 +193,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(report.summary())
     return 0
-

@@ -29,7 +29,6 @@ class CalibrationSet:
     sha256: str
 
 
-
 def _resize_for_model(path: Path, width: int, height: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB: the photo at ``path`` decoded and resized exactly as the
     device pipeline does it (``edge.imageio`` + ``edge.preprocess``), so calibration sees the
@@ -81,7 +80,6 @@ def with_full_input_range(images: np.ndarray) -> np.ndarray:
     return pinned
 
 
-
 def default_calibration_dir() -> Path:
     """The local upstream photos when there is a local copy, else the pinned sample photos
     (fetched and hash-checked into models/cache/samples): a fresh machine can build too."""
@@ -92,4 +90,3 @@ def default_calibration_dir() -> Path:
         return weights_store.fetch_samples()
     except weights_store.WeightsError as error:
         raise BuildError(f"calibration photos: {error}") from None
-

@@ -39,8 +39,6 @@ class FloatCheck:
         return max(self.max_logits_diff, self.max_scores_diff, self.max_regressions_diff)
 
 
-
-
 def load_float_model(weights_path: Path, variant: ModelVariant):
     """Step 1: (state dict {name: float32 array}, float Keras model) of the variant's weights."""
     from tools.pth_reader import CheckpointError, read_state_dict

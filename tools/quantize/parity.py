@@ -70,7 +70,6 @@ class Parity:
         }
 
 
-
 def int8_outputs(tflite_model: bytes, layout: Int8Layout, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the int8 model on (n, H, W, 3) uint8 images fed as ``pixel XOR 0x80`` (as the
     device does). Returns logits (n, N, 2) int8 and regressions (n, N, 4) int8."""

@@ -37,4 +37,3 @@ MODEL_VARIANTS: dict[str, ModelVariant] = {
     "slim-320": ModelVariant("slim-320", "version-slim-320.pth", 320, 240),
     "slim-640": ModelVariant("slim-640", "version-slim-640.pth", 640, 480),
 }
-

@@ -4,6 +4,7 @@ itself and from the real interpreter."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edge.decode import QuantParams
 from edge.model import ModelError, check_io_tensors, tensor_quant
@@ -32,7 +33,6 @@ class Int8Layout:
     op_types: tuple[str, ...]
 
 
-
 def _enum_names(enum_class) -> dict[int, str]:
     return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
 
@@ -49,9 +49,6 @@ def graph_op_types(tflite_model: bytes) -> list[tuple[str, list[str], list[str]]
     for subgraph_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(subgraph_index)
 
-        def tensor_type(index: int) -> str:
-            return "none" if index < 0 else type_names[subgraph.Tensors(index).Type()]
-
         for op_index in range(subgraph.OperatorsLength()):
             op = subgraph.Operators(op_index)
             code = model.OperatorCodes(op.OpcodeIndex())
@@ -60,11 +57,16 @@ def graph_op_types(tflite_model: bytes) -> list[tuple[str, list[str], list[str]]
             ops.append(
                 (
                     op_names.get(builtin, f"CUSTOM_{builtin}"),
-                    [tensor_type(op.Inputs(i)) for i in range(op.InputsLength())],
-                    [tensor_type(op.Outputs(i)) for i in range(op.OutputsLength())],
+                    [_tensor_type(subgraph, op.Inputs(i), type_names) for i in range(op.InputsLength())],
+                    [_tensor_type(subgraph, op.Outputs(i), type_names) for i in range(op.OutputsLength())],
                 )
             )
     return ops
+
+
+def _tensor_type(subgraph: Any, index: int, type_names: dict[int, str]) -> str:
+    """The schema type name of one tensor of a flatbuffer subgraph; "none" for an absent optional input."""
+    return "none" if index < 0 else type_names[subgraph.Tensors(index).Type()]
 
 
 def interpreter_for(model_content: bytes):
