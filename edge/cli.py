@@ -1,7 +1,8 @@
 """`edge-face` command line: argument parsing and exit codes only; the work lives elsewhere.
 
 Exit codes: 0 success; 1 some inputs failed (the others were still processed);
-2 usage or configuration error; 3 camera/source unavailable; 4 model error.
+2 usage or configuration error; 3 camera/source unavailable; 4 model error; 5 (fleet) a
+device is not online.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file without running")
     check.add_argument("config", type=Path)
+
+    from edge.fleet import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
     return parser
 
 
@@ -130,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         from edge.config import check_config_main
 
         return check_config_main(str(args.config))
+    if args.command == "fleet":
+        from edge.fleet import fleet_main
+
+        return fleet_main(args)
     raise AssertionError(args.command)
 
 
