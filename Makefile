@@ -11,7 +11,7 @@ export EDGE_FACE_UPSTREAM_DIR ?= $(UPSTREAM)
 MODEL := models/build/version-slim-320-int8.tflite
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check clean
+.PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check fleet-check clean
 
 ## demo: set up, build the int8 model, and run the main job (the daemon) on sample photos
 demo: setup model samples
@@ -65,6 +65,13 @@ evaluate: setup model
 ## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
 arm64-check: model
 	tools/arm64_check.sh
+
+## fleet-check: the Ansible role rolled out over SSH to six Debian bookworm hosts booted with
+## systemd (systemd-nspawn, own network namespaces; needs root). The first run builds a cached
+## root in $$EDGE_FACE_FLEET_CACHE or ~/.cache/edge-face/fleet. Scenarios: tests/test_fleet_bench.py
+fleet-check: setup model system-deps
+	EDGE_FACE_FLEET_CAMERA=$(UPSTREAM)/images EDGE_FACE_HOST_PYTHON=$(abspath $(BIN))/python \
+		tools/fleet/bench.sh run 6 -- $(BIN)/python -m pytest -x -p no:cacheprovider tests/test_fleet_bench.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out
