@@ -74,7 +74,7 @@ class Bench:
         return result
 
     def current_release(self, host: str) -> str:
-        return self.ssh(host, "readlink /opt/edge-face/models/current; readlink /opt/edge-face/models/previous || true").stdout.split()[0]
+        return self.releases(host)[0]
 
     def releases(self, host: str) -> tuple[str, str | None]:
         out = self.ssh(host, "readlink /opt/edge-face/models/current; readlink /opt/edge-face/models/previous || true").stdout.split()
@@ -217,7 +217,8 @@ class Fleet:
         seconds = time.monotonic() - started
         TIMES.append((label, seconds))
         recap = {m.group(1): tuple(map(int, m.groups()[1:])) for m in RECAP.finditer(result.stdout)}
-        batches = [re.findall(r"\[([^\]]+)\]", block) for block in HANDLER_HOSTS.findall(result.stdout)]
+        # Hosts of one batch run in parallel: their order within it is arbitrary.
+        batches = [sorted(re.findall(r"\[([^\]]+)\]", block)) for block in HANDLER_HOSTS.findall(result.stdout)]
         run = Run(result, recap, seconds, batches)
         if expect_failure:
             assert result.returncode != 0, run.output
@@ -407,7 +408,6 @@ def test_rollback_returns_every_host_to_the_previous_model(bench, fleet, models)
     assert run.restart_batches == BATCHES, run.output
     for host in FLEET:
         assert bench.releases(host) == (models["m2"].release, models["m3"].release)
-    code, _ = fleet.fleet_status()
     wait_fleet(fleet, {h: ("online", models["m2"].model_id) for h in FLEET})
 
 
@@ -440,11 +440,22 @@ def test_online_check_reaches_a_broker_on_the_device(bench, fleet):
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode != 0 and "Connection refused" in probe.stderr, probe
     run = fleet.play("provision with a broker on the device", local=True)
-    assert "Wait for the retained online status on the device's own broker" in run.result.stdout
-    block = run.result.stdout.split("TASK [edge_face : Wait for the retained online status on the device's own broker]")[1]
-    assert block.lstrip().startswith(f"ok: [{host}]"), block[:500]
+    assert task_result(run, "Wait for the retained online status on the device's own broker") == [f"ok: [{host}]"]
+    # The controller-side check skipped this host: its broker is not the controller's localhost.
+    assert task_result(run, "Wait for the retained online status") == [f"skipping: [{host}]"]
     status = bench.ssh(host, "mosquitto_sub -h localhost -t edge-face/h6/status -C 1 -W 5").stdout.strip()
     assert status == "online"
-    # The controller-side check skipped this host: its broker is not the controller's localhost.
-    controller_block = run.result.stdout.split("TASK [edge_face : Wait for the retained online status]")[1]
-    assert controller_block.lstrip().startswith(f"skipping: [{host}]"), controller_block[:300]
+    # What the check did before: asked from the controller, "localhost" is the controller itself,
+    # where no broker runs, so a healthy device failed its rollout.
+    wrong = fleet.play("the same check from the controller (the old way)", "--tags", "edge_face_config",
+                       "-e", "edge_face__broker_on_device=false", "-e", "edge_face_wait_online_timeout=5",
+                       local=True, expect_failure=True)
+    assert "wait_online: broker localhost:1883 unreachable" in wrong.result.stdout, wrong.output
+    assert bench.unit(host)["ActiveState"] == "active"
+
+
+def task_result(run: Run, task: str) -> list[str]:
+    """The per-host result lines Ansible printed under one task of the role."""
+    match = re.search(rf"^TASK \[edge_face : {re.escape(task)}\] \**\n(.*?)(?:\n\n|\Z)", run.result.stdout, re.M | re.S)
+    assert match, f"no task '{task}' in the output:\n{run.output}"
+    return match.group(1).splitlines()
