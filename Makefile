@@ -9,9 +9,13 @@ BIN := $(VENV)/bin
 UPSTREAM ?= $(abspath ../shared/upstream)
 export EDGE_FACE_UPSTREAM_DIR ?= $(UPSTREAM)
 MODEL := models/build/version-slim-320-int8.tflite
+# The model that ships inside the package (package data of edge.models, see edge/models/__init__.py).
+SHIPPED_MODEL_VARIANT := slim-320
+SHIPPED_MODEL_DIR := edge/models
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check fleet-check clean
+.PHONY: wheel shipped-model shipped-model-check
 
 ## demo: set up, build the int8 model, and run the main job (the daemon) on sample photos
 demo: setup model samples
@@ -20,6 +24,7 @@ demo: setup model samples
 ## test: set up everything (both interpreter environments, mosquitto, systemd tools), run the
 ## whole suite, the detector tests again under tflite-runtime, then the aarch64 check
 test: setup setup-tflite system-deps model
+	$(MAKE) shipped-model-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
@@ -61,10 +66,40 @@ bench: setup model
 evaluate: setup model
 	$(BIN)/python -m tools.evaluate
 
+## wheel: the device wheel into dist/ (the int8 model inside, no tools/test extras); needs no
+## network where $(PYTHON) has setuptools >= 61 (Debian bookworm's python3-setuptools has 66)
+wheel:
+	tools/build_wheel.sh --python $(PYTHON) --out dist
+
+## shipped-model: rebuild the int8 model that ships in the package, and its sidecar, from the
+## pinned upstream weights (run it after a change to tools/quantize.py or the sidecar format)
+shipped-model: setup
+	$(BIN)/python -m tools.quantize --model $(SHIPPED_MODEL_VARIANT) --out $(SHIPPED_MODEL_DIR)
+
+## shipped-model-check: rebuild the shipped model into a scratch folder; both files must be
+## byte-identical to the committed ones (tools.quantize is deterministic with the pinned TensorFlow)
+shipped-model-check: setup
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	$(BIN)/python -m tools.quantize --model $(SHIPPED_MODEL_VARIANT) --out "$$scratch" >"$$scratch/log" 2>&1 \
+		|| { cat "$$scratch/log"; exit 1; } && \
+	for name in version-$(SHIPPED_MODEL_VARIANT)-int8.tflite version-$(SHIPPED_MODEL_VARIANT)-int8.json; do \
+		cmp -- "$$scratch/$$name" $(SHIPPED_MODEL_DIR)/$$name || { echo "$(SHIPPED_MODEL_DIR)/$$name is not what the pinned weights build (make shipped-model rewrites it)" >&2; exit 1; }; \
+	done && echo "$(SHIPPED_MODEL_DIR): the shipped model is byte-identical to a rebuild from the pinned weights"
+
 ## arm64-check: the device package on an emulated Debian bookworm arm64 userland (needs root;
 ## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
 arm64-check: model
 	tools/arm64_check.sh
+
+## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
+## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
+.PHONY: arm-cost arm-cost-per-op
+arm-cost: arm64-check
+	$(BIN)/python -m tools.arm_cost
+
+## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
+arm-cost-per-op: arm64-check
+	$(BIN)/python -m tools.arm_cost --per-op
 
 ## fleet-check: the Ansible role rolled out over SSH to six Debian bookworm hosts booted with
 ## systemd (systemd-nspawn, own network namespaces; needs root). The first run builds a cached

@@ -1,8 +1,9 @@
 """`edge-face` command line: argument parsing and exit codes only; the work lives elsewhere.
 
-Exit codes: 0 success; 1 some inputs failed (the others were still processed);
-2 usage or configuration error; 3 camera/source unavailable; 4 model error; 5 (fleet) a
-device is not online.
+Exit codes (edge.exitcodes.ExitCode): 0 success; 1 some inputs failed (each named on one
+stderr line, the others were still processed); 2 usage or configuration error (one line
+naming the option or key); 3 camera/source unavailable; 4 model error;
+5 (fleet) a device is not online.
 """
 
 from __future__ import annotations
@@ -12,24 +13,20 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, NoReturn
 
+from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_SOURCE, EXIT_MODEL = (
-    ExitCode.OK,
-    ExitCode.FAILURE,
-    ExitCode.CONFIG,
-    ExitCode.SOURCE,
-    ExitCode.MODEL,
-)
 DEFAULT_MODEL = Path("models/build/version-slim-320-int8.tflite")
+ANNOTATED_SUFFIX = ".jpg"
 
 
 def default_model_path() -> Path:
     """$EDGE_FACE_MODEL, else the build output of a source checkout, else the installed copy."""
     if os.environ.get("EDGE_FACE_MODEL"):
         return Path(os.environ["EDGE_FACE_MODEL"])
-    from edge.config import DEFAULT_MODEL_PATH  # where tools/install.sh and Ansible put it
+    from edge.config import DEFAULT_MODEL_PATH  # the model shipped inside the package
 
     for candidate in (DEFAULT_MODEL, DEFAULT_MODEL_PATH):
         if candidate.is_file():
@@ -37,33 +34,79 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1)")
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _by_rule(section: type, name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type that accepts what config key ``section.name`` accepts: one limit,
+    stated once, for the option and the key."""
+    rule = key_rule(section, name)
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not rule.contains(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed ({rule.allowed})")
+        return value
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (an integer >= 1)")
     return value
 
 
+def _interpreter(text: str) -> str:
+    from edge.model import INTERPRETER_MODULES
+
+    if text not in INTERPRETER_MODULES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (one of {', '.join(INTERPRETER_MODULES)})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-face", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="edge-face", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     detect = commands.add_parser("detect", help="find faces in image files")
     detect.add_argument("images", nargs="+", metavar="IMAGE")
-    detect.add_argument("--model", type=Path, default=None, help="int8 .tflite (default: %(default)s)")
-    detect.add_argument("--score-threshold", type=_probability, default=0.7)
-    detect.add_argument("--iou-threshold", type=_probability, default=0.3)
-    detect.add_argument("--threads", type=int, default=None, help="interpreter threads")
-    detect.add_argument("--interpreter", default=None, help="ai_edge_litert | tflite_runtime | tensorflow")
+    detect.add_argument("--model", type=Path, default=None, help="int8 .tflite (default: the built or installed one)")
+    detect.add_argument("--score-threshold", type=_by_rule(DetectorConfig, "score_threshold", float), default=0.7)
+    detect.add_argument("--iou-threshold", type=_by_rule(DetectorConfig, "iou_threshold", float), default=0.3)
+    detect.add_argument("--threads", type=_by_rule(DetectorConfig, "num_threads", int), default=None, help="interpreter threads")
+    detect.add_argument("--interpreter", type=_interpreter, default=None, help="ai_edge_litert | tflite_runtime | tensorflow")
+    detect.add_argument(
+        "--max-pixels", type=_by_rule(CameraConfig, "max_pixels", int), default=key_default(CameraConfig, "max_pixels"),
+        help="decoded-pixel limit per image; bigger JPEGs are decoded at reduced scale (default: %(default)s)",
+    )
     detect.add_argument("--json", action="store_true", help="one JSON line per image")
-    detect.add_argument("--annotate", type=Path, metavar="DIR", help="write copies with boxes drawn into DIR")
+    detect.add_argument(
+        "--annotate", type=Path, metavar="DIR",
+        help="write copies with boxes drawn into DIR; never overwrites (a taken name gets -1, -2, ...)",
+    )
 
     run = commands.add_parser("run", help="run the face-event daemon")
     run.add_argument("--config", required=True, type=Path)
-    run.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests, demos)")
+    run.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N >= 1 frames (tests, demos)")
 
     check = commands.add_parser("check-config", help="validate a config file without running")
     check.add_argument("config", type=Path)
+    check.add_argument(
+        "--as-user", metavar="USER", default=None,
+        help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
+    )
 
     from edge.fleet import add_arguments as add_fleet_arguments
 
@@ -75,70 +118,125 @@ def _face_record(box, score) -> dict:
     return {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4)}
 
 
+def _fail(message: str) -> None:
+    print(f"edge-face: {message}", file=sys.stderr)
+
+
+def _model_problem(model: Path) -> str | None:
+    """One line if ``model`` (or its sidecar, when present) cannot be read; loading it is the
+    detector's job (checksum, format), this only turns OS errors into a clear line."""
+    problem = path_problem(model)
+    if problem is not None:
+        return f"model '{quote_path(model)}': {problem}"
+    sidecar = model.with_suffix(".json")
+    if sidecar.exists() and (problem := path_problem(sidecar)) is not None:
+        return f"model sidecar '{quote_path(sidecar)}': {problem}"
+    return None
+
+
 def detect_command(args: argparse.Namespace) -> int:
     from edge.detector import FaceDetector
-    from edge.imageio import ImageError, draw_detections, load_image, save_image
+    from edge.imageio import ImageError, decode_image, draw_detections, save_new_image
     from edge.model import ModelError
 
+    if args.annotate is not None:
+        if args.annotate.exists() and not args.annotate.is_dir():
+            _fail(f"--annotate: '{quote_path(args.annotate)}' exists and is not a folder")
+            return ExitCode.CONFIG
+        try:
+            args.annotate.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"--annotate: cannot create folder '{quote_path(args.annotate)}' ({exc.strerror or exc})")
+            return ExitCode.CONFIG
+    model_path = args.model or default_model_path()
+    problem = _model_problem(model_path)
+    if problem is not None:
+        _fail(problem)
+        return ExitCode.MODEL
     try:
         detector = FaceDetector(
-            args.model or default_model_path(),
+            model_path,
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold,
             num_threads=args.threads,
             interpreter=args.interpreter,
         )
     except ModelError as exc:
-        print(f"edge-face: {exc}", file=sys.stderr)
-        return EXIT_MODEL
-    if args.annotate:
-        args.annotate.mkdir(parents=True, exist_ok=True)
+        _fail(str(exc))
+        return ExitCode.MODEL
+    except OSError as exc:  # e.g. the file changed between the check and the load
+        _fail(f"model '{quote_path(model_path)}': cannot be read ({exc.strerror or exc})")
+        return ExitCode.MODEL
     if not args.json:
         print(f"model {detector.model_id} on {detector.interpreter_name}", file=sys.stderr)
 
     failures = 0
+    given_out: set[str] = set()  # annotated names this run has written
     for image_path in args.images:
         try:
-            rgb = load_image(image_path)
+            image = decode_image(image_path, args.max_pixels)
         except ImageError as exc:
-            print(f"edge-face: {exc}", file=sys.stderr)
+            _fail(str(exc))
             failures += 1
             continue
-        height, width = rgb.shape[:2]
-        detections = detector.detect(rgb)
+        width, height = image.source_width, image.source_height
+        detections = detector.detect(image.pixels)
+        # Boxes are normalized: scale them to the stored image, even if it was decoded smaller.
         faces = [_face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores)]
-        if args.json:
-            print(json.dumps({"image": image_path, "width": width, "height": height, "faces": faces}), flush=True)
-        else:
-            print(f"{image_path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({width}x{height})")
-            for face in faces:
-                x1, y1, x2, y2 = face["box"]
-                print(f"  score {face['score']:.3f}  box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
-        if args.annotate:
+        annotated = None
+        if args.annotate is not None:
             try:
-                save_image(draw_detections(rgb, detections), args.annotate / (Path(image_path).stem + ".jpg"))
+                annotated = save_new_image(
+                    draw_detections(image.pixels, detections), args.annotate, Path(image_path).stem,
+                    ANNOTATED_SUFFIX, frozenset(given_out),
+                )
+                given_out.add(annotated.name)
             except ImageError as exc:
-                print(f"edge-face: {exc}", file=sys.stderr)
+                _fail(str(exc))
                 failures += 1
-    return EXIT_PARTIAL if failures else EXIT_OK
+        _report(image_path, image, faces, annotated, args.json)
+    return ExitCode.FAILURE if failures else ExitCode.OK
+
+
+def _report(image_path: str, image, faces: list[dict], annotated: Path | None, as_json: bool) -> None:
+    width, height = image.source_width, image.source_height
+    if as_json:
+        record: dict[str, Any] = {"image": image_path, "width": width, "height": height, "faces": faces}
+        if image.reduced:
+            record["decoded_size"] = [image.pixels.shape[1], image.pixels.shape[0]]
+        if annotated is not None:
+            record["annotated"] = str(annotated)
+        print(json.dumps(record), flush=True)
+        return
+    reduced = f", decoded at {image.pixels.shape[1]}x{image.pixels.shape[0]}" if image.reduced else ""
+    print(f"{image_path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({width}x{height}{reduced})")
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        print(f"  score {face['score']:.3f}  box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
+    if annotated is not None:
+        print(f"  annotated copy: {annotated}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "detect":
-        return detect_command(args)
-    if args.command == "run":
-        from edge.daemon import run_main
+    try:
+        if args.command == "detect":
+            return detect_command(args)
+        if args.command == "run":
+            from edge.daemon import run_main
 
-        return run_main(str(args.config), max_frames=args.max_frames)
-    if args.command == "check-config":
-        from edge.config import check_config_main
+            return run_main(str(args.config), max_frames=args.max_frames)
+        if args.command == "check-config":
+            from edge.config import check_config_main
 
-        return check_config_main(str(args.config))
-    if args.command == "fleet":
-        from edge.fleet import fleet_main
+            return check_config_main(str(args.config), as_user=args.as_user)
+        if args.command == "fleet":
+            from edge.fleet import fleet_main
 
-        return fleet_main(args)
+            return fleet_main(args)
+    except BrokenPipeError:  # `edge-face detect ... | head`: the reader left, nothing to report to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.FAILURE
     raise AssertionError(args.command)
 
 

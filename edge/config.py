@@ -1,8 +1,17 @@
 """The daemon's TOML configuration -> typed, validated dataclasses (stdlib only).
 
+One source of truth: each key is declared once, as a field of its section's dataclass whose
+metadata holds its :class:`Rule` (type, limits, what the error says is allowed); the
+dataclass default is its default. :func:`load_config` runs every check the daemon needs
+before it starts (topic rules, the password file's readability and encoding, the TLS
+certificate/key pair, files the service user must read), so ``edge-face check-config``
+and ``edge-face run`` accept and reject exactly the same files: both call it.
+
 Every problem is a :class:`ConfigError` whose text is one line naming the key, the bad value
-and what is allowed, e.g. ``config key 'mqtt.port': 70000 is not allowed (an integer
-1-65535)``; unknown keys are errors too (a typo must not silently fall back to a default).
+(credentials in URLs redacted, passwords never shown) and what is allowed, e.g. ``config key
+'mqtt.port': 70000 is not allowed (an integer 1-65535)``; unknown keys are errors too (a typo
+must not silently fall back to a default). A config file that cannot be read or parsed is
+one line naming the file.
 
 Relative paths are resolved against the folder of the config file, so a config and the
 model or image folder beside it can be moved together. Secrets are never values in the
@@ -14,28 +23,64 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import re
 import socket
+import ssl
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from edge.exitcodes import ExitCode
+from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
+from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
+from edge.redact import redact_url
 
-DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-DEFAULT_MODEL_PATH = Path("/opt/edge-face/models/current/version-slim-320-int8.tflite")
+if TYPE_CHECKING:
+    from edge.motion import MotionOptions
+    from edge.scene import SceneOptions
+
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
 MQTT_TRANSPORTS = ("tcp", "websockets")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CREDENTIAL_NAME = "mqtt_password"
+
+# The shutdown budget: systemd/edge-face.service's TimeoutStopSec. After SIGTERM the daemon
+# must have flushed, published "stopped" and exited within it, or systemd SIGKILLs it
+# mid-flush before the loss is logged. mqtt.flush_timeout gets the budget minus a reserve for
+# the rest of the stop (camera release, the "stopped" status, disconnect, final log line).
+STOP_BUDGET_SECONDS = 30.0
+SHUTDOWN_RESERVE_SECONDS = 10.0
+MAX_FLUSH_TIMEOUT_SECONDS = STOP_BUDGET_SECONDS - SHUTDOWN_RESERVE_SECONDS
+
+# Decoded-pixel limit of a replayed image (camera.max_pixels): 4 MP decodes to 12 MB of RGB
+# (about 30 MB at the decoder's peak), which keeps a replay well inside the unit's
+# MemoryHigh=192M next to the ~100 MB daemon; the detector sees 320x240 anyway, so more
+# pixels buy nothing. Bigger JPEGs are decoded at 1/2, 1/4 or 1/8 scale, others refused.
+DEFAULT_MAX_PIXELS = 4_000_000
+# Bytes of events the MQTT outbox may hold while the broker is away (mqtt.queue_bytes). An
+# event is ~1.3 KB of JSON, so the 4 MiB default holds ~3000, more than queue_size's default
+# 1000: the count binds first; the bytes bound caps events carrying many faces. The 64 MiB
+# maximum still leaves room under MemoryMax=256M.
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+# Events the outbox may hold (mqtt.queue_size).
+DEFAULT_QUEUE_SIZE = 1000
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a real config is a few KB; anything bigger is a mistake
+MAX_SECRET_BYTES = 65535  # the largest password MQTT can carry
+
+DEVICE_ID_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
+_TOPIC_LEVEL = re.compile(r"[^/+#\s\x00-\x1f\x7f]+")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _MISSING = object()  # an unknown key: there is a key but no allowed value for it
 REQUIRED = object()  # a key that must be set in this configuration but is not
+_SHOWN_VALUE_CHARS = 80
 
 
 class ConfigError(ValueError):
@@ -47,10 +92,12 @@ class ConfigError(ValueError):
 
     def __str__(self) -> str:
         if self.value is _MISSING:
-            return f"config key {self.key!r} is not allowed ({self.allowed})"
-        if self.value is REQUIRED:
-            return f"config key {self.key!r} is missing ({self.allowed})"
-        return f"config key {self.key!r}: {_show(self.value)} is not allowed ({self.allowed})"
+            text = f"config key {self.key!r} is not allowed ({self.allowed})"
+        elif self.value is REQUIRED:
+            text = f"config key {self.key!r} is missing ({self.allowed})"
+        else:
+            text = f"config key {self.key!r}: {_show(self.value)} is not allowed ({self.allowed})"
+        return one_line(text)
 
 
 class ConfigFileError(ConfigError):
@@ -61,60 +108,444 @@ class ConfigFileError(ConfigError):
         self.path, self.reason = path, reason
 
     def __str__(self) -> str:
-        return f"config file '{self.path}': {self.reason}"
+        return one_line(f"config file '{quote_path(self.path)}': {self.reason}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with any line break (incl. the Unicode ones) turned into a space."""
+    return " ".join(text.splitlines())
+
+
+def quote_path(path: str | os.PathLike) -> str:
+    """A path for a one-line message: control and other unprintable characters escaped."""
+    text = os.fspath(path)
+    text = text if isinstance(text, str) else os.fsdecode(text)
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _show(value: Any) -> str:
-    """A value as the user wrote it in TOML (strings quoted, booleans lower-case)."""
-    if isinstance(value, (str, bool, int, float)) or value is None:
-        return json.dumps(value)
-    return repr(value)
+    """A value as the user wrote it in TOML (strings quoted, booleans lower-case), credentials
+    in URLs redacted, long values cut."""
+    if isinstance(value, str):
+        text = json.dumps(redact_url(value))
+    elif isinstance(value, (bool, float)) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, int):
+        text = str(value) if value.bit_length() < 256 else ("-" if value < 0 else "") + "a huge integer"
+    elif isinstance(value, Path):
+        text = json.dumps(redact_url(str(value)))
+    else:
+        try:
+            text = redact_url(repr(value))
+        except (RecursionError, ValueError):
+            text = "a deeply nested value"
+        kind = "an array " if isinstance(value, list) else "a table " if isinstance(value, dict) else ""
+        text = kind + text
+    if len(text) > _SHOWN_VALUE_CHARS:
+        text = text[: _SHOWN_VALUE_CHARS - 3] + "..."
+    return text
 
 
-# --- sections -------------------------------------------------------------------------------
+# --- rules: one per key, in the field metadata -------------------------------------------------
+
+
+class Invalid(Exception):
+    """Raised by a rule: the value is not allowed; ``allowed`` says what is."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What rules need beyond the value: where relative paths start, the device id so far."""
+
+    base_dir: Path
+    environ: Mapping[str, str]
+    hostname: str | None
+    device_id: str = ""
+
+
+class Rule:
+    """How one key's TOML value is checked and converted. ``allowed`` is the error's text."""
+
+    allowed = ""
+
+    def parse(self, value: Any, context: _Context) -> Any:
+        raise NotImplementedError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Boolean(Rule):
+    allowed = "true or false"
+
+    def parse(self, value: Any, context: _Context) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(self.allowed)
+        return value
+
+
+@dataclass(frozen=True)
+class Integer(Rule):
+    minimum: int
+    maximum: int
+
+    @property
+    def allowed(self) -> str:
+        return f"an integer {self.minimum}-{self.maximum}"
+
+    def contains(self, value: Any) -> bool:
+        return _is_int(value) and self.minimum <= value <= self.maximum
+
+    def parse(self, value: Any, context: _Context) -> int:
+        if not self.contains(value):
+            raise Invalid(self.allowed)
+        return value
+
+
+@dataclass(frozen=True)
+class Number(Rule):
+    """A finite number in a range (ints are accepted and returned as float); ``why`` explains
+    a limit that is not obvious."""
+
+    minimum: float
+    maximum: float
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    why: str = ""
+
+    @property
+    def allowed(self) -> str:
+        low = f"> {self.minimum:g}" if self.exclusive_minimum else f">= {self.minimum:g}"
+        high = f"< {self.maximum:g}" if self.exclusive_maximum else f"<= {self.maximum:g}"
+        return f"a number {low} and {high}" + (f": {self.why}" if self.why else "")
+
+    def contains(self, value: Any) -> bool:
+        if not (_is_number(value) and value == value):  # value == value rejects nan
+            return False
+        low_ok = value > self.minimum if self.exclusive_minimum else value >= self.minimum
+        high_ok = value < self.maximum if self.exclusive_maximum else value <= self.maximum
+        return low_ok and high_ok
+
+    def parse(self, value: Any, context: _Context) -> float:
+        if not self.contains(value):
+            raise Invalid(self.allowed)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Choice(Rule):
+    """One of ``choices``; ``aliases`` maps other spellings (e.g. the integer 5) to a choice."""
+
+    choices: tuple[str, ...]
+    aliases: tuple[tuple[Any, str], ...] = ()
+
+    @property
+    def allowed(self) -> str:
+        return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+
+    def parse(self, value: Any, context: _Context) -> str:
+        if isinstance(value, str) and value in self.choices:
+            return value
+        for alias, choice in self.aliases:
+            if type(value) is type(alias) and value == alias:
+                return choice
+        raise Invalid(self.allowed)
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    """A non-empty string of printable characters, optionally matching ``pattern`` or passing
+    ``check``."""
+
+    allowed: str = "a non-empty string"
+    pattern: re.Pattern | None = None
+    check: Callable[[str], bool] | None = None
+    max_length: int = 1024
+
+    def parse(self, value: Any, context: _Context) -> str:
+        if not (isinstance(value, str) and 0 < len(value) <= self.max_length and value.isprintable()):
+            raise Invalid(self.allowed)
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise Invalid(self.allowed)
+        if self.check is not None and not self.check(value):
+            raise Invalid(self.allowed)
+        return value
+
+
+TOPIC_ALLOWED = "topic levels separated by '/', no '+', '#', spaces, control characters or empty levels, not starting with '$'"
+
+
+@dataclass(frozen=True)
+class Topic(Rule):
+    """An MQTT topic prefix we may publish under; with ``placeholder``, ``{device_id}`` is
+    replaced by the device id and the result is what is stored."""
+
+    placeholder: bool = False
+
+    @property
+    def allowed(self) -> str:
+        return TOPIC_ALLOWED + ("; {device_id} is substituted" if self.placeholder else "")
+
+    def parse(self, value: Any, context: _Context) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.allowed)
+        prefix = value
+        if self.placeholder:
+            if re.search(r"[{}]", value.replace("{device_id}", "")):
+                raise Invalid("only the placeholder {device_id}")
+            prefix = value.replace("{device_id}", context.device_id)
+        if not is_valid_topic_prefix(prefix):
+            raise Invalid(self.allowed)
+        return prefix
+
+
+@dataclass(frozen=True)
+class FilePath(Rule):
+    """A path resolved against the config's folder that the daemon must be able to read:
+    ``kind`` "file" (a readable regular file) or "file-or-folder" (that, or a listable
+    folder). A missing default is checked too: a default model that is not there is as
+    fatal as a typo."""
+
+    kind: str = "file"
+
+    @property
+    def allowed(self) -> str:
+        return "a non-empty path string"
+
+    def parse(self, value: Any, context: _Context) -> Path:
+        if not isinstance(value, str) or value == "" or "\x00" in value:
+            raise Invalid(self.allowed)
+        try:
+            resolved = context.base_dir / Path(value).expanduser()
+        except RuntimeError:  # "~nosuchuser/..."
+            resolved = context.base_dir / value
+        subject = "it" if str(resolved) == value else f"'{quote_path(resolved)}'"
+        problem = path_problem(resolved, self.kind)
+        if problem is not None:
+            expected = "an existing file" if self.kind == "file" else "an existing file or folder"
+            if not problem.startswith(("does not exist", "is a folder")):
+                expected = "a readable file" if self.kind == "file" else "a readable file or folder"
+            raise Invalid(f"{expected}; {subject} {problem}")
+        return resolved
+
+
+def path_problem(path: Path, kind: str = "file") -> str | None:
+    """Why the daemon could not read ``path`` (None: it can): "does not exist", "is a
+    folder", "cannot be read (permission denied)", ... ``kind`` "file-or-folder" accepts a
+    folder the process can list and enter."""
+    try:
+        with open_regular_file(path):
+            return None
+    except FileNotFoundError:
+        return "does not exist"
+    except NotARegularFile as exc:
+        if kind == "file-or-folder" and Path(path).is_dir():
+            return _folder_problem(path)
+        return str(exc.strerror)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == 20:  # ENOTDIR: a file used as a folder
+            return "does not exist (a parent is a file)"
+        return f"cannot be read ({os_reason(exc)})"
+
+
+def _folder_problem(path: Path) -> str | None:
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        return f"cannot be listed ({os_reason(exc)})"
+    if not os.access(path, os.X_OK):
+        return "cannot be entered (permission denied)"
+    return None
+
+
+def key(rule: Rule, default: Any = dataclasses.MISSING, *, derive: Callable[[dict, _Context], Any] | None = None):
+    """A config key: its rule, its default (the dataclass default), and ``derive`` for a
+    default that depends on other keys or the host (computed when the key is absent)."""
+    return field(default=default, metadata={"rule": rule, "derive": derive})
+
+
+# --- validators shared with the runtime ---------------------------------------------------------
+
+
+def is_valid_topic_prefix(prefix: str) -> bool:
+    """A literal topic we may publish under: no wildcards (a subscriber's '+'/'#' would match
+    other devices' topics), no empty levels ('a//b' and a leading or trailing '/' are
+    different topics from what users mean), no whitespace or control characters, not
+    starting with '$' (reserved for the broker, e.g. $SYS), at most 1024 bytes."""
+    return (
+        isinstance(prefix, str)
+        and not prefix.startswith("$")
+        and len(prefix.encode("utf-8", "surrogatepass")) <= 1024
+        and all(_TOPIC_LEVEL.fullmatch(level) for level in prefix.split("/"))
+    )
+
+
+def validate_topic_prefix(prefix: Any, key: str) -> str:
+    """``prefix`` if :func:`is_valid_topic_prefix`, else ConfigError naming ``key``."""
+    if not is_valid_topic_prefix(prefix):
+        raise ConfigError(key, prefix, TOPIC_ALLOWED)
+    return prefix
+
+
+def validate_device_id(device_id: Any, key: str = "device.id") -> str:
+    """``device_id`` if it is safe as one topic level ([a-z0-9_-], 1-64), else ConfigError."""
+    if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise ConfigError(key, device_id, "1-64 characters of a-z, 0-9, '_' and '-'")
+    return device_id
+
+
+def is_host(text: str) -> bool:
+    """An IP address or a DNS name of ASCII labels (underscores allowed, as container names
+    use them). Unicode names are refused: getaddrinfo's IDNA encoding would fail at connect
+    time, in paho's thread."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def validate_readable_file(path: Path | None, key: str) -> Path | None:
+    """``path`` (or None) if this process can open it as a regular file, else ConfigError."""
+    if path is None:
+        return None
+    problem = path_problem(Path(path))
+    if problem is not None:
+        raise ConfigError(key, str(path), f"a readable file; it {problem}")
+    return Path(path)
+
+
+def read_secret(password_file: Path) -> str:
+    """The secret stored in ``password_file``, minus one trailing newline (as editors add).
+
+    Raises OSError (unreadable, not a regular file, over 65535 bytes) or UnicodeDecodeError."""
+    text = read_bounded(password_file, MAX_SECRET_BYTES).decode("utf-8")
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def validate_password_file(path: Path, key: str = "mqtt.password_file") -> str:
+    """The password in ``path`` (see :func:`read_secret`), or ConfigError naming ``key`` and the
+    file, never its content."""
+    try:
+        return read_secret(path)
+    except UnicodeDecodeError:
+        raise ConfigError(key, str(path), "a UTF-8 text file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(key, str(path), f"a readable file of at most {MAX_SECRET_BYTES} bytes ({os_reason(exc)})") from None
+
+
+def _refuse_passphrase() -> bytes:
+    # Without a callback OpenSSL prompts on the terminal for an encrypted key's passphrase:
+    # check-config would hang waiting for it. An empty one makes the load fail instead.
+    return b""
+
+
+def build_tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
+    """The client TLS context for ``mqtt``: the broker's chain verified against
+    ``mqtt.ca_file`` (system CAs when unset), its name against ``mqtt.host``, the client
+    certificate loaded when configured. Raises ConfigError naming the key at fault."""
+    ca_file = validate_readable_file(mqtt.ca_file, "mqtt.ca_file")
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            "mqtt.ca_file", str(ca_file), f"a PEM file of CA certificates ({_ssl_reason(exc)})"
+        ) from None
+    cert_file = validate_readable_file(mqtt.cert_file, "mqtt.cert_file")
+    key_file = validate_readable_file(mqtt.key_file, "mqtt.key_file")
+    if (cert_file is None) != (key_file is None):
+        missing = "mqtt.key_file" if key_file is None else "mqtt.cert_file"
+        raise ConfigError(missing, REQUIRED, "a client certificate needs both mqtt.cert_file and mqtt.key_file")
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file, password=_refuse_passphrase)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(
+                "mqtt.cert_file", str(cert_file),
+                f"a PEM certificate matching mqtt.key_file, key without passphrase ({_ssl_reason(exc)})",
+            ) from None
+    return context
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.strerror or exc).replace("_", " ").lower()
+    return os_reason(exc)
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def _default_device_id(values: dict, context: _Context) -> str:
+    return sanitize_device_id(context.hostname if context.hostname is not None else socket.gethostname())
+
+
+def _default_port(values: dict, context: _Context) -> int:
+    return 8883 if values["tls"] else 1883
+
+
+_DEVICE_ID_RULE = Text("1-64 characters of a-z, 0-9, '_' and '-'", pattern=DEVICE_ID_PATTERN)
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    id: str
+    id: str = key(_DEVICE_ID_RULE, derive=_default_device_id)
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     """Where frames come from. ``width``/``height`` None: the model's input size."""
 
-    source: str = "auto"
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    camera_index: int = 0
-    picamera2_stream: str = "main"
-    device: str = "/dev/video0"
-    path: Path | None = None
-    loop: bool = False
-    reopen_min_delay: float = 1.0
-    reopen_max_delay: float = 30.0
+    source: str = key(Choice(CAMERA_SOURCES), "auto")
+    width: int | None = key(Integer(16, 8192), None)
+    height: int | None = key(Integer(16, 8192), None)
+    fps: float | None = key(Number(0.0, 1000.0, exclusive_minimum=True), None)
+    camera_index: int = key(Integer(0, 15), 0)
+    picamera2_stream: str = key(Choice(PICAMERA2_STREAMS), "main")
+    device: str = key(
+        Text('a V4L2 index ("0"), a device path ("/dev/video0"), an rtsp/http(s) URL or a video file', max_length=4096),
+        "/dev/video0",
+    )
+    path: Path | None = key(FilePath("file-or-folder"), None)
+    loop: bool = key(Boolean(), False)
+    reopen_min_delay: float = key(Number(0.0, 3600.0, exclusive_minimum=True), 1.0)
+    reopen_max_delay: float = key(Number(0.0, 3600.0, exclusive_minimum=True), 30.0)
+    max_pixels: int = key(Integer(65_536, 50_000_000), DEFAULT_MAX_PIXELS)
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    model: Path = DEFAULT_MODEL_PATH
-    score_threshold: float = 0.7
-    iou_threshold: float = 0.3
-    num_threads: int | None = None
+    model: Path = key(FilePath("file"), DEFAULT_MODEL_PATH)
+    score_threshold: float = key(Number(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True), 0.7)
+    iou_threshold: float = key(Number(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True), 0.3)
+    num_threads: int | None = key(Integer(1, 64), None)
 
 
 @dataclass(frozen=True)
 class EventsConfig:
-    debounce_frames: int = 3
-    clear_after_seconds: float = 5.0
+    debounce_frames: int = key(Integer(1, 1000), 3)
+    clear_after_seconds: float = key(Number(0.0, 86400.0, exclusive_minimum=True), 5.0)
 
 
 @dataclass(frozen=True)
 class SnapshotConfig:
-    enabled: bool = False
-    max_bytes: int = 100_000
-    quality: int = 80
+    enabled: bool = key(Boolean(), False)
+    max_bytes: int = key(Integer(2_000, 10_000_000), 100_000)
+    quality: int = key(Integer(10, 95), 80)
 
 
 @dataclass(frozen=True)
@@ -123,43 +554,54 @@ class MqttConfig:
 
     ``topic_prefix`` is stored with ``{device_id}`` already substituted by :func:`load_config`.
     ``password_file`` is where the secret lives (see :func:`read_secret`), never the secret.
+    ``queue_size`` and ``queue_bytes`` bound the outbox in events and in bytes.
     """
 
-    host: str | None = None
-    port: int = 1883
-    transport: str = "tcp"
-    protocol: str = "5"
-    client_id: str | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-    topic_prefix: str = "edge-face/{device_id}"
-    keepalive: int = 30
-    queue_size: int = 1000
-    flush_timeout: float = 5.0
-    reconnect_min_delay: float = 1
-    reconnect_max_delay: float = 60
+    host: str | None = key(Text("a host name or IP address (no scheme, no port, no spaces)", check=is_host), None)
+    port: int = key(Integer(1, 65535), 1883, derive=_default_port)
+    transport: str = key(Choice(MQTT_TRANSPORTS), "tcp")
+    protocol: str = key(Choice(MQTT_PROTOCOLS, aliases=((5, "5"),)), "5")  # TOML users write 5
+    client_id: str | None = key(
+        Text("1-128 printable ASCII characters, no spaces", pattern=re.compile(r"[\x21-\x7e]{1,128}")), None
+    )
+    username: str | None = key(Text(max_length=65535), None)
+    password_file: Path | None = key(FilePath("file"), None)
+    tls: bool = key(Boolean(), False)
+    ca_file: Path | None = key(FilePath("file"), None)
+    cert_file: Path | None = key(FilePath("file"), None)
+    key_file: Path | None = key(FilePath("file"), None)
+    tls_insecure: bool = key(Boolean(), False)
+    topic_prefix: str = key(Topic(placeholder=True), "edge-face/{device_id}")
+    keepalive: int = key(Integer(5, 65535), 30)
+    queue_size: int = key(Integer(1, 100_000), DEFAULT_QUEUE_SIZE)
+    flush_timeout: float = key(
+        Number(
+            0.0, MAX_FLUSH_TIMEOUT_SECONDS,
+            why=f"the unit's stop budget TimeoutStopSec={STOP_BUDGET_SECONDS:g}s "
+            f"minus {SHUTDOWN_RESERVE_SECONDS:g} s for the rest of the shutdown",
+        ),
+        5.0,
+    )
+    reconnect_min_delay: float = key(Number(0.0, 3600.0, exclusive_minimum=True), 1.0)
+    reconnect_max_delay: float = key(Number(0.0, 3600.0, exclusive_minimum=True), 60.0)
+    queue_bytes: int = key(Integer(65_536, 64 * 1024 * 1024), DEFAULT_QUEUE_BYTES)
 
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
-    enabled: bool = True
-    discovery_prefix: str = "homeassistant"
-    device_name: str | None = None
+    enabled: bool = key(Boolean(), True)
+    discovery_prefix: str = key(Topic(), "homeassistant")
+    device_name: str | None = key(Text(max_length=256), None)
 
 
 @dataclass(frozen=True)
 class StatsConfig:
-    interval_seconds: float = 60.0
+    interval_seconds: float = key(Number(1.0, 86400.0), 60.0)
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = "info"
+    level: str = key(Choice(LOG_LEVELS), "info")
 
 
 @dataclass(frozen=True)
@@ -173,9 +615,12 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    motion: MotionOptions = field(default_factory=lambda: _option_section("motion", {}))
+    scene: SceneOptions = field(default_factory=lambda: _option_section("scene", {}))
     source_file: Path | None = None
 
 
+# Parsed in this order: [device] first, topic prefixes need the device id.
 SECTIONS: dict[str, type] = {
     "device": DeviceConfig,
     "camera": CameraConfig,
@@ -189,25 +634,145 @@ SECTIONS: dict[str, type] = {
 }
 
 
-# --- loading --------------------------------------------------------------------------------
+# Sections whose options dataclasses check themselves (edge.motion, edge.scene: numpy code,
+# imported when a config is parsed, so `import edge.config` stays light). Their OptionError
+# carries the same key, value and allowed text as ConfigError.
+OPTION_SECTIONS = ("motion", "scene")
 
 
-def load_config(path: str | os.PathLike, environ: dict[str, str] | None = None) -> Config:
-    """Read and validate the TOML file at ``path``; raises :class:`ConfigError`.
+def _option_section(name: str, table: Any) -> Any:
+    from edge.motion import motion_options_from_toml
+    from edge.options import OptionError
+    from edge.scene import scene_options_from_toml
+
+    reader = {"motion": motion_options_from_toml, "scene": scene_options_from_toml}[name]
+    try:
+        return reader(table, name)
+    except OptionError as exc:
+        raise ConfigError(exc.key, exc.value, exc.allowed) from None
+
+
+def key_rule(section: type, name: str) -> Rule:
+    """The rule of key ``name`` of ``section`` (e.g. a CLI option that mirrors the key)."""
+    return _field(section, name).metadata["rule"]
+
+
+def key_default(section: type, name: str) -> Any:
+    return _field(section, name).default
+
+
+def _field(section: type, name: str) -> dataclasses.Field:
+    return next(item for item in dataclasses.fields(section) if item.name == name)
+
+
+def schema() -> list[tuple[str, str, Rule, Any]]:
+    """Every key as (section, key, rule, default); a derived default is listed as None."""
+    rows = []
+    for section, section_class in SECTIONS.items():
+        for item in dataclasses.fields(section_class):
+            default = None if item.default is dataclasses.MISSING else item.default
+            rows.append((section, item.name, item.metadata["rule"], default))
+    return rows
+
+
+# --- rules across keys -----------------------------------------------------------------------------
+
+
+def _check_camera(camera: CameraConfig, table: dict, context: _Context) -> CameraConfig:
+    if camera.source == "replay" and camera.path is None:
+        raise ConfigError("camera.path", REQUIRED, 'camera.source = "replay" needs a folder of images or one image')
+    if camera.reopen_max_delay < camera.reopen_min_delay:
+        raise ConfigError(
+            "camera.reopen_max_delay", camera.reopen_max_delay,
+            f"a number >= camera.reopen_min_delay ({camera.reopen_min_delay:g})",
+        )
+    if (camera.width is None) != (camera.height is None):
+        missing = "camera.height" if camera.height is None else "camera.width"
+        raise ConfigError(missing, REQUIRED, "set camera.width and camera.height together, or neither")
+    return camera
+
+
+def _sidecar_is_readable(detector: DetectorConfig, table: dict, context: _Context) -> DetectorConfig:
+    # A missing sidecar is the model loader's error (exit 4); one the service cannot read
+    # is a deployment (permissions) problem that check-config --as-user must catch.
+    sidecar = detector.model.with_suffix(".json")
+    if sidecar.exists():
+        problem = path_problem(sidecar)
+        if problem is not None:
+            raise ConfigError(
+                "detector.model", table.get("model", str(detector.model)),
+                f"a model whose sidecar is readable; '{quote_path(sidecar)}' {problem}",
+            )
+    return detector
+
+
+def _check_mqtt(mqtt: MqttConfig, table: dict, context: _Context) -> MqttConfig:
+    password_file = mqtt.password_file
+    if password_file is None and context.environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(context.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        # The unit always loads the credential; an empty one means "the broker needs no password".
+        if credential.exists() and validate_password_file(credential, "mqtt.password_file (credential)"):
+            password_file = credential
+    elif password_file is not None:
+        validate_password_file(password_file)
+    if password_file is not None and mqtt.username is None:
+        raise ConfigError(
+            "mqtt.username", REQUIRED, "a password is configured: mqtt.password_file or the mqtt_password credential"
+        )
+    if (mqtt.cert_file is None) != (mqtt.key_file is None):
+        missing = "mqtt.key_file" if mqtt.key_file is None else "mqtt.cert_file"
+        raise ConfigError(missing, REQUIRED, "a client certificate needs both mqtt.cert_file and mqtt.key_file")
+    if not mqtt.tls:
+        for name in ("ca_file", "cert_file", "key_file", "tls_insecure"):
+            if name in table and table[name] is not False:
+                raise ConfigError(f"mqtt.{name}", table[name], "only with mqtt.tls = true")
+    if mqtt.reconnect_max_delay < mqtt.reconnect_min_delay:
+        raise ConfigError(
+            "mqtt.reconnect_max_delay", mqtt.reconnect_max_delay,
+            f"a number >= mqtt.reconnect_min_delay ({mqtt.reconnect_min_delay:g})",
+        )
+    mqtt = dataclasses.replace(mqtt, password_file=password_file)
+    if mqtt.tls:
+        build_tls_context(mqtt)  # the same call the MQTT client makes at start
+    return mqtt
+
+
+_SECTION_CHECKS: dict[str, Callable[[Any, dict, _Context], Any]] = {
+    "camera": _check_camera,
+    "detector": _sidecar_is_readable,
+    "mqtt": _check_mqtt,
+}
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the TOML file at ``path``; raises :class:`ConfigError` (one line).
 
     ``environ`` (default ``os.environ``) supplies ``$CREDENTIALS_DIRECTORY``.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+        raw = read_bounded(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigFileError(path, "is a directory, not a TOML file") from None
-    except OSError as exc:
-        raise ConfigFileError(path, f"cannot be read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except NotARegularFile as exc:
+        raise ConfigFileError(path, f"{exc.strerror}, not a TOML file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigFileError(path, f"cannot be read ({os_reason(exc)})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # tolerate the BOM some Windows editors write
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(path, f"not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigFileError(path, "not valid TOML (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise ConfigFileError(path, f"not valid TOML ({exc})") from None
     return parse_config(data, base_dir=path.resolve().parent, source_file=path, environ=environ)
 
@@ -216,139 +781,63 @@ def parse_config(
     data: dict,
     base_dir: Path,
     source_file: Path | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     hostname: str | None = None,
 ) -> Config:
     """Validate already-parsed TOML ``data``; relative paths are resolved against ``base_dir``."""
-    environ = os.environ if environ is None else environ
+    context = _Context(base_dir=base_dir, environ=os.environ if environ is None else environ, hostname=hostname)
     for name, value in data.items():
-        if name not in SECTIONS:
-            raise ConfigError(name, _MISSING, "unknown section" + _did_you_mean(name, SECTIONS))
+        if name not in SECTIONS and name not in OPTION_SECTIONS:
+            raise ConfigError(name, _MISSING, "unknown section" + _did_you_mean(name, [*SECTIONS, *OPTION_SECTIONS]))
         if not isinstance(value, dict):
             raise ConfigError(name, value, "a table: write it as [" + name + "]")
-    reader = _Reader(data, base_dir)
-    device = _parse_device(reader, hostname)
-    return Config(
-        device=device,
-        camera=_parse_camera(reader),
-        detector=_parse_detector(reader),
-        events=_parse_events(reader),
-        snapshot=_parse_snapshot(reader),
-        mqtt=_parse_mqtt(reader, device.id, environ),
-        homeassistant=_parse_homeassistant(reader),
-        stats=_parse_stats(reader),
-        log=_parse_log(reader),
-        source_file=source_file,
-    )
+    sections = {}
+    for name, section_class in SECTIONS.items():
+        sections[name] = _parse_section(name, section_class, data.get(name, {}), context)
+        if name == "device":
+            context = dataclasses.replace(context, device_id=sections[name].id)
+    for name in OPTION_SECTIONS:
+        sections[name] = _option_section(name, data.get(name, {}))
+    return Config(**sections, source_file=source_file)
+
+
+def _parse_section(name: str, section_class: type, table: dict, context: _Context) -> Any:
+    fields = dataclasses.fields(section_class)
+    known = [item.name for item in fields]
+    for key_name in table:
+        if key_name not in known:
+            raise ConfigError(
+                f"{name}.{key_name}", _MISSING, f"unknown key in [{name}]" + _did_you_mean(key_name, known)
+            )
+    values: dict[str, Any] = {}
+    for item in fields:
+        rule: Rule = item.metadata["rule"]
+        if item.name in table:
+            written = table[item.name]
+        elif item.default not in (None, dataclasses.MISSING):
+            # Defaults go through the rule too: the default model must exist like a written
+            # one, and the default topic prefix gets its {device_id}.
+            written = str(item.default) if isinstance(item.default, Path) else item.default
+        else:
+            continue
+        try:
+            values[item.name] = rule.parse(written, context)
+        except Invalid as exc:
+            raise ConfigError(f"{name}.{item.name}", written, exc.allowed) from None
+    for item in fields:  # absent keys without a default: None, or a derived default
+        derive = item.metadata["derive"]
+        if item.name not in table and derive is not None:
+            values[item.name] = derive(values, context)
+        values.setdefault(item.name, None)
+    section = section_class(**values)
+    check = _SECTION_CHECKS.get(name)
+    return check(section, table, context) if check else section
 
 
 def sanitize_device_id(name: str) -> str:
     """Turn a hostname into a valid device id: lower-case, other characters -> '-', <= 64."""
     cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.split(".")[0].lower()).strip("-")[:64]
     return cleaned or "edge-face"
-
-
-def read_secret(password_file: Path) -> str:
-    """The secret stored in ``password_file``, minus one trailing newline (as editors add)."""
-    text = Path(password_file).read_text(encoding="utf-8")
-    if text.endswith("\r\n"):
-        return text[:-2]
-    return text[:-1] if text.endswith("\n") else text
-
-
-class _Reader:
-    """Typed access to the raw TOML tables: each accessor validates one key or returns its default."""
-
-    def __init__(self, data: dict, base_dir: Path) -> None:
-        self.data, self.base_dir = data, base_dir
-
-    def raw(self, section: str, key: str) -> Any:
-        table = self.data.get(section, {})
-        return table.get(key, _MISSING)
-
-    def check_known(self, section: str) -> None:
-        known = [f.name for f in dataclasses.fields(SECTIONS[section])]
-        for key in self.data.get(section, {}):
-            if key not in known:
-                raise ConfigError(
-                    f"{section}.{key}", _MISSING, f"unknown key in [{section}]" + _did_you_mean(key, known)
-                )
-
-    def _get(self, section: str, key: str, default: Any, check: Callable[[Any], bool], allowed: str) -> Any:
-        value = self.raw(section, key)
-        if value is _MISSING:
-            return default
-        if not check(value):
-            raise ConfigError(f"{section}.{key}", value, allowed)
-        return value
-
-    def boolean(self, section: str, key: str, default: bool) -> bool:
-        return self._get(section, key, default, lambda v: isinstance(v, bool), "true or false")
-
-    def integer(self, section: str, key: str, default: Any, minimum: int, maximum: int) -> Any:
-        return self._get(
-            section, key, default,
-            lambda v: _is_int(v) and minimum <= v <= maximum,
-            f"an integer {minimum}-{maximum}",
-        )
-
-    def number(
-        self, section: str, key: str, default: Any, minimum: float, maximum: float = float("inf"),
-        exclusive_minimum: bool = False, exclusive_maximum: bool = False,
-    ) -> Any:
-        def in_range(v: Any) -> bool:
-            if not (_is_number(v) and v == v):  # v == v rejects nan
-                return False
-            low_ok = v > minimum if exclusive_minimum else v >= minimum
-            high_ok = v < maximum if exclusive_maximum else v <= maximum
-            return low_ok and high_ok
-
-        low = f"> {minimum:g}" if exclusive_minimum else f">= {minimum:g}"
-        if maximum == float("inf"):
-            high = ""
-        else:
-            high = f" and < {maximum:g}" if exclusive_maximum else f" and <= {maximum:g}"
-        value = self._get(section, key, default, in_range, f"a number {low}{high}")
-        return None if value is None else float(value)
-
-    def string(self, section: str, key: str, default: Any, pattern: re.Pattern | None = None, allowed: str = "") -> Any:
-        def ok(v: Any) -> bool:
-            return isinstance(v, str) and v != "" and (pattern is None or bool(pattern.fullmatch(v)))
-
-        return self._get(section, key, default, ok, allowed or "a non-empty string")
-
-    def choice(self, section: str, key: str, default: str, choices: tuple[str, ...]) -> str:
-        allowed = "one of " + ", ".join(json.dumps(c) for c in choices)
-        return self._get(section, key, default, lambda v: v in choices, allowed)
-
-    def path(self, section: str, key: str, default: Path | None, must_exist: str | None = None) -> Path | None:
-        """A path resolved against the config's folder; ``must_exist``: "file" or "any" (file or folder).
-
-        The default is checked too: a default model that is not there is as fatal as a typo.
-        """
-        value = self.raw(section, key)
-        if value is _MISSING:
-            if default is None:
-                return None
-            value = str(default)
-        elif not isinstance(value, str) or value == "":
-            raise ConfigError(f"{section}.{key}", value, "a non-empty path string")
-        resolved = self.base_dir / Path(value).expanduser()
-        subject = "it" if str(resolved) == value else f"'{resolved}'"
-        if must_exist == "file" and not resolved.is_file():
-            problem = "is a folder" if resolved.is_dir() else "does not exist"
-            raise ConfigError(f"{section}.{key}", value, f"an existing file; {subject} {problem}")
-        if must_exist == "any" and not resolved.exists():
-            raise ConfigError(f"{section}.{key}", value, f"an existing file or folder; {subject} does not exist")
-        return resolved
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _did_you_mean(word: str, candidates: Any) -> str:
@@ -358,180 +847,15 @@ def _did_you_mean(word: str, candidates: Any) -> str:
     return "; known: " + ", ".join(sorted(candidates))
 
 
-def _parse_device(reader: _Reader, hostname: str | None) -> DeviceConfig:
-    reader.check_known("device")
-    default = sanitize_device_id(hostname if hostname is not None else socket.gethostname())
-    device_id = reader.string(
-        "device", "id", default, DEVICE_ID_PATTERN, "1-64 characters of a-z, 0-9, '_' and '-'"
-    )
-    return DeviceConfig(id=device_id)
-
-
-def _parse_camera(reader: _Reader) -> CameraConfig:
-    reader.check_known("camera")
-    source = reader.choice("camera", "source", "auto", CAMERA_SOURCES)
-    path = reader.path("camera", "path", None, must_exist="any")
-    if source == "replay" and path is None:
-        raise ConfigError("camera.path", REQUIRED, 'camera.source = "replay" needs a folder of images or one image')
-    min_delay = reader.number("camera", "reopen_min_delay", 1.0, minimum=0.0, exclusive_minimum=True)
-    max_delay = reader.number("camera", "reopen_max_delay", 30.0, minimum=0.0, exclusive_minimum=True)
-    if max_delay < min_delay:
-        raise ConfigError("camera.reopen_max_delay", max_delay, f"a number >= camera.reopen_min_delay ({min_delay:g})")
-    width = reader.integer("camera", "width", None, 16, 8192)
-    height = reader.integer("camera", "height", None, 16, 8192)
-    if (width is None) != (height is None):
-        missing = "camera.height" if height is None else "camera.width"
-        raise ConfigError(missing, REQUIRED, "set camera.width and camera.height together, or neither")
-    return CameraConfig(
-        source=source,
-        width=width,
-        height=height,
-        fps=reader.number("camera", "fps", None, minimum=0.0, maximum=1000.0, exclusive_minimum=True),
-        camera_index=reader.integer("camera", "camera_index", 0, 0, 15),
-        picamera2_stream=reader.choice("camera", "picamera2_stream", "main", PICAMERA2_STREAMS),
-        device=reader.string(
-            "camera", "device", "/dev/video0",
-            allowed="a V4L2 index (\"0\"), a device path (\"/dev/video0\"), an rtsp/http(s) URL or a video file",
-        ),
-        path=path,
-        loop=reader.boolean("camera", "loop", False),
-        reopen_min_delay=min_delay,
-        reopen_max_delay=max_delay,
-    )
-
-
-def _parse_detector(reader: _Reader) -> DetectorConfig:
-    reader.check_known("detector")
-    return DetectorConfig(
-        model=reader.path("detector", "model", DEFAULT_MODEL_PATH, must_exist="file"),
-        score_threshold=reader.number(
-            "detector", "score_threshold", 0.7, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True
-        ),
-        iou_threshold=reader.number(
-            "detector", "iou_threshold", 0.3, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True
-        ),
-        num_threads=reader.integer("detector", "num_threads", None, 1, 64),
-    )
-
-
-def _parse_events(reader: _Reader) -> EventsConfig:
-    reader.check_known("events")
-    return EventsConfig(
-        debounce_frames=reader.integer("events", "debounce_frames", 3, 1, 1000),
-        clear_after_seconds=reader.number("events", "clear_after_seconds", 5.0, minimum=0.0, exclusive_minimum=True),
-    )
-
-
-def _parse_snapshot(reader: _Reader) -> SnapshotConfig:
-    reader.check_known("snapshot")
-    return SnapshotConfig(
-        enabled=reader.boolean("snapshot", "enabled", False),
-        max_bytes=reader.integer("snapshot", "max_bytes", 100_000, 2_000, 10_000_000),
-        quality=reader.integer("snapshot", "quality", 80, 10, 95),
-    )
-
-
-_TOPIC_LEVELS = re.compile(r"[^/+#\x00\s]+(/[^/+#\x00\s]+)*")
-
-
-def _parse_mqtt(reader: _Reader, device_id: str, environ: dict[str, str]) -> MqttConfig:
-    reader.check_known("mqtt")
-    s = "mqtt"
-    tls = reader.boolean(s, "tls", False)
-    protocol = reader.raw(s, "protocol")
-    if protocol == 5:  # TOML users naturally write the integer 5
-        protocol = "5"
-    if protocol is not _MISSING and protocol not in MQTT_PROTOCOLS:
-        raise ConfigError("mqtt.protocol", protocol, 'one of "5", "3.1.1"')
-    prefix_template = reader.string(
-        s, "topic_prefix", "edge-face/{device_id}", _TOPIC_LEVELS,
-        "topic levels separated by '/', no '+', '#', spaces or empty levels; {device_id} is substituted",
-    )
-    if re.search(r"[{}]", prefix_template.replace("{device_id}", "")):
-        raise ConfigError("mqtt.topic_prefix", prefix_template, "only the placeholder {device_id}")
-    username = reader.string(s, "username", None)
-    password_file = reader.path(s, "password_file", None, must_exist="file")
-    if password_file is None and environ.get("CREDENTIALS_DIRECTORY"):
-        credential = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        # The unit always loads the credential; an empty one means "the broker needs no password".
-        if credential.is_file() and read_secret(credential):
-            password_file = credential
-    if password_file is not None and username is None:
-        raise ConfigError(
-            "mqtt.username", REQUIRED, "a password is configured: mqtt.password_file or the mqtt_password credential"
-        )
-    cert_file = reader.path(s, "cert_file", None, must_exist="file")
-    key_file = reader.path(s, "key_file", None, must_exist="file")
-    if (cert_file is None) != (key_file is None):
-        missing = "mqtt.key_file" if key_file is None else "mqtt.cert_file"
-        raise ConfigError(missing, REQUIRED, "a client certificate needs both mqtt.cert_file and mqtt.key_file")
-    ca_file = reader.path(s, "ca_file", None, must_exist="file")
-    tls_insecure = reader.boolean(s, "tls_insecure", False)
-    if not tls:
-        for key, value in (("ca_file", ca_file), ("cert_file", cert_file), ("tls_insecure", tls_insecure or None)):
-            if value is not None:
-                raise ConfigError(f"mqtt.{key}", reader.raw(s, key), "only with mqtt.tls = true")
-    min_delay = reader.number(s, "reconnect_min_delay", 1.0, minimum=0.0, exclusive_minimum=True)
-    max_delay = reader.number(s, "reconnect_max_delay", 60.0, minimum=0.0, exclusive_minimum=True)
-    if max_delay < min_delay:
-        raise ConfigError(
-            "mqtt.reconnect_max_delay", max_delay, f"a number >= mqtt.reconnect_min_delay ({min_delay:g})"
-        )
-    return MqttConfig(
-        host=reader.string(s, "host", None, re.compile(r"[^\s/]+"), "a host name or IP address (no scheme, no spaces)"),
-        port=reader.integer(s, "port", 8883 if tls else 1883, 1, 65535),
-        transport=reader.choice(s, "transport", "tcp", MQTT_TRANSPORTS),
-        protocol="5" if protocol is _MISSING else protocol,
-        client_id=reader.string(
-            s, "client_id", None, re.compile(r"[\x21-\x7e]{1,128}"), "1-128 printable ASCII characters, no spaces"
-        ),
-        username=username,
-        password_file=password_file,
-        tls=tls,
-        ca_file=ca_file,
-        cert_file=cert_file,
-        key_file=key_file,
-        tls_insecure=tls_insecure,
-        topic_prefix=prefix_template.replace("{device_id}", device_id),
-        keepalive=reader.integer(s, "keepalive", 30, 5, 65535),
-        queue_size=reader.integer(s, "queue_size", 1000, 1, 1_000_000),
-        flush_timeout=reader.number(s, "flush_timeout", 5.0, minimum=0.0, maximum=300.0),
-        reconnect_min_delay=min_delay,
-        reconnect_max_delay=max_delay,
-    )
-
-
-def _parse_homeassistant(reader: _Reader) -> HomeAssistantConfig:
-    reader.check_known("homeassistant")
-    return HomeAssistantConfig(
-        enabled=reader.boolean("homeassistant", "enabled", True),
-        discovery_prefix=reader.string(
-            "homeassistant", "discovery_prefix", "homeassistant", _TOPIC_LEVELS,
-            "topic levels separated by '/', no '+', '#', spaces or empty levels",
-        ),
-        device_name=reader.string("homeassistant", "device_name", None, allowed="a non-empty string"),
-    )
-
-
-def _parse_stats(reader: _Reader) -> StatsConfig:
-    reader.check_known("stats")
-    return StatsConfig(interval_seconds=reader.number("stats", "interval_seconds", 60.0, minimum=1.0, maximum=86400.0))
-
-
-def _parse_log(reader: _Reader) -> LogConfig:
-    reader.check_known("log")
-    return LogConfig(level=reader.choice("log", "level", "info", LOG_LEVELS))
-
-
-# --- check-config ---------------------------------------------------------------------------
+# --- check-config -------------------------------------------------------------------------------
 
 
 def describe(config: Config) -> str:
-    """One-line summary of what the daemon would do with ``config``."""
+    """One-line summary of what the daemon would do with ``config``; credentials redacted."""
     camera = config.camera
     source = camera.source
     if source == "replay":
-        source = f"replay '{camera.path}'" + (" (loop)" if camera.loop else "")
+        source = f"replay '{quote_path(camera.path)}'" + (" (loop)" if camera.loop else "")
     elif source == "opencv":
         source = f"opencv {camera.device!r}"
     if config.mqtt.host is None:
@@ -539,18 +863,37 @@ def describe(config: Config) -> str:
     else:
         scheme = "mqtts" if config.mqtt.tls else "mqtt"
         sink = f"{scheme}://{config.mqtt.host}:{config.mqtt.port} prefix '{config.mqtt.topic_prefix}'"
-    return (
-        f"device '{config.device.id}', source {source}, model '{config.detector.model}', "
+    summary = (
+        f"device '{config.device.id}', source {source}, model '{quote_path(config.detector.model)}', "
         f"events to {sink}, snapshot {'on' if config.snapshot.enabled else 'off'}"
     )
+    motion = config.motion
+    summary += f", motion gate {f'on (idle {motion.idle_interval:g} s)' if motion.enabled else 'off'}"
+    scene = config.scene
+    if scene.active:
+        zones = ", ".join(scene.zone_names) or "none"
+        summary += f", scene: {len(scene.masks)} mask(s), zones {zones}"
+    return one_line(redact_url(summary))
 
 
-def check_config_main(path: str | os.PathLike) -> int:
-    """``edge-face check-config FILE``: 0 and "ok: <summary>" on stdout, or 2 and one error line."""
+def check_config_main(path: str | os.PathLike, as_user: str | None = None) -> int:
+    """``edge-face check-config [--as-user USER] FILE``: 0 and "ok: <summary>" on stdout, or
+    2 and one error line on stderr. With ``as_user`` the check runs in a child process with
+    that user's uid, gid and groups (needs root), so every path is opened as the service
+    will open it."""
+    if as_user is None:
+        return _check_and_report(path, "")
+    from edge.asuser import run_as_user
+
+    absolute = os.path.abspath(path)  # the service starts from /, not from our folder
+    return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
+
+
+def _check_and_report(path: str | os.PathLike, who: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error{who}: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    print(f"ok: {describe(config)}")
+    print(f"ok{who}: {describe(config)}")
     return ExitCode.OK

@@ -8,10 +8,19 @@ per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTER
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
 
 Signal handlers only set flags; the loop acts on them between frames, so no part is ever
-torn down while it is in use.
+torn down while it is in use. They are installed before the model is loaded, so a SIGTERM
+during start-up is a clean stop too.
 
-Exit codes of :func:`run_main`: 0 clean stop or end of a finite replay, 2 config error,
-3 source unavailable, 4 model error.
+Events are numbered and kept in the daemon's :class:`edge.outbox.Outbox`; the sink is only a
+transport draining it, so a reload that replaces the MQTT client loses nothing, and the
+frame loop never waits on the network (the watchdog keeps being pinged through reloads and
+broker outages). A live camera that is missing is waited for ("waiting for camera: ...").
+An unexpected exception in any thread is logged once with its traceback and ends the
+daemon with ExitCode.FAILURE, so systemd restarts it; it is never mistaken for a clean end.
+The last line of a stop says how many events were delivered and how many were lost.
+
+Exit codes of :func:`run_main` (:class:`edge.exitcodes.ExitCode`): 0 clean stop or end of a
+finite replay, 1 unexpected failure, 2 config error, 3 source that can never work, 4 model error.
 """
 
 from __future__ import annotations
@@ -30,13 +39,23 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.config import SECTIONS, Config, ConfigError, describe, load_config
+from edge.config import (
+    OPTION_SECTIONS,
+    SECTIONS,
+    SHUTDOWN_RESERVE_SECONDS,
+    STOP_BUDGET_SECONDS,
+    Config,
+    ConfigError,
+    describe,
+    load_config,
+)
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import (
     EventIdentity,
     EventSink,
     PresenceSettings,
+    PresenceState,
     PresenceTracker,
     SinkClosed,
     StdoutSink,
@@ -46,6 +65,9 @@ from edge.events import (
 )
 from edge.exitcodes import ExitCode
 from edge.model import ModelError
+from edge.outbox import Outbox
+from edge.redact import redact_url
+from edge.scene_stage import SceneStage
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import encode_snapshot
 from edge.sources.auto import build_source
@@ -53,8 +75,18 @@ from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
 
 EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = ExitCode.OK, ExitCode.CONFIG, ExitCode.SOURCE, ExitCode.MODEL
+EXIT_FAILURE = ExitCode.FAILURE
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
+# The whole stop must fit the unit's TimeoutStopSec (STOP_BUDGET_SECONDS, validated against
+# mqtt.flush_timeout by the config). What a stop needs besides the flush is the reserve: the
+# frame reader's join (5 s), "stopped" and the disconnect (STOPPED_GRACE_S + a tick), logging,
+# the interpreter's exit; the flush gets the rest.
+STOP_BUDGET_S = STOP_BUDGET_SECONDS
+_STOP_RESERVE_S = SHUTDOWN_RESERVE_SECONDS
+# A full outbox drops an event per event in the worst case: say so when it starts, then at
+# most this often with the running count.
+DROP_LOG_INTERVAL_S = 30.0
 
 log = logging.getLogger("edge.daemon")
 
@@ -69,23 +101,27 @@ class StartupError(Exception):
 
 @dataclass
 class FrameTimes:
-    """Per-frame timings of one stats interval (seconds; ``done`` is the monotonic time each
-    frame was finished). Bounded by the interval: :meth:`take_window` starts a new one."""
+    """Per-frame timings of one stats interval (seconds) of the frames the detector saw, and
+    how many frames the motion gate let pass without it. Bounded by the interval:
+    :meth:`take_window` starts a new one."""
 
     invoke: list[float] = field(default_factory=list)
     detect: list[float] = field(default_factory=list)
-    done: list[float] = field(default_factory=list)
+    skipped: int = 0
     window_start: float = field(default_factory=time.monotonic)
 
-    def add(self, invoke: float, detect: float, done: float) -> None:
+    def add(self, invoke: float, detect: float) -> None:
         self.invoke.append(invoke)
         self.detect.append(detect)
-        self.done.append(done)
 
-    def take_window(self, now: float) -> tuple[float, list[float], list[float]]:
-        """(window seconds, invoke times, detect times) of the interval so far; starts a new one."""
-        window = (now - self.window_start, self.invoke, self.detect)
-        self.invoke, self.detect, self.done, self.window_start = [], [], [], now
+    def add_skipped(self) -> None:
+        self.skipped += 1
+
+    def take_window(self, now: float) -> tuple[float, int, list[float], list[float]]:
+        """(window seconds, frames handled, invoke times, detect times) of the interval so
+        far; starts a new one."""
+        window = (now - self.window_start, len(self.invoke) + self.skipped, self.invoke, self.detect)
+        self.invoke, self.detect, self.skipped, self.window_start = [], [], 0, now
         return window
 
 
@@ -97,13 +133,10 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
 
 
 def detect_timed(detector: FaceDetector, frame: Frame) -> tuple[Detections, float]:
-    """``detector.detect(frame)`` run stage by stage so the interpreter's share is known:
-    returns (detections, invoke seconds). Stats and the loop-overhead benchmark need it."""
-    detector.prepare(frame.pixels, frame.color_order)
-    started = time.perf_counter()
-    outputs = detector.model.invoke()
-    invoke = time.perf_counter() - started
-    return detector.postprocess(*outputs), invoke
+    """``detector.detect(frame)`` with the interpreter's share: (detections, invoke seconds).
+    Stats and the loop-overhead benchmark need it."""
+    result = detector.detect_timed(frame.pixels, frame.color_order)
+    return result.detections, result.times.invoke_s
 
 
 def build_detector(config: Config) -> FaceDetector:
@@ -121,11 +154,18 @@ def build_detector(config: Config) -> FaceDetector:
         raise StartupError(f"model '{settings.model}': cannot be read ({exc.strerror})", EXIT_MODEL) from None
 
 
-def build_sink(config: Config, model_id: str) -> EventSink:
-    """Stdout JSON lines without ``[mqtt] host``; the MQTT publisher (not yet started) with it.
-    Raises StartupError (exit 2) when the sink rejects its settings."""
+def outbox_bounds(config: Config) -> tuple[int, int]:
+    """(max events, max bytes) of the outbox for ``config``."""
+    return config.mqtt.queue_size, config.mqtt.queue_bytes
+
+
+def build_sink(config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None) -> EventSink:
+    """The transport draining ``outbox`` (None: a new one bounded by ``config``): stdout JSON
+    lines without ``[mqtt] host``; the MQTT transport (not yet started) with it. Raises
+    StartupError (exit 2) when the sink rejects its settings."""
+    outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
     if config.mqtt.host is None:
-        return StdoutSink()
+        return StdoutSink(outbox=outbox)
     from edge.mqtt import MqttSink  # paho is loaded only when MQTT is configured
 
     try:
@@ -136,6 +176,8 @@ def build_sink(config: Config, model_id: str) -> EventSink:
             model_id,
             config.snapshot.enabled,
             logging.getLogger("edge.mqtt"),
+            outbox,
+            on_crash=on_crash,
         )
     except ConfigError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from None
@@ -147,25 +189,61 @@ def build_daemon(
     source: FrameSource | None = None,
     sink: EventSink | None = None,
     notifier: SystemdNotifier | None = None,
+    controls: "DaemonControls | None" = None,
+    outbox: Outbox | None = None,
 ) -> "Daemon":
     """Assemble a daemon from ``config``: loads the model (StartupError exit 4) and picks the
-    source (StartupError exit 3 when auto-selection finds no camera); nothing is opened or
-    connected yet. ``source`` / ``sink`` / ``notifier`` replace the configured ones.
-    ``config_path`` is re-read on SIGHUP (None: reload is refused)."""
+    source; nothing is opened or connected yet. ``source`` / ``sink`` / ``notifier`` replace
+    the configured ones (a given ``sink`` should drain ``outbox``). ``controls``: stop and
+    reload flags that may already be set (signals during start-up). ``config_path`` is re-read
+    on SIGHUP (None: reload is refused)."""
     detector = build_detector(config)
     if source is None:
         try:
             source = build_source(config.camera, detector.input_size)
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
+    if outbox is None:  # a given sink may bring its own (an empty Outbox is falsy: test for None)
+        sink_outbox = getattr(sink, "outbox", None)
+        outbox = sink_outbox if sink_outbox is not None else Outbox(*outbox_bounds(config))
+    controls = controls if controls is not None else DaemonControls()
     return Daemon(
         config=config,
         detector=detector,
         source=source,
-        sink=sink if sink is not None else build_sink(config, detector.model_id),
+        sink=sink if sink is not None else build_sink(config, detector.model_id, outbox, controls.crashed),
         notifier=notifier if notifier is not None else SystemdNotifier(),
         config_path=Path(config_path) if config_path is not None else None,
+        controls=controls,
+        outbox=outbox,
     )
+
+
+class DaemonControls:
+    """What other threads and signal handlers may ask of the daemon: stop, reload, and
+    "this thread died" (:meth:`crashed`). Made before the daemon, so signals are routed
+    while the model loads."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.hurry = threading.Event()  # a second stop request: do not wait for the flush
+        self.reload = threading.Event()
+        self._lock = threading.Lock()
+        self.crash: tuple[str, BaseException] | None = None
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: the first stops (with a flush), the next one cuts the flush short."""
+        if self.stop.is_set():
+            self.hurry.set()
+        self.stop.set()
+
+    def crashed(self, thread_name: str, exc: BaseException) -> None:
+        """A thread failed unexpectedly: the first one is kept (and logged by the loop),
+        and the daemon stops with ExitCode.FAILURE."""
+        with self._lock:
+            if self.crash is None:
+                self.crash = (thread_name, exc)
+        self.stop.set()
 
 
 class Daemon:
@@ -180,22 +258,36 @@ class Daemon:
         sink: EventSink,
         notifier: SystemdNotifier,
         config_path: Path | None = None,
+        controls: DaemonControls | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config, self.detector, self.sink, self.notifier = config, detector, sink, notifier
         self.config_path = config_path
+        self.controls = controls if controls is not None else DaemonControls()
+        # The sink drains this outbox: a sink made with one brings it; one whose ``outbox``
+        # is still None (a StdoutSink made without one) is given the daemon's.
+        if outbox is None:
+            outbox = getattr(sink, "outbox", None)
+        self.outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
+        if getattr(sink, "outbox", False) is None:
+            sink.outbox = self.outbox
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
         self.tracker = PresenceTracker(
             identity=EventIdentity(config.device.id, self.boot_id, detector.model_id),
             settings=PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
+        self.scene = SceneStage(config.motion, config.scene, self.tracker.identity, self.tracker.settings)
+        self._faces_in_last_detection = False
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._stop, self._reload = self.controls.stop, self.controls.reload
         self._exit_code = EXIT_OK  # what a requested stop returns
         self._source_state = "ok"
+        self._ready = False
+        self._drops_unlogged: list[int] = []
+        self._last_drop_log = float("-inf")
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -205,12 +297,20 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
+    def report_crash(self, thread_name: str, exc: BaseException) -> None:
+        """For ``threading.excepthook`` and worker threads: see :meth:`DaemonControls.crashed`."""
+        self.controls.crashed(thread_name, exc)
+
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, max_frames: int | None = None) -> int:
         """Run until stopped, a finite source ends, or ``max_frames`` frames are processed;
-        returns the exit code (0, or 3 if the source cannot be opened / a replay fails)."""
-        log.info("starting: %s; interpreter %s", describe(self.config), self.detector.interpreter_name)
+        returns the exit code (0; 1 after an unexpected error in any thread; 2 when the broker
+        cannot be used as configured; 3 if a finite source can never work)."""
+        log.info("starting: %s; interpreter %s", redact_url(describe(self.config)), self.detector.interpreter_name)
+        if self._stop.is_set():
+            log.info("stopped during start-up: 0 event(s) delivered, 0 lost")
+            return EXIT_OK
         try:
             self.grabber.start()
         except SourceError as exc:
@@ -222,16 +322,45 @@ class Daemon:
             log.error("%s", exc)
             self.grabber.stop()
             return exc.exit_code
-        self.sink.publish_state(self.tracker.state)
+        self.sink.publish_state(self.presence_state())
         self.started_monotonic = self.times.window_start = time.monotonic()
+        code = EXIT_FAILURE
         try:
-            return self._loop(max_frames)
+            code = self._loop(max_frames)
+        except Exception as exc:  # noqa: BLE001 - logged once with its traceback, exit 1
+            self.controls.crashed(threading.current_thread().name, exc)
         finally:
-            self.notifier.stopping()
-            log.info("stopping after %d frames", self.frames_processed)
-            self.grabber.stop()
-            self.sink.close(self.config.mqtt.flush_timeout)
-            self.notifier.close()
+            code = self._shutdown(code)
+        return code
+
+    def _shutdown(self, code: int) -> int:
+        """Stop within STOP_BUDGET_S: reader, then flush and "stopped", then the last line:
+        how many events were delivered and how many lost. Returns the exit code."""
+        self.notifier.stopping()
+        crash = self.controls.crash
+        if crash is not None:
+            name, exc = crash
+            log.error(
+                "unexpected error in thread %s: %s: %s; exiting with %d so that systemd restarts the daemon",
+                name, type(exc).__name__, exc, EXIT_FAILURE, exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            code = EXIT_FAILURE
+        self.grabber.stop()
+        self._log_drops(force=True)
+        self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
+        self.notifier.close()
+        stats = self.outbox.stats
+        lost = stats.dropped + stats.rejected + stats.depth
+        (log.warning if lost else log.info)(
+            "stopped after %d frames: %d event(s) made, %d delivered, %d lost "
+            "(%d dropped from a full outbox, %d rejected by the broker, %d undelivered at stop)",
+            self.frames_processed, stats.enqueued, stats.delivered, lost, stats.dropped, stats.rejected, stats.depth,
+        )
+        return code
+
+    def flush_timeout(self) -> float:
+        """``mqtt.flush_timeout``, capped so that the whole stop fits :data:`STOP_BUDGET_S`."""
+        return max(0.0, min(self.config.mqtt.flush_timeout, STOP_BUDGET_S - _STOP_RESERVE_S))
 
     def _loop(self, max_frames: int | None) -> int:
         next_stats = time.monotonic() + self.config.stats.interval_seconds
@@ -248,12 +377,15 @@ class Daemon:
                     return EXIT_OK
                 self.frames_processed += 1
                 if self.frames_processed == 1:
+                    self._ready = True
                     self.notifier.ready(f"first frame processed ({frame.width}x{frame.height})")
                     log.info("ready: first frame processed (%dx%d)", frame.width, frame.height)
                 self.notifier.watchdog_if_due()
                 if max_frames is not None and self.frames_processed >= max_frames:
                     return EXIT_OK
             elif self.grabber.finished:
+                if self.controls.crash is not None:
+                    return EXIT_FAILURE
                 if self.grabber.error is not None:
                     log.error("%s", self.grabber.error)
                     return EXIT_SOURCE
@@ -261,30 +393,52 @@ class Daemon:
                 return EXIT_OK
             now = time.monotonic()
             health = self.grabber.health
+            if health.state in ("waiting", "reopening"):
+                # The reader is alive and retrying: the service is up, waiting for its camera.
+                if not self._ready:
+                    self._ready = True
+                    self.notifier.ready(f"waiting for camera: {health.last_error}")
+                self.notifier.watchdog_if_due(now)
             # A camera going away or coming back is reported at once, not at the next interval.
-            source_changed = health.state != self._source_state and health.state in ("ok", "reopening")
+            source_changed = health.state != self._source_state and health.state in ("ok", "reopening", "waiting")
             if now >= next_stats or source_changed:
                 self._source_state = health.state
                 self._report_stats(now, health)
                 next_stats = now + self.config.stats.interval_seconds
-        return self._exit_code
+            self._log_drops()
+        return EXIT_FAILURE if self.controls.crash is not None else self._exit_code
 
     def _process(self, frame: Frame) -> None:
+        # While faces are (or may be becoming) present every frame is detected, so debouncing
+        # and clearing see them all; a still, empty scene only every motion.idle_interval.
+        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.tracker.present):
+            self.times.add_skipped()
+            return
         started = time.perf_counter()
         detections, invoke = detect_timed(self.detector, frame)
+        kept = self.scene.apply(detections, frame.height)
+        detections = kept.detections
         detected = time.perf_counter()
+        self._faces_in_last_detection = len(detections) > 0
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
         faces = faces_from_detections(detections.boxes, detections.scores)
         events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events += self.scene.zone_events(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
         for event in events:
+            event, dropped = self.outbox.add(event)
+            self._drops_unlogged += dropped
             log.info("event %d %s: %d face(s)", event.sequence, event.type, event.face_count)
             self.sink.publish_event(event)
         if events:
-            self.sink.publish_state(self.tracker.state)
+            self.sink.publish_state(self.presence_state())
             if self.config.snapshot.enabled:
                 self._publish_snapshot(frame, detections)
-        self.times.add(invoke, detected - started, time.monotonic())
+        self.times.add(invoke, detected - started)
+
+    def presence_state(self) -> PresenceState:
+        """The whole frame's presence with each zone's."""
+        return dataclasses.replace(self.tracker.state, zones=self.scene.zone_states())
 
     def _publish_snapshot(self, frame: Frame, detections: Detections) -> None:
         settings = self.config.snapshot
@@ -297,18 +451,37 @@ class Daemon:
             return
         self.sink.publish_snapshot(jpeg)
 
+    def _log_drops(self, force: bool = False) -> None:
+        """Drops from a full outbox: the first at once, then a summary at most every
+        DROP_LOG_INTERVAL_S (``force``: now, at stop) with the running total."""
+        if not self._drops_unlogged:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_drop_log < DROP_LOG_INTERVAL_S:
+            return
+        self._last_drop_log = now
+        dropped, self._drops_unlogged = self._drops_unlogged, []
+        stats = self.outbox.stats
+        log.warning(
+            "outbox full (%d event(s), %d bytes; limits %d events / %d bytes; broker away or slow): dropped %d "
+            "oldest event(s) (sequence %d-%d); %d dropped in total",
+            stats.depth, stats.bytes, self.outbox.max_events, self.outbox.max_bytes,
+            len(dropped), dropped[0], dropped[-1], stats.dropped,
+        )
+
     # --- stats ----------------------------------------------------------------------------
 
     def stats(self, now: float, health: SourceHealth) -> dict:
         """The periodic stats message; starts a new measuring interval."""
-        window, invoke, detect = self.times.take_window(now)
-        status = getattr(self.sink, "status", None)  # only network sinks have a queue
+        window, frames, invoke, detect = self.times.take_window(now)
+        status = getattr(self.sink, "status", None)  # only network sinks have a connection
         status = status if isinstance(status, dict) else {}
+        outbox = self.outbox.stats
         state = self.tracker.state
         return {
             "time": iso_utc(time.time()),
             "uptime_seconds": round(now - self.started_monotonic, 1),
-            "fps": round(len(invoke) / window, 2) if window > 0 else 0.0,
+            "fps": round(frames / window, 2) if window > 0 else 0.0,
             "frames": self.frames_processed,
             "invoke_ms_p50": percentile_ms(invoke, 50),
             "invoke_ms_p95": percentile_ms(invoke, 95),
@@ -318,10 +491,17 @@ class Daemon:
             "source_state": health.state,
             "source_reopens": health.reopens,
             "source_error": health.last_error,
-            "queue_depth": status.get("queued"),
+            "queue_depth": outbox.depth,
+            "outbox_bytes": outbox.bytes,
+            "events_delivered": outbox.delivered,
+            "events_dropped": outbox.dropped,
+            "events_rejected": outbox.rejected,
+            "mqtt_state": status.get("state"),
+            "mqtt_error": status.get("last_error"),
             "reconnects": status.get("reconnects"),
             "present": state.present,
             "face_count": state.count,
+            **self.scene.take_stats(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
@@ -330,35 +510,40 @@ class Daemon:
             f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), invoke p50 {stats['invoke_ms_p50']} ms, "
             f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
         )
-        if health.state == "reopening":
+        if health.state == "waiting":
+            line += f" (waiting for camera: {health.last_error})"
+        elif health.state == "reopening":
             line += f" ({health.last_error})"
+        if stats["mqtt_state"] not in (None, "connected"):
+            line += f", mqtt {stats['mqtt_state']} ({stats['mqtt_error']}), {stats['queue_depth']} event(s) waiting"
         log.info("stats: %s", line)
         self.notifier.status(line)
         self.sink.publish_stats(stats)
 
     # --- parts ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _grabber_for(source: FrameSource, config: Config) -> FrameGrabber:
+    def _grabber_for(self, source: FrameSource, config: Config) -> FrameGrabber:
         return FrameGrabber(
             source,
             reopen_min_delay=config.camera.reopen_min_delay,
             reopen_max_delay=config.camera.reopen_max_delay,
             logger=logging.getLogger("edge.sources"),
+            on_crash=self.controls.crashed,
         )
 
     @staticmethod
-    def _start_sink(sink: EventSink) -> None:
+    def _start_sink(sink: EventSink, wait_first: bool = True) -> None:
         """Connect a network sink (stdout needs nothing). A broker that cannot be used as
         configured (e.g. its certificate is rejected) is a config error; one that is merely
-        unreachable is retried by the sink in the background."""
+        unreachable is retried by the sink in the background. ``wait_first`` False: not even
+        the first attempt in this thread (a reload in the frame loop)."""
         start = getattr(sink, "start", None)
         if not callable(start):
             return
         from edge.mqtt import MqttError  # the only network sink
 
         try:
-            start()
+            start(wait_first=wait_first)
         except (MqttError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
             raise StartupError(str(exc), EXIT_CONFIG) from None
 
@@ -376,21 +561,31 @@ class Daemon:
             detector = build_detector(new) if new.detector != old.detector else self.detector
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
                 self._swap_source(new, detector)
-        except (ConfigError, StartupError) as exc:
+        except (ConfigError, StartupError, ModelError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready()
             return
-        changed = [name for name in SECTIONS if getattr(new, name) != getattr(old, name)]
+        except OSError as exc:  # e.g. a config file the service user cannot read
+            log.error(
+                "reload failed, keeping the running configuration: config file '%s': cannot be read (%s)",
+                self.config_path, exc.strerror or exc,
+            )
+            self.notifier.ready()
+            return
+        changed = [name for name in (*SECTIONS, *OPTION_SECTIONS) if getattr(new, name) != getattr(old, name)]
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
             or new.snapshot.enabled != old.snapshot.enabled
+            or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
         self.detector, self.config = detector, new
+        self.outbox.set_bounds(*outbox_bounds(new))
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
+        self.scene.reconfigure(new.motion, new.scene, self.tracker.identity, self.tracker.settings)
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
@@ -406,7 +601,7 @@ class Daemon:
         old_grabber.stop()
         grabber = self._grabber_for(source, new)
         try:
-            grabber.start()
+            grabber.start(wait_for_live=False)
         except SourceError as exc:
             self.grabber = self._grabber_for(old_grabber.source, self.config)
             try:
@@ -419,19 +614,27 @@ class Daemon:
         self.grabber, self._source_state = grabber, "ok"
 
     def _swap_sink(self, new: Config, old: Config, model_id: str) -> Config:
-        """Replace the sink; returns ``new``, or ``new`` with the old sink settings if the new
-        broker settings cannot be used."""
-        # Close first: two clients with one client id would keep disconnecting each other.
-        self.sink.close(old.mqtt.flush_timeout)
+        """Replace the transport, keep the outbox; returns ``new``, or ``new`` with the old sink
+        settings if the new ones cannot be used (an unreadable password or CA file). Never
+        waits on the network: the old transport gives its in-flight events back to the outbox
+        and disconnects in its own thread, the new one connects in its own thread."""
         try:
-            self.sink = build_sink(new, model_id)
-            self._start_sink(self.sink)
+            sink = build_sink(new, model_id, self.outbox, self.controls.crashed)
         except StartupError as exc:
-            log.error("reload: new [mqtt] settings unusable (%s); reconnecting with the previous ones", exc)
-            new = dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
-            self.sink = build_sink(new, model_id)
-            self._start_sink(self.sink)
-        self.sink.publish_state(self.tracker.state)
+            log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
+            return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
+        detach = getattr(self.sink, "detach", None)
+        if callable(detach):
+            detach()
+        else:
+            self.sink.close(0.0)
+        self.sink = sink
+        try:
+            self._start_sink(sink, wait_first=False)
+        except StartupError as exc:  # not expected without a first attempt; kept for safety
+            log.error("reload: the new MQTT transport did not start: %s", exc)
+        sink.publish_state(self.presence_state())
+        sink.publish_event(None)  # wake it: events may be waiting in the outbox
         return new
 
 
@@ -469,36 +672,46 @@ def _logging_to_stderr(level: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_routed_to(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads it; the old handlers come back after."""
+def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads it, an exception that ends any thread
+    stops it with exit 1 (``threading.excepthook``); the old handlers come back after."""
+    previous_hook = threading.excepthook
+
+    def crashed(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        controls.crashed(args.thread.name if args.thread is not None else "?", args.exc_value)
+
+    threading.excepthook = crashed
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        try:
+            yield  # signal handlers can only be set from the main thread
+        finally:
+            threading.excepthook = previous_hook
         return
-    routes = {
-        signal.SIGTERM: daemon.request_stop,
-        signal.SIGINT: daemon.request_stop,
-        signal.SIGHUP: daemon.request_reload,
-    }
+    routes = {signal.SIGTERM: controls.request_stop, signal.SIGINT: controls.request_stop, signal.SIGHUP: controls.reload.set}
     previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        threading.excepthook = previous_hook
 
 
 def run_main(config_path: str, *, max_frames: int | None = None) -> int:
     """``edge-face run --config FILE``: load, build, run; returns the process exit code."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    with _logging_to_stderr(config.log.level):
+    controls = DaemonControls()
+    with _signals_routed_to(controls):
         try:
-            daemon = build_daemon(config, config_path=config_path)
-        except StartupError as exc:
-            log.error("%s", exc)
-            return exc.exit_code
-        with _signals_routed_to(daemon):
+            config = load_config(config_path)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        with _logging_to_stderr(config.log.level):
+            try:
+                daemon = build_daemon(config, config_path=config_path, controls=controls)
+            except StartupError as exc:
+                log.error("%s", exc)
+                return exc.exit_code
             return daemon.run(max_frames=max_frames)

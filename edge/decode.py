@@ -75,13 +75,14 @@ def dequantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
 
 
 def face_scores(logits: np.ndarray) -> np.ndarray:
-    """Softmax over (K, 2) [background, face] float32 logits -> (K,) float32 face probability.
+    """Softmax over (..., 2) [background, face] float32 logits -> (...) float32 face probability.
 
-    Written as upstream's softmax (subtract the row max, exp, normalize) so it rounds alike.
+    Written as upstream's softmax (subtract the row max, exp, normalize) so it rounds alike:
+    the face column of the full softmax, to the bit.
     """
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
     exps = np.exp(shifted)
-    return exps[:, 1] / exps.sum(axis=1)
+    return exps[..., 1] / exps.sum(axis=-1)
 
 
 def decode_boxes(

@@ -6,72 +6,168 @@ Embedding it::
     detector = FaceDetector("models/build/version-slim-320-int8.tflite")
     detections = detector.detect(frame)            # (H, W, 3) uint8 RGB
     for box, score in zip(detections.pixel_boxes(width, height), detections.scores): ...
+
+Or with options and per-stage timing (for stats and benchmarks)::
+
+    detector = FaceDetector.from_options("model.tflite", DetectorOptions(score_threshold=0.6))
+    result = detector.detect_timed(frame, color_order="BGR")
+    result.detections, result.times.invoke_s
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.decode import Detections, Int8Postprocessor
+from edge.decode import DEFAULT_CANDIDATE_SIZE, Detections, Int8Postprocessor
 from edge.model import Int8Model
 from edge.preprocess import COLOR_ORDERS, BilinearResizer, as_three_channels, write_model_input
+from edge.sidecar import ModelInfo
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """How a FaceDetector post-processes and runs.
+
+    ``score_threshold``: minimum face probability (upstream's demo uses 0.7);
+    ``iou_threshold``: hard-NMS overlap above which the weaker box is dropped;
+    ``top_k``: keep at most this many faces (-1: all); ``candidate_size``: NMS considers only
+    this many best candidates (upstream's hard_nms default, 200); ``num_threads``:
+    interpreter threads (None: the interpreter's default); ``interpreter``: pin an
+    interpreter package (see :func:`edge.model.load_interpreter_class`).
+    """
+
+    score_threshold: float = 0.7
+    iou_threshold: float = 0.3
+    top_k: int = -1
+    candidate_size: int = DEFAULT_CANDIDATE_SIZE
+    num_threads: int | None = None
+    interpreter: str | None = None
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Seconds each stage of one :meth:`FaceDetector.detect_timed` took (perf_counter)."""
+
+    preprocess_s: float
+    invoke_s: float
+    decode_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.preprocess_s + self.invoke_s + self.decode_s
+
+
+@dataclass(frozen=True)
+class TimedDetections:
+    """Faces of one frame and what finding them cost."""
+
+    detections: Detections
+    times: StageTimes
 
 
 class FaceDetector:
     """Detects faces with an edge-face int8 model. One instance per thread.
 
-    ``score_threshold``: minimum face probability (upstream's demo uses 0.7);
-    ``iou_threshold``: hard-NMS overlap above which the weaker box is dropped;
-    ``top_k``: keep at most this many faces (-1: all); ``num_threads``: interpreter threads
-    (None: the interpreter's default); ``interpreter``: pin an interpreter package
-    (see :func:`edge.model.load_interpreter_class`).
+    Arguments are the fields of :class:`DetectorOptions` (kept as keywords for existing
+    callers); :meth:`from_options` takes the dataclass.
     """
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model: str | os.PathLike[str],
         score_threshold: float = 0.7,
         iou_threshold: float = 0.3,
         top_k: int = -1,
         num_threads: int | None = None,
         interpreter: str | None = None,
+        candidate_size: int = DEFAULT_CANDIDATE_SIZE,
     ) -> None:
-        self.model = Int8Model(model, num_threads=num_threads, interpreter=interpreter)
-        info = self.model.info
-        self.postprocess = Int8Postprocessor(
+        if candidate_size < 1:
+            raise ValueError(f"candidate_size must be >= 1, got {candidate_size}")
+        self.options = DetectorOptions(score_threshold, iou_threshold, top_k, candidate_size, num_threads, interpreter)
+        self._model = Int8Model(model, num_threads=num_threads, interpreter=interpreter)
+        info = self._model.info
+        self._postprocess = Int8Postprocessor(
             info.prior_config,
             info.logits_quant,
             info.regressions_quant,
             score_threshold=score_threshold,
             iou_threshold=iou_threshold,
             top_k=top_k,
+            candidate_size=candidate_size,
         )
         self._resize = BilinearResizer(info.input_width, info.input_height)
 
+    @classmethod
+    def from_options(cls, model: str | os.PathLike[str], options: DetectorOptions) -> FaceDetector:
+        return cls(
+            model,
+            score_threshold=options.score_threshold,
+            iou_threshold=options.iou_threshold,
+            top_k=options.top_k,
+            num_threads=options.num_threads,
+            interpreter=options.interpreter,
+            candidate_size=options.candidate_size,
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the model's sidecar says (input size, priors, quantization, provenance)."""
+        return self._model.info
+
     @property
     def model_id(self) -> str:
-        return self.model.info.model_id
+        return self._model.info.model_id
 
     @property
     def interpreter_name(self) -> str:
-        return self.model.interpreter_name
+        return self._model.interpreter_name
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) frames are resized to; a camera delivering this size skips the resize."""
-        return self.model.input_size
+        return self._model.input_size
+
+    @property
+    def priors(self) -> np.ndarray:
+        """(N, 4) float32 [cx, cy, w, h] normalized priors the model's outputs refer to."""
+        return self._postprocess.priors
 
     def detect(self, frame: np.ndarray, color_order: str = "RGB") -> Detections:
         """Faces in ``frame``: (H, W, 3) uint8 in ``color_order`` ("RGB" or "BGR"); (H, W)
         grayscale and (H, W, 4) RGBA/BGRA are accepted too. Boxes are normalized to the frame."""
-        self.prepare(frame, color_order)
-        return self.postprocess(*self.model.invoke())
+        return self._postprocess(*self.raw_outputs(frame, color_order))
 
-    def prepare(self, frame: np.ndarray, color_order: str = "RGB") -> None:
-        """Pre-process ``frame`` into the model's input tensor (the first stage of detect)."""
+    def detect_timed(self, frame: np.ndarray, color_order: str = "RGB") -> TimedDetections:
+        """:meth:`detect`, with the seconds each stage took."""
+        started = time.perf_counter()
+        self._prepare(frame, color_order)
+        prepared = time.perf_counter()
+        outputs = self._model.invoke()
+        invoked = time.perf_counter()
+        detections = self._postprocess(*outputs)
+        done = time.perf_counter()
+        return TimedDetections(detections, StageTimes(prepared - started, invoked - prepared, done - invoked))
+
+    def raw_outputs(self, frame: np.ndarray, color_order: str = "RGB") -> tuple[np.ndarray, np.ndarray]:
+        """The model's int8 heads for ``frame``, before decoding: (logits (N, 2) int8
+        [background, face], regressions (N, 4) int8), the N priors of :attr:`priors`."""
+        self._prepare(frame, color_order)
+        return self._model.invoke()
+
+    def postprocess(self, logits: np.ndarray, regressions: np.ndarray) -> Detections:
+        """Decode + NMS of :meth:`raw_outputs` with this detector's options."""
+        return self._postprocess(logits, regressions)
+
+    def _prepare(self, frame: np.ndarray, color_order: str) -> None:
         if color_order not in COLOR_ORDERS:
             raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
         pixels = self._resize(as_three_channels(np.asarray(frame)))
-        write_model_input(pixels, color_order, self.model.input_pixels())
+        # write_model_input takes the frame's order relative to the model's: a model trained
+        # on BGR (its sidecar says so) needs an RGB frame flipped, and a BGR frame as it is.
+        relative_order = "RGB" if color_order == self._model.info.channel_order else "BGR"
+        write_model_input(pixels, relative_order, self._model.input_pixels())

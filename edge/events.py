@@ -15,7 +15,9 @@ Rules (N = ``debounce_frames``, T = ``clear_after_seconds``):
 * present -> absent: no face for T seconds (frame time) -> ``face_cleared`` (count 0).
 
 Sequence numbers count events of one boot (one daemon start) from 1, with no gaps, so a
-subscriber can tell a lost event from a quiet room.
+subscriber can tell a lost event from a quiet room. They are given by the daemon's
+:class:`edge.outbox.Outbox` when an event is queued (the tracker's events carry 0), so the
+number and the delivery accounting live in one place.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol, Sequence, TextIO
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.outbox import Outbox
 
 EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
@@ -49,6 +55,8 @@ class Face:
 
 @dataclass(frozen=True)
 class Event:
+    """One presence event. ``sequence`` is 0 until :meth:`edge.outbox.Outbox.add` numbers it."""
+
     type: str
     device_id: str
     boot_id: str
@@ -59,6 +67,8 @@ class Event:
     frame_width: int
     frame_height: int
     model_id: str
+    zone: str | None = None
+    """The ``[[scene.zones]]`` name this event is about; None: the whole frame."""
 
     def to_dict(self) -> dict:
         return {
@@ -72,7 +82,12 @@ class Event:
             "frame_width": self.frame_width,
             "frame_height": self.frame_height,
             "model_id": self.model_id,
+            "zone": self.zone,
         }
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON of :meth:`to_dict`: the payload on the wire and on stdout."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -82,14 +97,23 @@ class PresenceState:
     present: bool
     count: int
     last_seen: str | None
+    zones: Mapping[str, PresenceState] = field(default_factory=dict)
+    """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
 
     def to_dict(self) -> dict:
-        return {"present": self.present, "count": self.count, "last_seen": self.last_seen}
+        return {
+            "present": self.present,
+            "count": self.count,
+            "last_seen": self.last_seen,
+            "zones": {name: zone.to_dict() for name, zone in self.zones.items()},
+        }
 
 
 class EventSink(Protocol):
+    """A transport for the daemon's outbox (given to the sink when it is made)."""
+
     def publish_event(self, event: Event) -> None:
-        """Deliver ``event``; must not lose it (queue it while offline)."""
+        """``event`` was just added to the outbox: deliver it (now, or when connected)."""
 
     def publish_state(self, state: PresenceState) -> None: ...
 
@@ -97,8 +121,9 @@ class EventSink(Protocol):
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
-    def close(self, timeout: float) -> None:
-        """Flush what is pending within ``timeout`` seconds, then announce the stop."""
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
+        """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
+        then announce the stop."""
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -164,17 +189,17 @@ class _Streak:
 class PresenceTracker:
     """The presence state machine (see the module docstring). Not thread-safe.
 
-    ``identity`` and ``settings`` may be replaced between frames (config reload); the
-    sequence keeps counting, since it belongs to the boot, not to a configuration.
+    ``identity`` and ``settings`` may be replaced between frames (config reload). Events
+    come out with ``sequence`` 0: the daemon's outbox numbers them.
     """
 
     identity: EventIdentity
     settings: PresenceSettings = field(default_factory=PresenceSettings)
+    zone: str | None = None
     present: bool = False
     stable_count: int = 0
     last_face_monotonic: float | None = None
     last_seen: str | None = None
-    sequence: int = 0
     _faces_streak: int = 0
     _count_streak: _Streak = field(default_factory=_Streak)
 
@@ -219,19 +244,19 @@ class PresenceTracker:
             self.present, self.stable_count = False, 0
         if kind is None:
             return []
-        self.sequence += 1
         return [
             Event(
                 type=kind,
                 device_id=self.identity.device_id,
                 boot_id=self.identity.boot_id,
-                sequence=self.sequence,
+                sequence=0,
                 time=iso_utc(wall_time),
                 face_count=count,
                 faces=tuple(faces),
                 frame_width=int(frame_width),
                 frame_height=int(frame_height),
                 model_id=self.identity.model_id,
+                zone=self.zone,
             )
         ]
 
@@ -242,18 +267,32 @@ class SinkClosed(Exception):
 
 class StdoutSink:
     """The embedded default sink: one JSON line per event on ``stream`` (default stdout),
-    flushed at once so a pipe reader sees each event as it happens.
+    flushed at once so a pipe reader sees each event as it happens. With an ``outbox`` it
+    drains it (each event written is acknowledged there); without one it writes the event
+    it is given.
 
     State, stats and snapshots are not written: stdout carries only the event stream (the
     daemon logs stats to stderr), so ``edge-face run | jq`` stays a clean event feed.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, outbox: "Outbox | None" = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
+        self.outbox = outbox
 
-    def publish_event(self, event: Event) -> None:
+    def publish_event(self, event: Event | None) -> None:
+        """Write ``event``, or with an outbox everything waiting in it (``event`` may then be None)."""
+        if self.outbox is None:
+            if event is not None:
+                self._write(event.to_json())
+            return
+        while entries := self.outbox.take(self, limit=64):
+            for entry in entries:
+                self._write(entry.payload)
+                self.outbox.ack(entry.sequence)
+
+    def _write(self, payload: bytes) -> None:
         try:
-            self._stream.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+            self._stream.write(payload.decode("utf-8") + "\n")
             self._stream.flush()
         except BrokenPipeError:
             self._discard_output()
@@ -268,7 +307,7 @@ class StdoutSink:
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into

@@ -1,9 +1,10 @@
-"""The int8 TFLite model: interpreter loading, sidecar metadata, one invoke.
+"""The int8 TFLite model: interpreter loading, its sidecar, one invoke.
 
 An edge-face model is a ``.tflite`` file plus a sidecar ``.json`` written by
-``tools/quantize.py`` (same stem). The sidecar says how to read the graph: input size and
-channel order, prior layout, output quantization and the model's sha256, which is checked at
-load time so a truncated copy or a mismatched pair is caught before the first frame.
+``tools.quantize`` (same stem); :mod:`edge.sidecar` defines that format and checks every
+field. At load time the model's sha256 must match the sidecar, and the interpreter's input
+and output tensors must be the ones the sidecar describes, so a truncated copy, a mismatched
+pair or an edited sidecar is caught before the first frame.
 
 Interpreter packages, tried in this order (``EDGE_FACE_INTERPRETER`` or the ``interpreter``
 argument pins one): ``ai_edge_litert`` (LiteRT, the maintained successor, fast int8 kernels
@@ -14,67 +15,33 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge.decode import QuantParams
-from edge.priors import PriorConfig
+from edge.sidecar import INPUT_QUANT, OUTPUT_WIDTHS, ModelError, ModelInfo, read_sidecar, sidecar_path
 
-SIDECAR_FORMAT = "edge-face-model/1"
 INTERPRETER_MODULES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
     "tflite_runtime": "tflite_runtime.interpreter",
     "tensorflow": "tensorflow.lite",
 }
-# (p - 127) / 128 is exactly int8 with scale 1/128 and zero point -1 when q = p XOR 0x80.
-INPUT_QUANT = QuantParams(scale=1.0 / 128.0, zero_point=-1)
 
-__all__ = ["ModelError", "ModelInfo", "Int8Model", "QuantParams", "load_interpreter_class"]
-
-
-class ModelError(Exception):
-    """A model file that cannot be used; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the sidecar says about one model."""
-
-    model_id: str
-    input_width: int
-    input_height: int
-    channel_order: str
-    prior_config: PriorConfig
-    logits_quant: QuantParams
-    regressions_quant: QuantParams
-    tflite_sha256: str
-    sidecar: dict
-
-    @classmethod
-    def from_sidecar(cls, data: dict, where: str) -> "ModelInfo":
-        try:
-            if data.get("format") != SIDECAR_FORMAT:
-                raise ModelError(f"{where}: format {data.get('format')!r} is not {SIDECAR_FORMAT!r}")
-            inp, outs = data["input"], data["outputs"]
-            return cls(
-                model_id=str(data["model_id"]),
-                input_width=int(inp["width"]),
-                input_height=int(inp["height"]),
-                channel_order=str(inp["channel_order"]),
-                prior_config=PriorConfig.from_dict(data["priors"]),
-                logits_quant=QuantParams(float(outs["logits"]["scale"]), int(outs["logits"]["zero_point"])),
-                regressions_quant=QuantParams(
-                    float(outs["regressions"]["scale"]), int(outs["regressions"]["zero_point"])
-                ),
-                tflite_sha256=str(data["tflite_sha256"]),
-                sidecar=data,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where}: missing or invalid field ({exc!r})") from None
+__all__ = [
+    "INPUT_QUANT",
+    "Int8Model",
+    "IoTensors",
+    "ModelError",
+    "ModelInfo",
+    "QuantParams",
+    "check_io_tensors",
+    "load_interpreter_class",
+    "sidecar_path",
+]
 
 
 def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
@@ -104,13 +71,56 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     )
 
 
-def sidecar_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
-
-
-def _tensor_quant(detail: dict) -> QuantParams:
+def tensor_quant(detail: dict[str, Any]) -> QuantParams:
+    """The (scale, zero point) of one interpreter tensor detail."""
     scale, zero_point = detail["quantization"]
     return QuantParams(float(scale), int(zero_point))
+
+
+@dataclass(frozen=True)
+class IoTensors:
+    """The interpreter's details (its dicts) of the int8 input and the two int8 heads."""
+
+    input: dict[str, Any]
+    logits: dict[str, Any]
+    regressions: dict[str, Any]
+
+
+def check_io_tensors(interpreter: Any, input_width: int, input_height: int, num_priors: int, where: str) -> IoTensors:
+    """The edge-face int8 contract of an allocated interpreter: one (1, H, W, 3) int8 input
+    quantized exactly as :data:`edge.sidecar.INPUT_QUANT`, and two int8 outputs, (1, N, 2)
+    logits and (1, N, 4) regressions. Raises ModelError (one line, naming ``where``).
+
+    The quantizer checks a fresh build with it and the loader every model it opens.
+    """
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise ModelError(f"{where}: has {len(inputs)} inputs, expected 1")
+    detail = inputs[0]
+    expected_shape = (1, input_height, input_width, 3)
+    problems = []
+    if tuple(int(d) for d in detail["shape"]) != expected_shape:
+        problems.append(f"shape {tuple(detail['shape'])} (expected {expected_shape})")
+    if detail["dtype"] != np.int8:
+        problems.append(f"dtype {np.dtype(detail['dtype']).name} (expected int8)")
+    elif tensor_quant(detail) != INPUT_QUANT:
+        problems.append(f"quantization {tensor_quant(detail)} (expected {INPUT_QUANT})")
+    if problems:
+        raise ModelError(f"{where}: input " + ", ".join(problems) + "; not an edge-face int8 model")
+
+    outputs = interpreter.get_output_details()
+    by_width = {}
+    for output in outputs:
+        shape = tuple(int(d) for d in output["shape"])
+        if len(shape) == 3 and shape[:2] == (1, num_priors) and output["dtype"] == np.int8:
+            by_width[shape[2]] = output
+    if set(by_width) != set(OUTPUT_WIDTHS.values()) or len(outputs) != len(OUTPUT_WIDTHS):
+        found = [(tuple(int(d) for d in o["shape"]), np.dtype(o["dtype"]).name) for o in outputs]
+        raise ModelError(
+            f"{where}: outputs {found}; expected int8 (1, {num_priors}, 2) logits "
+            f"and (1, {num_priors}, 4) regressions"
+        )
+    return IoTensors(detail, by_width[OUTPUT_WIDTHS["logits"]], by_width[OUTPUT_WIDTHS["regressions"]])
 
 
 class Int8Model:
@@ -121,9 +131,13 @@ class Int8Model:
     invokes (which the interpreter forbids).
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, interpreter: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], num_threads: int | None = None, interpreter: str | None = None
+    ) -> None:
         self.path = Path(path)
-        self.info = self._read_sidecar()
+        if not self.path.is_file():
+            raise ModelError(f"model '{self.path}': no such file (build it with: python -m tools.quantize)")
+        self.info = read_sidecar(self.path)
         self._check_sha256()
         interpreter_class, self.interpreter_name = load_interpreter_class(interpreter)
         try:
@@ -131,27 +145,16 @@ class Int8Model:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
-        self._input_index = self._check_input()
-        self._logits_index, self._regressions_index = self._check_outputs()
+        info, where = self.info, f"model '{self.path}'"
+        tensors = check_io_tensors(self._interpreter, info.input_width, info.input_height, info.num_priors, where)
+        self._check_output_quant(tensors)
+        self._input_index = tensors.input["index"]
+        self._logits_index, self._regressions_index = tensors.logits["index"], tensors.regressions["index"]
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) the model takes."""
         return self.info.input_width, self.info.input_height
-
-    def _read_sidecar(self) -> ModelInfo:
-        if not self.path.is_file():
-            raise ModelError(f"model '{self.path}': no such file (build it with: python -m tools.quantize)")
-        meta = sidecar_path(self.path)
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelError(
-                f"model '{self.path}': sidecar '{meta}' is missing (it is written beside the .tflite by tools.quantize)"
-            ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"model sidecar '{meta}': unreadable JSON ({exc})") from None
-        return ModelInfo.from_sidecar(data, f"model sidecar '{meta}'")
 
     def _check_sha256(self) -> None:
         actual = hashlib.sha256(self.path.read_bytes()).hexdigest()
@@ -161,48 +164,16 @@ class Int8Model:
                 f"({self.info.tflite_sha256}); the file is corrupt or from another build"
             )
 
-    def _check_input(self) -> int:
-        details = self._interpreter.get_input_details()
-        expected_shape = (1, self.info.input_height, self.info.input_width, 3)
-        if len(details) != 1:
-            raise ModelError(f"model '{self.path}': has {len(details)} inputs, expected 1")
-        detail = details[0]
-        problems = []
-        if tuple(detail["shape"]) != expected_shape:
-            problems.append(f"shape {tuple(detail['shape'])} (expected {expected_shape})")
-        if detail["dtype"] != np.int8:
-            problems.append(f"dtype {np.dtype(detail['dtype']).name} (expected int8)")
-        elif _tensor_quant(detail) != INPUT_QUANT:
-            problems.append(f"quantization {_tensor_quant(detail)} (expected {INPUT_QUANT})")
-        if problems:
-            raise ModelError(f"model '{self.path}': input " + ", ".join(problems) + "; not an edge-face int8 model")
-        return detail["index"]
-
-    def _check_outputs(self) -> tuple[int, int]:
-        num_priors = self.info.prior_config.num_priors
-        by_width = {}
-        for detail in self._interpreter.get_output_details():
-            shape = tuple(detail["shape"])
-            if len(shape) == 3 and shape[:2] == (1, num_priors) and detail["dtype"] == np.int8:
-                by_width[shape[2]] = detail
-        if set(by_width) != {2, 4} or len(self._interpreter.get_output_details()) != 2:
-            found = [
-                (tuple(d["shape"]), np.dtype(d["dtype"]).name) for d in self._interpreter.get_output_details()
-            ]
-            raise ModelError(
-                f"model '{self.path}': outputs {found}; expected int8 (1, {num_priors}, 2) logits "
-                f"and (1, {num_priors}, 4) regressions"
-            )
+    def _check_output_quant(self, tensors: IoTensors) -> None:
         for name, detail, expected in (
-            ("logits", by_width[2], self.info.logits_quant),
-            ("regressions", by_width[4], self.info.regressions_quant),
+            ("logits", tensors.logits, self.info.logits_quant),
+            ("regressions", tensors.regressions, self.info.regressions_quant),
         ):
-            actual = _tensor_quant(detail)
+            actual = tensor_quant(detail)
             if not np.isclose(actual.scale, expected.scale, rtol=1e-6) or actual.zero_point != expected.zero_point:
                 raise ModelError(
                     f"model '{self.path}': {name} quantization {actual} differs from the sidecar's {expected}"
                 )
-        return by_width[2]["index"], by_width[4]["index"]
 
     def input_pixels(self) -> np.ndarray:
         """A (H, W, 3) uint8 view of the input tensor: write ``pixel ^ 0x80`` into it.

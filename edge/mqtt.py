@@ -13,44 +13,56 @@ snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise c
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
 ==========  =====  ========  ==========================================================
 
-How an event is never lost (short of a full queue or a dead process):
+How an event is never lost (short of a full outbox or a dead process):
 
-* While the connection is down, events wait in our bounded :class:`DropOldestQueue`
-  (``mqtt.queue_size``); when it is full the oldest is dropped, counted and logged. They are
-  not handed to paho then, because paho would keep them in an unbounded dict.
+* Events live in the daemon's :class:`edge.outbox.Outbox`, not here: this class is only a
+  transport that drains it. Replacing the transport (a reload changing ``[mqtt]``) or losing
+  the connection releases the events it held back to the outbox, in order.
 * While connected, at most :data:`EVENT_WINDOW` events are handed to paho and not yet
-  acknowledged (PUBACK). paho keeps those across a reconnect and re-sends them (DUP set) right
-  after the CONNACK; new events wait until every re-sent one is acknowledged, so the broker
-  receives events in sequence order. QoS 1 is at-least-once: a re-sent event may arrive
-  twice, and a subscriber de-duplicates on (boot_id, sequence).
-* :meth:`MqttSink.close` waits (up to its timeout) for the queue to drain and every event
-  to be acknowledged before publishing "stopped" and disconnecting.
+  acknowledged (PUBACK); a PUBACK acknowledges the event in the outbox, an MQTT 5 failure
+  reason rejects it (counted, logged rate-limited). Every connection is a fresh paho client
+  that starts again at the oldest unacknowledged event, so the broker receives events in
+  sequence order. QoS 1 is at-least-once: a re-sent event may arrive twice, and a subscriber
+  de-duplicates on (boot_id, sequence).
+* :meth:`MqttSink.close` waits (up to its timeout) for the outbox to drain before publishing
+  "stopped" and disconnecting; :meth:`MqttSink.detach` lets go at once (reload).
 
-Threads: one publisher thread makes every publish call, in order; paho's callbacks (its
-network thread) only record facts under our lock. paho runs ``on_publish`` while holding its
-own message lock, so calling into paho while holding ours could deadlock.
+Threads: one transport thread per sink owns the paho client: it connects (with a CONNACK
+timeout), runs paho's loop, makes every publish call and runs paho's callbacks, so nothing
+here waits on the network in the caller's thread except the first connection attempt of
+:meth:`MqttSink.start` (a certificate problem is a config error at start-up). Every failure
+is logged with its cause when the connection state changes, then as a reminder every
+:data:`REMINDER_INTERVAL_S` while it lasts. An unexpected exception in the thread is handed
+to ``on_crash`` (the daemon exits non-zero), never swallowed.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import re
+import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
-from edge.config import ConfigError, HomeAssistantConfig, MqttConfig, read_secret
+from edge.config import (
+    ConfigError,
+    HomeAssistantConfig,
+    MqttConfig,
+    build_tls_context,
+    validate_device_id,
+    validate_password_file,
+    validate_topic_prefix,
+)
 from edge.discovery import HA_ONLINE, DiscoveryTopics, build_discovery_payload, discovery_topic, ha_status_topic
+from edge.outbox import Outbox
 
 if TYPE_CHECKING:
     from edge.events import Event, PresenceState
@@ -65,46 +77,32 @@ EVENT_WINDOW = 16
 # paho's own in-flight cap: room for the event window plus status, state, snapshot and
 # discovery messages, so paho never has to hold anything back in its "queued" state.
 PAHO_MAX_INFLIGHT = EVENT_WINDOW + 16
-# A full queue drops an event per frame in the worst case: log the running count at most
-# this often instead of flooding the journal.
-DROP_LOG_INTERVAL_S = 30.0
+# While a failure lasts (broker away, publishes rejected), it is logged when it starts and
+# then at most this often, with the outbox depth: the journal shows it without flooding.
+REMINDER_INTERVAL_S = 60.0
+# How long a connection may take from TCP connect to CONNACK (TLS handshake included) before
+# it is given up and logged; never longer than the keep-alive (a broker that accepts and says
+# nothing must be explained within one keep-alive).
+CONNACK_TIMEOUT_S = 10.0
+# How long the transport thread waits in paho's network loop before looking for new work:
+# the latency an event can have on a quiet connection.
+_LOOP_TICK_S = 0.05
 # "stopped" still gets this long after the flush used up close()'s timeout: without it a
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
 
-_DEVICE_ID = re.compile(r"[a-z0-9_-]{1,64}")
-_TOPIC_LEVEL = re.compile(r"[^/+#\x00\s]+")
 _PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 # CONNACK reasons that mean the credentials, not the network, are wrong.
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 _UNSPECIFIED_ERROR = 0x80
+# ssl reasons that mean "the other side does not speak TLS" rather than a bad certificate.
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF_WHILE_READING", "HTTP_REQUEST"}
 
 
 class MqttError(Exception):
     """The broker cannot be used as configured (e.g. its TLS certificate is rejected).
 
     ``str(error)`` is one line for the user."""
-
-
-def validate_device_id(device_id: str) -> str:
-    """``device_id`` if it is safe as one topic level ([a-z0-9_-], 1-64), else ConfigError."""
-    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
-        raise ConfigError("device.id", device_id, "1-64 characters of a-z, 0-9, '_' and '-'")
-    return device_id
-
-
-def validate_topic_prefix(prefix: str, key: str) -> str:
-    """``prefix`` if it is a literal topic we may publish under, else ConfigError naming ``key``.
-
-    No wildcards (a subscriber's '+'/'#' would match other devices' topics), no empty levels
-    ('a//b' and a leading or trailing '/' are different topics from what users mean), no
-    leading '$' (reserved for the broker, e.g. $SYS)."""
-    levels = prefix.split("/") if isinstance(prefix, str) else [""]
-    if not all(_TOPIC_LEVEL.fullmatch(level) for level in levels) or prefix.startswith("$"):
-        raise ConfigError(
-            key, prefix, "topic levels separated by '/', no '+', '#', spaces or empty levels, not starting with '$'"
-        )
-    return prefix
 
 
 @dataclass(frozen=True)
@@ -146,67 +144,43 @@ def _plain_number(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def encode_event(event: Event) -> bytes:
-    return encode_json(event.to_dict())
-
-
 def encode_state(state: PresenceState) -> bytes:
     return encode_json({"present": state.present, "count": state.count, "last_seen": state.last_seen})
 
 
-T = TypeVar("T")
-
-
-class DropOldestQueue(Generic[T]):
-    """A FIFO of at most ``capacity`` items; pushing onto a full queue evicts the oldest.
-
-    Not thread-safe: :class:`MqttSink` guards it with its lock."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self._items: collections.deque[T] = collections.deque()
-
-    def push(self, item: T) -> T | None:
-        """Append ``item``; returns the evicted oldest item when the queue was full, else None."""
-        evicted = self._items.popleft() if len(self._items) >= self.capacity else None
-        self._items.append(item)
-        return evicted
-
-    def pop(self) -> T:
-        return self._items.popleft()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-@dataclass(frozen=True)
-class _QueuedEvent:
-    sequence: int
-    payload: bytes
-
-
 @dataclass(frozen=True)
 class _Outgoing:
-    """One call into paho. ``kind``: "event", "retained" (status/state/snapshot/discovery),
-    "stats" or "subscribe"; ``generation``: the connection it was handed over on."""
+    """One call into paho. ``kind``: "event" (``sequence`` set), "retained"
+    (status/state/snapshot/discovery), "stats" or "subscribe"."""
 
     kind: str
     topic: str
     payload: bytes
     qos: int
     retain: bool = False
-    generation: int = 0
+    sequence: int = 0
+
+
+class _SessionEnded(Exception):
+    """A connection attempt or a connection ended; ``str()`` says why, for the log;
+    ``was_connected``: it got as far as a CONNACK (the backoff starts again from the minimum)."""
+
+    def __init__(self, why: str, was_connected: bool) -> None:
+        super().__init__(why)
+        self.was_connected = was_connected
 
 
 class MqttSink:
-    """:class:`edge.events.EventSink` that publishes to an MQTT broker (see the module docs).
+    """:class:`edge.events.EventSink` that drains ``outbox`` to an MQTT broker (see the module docs).
 
-    ``start()`` connects (first attempt in the caller, so TLS and certificate problems raise
-    :class:`MqttError` at start-up; an unreachable broker only logs and is retried in the
-    background with backoff) and starts paho's network thread and our publisher thread.
-    ``publish_*`` never block on the network. ``close(timeout)`` flushes and says "stopped".
+    ``start()`` makes the first connection attempt in the caller (TLS and certificate
+    problems raise :class:`MqttError` at start-up; ``wait_first=False`` skips that, for a
+    reload) and starts the transport thread, which retries with backoff for as long as it
+    takes. ``publish_*`` never block on the network. ``close(timeout)`` flushes and says
+    "stopped"; ``detach()`` lets go at once, leaving the outbox to the next transport.
+
+    ``outbox`` None: a private one bounded by ``mqtt.queue_size`` (tests, standalone use).
+    ``on_crash(thread_name, exc)``: called once if the transport thread fails unexpectedly.
     """
 
     def __init__(
@@ -217,6 +191,11 @@ class MqttSink:
         model_id: str,
         snapshot_enabled: bool,
         logger: logging.Logger,
+        outbox: Outbox | None = None,
+        *,
+        on_crash: Callable[[str, BaseException], None] | None = None,
+        connack_timeout: float = CONNACK_TIMEOUT_S,
+        reminder_interval: float = REMINDER_INTERVAL_S,
     ) -> None:
         if mqtt.host is None:
             raise ConfigError("mqtt.host", None, "a host name or IP address for the MQTT sink")
@@ -232,23 +211,30 @@ class MqttSink:
         if ha.enabled:
             validate_topic_prefix(ha.discovery_prefix, "homeassistant.discovery_prefix")
         self._broker = f"{mqtt.host}:{mqtt.port}"
+        self.outbox = outbox if outbox is not None else Outbox(mqtt.queue_size, mqtt.queue_bytes)
+        self._on_crash = on_crash
+        # Below the keep-alive: paho itself drops a connection that is silent for that long.
+        self._connack_timeout = min(connack_timeout, 0.75 * mqtt.keepalive)
+        self._reminder_interval = reminder_interval
+        # Files are read once: a reconnect must not fail on a file that changed since.
+        self._password = (
+            validate_password_file(mqtt.password_file) if mqtt.username is not None and mqtt.password_file else None
+        )
+        self._tls = build_tls_context(mqtt) if mqtt.tls else None
 
         self._cond = threading.Condition()
         # Everything below is guarded by self._cond.
-        self._backlog: DropOldestQueue[_QueuedEvent] = DropOldestQueue(mqtt.queue_size)
         self._unacked: dict[int, _Outgoing] = {}  # mid -> what paho holds for us
-        # Acks (with their reason) that arrived before _send registered their mid.
-        self._early_acks: dict[int, ReasonCode] = {}
+        self._early_acks: dict[int, ReasonCode] = {}  # acks that came before _send saw the mid
         self._events_unacked = 0
-        self._unacked_generations: collections.Counter[int] = collections.Counter()
         self._connected = False
-        self._generation = 0
-        self._reconnects = 0
-        self._dropped = 0
-        self._rejected = 0
+        self._connections = 0
+        self._state = "connecting"
         self._last_error: str | None = None
-        self._last_drop_log = float("-inf")
-        self._unreachable_logged = False
+        self._last_state_log = float("-inf")
+        self._rejected = 0
+        self._rejections_unlogged = 0
+        self._last_reject_log = float("-inf")
         self._announce_pending = False
         self._discovery_pending = False
         self._latest_state: bytes | None = None
@@ -256,37 +242,27 @@ class MqttSink:
         self._latest_snapshot: bytes | None = None
         self._snapshot_dirty = False
         self._pending_stats: bytes | None = None
-        self._closing = False
-        self._stop_publisher = False
+        self._refusal: str | None = None  # the CONNACK's failure reason, this connection
+        self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
+        self._closing = False  # no new work for the thread after the flush
+        self._stop = False  # the thread ends its session now
+        self._say_stopped = True  # close(): "stopped"; detach(): a silent clean disconnect
+        self._wake = threading.Event()
 
-        self._client: paho.Client | None = None
-        self._publisher: threading.Thread | None = None
+        self._first_client: paho.Client | None = None
+        self._thread: threading.Thread | None = None
 
     # --- EventSink ---------------------------------------------------------------------------
 
     def publish_event(self, event: Event) -> None:
-        queued = _QueuedEvent(event.sequence, encode_event(event))
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("MqttSink.publish_event called after close()")
-            evicted = self._backlog.push(queued)
-            if evicted is not None:
-                self._dropped += 1
-                now = time.monotonic()
-                if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
-                    self._last_drop_log = now
-                    self._log.warning(
-                        "MQTT event queue full (mqtt.queue_size = %d; broker %s unreachable or slow): dropped "
-                        "the oldest event (sequence %d); %d event(s) dropped so far",
-                        self._backlog.capacity, self._broker, evicted.sequence, self._dropped,
-                    )
-            self._cond.notify_all()
+        """``event`` is in the outbox: the transport thread sends it when connected."""
+        self._wake.set()
 
     def publish_state(self, state: PresenceState) -> None:
         with self._cond:
             self._latest_state = encode_state(state)
             self._state_dirty = True
-            self._cond.notify_all()
+        self._wake.set()
 
     def publish_snapshot(self, jpeg: bytes) -> None:
         if not self._snapshot_enabled:
@@ -295,104 +271,90 @@ class MqttSink:
         with self._cond:
             self._latest_snapshot = bytes(jpeg)
             self._snapshot_dirty = True
-            self._cond.notify_all()
+        self._wake.set()
 
     def publish_stats(self, stats: dict) -> None:
         payload = encode_json(stats)
         with self._cond:
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
                 self._pending_stats = payload
-                self._cond.notify_all()
+        self._wake.set()
 
-    def close(self, timeout: float) -> None:
-        """Flush queued and in-flight events (and the latest state and snapshot) for up to
-        ``timeout`` s, publish "stopped" (retained; a clean disconnect also makes the broker
-        discard our LWT), disconnect and stop both threads."""
+    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
+        """Flush the outbox (and the latest state and snapshot) for up to ``timeout`` s (or
+        until ``abandon`` is set: a second SIGTERM), publish "stopped" (retained; a clean
+        disconnect also makes the broker discard our LWT) within :data:`STOPPED_GRACE_S`
+        more, disconnect and end the thread. What is not delivered stays in the outbox (the
+        daemon reports it)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            if self._closing:
+            if self._stop:
                 return
-            self._closing = True
-            while self._client is not None and not self._flushed():
+            while self._thread is not None and self._thread.is_alive() and not self._flushed():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (abandon is not None and abandon.is_set()):
                     break
-                self._cond.wait(remaining)
-            undelivered = len(self._backlog) + self._events_unacked
-            self._stop_publisher = True
-            connected = self._connected
+                self._cond.wait(min(remaining, _LOOP_TICK_S))
+            self._closing = self._stop = True
             self._cond.notify_all()
-        if self._publisher is not None:
-            self._publisher.join(timeout=5.0)
-        if undelivered:
-            self._log.warning(
-                "MQTT: %d event(s) were not acknowledged by broker %s within %g s: lost unless it got them",
-                undelivered, self._broker, timeout,
-            )
-        client = self._client
-        if client is None:
-            return
-        if connected:
-            stopped = _Outgoing("retained", self.topics.status, STATUS_STOPPED.encode(), qos=1, retain=True)
-            mid = self._send(client, stopped)
-            wait_until = max(deadline, time.monotonic() + STOPPED_GRACE_S)
-            with self._cond:
-                while mid is not None and mid in self._unacked and self._connected:
-                    remaining = wait_until - time.monotonic()
-                    if remaining <= 0:
-                        self._log.warning("MQTT: broker %s did not acknowledge the 'stopped' status", self._broker)
-                        break
-                    self._cond.wait(remaining)
-        client.disconnect()  # also ends paho's reconnect attempts
-        client.loop_stop()
-        self._log.info("MQTT: %s %s", "disconnected from" if connected else "stopped retrying", self._broker)
+        self._wake.set()
+        if self._thread is not None:
+            # "stopped" and the DISCONNECT take at most STOPPED_GRACE_S; a thread still stuck
+            # in a connection attempt is left behind (daemon thread): the stop has a budget.
+            self._thread.join(STOPPED_GRACE_S + 0.5)
+        self.outbox.release(self)
+
+    def detach(self) -> None:
+        """Stop taking events now and give back the ones in flight (they go out again, first,
+        through the next transport); the thread disconnects cleanly in the background.
+        Never waits on the network: for a reload in the frame loop's thread."""
+        with self._cond:
+            self._closing = self._stop = True
+            self._say_stopped = False
+            self.outbox.release(self)
+            self._cond.notify_all()
+        self._wake.set()
 
     # --- control -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Connect and start the network and publisher threads; see the class docstring.
+    def start(self, wait_first: bool = True) -> None:
+        """Start the transport thread; with ``wait_first`` make the first connection attempt
+        here first (TCP and TLS; the CONNACK comes in the thread).
 
-        Raises ConfigError (credential or certificate files unusable) or MqttError (the
-        broker's certificate is rejected, or the TLS handshake fails)."""
-        if self._client is not None:
+        Raises MqttError when the broker's certificate is rejected or the TLS handshake fails
+        for a reason other than the port not speaking TLS (a config problem: exit 2). Any
+        other failure is logged and retried in the background."""
+        if self._thread is not None:
             raise RuntimeError("MqttSink.start() called twice")
-        client = self._make_client()
-        cfg = self._config
-        try:
-            client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive)
-        except ssl.SSLCertVerificationError as exc:
-            raise MqttError(
-                f"MQTT broker {self._broker}: TLS certificate verify failed ({exc.verify_message}); "
-                f"check mqtt.ca_file ({cfg.ca_file or 'system CAs'}) and that mqtt.host matches the certificate"
-            ) from None
-        except ssl.SSLError as exc:
-            raise MqttError(f"MQTT broker {self._broker}: TLS handshake failed ({exc.reason or exc})") from None
-        except OSError as exc:
-            self._unreachable_logged = True
-            self._log.warning(
-                "MQTT broker %s unreachable (%s); retrying every %g-%g s, events queue meanwhile (up to %d)",
-                self._broker, exc.strerror or exc, cfg.reconnect_min_delay, cfg.reconnect_max_delay, cfg.queue_size,
-            )
-            client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
-        self._client = client
-        self._publisher = threading.Thread(target=self._run_publisher, name="mqtt-publisher", daemon=True)
-        self._publisher.start()
-        client.loop_start()
+        if wait_first:
+            client = self._make_client()
+            try:
+                client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive)
+            except ssl.SSLError as exc:
+                message = self._explain(exc)
+                if not _not_tls(exc):
+                    raise MqttError(f"MQTT broker {self._broker}: {message}") from None
+                self._note_failure(message)
+            except OSError as exc:
+                self._note_failure(self._explain(exc))
+            else:
+                self._first_client = client
+        self._thread = threading.Thread(target=self._run, name="mqtt-transport", daemon=True)
+        self._thread.start()
 
     @property
     def status(self) -> dict:
-        """connected, reconnects, queued (events not yet acknowledged: waiting + in flight),
-        in_flight, dropped (evicted from a full queue), rejected (refused by the broker),
-        last_error (the last connection refusal, or None)."""
+        """state ("connecting", "connected", "disconnected"), connected, reconnects, last_error
+        (why the last attempt or connection failed, None while connected), rejected (publishes
+        refused by the broker), in_flight (events handed to paho, not yet acknowledged)."""
         with self._cond:
             return {
+                "state": self._state,
                 "connected": self._connected,
-                "reconnects": self._reconnects,
-                "queued": len(self._backlog) + self._events_unacked,
-                "in_flight": self._events_unacked,
-                "dropped": self._dropped,
-                "rejected": self._rejected,
+                "reconnects": max(0, self._connections - 1),
                 "last_error": self._last_error,
+                "rejected": self._rejected,
+                "in_flight": self._events_unacked,
             }
 
     # --- client set-up -----------------------------------------------------------------------
@@ -407,163 +369,291 @@ class MqttSink:
             clean_session=True if protocol == paho.MQTTv311 else None,
             protocol=protocol,
             transport=cfg.transport,
+            reconnect_on_failure=False,  # our thread reconnects, with a fresh client
         )
         if self._log.isEnabledFor(logging.DEBUG):
             # paho's log is protocol detail, and it reports routine states of its reconnect
             # loop as ERROR ("Client is not connected"): useful when debugging, noise otherwise.
             client.enable_logger(self._log.getChild("paho"))
+        client.connect_timeout = self._connack_timeout
         client.max_inflight_messages_set(PAHO_MAX_INFLIGHT)
-        client.max_queued_messages_set(0)  # unbounded in paho: our own queue is the bound
-        client.reconnect_delay_set(cfg.reconnect_min_delay, cfg.reconnect_max_delay)
+        client.max_queued_messages_set(0)  # our outbox is the bound
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
         if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._read_password())
-        if cfg.tls:
-            client.tls_set_context(self._tls_context())
+            client.username_pw_set(cfg.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
             client.tls_insecure_set(cfg.tls_insecure)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
-    def _read_password(self) -> str | None:
-        path = self._config.password_file
-        if path is None:
-            return None
-        try:
-            return read_secret(path)
-        except OSError as exc:
-            raise ConfigError("mqtt.password_file", str(path), f"a readable file ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise ConfigError("mqtt.password_file", str(path), "a UTF-8 text file") from None
+    # --- failures: explained, logged on change, then reminded ---------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """Verify the broker's chain against ``mqtt.ca_file`` (system CAs when unset) and its
-        name against ``mqtt.host``; present the client certificate when configured."""
+    def _explain(self, exc: BaseException) -> str:
+        """One line saying why a connection attempt failed, naming what to check."""
         cfg = self._config
-        ca_file = _readable_file(cfg.ca_file, "mqtt.ca_file")
-        try:
-            context = ssl.create_default_context(cafile=ca_file)
-        except ssl.SSLError as exc:
-            raise ConfigError("mqtt.ca_file", ca_file, f"a PEM file of CA certificates ({exc.reason or exc})") from None
-        cert_file = _readable_file(cfg.cert_file, "mqtt.cert_file")
-        key_file = _readable_file(cfg.key_file, "mqtt.key_file")
-        if (cert_file is None) != (key_file is None):
-            missing = "mqtt.key_file" if key_file is None else "mqtt.cert_file"
-            raise ConfigError(missing, None, "required: a client certificate needs both mqtt.cert_file and mqtt.key_file")
-        if cert_file is not None:
-            try:
-                context.load_cert_chain(cert_file, key_file)
-            except ssl.SSLError as exc:
-                raise ConfigError(
-                    "mqtt.cert_file", cert_file,
-                    f"a PEM certificate matching mqtt.key_file, key without passphrase ({exc.reason or exc})",
-                ) from None
-        return context
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate verify failed ({exc.verify_message}); check mqtt.ca_file "
+                f"({cfg.ca_file or 'system CAs'}) and that mqtt.host matches the certificate"
+            )
+        if isinstance(exc, ssl.SSLError) or (self._tls is not None and isinstance(exc, ConnectionResetError)):
+            if _not_tls(exc):
+                return (
+                    f"TLS handshake failed ({getattr(exc, 'reason', None) or exc}): port {cfg.port} does not "
+                    "seem to speak TLS; check mqtt.port and mqtt.tls"
+                )
+            return f"TLS handshake failed ({getattr(exc, 'reason', None) or exc})"
+        if isinstance(exc, socket.gaierror):
+            return f"unreachable: host name {cfg.host!r} not found ({exc.strerror or exc})"
+        if isinstance(exc, ConnectionRefusedError):
+            return "unreachable: connection refused (no broker listening on that port)"
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            stage = "TCP connect or TLS handshake" if self._tls is not None else "TCP connect"
+            return f"unreachable: no answer to the {stage} within {self._connack_timeout:g} s"
+        if isinstance(exc, OSError):
+            return f"unreachable ({exc.strerror or exc})"
+        return str(exc)
 
-    # --- paho callbacks (network thread): record facts, never call paho ----------------------
+    def _note_failure(self, why: str) -> None:
+        """Record a failed attempt or a lost connection: logged when the cause changes, then
+        as a reminder every ``reminder_interval`` s with what waits in the outbox."""
+        now = time.monotonic()
+        with self._cond:
+            changed = why != self._last_error or self._state == "connected"
+            due = now - self._last_state_log >= self._reminder_interval
+            self._state, self._last_error = "disconnected", why
+            if not (changed or due):
+                return
+            self._last_state_log = now
+        stats = self.outbox.stats
+        if changed:
+            self._log.error(
+                "MQTT broker %s %s; retrying every %g-%g s, events wait in the outbox (%d now, up to %d)",
+                self._broker, why, self._config.reconnect_min_delay, self._config.reconnect_max_delay,
+                stats.depth, self.outbox.max_events,
+            )
+        else:
+            self._log.warning(
+                "MQTT broker %s still failing: %s; %d event(s) (%d bytes) waiting, %d dropped so far",
+                self._broker, why, stats.depth, stats.bytes, stats.dropped,
+            )
+
+    # --- the transport thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            delay = self._config.reconnect_min_delay
+            client, self._first_client = self._first_client, None
+            while not self._stopping():
+                if client is None:
+                    client = self._make_client()
+                    try:
+                        client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive)
+                    except OSError as exc:  # ssl.SSLError is an OSError
+                        self._note_failure(self._explain(exc))
+                        client = None
+                try:
+                    if client is not None:
+                        self._session(client)
+                        return  # ended by close() or detach()
+                except _SessionEnded as ended:
+                    self._note_failure(str(ended))
+                    if ended.was_connected:
+                        delay = self._config.reconnect_min_delay
+                finally:
+                    if client is not None:
+                        _drop_socket(client)
+                    with self._cond:
+                        self._connected = False
+                        self._unacked.clear()
+                        self._early_acks.clear()
+                        self._events_unacked = 0
+                        self.outbox.release(self)
+                        self._cond.notify_all()
+                    client = None
+                    self._refusal = self._disconnect_reason = None
+                self._wake.clear()
+                deadline = time.monotonic() + delay
+                while not self._stopping() and time.monotonic() < deadline:
+                    self._wake.wait(min(_LOOP_TICK_S * 4, max(0.0, deadline - time.monotonic())))
+                    self._wake.clear()
+                delay = min(delay * 2, self._config.reconnect_max_delay)
+        except BaseException as exc:  # handed on to on_crash, never swallowed
+            with self._cond:
+                self._stop = True
+                self._cond.notify_all()
+            if self._on_crash is None:
+                raise
+            self._on_crash("mqtt-transport", exc)
+
+    def _stopping(self) -> bool:
+        with self._cond:
+            return self._stop
+
+    def _session(self, client: paho.Client) -> None:
+        """Run one connection until it fails (raises _SessionEnded) or we stop (returns)."""
+        connack_deadline = time.monotonic() + self._connack_timeout
+        was_connected = False
+        while True:
+            with self._cond:
+                stop, connected = self._stop, self._connected
+                work = self._take_work() if connected and not self._closing else []
+            if stop:
+                self._finish(client, connected)
+                return
+            try:
+                for item in work:
+                    self._send(client, item)
+                rc = client.loop(timeout=_LOOP_TICK_S)
+            except OSError as exc:  # a socket or TLS error paho did not turn into a code
+                raise _SessionEnded(self._explain(exc), was_connected) from None
+            with self._cond:
+                connected, refusal = self._connected, self._refusal
+                was_connected = was_connected or connected
+            if refusal is not None:
+                raise _SessionEnded(refusal, was_connected)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise _SessionEnded(self._lost_reason(rc, was_connected), was_connected)
+            if not was_connected and time.monotonic() > connack_deadline:
+                raise _SessionEnded(
+                    f"accepted the connection but sent no CONNACK within {self._connack_timeout:g} s "
+                    "(not an MQTT broker, or a hung one?)", False,
+                )
+
+    def _lost_reason(self, rc: MQTTErrorCode, was_connected: bool) -> str:
+        with self._cond:
+            reason = self._disconnect_reason
+        if was_connected:
+            detail = f" ({reason})" if reason else ""
+            return f"lost the connection{detail}"
+        hint = "" if self._tls is not None else " (a TLS port? then set mqtt.tls = true)"
+        detail = "" if rc in (MQTTErrorCode.MQTT_ERR_CONN_LOST, MQTTErrorCode.MQTT_ERR_NO_CONN) else f": {paho.error_string(rc)}"
+        return f"closed the connection before its CONNACK{hint}{detail}"
+
+    def _finish(self, client: paho.Client, connected: bool) -> None:
+        """End the session asked to stop: "stopped" (close) or nothing (detach), then a clean
+        DISCONNECT so the broker does not publish our LWT."""
+        try:
+            self._say_goodbye(client, connected)
+        except OSError:  # the connection died while we were leaving: nothing left to tell
+            pass
+
+    def _say_goodbye(self, client: paho.Client, connected: bool) -> None:
+        if connected and self._say_stopped:
+            stopped = _Outgoing("retained", self.topics.status, STATUS_STOPPED.encode(), qos=1, retain=True)
+            mid = self._send(client, stopped)
+            wait_until = time.monotonic() + STOPPED_GRACE_S
+            while mid is not None and time.monotonic() < wait_until:
+                with self._cond:
+                    if mid not in self._unacked or not self._connected:
+                        break
+                if client.loop(timeout=_LOOP_TICK_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            else:
+                if mid is not None:
+                    self._log.warning("MQTT: broker %s did not acknowledge the 'stopped' status", self._broker)
+        if connected:
+            client.disconnect()
+            client.loop(timeout=_LOOP_TICK_S)  # write the DISCONNECT
+            if self._say_stopped:
+                self._log.info("MQTT: disconnected from %s", self._broker)
+        elif self._say_stopped:
+            self._log.info("MQTT: stopped retrying %s", self._broker)
+
+    # --- paho callbacks (the transport thread, inside client.loop) -------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
         if reason_code.is_failure:
-            error = f"connection refused: {reason_code}"
+            hint = " (check mqtt.username and mqtt.password_file)" if str(reason_code) in _CREDENTIAL_REASONS else ""
             with self._cond:
-                repeated, self._last_error = self._last_error == error, error
-            if not repeated:  # paho retries with backoff; the same refusal once is enough
-                hint = " (check mqtt.username and mqtt.password_file)" if str(reason_code) in _CREDENTIAL_REASONS else ""
-                self._log.error("MQTT broker %s refused the connection: %s%s; retrying", self._broker, reason_code, hint)
+                self._refusal = f"refused the connection: {reason_code}{hint}"
             return
         with self._cond:
             self._connected = True
-            self._generation += 1
-            if self._generation > 1:
-                self._reconnects += 1
-            self._last_error = None
-            self._unreachable_logged = False
+            self._connections += 1
+            self._state, self._last_error = "connected", None
+            self._refusal = self._disconnect_reason = None
+            self._last_state_log = float("-inf")
             self._announce_pending = True
             self._state_dirty = self._latest_state is not None
             self._snapshot_dirty = self._latest_snapshot is not None
-            # paho drops unsent QoS 0 packets on reconnect: their acks will never come.
-            for mid in [mid for mid, item in self._unacked.items() if item.qos == 0]:
-                del self._unacked[mid]
-            waiting = len(self._backlog) + self._events_unacked
+            reconnect = self._connections > 1
             self._cond.notify_all()
+        stats = self.outbox.stats
         self._log.info(
             "MQTT: connected to %s%s", self._broker,
-            f" (reconnect, {waiting} event(s) to deliver)" if self._generation > 1 else "",
+            f" ({'reconnect, ' if reconnect else ''}{stats.depth} event(s) to deliver)" if reconnect or stats.depth else "",
         )
-
-    def _on_connect_fail(self, client, userdata) -> None:
-        with self._cond:
-            first = not self._unreachable_logged
-            self._unreachable_logged = True
-        if first:
-            self._log.warning(
-                "MQTT broker %s unreachable; retrying every %g-%g s, events queue meanwhile (up to %d)",
-                self._broker, self._config.reconnect_min_delay, self._config.reconnect_max_delay,
-                self._config.queue_size,
-            )
 
     def _on_disconnect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
         with self._cond:
-            was_connected, self._connected = self._connected, False
-            closing = self._closing
-            self._cond.notify_all()
-        if was_connected and not closing:
+            self._connected = False
             # paho reports a dropped socket as "Unspecified error": only a real reason is news.
-            reason = "" if reason_code.value == _UNSPECIFIED_ERROR else f" ({reason_code})"
-            self._log.warning(
-                "MQTT: lost the connection to %s%s; reconnecting, events queue meanwhile (up to %d)",
-                self._broker, reason, self._config.queue_size,
-            )
+            self._disconnect_reason = None if reason_code.value == _UNSPECIFIED_ERROR else str(reason_code)
+            self._cond.notify_all()
 
     def _on_publish(self, client, userdata, mid: int, reason_code: ReasonCode, properties) -> None:
         with self._cond:
             item = self._unacked.pop(mid, None)
             if item is None:
                 self._early_acks[mid] = reason_code
-            else:
-                self._acknowledged(item, reason_code)
+                return
+        self._acknowledged(item, reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
         if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
                 self._discovery_pending = True
-                self._cond.notify_all()
 
-    # --- bookkeeping (caller holds self._cond) -----------------------------------------------
+    # --- bookkeeping ---------------------------------------------------------------------------
 
     def _acknowledged(self, item: _Outgoing, reason_code: ReasonCode | None) -> None:
+        """A PUBACK (or a local refusal, ``reason_code`` None with a failure) for ``item``."""
+        failed = reason_code is None or reason_code.is_failure
         if item.kind == "event":
-            self._events_unacked -= 1
-            self._unacked_generations[item.generation] -= 1
-            if not self._unacked_generations[item.generation]:
-                del self._unacked_generations[item.generation]
-        if reason_code is not None and reason_code.is_failure:
+            with self._cond:
+                self._events_unacked -= 1
+            if failed:
+                self.outbox.reject(item.sequence)
+            else:
+                self.outbox.ack(item.sequence)
+        if failed:
+            self._rejection(item, reason_code)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _rejection(self, item: _Outgoing, reason_code: ReasonCode | None) -> None:
+        """Count a refused publish; log the first at once, then a summary at most every
+        ``reminder_interval`` s (a broker that refuses every event must not flood the journal)."""
+        now = time.monotonic()
+        with self._cond:
             self._rejected += 1
-            self._log.error("MQTT broker %s rejected a message on '%s': %s", self._broker, item.topic, reason_code)
-        self._cond.notify_all()
+            self._rejections_unlogged += 1
+            if now - self._last_reject_log < self._reminder_interval:
+                return
+            count, self._rejections_unlogged, self._last_reject_log = self._rejections_unlogged, 0, now
+        reason = reason_code if reason_code is not None else "too large for MQTT"
+        self._log.error(
+            "MQTT broker %s rejected %d message(s) (latest on '%s': %s); rejected events are lost (%d in total)",
+            self._broker, count, item.topic, reason, self._rejected,
+        )
 
     def _flushed(self) -> bool:
-        """Nothing left to deliver: no queued or unacknowledged event, no unsent state or
-        snapshot, no connect-time announcement (online status, discovery, the clearing of an old
-        snapshot) still waiting for the publisher, no QoS 1 message waiting for its PUBACK."""
+        """Nothing left to deliver (caller holds self._cond): the outbox is empty, no state
+        or snapshot unsent, no connect-time announcement waiting, no QoS 1 message unacknowledged."""
         return not (
-            len(self._backlog) or self._events_unacked or self._state_dirty or self._snapshot_dirty
+            len(self.outbox) or self._state_dirty or self._snapshot_dirty
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
 
-    def _resending_older_events(self) -> bool:
-        """True while paho re-sends events handed over on an earlier connection: newer events
-        must wait behind them to reach the broker in order."""
-        return any(generation < self._generation for generation in self._unacked_generations)
-
     def _take_work(self) -> list[_Outgoing]:
-        if not self._connected:
-            return []
+        """What to send now (caller holds self._cond and is connected)."""
         work: list[_Outgoing] = []
         retained = dict(kind="retained", qos=1, retain=True)
         if self._announce_pending:
@@ -592,12 +682,9 @@ class MqttSink:
         if self._pending_stats is not None:
             work.append(_Outgoing("stats", self.topics.stats, self._pending_stats, qos=0))
             self._pending_stats = None
-        while len(self._backlog) and self._events_unacked < EVENT_WINDOW and not self._resending_older_events():
-            queued = self._backlog.pop()
-            # Counted as in flight from here: close() must not see an event in neither place.
+        for entry in self.outbox.take(self, EVENT_WINDOW):
             self._events_unacked += 1
-            self._unacked_generations[self._generation] += 1
-            work.append(_Outgoing("event", self.topics.events, queued.payload, qos=1, generation=self._generation))
+            work.append(_Outgoing("event", self.topics.events, entry.payload, qos=1, sequence=entry.sequence))
         return work
 
     def _discovery_payload(self) -> dict:
@@ -611,19 +698,6 @@ class MqttSink:
             device_name=self._ha.device_name,
         )
 
-    # --- publisher thread --------------------------------------------------------------------
-
-    def _run_publisher(self) -> None:
-        client = self._client
-        while True:
-            with self._cond:
-                while not self._stop_publisher and not (work := self._take_work()):
-                    self._cond.wait()
-                if self._stop_publisher:
-                    return
-            for item in work:
-                self._send(client, item)
-
     def _send(self, client: paho.Client, item: _Outgoing) -> int | None:
         """Hand ``item`` to paho and track its mid until acknowledged; returns the mid."""
         if item.kind == "subscribe":
@@ -631,26 +705,32 @@ class MqttSink:
             return None
         try:
             info = client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-        except ValueError as exc:  # payload over MQTT's 256 MB limit: nothing paho will ever send
-            self._log.error("MQTT: cannot publish on '%s': %s", item.topic, exc)
-            with self._cond:
-                self._acknowledged(item, None)
+        except ValueError:  # payload over MQTT's 256 MB limit: nothing paho will ever send
+            self._acknowledged(item, None)
             return None
         with self._cond:
-            if item.qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return None  # not sent and not kept by paho: no ack will come
-            # QoS 1 with rc NO_CONN: the connection dropped under us; paho keeps the
-            # message and re-sends it after the reconnect, so it stays tracked.
-            if info.mid in self._early_acks:
-                self._acknowledged(item, self._early_acks.pop(info.mid))
-            else:
+            if item.qos == 0:
+                return None  # no ack will come
+            early = self._early_acks.pop(info.mid, None)
+            if early is None:
                 self._unacked[info.mid] = item
+                return info.mid
+        self._acknowledged(item, early)
         return info.mid
 
 
-def _readable_file(path: Path | None, key: str) -> str | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise ConfigError(key, str(path), "an existing file")
-    return str(path)
+def _not_tls(exc: BaseException) -> bool:
+    """True when a TLS handshake failed because the other side does not speak TLS."""
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError)):
+        return True
+    return isinstance(exc, ssl.SSLError) and (exc.reason or "") in _NOT_TLS_REASONS
+
+
+def _drop_socket(client: paho.Client) -> None:
+    """Close a finished client's socket: the client is never used again."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass

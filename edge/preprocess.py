@@ -10,14 +10,16 @@ delivers the model size) and one XOR written straight into the interpreter's inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 COLOR_ORDERS = ("RGB", "BGR")
-# cv2's INTER_LINEAR uses 11-bit fixed-point weights; so do we. Its passes round in a
-# different order, so a pixel can differ from cv2's by one level (measured: AP unchanged).
-_WEIGHT_BITS = 11
-_WEIGHT_ONE = 1 << _WEIGHT_BITS
+# Upstream's input normalization (p - 127) / 128.
+PIXEL_OFFSET = 127.0
+PIXEL_SCALE = 128.0
+# cv2's INTER_LINEAR uses 11-bit fixed-point weights; so does the numpy path.
+_WEIGHT_ONE = 1 << 11
 
 
 def as_three_channels(frame: np.ndarray) -> np.ndarray:
@@ -38,73 +40,149 @@ def as_three_channels(frame: np.ndarray) -> np.ndarray:
     raise ValueError(f"frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
 
 
+def _taps(src_size: int, dst_size: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cv2.INTER_LINEAR's taps along one axis: (lo, hi) source indices and their 11-bit
+    weights (w_lo, w_hi), computed as cv2 computes them (float32 positions, each weight
+    rounded on its own). Columns clamp the weight at the borders (w_hi = 0); rows keep it
+    and read the border row twice, which rounds differently in the vertical pass."""
+    scale = 1.0 / (dst_size / src_size)
+    pos = ((np.arange(dst_size, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    floor = np.floor(pos)
+    frac = pos - floor
+    lo = floor.astype(np.intp)
+    if clamp_weights:
+        frac[(lo < 0) | (lo >= src_size - 1)] = 0
+    w_hi = np.rint(frac * np.float32(_WEIGHT_ONE)).astype(np.int32)
+    w_lo = np.rint((np.float32(1) - frac) * np.float32(_WEIGHT_ONE)).astype(np.int32)
+    return np.clip(lo, 0, src_size - 1), np.clip(lo + 1, 0, src_size - 1), w_lo, w_hi
+
+
 @dataclass(frozen=True)
-class _AxisTable:
-    """Bilinear taps along one axis: out[i] = src[lo[i]] * w_lo[i] + src[hi[i]] * w_hi[i], weights summing to 2048."""
+class _ResizePlan:
+    """Everything about one (source size -> model size) resize that does not depend on the pixels.
 
-    lo: np.ndarray
-    hi: np.ndarray
-    w_lo: np.ndarray
-    w_hi: np.ndarray
+    ``taps``: per output row, (flat byte indices of the left taps, of the right taps or None
+    when every right weight is 0) for the top row and, unless every bottom weight is 0, the
+    bottom row; ``col_weights``: (W*C,) int32 left/right weights; ``row_weights``: (H, 1)
+    int32 top/bottom weights.
+    """
+
+    taps: tuple[tuple[np.ndarray, np.ndarray | None], ...]
+    col_weights: tuple[np.ndarray, np.ndarray]
+    row_weights: tuple[np.ndarray, np.ndarray]
+    out_shape: tuple[int, int, int]
+
+    @classmethod
+    def build(cls, src_w: int, src_h: int, dst_w: int, dst_h: int, channels: int) -> _ResizePlan:
+        top, bottom, w_top, w_bottom = _taps(src_h, dst_h, clamp_weights=False)
+        left, right, w_left, w_right = _taps(src_w, dst_w, clamp_weights=True)
+        channel = np.arange(channels)
+
+        def byte_index(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            pixel = rows[:, None] * src_w + cols[None, :]
+            return (pixel[:, :, None] * channels + channel).reshape(dst_h, dst_w * channels)
+
+        use_right = bool(w_right.any())
+        taps = [(byte_index(top, left), byte_index(top, right) if use_right else None)]
+        if w_bottom.any():
+            taps.append((byte_index(bottom, left), byte_index(bottom, right) if use_right else None))
+        return cls(
+            taps=tuple(taps),
+            col_weights=(np.repeat(w_left, channels), np.repeat(w_right, channels)),
+            row_weights=(w_top[:, None], w_bottom[:, None]),
+            out_shape=(dst_h, dst_w, channels),
+        )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(src_h, src_w, C) uint8 -> (dst_h, dst_w, C) uint8, bit-identical to cv2.resize.
+
+        Horizontal pass exact in int32 (cv2's HResizeLinear); vertical pass with cv2's SIMD
+        fixed-point rounding (VResizeLinearVec_32s8u, which OpenCV 5 applies to whole rows):
+        ((S_top >> 4) * w_top >> 16) + ((S_bottom >> 4) * w_bottom >> 16), + 2, >> 2.
+        """
+        flat = np.ascontiguousarray(image).reshape(-1)
+        w_left, w_right = self.col_weights
+        out = None
+        for (left, right), row_weight in zip(self.taps, self.row_weights):
+            sums = flat.take(left) * w_left
+            if right is not None:
+                sums += flat.take(right) * w_right
+            sums >>= 4
+            sums *= row_weight
+            sums >>= 16
+            if out is None:
+                out = sums
+            else:
+                out += sums
+        assert out is not None
+        out += 2
+        out >>= 2
+        return out.astype(np.uint8).reshape(self.out_shape)
 
 
-def _axis_table(src_size: int, dst_size: int) -> _AxisTable:
-    scale = src_size / dst_size
-    pos = (np.arange(dst_size, dtype=np.float64) + 0.5) * scale - 0.5
-    pos = np.clip(pos, 0.0, src_size - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, src_size - 1)
-    w_hi = np.round((pos - lo) * _WEIGHT_ONE).astype(np.int32)
-    return _AxisTable(lo, hi, (_WEIGHT_ONE - w_hi).astype(np.int32), w_hi)
+def _load_cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
 
 
 class BilinearResizer:
-    """Resize (H, W, C) uint8 to a fixed (height, width) with cv2.INTER_LINEAR semantics.
+    """Resize (H, W, C) uint8 to a fixed (height, width) exactly as cv2.INTER_LINEAR does.
 
-    The tap tables depend only on the source size, so they are built once per source size
-    and reused for every frame of a stream.
+    With OpenCV installed (every OpenCV camera source has it) this is ``cv2.resize``; without
+    it (a Pi with only picamera2 or a replay folder) a numpy implementation of the same
+    fixed-point arithmetic, bit-identical to it (tests/test_preprocess.py compares them on
+    real photos at many sizes). ``use_cv2``: None picks cv2 when it imports; False forces
+    numpy. The numpy plan depends only on the source size, so it is built once per source
+    size and reused for every frame of a stream.
     """
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, use_cv2: bool | None = None) -> None:
         self.width, self.height = width, height
-        self._tables: dict[tuple[int, int], tuple[_AxisTable, _AxisTable]] = {}
+        self._cv2 = _load_cv2() if use_cv2 is not False else None
+        if use_cv2 and self._cv2 is None:
+            raise ValueError("use_cv2=True but OpenCV (cv2) is not installed")
+        self._plans: dict[tuple[int, int, int], _ResizePlan] = {}
+
+    @property
+    def uses_cv2(self) -> bool:
+        return self._cv2 is not None
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         src_h, src_w = image.shape[:2]
         if (src_w, src_h) == (self.width, self.height):
             return image
+        if self._cv2 is not None:
+            resized = self._cv2.resize(image, (self.width, self.height), interpolation=self._cv2.INTER_LINEAR)
+            # cv2 drops a channel axis of length 1; the numpy path keeps it.
+            return resized.reshape(self.height, self.width, *image.shape[2:])
         if (src_w, src_h) == (2 * self.width, 2 * self.height):
-            # Exactly half size (640x480 -> 320x240, the common camera mode): the taps are the
-            # rounded 2x2 mean, the same result as the general path at a fifth of its cost.
+            # Exactly half size (640x480 -> 320x240, the common camera mode): cv2 switches to
+            # its INTER_AREA fast path, the rounded 2x2 mean, which is also far cheaper here.
             # Rows first (whole contiguous rows), then neighbouring pixels of the row sums.
-            rows = image[0::2].astype(np.uint16)
-            rows += image[1::2]
-            pixel_pairs = rows.reshape(self.height, self.width, 2, image.shape[2])
-            total = pixel_pairs[:, :, 0] + pixel_pairs[:, :, 1]
+            # Only contiguous adds: each pixel gets its right neighbour added in one shifted
+            # pass over the row sums, and every other pixel of the result is kept. On an
+            # aarch64 core this halves the instructions of the strided pixel-pair add.
+            channels = image.shape[2]
+            row_pairs = np.ascontiguousarray(image).reshape(self.height, 2, src_w * channels)
+            rows = np.add(row_pairs[:, 0], row_pairs[:, 1], dtype=np.uint16)
+            total = np.empty_like(rows)
+            np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
             total += 2
             total >>= 2
-            return total.astype(np.uint8)
-        tables = self._tables.get((src_w, src_h))
-        if tables is None:
-            tables = (_axis_table(src_h, self.height), _axis_table(src_w, self.width))
-            self._tables[(src_w, src_h)] = tables
-        rows, cols = tables
-        # Rows first: it shrinks the data the column pass has to touch.
-        vertical = (
-            image[rows.lo].astype(np.int32) * rows.w_lo[:, None, None]
-            + image[rows.hi].astype(np.int32) * rows.w_hi[:, None, None]
-        )
-        # One rounding at the end, like cv2: 255 * 2048 * 2048 still fits in int32.
-        out = vertical[:, cols.lo] * cols.w_lo[None, :, None] + vertical[:, cols.hi] * cols.w_hi[None, :, None]
-        out = (out + (1 << (2 * _WEIGHT_BITS - 1))) >> (2 * _WEIGHT_BITS)
-        # order="C": fancy indexing leaves a transposed layout, and a strided frame makes
-        # every later pass (the XOR into the input tensor first) several times slower.
-        return out.astype(np.uint8, order="C")
+            return total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
+        key = (src_w, src_h, image.shape[2])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _ResizePlan.build(src_w, src_h, self.width, self.height, image.shape[2])
+        return plan(image)
 
 
-def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_bilinear(image: np.ndarray, width: int, height: int, use_cv2: bool | None = None) -> np.ndarray:
     """One-off bilinear resize of (H, W, C) uint8 to (height, width, C) uint8 (cv2.INTER_LINEAR)."""
-    return BilinearResizer(width, height)(image)
+    return BilinearResizer(width, height, use_cv2)(image)
 
 
 def write_model_input(rgb: np.ndarray, color_order: str, input_pixels: np.ndarray) -> None:
@@ -120,6 +198,12 @@ def write_model_input(rgb: np.ndarray, color_order: str, input_pixels: np.ndarra
     np.bitwise_xor(rgb, np.uint8(0x80), out=input_pixels)
 
 
-def normalize_float(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 (p - 127) / 128, the upstream ONNX input."""
-    return ((rgb.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None]
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels of any shape -> float32 (p - 127) / 128 of the same shape: upstream's
+    normalization, what a float model takes (the int8 model gets it as ``p ^ 0x80``)."""
+    return (pixels.astype(np.float32) - np.float32(PIXEL_OFFSET)) / np.float32(PIXEL_SCALE)
+
+
+def normalize_nchw(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 :func:`normalize`: upstream's ONNX input."""
+    return normalize(rgb).transpose(2, 0, 1)[None]

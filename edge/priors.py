@@ -39,6 +39,14 @@ class PriorConfig:
                 f"priors need one min-box list per stride: {len(self.strides)} strides, "
                 f"{len(self.min_boxes)} min-box lists"
             )
+        if not all(stride > 0 for stride in self.strides):
+            raise ValueError(f"prior strides must be positive, got {self.strides}")
+        if not all(level and all(size > 0 for size in level) for level in self.min_boxes):
+            raise ValueError(f"prior min box sizes must be positive, got {self.min_boxes}")
+        for name in ("center_variance", "size_variance"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"prior {name} must be finite and > 0, got {value}")
 
     @property
     def feature_map_sizes(self) -> tuple[tuple[int, int], ...]:
@@ -52,6 +60,7 @@ class PriorConfig:
         return sum(w * h * len(boxes) for (w, h), boxes in zip(self.feature_map_sizes, self.min_boxes))
 
     def to_dict(self) -> dict:
+        """The sidecar's ``priors`` section (edge.sidecar reads and checks it back)."""
         return {
             "input_width": self.input_width,
             "input_height": self.input_height,
@@ -60,17 +69,6 @@ class PriorConfig:
             "center_variance": self.center_variance,
             "size_variance": self.size_variance,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PriorConfig":
-        return cls(
-            input_width=int(data["input_width"]),
-            input_height=int(data["input_height"]),
-            strides=tuple(int(s) for s in data["strides"]),
-            min_boxes=tuple(tuple(int(b) for b in level) for level in data["min_boxes"]),
-            center_variance=float(data["center_variance"]),
-            size_variance=float(data["size_variance"]),
-        )
 
 
 def generate_priors(config: PriorConfig) -> np.ndarray:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@", re.IGNORECASE)
+# The lookbehind lets a scheme start only where a run of scheme characters starts: without
+# it every position inside a long word was tried and rescanned to its end, so redacting a
+# 70,000-character value took 20 s (quadratic); now it is linear.
+_USERINFO = re.compile(r"(?<![a-z0-9+.-])(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@", re.IGNORECASE)
 
 
 def redact_url(text: str) -> str:

@@ -6,10 +6,12 @@ retained MQTT message small: quality is lowered first, then the image is scaled 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from edge.decode import Detections
-from edge.imageio import draw_detections, encode_jpeg
+from edge.imageio import draw_detections
 
 _LOWEST_QUALITY = 40
 _QUALITY_STEP = 15
@@ -24,23 +26,29 @@ def encode_snapshot(
     Tries ``quality``, then lower qualities down to 40, then 75%, 50%, 35% and 25% of the
     size; returns None if even the smallest does not fit.
     """
+    from PIL import Image
+
     rgb = pixels[:, :, ::-1] if color_order == "BGR" else pixels
-    drawn = draw_detections(np.ascontiguousarray(rgb), detections)
+    # One Pillow image is encoded at every quality and scale: each try converting the array
+    # again would hold another copy of the frame (memory is the Pi's scarcest resource).
+    drawn = Image.fromarray(draw_detections(np.ascontiguousarray(rgb), detections))
     qualities = list(range(quality, _LOWEST_QUALITY - 1, -_QUALITY_STEP)) or [quality]
     if qualities[-1] > _LOWEST_QUALITY:
         qualities.append(_LOWEST_QUALITY)
+    buffer = io.BytesIO()
     for scale in _SCALES:
         image = drawn if scale == 1.0 else _scaled(drawn, scale)
         for q in qualities:
-            data = encode_jpeg(image, q)
-            if len(data) <= max_bytes:
-                return data
+            buffer.seek(0)
+            buffer.truncate()
+            image.save(buffer, format="JPEG", quality=q)
+            if buffer.tell() <= max_bytes:
+                return buffer.getvalue()
     return None
 
 
-def _scaled(rgb: np.ndarray, scale: float) -> np.ndarray:
+def _scaled(image, scale: float):
     from PIL import Image
 
-    height, width = rgb.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)

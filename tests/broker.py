@@ -128,7 +128,9 @@ class MosquittoBroker:
     ``users``: {name: password} -> password file and ``allow_anonymous false``; without it
     anonymous clients are allowed. ``tls``: (cert, key, ca) of the server -> a TLS listener.
     ``host``: the address to listen on (the fleet bench's bridge; ``port`` must then be given).
-    ``persistence``: keep sessions and queued QoS 1 messages across ``stop()``/``start()``.
+    ``persistence``: keep sessions and queued QoS 1 messages across ``stop()``/``start()``
+    (and across ``kill()`` too: the store is saved at every change). ``acl``: the text of a
+    mosquitto ACL file (e.g. to deny publishing on one topic).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class MosquittoBroker:
         persistence: bool = False,
         port: int | None = None,
         host: str = HOST,
+        acl: str | None = None,
     ) -> None:
         require_mosquitto()
         self.workdir = Path(workdir)
@@ -148,9 +151,9 @@ class MosquittoBroker:
         self.log_file = self.workdir / "mosquitto.log"
         self.config_file = self.workdir / "mosquitto.conf"
         self._process: subprocess.Popen | None = None
-        self._write_config(users, tls, persistence)
+        self._write_config(users, tls, persistence, acl)
 
-    def _write_config(self, users, tls, persistence) -> None:
+    def _write_config(self, users, tls, persistence, acl=None) -> None:
         lines = [
             f"listener {self.port} {self.host}",
             # mosquitto drops root privileges to user 'mosquitto' unless told otherwise;
@@ -178,7 +181,12 @@ class MosquittoBroker:
         if persistence:
             store = self.workdir / "store"
             store.mkdir(exist_ok=True)
-            lines += ["persistence true", f"persistence_location {store}/", "autosave_interval 3600"]
+            lines += ["persistence true", f"persistence_location {store}/", "autosave_on_changes true",
+                      "autosave_interval 1"]
+        if acl is not None:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text(acl)
+            lines.append(f"acl_file {acl_file}")
         self.config_file.write_text("\n".join(lines) + "\n")
 
     @property
@@ -299,6 +307,39 @@ class CuttableProxy:
         self.cut()
 
     def __enter__(self) -> CuttableProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word (a hung
+    broker, or something that is not a broker): a client must give up on its own."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.host, self.port = HOST, self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()
+
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tools import shared_data
+
+PROJECT_ROOT = shared_data.PROJECT_ROOT
 
 
-def _data_dir(env_var: str, default: Path) -> Path:
-    path = Path(os.environ.get(env_var, default))
+def _data_dir(env_var: str, path: Path) -> Path:
     if not path.is_dir():
         pytest.exit(f"{env_var}: data folder '{path}' not found (expected ../shared beside the project)", returncode=2)
     return path
@@ -30,12 +31,12 @@ def project_root() -> Path:
 
 @pytest.fixture(scope="session")
 def upstream_dir() -> Path:
-    return _data_dir("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream")
+    return _data_dir(shared_data.UPSTREAM_DIR_ENV, shared_data.upstream_dir())
 
 
 @pytest.fixture(scope="session")
 def subset_dir() -> Path:
-    return _data_dir("EDGE_FACE_WIDER_SUBSET", PROJECT_ROOT.parent / "shared" / "wider-val-subset")
+    return _data_dir(shared_data.WIDER_SUBSET_ENV, shared_data.wider_subset_dir())
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def photo_paths(upstream_dir: Path) -> list[Path]:
 
 
 def _built_model(name: str, upstream_dir: Path) -> Path:
-    path = PROJECT_ROOT / "models" / "build" / f"version-{name}-int8.tflite"
+    path = shared_data.BUILD_DIR / f"version-{name}-int8.tflite"
     if path.is_file() and path.with_suffix(".json").is_file():
         return path
     try:

@@ -5,6 +5,8 @@ copied; face-free frames are made here)."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, (int, float)):
                 lines.append(f"{key} = {value!r}")
+            elif isinstance(value, list):  # arrays of numbers: JSON and TOML spell them alike
+                lines.append(f"{key} = {json.dumps(value)}")
             else:  # a JSON string is a valid TOML basic string
                 lines.append(f"{key} = {json.dumps(str(value))}")
         lines.append("")
@@ -59,3 +63,48 @@ def build_scene(folder: Path, blank: Path, plan: list[tuple[str | Path, int]]) -
 
 def parse_event_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def bomb_png(path: Path, width: int = 20_000, height: int = 20_000) -> Path:
+    """A PNG of a few hundred bytes whose header claims ``width`` x ``height`` 1-bit pixels:
+    Pillow refuses it as a decompression bomb (over twice ``Image.MAX_IMAGE_PIXELS``)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + width // 8) * 8)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def truncated_jpeg(path: Path, photo: Path) -> Path:
+    """The first third of a real JPEG: a valid header, then the data ends."""
+    data = photo.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+class RecordingSink:
+    """An EventSink that keeps what it is given (the stdout sink drops state/stats/snapshots)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.closed_with: float | None = None
+        self.outbox = None  # the daemon's, given by the daemon
+
+    def publish_event(self, event) -> None:
+        self.calls.append(("event", event))
+        self.outbox.ack(event.sequence)  # delivered
+
+    def publish_state(self, state) -> None:
+        self.calls.append(("state", state))
+
+    def publish_stats(self, stats: dict) -> None:
+        self.calls.append(("stats", stats))
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self.calls.append(("snapshot", jpeg))
+
+    def close(self, timeout: float, abandon=None) -> None:
+        self.closed_with = timeout

@@ -3,9 +3,10 @@
 The apply uses connection=local into a scratch root (edge_face_root), where the role manages
 files only: no apt, no users (the existing nobody/nogroup stand in), no systemd (it is not
 PID 1 here). Everything else is real: the wheel is built on the "controller" from a snapshot
-of this checkout, copied, installed into a virtualenv made from the OS Python (without its
-dependencies, so no download), and the int8 model from the `int8_model_path` fixture is
-shipped with its checksum. A second run must report changed=0.
+of this checkout (tools/build_wheel.sh, the model inside), copied, installed into a
+virtualenv made from the OS Python (without its dependencies, so no download), and the model
+shipped in the package is deployed with its checksum, with the role's defaults: no
+TensorFlow, no model build. A second run must report changed=0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 from deploy_support import other_model, sha256
+from edge.models import PACKAGED_MODEL_NAME
 
 VENV_BIN = Path(sys.executable).parent
 MQTT_PASSWORD = "s3cret \"quoted\" 'pw' \\ with backslash"
@@ -76,7 +78,7 @@ def parse_recap(output: str) -> dict[str, Recap]:
 class Playbook:
     """ansible-playbook site.yml against localhost, with the role's test-friendly switches."""
 
-    def __init__(self, project_root: Path, workdir: Path, project_snapshot: Path, model: Path) -> None:
+    def __init__(self, project_root: Path, workdir: Path, project_snapshot: Path) -> None:
         self.project_root, self.workdir, self.project_snapshot = project_root, workdir, project_snapshot
         self.root = workdir / "root"
         self.root.mkdir(exist_ok=True)
@@ -92,8 +94,6 @@ class Playbook:
             "edge_face_root": str(self.root),
             "edge_face_project_dir": str(project_snapshot),
             "edge_face_wheel_dir": str(workdir / "dist"),
-            "edge_face_build_model": False,  # TensorFlow stays out: the fixture built it
-            "edge_face_model_src": str(model),
             "edge_face_manage_packages": False,
             "edge_face_manage_user": False,
             "edge_face_user": "nobody",
@@ -116,7 +116,12 @@ class Playbook:
     def copy_to(self, workdir: Path) -> Playbook:
         """The same inventory and variables over a copy of the installed root, for tests that change it."""
         shutil.copytree(self.root, workdir / "root", symlinks=True)
-        return Playbook(self.project_root, workdir, self.project_snapshot, Path(self.variables["edge_face_model_src"]))
+        return Playbook(self.project_root, workdir, self.project_snapshot)
+
+    @property
+    def shipped_model(self) -> Path:
+        """What the role deploys by default: the model in the package's sources."""
+        return self.project_snapshot / "edge" / "models" / PACKAGED_MODEL_NAME
 
     def run(self, *args: str) -> tuple[subprocess.CompletedProcess, Recap]:
         result = subprocess.run(
@@ -134,16 +139,17 @@ def snapshot_sources(project_root: Path, destination: Path) -> Path:
     """What the wheel is built from, frozen: colleagues editing edge/ must not change run 2."""
     destination.mkdir()
     shutil.copytree(project_root / "edge", destination / "edge", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    (destination / "tools").mkdir()
+    for name in ("pyproject.toml", "README.md", "tools/build_wheel.sh"):
         shutil.copy2(project_root / name, destination / name)
     return destination
 
 
 @pytest.fixture(scope="module")
-def applied(project_root: Path, int8_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+def applied(project_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """The role applied twice to the same scratch root: (playbook, first recap, second recap)."""
     workdir = tmp_path_factory.mktemp("ansible-apply")
-    playbook = Playbook(project_root, workdir, snapshot_sources(project_root, workdir / "project"), int8_model_path)
+    playbook = Playbook(project_root, workdir, snapshot_sources(project_root, workdir / "project"))
     _, first = playbook.run()
     _, second = playbook.run()
     return playbook, first, second
@@ -245,7 +251,7 @@ def test_unit_is_the_shipped_unit(applied, project_root: Path) -> None:
 
 def test_model_arrives_intact_behind_the_current_link(applied) -> None:
     playbook, _, _ = applied
-    source = Path(playbook.variables["edge_face_model_src"])
+    source = playbook.shipped_model
     models = playbook.root / "opt/edge-face/models"
     release = os.readlink(models / "current")
     assert release == sha256(source)[:16]
@@ -272,7 +278,7 @@ def test_model_tag_ships_a_new_model_and_rolls_it_back(applied, tmp_path: Path) 
     playbook = applied[0].copy_to(tmp_path)
     models = playbook.root / "opt/edge-face/models"
     first_release = os.readlink(models / "current")
-    newer = other_model(Path(playbook.variables["edge_face_model_src"]), tmp_path / "newer")
+    newer = other_model(playbook.shipped_model, tmp_path / "newer")
 
     _, shipped = playbook.run("--tags", "edge_face_model", "-e", f"edge_face_model_src={newer}")
     assert shipped.changed > 0 and shipped.failed == 0

@@ -1,9 +1,11 @@
 """The arm64 check's own parts, without running the check.
 
-The check itself (tools/arm64_check.sh: debootstrap, qemu, two emulated venvs, minutes of
-emulation, root) runs in CI as a step of its own, not as a pytest. Here: the script parses
+The check itself (tools/arm64_check.sh: debootstrap, qemu, emulated venvs on two Debian
+roots, minutes of emulation, root) runs in `make test` as a step of its own, not as a
+pytest; so does the cost count (tools/arm_cost.py, `make arm-cost`). Here: the script parses
 and refuses bad arguments before touching anything, and its helpers read pyproject.toml,
-carry pip settings and judge parity the way the check relies on.
+carry pip settings, judge parity, read the XNNPACK facts, parse the counting plugin's log
+and compute the cost ratios the way the tools rely on.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tools import arm_cost
+from tools.arm64 import xnnpack_probe
 from tools.arm64.compare import (
     BOX_RELATIVE_TOLERANCE,
     BOX_ROUNDING_STEP,
     SCORE_TOLERANCE,
     format_table,
     read_detect_output,
+    summarize_run,
 )
 from tools.arm64.pip_settings import chroot_settings, parse_config_list
 from tools.arm64.requirements import venv_requirements
@@ -54,7 +60,7 @@ def test_script_passes_shellcheck(script: Path) -> None:
 def test_help_names_every_option(script: Path) -> None:
     result = _run_script(script, "--help")
     assert result.returncode == 0
-    for option in ("--cache", "--model", "--images", "--qemu"):
+    for option in ("--cache", "--model", "--images", "--qemu", "--suites", "--cpus"):
         assert option in result.stdout
 
 
@@ -66,6 +72,9 @@ def test_help_names_every_option(script: Path) -> None:
         (["--images=many"], "many"),
         (["--cache"], "--cache"),
         (["--model", "/nonexistent/model.tflite"], "/nonexistent/model.tflite"),
+        (["--suites", "bookworm,Trixie 13"], "Trixie 13"),
+        (["--cpus", "cortex-a72,a72;rm"], "a72;rm"),
+        (["--cpus="], "--cpus"),
     ],
 )
 def test_bad_arguments_fail_with_one_line(script: Path, args: list[str], named: str) -> None:
@@ -227,3 +236,253 @@ def test_no_images_at_all_is_not_a_pass(tmp_path: Path) -> None:
     # A host run that printed nothing must not let an equally empty arm64 run pass.
     empty = read_detect_output(_write_run(tmp_path / "empty.jsonl", {}, "/nowhere"))
     assert not format_table(["host", "arm64"], [empty, empty])[1]
+
+
+def test_run_summary_counts_faces_and_names_the_worst_gap(tmp_path: Path) -> None:
+    host = read_detect_output(_write_run(tmp_path / "host.jsonl", HOST_FACES, "/h"))
+    moved = read_detect_output(_write_run(tmp_path / "arm.jsonl", _shifted(HOST_FACES, "a.jpg", 0, 2, 0.5), "/a"))
+    summary = summarize_run("trixie/cortex-a76", host, moved)
+    assert (summary.images, summary.faces) == (2, 3)
+    assert summary.max_box_difference == pytest.approx(0.5)
+    assert not summary.passed
+    assert summary.line("host").startswith("trixie/cortex-a76 vs host: 2 images, 3 faces, max |Δbox| 0.5 px")
+    assert summary.line("host").endswith("FAIL")
+    assert summarize_run("same", host, host).passed
+
+
+def test_run_summary_of_a_run_missing_an_image_fails(tmp_path: Path) -> None:
+    host = read_detect_output(_write_run(tmp_path / "host.jsonl", HOST_FACES, "/h"))
+    partial = read_detect_output(_write_run(tmp_path / "arm.jsonl", {"a.jpg": HOST_FACES["a.jpg"]}, "/a"))
+    assert not summarize_run("partial", host, partial).passed
+
+
+# ---- ARM cost: the plugin's log, regions, ratios (tools/arm_cost.py) ---------------------------
+
+
+def _mark_line(label: int, all_insns: int, all_dot: int = 0, insns: int | None = None) -> str:
+    own = all_insns if insns is None else insns
+    return f"mark {label} vcpu 0 insns {own} dot {all_dot} all_insns {all_insns} all_dot {all_dot}"
+
+
+def test_plugin_log_marks_are_read_and_other_lines_ignored() -> None:
+    log = "\n".join([
+        "some qemu chatter", _mark_line(0, 1000), _mark_line(1, 5000, all_dot=7, insns=4000), "total insns 9000 dot 7",
+    ])
+    marks = arm_cost.parse_plugin_log(log, "x.log")
+    assert marks[1] == arm_cost.Mark(insns=4000, dot=7, all_insns=5000, all_dot=7)
+    assert set(marks) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [("mark 3 vcpu 0 insns many dot 0 all_insns 1 all_dot 0", "x.log:2"), ("mark 4 vcpu 0", "x.log:2")],
+)
+def test_a_garbled_mark_line_is_an_error_naming_file_and_line(line: str, named: str) -> None:
+    with pytest.raises(arm_cost.CostError, match=named):
+        arm_cost.parse_plugin_log(_mark_line(0, 1) + "\n" + line, "x.log")
+
+
+def test_a_marker_seen_twice_is_an_error() -> None:
+    with pytest.raises(arm_cost.CostError, match="marker 0 appears twice"):
+        arm_cost.parse_plugin_log(_mark_line(0, 1) + "\n" + _mark_line(0, 2), "x.log")
+
+
+def _regions_and_marks(stage_sizes: dict[str, list[int]], marker_cost: int) -> tuple[list[dict], dict]:
+    """Regions laid end to end as cost_guest lays them: each holds its size plus one mark."""
+    regions, marks, label, total = [], {}, 0, 0
+    for stage, sizes in {"empty": [0, 0, 0], **stage_sizes}.items():
+        for frame, size in enumerate(sizes):
+            marks[label] = arm_cost.Mark(total, 0, total, 0)
+            total += size + marker_cost
+            marks[label + 1] = arm_cost.Mark(total, size // 10, total, size // 10)
+            regions.append({"stage": stage, "frame": str(frame), "start": label, "end": label + 1})
+            label += 2
+    return regions, marks
+
+
+def test_regions_are_net_of_the_markers_own_cost() -> None:
+    regions, marks = _regions_and_marks({"int8_invoke": [41_000, 42_000, 40_000]}, marker_cost=2_500)
+    counts = arm_cost.region_counts(regions, marks)
+    assert [c.insns for c in counts] == [41_000, 42_000, 40_000]
+    assert [c.dot for c in counts] == [4_100, 4_200, 4_000]
+    medians = arm_cost.stage_medians(counts)
+    assert medians["int8_invoke"] == {"insns": 41_000.0, "dot": 4_100.0, "frames": 3}
+
+
+def test_a_region_of_several_spans_pays_the_marker_once_per_span() -> None:
+    regions, marks = _regions_and_marks({"a": [100], "b": [200], "c": [400]}, marker_cost=1_000)
+    spans = [[r["start"], r["end"]] for r in regions if r["stage"] in ("a", "c")]
+    counts = arm_cost.region_counts(regions + [{"stage": "a+c", "frame": "0", "spans": spans}], marks)
+    assert [c.insns for c in counts if c.stage == "a+c"] == [500]
+
+
+def test_regions_without_empty_ones_cannot_be_corrected() -> None:
+    regions, marks = _regions_and_marks({"decode_nms": [10]}, marker_cost=5)
+    with pytest.raises(arm_cost.CostError, match="no empty regions"):
+        arm_cost.region_counts([r for r in regions if r["stage"] != "empty"], marks)
+
+
+def test_a_region_whose_marker_is_missing_from_the_log_is_named() -> None:
+    regions, marks = _regions_and_marks({"decode_nms": [10]}, marker_cost=5)
+    del marks[regions[-1]["end"]]
+    with pytest.raises(arm_cost.CostError, match="decode_nms 0"):
+        arm_cost.region_counts(regions, marks)
+
+
+def _stages(**insns: float) -> dict[str, dict[str, float]]:
+    return {stage: {"insns": value, "dot": 0.0, "frames": 8} for stage, value in insns.items()}
+
+
+DETECTOR = _stages(
+    int8_invoke=20e6, float_invoke=40e6, preprocess_320=0.1e6, preprocess_640=0.3e6, decode_nms=0.2e6, upstream_post=1.2e6,
+)
+
+
+def test_ratios_and_targets_of_a_cpu_cost() -> None:
+    daemon = {
+        "640x480": _stages(daemon_outside_invoke=9.0e6, daemon_loop=0.5e6),
+        "320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6),
+    }
+    cost = arm_cost.cpu_cost("cortex-a76", "ai_edge_litert", DETECTOR, daemon)
+    assert cost.int8_vs_float == pytest.approx(0.5)
+    assert cost.decode_speedup == pytest.approx(6.0)
+    assert cost.outside_vs_invoke("320x240") == pytest.approx(0.045)
+    assert cost.outside_vs_invoke("1920x1080") is None
+    assert arm_cost.check_targets([cost]) == [
+        "target cortex-a76: int8 invoke <= 0.5x float: 0.50x PASS",
+        "target cortex-a76: per-frame work outside invoke (640x480 frames) <= 5% of int8 invoke: 45.0% MISS",
+        "target cortex-a76: per-frame work outside invoke (320x240 frames) <= 5% of int8 invoke: 4.5% PASS",
+    ]
+    slow = arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", dict(DETECTOR, **_stages(int8_invoke=42e6)), {})
+    assert arm_cost.check_targets([slow]) == ["target cortex-a72: int8 invoke <= 0.5x float: 1.05x MISS"]
+
+
+def test_targets_only_judge_litert_on_the_pi4_and_pi5_cpus() -> None:
+    others = [
+        arm_cost.cpu_cost("cortex-a53", "ai_edge_litert", DETECTOR, {}),
+        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, {}),
+    ]
+    assert arm_cost.check_targets(others) == []
+
+
+def test_a_stage_missing_from_a_run_is_an_error() -> None:
+    partial = {k: v for k, v in DETECTOR.items() if k != "float_invoke"}
+    with pytest.raises(arm_cost.CostError, match="float_invoke"):
+        arm_cost.cpu_cost("cortex-a72", "ai_edge_litert", partial, {})
+
+
+def test_cost_table_has_one_row_per_cpu_and_interpreter() -> None:
+    costs = [
+        arm_cost.cpu_cost(
+            "cortex-a72", "ai_edge_litert", DETECTOR, {"320x240": _stages(daemon_outside_invoke=0.9e6, daemon_loop=0.4e6)}
+        ),
+        arm_cost.cpu_cost("cortex-a72", "tflite_runtime", DETECTOR, {}),
+    ]
+    table = arm_cost.format_table(costs, markdown=True).splitlines()
+    assert len(table) == 4 and table[0].startswith("| -cpu | interpreter | int8 invoke")
+    assert "| 20.00M |" in table[2] and "| 0.50x |" in table[2] and table[2].endswith("| 0.40M | - | - | 0.90M | 4.5% |")
+    assert table[3].endswith("| - | - | - | - | - |")  # no daemon run with tflite-runtime
+
+
+# ---- the XNNPACK probe ---------------------------------------------------------------------------
+
+
+def _auxv(hwcap: int, hwcap2: int) -> bytes:
+    return struct.pack("<8Q", 6, 4096, 16, hwcap, 26, hwcap2, 0, 0)
+
+
+def test_hwcaps_are_read_from_the_auxiliary_vector() -> None:
+    a72 = xnnpack_probe.read_hwcaps(_auxv(0b11, 0))
+    a76 = xnnpack_probe.read_hwcaps(_auxv((1 << 20) | (1 << 10) | 0b11, 0))
+    assert a72 == {"fp16": False, "asimddp": False, "sve": False, "i8mm": False}
+    assert a76 == {"fp16": True, "asimddp": True, "sve": False, "i8mm": False}
+    assert xnnpack_probe.read_hwcaps(_auxv(0, 1 << 13))["i8mm"]
+
+
+def test_probe_sees_litert_delegate_the_whole_int8_graph(project_root: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(project_root / "models" / "build" / "version-slim-320-int8.tflite"), num_threads=1)
+    interpreter.allocate_tensors()
+    delegated = xnnpack_probe.delegation(interpreter)
+    assert delegated.partitions == 1 and delegated.whole_graph and delegated.ops > 40
+    line = xnnpack_probe.describe(xnnpack_probe.read_hwcaps(_auxv(1 << 20, 0)), delegated)
+    assert line.endswith(f"XNNPACK: 1 partition(s), whole graph ({delegated.ops} ops): int8 kernels NEON with dot product (SDOT)")
+
+
+# ---- the guest half, run natively (the marker syscall is a harmless ENOSYS off qemu) -----------
+
+
+def _guest(project_root: Path, *args: str) -> dict:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.arm64.cost_guest", *args], cwd=project_root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+
+def test_guest_detector_mode_brackets_every_stage_of_every_photo(
+    project_root: Path, upstream_dir: Path, int8_model_path: Path
+) -> None:
+    photos = sorted((upstream_dir / "images").glob("*.jpg"))[:2]
+    result = _guest(
+        project_root, "detector", "--interpreter", "ai_edge_litert",
+        "--int8", str(int8_model_path),
+        "--float", str(upstream_dir / "models" / arm_cost.FLOAT_TFLITE), *map(str, photos),
+    )
+    assert result["identical_to_upstream_post"] is True
+    stages = {(r["stage"], r["frame"]) for r in result["regions"]}
+    for photo in photos:
+        assert {(stage, photo.name) for stage in arm_cost.DETECTOR_STAGES} <= stages
+    labels = [label for r in result["regions"] for label in (r["start"], r["end"])]
+    assert len(labels) == len(set(labels))  # every region has marks of its own
+    assert all(r["end"] == r["start"] + 1 for r in result["regions"])
+
+
+def test_guest_daemon_mode_splits_each_frame_cycle(
+    project_root: Path, upstream_dir: Path, int8_model_path: Path, tmp_path: Path
+) -> None:
+    photos = sorted((upstream_dir / "images").glob("*.jpg"))[:2]
+    config = arm_cost.replay_config(tmp_path, int8_model_path, photos, (320, 240), hold=2)
+    result = _guest(project_root, "daemon", "--config", str(config), "--frames", "6")
+    by_stage: dict[str, list[dict]] = {}
+    for region in result["regions"]:
+        by_stage.setdefault(region["stage"], []).append(region)
+    # Frames 0-1 are warm-up, the last frame has no successor: frames 2-4 are counted.
+    assert {stage: len(regions) for stage, regions in by_stage.items() if stage != "empty"} == {
+        stage: 3 for stage in arm_cost.DAEMON_STAGES
+    }
+    invoke_ends = {r["spans"][0][1] for r in by_stage["daemon_invoke"]}
+    for outside, loop in zip(by_stage["daemon_outside_invoke"], by_stage["daemon_loop"]):
+        spans = sorted(map(tuple, outside["spans"]))
+        # From the end of one invoke to the start of the next, in five stretches without a gap.
+        assert len(spans) == 5 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert spans[0][0] in invoke_ends and spans[-1][1] > spans[0][0]
+        assert len(loop["spans"]) == 3 and {tuple(s) for s in loop["spans"]} < set(spans)
+
+
+# ---- single-operator models (tools/arm64/split_ops.py) ------------------------------------------
+
+
+def test_every_op_of_the_int8_model_runs_alone(int8_model_path: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tools.arm64.split_ops import single_op_models
+
+    ops = single_op_models(int8_model_path, tmp_path)
+    whole = Interpreter(model_path=str(int8_model_path))
+    whole.allocate_tensors()
+    assert len(ops) == len([o for o in whole._get_ops_details() if o["op_name"] != "DELEGATE"])
+    assert ops[1].op == "CONV_2D" and ops[1].detail == "1x242x322x3 -> 1x120x160x16, k3x3 s2, pad valid"
+    for op in ops:
+        single = Interpreter(model_path=str(op.path), num_threads=1)
+        single.allocate_tensors()
+        (only,) = [o for o in single._get_ops_details() if o["op_name"] != "DELEGATE"]
+        assert only["op_name"] == op.op
+        for detail in single.get_input_details():
+            single.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        single.invoke()

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from edge.config import (
+    MAX_FLUSH_TIMEOUT_SECONDS,
+    Choice,
+    Integer,
     SECTIONS,
+    STOP_BUDGET_SECONDS,
     ConfigError,
     check_config_main,
     load_config,
     parse_config,
     read_secret,
     sanitize_device_id,
+    schema,
 )
 
 
@@ -85,6 +92,28 @@ def test_example_config_documents_every_key(project_root):
     for name, section_class in SECTIONS.items():
         fields = {f.name for f in dataclasses.fields(section_class)}
         assert fields == seen.get(name, set()), f"[{name}] documented keys differ from the config fields"
+
+
+def test_example_states_each_keys_limits_from_the_schema(project_root):
+    """The limits in the example's comments are the schema's: an integer key's comment gives
+    its range as "min-max", a choice key's comment quotes every choice."""
+    lines = example_text(project_root).splitlines()
+    for section, name, rule, _default in schema():
+        index = next(i for i, line in enumerate(lines) if re.match(rf"#? ?{name} = ", line) and _in_section(lines, i, section))
+        start = index
+        while start > 0 and lines[start - 1].startswith("#"):
+            start -= 1
+        comment = " ".join(lines[start:index])
+        if isinstance(rule, Integer):
+            assert re.search(rf"(?<!\d){rule.minimum}-{rule.maximum}(?!\d)", comment), f"{section}.{name}: range not in '{comment}'"
+        if isinstance(rule, Choice):
+            missing = [choice for choice in rule.choices if f'"{choice}"' not in comment]
+            assert not missing, f"{section}.{name}: {missing} not in '{comment}'"
+
+
+def _in_section(lines: list[str], index: int, section: str) -> bool:
+    headers = [line.strip() for line in lines[:index] if re.fullmatch(r"\[\w+\]", line.strip())]
+    return bool(headers) and headers[-1] == f"[{section}]"
 
 
 def test_example_defaults_match_the_code_defaults(project_root, model_file, tmp_path):
@@ -205,7 +234,7 @@ def test_a_password_needs_a_username(tmp_path, model_file):
         ("[camera]\nwidth = 8\nheight = 8\n", "config key 'camera.width': 8 is not allowed (an integer 16-8192)"),
         ("[camera]\nfps = 0\n", "config key 'camera.fps': 0 is not allowed (a number > 0 and <= 1000)"),
         ('[camera]\npicamera2_stream = "raw"\n', "config key 'camera.picamera2_stream': \"raw\" is not allowed (one of \"main\", \"lores\")"),
-        ("[camera]\nreopen_min_delay = 0\n", "config key 'camera.reopen_min_delay': 0 is not allowed (a number > 0)"),
+        ("[camera]\nreopen_min_delay = 0\n", "config key 'camera.reopen_min_delay': 0 is not allowed (a number > 0 and <= 3600)"),
         ("[camera]\nloop = \"yes\"\n", "config key 'camera.loop': \"yes\" is not allowed (true or false)"),
         ("[detector]\nscore_threshold = 1.5\n", "config key 'detector.score_threshold': 1.5 is not allowed (a number > 0 and < 1)"),
         ("[detector]\niou_threshold = nan\n", "config key 'detector.iou_threshold': NaN is not allowed (a number > 0 and < 1)"),
@@ -213,7 +242,7 @@ def test_a_password_needs_a_username(tmp_path, model_file):
         ("[detector]\nthreads = 2\n", "config key 'detector.threads' is not allowed (unknown key in [detector]; did you mean 'num_threads'?)"),
         ("[events]\ndebounce_frames = 0\n", "config key 'events.debounce_frames': 0 is not allowed (an integer 1-1000)"),
         ("[events]\ndebounce_frames = 2.5\n", "config key 'events.debounce_frames': 2.5 is not allowed (an integer 1-1000)"),
-        ("[events]\nclear_after_seconds = -1\n", "config key 'events.clear_after_seconds': -1 is not allowed (a number > 0)"),
+        ("[events]\nclear_after_seconds = -1\n", "config key 'events.clear_after_seconds': -1 is not allowed (a number > 0 and <= 86400)"),
         ("[snapshot]\nquality = 100\n", "config key 'snapshot.quality': 100 is not allowed (an integer 10-95)"),
         ("[snapshot]\nmax_bytes = 10\n", "config key 'snapshot.max_bytes': 10 is not allowed (an integer 2000-10000000)"),
         ("[stats]\ninterval_seconds = 0.5\n", "config key 'stats.interval_seconds': 0.5 is not allowed (a number >= 1 and <= 86400)"),
@@ -281,3 +310,151 @@ def test_check_config_prints_one_error_line_and_exits_2(tmp_path, model_file, ca
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "error: config key 'mqtt.port': 0 is not allowed (an integer 1-65535)\n"
+
+
+# --- what run needs is checked by the loader, so check-config agrees with run ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[mqtt]\ntopic_prefix = "$SYS/x"\n', "config key 'mqtt.topic_prefix': \"$SYS/x\" is not allowed (topic levels"),
+        ('[homeassistant]\ndiscovery_prefix = "$SYS"\n', "config key 'homeassistant.discovery_prefix': \"$SYS\" is not allowed"),
+        ('[mqtt]\ntopic_prefix = "a/\\u0001/b"\n', "config key 'mqtt.topic_prefix': \"a/\\u0001/b\" is not allowed"),
+        ('[mqtt]\nhost = "br\\u00f6ker.lan"\n', "config key 'mqtt.host': \"br\\u00f6ker.lan\" is not allowed"),
+        ('[mqtt]\nhost = "a..b"\n', "config key 'mqtt.host': \"a..b\" is not allowed"),
+        ('[mqtt]\nhost = "user:pw@broker"\n', "config key 'mqtt.host': \"user:pw@broker\" is not allowed"),
+        ("[mqtt]\nqueue_size = 1000000\n", "config key 'mqtt.queue_size': 1000000 is not allowed (an integer 1-100000)"),
+        ("[mqtt]\nqueue_bytes = 1\n", "config key 'mqtt.queue_bytes': 1 is not allowed (an integer 65536-67108864)"),
+        ("[camera]\nmax_pixels = 100\n", "config key 'camera.max_pixels': 100 is not allowed (an integer 65536-50000000)"),
+        ("[mqtt]\nflush_timeout = 45\n", "config key 'mqtt.flush_timeout': 45 is not allowed (a number >= 0 and <= 20: the unit's stop budget TimeoutStopSec=30s minus 10 s"),
+        ("[mqtt]\nflush_timeout = inf\n", "config key 'mqtt.flush_timeout': Infinity is not allowed"),
+        ("[events]\ndebounce_frames = 99999999999999999999\n", "config key 'events.debounce_frames': 99999999999999999999 is not allowed"),
+        ('[camera]\npath = "a\\u0000b"\n', "config key 'camera.path': \"a\\u0000b\" is not allowed (a non-empty path string)"),
+        ('[camera]\ndevice = "x\\ny"\n', "config key 'camera.device': \"x\\ny\" is not allowed"),
+        ("[mqtt]\nprotocol = true\n", "config key 'mqtt.protocol': true is not allowed"),
+        ("[mqtt.tls]\nx = 1\n", "config key 'mqtt.tls': a table {'x': 1} is not allowed (true or false)"),
+    ],
+)
+def test_run_time_rules_are_config_rules(tmp_path, model_file, text, expected):
+    assert error_for(tmp_path, model_file, text).startswith(expected)
+
+
+def test_values_in_errors_are_cut_and_redacted(tmp_path, model_file):
+    message = error_for(tmp_path, model_file, '[camera]\ndevice = "rtsp://admin:hunter2@cam/' + "x" * 5000 + '\\n"\n')
+    assert "hunter2" not in message and "rtsp://admin:***@cam/" in message
+    assert len(message) < 400
+
+
+def test_a_password_file_must_be_readable_utf8_text(tmp_path, model_file):
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"caf\xe9\n")  # Latin-1, as an old editor may save it
+    message = error_for(tmp_path, model_file, f'[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "{secret}"\n')
+    assert message == f"config key 'mqtt.password_file': \"{secret}\" is not allowed (a UTF-8 text file)"
+    secret.unlink()
+    os.mkfifo(secret)  # a FIFO must not hang the check
+    message = error_for(tmp_path, model_file, f'[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "{secret}"\n')
+    assert message.startswith("config key 'mqtt.password_file'") and "not a regular file" in message
+
+
+def test_an_unreadable_credential_is_a_config_error(tmp_path, model_file):
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "mqtt_password").write_bytes(b"\xff\xfe")
+    message = error_for(tmp_path, model_file, '[mqtt]\nhost = "b"\n', environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert message.startswith("config key 'mqtt.password_file (credential)'") and message.endswith("(a UTF-8 text file)")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from broker import make_test_pki
+
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_tls_files_are_loaded_as_the_client_will(tmp_path, model_file, pki):
+    tls = '[mqtt]\nhost = "b"\ntls = true\n'
+    good = f'{tls}ca_file = "{pki.ca_file}"\ncert_file = "{pki.server_cert}"\nkey_file = "{pki.server_key}"\n'
+    path = write_config(tmp_path, f'[detector]\nmodel = "{model_file}"\n' + good)
+    assert load_config(path, environ={}).mqtt.cert_file == pki.server_cert
+    # A certificate with another certificate's key.
+    mismatch = f'{tls}cert_file = "{pki.server_cert}"\nkey_file = "{pki.wrong_name_key}"\n'
+    message = error_for(tmp_path, model_file, mismatch)
+    assert message.startswith(f"config key 'mqtt.cert_file': \"{pki.server_cert}\" is not allowed (a PEM certificate matching")
+    # A CA file that holds no certificate.
+    message = error_for(tmp_path, model_file, f'{tls}ca_file = "{model_file}"\n')
+    assert message.startswith("config key 'mqtt.ca_file'") and "no certificate" in message
+
+
+def test_an_encrypted_key_fails_instead_of_prompting(tmp_path, model_file, pki):
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pki.server_key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True, capture_output=True,
+    )
+    text = f'[mqtt]\nhost = "b"\ntls = true\ncert_file = "{pki.server_cert}"\nkey_file = "{encrypted}"\n'
+    message = error_for(tmp_path, model_file, text)  # OpenSSL would otherwise read a passphrase from the tty
+    assert message.startswith("config key 'mqtt.cert_file'") and "key without passphrase" in message
+
+
+def test_an_unreadable_model_sidecar_is_named(tmp_path, model_file):
+    sidecar = model_file.with_suffix(".json")
+    sidecar.mkdir()  # exists but cannot be read as a file
+    message = error_for(tmp_path, model_file, "")
+    assert message.startswith(f"config key 'detector.model': \"{model_file}\" is not allowed (a model whose sidecar is readable;")
+
+
+def test_a_replay_path_that_is_a_fifo_is_refused_without_blocking(tmp_path, model_file):
+    fifo = tmp_path / "frames"
+    os.mkfifo(fifo)
+    message = error_for(tmp_path, model_file, f'[camera]\nsource = "replay"\npath = "{fifo}"\n')
+    assert message.startswith("config key 'camera.path'") and "not a regular file" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"[device]\nid = \"caf\xe9\"\n", r"not UTF-8 text \(byte 0xe9 at offset 18\)"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", r"not valid TOML \(nested too deeply\)"),
+        (b"x = " + b"9" * 5000 + b"\n", r"not valid TOML \(Exceeds the limit"),
+        (b"# padding\n" * 120_000, r"cannot be read \(is larger than 1048576 bytes\)"),
+    ],
+)
+def test_file_level_errors_are_one_line(tmp_path, content, reason):
+    path = tmp_path / "edge-face.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert re.match(rf"^config file '{re.escape(str(path))}': {reason}", message) and "\n" not in message
+
+
+def test_a_folder_or_fifo_as_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config file '.*': is a folder, not a TOML file$"):
+        load_config(tmp_path)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"^config file '.*fifo.toml': is not a regular file .*, not a TOML file$"):
+        load_config(fifo)
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path, model_file):
+    path = tmp_path / "edge-face.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + f'[device]\nid = "bom"\n[detector]\nmodel = "{model_file}"\n'.encode())
+    assert load_config(path, environ={}).device.id == "bom"
+
+
+def test_check_config_redacts_camera_credentials(tmp_path, model_file, capsys):
+    path = write_config(
+        tmp_path,
+        f'[camera]\nsource = "opencv"\ndevice = "rtsp://admin:hunter2@cam/stream"\n[detector]\nmodel = "{model_file}"\n',
+    )
+    assert check_config_main(str(path)) == 0
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and "rtsp://admin:***@cam/stream" in out
+
+
+def test_the_stop_budget_matches_the_unit(project_root):
+    unit = (project_root / "systemd" / "edge-face.service").read_text()
+    assert f"TimeoutStopSec={STOP_BUDGET_SECONDS:g}s" in unit
+    assert 0 < MAX_FLUSH_TIMEOUT_SECONDS < STOP_BUDGET_SECONDS

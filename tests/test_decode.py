@@ -11,13 +11,13 @@ from edge.decode import (
     Int8Postprocessor,
     QuantParams,
     decode_boxes,
+    dequantize,
     face_scores,
     hard_nms,
-    dequantize,
     select_faces,
 )
 from edge.imageio import load_image
-from edge.preprocess import normalize_float, resize_bilinear
+from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig, generate_priors
 from tools.upstream_postprocess import upstream_postprocess
 
@@ -46,11 +46,17 @@ def test_prior_layout_is_level_row_major_sizes_innermost():
     np.testing.assert_allclose(priors[-1], [4.5 / 5, 3.5 / 4, 256 / 320, 1.0], rtol=1e-6)
 
 
-def test_prior_config_round_trips_and_rejects_mismatched_levels():
-    config = PriorConfig(640, 480)
-    assert PriorConfig.from_dict(config.to_dict()) == config
+def test_prior_config_rejects_impossible_layouts():
     with pytest.raises(ValueError, match="one min-box list per stride"):
         PriorConfig(strides=(8, 16))
+    with pytest.raises(ValueError, match="strides must be positive"):
+        PriorConfig(strides=(8, 0, 32, 64))
+    with pytest.raises(ValueError, match="min box sizes must be positive"):
+        PriorConfig(min_boxes=((10, 16, 24), (32, -48), (64, 96), (128, 192, 256)))
+    with pytest.raises(ValueError, match="center_variance must be finite and > 0"):
+        PriorConfig(center_variance=float("nan"))
+    with pytest.raises(ValueError, match="size_variance must be finite and > 0"):
+        PriorConfig(size_variance=0.0)
 
 
 # ---------------------------------------------------------------- upstream contract
@@ -74,7 +80,7 @@ def onnx_heads(upstream_dir, photo_paths):
     )
     heads = []
     for path in photo_paths[:4]:
-        x = normalize_float(resize_bilinear(load_image(path), 320, 240))
+        x = normalize_nchw(resize_bilinear(load_image(path), 320, 240))
         _, regressions, logits = raw.run(None, {"input": x})
         scores, boxes = full.run(None, {"input": x})
         heads.append((logits[0], regressions[0], scores[0], boxes[0]))

@@ -22,6 +22,7 @@ from edge.events import (
     iso_utc,
     new_boot_id,
 )
+from edge.outbox import Outbox
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 WALL_START = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -110,7 +111,8 @@ def test_sequence_numbers_are_contiguous_and_rules_hold_on_random_streams():
     counts = []
     while len(counts) < 3000:  # runs of the same count: a busy room seen at 10 fps
         counts += [rng.choice([0, 0, 1, 2, 3])] * rng.randint(1, 8)
-    events = [event for _, event in feed(machine, counts)]
+    outbox = Outbox(max_events=10_000)
+    events = [outbox.add(event)[0] for _, event in feed(machine, counts)]
     assert len(events) > 100
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     present = False
@@ -129,20 +131,21 @@ def test_sequence_numbers_are_contiguous_and_rules_hold_on_random_streams():
 
 def test_new_settings_keep_the_sequence_counting():
     machine = tracker(debounce=3)
+    outbox = Outbox()
     first = feed(machine, [1, 1, 1])
     machine.settings = PresenceSettings(debounce_frames=1, clear_after_seconds=0.1)
     second = feed(machine, [0, 0], start=200.0)
-    assert [e.sequence for _, e in first + second] == [1, 2]
+    assert [outbox.add(e)[0].sequence for _, e in first + second] == [1, 2]
     assert second[0][1].type == "face_cleared"
 
 
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None}
+    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None, "zones": {}}
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
-    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z"}
+    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
 
 
 @pytest.mark.parametrize("bad", [dict(debounce_frames=0), dict(clear_after_seconds=0.0)])
@@ -164,9 +167,10 @@ def test_event_schema_is_json_with_the_documented_fields():
         scores=np.array([0.98766, 0.75], np.float32),
     )
     (event,) = machine.update(faces_from_detections(detections.boxes, detections.scores), 1280, 720, 5.0, WALL_START + 0.25)
-    data = json.loads(json.dumps(event.to_dict()))
+    event, _ = Outbox().add(event)
+    data = json.loads(event.to_json())
     assert list(data) == [
-        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id",
+        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
     ]
     assert data["type"] == "face_detected" and data["sequence"] == 1 and data["device_id"] == "hall"
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])
@@ -204,6 +208,16 @@ def test_stdout_sink_writes_one_json_line_per_event_and_nothing_else():
     lines = stream.getvalue().splitlines()
     assert [json.loads(line) for line in lines] == [e.to_dict() for e in events]
     assert [json.loads(line)["type"] for line in lines] == ["face_detected", "face_cleared", "face_detected"]
+
+
+def test_stdout_sink_drains_the_outbox_and_acknowledges_each_line():
+    stream, outbox = io.StringIO(), Outbox()
+    sink = StdoutSink(stream, outbox)
+    for _, event in feed(tracker(debounce=1, clear_after=0.1), [1, 0, 0, 2]):
+        sink.publish_event(outbox.add(event)[0])
+    assert [json.loads(line)["sequence"] for line in stream.getvalue().splitlines()] == [1, 2, 3]
+    stats = outbox.stats
+    assert (stats.enqueued, stats.delivered, stats.depth, stats.bytes) == (3, 3, 0, 0)
 
 
 def test_stdout_sink_close_survives_a_closed_stream():

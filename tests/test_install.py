@@ -1,9 +1,11 @@
 """tools/install.sh, the one-Pi install: run for real into a scratch root (--root).
 
 The scratch root turns off apt, user creation and systemctl by design; everything else is
-the real path: a virtualenv from the OS Python, a wheel built from this checkout and
-installed into it (without its dependencies, so no download), the model with its links,
-config, credential and unit.
+the real path: a virtualenv from the OS Python, a wheel built from this checkout (with the
+OS's setuptools, no download) and installed into it, the model with its links, config,
+credential and unit. Most tests install without dependencies; the ones about dependencies
+and extras install them from a local wheelhouse with the package index turned off, and an
+"offline" run also has every HTTP proxy pointed at a closed port.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import other_model, sha256
+from deploy_support import cache_folder, other_model, pinned, sha256, wheelhouse
+from edge.models import PACKAGED_MODEL_PATH
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+NO_CAMERA_MESSAGE = "no camera found yet; the service waits for one"
+# Nothing answers on port 9 (discard) of loopback: any download attempt fails at once.
+OFFLINE = {"PIP_NO_INDEX": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
@@ -42,11 +49,17 @@ class Installer:
     def __init__(self, script: Path, root: Path, model: Path) -> None:
         self.script, self.root, self.model = script, root, model
 
-    def __call__(self, *args: str, model: Path | None = None) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, model: Path | None = None, packaged_model: bool = False, deps: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         command = ["sh", str(self.script), "--root", str(self.root), "--python", str(SYSTEM_PYTHON)]
         if not {"--uninstall", "--rollback-model"} & set(args):
-            command += ["--no-deps", "--model", str(model or self.model)]
-        return subprocess.run(command + list(args), capture_output=True, text=True, timeout=300)
+            command += [] if deps else ["--no-deps"]
+            command += [] if packaged_model else ["--model", str(model or self.model)]
+        return subprocess.run(
+            command + list(args), capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+        )
 
 
 @pytest.fixture
@@ -158,3 +171,109 @@ def test_unknown_option_is_a_usage_error(installer: Installer) -> None:
 def test_script_passes_shellcheck(installer: Installer) -> None:
     result = subprocess.run(["shellcheck", "-s", "sh", str(installer.script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+def local_index(project_root: Path) -> dict[str, str]:
+    """Environment for pip: the index off, the device dependencies and OpenCV (at the versions
+    installed here) served from a local wheelhouse."""
+    house = wheelhouse(
+        cache_folder(project_root) / "test-install",
+        pinned(["numpy", "paho-mqtt", "pillow", "ai-edge-litert", "opencv-python-headless"]),
+    )
+    return {**OFFLINE, "PIP_FIND_LINKS": str(house)}
+
+
+def test_without_model_the_packaged_one_is_installed_and_an_offline_rerun_changes_nothing(
+    installer: Installer, local_index: dict[str, str]
+) -> None:
+    first = installer(packaged_model=True, deps=True, env=local_index)
+    assert first.returncode == 0, first.stderr + first.stdout
+    models = installer.root / "opt/edge-face/models"
+    assert os.readlink(models / "current") == sha256(PACKAGED_MODEL_PATH)[:16]
+    for suffix in (".tflite", ".json"):
+        shipped = PACKAGED_MODEL_PATH.with_suffix(suffix)
+        assert (models / "current" / shipped.name).read_bytes() == shipped.read_bytes()
+    # The config installed by default names exactly that file.
+    config = (installer.root / "etc/edge-face/edge-face.toml").read_text()
+    assert f'model = "/opt/edge-face/models/current/{PACKAGED_MODEL_PATH.name}"' in config
+    if not Path("/dev/video0").exists():  # no camera on this machine: said, not failed
+        assert f"install.sh: {NO_CAMERA_MESSAGE} (picamera2 is not installed and /dev/video0 does not exist;" in first.stdout
+
+    before = tree_state(installer.root)
+    again = installer(packaged_model=True, deps=True, env=OFFLINE)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "edge-face is up to date; nothing changed" in again.stdout
+    assert "building" not in again.stdout
+    assert tree_state(installer.root) == before
+
+
+def test_changed_extras_are_applied_on_rerun(installer: Installer, local_index: dict[str, str]) -> None:
+    venv_python = str(installer.root / "opt/edge-face/venv/bin/python")
+
+    def importable(module: str) -> bool:
+        probe = subprocess.run([venv_python, "-I", "-c", f"import {module}"], capture_output=True, timeout=120)
+        return probe.returncode == 0
+
+    plain = installer(packaged_model=True, deps=True, env=local_index)
+    assert plain.returncode == 0, plain.stderr + plain.stdout
+    assert importable("ai_edge_litert") and importable("numpy") and not importable("cv2")
+
+    with_opencv = installer("--extras", "opencv", packaged_model=True, deps=True, env=local_index)
+    assert with_opencv.returncode == 0, with_opencv.stderr + with_opencv.stdout
+    assert "install.sh: package extras now: opencv" in with_opencv.stdout
+    assert "building" not in with_opencv.stdout  # same sources: the kept wheel is reused
+    assert importable("cv2")
+
+    # Everything is there now: no index, no find-links, no network needed.
+    before = tree_state(installer.root)
+    again = installer("--extras", "opencv", packaged_model=True, deps=True, env=OFFLINE)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "nothing changed" in again.stdout
+    assert tree_state(installer.root) == before
+
+
+def test_bad_extras_are_a_usage_error(installer: Installer) -> None:
+    result = installer("--extras", "opencv; rm -rf /", packaged_model=True)
+    assert result.returncode == 2
+    assert "--extras 'opencv; rm -rf /': only names separated by commas" in result.stderr
+    assert not (installer.root / "opt").exists()
+
+
+def test_tflite_runtime_on_python_3_13_is_refused_before_anything_is_made(installer: Installer, tmp_path: Path) -> None:
+    # The OS Python made to report 3.13 (Raspberry Pi OS Trixie): tflite-runtime 2.14 has no
+    # wheel there, so the installer must say so up front instead of failing inside pip.
+    trixie_python = tmp_path / "python3.13"
+    trixie_python.write_text(
+        "#!/bin/sh\n"
+        "[ \"$1\" = -c ] || exec /usr/bin/python3 \"$@\"\n"
+        "code=$2; shift 2\n"
+        "exec /usr/bin/python3 -c 'import sys; sys.version_info = (3, 13, 5); exec(sys.argv[1])' \"$code\" \"$@\"\n"
+    )
+    trixie_python.chmod(0o755)
+    command = ["sh", str(installer.script), "--root", str(installer.root), "--python", str(trixie_python)]
+    result = subprocess.run(command + ["--extras", "tflite-runtime"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python 3.13" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(installer.root.iterdir()) == []
+
+
+def test_a_venv_removed_by_hand_is_installed_again(installer: Installer) -> None:
+    assert installer().returncode == 0
+    venv = installer.root / "opt/edge-face/venv"
+    shutil.rmtree(venv)
+    again = installer()
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "install.sh: installed edge_face-" in again.stdout
+    assert (venv / "bin/edge-face").is_file()
+
+
+def test_a_named_camera_device_that_is_missing_is_reported_not_fatal(
+    installer: Installer, local_index: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "opencv.toml"
+    config.write_text('[camera]\nsource = "opencv"\ndevice = "/dev/video9-edge-face-test"\n')  # no such device
+    result = installer("--config", str(config), packaged_model=True, deps=True, env=local_index)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"install.sh: {NO_CAMERA_MESSAGE} (/dev/video9-edge-face-test does not exist)" in result.stdout

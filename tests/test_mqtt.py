@@ -26,7 +26,6 @@ from edge.mqtt import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
     STATUS_STOPPED,
-    DropOldestQueue,
     MqttError,
     MqttSink,
     Topics,
@@ -40,6 +39,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # MQTT 5 CONNACK reasons for refused credentials: mosquitto 2.0 answers "Not authorized"
 # (0x87) for both a missing and a wrong password; 0x86 is "Bad user name or password".
 AUTH_REFUSALS = {0x86, 0x87}
+
+
+def publish(sink: MqttSink, event: Event) -> None:
+    """What the daemon does: number the event in the outbox, then tell the transport."""
+    numbered, _ = sink.outbox.add(event)
+    assert numbered.sequence == event.sequence  # the tests publish 1, 2, 3, ... in order
+    sink.publish_event(numbered)
 
 
 def make_event(sequence: int, kind: str = "face_detected", faces: int = 1) -> Event:
@@ -142,13 +148,6 @@ def test_topics_substitute_the_device_id():
     assert topics.status == f"home/{DEVICE}/faces/status"
 
 
-def test_drop_oldest_queue_evicts_the_oldest_and_keeps_order():
-    queue = DropOldestQueue[int](3)
-    evicted = [queue.push(i) for i in range(1, 6)]
-    assert evicted == [None, None, None, 1, 2]
-    assert [queue.pop() for _ in range(len(queue))] == [3, 4, 5]
-
-
 # --- topics, payloads, flags -----------------------------------------------------------------
 
 
@@ -159,7 +158,7 @@ def test_topics_payloads_qos_and_retained_flags(broker, sinks):
         wait_connected(sink)
         events = [make_event(1), make_event(2, "count_changed", faces=2), make_event(3, "face_cleared", faces=0)]
         for event in events:
-            sink.publish_event(event)
+            publish(sink, event)
         state = PresenceState(present=True, count=2, last_seen="2024-05-01T12:00:00.250Z")
         sink.publish_state(state)
         jpeg = b"\xff\xd8\xff\xe0fake-jpeg-bytes\xff\xd9"
@@ -213,7 +212,7 @@ def test_clean_close_flushes_and_says_stopped(broker, sinks):
         sink = sinks(mqtt_config(broker))
         sink.start()
         for sequence in range(1, 21):  # published before the CONNACK: queued, then sent
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         sink.publish_state(PresenceState(present=False, count=0, last_seen="2024-05-01T12:00:09.000Z"))
         sink.close(5.0)
         order, _ = first_sequences(live.wait_for(f"{PREFIX}/events", 20))
@@ -274,15 +273,15 @@ def test_broker_restart_mid_stream_loses_no_event_and_keeps_order(tmp_path, sink
         wait_connected(sink)
         total = 150
         for sequence in range(1, 51):  # a burst: part of it is in flight when the broker stops
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         broker.stop()
         for sequence in range(51, 101):  # broker away: these wait in the sink's queue
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
             time.sleep(0.002)
         assert not sink.status["connected"]
         broker.start()
         for sequence in range(101, total + 1):  # racing the reconnect and the re-sends
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
             time.sleep(0.002)
         sink.close(10.0)
         status = sink.status
@@ -291,7 +290,8 @@ def test_broker_restart_mid_stream_loses_no_event_and_keeps_order(tmp_path, sink
         )
         order, duplicates = first_sequences(subscriber.on(f"{PREFIX}/events"))
         assert order == list(range(1, total + 1))
-        assert status["dropped"] == 0 and status["queued"] == 0 and status["reconnects"] >= 1
+        outbox = sink.outbox.stats
+        assert (outbox.dropped, outbox.depth, outbox.delivered) == (0, 0, total) and status["reconnects"] >= 1
         assert duplicates <= 50  # only re-sends of what was in flight at the stop
     finally:
         subscriber.stop()
@@ -303,26 +303,61 @@ def test_events_in_flight_when_the_connection_dies_are_resent_in_order(broker, s
         sink = sinks(mqtt_config(broker, port=proxy.port))
         sink.start()
         for sequence in range(1, 6):
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         live.wait_for(f"{PREFIX}/events", 5)
         wait_status(sink, lambda status: status["in_flight"] == 0)  # 1-5 acknowledged
         proxy.swallow_client_bytes()  # from here the broker sees nothing the sink sends
         for sequence in range(6, 13):
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         wait_status(sink, lambda status: status["in_flight"] == 7)  # handed to paho
         time.sleep(0.2)
         assert sink.status["in_flight"] == 7  # and no PUBACK can come
         assert len(live.on(f"{PREFIX}/events")) == 5
         proxy.cut()
         for sequence in range(13, 21):  # while reconnecting, and while 6-12 are re-sent
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         sink.close(5.0)
-        assert sink.status["reconnects"] == 1 and sink.status["queued"] == 0
+        assert sink.status["reconnects"] == 1 and sink.outbox.stats.depth == 0
         order, duplicates = first_sequences(live.wait_for(f"{PREFIX}/events", 20))
         assert order == list(range(1, 21)) and duplicates == 0
 
 
-def test_full_queue_drops_the_oldest_counts_and_logs(tmp_path, sinks, caplog):
+def test_a_replaced_transport_hands_its_in_flight_events_to_the_next_one_in_order(broker, sinks):
+    """A reload: the old client's unacknowledged events go back to the shared outbox and the
+    new client sends them first; detach() never waits on the network."""
+    with CuttableProxy(broker) as proxy, Subscriber(broker, [f"{PREFIX}/events"]) as live:
+        old = sinks(mqtt_config(broker, port=proxy.port))
+        old.start()
+        wait_connected(old)
+        for sequence in range(1, 4):
+            publish(old, make_event(sequence))
+        live.wait_for(f"{PREFIX}/events", 3)
+        proxy.swallow_client_bytes()  # 4-9 reach paho, never the broker
+        for sequence in range(4, 10):
+            publish(old, make_event(sequence))
+        wait_status(old, lambda status: status["in_flight"] == 6)
+        new = MqttSink(
+            mqtt_config(broker, client_id="after-reload"), HomeAssistantConfig(enabled=False), DEVICE,
+            "ulfd-slim-320-int8", False, logging.getLogger("test.mqtt"), old.outbox,
+        )
+        started = time.monotonic()
+        old.detach()
+        assert time.monotonic() - started < 0.1
+        assert old.outbox.stats.in_flight == 0  # all given back
+        new.start(wait_first=False)
+        try:
+            for sequence in range(10, 13):
+                publish(new, make_event(sequence))
+            order, _ = first_sequences(live.wait_for(f"{PREFIX}/events", 12))
+            assert order == list(range(1, 13))
+            new.close(5.0)
+        finally:
+            new.close(0.5)
+        stats = new.outbox.stats
+        assert (stats.delivered, stats.depth, stats.dropped) == (12, 0, 0)
+
+
+def test_full_outbox_drops_the_oldest_and_counts(tmp_path, sinks, caplog):
     broker = MosquittoBroker(tmp_path / "broker", persistence=True).start()
     subscriber = Subscriber(broker, [f"{PREFIX}/events"], persistent=True, client_id="overflow-sub").start()
     try:
@@ -331,17 +366,16 @@ def test_full_queue_drops_the_oldest_counts_and_logs(tmp_path, sinks, caplog):
         with caplog.at_level(logging.WARNING, logger="test.mqtt"):
             sink.start()  # broker down: starts anyway, retries in the background
             for sequence in range(1, 13):
-                sink.publish_event(make_event(sequence))
-        status = sink.status
-        assert (status["queued"], status["dropped"], status["connected"]) == (5, 7, False)
-        assert "unreachable" in caplog.text
-        drop_lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-        assert drop_lines and "sequence 1" in drop_lines[0] and "mqtt.queue_size = 5" in drop_lines[0]
+                publish(sink, make_event(sequence))
+        outbox = sink.outbox.stats
+        assert (outbox.depth, outbox.dropped, sink.status["connected"]) == (5, 7, False)
+        assert "unreachable: connection refused" in caplog.text
         broker.start()
         received = subscriber.wait_for(f"{PREFIX}/events", 5, timeout=20)
         assert first_sequences(received)[0] == [8, 9, 10, 11, 12]
         sink.close(5.0)
-        assert sink.status["dropped"] == 7 and sink.status["queued"] == 0
+        outbox = sink.outbox.stats
+        assert (outbox.dropped, outbox.depth, outbox.delivered) == (7, 0, 5)
     finally:
         subscriber.stop()
         broker.stop()
@@ -355,7 +389,7 @@ def test_events_published_before_the_broker_exists_are_delivered(tmp_path, sinks
         sink = sinks(mqtt_config(broker))
         sink.start()
         for sequence in range(1, 4):
-            sink.publish_event(make_event(sequence))
+            publish(sink, make_event(sequence))
         time.sleep(0.5)  # a few failed reconnect attempts
         broker.start()
         order, _ = first_sequences(subscriber.wait_for(f"{PREFIX}/events", 3, timeout=20))
@@ -391,7 +425,7 @@ def test_tls_and_password_file_connect_with_hostname_checked(tls_broker, pki, si
         sink = sinks(config)
         with caplog.at_level(logging.DEBUG):
             sink.start()
-            sink.publish_event(make_event(1))
+            publish(sink, make_event(1))
             live.wait_for_payload(f"{PREFIX}/status", STATUS_ONLINE.encode())
             assert json.loads(live.wait_for(f"{PREFIX}/events")[0].payload)["sequence"] == 1
     assert "correct horse battery" not in caplog.text
@@ -413,14 +447,14 @@ def test_sink_with_wrong_password_reports_the_refusal(tls_broker, pki, sinks, tm
     sink = sinks(config)
     with caplog.at_level(logging.ERROR, logger="test.mqtt"):
         sink.start()
-        sink.publish_event(make_event(1))
+        publish(sink, make_event(1))
         deadline = time.monotonic() + 10
         while "refused" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
     assert "Not authorized" in sink.status["last_error"] or "password" in sink.status["last_error"]
     assert "check mqtt.username and mqtt.password_file" in caplog.text
     assert "not-the-password" not in caplog.text
-    assert sink.status["queued"] == 1 and not sink.status["connected"]
+    assert sink.outbox.stats.depth == 1 and not sink.status["connected"]
 
 
 def test_wrong_ca_is_one_clear_error(tls_broker, pki, sinks):
@@ -456,9 +490,8 @@ def test_missing_files_name_their_config_key(broker, sinks, tmp_path, key):
         overrides["key_file"] = missing
     if key == "password_file":
         overrides["username"] = "edge"
-    sink = sinks(mqtt_config(broker, **overrides))
-    with pytest.raises(ConfigError) as error:
-        sink.start()
+    with pytest.raises(ConfigError) as error:  # files are read when the sink is made
+        sinks(mqtt_config(broker, **overrides))
     assert f"mqtt.{key}" in str(error.value) and str(missing) in str(error.value)
 
 
@@ -466,7 +499,7 @@ def test_mqtt_311_is_selectable(broker, sinks):
     with Subscriber(broker, [f"{PREFIX}/#"]) as live:
         sink = sinks(mqtt_config(broker, protocol="3.1.1"))
         sink.start()
-        sink.publish_event(make_event(1))
+        publish(sink, make_event(1))
         live.wait_for_payload(f"{PREFIX}/status", STATUS_ONLINE.encode())
         assert json.loads(live.wait_for(f"{PREFIX}/events")[0].payload)["sequence"] == 1
         sink.close(2.0)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.model import INPUT_QUANT
-from edge.preprocess import as_three_channels, normalize_float, resize_bilinear, write_model_input
+from edge.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
+from edge.sidecar import INPUT_QUANT
 
 
 def _reference_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -26,11 +26,12 @@ def _reference_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarra
     return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
 
 
+@pytest.mark.parametrize("use_cv2", [False, None])
 @pytest.mark.parametrize("src_hw", [(480, 640), (1080, 1920), (120, 160), (333, 517)])
-def test_resize_matches_float_bilinear_within_one_level(src_hw):
+def test_resize_matches_float_bilinear_within_one_level(src_hw, use_cv2):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(*src_hw, 3), dtype=np.uint8)
-    ours = resize_bilinear(image, 320, 240)
+    ours = resize_bilinear(image, 320, 240, use_cv2=use_cv2)
     assert ours.shape == (240, 320, 3) and ours.dtype == np.uint8
     assert np.abs(ours.astype(np.float64) - _reference_bilinear(image, 320, 240)).max() <= 1.0
 
@@ -40,7 +41,8 @@ def test_exact_half_size_is_the_two_by_two_mean():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     block_mean = image.reshape(240, 2, 320, 2, 3).astype(np.float64).mean(axis=(1, 3))
-    assert np.abs(resize_bilinear(image, 320, 240) - block_mean).max() <= 1.0
+    for use_cv2 in (False, None):
+        assert np.abs(resize_bilinear(image, 320, 240, use_cv2=use_cv2) - block_mean).max() <= 1.0
 
 
 def test_resize_is_a_no_op_at_model_size():
@@ -56,7 +58,7 @@ def test_xor_input_is_exactly_the_upstream_normalization():
     dequantized = INPUT_QUANT.scale * (as_int8 - INPUT_QUANT.zero_point)
     np.testing.assert_array_equal(dequantized, (pixels.astype(np.float64) - 127) / 128)
     np.testing.assert_array_equal(
-        normalize_float(pixels)[0].transpose(1, 2, 0), ((pixels - 127.0) / 128).astype(np.float32)
+        normalize_nchw(pixels)[0].transpose(1, 2, 0), ((pixels - 127.0) / 128).astype(np.float32)
     )
 
 
@@ -83,22 +85,52 @@ def test_channel_conversions():
         as_three_channels(np.zeros((3, 4, 5), np.uint8))
 
 
-def test_half_size_fast_path_equals_the_general_path():
-    # 640x480 -> 320x240 takes a shortcut; recompute it with the general tap tables.
-    from edge.preprocess import BilinearResizer, _axis_table
-
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
-    fast = BilinearResizer(320, 240)(image)
-    rows, cols = _axis_table(480, 240), _axis_table(640, 320)
-    vertical = image[rows.lo].astype(np.int64) * rows.w_lo[:, None, None] + image[rows.hi] * rows.w_hi[:, None, None]
-    general = vertical[:, cols.lo] * cols.w_lo[None, :, None] + vertical[:, cols.hi] * cols.w_hi[None, :, None]
-    general = ((general + (1 << 21)) >> 22).astype(np.uint8)
-    np.testing.assert_array_equal(fast, general)
+# Camera modes, odd sizes and upscales; model sizes of slim-320 and slim-640, and an output
+# row (107 * 3 bytes) that is no multiple of a SIMD register.
+SOURCE_SIZES = [(640, 480), (1280, 720), (1920, 1080), (1024, 484), (333, 517), (641, 479), (160, 120), (319, 239)]
+TARGET_SIZES = [(320, 240), (640, 480), (107, 80)]
 
 
+@pytest.mark.parametrize("source", SOURCE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_numpy_resize_is_bit_identical_to_cv2_on_real_photos(photo_paths, source):
+    cv2 = pytest.importorskip("cv2")
+    from edge.imageio import load_image
+    from edge.preprocess import BilinearResizer
+
+    for path in photo_paths[:3]:
+        # A real photo as a camera would deliver it at this size (area-averaged, no aliasing).
+        frame = cv2.resize(load_image(path), source, interpolation=cv2.INTER_AREA)
+        for width, height in TARGET_SIZES:
+            expected = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+            np.testing.assert_array_equal(BilinearResizer(width, height, use_cv2=False)(frame), expected)
+            np.testing.assert_array_equal(BilinearResizer(width, height, use_cv2=True)(frame), expected)
+
+
+def test_cv2_is_used_when_it_imports_and_can_be_refused(monkeypatch):
+    pytest.importorskip("cv2")
+    from edge import preprocess
+
+    assert preprocess.BilinearResizer(320, 240).uses_cv2
+    assert not preprocess.BilinearResizer(320, 240, use_cv2=False).uses_cv2
+    monkeypatch.setattr(preprocess, "_load_cv2", lambda: None)  # a Pi without OpenCV
+    assert not preprocess.BilinearResizer(320, 240).uses_cv2
+    with pytest.raises(ValueError, match="cv2"):
+        preprocess.BilinearResizer(320, 240, use_cv2=True)
+
+
+def test_a_one_channel_frame_keeps_its_channel_axis():
+    image = np.random.default_rng(4).integers(0, 256, size=(480, 641, 1), dtype=np.uint8)
+    for use_cv2 in (False, None):
+        assert resize_bilinear(image, 320, 240, use_cv2=use_cv2).shape == (240, 320, 1)
+
+
+@pytest.mark.parametrize("use_cv2", [False, None])
 @pytest.mark.parametrize("src_hw", [(480, 640), (333, 517)])
-def test_resized_frames_are_c_contiguous(src_hw):
-    # A strided result silently makes the XOR into the input tensor ~30x slower.
-    image = np.zeros((*src_hw, 3), np.uint8)
-    assert resize_bilinear(image, 320, 240).flags["C_CONTIGUOUS"]
+def test_resized_frames_are_row_major(src_hw, use_cv2):
+    # A transposed result (fancy indexing) silently made the XOR into the input tensor ~30x
+    # slower. Row-major with whole bytes per channel is what the XOR needs; the half-size
+    # path may keep every other pixel of a row (a pixel stride of 2x the channels).
+    image = np.zeros((*src_hw, 4), np.uint8)[:, :, :3]  # a BGRA camera frame's colour view
+    resized = resize_bilinear(image, 320, 240, use_cv2=use_cv2)
+    row, pixel, channel = resized.strides
+    assert channel == 1 and pixel in (3, 6) and row >= 320 * pixel

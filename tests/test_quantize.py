@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Int8Postprocessor, QuantParams, select_faces
+from edge.decode import Int8Postprocessor, face_scores, select_faces
 from edge.imageio import load_image
-from edge.preprocess import normalize_float, resize_bilinear
+from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig
+from edge.sidecar import SIDECAR_FORMAT, canonical_digest, read_sidecar
 from tools import quantize
 from tools.metrics import match_boxes
 from tools.weights import load_manifest, sha256_file
+
 
 def _photos(photo_paths: list[Path], count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
     return [resize_bilinear(load_image(path), width, height) for path in photo_paths[:count]]
@@ -89,9 +91,9 @@ def test_float_keras_graph_matches_upstream_onnx(upstream_dir, photo_paths):
     session = _onnx_session(upstream_dir / "models" / quantize.REFERENCE_ONNX)
     for rgb in _photos(photo_paths, 4):
         logits, regressions = (np.asarray(t)[0] for t in model(((rgb.astype(np.float32) - 127) / 128)[None]))
-        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_float(rgb)})
+        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_nchw(rgb)})
         assert logits.shape == (PriorConfig().num_priors, 2) and regressions.shape == (PriorConfig().num_priors, 4)
-        assert np.abs(quantize.softmax(logits) - scores[0]).max() <= quantize.FLOAT_TOLERANCE
+        assert np.abs(face_scores(logits) - scores[0][:, 1]).max() <= quantize.FLOAT_TOLERANCE
         assert np.abs(regressions - boxes[0]).max() <= quantize.FLOAT_TOLERANCE
 
 
@@ -151,7 +153,7 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
     sidecar = json.loads(int8_model_path.with_suffix(".json").read_text())
     interpreter = _interpreter(int8_model_path)
     (input_details,) = interpreter.get_input_details()
-    assert sidecar["format"] == "edge-face-model/1"
+    assert sidecar["format"] == SIDECAR_FORMAT == "edge-face-model/2"
     assert sidecar["model_id"] == "ulfd-slim-320-int8"
     assert sidecar["input"] == {
         "width": 320,
@@ -169,8 +171,10 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
         assert described["shape"] == [int(d) for d in actual["shape"]]
         assert (described["scale"], described["zero_point"]) == actual["quantization"]
         assert described["index"] == actual["index"]
-    assert PriorConfig.from_dict(sidecar["priors"]) == PriorConfig(320, 240)
+    assert read_sidecar(int8_model_path).prior_config == PriorConfig(320, 240)
     assert sidecar["tflite_sha256"] == hashlib.sha256(int8_model_path.read_bytes()).hexdigest()
+    assert sidecar["sidecar_sha256"] == canonical_digest(sidecar)
+    assert read_sidecar(int8_model_path).sidecar == sidecar, "the loader accepts what the quantizer writes"
     assert sidecar["source"] == {"file": "version-slim-320.pth", "sha256": load_manifest()["version-slim-320.pth"].sha256}
     calibration = sidecar["calibration"]
     assert "/" not in calibration["folder"] and calibration["images"] >= 1 and len(calibration["sha256"]) == 64
@@ -182,11 +186,11 @@ def test_sidecar_matches_the_interpreter(int8_model_path, upstream_dir):
 def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_dir, photo_paths):
     """Faces from the int8 model (device pipeline: XOR input, Int8Postprocessor) vs faces from
     upstream's own ONNX graph with in-graph box decoding."""
-    sidecar = json.loads(int8_model_path.with_suffix(".json").read_text())
+    info = read_sidecar(int8_model_path)
     postprocess = Int8Postprocessor(
-        PriorConfig.from_dict(sidecar["priors"]),
-        QuantParams(sidecar["outputs"]["logits"]["scale"], sidecar["outputs"]["logits"]["zero_point"]),
-        QuantParams(sidecar["outputs"]["regressions"]["scale"], sidecar["outputs"]["regressions"]["zero_point"]),
+        info.prior_config,
+        info.logits_quant,
+        info.regressions_quant,
         score_threshold=0.7,
         iou_threshold=0.3,
     )
@@ -194,7 +198,7 @@ def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_di
     interpreter = _interpreter(int8_model_path)
     faces_float = faces_int8 = matched = 0
     for rgb in _photos(photo_paths, 6):
-        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_float(rgb)})
+        scores, boxes = session.run(["scores", "boxes"], {"input": normalize_nchw(rgb)})
         reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3)
         found = postprocess(*_run_int8(interpreter, rgb))
         faces_float, faces_int8 = faces_float + len(reference), faces_int8 + len(found)
@@ -237,7 +241,7 @@ def test_slim_640_build(tmp_path, upstream_dir, photo_paths):
     ).tflite_path
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["source"]["sha256"] == sha256_file(upstream_dir / "models" / "version-slim-640.pth")
-    assert PriorConfig.from_dict(sidecar["priors"]).num_priors == 17640
+    assert read_sidecar(path).num_priors == 17640
     interpreter = _interpreter(path)
     (input_details,) = interpreter.get_input_details()
     assert tuple(input_details["shape"]) == (1, 480, 640, 3)
@@ -252,5 +256,5 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert quantize.main(["--calibration", str(tmp_path / "empty"), "--out", str(out)]) == 1
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "no calibration images" in error and str(tmp_path / "empty") in error
+    assert error.count("\n") == 1 and "calibration photos:" in error and "no images" in error and str(tmp_path / "empty") in error
     assert not out.exists()

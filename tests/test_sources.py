@@ -5,6 +5,7 @@ video file, and auto-selection."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daemon_support import bomb_png, truncated_jpeg
 from edge.config import CameraConfig
 from edge.imageio import load_image
 from edge.sources.auto import build_source
@@ -82,10 +84,66 @@ def test_replay_errors_name_the_path(tmp_path):
         ReplaySource(tmp_path / "empty").open()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "0.jpg").write_bytes(b"not a jpeg")
-    source = ReplaySource(tmp_path / "bad")
+    source = ReplaySource(tmp_path / "bad", loop=True)
     source.open()
-    with pytest.raises(SourceError, match=r"^replay: image '.*0\.jpg': not a readable image"):
+    with pytest.raises(SourceError, match=r"^replay '.*bad': none of its 1 image file\(s\) can be read \(first: image '.*0\.jpg': not a readable"):
         source.read()
+
+
+def bad_folder(tmp_path: Path, photo_paths: list[Path]) -> tuple[Path, list[str]]:
+    """Two good photos among every kind of bad entry an operator or an attacker can leave."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "00.jpg").symlink_to(photo_paths[0])
+    bomb_png(folder / "01-bomb.png")
+    truncated_jpeg(folder / "02-truncated.jpg", photo_paths[1])
+    (folder / "03-empty.jpg").write_bytes(b"")
+    os.mkfifo(folder / "04-fifo.jpg")
+    (folder / "05-dir.jpg").mkdir()
+    (folder / "06-loop.jpg").symlink_to(folder / "06-loop.jpg")
+    (folder / "07-gone.jpg").symlink_to(tmp_path / "deleted-before-reading.jpg")
+    (folder / "08.jpg").symlink_to(photo_paths[1])
+    return folder, ["01-bomb.png", "02-truncated.jpg", "03-empty.jpg"]
+
+
+def test_replay_skips_every_bad_file_once_per_file_and_keeps_going(tmp_path, photo_paths, caplog):
+    folder, undecodable = bad_folder(tmp_path, photo_paths)
+    caplog.set_level(logging.WARNING, logger="edge.sources")
+    source = ReplaySource(folder, loop=True)
+    started = time.monotonic()
+    frames = read_all(source, limit=6)  # three passes over the folder
+    assert time.monotonic() - started < 30  # the FIFO did not block the reader
+    expected = [load_image(photo_paths[0]), load_image(photo_paths[1])] * 3
+    assert len(frames) == 6 and all(np.array_equal(f.pixels, e) for f, e in zip(frames, expected))
+    lines = [r.getMessage() for r in caplog.records]
+    for name in [*undecodable, "04-fifo.jpg", "05-dir.jpg", "06-loop.jpg", "07-gone.jpg"]:
+        assert sum(name in line for line in lines) == 1, (name, lines)
+    assert any("01-bomb.png" in line and "too many pixels" in line or "bomb" in line for line in lines)
+
+
+def test_replay_of_a_file_deleted_after_listing_skips_it(tmp_path, photo_paths, caplog):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "0.jpg").symlink_to(photo_paths[0])
+    (folder / "1.jpg").write_bytes(photo_paths[1].read_bytes())
+    source = ReplaySource(folder)
+    source.open()
+    (folder / "1.jpg").unlink()
+    assert source.read().index == 0 and source.read() is None
+    assert list(source.skipped) == [folder / "1.jpg"]
+
+
+def test_replay_where_a_file_turns_into_a_fifo_does_not_block(tmp_path, photo_paths):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "0.jpg").symlink_to(photo_paths[0])
+    (folder / "1.jpg").write_bytes(b"placeholder")
+    source = ReplaySource(folder, loop=True)
+    source.open()
+    (folder / "1.jpg").unlink()
+    os.mkfifo(folder / "1.jpg")  # swapped in between the listing and the read
+    assert [source.read().index for _ in range(3)] == [0, 1, 2]
+    assert "not a regular file" in source.skipped[folder / "1.jpg"]
 
 
 # --- grabber --------------------------------------------------------------------------------------------
@@ -126,18 +184,63 @@ def test_grabber_keeps_only_the_newest_frame_of_a_live_stream(photo_paths):
     assert health.dropped_frames > 0
 
 
-def test_grabber_reports_a_failing_replay(tmp_path, photo_paths):
+def test_grabber_reports_a_replay_where_nothing_can_be_read(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
-    (folder / "0.jpg").symlink_to(photo_paths[0])
-    (folder / "1.jpg").write_bytes(b"truncated")
-    grabber = FrameGrabber(ReplaySource(folder))
+    (folder / "0.jpg").write_bytes(b"truncated")
+    (folder / "1.png").write_bytes(b"")
+    grabber = FrameGrabber(ReplaySource(folder, loop=True))
     grabber.start()
-    assert grabber.get(timeout=2.0).index == 0
-    assert grabber.get(timeout=2.0) is None
+    assert grabber.get(timeout=5.0) is None
     grabber.stop()
     assert grabber.finished and grabber.health.state == "failed"
-    assert "1.jpg" in str(grabber.error)
+    assert "none of its 2 image file(s) can be read" in str(grabber.error)
+
+
+class ExplodingSource:
+    """A source whose reader fails with an error no source should raise (a bug)."""
+
+    name, is_live = "exploding", False
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self):
+        raise ZeroDivisionError("a bug in a source")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_unexpected_error_in_the_reader_is_a_crash_not_an_end_of_stream():
+    crashes = []
+    source = ExplodingSource()
+    grabber = FrameGrabber(source, on_crash=lambda name, exc: crashes.append((name, exc)))
+    grabber.start()
+    assert grabber.get(timeout=5.0) is None
+    grabber.stop()
+    assert grabber.finished and grabber.health.state == "crashed" and source.closed
+    assert isinstance(grabber.crash, ZeroDivisionError) and grabber.error is None
+    assert [(name, type(exc)) for name, exc in crashes] == [("frame-grabber", ZeroDivisionError)]
+
+
+def test_a_live_camera_missing_at_start_is_waited_for_with_backoff(photo_paths, caplog):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    camera_class.fail_starts = 3
+    grabber = FrameGrabber(Picamera2Source(320, 240, picamera2_class=camera_class), 0.05, 0.1)
+    caplog.set_level(logging.INFO, logger="edge.sources")
+    grabber.start()  # does not raise: boot order must not matter
+    try:
+        assert grabber.health.state == "waiting" and grabber.health.last_error
+        assert grabber.get(timeout=5.0) is not None
+        assert grabber.health.state == "ok"
+    finally:
+        grabber.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("waiting for camera: ") and lines[-1].endswith(": opened")
 
 
 def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, caplog):
@@ -219,22 +322,45 @@ def test_opencv_missing_device_or_file(tmp_path):
 def test_auto_prefers_a_listed_picamera2_camera(photo_paths, tmp_path):
     camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
     source = build_source(CameraConfig(), (320, 240), picamera2_class=camera_class, video_device=tmp_path / "video0")
-    assert isinstance(source, Picamera2Source) and (source.width, source.height) == (320, 240)
+    frames = read_all(source, limit=1)
+    assert source.is_live and frames[0].pixels.shape == (240, 320, 3) and frames[0].color_order == "BGR"
 
 
 def test_auto_falls_back_to_video0(photo_paths, tmp_path):
     video0 = tmp_path / "video0"
-    video0.touch()
+    video0.touch()  # exists, but is no camera: OpenCV is what tried to open it
     no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
     source = build_source(CameraConfig(width=640, height=480), (320, 240), picamera2_class=no_camera, video_device=video0)
-    assert isinstance(source, OpenCVSource) and source.device == str(video0)
-    assert (source.width, source.height) == (640, 480)
+    with pytest.raises(SourceError, match=rf"^opencv '{video0}'"):
+        source.open()
 
 
-def test_auto_without_any_camera_is_a_clear_error(photo_paths, tmp_path):
+@pytest.mark.parametrize("installed_but_broken", [False, True])
+def test_auto_falls_back_to_video0_only_when_picamera2_is_absent(monkeypatch, tmp_path, installed_but_broken):
+    # On a Pi /dev/video0 is the raw sensor node: a broken picamera2 (numpy 1/2 mismatch with
+    # simplejpeg) must be reported, not hidden behind an OpenCV source reading raw Bayer data.
+    import edge.sources.auto as auto
+    from edge.sources.picamera2 import Picamera2NotInstalled
+
+    def failing_import():
+        if installed_but_broken:
+            raise SourceError("picamera2 is installed but cannot be imported (ValueError: numpy.dtype size changed)")
+        raise Picamera2NotInstalled("picamera2 is not installed")
+
+    monkeypatch.setattr(auto, "import_picamera2_class", failing_import)
+    video0 = tmp_path / "video0"
+    video0.touch()
+    source = build_source(CameraConfig(), (320, 240), video_device=video0)
+    expected = "numpy.dtype size changed" if installed_but_broken else rf"^opencv '{video0}'"
+    with pytest.raises(SourceError, match=expected):
+        source.open()
+
+
+def test_auto_without_any_camera_is_a_clear_error_when_opened(photo_paths, tmp_path):
     no_camera = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=[])
+    source = build_source(CameraConfig(), (320, 240), picamera2_class=no_camera, video_device=tmp_path / "video0")
     with pytest.raises(SourceError) as caught:
-        build_source(CameraConfig(), (320, 240), picamera2_class=no_camera, video_device=tmp_path / "video0")
+        source.open()
     assert str(caught.value) == (
         f"no camera found: picamera2 lists no camera and {tmp_path / 'video0'} does not exist; "
         'connect a camera, or set [camera] source = "replay" with path = a folder of images'

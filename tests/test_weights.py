@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import weights
+from tools import shared_data, weights
 from tools.pth_reader import CheckpointError, read_state_dict
 
 PTH_320 = "version-slim-320.pth"
@@ -114,7 +114,7 @@ def http_server(upstream_dir):
 
 def test_download_verifies_and_a_bad_download_leaves_nothing(tmp_path, http_server, manifest, monkeypatch):
     # No local upstream copy: fetch has to download.
-    monkeypatch.setenv(weights.UPSTREAM_DIR_ENV, str(tmp_path / "no-upstream-here"))
+    monkeypatch.setenv(shared_data.UPSTREAM_DIR_ENV, str(tmp_path / "no-upstream-here"))
     good = weights.ManifestEntry(PTH_320, "models", f"{http_server}/{PTH_320}", manifest[PTH_320].sha256)
     # Serves the 640 weights under a name pinned to the 320 hash: a tampered mirror.
     bad = weights.ManifestEntry("tampered.pth", "models", f"{http_server}/{PTH_640}", manifest[PTH_320].sha256)
@@ -282,7 +282,7 @@ def test_fetch_samples_fills_one_folder_with_every_verified_sample(upstream_dir,
 
 
 def test_calibration_defaults_to_the_local_upstream_photos(upstream_dir, monkeypatch):
-    from tools.quantize import default_calibration_dir
+    from tools.quantize.calibration import default_calibration_dir
 
     monkeypatch.setenv("EDGE_FACE_UPSTREAM_DIR", str(upstream_dir))
     assert default_calibration_dir() == upstream_dir / "images"

@@ -2,7 +2,10 @@
 overhead (per-frame time minus invoke time, as a ratio of invoke time) and peak RSS.
 
     python -m tools.bench_daemon [--frames N] [--warmup N] [--threads T]
-                                 [--mqtt-port P [--mqtt-host H]] [--json OUT] [--markdown]
+                                 [--mqtt-port P [--mqtt-host H] [--snapshot]] [--json OUT] [--markdown]
+
+The installed-like figure (the README's and the unit's MemoryHigh/MemoryMax are set from it):
+``--mqtt-port P --snapshot`` against a running mosquitto.
 
 Frames are real photos (../shared/upstream/images) resized to 640x480 (``--width`` /
 ``--height``), each held for ``--hold`` consecutive frames like a scene in front of a camera,
@@ -48,7 +51,9 @@ def make_frames(photos: list[Path], stills: Path, frames: Path, size: tuple[int,
             (frames / f"{number:03d}-{repeat:03d}.png").symlink_to(still)
 
 
-def write_config(path: Path, frames_dir: Path, model: Path, threads: int | None, mqtt: tuple[str, int] | None) -> None:
+def write_config(
+    path: Path, frames_dir: Path, model: Path, threads: int | None, mqtt: tuple[str, int] | None, snapshot: bool = False
+) -> None:
     lines = [
         "[device]", 'id = "bench"',
         "[camera]", 'source = "replay"', f"path = {json.dumps(str(frames_dir))}", "loop = true",
@@ -57,6 +62,8 @@ def write_config(path: Path, frames_dir: Path, model: Path, threads: int | None,
     if threads:
         lines.append(f"num_threads = {threads}")
     lines += ["[stats]", "interval_seconds = 86400", "[log]", 'level = "warning"']
+    if snapshot:
+        lines += ["[snapshot]", "enabled = true"]
     if mqtt:
         lines += ["[mqtt]", f"host = {json.dumps(mqtt[0])}", f"port = {mqtt[1]}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -91,7 +98,6 @@ def child(config_path: Path, frames: int, warmup: int) -> None:
     invoke = np.asarray(times.invoke[warmup:])
     detect = np.asarray(times.detect[warmup:])
     elapsed = float(done[-1] - done[warmup - 1])  # from the end of warm-up to the last frame
-    status = getattr(daemon.sink, "status", None) or {}
     print(json.dumps({
         "frames": int(done.size - warmup),
         "seconds": elapsed,
@@ -99,8 +105,8 @@ def child(config_path: Path, frames: int, warmup: int) -> None:
         "invoke_p50_ms": float(np.percentile(invoke, 50) * 1e3),
         "invoke_p95_ms": float(np.percentile(invoke, 95) * 1e3),
         "detect_p50_ms": float(np.percentile(detect, 50) * 1e3),
-        "events": daemon.tracker.sequence,
-        "mqtt_dropped": status.get("dropped"),
+        "events": daemon.outbox.stats.enqueued,
+        "events_dropped": daemon.outbox.stats.dropped,
         "peak_rss_mb": peak_rss_mb_of_self(),
         "interpreter": daemon.detector.interpreter_name,
     }))
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
     parser.add_argument("--mqtt-port", type=int, default=None, help="publish to the broker on this port")
     parser.add_argument("--mqtt-host", default="127.0.0.1")
+    parser.add_argument("--snapshot", action="store_true", help="snapshots on (an installed-like run with --mqtt-port)")
     parser.add_argument("--python", default=sys.executable, help="interpreter running the daemon (e.g. .venv-tflite)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
@@ -183,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         stills_dir.mkdir()
         make_frames(photos, stills_dir, frames_dir, (args.width, args.height), args.hold)
         config_path = Path(scratch) / "bench.toml"
-        write_config(config_path, frames_dir, args.model.resolve(), args.threads, mqtt)
+        write_config(config_path, frames_dir, args.model.resolve(), args.threads, mqtt, args.snapshot)
         figures = run_child(args.python, config_path, args.frames, args.warmup)
     figures["size"] = f"{args.width}x{args.height}"
     sink = f"mqtt {args.mqtt_host}:{args.mqtt_port}" if mqtt else "stdout -> /dev/null"
+    if args.snapshot:
+        sink += ", snapshots on"
     print("\n".join(report(figures, sink, args.markdown)))
     if args.json:
         args.json.write_text(json.dumps({"sink": sink, **figures}, indent=2) + "\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.decode import Detections, select_faces
-from edge.preprocess import BilinearResizer, as_three_channels, normalize_float
+from edge.preprocess import BilinearResizer, as_three_channels, normalize_nchw
 
 # hard_nms looks at the `candidate_size` best candidates only; this many means "all of them".
 ALL_CANDIDATES = 1 << 30
@@ -120,7 +120,7 @@ class FloatOnnxDetector:
     def raw_outputs(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB -> (face scores (N,) float32, boxes (N, 4) float32 normalized xyxy)."""
         pixels = self._resize(as_three_channels(np.asarray(image_rgb)))
-        scores, boxes = self.session.run(["scores", "boxes"], {self._input_name: normalize_float(pixels)})
+        scores, boxes = self.session.run(["scores", "boxes"], {self._input_name: normalize_nchw(pixels)})
         return scores[0, :, 1], boxes[0]
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
@@ -130,13 +130,8 @@ class FloatOnnxDetector:
 
 
 class Int8Detector:
-    """The device path: edge.detector.FaceDetector on an int8 edge-face model.
-
-    Pre-processing and invoke are FaceDetector's own (``prepare`` + ``model.invoke``); the
-    int8 post-processing is an Int8Postprocessor built from ``settings``, because protocols
-    need an NMS candidate limit FaceDetector does not expose (with the default limit of 200
-    this is exactly ``FaceDetector.detect``).
-    """
+    """The device path: edge.detector.FaceDetector on an int8 edge-face model, with the
+    protocol's post-processing (its NMS candidate limit included) passed straight to it."""
 
     def __init__(
         self,
@@ -145,7 +140,6 @@ class Int8Detector:
         num_threads: int | None = None,
         interpreter: str | None = None,
     ) -> None:
-        from edge.decode import Int8Postprocessor
         from edge.detector import FaceDetector
 
         self.path = Path(model_path)
@@ -157,15 +151,6 @@ class Int8Detector:
             top_k=settings.top_k,
             num_threads=num_threads,
             interpreter=interpreter,
-        )
-        info = self.detector.model.info
-        self.postprocess = Int8Postprocessor(
-            info.prior_config,
-            info.logits_quant,
-            info.regressions_quant,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            top_k=settings.top_k,
             candidate_size=settings.candidate_size,
         )
         self.name = f"int8 {self.detector.model_id}"
@@ -175,5 +160,4 @@ class Int8Detector:
         return self.detector.interpreter_name
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
-        self.detector.prepare(image_rgb, color_order="RGB")
-        return self.postprocess(*self.detector.model.invoke())
+        return self.detector.detect(image_rgb, color_order="RGB")

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,12 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic import write_atomic
 from edge.decode import Detections
 from tools import metrics
 from tools.detectors import ALL_CANDIDATES, DetectionSettings, Detector, DetectorError, FloatOnnxDetector, Int8Detector
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_INT8_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+from tools.shared_data import DEFAULT_INT8_MODEL, upstream_dir, wider_subset_dir
 
 # accuracy-check.yml: the adapter keeps scores > 0.7 (its default), then nms overlap 0.5; OMZ's
 # NMS has no candidate limit.
@@ -63,7 +61,6 @@ CARD_AP_MAX_DROP = 0.007
 PHOTO_MIN_RECALL = 0.97
 PHOTO_MAX_EXTRA = 0.03
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 class EvaluationError(Exception):
@@ -98,14 +95,6 @@ class EvalDataset:
         if count is None or count >= len(self.images):
             return self
         return EvalDataset(f"{self.name}, first {count}", self.images[:count])
-
-
-def default_upstream_dir() -> Path:
-    return Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-
-
-def default_subset_dir() -> Path:
-    return Path(os.environ.get("EDGE_FACE_WIDER_SUBSET", PROJECT_ROOT.parent / "shared" / "wider-val-subset"))
 
 
 def _read_json_object(path: Path) -> dict:
@@ -183,14 +172,17 @@ def load_wider_val(images_dir: str | os.PathLike, gt_file: str | os.PathLike) ->
 
 def photo_paths(folders: Sequence[Path]) -> list[Path]:
     """Image files directly in ``folders``, folder by folder, by name."""
+    from edge.sources.base import SourceError
+    from edge.sources.replay import list_images
+
     paths = []
     for folder in folders:
         if not folder.is_dir():
             raise EvaluationError(f"photo folder '{folder}': not found")
-        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-        if not found:
-            raise EvaluationError(f"photo folder '{folder}': no {'/'.join(PHOTO_SUFFIXES)} images")
-        paths.extend(found)
+        try:
+            paths += list_images(folder)
+        except SourceError as error:
+            raise EvaluationError(f"photo folder: {error}") from None
     return paths
 
 
@@ -327,14 +319,14 @@ class Row:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    upstream = default_upstream_dir()
+    upstream = upstream_dir()
     parser = argparse.ArgumentParser(
         prog="python -m tools.evaluate",
         description="AP of the int8 model and of the float reference in the same run (card protocol, "
         "WIDER easy/medium/hard) and int8-vs-float agreement on real photos.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--subset", type=Path, help=f"wider-val-subset folder (default: {default_subset_dir()})")
+    source.add_argument("--subset", type=Path, help=f"wider-val-subset folder (default: {wider_subset_dir()})")
     source.add_argument("--wider-val", type=Path, help="full WIDER val image folder (WIDER_val or WIDER_val/images)")
     parser.add_argument("--gt", type=Path, default=upstream / "widerface-ground-truth" / "wider_val_gt.json",
                         help="ground-truth JSON for --wider-val (default: %(default)s)")
@@ -354,7 +346,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="exit 1 when an int8 accuracy target is missed")
     args = parser.parse_args(argv)
     if args.wider_val is None and args.subset is None:
-        args.subset = default_subset_dir()
+        args.subset = wider_subset_dir()
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
     if args.threads < 1:
@@ -474,17 +466,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"), make_parents=True)
     except OSError as exc:
-        raise EvaluationError(f"--json '{path}': cannot write ({exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise EvaluationError(f"--json '{path}': cannot write ({exc})") from None
 
 

@@ -1,21 +1,26 @@
 #!/bin/sh
 # Install edge-face on one Raspberry Pi (or any Debian-like host) as a systemd service.
 #
-#   sudo tools/install.sh --model /path/to/version-slim-320-int8.tflite
+#   sudo tools/install.sh [--extras tflite-runtime] [--model FILE] [--wheel FILE]
 #   sudo tools/install.sh --uninstall [--purge]
 #   sudo tools/install.sh --rollback-model
 #
 # Run it from a checkout of the project. It creates /opt/edge-face/venv (with the OS's site
 # packages, so python3-picamera2 is visible), installs the package from this source tree (or
-# --wheel), places the int8 model under /opt/edge-face/models/<sha256 prefix>/ behind the
-# links current/previous, installs /etc/edge-face/edge-face.toml from examples/ when there is
-# none yet (never overwritten), an empty /etc/edge-face/mqtt_password credential when there is
-# none, and systemd/edge-face.service; then enables and (re)starts the service.
-# Running it again changes nothing unless an input changed; only then is the service restarted.
+# --wheel), places the int8 model (the one shipped inside the package, or --model) under
+# /opt/edge-face/models/<sha256 prefix>/ behind the links current/previous, installs
+# /etc/edge-face/edge-face.toml from examples/ when there is none yet (never overwritten), an
+# empty /etc/edge-face/mqtt_password credential when there is none, and
+# systemd/edge-face.service; then enables and (re)starts the service. With no camera attached
+# it says so and finishes: the service waits for the camera.
+# Running it again changes nothing unless an input changed (sources, wheel, extras, model,
+# unit); only then is the service restarted. An unchanged re-run needs no network: the wheel
+# is neither rebuilt nor reinstalled, and dependencies come from the package index only when
+# the ones installed do not satisfy the package.
 #
 # Options:
 #   --model FILE       int8 .tflite with its .json sidecar beside it
-#                      (default: models/build/version-slim-320-int8.tflite of this checkout)
+#                      (default: the slim-320 model shipped inside the package)
 #   --wheel FILE       install this edge_face wheel instead of building one from the checkout
 #   --config FILE      first config to install (default: examples/edge-face.toml)
 #   --python FILE      Python to make the virtualenv from (default: /usr/bin/python3)
@@ -30,7 +35,7 @@
 #   --purge            with --uninstall: remove those too, and the edge-face user
 #   --rollback-model   make the previous model current again and restart
 #
-# Exit codes: 0 done, 1 failed, 2 usage error.
+# Exit codes: 0 done (also when no camera is attached yet), 1 failed, 2 usage error.
 set -eu
 
 PROG=install.sh
@@ -40,6 +45,9 @@ SERVICE_USER=edge-face
 INSTALL_DIR=/opt/edge-face
 VENV=$INSTALL_DIR/venv
 DIST_DIR=$INSTALL_DIR/dist
+# What was installed into the venv (inputs digest, extras, dependencies or not): an unchanged
+# re-run compares and touches nothing, so it needs no network.
+STATE_FILE=$DIST_DIR/installed
 MODELS_DIR=$INSTALL_DIR/models
 CONFIG_DIR=/etc/edge-face
 CONFIG_FILE=$CONFIG_DIR/edge-face.toml
@@ -47,7 +55,7 @@ CREDENTIAL_FILE=$CONFIG_DIR/mqtt_password
 UNIT_FILE=/etc/systemd/system/$SERVICE
 
 ACTION=install
-MODEL=$SRC_DIR/models/build/version-slim-320-int8.tflite
+MODEL=
 WHEEL=
 INITIAL_CONFIG=$SRC_DIR/examples/edge-face.toml
 PYTHON=/usr/bin/python3
@@ -60,6 +68,7 @@ ROOT=
 PURGE=
 CHANGED=
 SCRATCH=
+NO_CAMERA=
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
@@ -160,7 +169,8 @@ systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
 
 install_os_packages() {
     [ -n "$USE_APT" ] || return 0
-    packages=python3-venv
+    # setuptools and wheel let the venv build the package wheel without a download.
+    packages="python3-venv python3-setuptools python3-wheel"
     # python3-picamera2 (with libcamera) exists only in Raspberry Pi OS's archive.
     if [ -e /etc/rpi-issue ]; then packages="$packages python3-picamera2"; fi
     missing=
@@ -189,35 +199,49 @@ create_user() {
     fi
 }
 
-check_inputs() {
-    [ -x "$PYTHON" ] || die "--python '$PYTHON' is not an executable (apt-get install python3)"
-    [ -f "$MODEL" ] || die "--model '$MODEL': no such file (build it with python -m tools.quantize on a workstation and copy it here)"
-    sidecar=${MODEL%.tflite}.json
-    [ -f "$sidecar" ] || die "--model '$MODEL': its sidecar '$sidecar' is missing"
-    [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "--wheel '$WHEEL': no such file"
-    [ -f "$SRC_DIR/systemd/$SERVICE" ] || die "'$SRC_DIR/systemd/$SERVICE' is missing: run this script from a checkout"
-    model_sha=$(sha256_of "$MODEL")
+# check_model FILE WHAT: the model exists, its sidecar too, and the sidecar names its sha256.
+check_model() {
+    [ -f "$1" ] || die "$2 '$1': no such file"
+    sidecar=${1%.tflite}.json
+    [ -f "$sidecar" ] || die "$2 '$1': its sidecar '$sidecar' is missing"
+    model_sha=$(sha256_of "$1")
     sidecar_sha=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("tflite_sha256", ""))' "$sidecar") \
-        || die "--model '$MODEL': sidecar '$sidecar' is not valid JSON"
-    [ "$model_sha" = "$sidecar_sha" ] || die "--model '$MODEL': sha256 $model_sha differs from tflite_sha256 in '$sidecar'"
+        || die "$2 '$1': sidecar '$sidecar' is not valid JSON"
+    [ "$model_sha" = "$sidecar_sha" ] || die "$2 '$1': sha256 $model_sha differs from tflite_sha256 in '$sidecar'"
 }
 
+check_inputs() {
+    [ -x "$PYTHON" ] || die "--python '$PYTHON' is not an executable (apt-get install python3)"
+    if [ -n "$MODEL" ]; then check_model "$MODEL" --model; fi
+    [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "--wheel '$WHEEL': no such file"
+    [ -f "$SRC_DIR/systemd/$SERVICE" ] || die "'$SRC_DIR/systemd/$SERVICE' is missing: run this script from a checkout"
+    case $EXTRAS in
+        *[!a-z0-9,_-]*) usage_error "--extras '$EXTRAS': only names separated by commas (tflite-runtime, opencv)" ;;
+    esac
+    case ",$EXTRAS," in
+        *,tflite-runtime,*)
+            # tflite-runtime 2.14, its last release, has wheels for Python <= 3.11 only and needs numpy<2.
+            "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] > (3, 11))' \
+                || usage_error "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') (Raspberry Pi OS Trixie) and needs numpy<2; leave it out, ai-edge-litert is installed instead" ;;
+    esac
+}
+
+# venv_python ARGS...: the venv's Python, isolated (-I) from the caller's folder and
+# environment, so a checkout in the current folder cannot shadow the installed package.
+venv_python() { (cd / && "$ROOT$VENV/bin/python" -I "$@"); }
+
 build_wheel() {
-    if [ -n "$WHEEL" ]; then return 0; fi
     SCRATCH=$(mktemp -d)
-    # A clean copy of what the wheel is made of, so a stale build/ in the checkout cannot leak
-    # in; a fixed SOURCE_DATE_EPOCH makes the same sources give the same wheel bytes.
-    mkdir "$SCRATCH/src"
-    cp -R -- "$SRC_DIR/edge" "$SRC_DIR/pyproject.toml" "$SCRATCH/src/"
-    for extra_file in "$SRC_DIR"/README.md "$SRC_DIR"/LICENSE*; do
-        if [ -f "$extra_file" ]; then cp -- "$extra_file" "$SCRATCH/src/"; fi
-    done
     say "building the edge-face wheel from $SRC_DIR"
-    SOURCE_DATE_EPOCH=315532800 "$ROOT$VENV/bin/python" -m pip wheel --quiet --no-deps \
-        --disable-pip-version-check --wheel-dir "$SCRATCH/wheelhouse" "$SCRATCH/src" \
-        || die "building the wheel failed (see pip's message above)"
-    WHEEL=$(find "$SCRATCH/wheelhouse" -name 'edge_face-*.whl' | head -n 1)
-    [ -n "$WHEEL" ] || die "pip wheel produced no edge_face wheel"
+    WHEEL=$("$SRC_DIR/tools/build_wheel.sh" --python "$ROOT$VENV/bin/python" --out "$SCRATCH") \
+        || die "building the wheel failed (see the message above)"
+}
+
+# pip_install ARGS...: offline first (everything needed is often installed already), then with
+# the package index when that is not enough.
+pip_install() {
+    venv_python -m pip install --quiet --disable-pip-version-check --no-index "$@" 2>/dev/null \
+        || venv_python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
 install_package() {
@@ -228,24 +252,53 @@ install_package() {
             || die "could not create the virtualenv (apt-get install python3-venv)"
         changed "created virtualenv $VENV"
     fi
-    build_wheel
     ensure_dir "$DIST_DIR" 755 root:root
-    wheel_name=$(basename -- "$WHEEL")
-    if ! cmp -s -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name"; then
-        cp -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name.tmp"
-        chmod 644 "$ROOT$DIST_DIR/$wheel_name.tmp"
-        mv -f -- "$ROOT$DIST_DIR/$wheel_name.tmp" "$ROOT$DIST_DIR/$wheel_name"
-        requirement=$ROOT$DIST_DIR/$wheel_name${EXTRAS:+[$EXTRAS]}
+    if [ -n "$WHEEL" ]; then
+        inputs="wheel $(sha256_of "$WHEEL")"
+    else
+        inputs="source $("$SRC_DIR/tools/build_wheel.sh" --digest)"
+    fi
+    dependencies=yes
+    if [ -n "$NO_DEPS" ]; then dependencies=no; fi
+    wanted=$(printf 'inputs %s\nextras %s\ndependencies %s\n' "$inputs" "$EXTRAS" "$dependencies")
+    installed=$(cat -- "$ROOT$STATE_FILE" 2>/dev/null || true)
+    # A venv made anew (or emptied by hand) holds nothing, whatever the record says.
+    if [ ! -x "$ROOT$VENV/bin/edge-face" ]; then installed=; fi
+    if [ "$wanted" = "$installed" ]; then return 0; fi
+    installed_inputs=$(printf '%s\n' "$installed" | sed -n 's/^inputs //p')
+    # Same sources, other extras: the wheel kept in dist/ is the one to install, no rebuild.
+    kept=$(find "$ROOT$DIST_DIR" -maxdepth 1 -name 'edge_face-*.whl' | head -n 1)
+    if [ -z "$WHEEL" ] && { [ "$inputs" != "$installed_inputs" ] || [ -z "$kept" ]; }; then build_wheel; fi
+    if [ -n "$WHEEL" ]; then
+        wheel_name=$(basename -- "$WHEEL")
+        if ! cmp -s -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name"; then
+            cp -- "$WHEEL" "$ROOT$DIST_DIR/$wheel_name.tmp"
+            chmod 644 "$ROOT$DIST_DIR/$wheel_name.tmp"
+            mv -f -- "$ROOT$DIST_DIR/$wheel_name.tmp" "$ROOT$DIST_DIR/$wheel_name"
+        fi
+    else
+        wheel_name=$(basename -- "$kept")
+    fi
+    wheel=$ROOT$DIST_DIR/$wheel_name
+    if [ "$inputs" != "$installed_inputs" ]; then
         # pip keeps an installed version as it is, so a rebuilt wheel of the same version is
         # forced in; dependencies are left alone by that step and then topped up.
-        "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            --no-deps --force-reinstall "$ROOT$DIST_DIR/$wheel_name" || die "pip could not install $wheel_name"
-        if [ -z "$NO_DEPS" ]; then
-            "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$requirement" \
-                || die "pip could not install the dependencies of $wheel_name"
-        fi
+        venv_python -m pip install --quiet --disable-pip-version-check --no-index --no-deps --force-reinstall "$wheel" \
+            || die "pip could not install $wheel_name"
         changed "installed $wheel_name into $VENV"
     fi
+    if [ -z "$NO_DEPS" ]; then
+        pip_install "$wheel${EXTRAS:+[$EXTRAS]}" || die "pip could not install the dependencies of $wheel_name${EXTRAS:+[$EXTRAS]}"
+    fi
+    installed_extras=$(printf '%s\n' "$installed" | sed -n 's/^extras //p')
+    if [ "$EXTRAS" != "$installed_extras" ]; then
+        changed "package extras now: ${EXTRAS:-none}${NO_DEPS:+ (--no-deps: their packages are not installed)}"
+    fi
+    if [ -n "$installed" ] && [ "dependencies $dependencies" != "$(printf '%s\n' "$installed" | grep '^dependencies ')" ]; then
+        changed "package dependencies: $dependencies"
+    fi
+    printf '%s\n' "$wanted" > "$ROOT$STATE_FILE.tmp"
+    mv -f -- "$ROOT$STATE_FILE.tmp" "$ROOT$STATE_FILE"
     for old in "$ROOT$DIST_DIR"/*.whl; do
         if [ -f "$old" ] && [ "$(basename -- "$old")" != "$wheel_name" ]; then
             rm -f -- "$old"
@@ -255,6 +308,12 @@ install_package() {
 }
 
 install_model() {
+    if [ -z "$MODEL" ]; then
+        # The model shipped inside the installed package.
+        MODEL=$(venv_python -c 'from edge.models import PACKAGED_MODEL_PATH; print(PACKAGED_MODEL_PATH)') \
+            || die "the installed package has no edge.models: reinstall it"
+        check_model "$MODEL" "packaged model"
+    fi
     release=$(printf '%s' "$model_sha" | cut -c1-16)
     name=$(basename -- "$MODEL" .tflite)
     ensure_dir "$MODELS_DIR" 755 root:root
@@ -294,9 +353,51 @@ install_config() {
     fi
     ensure_mode "$CREDENTIAL_FILE" 600 root:root
     if [ -z "$ROOT" ]; then
-        "$VENV/bin/edge-face" check-config "$CONFIG_FILE" >/dev/null \
-            || die "$CONFIG_FILE is not valid (message above); fix it and run this again"
+        # As the service user: what it cannot read (a root-only file) fails here, not at start.
+        (cd / && runuser -u "$SERVICE_USER" -- "$VENV/bin/edge-face" check-config "$CONFIG_FILE" >/dev/null) \
+            || die "$CONFIG_FILE is not valid for user $SERVICE_USER (message above); fix it and run this again"
     fi
+}
+
+# find_camera: sets NO_CAMERA to the reason when the config's local camera is not there
+# (source auto, picamera2, or opencv with a /dev path), so the install can finish while the
+# service waits for it. Streams and files are the daemon's to open and retry.
+find_camera() {
+    config=$ROOT$CONFIG_FILE
+    probe='
+import sys, tomllib
+from pathlib import Path
+from edge.config import parse_config
+from edge.models import PACKAGED_MODEL_PATH
+from edge.sources.auto import build_source
+from edge.sources.base import SourceError
+from edge.sources.picamera2 import import_picamera2_class
+
+path = Path(sys.argv[1])
+camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
+# Only [camera] matters here (the model path is given so the rest validates anywhere).
+parsed = parse_config({"camera": camera, "detector": {"model": str(PACKAGED_MODEL_PATH)}}, base_dir=path.parent, environ={})
+source, device = parsed.camera.source, parsed.camera.device
+try:
+    if source == "auto":  # the frame size does not matter: nothing is opened
+        build_source(parsed.camera, (parsed.camera.width or 320, parsed.camera.height or 240))
+    elif source == "picamera2" and not import_picamera2_class().global_camera_info():
+        print("picamera2 lists no camera")
+    elif source == "opencv" and device.startswith("/dev/") and not Path(device).exists():
+        print(f"{device} does not exist")
+except SourceError as exc:
+    print(exc)
+'
+    as_user=
+    # As the service user where there is one: the camera devices must be open to it (group video).
+    if [ -z "$ROOT" ]; then as_user="runuser -u $SERVICE_USER --"; fi
+    # shellcheck disable=SC2086 # $as_user is a command prefix or nothing
+    errors=$(mktemp)
+    if ! NO_CAMERA=$(cd / && $as_user "$ROOT$VENV/bin/python" -I -c "$probe" "$config" 2>"$errors"); then
+        say "could not look for a camera: $(tail -n 1 -- "$errors")"
+        NO_CAMERA=
+    fi
+    rm -f -- "$errors"
 }
 
 install_unit() {
@@ -316,9 +417,15 @@ start_service() {
         changed "enabled $SERVICE"
     fi
     if [ -n "$CHANGED" ] || ! systemctl is-active --quiet "$SERVICE"; then
-        # Type=notify: this returns once the daemon has loaded the model and seen a frame.
-        systemctl restart "$SERVICE" || die "$SERVICE did not start: journalctl -u $SERVICE -n 50"
-        say "$SERVICE (re)started"
+        if [ -n "$NO_CAMERA" ]; then
+            # READY=1 needs a frame: waiting for it here would only time out.
+            systemctl restart --no-block "$SERVICE"
+            say "$SERVICE (re)started; it waits for the camera"
+        else
+            # Type=notify: this returns once the daemon has loaded the model and seen a frame.
+            systemctl restart "$SERVICE" || die "$SERVICE did not start: journalctl -u $SERVICE -n 50"
+            say "$SERVICE (re)started"
+        fi
     fi
 }
 
@@ -330,8 +437,13 @@ do_install() {
     install_model
     install_config
     install_unit
+    find_camera
     start_service
     if [ -n "$CHANGED" ]; then say "done"; else say "edge-face is up to date; nothing changed"; fi
+    if [ -n "$NO_CAMERA" ]; then
+        say "no camera found yet; the service waits for one (${NO_CAMERA#no camera found: })"
+        say "connect the camera, or set [camera] in $CONFIG_FILE; follow it with: journalctl -u $SERVICE -f"
+    fi
 }
 
 # --- uninstall and rollback --------------------------------------------------------------------

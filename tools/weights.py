@@ -1,10 +1,9 @@
 """Fetch upstream weights and sample photos by name, pinned by URL and sha256.
 
 Every file named in ``models/manifest.json`` comes either from a local copy of the upstream
-data (``$EDGE_FACE_UPSTREAM_DIR``, else ``<project>/../shared/upstream``, laid out as
-``models/`` and ``images/``) or from its raw-file URL at the pinned upstream commit. Either
+data (:func:`tools.shared_data.upstream_dir`, laid out as ``models/`` and ``images/``) or from its raw-file URL at the pinned upstream commit. Either
 way its sha256 is checked before the file appears in the destination, and it appears there
-only whole (temp file + ``os.replace``).
+only whole (:mod:`edge.atomic`).
 
 CLI::
 
@@ -17,19 +16,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from edge.atomic import atomic_writer
+from tools.shared_data import PROJECT_ROOT, upstream_dir
+
 DEFAULT_MANIFEST = PROJECT_ROOT / "models" / "manifest.json"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "cache"
-UPSTREAM_DIR_ENV = "EDGE_FACE_UPSTREAM_DIR"
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK_BYTES = 1 << 16
 
@@ -68,12 +66,6 @@ def load_manifest(path: Path = DEFAULT_MANIFEST) -> dict[str, ManifestEntry]:
     return entries
 
 
-def default_upstream_dir() -> Path:
-    """``$EDGE_FACE_UPSTREAM_DIR``, else ``<project root>/../shared/upstream`` (may not exist)."""
-    configured = os.environ.get(UPSTREAM_DIR_ENV)
-    return Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "upstream"
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as stream:
@@ -107,23 +99,14 @@ def _write_verified(entry: ManifestEntry, chunks: Iterable[bytes], destination: 
     On any failure the temp file is removed, so ``destination`` is either absent, untouched,
     or the complete verified file.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".part", dir=destination.parent)
-    try:
+    with atomic_writer(destination, make_parents=True) as stream:
         digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as stream:
-            for chunk in chunks:
-                digest.update(chunk)
-                stream.write(chunk)
+        for chunk in chunks:
+            digest.update(chunk)
+            stream.write(chunk)
         actual = digest.hexdigest()
         if actual != entry.sha256:
             raise _mismatch(entry, origin, actual)
-        # mkstemp creates 0600; the fetched file is ordinary shared data.
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, destination)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:
@@ -154,7 +137,7 @@ def fetch(
     if destination.is_file() and sha256_file(destination) == entry.sha256:
         return destination
 
-    local = _local_candidate(entry, Path(source) if source is not None else default_upstream_dir())
+    local = _local_candidate(entry, Path(source) if source is not None else upstream_dir())
     if source is not None and not local.is_file():
         raise WeightsError(f"{name}: not found in local source {source}")
     try:
@@ -183,7 +166,7 @@ def locate(
     if name not in entries:
         raise WeightsError(f"{name}: not in the manifest (known: {', '.join(sorted(entries))})")
     entry = entries[name]
-    local_root = Path(source) if source is not None else default_upstream_dir()
+    local_root = Path(source) if source is not None else upstream_dir()
     local = _local_candidate(entry, local_root)
     if local.is_file():
         actual = sha256_file(local)

@@ -1,7 +1,9 @@
 """``[camera]`` config -> a frame source, including auto-selection when none is named.
 
 Auto-selection (``source = "auto"``): picamera2 when it is installed and lists a camera,
-else the V4L2 device /dev/video0 through OpenCV when it exists, else a clear error.
+else the V4L2 device /dev/video0 through OpenCV when it exists, else a clear error. The
+choice is made when the source is opened (:class:`AutoSource`), not when it is built, so a
+camera that shows up after the service started is found by the reader's retries.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import CameraConfig
-from edge.sources.base import FrameSource, SourceError
+from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.opencv import OpenCVSource
-from edge.sources.picamera2 import Picamera2Source, import_picamera2_class
+from edge.sources.picamera2 import Picamera2NotInstalled, Picamera2Source, import_picamera2_class
 from edge.sources.replay import ReplaySource
 
 DEFAULT_VIDEO_DEVICE = Path("/dev/video0")
@@ -27,15 +29,48 @@ def build_source(
     """The source ``camera`` asks for; frames are requested at ``camera.width`` x
     ``camera.height``, or at ``model_size`` (width, height) so no resize is needed.
 
-    ``picamera2_class`` / ``video_device`` replace the real ones (tests). Raises
-    :class:`SourceError` when auto-selection finds no camera. Nothing is opened here.
+    ``picamera2_class`` / ``video_device`` replace the real ones (tests). Nothing is opened
+    here; "auto" picks the camera when it is opened (:class:`AutoSource`).
     """
+    if camera.source == "auto":
+        return AutoSource(camera, model_size, picamera2_class, video_device)
+    return _build(camera, camera.source, model_size, picamera2_class, video_device)
+
+
+class AutoSource:
+    """``source = "auto"``: at each :meth:`open`, the camera :func:`_auto_select` finds now."""
+
+    is_live = True
+
+    def __init__(self, camera: CameraConfig, model_size: tuple[int, int], picamera2_class: Any, video_device: Path) -> None:
+        self._camera, self._model_size = camera, model_size
+        self._picamera2_class, self._video_device = picamera2_class, video_device
+        self._chosen: FrameSource | None = None
+        self.name = "auto camera"
+
+    def open(self) -> None:
+        kind, camera_class = _auto_select(self._picamera2_class, self._video_device)
+        source = _build(self._camera, kind, self._model_size, camera_class, self._video_device)
+        source.open()
+        self._chosen, self.name = source, source.name
+
+    def read(self) -> Frame | None:
+        if self._chosen is None:
+            raise SourceError(f"{self.name}: read before open")
+        return self._chosen.read()
+
+    def close(self) -> None:
+        chosen, self._chosen = self._chosen, None
+        if chosen is not None:
+            chosen.close()
+
+
+def _build(
+    camera: CameraConfig, source: str, model_size: tuple[int, int], picamera2_class: Any, video_device: Path
+) -> FrameSource:
     width, height = (camera.width, camera.height) if camera.width and camera.height else model_size
-    source = camera.source
-    if source == "auto":
-        source, picamera2_class = _auto_select(picamera2_class, video_device)
     if source == "replay":
-        return ReplaySource(camera.path, fps=camera.fps, loop=camera.loop)
+        return ReplaySource(camera.path, fps=camera.fps, loop=camera.loop, max_pixels=camera.max_pixels)
     if source == "picamera2":
         return Picamera2Source(
             width, height, camera.camera_index, camera.picamera2_stream, camera.fps, picamera2_class=picamera2_class
@@ -50,8 +85,12 @@ def _auto_select(picamera2_class: Any, video_device: Path) -> tuple[str, Any]:
         camera_class = picamera2_class or import_picamera2_class()
         if camera_class.global_camera_info():
             return "picamera2", camera_class
-    except SourceError:
+    except Picamera2NotInstalled:
         why_not_picamera2 = "picamera2 is not installed"
+    except SourceError:
+        # Installed but broken (e.g. a numpy 1/2 mismatch): on a Pi /dev/video0 is the raw
+        # sensor node, so falling back to it would hide the real fault behind garbage frames.
+        raise
     except Exception as exc:  # libcamera failing to enumerate is "no camera" for this purpose
         why_not_picamera2 = f"picamera2 failed to list cameras ({exc})"
     if video_device.exists():

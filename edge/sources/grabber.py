@@ -3,7 +3,12 @@
 Live sources: the thread reads as fast as the camera delivers and keeps only the newest
 frame, counting the ones the loop never took, so a slow detector never sees an old frame
 (latency cannot build up). A live source that fails is closed and reopened with
-exponential backoff, for as long as it takes; the state is visible in :attr:`health`.
+exponential backoff, for as long as it takes; one that is missing at start is retried the
+same way ("waiting"): boot order never matters. The state is visible in :attr:`health`.
+
+An unexpected exception in the thread (not a :class:`SourceError`) is kept in
+:attr:`FrameGrabber.crash` and handed to ``on_crash``: the daemon exits non-zero, it never
+mistakes a dead reader for the end of a stream.
 
 Non-live sources (replay, video file): every frame is handed over in order (the thread
 waits for the loop), and the stream ends at the source's end or at its first error.
@@ -14,13 +19,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from edge.sources.base import Frame, FrameSource, SourceError
 
 
 @dataclass(frozen=True)
 class SourceHealth:
-    """``state``: "ok", "reopening", "ended" (finite source done) or "failed" (non-live error)."""
+    """``state``: "ok", "waiting" (a live source not opened yet), "reopening", "ended" (finite
+    source done), "failed" (non-live error) or "crashed" (unexpected error in the reader)."""
 
     state: str
     frames_read: int
@@ -37,8 +44,10 @@ class FrameGrabber:
         reopen_max_delay: float = 30.0,
         keep_latest: bool | None = None,
         logger: logging.Logger | None = None,
+        on_crash: Callable[[str, BaseException], None] | None = None,
     ) -> None:
-        """``keep_latest`` None: True for live sources (drop stale frames), False otherwise."""
+        """``keep_latest`` None: True for live sources (drop stale frames), False otherwise.
+        ``on_crash(thread_name, exc)``: called once if the reader fails unexpectedly."""
         self.source = source
         self.reopen_min_delay, self.reopen_max_delay = reopen_min_delay, reopen_max_delay
         self.keep_latest = source.is_live if keep_latest is None else keep_latest
@@ -52,12 +61,26 @@ class FrameGrabber:
         self._last_error: str | None = None
         self._error: SourceError | None = None
         self._thread: threading.Thread | None = None
+        self._on_crash = on_crash
+        self.crash: BaseException | None = None
 
-    def start(self) -> None:
-        """Open the source (in the caller's thread, so a missing camera fails right here with
-        :class:`SourceError`) and start reading."""
-        self.source.open()
-        self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
+    def start(self, wait_for_live: bool = True) -> None:
+        """Open the source and start reading. A finite source is opened in the caller's thread
+        (a missing replay folder fails right here with :class:`SourceError`: it can never
+        work); a live one that cannot be opened yet is retried by the reader with backoff,
+        state "waiting", and its cause logged (``wait_for_live`` False: SourceError too, for
+        a reload that can keep the camera it has)."""
+        opened = True
+        try:
+            self.source.open()
+        except SourceError as exc:
+            if not (self.source.is_live and wait_for_live):
+                raise
+            opened = False
+            with self._cond:
+                self._state, self._last_error = "waiting", str(exc)
+            self.log.warning("waiting for camera: %s; retrying in %.3g s", exc, self.reopen_min_delay)
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="frame-grabber", daemon=True)
         self._thread.start()
 
     def get(self, timeout: float) -> Frame | None:
@@ -95,8 +118,10 @@ class FrameGrabber:
                     "%s: reader did not stop within %.0f s (blocked in the driver?)", self.source.name, timeout
                 )
 
-    def _run(self) -> None:
+    def _run(self, opened: bool = True) -> None:
         try:
+            if not opened and not self._retry_open(self.reopen_min_delay):
+                return
             while not self._stopping.is_set():
                 try:
                     frame = self.source.read()
@@ -113,11 +138,18 @@ class FrameGrabber:
                     self._finish("ended", None)
                     return
                 self._deliver(frame)
-        finally:
-            self.source.close()
+        except Exception as exc:  # noqa: BLE001 - not swallowed: kept and handed on
             with self._cond:
-                self._finished = True
-                self._cond.notify_all()
+                self.crash, self._state, self._last_error = exc, "crashed", f"{type(exc).__name__}: {exc}"
+            if self._on_crash is not None:
+                self._on_crash("frame-grabber", exc)
+        finally:
+            try:
+                self.source.close()
+            finally:
+                with self._cond:
+                    self._finished = True
+                    self._cond.notify_all()
 
     def _deliver(self, frame: Frame) -> None:
         with self._cond:
@@ -142,6 +174,14 @@ class FrameGrabber:
         self.source.close()
         delay = self.reopen_min_delay
         self.log.warning("%s; reopening in %.3g s", reason, delay)
+        if self._retry_open(delay, "reopened"):
+            with self._cond:
+                self._reopens += 1
+
+    def _retry_open(self, delay: float, done: str = "opened") -> bool:
+        """Try to open every ``delay`` s (doubling up to the max) until it works (True) or we
+        stop (False). A cause is logged when it changes, then at most every max delay."""
+        last_logged = None
         while not self._stopping.wait(delay):
             try:
                 self.source.open()
@@ -149,9 +189,12 @@ class FrameGrabber:
                 delay = min(delay * 2, self.reopen_max_delay)
                 with self._cond:
                     self._last_error = str(exc)
-                self.log.warning("%s; retrying in %.3g s", exc, delay)
+                if str(exc) != last_logged or delay >= self.reopen_max_delay:
+                    last_logged = str(exc)
+                    self.log.warning("%s; retrying in %.3g s", exc, delay)
                 continue
             with self._cond:
-                self._state, self._reopens = "ok", self._reopens + 1
-            self.log.info("%s: reopened", self.source.name)
-            return
+                self._state = "ok"
+            self.log.info("%s: %s", self.source.name, done)
+            return True
+        return False

@@ -2,24 +2,40 @@
 
 Used by tests, demos and benchmarks, and by a machine with no camera. Not live: the
 daemon takes every frame in order (nothing is dropped), so a replay is reproducible.
+
+A file that cannot be used (corrupt, truncated, a decompression bomb, not a regular file,
+gone since the listing) is skipped with one log line, once per file, not once per loop pass;
+a replay in which no file at all can be read ends with a :class:`SourceError` naming the
+folder (a looping replay of only bad files must not spin).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+from edge.config import DEFAULT_MAX_PIXELS
 from edge.imageio import IMAGE_SUFFIXES, ImageError, load_image
 from edge.sources.base import Frame, SourceError
 
 
-def list_images(path: Path) -> list[Path]:
-    """The image files of folder ``path`` sorted by name, or ``[path]`` for one image file."""
+def list_images(path: Path, log: logging.Logger | None = None) -> list[Path]:
+    """The image files of folder ``path`` sorted by name, or ``[path]`` for one image file.
+    Entries with an image suffix that are not regular files (a folder, a FIFO, a dangling
+    link or a link loop) are left out, each with one line on ``log``."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise SourceError(f"replay '{path}': no such file or folder")
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        candidates = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise SourceError(f"replay '{path}': cannot list the folder ({exc.strerror or exc})") from None
+    images = [p for p in candidates if p.is_file()]
+    if log is not None:
+        for skipped in sorted(set(candidates) - set(images)):
+            log.warning("replay: skipping '%s': not a regular file", skipped)
     if not images:
         raise SourceError(f"replay '{path}': no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return images
@@ -36,28 +52,44 @@ class ReplaySource:
 
     is_live = False
 
-    def __init__(self, path: str | Path, fps: float | None = None, loop: bool = False, preload: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | None = None,
+        loop: bool = False,
+        preload: bool = False,
+        logger: logging.Logger | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         if fps is not None and not fps > 0:
             raise ValueError(f"replay fps must be > 0, got {fps}")
         self.path = Path(path)
         self.fps, self.loop, self.preload = fps, loop, preload
+        self.max_pixels = max_pixels
         self.name = f"replay '{self.path}'"
+        self.log = logger or logging.getLogger("edge.sources")
         self._files: list[Path] = []
         self._decoded: list | None = None
-        self._index = 0
+        self._bad: dict[Path, str] = {}  # skipped files and why (each logged once)
+        self._position = 0  # next file to read
+        self._index = 0  # next frame index
         self._started: float | None = None
 
+    @property
+    def skipped(self) -> dict[Path, str]:
+        """Files skipped so far and why."""
+        return dict(self._bad)
+
     def open(self) -> None:
-        self._files = list_images(self.path)
+        self._files = list_images(self.path, self.log)
         self._decoded = self._decode_all() if self.preload else None
-        self._index = 0
+        self._position = self._index = 0
         self._started = None
 
     def read(self) -> Frame | None:
-        if not self._files or (self._index >= len(self._files) and not self.loop):
+        pixels = self._next_pixels()
+        if pixels is None:
             return None
-        position = self._index % len(self._files)
-        pixels = self._decoded[position] if self._decoded is not None else self._decode(self._files[position])
         now = time.monotonic()
         if self.fps is not None:
             # Pace against the start time, not the previous frame, so decode time doesn't drift the rate.
@@ -74,8 +106,29 @@ class ReplaySource:
     def close(self) -> None:
         self._decoded = None
 
+    def _next_pixels(self):
+        """The next readable image's pixels, skipping bad files; None at the end of a
+        non-looping replay; SourceError when a whole pass over the files found none readable."""
+        misses = 0
+        while self._files and (self.loop or self._position < len(self._files)):
+            position = self._position % len(self._files)
+            self._position += 1
+            if self._decoded is not None:
+                pixels = self._decoded[position]
+            else:
+                pixels = self._decode(self._files[position])
+            if pixels is not None:
+                return pixels
+            misses += 1
+            if misses >= len(self._files):
+                raise SourceError(
+                    f"{self.name}: none of its {len(self._files)} image file(s) can be read "
+                    f"(first: {next(iter(self._bad.values()))})"
+                )
+        return None
+
     def _decode_all(self) -> list:
-        """Every file decoded once; links to the same image share one array."""
+        """Every file decoded once (None: skipped); links to the same image share one array."""
         by_target: dict[Path, object] = {}
         for path in self._files:
             target = path.resolve()
@@ -84,7 +137,12 @@ class ReplaySource:
         return [by_target[path.resolve()] for path in self._files]
 
     def _decode(self, path: Path):
+        """(H, W, 3) uint8 RGB, or None for a file that cannot be used (logged once per file)."""
         try:
-            return load_image(path)
+            return load_image(path, self.max_pixels)
         except ImageError as exc:
-            raise SourceError(f"replay: {exc}") from None
+            why = str(exc)
+        if path not in self._bad:
+            self._bad[path] = why
+            self.log.warning("replay: skipping %s", why)
+        return None

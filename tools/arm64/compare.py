@@ -6,7 +6,8 @@ The first LABEL=FILE is the reference (the host); each FILE holds one JSON line 
 (``{"image", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score": s}]}``).
 Images are matched by file name, since the paths differ between host and chroot. Prints a
 table and exits 1 when any run differs: another face count, a box coordinate further than
-BOX_RELATIVE_TOLERANCE (relative) or a score further than SCORE_TOLERANCE.
+BOX_RELATIVE_TOLERANCE (relative) or a score further than SCORE_TOLERANCE. After the table,
+one summary line per candidate run: images, faces, worst box and score gaps, PASS/FAIL.
 """
 
 from __future__ import annotations
@@ -137,6 +138,39 @@ def format_table(labels: list[str], runs: list[dict[str, list[Face]]]) -> tuple[
     return "\n".join([*lines, tolerance, verdict]), all_passed
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """One candidate run against the reference over all images."""
+
+    label: str
+    images: int
+    faces: int
+    max_box_difference: float  # pixels
+    max_score_difference: float
+    passed: bool
+
+    def line(self, reference_label: str) -> str:
+        return (
+            f"{self.label} vs {reference_label}: {self.images} images, {self.faces} faces, "
+            f"max |Δbox| {self.max_box_difference:.3g} px, max |Δscore| {self.max_score_difference:.3g}: "
+            f"{'PASS' if self.passed else 'FAIL'}"
+        )
+
+
+def summarize_run(label: str, reference: dict[str, list[Face]], run: dict[str, list[Face]]) -> RunSummary:
+    """Totals of one run: faces found, worst gaps, and whether every image is within tolerance."""
+    comparisons = [compare_faces(faces, run[image]) for image, faces in reference.items() if image in run]
+    passed = bool(reference) and set(run) == set(reference) and all(c.within_tolerance for c in comparisons)
+    return RunSummary(
+        label=label,
+        images=len(run),
+        faces=sum(len(faces) for faces in run.values()),
+        max_box_difference=max((c.max_box_difference for c in comparisons), default=0.0),
+        max_score_difference=max((c.max_score_difference for c in comparisons), default=0.0),
+        passed=passed,
+    )
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or any("=" not in arg for arg in argv):
         print("usage: python -m tools.arm64.compare REFERENCE_LABEL=FILE LABEL=FILE [LABEL=FILE ...]", file=sys.stderr)
@@ -152,6 +186,8 @@ def main(argv: list[str]) -> int:
         return 2
     table, passed = format_table(labels, runs)
     print(table)
+    for label, run in zip(labels[1:], runs[1:]):
+        print(summarize_run(label, runs[0], run).line(labels[0]))
     return 0 if passed else 1
 
 

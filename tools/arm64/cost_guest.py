@@ -1,0 +1,227 @@
+"""The guest half of tools.arm_cost: runs inside the emulated aarch64 Python, under the
+insn_regions plugin, and marks the edges of each stage it runs with a marker system call.
+
+    python -m tools.arm64.cost_guest detector --interpreter PKG --int8 M --float F IMAGE...
+    python -m tools.arm64.cost_guest daemon --config TOML --frames N
+    python -m tools.arm64.cost_guest ops --interpreter PKG MODEL...
+
+Prints one JSON object on stdout: the regions, each ``{"stage", "frame", "start", "end"}``
+where start and end are marker labels (or ``"spans": [[start, end], ...]`` for a region
+made of several stretches); the plugin's log has the instruction counters at each label. Every run also holds "empty" regions (two marks back to back): their count is
+the cost of one mark, which the host subtracts from every region.
+
+Everything runs with one interpreter thread. Stages (detector mode), per photo:
+preprocess_320 / preprocess_640 (the detector's own path from a 320x240 or 640x480 RGB
+frame into the input tensor), int8_invoke and float_invoke (the bare interpreter invoke of
+our int8 model and of upstream's float TFLite), decode_nms (ours) and upstream_post
+(upstream-style post-processing of the same int8 outputs). Daemon mode: the daemon's own
+loop on a replay, with its detector's prepare, invoke and postprocess wrapped in marks:
+daemon_invoke, daemon_prepare, daemon_postprocess, daemon_loop (the rest: events, sink,
+stats, the frame hand-over from the grabber thread) and daemon_outside_invoke (the sum of
+the last three: everything from the end of one invoke to the start of the next, all threads).
+Ops mode: one invoke of each single-operator model (tools/arm64/split_ops.py), stage "op",
+frame = the model's file name; a model whose op cannot run on its own (a RESHAPE fed by a
+computed shape) is listed under "skipped".
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+
+import numpy as np
+
+# Kept in step with MARKER_SYSCALL in tools/arm64/insn_regions.c.
+MARKER_SYSCALL = 0xEEEE
+EMPTY_REGIONS = 8
+# The daemon's first frames carry lazy set-up (first invoke, first event, first log line).
+DAEMON_WARMUP_FRAMES = 2
+
+
+class Marks:
+    """Marker system calls with increasing labels, and the regions they delimit."""
+
+    def __init__(self) -> None:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+        syscall.restype = ctypes.c_long
+        syscall.argtypes = [ctypes.c_long, ctypes.c_long]
+        self._syscall = syscall
+        self._next = 0
+        self.regions: list[dict] = []
+
+    def mark(self) -> int:
+        label = self._next
+        self._next += 1
+        self._syscall(MARKER_SYSCALL, label)
+        return label
+
+    def region(self, stage: str, frame: str, fn):
+        """Run ``fn()`` between two marks; returns its result."""
+        start = self.mark()
+        result = fn()
+        end = self.mark()
+        self.regions.append({"stage": stage, "frame": frame, "start": start, "end": end})
+        return result
+
+    def empty_regions(self) -> None:
+        for number in range(EMPTY_REGIONS):
+            self.region("empty", str(number), lambda: None)
+
+
+def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.detector import FaceDetector
+    from edge.imageio import load_image
+    from edge.model import load_interpreter_class
+    from edge.preprocess import normalize, resize_bilinear
+    from tools.upstream_postprocess import upstream_postprocess
+
+    detector = FaceDetector(args.int8, num_threads=1, interpreter=args.interpreter)
+    info = detector.info
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    int8 = interpreter_class(model_path=args.int8, num_threads=1)
+    int8.allocate_tensors()
+    float_model = interpreter_class(model_path=args.float, num_threads=1)
+    float_model.allocate_tensors()
+    int8_input = int8.get_input_details()[0]["index"]
+    float_input = float_model.get_input_details()[0]["index"]
+
+    faces, identical = {}, True
+    marks.empty_regions()
+    for index, path in enumerate(args.images):
+        frame = os.path.basename(path)
+        frame_640 = resize_bilinear(load_image(path), 640, 480)
+        frame_320 = resize_bilinear(frame_640, info.input_width, info.input_height)
+        int8.set_tensor(int8_input, (frame_320 ^ np.uint8(0x80)).view(np.int8)[None])
+        float_model.set_tensor(float_input, normalize(frame_320)[None])  # NHWC, as upstream's TFLite takes it
+        if index == 0:  # lazy set-up (weight packing, first-touch allocations) stays out of the counts
+            detector.detect(frame_320)
+            detector.detect(frame_640)
+            int8.invoke()
+            float_model.invoke()
+        # The detector's own pre-process stage: it has no public entry of its own (detect and
+        # raw_outputs run it with the invoke), so the count calls it by name.
+        marks.region("preprocess_640", frame, lambda: detector._prepare(frame_640, "RGB"))
+        marks.region("preprocess_320", frame, lambda: detector._prepare(frame_320, "RGB"))
+        logits, regressions = detector.raw_outputs(frame_320)
+        marks.region("int8_invoke", frame, int8.invoke)
+        ours = marks.region("decode_nms", frame, lambda: detector.postprocess(logits, regressions))
+        upstream_args = (
+            logits, regressions, detector.priors, info.prior_config, info.logits_quant, info.regressions_quant,
+        )
+        theirs = marks.region("upstream_post", frame, lambda: upstream_postprocess(*upstream_args))
+        marks.region("float_invoke", frame, float_model.invoke)
+        faces[frame] = int(len(ours.scores))
+        identical &= np.array_equal(ours.boxes, theirs.boxes) and np.array_equal(ours.scores, theirs.scores)
+    marks.empty_regions()
+    return {"interpreter": name, "faces": faces, "identical_to_upstream_post": bool(identical)}
+
+
+def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.config import load_config
+    from edge.daemon import build_daemon
+    from edge.events import StdoutSink
+    from edge.sdnotify import SystemdNotifier
+    from edge.sources.replay import ReplaySource
+
+    config = load_config(args.config)
+    source = ReplaySource(config.camera.path, loop=True, preload=True)
+    # Per frame: the marks at the start and end of prepare, invoke and postprocess, in order.
+    cycle: list[int] = []
+
+    def marked(fn):
+        def call(*fn_args):
+            cycle.append(marks.mark())
+            result = fn(*fn_args)
+            cycle.append(marks.mark())
+            return result
+        return call
+
+    with open(os.devnull, "w") as devnull:
+        daemon = build_daemon(config, source=source, sink=StdoutSink(devnull), notifier=SystemdNotifier(environ={}))
+        # Instrumentation of this detector instance only: FaceDetector.detect_timed, which the
+        # daemon calls, runs these three stages by these names (tests/test_arm64_tool.py fails
+        # if that changes).
+        detector = daemon.detector
+        detector._prepare = marked(detector._prepare)
+        detector._model.invoke = marked(detector._model.invoke)
+        detector._postprocess = marked(detector._postprocess)
+        marks.empty_regions()
+        code = daemon.run(max_frames=args.frames)
+        marks.empty_regions()
+    if code != 0:
+        raise SystemExit(f"cost_guest: the daemon exited with {code}")
+    if len(cycle) != 6 * args.frames:
+        raise SystemExit(f"cost_guest: {len(cycle)} marks for {args.frames} frames (expected 6 per frame)")
+    frames = [cycle[i:i + 6] for i in range(0, len(cycle), 6)]
+    for number in range(DAEMON_WARMUP_FRAMES, len(frames) - 1):
+        pre_s, pre_e, inv_s, inv_e, post_s, post_e = frames[number]
+        next_pre_s, next_pre_e, next_inv_s = frames[number + 1][:3]
+        frame = str(number)
+        regions = {
+            "daemon_invoke": [(inv_s, inv_e)],
+            "daemon_postprocess": [(post_s, post_e)],
+            "daemon_prepare": [(next_pre_s, next_pre_e)],
+            # The rest of the cycle from one invoke to the next: events, sink, stats, the
+            # frame hand-over between the grabber thread and the loop.
+            "daemon_loop": [(inv_e, post_s), (post_e, next_pre_s), (next_pre_e, next_inv_s)],
+        }
+        regions["daemon_outside_invoke"] = regions["daemon_postprocess"] + regions["daemon_prepare"] + regions["daemon_loop"]
+        for stage, spans in regions.items():
+            marks.regions.append({"stage": stage, "frame": frame, "spans": spans})
+    return {"interpreter": daemon.detector.interpreter_name, "frames": len(frames), "events": daemon.outbox.stats.enqueued}
+
+
+def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.model import load_interpreter_class
+
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    random = np.random.default_rng(0)
+    skipped = []
+    marks.empty_regions()
+    for path in args.models:
+        model = interpreter_class(model_path=path, num_threads=1)
+        model.allocate_tensors()
+        for detail in model.get_input_details():
+            if np.issubdtype(detail["dtype"], np.integer):
+                info = np.iinfo(detail["dtype"])
+                values = random.integers(info.min, info.max, size=detail["shape"], endpoint=True)
+            else:
+                values = random.standard_normal(detail["shape"])
+            model.set_tensor(detail["index"], values.astype(detail["dtype"]))
+        try:
+            model.invoke()  # lazy set-up (weight packing) stays out of the count
+        except (RuntimeError, ValueError):
+            skipped.append(os.path.basename(path))
+            continue
+        marks.region("op", os.path.basename(path), model.invoke)
+    marks.empty_regions()
+    return {"interpreter": name, "skipped": skipped}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.arm64.cost_guest")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    detector = modes.add_parser("detector")
+    detector.add_argument("--interpreter", required=True)
+    detector.add_argument("--int8", required=True)
+    detector.add_argument("--float", required=True)
+    detector.add_argument("images", nargs="+")
+    daemon = modes.add_parser("daemon")
+    daemon.add_argument("--config", required=True)
+    daemon.add_argument("--frames", type=int, required=True)
+    ops = modes.add_parser("ops")
+    ops.add_argument("--interpreter", required=True)
+    ops.add_argument("models", nargs="+")
+    args = parser.parse_args(argv)
+    marks = Marks()
+    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops}[args.mode]
+    summary = run(args, marks)
+    print(json.dumps({**summary, "regions": marks.regions}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,492 @@
+"""ARM cost, counted: aarch64 instructions per stage on the Pis' CPU models, 1 thread.
+
+    python -m tools.arm_cost [--cpus cortex-a53,cortex-a72,cortex-a76] [--frames N]
+                             [--daemon-frames N] [--suite bookworm] [--json OUT] [--markdown]
+    python -m tools.arm_cost --per-op [--model M] [--cpus ...]
+
+Instruction counts are deterministic where emulated time is not: the same program on the
+same CPU model retires the same instructions, on any host, under any load. Each stage runs
+in the emulated Debian root of the arm64 check (tools/arm64_check.sh builds it, with its
+venvs) under a qemu-aarch64 built with TCG plugins (tools/arm64/build_qemu_plugins.sh,
+cached beside the root) and the plugin tools/arm64/insn_regions.c, which counts guest
+instructions, dot-product instructions among them, and prints the counters whenever the
+guest marks a region edge (tools/arm64/cost_guest.py runs the stages between marks).
+
+Per CPU model and interpreter package: the int8 invoke against upstream's float TFLite
+invoke, the detector's pre-process from a 320x240 and a 640x480 frame, decode + NMS against
+upstream-style post-processing of the same int8 outputs, and (ai-edge-litert) the daemon's
+per-frame work outside invoke on a 640x480 replay. Medians over real photos.
+
+--per-op: where an invoke's instructions go. Each operator of the int8 model and of the
+float model runs alone as a single-operator model (tools/arm64/split_ops.py) under
+ai-edge-litert; the table lists each op and the sums per kind of op (explicit PAD, first
+conv, depthwise by stride, pointwise), int8 against float.
+
+Counts are not time: see the README's "ARM cost" section for what they do and do not predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
+
+FLOAT_TFLITE = "version-slim-320_without_postprocessing.tflite"
+DEFAULT_CACHE = Path(os.environ.get("EDGE_FACE_ARM64_CACHE") or Path.home() / ".cache" / "edge-face" / "arm64")
+DEFAULT_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76")
+# Venv kind in the arm64 check's cache -> interpreter package.
+INTERPRETERS = {"litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
+DAEMON_INTERPRETER_KIND = "litert"
+
+# Targets (instruction counts, cortex-a72 and cortex-a76, ai-edge-litert).
+TARGET_CPUS = ("cortex-a72", "cortex-a76")
+TARGET_INT8_VS_FLOAT = 0.5
+TARGET_OUTSIDE_VS_INVOKE = 0.05
+
+DETECTOR_STAGES = ("int8_invoke", "float_invoke", "preprocess_320", "preprocess_640", "decode_nms", "upstream_post")
+DAEMON_STAGES = ("daemon_invoke", "daemon_prepare", "daemon_postprocess", "daemon_loop", "daemon_outside_invoke")
+# Replayed frame sizes: what a USB camera commonly delivers, and the model's own size (a Pi
+# camera's ISP scales for free).
+DAEMON_FRAME_SIZES = ((640, 480), (320, 240))
+
+
+class CostError(Exception):
+    """A run that cannot be done or read; the message says what and where."""
+
+
+# ---- the plugin's log and the guest's regions (pure) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Counters at one marker: the marking thread's own, and the sums over all threads."""
+
+    insns: int
+    dot: int
+    all_insns: int
+    all_dot: int
+
+
+def parse_plugin_log(text: str, where: str) -> dict[int, Mark]:
+    """Marker label -> counters, from insn_regions' ``mark ...`` lines (other lines ignored)."""
+    marks: dict[int, Mark] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.startswith("mark "):
+            continue
+        fields = line.split()
+        try:
+            values = dict(zip(fields[0::2], fields[1::2]))
+            label = int(values["mark"])
+            mark = Mark(int(values["insns"]), int(values["dot"]), int(values["all_insns"]), int(values["all_dot"]))
+        except (KeyError, ValueError):
+            raise CostError(f"{where}:{number}: not an insn_regions mark line: {line!r}") from None
+        if label in marks:
+            raise CostError(f"{where}:{number}: marker {label} appears twice")
+        marks[label] = mark
+    return marks
+
+
+@dataclass(frozen=True)
+class RegionCount:
+    stage: str
+    frame: str
+    insns: int  # all threads, minus the cost of one mark
+    dot: int  # SDOT/UDOT instructions, all threads
+
+
+def region_counts(regions: list[dict], marks: dict[int, Mark]) -> list[RegionCount]:
+    """Instructions inside each region, net of the marker's own cost (the median "empty"
+    region: two marks back to back) once per span."""
+    def raw(region: dict) -> tuple[int, int, int]:
+        """(instructions, dot instructions, number of spans) of a region, marks included."""
+        spans = region.get("spans") or [(region["start"], region["end"])]
+        insns = dot = 0
+        for start_label, end_label in spans:
+            try:
+                start, end = marks[start_label], marks[end_label]
+            except KeyError as exc:
+                raise CostError(
+                    f"marker {exc.args[0]} of region {region['stage']} {region['frame']} is not in the plugin log"
+                ) from None
+            insns += end.all_insns - start.all_insns
+            dot += end.all_dot - start.all_dot
+        return insns, dot, len(spans)
+
+    empties = [raw(r)[0] for r in regions if r["stage"] == "empty"]
+    if not empties:
+        raise CostError("the guest run has no empty regions to measure the marker's cost")
+    marker_cost = int(statistics.median(empties))
+    counts = []
+    for region in regions:
+        if region["stage"] == "empty":
+            continue
+        insns, dot, spans = raw(region)
+        counts.append(RegionCount(region["stage"], region["frame"], max(insns - spans * marker_cost, 0), dot))
+    return counts
+
+
+def stage_medians(counts: list[RegionCount]) -> dict[str, dict[str, float]]:
+    """Stage -> {"insns": median, "dot": median, "frames": n}."""
+    by_stage: dict[str, list[RegionCount]] = {}
+    for count in counts:
+        by_stage.setdefault(count.stage, []).append(count)
+    return {
+        stage: {
+            "insns": float(statistics.median(c.insns for c in items)),
+            "dot": float(statistics.median(c.dot for c in items)),
+            "frames": len(items),
+        }
+        for stage, items in by_stage.items()
+    }
+
+
+@dataclass
+class CpuCost:
+    """Median instructions per frame of one CPU model and interpreter package."""
+
+    cpu: str
+    interpreter: str
+    int8_invoke: float
+    int8_dot: float
+    float_invoke: float
+    preprocess_320: float
+    preprocess_640: float
+    decode_nms: float
+    upstream_post: float
+    # "640x480" / "320x240" -> median per frame of the daemon's work outside invoke, and of
+    # its loop alone (outside invoke minus pre-process and decode + NMS); empty without a run.
+    daemon_outside_invoke: dict[str, float]
+    daemon_loop: dict[str, float]
+    frames: int
+    daemon_frames: int | None
+
+    @property
+    def int8_vs_float(self) -> float:
+        return self.int8_invoke / self.float_invoke
+
+    @property
+    def decode_speedup(self) -> float:
+        return self.upstream_post / self.decode_nms
+
+    def outside_vs_invoke(self, size: str) -> float | None:
+        """The daemon's per-frame work outside invoke (pre-process, decode + NMS, events, the
+        loop) on ``size`` frames, as a share of the int8 invoke."""
+        if size not in self.daemon_outside_invoke:
+            return None
+        return self.daemon_outside_invoke[size] / self.int8_invoke
+
+
+def cpu_cost(
+    cpu: str, interpreter: str, detector: dict[str, dict[str, float]], daemon: dict[str, dict[str, dict[str, float]]]
+) -> CpuCost:
+    """``detector``: stage medians of a detector run; ``daemon``: frame size -> stage medians
+    of a daemon run (empty where none ran)."""
+    missing = [s for s in DETECTOR_STAGES if s not in detector]
+    if missing:
+        raise CostError(f"{cpu} {interpreter}: no counts for {', '.join(missing)}")
+    return CpuCost(
+        cpu=cpu,
+        interpreter=interpreter,
+        int8_invoke=detector["int8_invoke"]["insns"],
+        int8_dot=detector["int8_invoke"]["dot"],
+        float_invoke=detector["float_invoke"]["insns"],
+        preprocess_320=detector["preprocess_320"]["insns"],
+        preprocess_640=detector["preprocess_640"]["insns"],
+        decode_nms=detector["decode_nms"]["insns"],
+        upstream_post=detector["upstream_post"]["insns"],
+        daemon_outside_invoke={size: stages["daemon_outside_invoke"]["insns"] for size, stages in daemon.items()},
+        daemon_loop={size: stages["daemon_loop"]["insns"] for size, stages in daemon.items()},
+        frames=int(detector["int8_invoke"]["frames"]),
+        daemon_frames=min((int(s["daemon_outside_invoke"]["frames"]) for s in daemon.values()), default=None),
+    )
+
+
+def _millions(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f}M"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def format_table(costs: list[CpuCost], markdown: bool) -> str:
+    header = [
+        "-cpu", "interpreter", "int8 invoke", "(sdot/udot)", "float invoke", "int8/float",
+        "pre 320x240", "pre 640x480", "decode+NMS", "upstream post", "upstream/ours",
+        "daemon loop", "outside invoke 640x480", "/int8", "outside invoke 320x240", "/int8",
+    ]
+    rows = [
+        [
+            c.cpu, c.interpreter, _millions(c.int8_invoke), _millions(c.int8_dot), _millions(c.float_invoke),
+            _ratio(c.int8_vs_float), _millions(c.preprocess_320), _millions(c.preprocess_640), _millions(c.decode_nms),
+            _millions(c.upstream_post), _ratio(c.decode_speedup), _millions(c.daemon_loop.get("320x240")),
+            _millions(c.daemon_outside_invoke.get("640x480")), _share(c.outside_vs_invoke("640x480")),
+            _millions(c.daemon_outside_invoke.get("320x240")), _share(c.outside_vs_invoke("320x240")),
+        ]
+        for c in costs
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+def check_targets(costs: list[CpuCost]) -> list[str]:
+    """Lines "target ...: PASS|MISS" for the target CPUs with ai-edge-litert."""
+    lines = []
+    for c in costs:
+        if c.cpu not in TARGET_CPUS or c.interpreter != INTERPRETERS[DAEMON_INTERPRETER_KIND]:
+            continue
+        verdict = "PASS" if c.int8_vs_float <= TARGET_INT8_VS_FLOAT else "MISS"
+        lines.append(f"target {c.cpu}: int8 invoke <= {TARGET_INT8_VS_FLOAT}x float: {c.int8_vs_float:.2f}x {verdict}")
+        for size in c.daemon_outside_invoke:
+            share = c.outside_vs_invoke(size)
+            verdict = "PASS" if share <= TARGET_OUTSIDE_VS_INVOKE else "MISS"
+            lines.append(
+                f"target {c.cpu}: per-frame work outside invoke ({size} frames) <= {TARGET_OUTSIDE_VS_INVOKE:.0%} "
+                f"of int8 invoke: {share:.1%} {verdict}"
+            )
+    return lines
+
+
+# ---- running the guest under the plugin ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Emulator:
+    qemu: Path
+    plugin: Path
+    rootfs: Path
+    site_packages: dict[str, Path]  # venv kind -> its site-packages folder
+
+
+def ensure_emulator(cache: Path, suite: str) -> Emulator:
+    """The plugin qemu (built on first use), the suite's root and its venvs from the arm64 check."""
+    built = subprocess.run(
+        [str(PROJECT_ROOT / "tools" / "arm64" / "build_qemu_plugins.sh"), str(cache)],
+        capture_output=True, text=True,
+    )
+    if built.returncode != 0:
+        raise CostError(f"building qemu with plugins failed: {built.stderr.strip()[-1500:]}")
+    paths = dict(line.split(" ", 1) for line in built.stdout.strip().splitlines())
+    roots = sorted(cache.glob(f"rootfs-{suite}-arm64-*"))
+    if not roots:
+        raise CostError(f"no {suite} arm64 root in {cache}: run tools/arm64_check.sh (make arm64-check) first")
+    site_packages = {}
+    for kind in INTERPRETERS:
+        venvs = [v for v in sorted((cache / f"venvs-arm64-{suite}").glob(f"{kind}-*")) if (v / ".complete").exists()]
+        found = [p for v in venvs for p in v.glob("lib/python3*/site-packages")]
+        if found:
+            site_packages[kind] = found[0]
+    if DAEMON_INTERPRETER_KIND not in site_packages:
+        raise CostError(f"no finished {suite} arm64 litert venv in {cache}: run tools/arm64_check.sh (make arm64-check) first")
+    return Emulator(Path(paths["qemu"]), Path(paths["plugin"]), roots[-1], site_packages)
+
+
+def run_guest(
+    emulator: Emulator, cpu: str, kind: str, guest_args: list[str], workdir: Path, log_name: str | None = None
+) -> tuple[dict, dict[int, Mark]]:
+    """Run tools.arm64.cost_guest in the emulated Python; returns (its JSON, the marks)."""
+    log = workdir / f"plugin-{cpu}-{kind}-{log_name or guest_args[0]}.log"
+    command = [
+        str(emulator.qemu), "-cpu", cpu, "-L", str(emulator.rootfs),
+        "-plugin", str(emulator.plugin), "-d", "plugin", "-D", str(log),
+        str(emulator.rootfs / "usr" / "bin" / "python3"), "-m", "tools.arm64.cost_guest", *guest_args,
+    ]
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": f"{PROJECT_ROOT}:{emulator.site_packages[kind]}",
+        "PYTHONHASHSEED": "0",  # same dict/set layouts, so the same Python-level work every run
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OPENBLAS_NUM_THREADS": "1",  # numpy's BLAS worker would spin as a second vCPU
+        "TMPDIR": str(workdir),
+    }
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CostError(f"{cpu} {kind} {guest_args[0]}: the emulated run failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise CostError(f"{cpu} {kind} {guest_args[0]}: no JSON result on stdout: {done.stdout[-500:]!r}") from None
+    return result, parse_plugin_log(log.read_text(encoding="utf-8"), str(log))
+
+
+def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[int, int], hold: int) -> Path:
+    """A daemon config replaying the photos at ``size``, each held for ``hold`` frames."""
+    from tools.bench_daemon import make_frames, write_config
+
+    stills, frames = workdir / "stills", workdir / "frames"
+    stills.mkdir(parents=True)
+    frames.mkdir()
+    make_frames(photos, stills, frames, size, hold)
+    config = workdir / "daemon.toml"
+    write_config(config, frames, model, threads=1, mqtt=None)
+    return config
+
+
+def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
+    emulator = ensure_emulator(args.cache, args.suite)
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    if len(photos) < args.frames:
+        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    float_model = upstream / "models" / FLOAT_TFLITE
+    for needed in (args.model, float_model):
+        if not needed.is_file():
+            raise CostError(f"{needed}: no such file")
+    costs, details = [], {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="arm-cost-") as tmp:
+        workdir = Path(tmp)
+        configs = {
+            f"{width}x{height}": replay_config(workdir / f"{width}x{height}", args.model, photos, (width, height), hold=3)
+            for width, height in DAEMON_FRAME_SIZES
+        }
+        for cpu in args.cpus:
+            for kind, interpreter in INTERPRETERS.items():
+                if kind not in emulator.site_packages:
+                    print(f"arm-cost: {interpreter} is not installed in the {args.suite} root: skipped", file=sys.stderr)
+                    continue
+                print(f"arm-cost: {cpu} {interpreter}: {len(photos)} photos", file=sys.stderr)
+                result, marks = run_guest(
+                    emulator, cpu, kind,
+                    ["detector", "--interpreter", interpreter, "--int8", str(args.model), "--float", str(float_model),
+                     *map(str, photos)],
+                    workdir,
+                )
+                detector = stage_medians(region_counts(result.pop("regions"), marks))
+                daemon = {}
+                for size, config in configs.items() if kind == DAEMON_INTERPRETER_KIND else ():
+                    print(f"arm-cost: {cpu} daemon: {args.daemon_frames} frames of {size}", file=sys.stderr)
+                    daemon_result, daemon_marks = run_guest(
+                        emulator, cpu, kind, ["daemon", "--config", str(config), "--frames", str(args.daemon_frames)],
+                        workdir, log_name=f"daemon-{size}",
+                    )
+                    daemon[size] = stage_medians(region_counts(daemon_result.pop("regions"), daemon_marks))
+                    result[f"daemon {size}"] = daemon_result
+                costs.append(cpu_cost(cpu, interpreter, detector, daemon))
+                details["runs"].append({"cpu": cpu, "kind": kind, **result, "detector": detector, "daemon_stages": daemon})
+    return costs, details
+
+
+# ---- per-op counts ---------------------------------------------------------------------------
+
+
+def op_category(op: str, detail: str) -> str:
+    """The kind of an operator for the per-op sums: PAD, depthwise by stride, 1x1 pointwise,
+    the first (3-channel) conv, other convs, and the rest by name."""
+    if op == "DEPTHWISE_CONV_2D":
+        return "depthwise 3x3 s2" if " s2" in detail else "depthwise 3x3 s1"
+    if op == "CONV_2D":
+        if "k1x1" in detail:
+            return "conv 1x1 (pointwise)"
+        if detail.split(" -> ")[0].endswith("x3"):
+            return "conv 3x3 s2, 3 input channels (first)"
+        return "conv 3x3 (heads, extras)"
+    if op == "PAD":
+        return "PAD (explicit)"
+    return "reshape/concat/other"
+
+
+def per_op_counts(emulator: Emulator, cpu: str, ops: list, workdir: Path) -> tuple[dict[str, float], list[str]]:
+    """Model file name -> instructions of its one invoke, and the models that could not run alone."""
+    result, marks = run_guest(
+        emulator, cpu, DAEMON_INTERPRETER_KIND,
+        ["ops", "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *(str(op.path) for op in ops)], workdir,
+    )
+    counts = {c.frame: float(c.insns) for c in region_counts(result["regions"], marks)}
+    return counts, result["skipped"]
+
+
+def per_op_report(args: argparse.Namespace) -> str:
+    from tools.arm64.split_ops import single_op_models
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="arm-cost-ops-") as tmp:
+        workdir = Path(tmp)
+        models = {
+            "int8": single_op_models(args.model, workdir / "int8"),
+            "float": single_op_models(upstream_dir() / "models" / FLOAT_TFLITE, workdir / "float"),
+        }
+        counts: dict[tuple[str, str], dict[str, float]] = {}
+        for cpu in args.cpus:
+            for kind, ops in models.items():
+                print(f"arm-cost: {cpu} {kind}: {len(ops)} single-op models", file=sys.stderr)
+                counts[kind, cpu], skipped = per_op_counts(emulator, cpu, ops, workdir)
+                if skipped:
+                    lines.append(f"{kind} on {cpu}: not runnable alone (shape computed in-graph, a few hundred instructions): {', '.join(skipped)}")
+        cpus = args.cpus
+        for kind, ops in models.items():
+            lines.append(f"\n{kind} model, per op (instructions, 1 thread, ai-edge-litert)")
+            lines.append("| # | op | shapes | " + " | ".join(cpus) + " |")
+            lines.append("|" + " --- |" * (3 + len(cpus)))
+            for op in ops:
+                cells = [_millions(counts[kind, cpu].get(op.path.name)) for cpu in cpus]
+                lines.append(f"| {op.index} | {op.op} | {op.detail} | " + " | ".join(cells) + " |")
+        lines.append("\nper kind of op, int8 / float (instructions, sums over the ops of that kind)")
+        lines.append("| kind | " + " | ".join(f"{cpu} int8 | {cpu} float" for cpu in cpus) + " |")
+        lines.append("|" + " --- |" * (1 + 2 * len(cpus)))
+        categories: dict[str, dict[tuple[str, str], float]] = {}
+        for kind, ops in models.items():
+            for op in ops:
+                for cpu in cpus:
+                    bucket = categories.setdefault(op_category(op.op, op.detail), {})
+                    bucket[kind, cpu] = bucket.get((kind, cpu), 0.0) + counts[kind, cpu].get(op.path.name, 0.0)
+        totals = {(kind, cpu): sum(counts[kind, cpu].values()) for kind in models for cpu in cpus}
+        for category, sums in sorted(categories.items(), key=lambda item: -item[1].get(("int8", cpus[-1]), 0.0)):
+            lines.append(f"| {category} | " + " | ".join(
+                f"{_millions(sums.get(('int8', cpu)))} | {_millions(sums.get(('float', cpu)))}" for cpu in cpus) + " |")
+        lines.append("| sum of single ops | " + " | ".join(
+            f"{_millions(totals['int8', cpu])} | {_millions(totals['float', cpu])}" for cpu in cpus) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.arm_cost", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpus", default=",".join(DEFAULT_CPUS), help="qemu -cpu models, comma-separated")
+    parser.add_argument("--frames", type=int, default=8, help="photos per detector run (default 8)")
+    parser.add_argument("--daemon-frames", type=int, default=14, help="daemon frames per run (default 14)")
+    parser.add_argument("--suite", default="bookworm", help="which emulated Debian root (default bookworm)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--per-op", action="store_true", help="count each operator alone instead (int8 and float models)")
+    args = parser.parse_args(argv)
+    args.cpus = [c for c in args.cpus.split(",") if c]
+    if args.frames < 1 or args.daemon_frames < 4:
+        parser.error("--frames must be >= 1 and --daemon-frames >= 4")
+    try:
+        if args.per_op:
+            print(per_op_report(args))
+            return 0
+        costs, details = measure(args)
+    except CostError as exc:
+        print(f"arm-cost: {exc}", file=sys.stderr)
+        return 1
+    print("aarch64 instructions per frame (medians; counts, not time), 1 thread, qemu " + details["qemu"].split("/")[-2])
+    print(format_table(costs, args.markdown))
+    for line in check_targets(costs):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps({"costs": [asdict(c) for c in costs], **details}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

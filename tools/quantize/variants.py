@@ -1,0 +1,40 @@
+"""What can be built: the model variants, and the one error type every build step raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.priors import PriorConfig
+
+
+class BuildError(Exception):
+    """The build cannot proceed or its result failed a check; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One buildable model: upstream weights file and input size."""
+
+    name: str
+    weights_file: str
+    input_width: int
+    input_height: int
+
+    @property
+    def model_id(self) -> str:
+        return f"ulfd-{self.name}-int8"
+
+    @property
+    def file_stem(self) -> str:
+        return f"version-{self.name}-int8"
+
+    @property
+    def prior_config(self) -> PriorConfig:
+        return PriorConfig(input_width=self.input_width, input_height=self.input_height)
+
+
+MODEL_VARIANTS: dict[str, ModelVariant] = {
+    "slim-320": ModelVariant("slim-320", "version-slim-320.pth", 320, 240),
+    "slim-640": ModelVariant("slim-640", "version-slim-640.pth", 640, 480),
+}
+
