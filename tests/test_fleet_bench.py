@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker import MosquittoBroker
 from deploy_support import sha256
+from edge.sidecar import canonical_digest
 
 BENCH_DIR = os.environ.get("EDGE_FACE_FLEET_DIR")
 pytestmark = pytest.mark.skipif(
@@ -49,6 +50,8 @@ VENV_BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 HANDLER_HOSTS = re.compile(r"RUNNING HANDLER \[edge_face : Restart edge-face\][^\n]*\n((?:(?:ok|changed|fatal|failed): \[[^\]]+\][^\n]*\n)+)")
 TIMES: list[tuple[str, float]] = []
+# What each scenario observed, for the bench's report (EDGE_FACE_FLEET_REPORT).
+OBSERVED: list[str] = []
 
 
 # --- the bench ---------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ def model_variant(source: Path, folder: Path, suffix: str, padding: bytes) -> Mo
     sidecar = json.loads(source.with_suffix(".json").read_text())
     sidecar["tflite_sha256"] = sha256(model)
     sidecar["model_id"] = f"{sidecar['model_id']}-{suffix}"
+    sidecar["sidecar_sha256"] = canonical_digest(sidecar)
     model.with_suffix(".json").write_text(json.dumps(sidecar))
     return Model(model, sidecar["model_id"])
 
@@ -223,9 +227,14 @@ class Fleet:
         if expect_failure:
             assert result.returncode != 0, run.output
         else:
-            assert result.returncode == 0 and recap, run.output
+            assert result.returncode == 0 and recap, run.output + self.journals(h for h, r in recap.items() if r[3])
         assert DEVICE_PASSWORD not in result.stdout + result.stderr
         return run
+
+    def journals(self, hosts) -> str:
+        """The service's last journal lines on each of ``hosts``: why a start failed."""
+        return "".join(f"\n--- {host}:\n" + self.bench.ssh(host, "sudo journalctl -u edge-face -n 15 --no-pager", check=False).stdout
+                       for host in hosts)
 
     def fleet_status(self, *args: str) -> tuple[int, dict[str, dict]]:
         """`edge-face fleet --json` as an operator runs it: (exit code, reports by device)."""
@@ -283,7 +292,7 @@ def fleet(bench, broker, models, project_root) -> Fleet:
 @pytest.fixture(scope="module", autouse=True)
 def report_times():
     yield
-    lines = [f"{label}: {seconds:.0f} s" for label, seconds in TIMES]
+    lines = [f"{label}: {seconds:.0f} s" for label, seconds in TIMES] + ["observed:"] + OBSERVED
     path = os.environ.get("EDGE_FACE_FLEET_REPORT")
     if path:
         Path(path).write_text("\n".join(lines) + "\n")
@@ -310,6 +319,7 @@ def test_provision_every_host_from_scratch(bench, fleet, models):
         assert bench.ssh(host, "test -e /opt/edge-face || test -e /etc/edge-face || id edge-face", check=False).returncode != 0
     run = fleet.play("provision 5 hosts")
     assert all(run.recap[h][1] > 0 and run.recap[h][3] == 0 for h in FLEET), run.recap
+    OBSERVED.append(f"provision: recap {run.recap}; restart batches {run.restart_batches}")
     assert run.restart_batches == BATCHES, run.output
     for host in FLEET:
         assert bench.unit(host)["ActiveState"] == "active"
@@ -320,12 +330,15 @@ def test_provision_every_host_from_scratch(bench, fleet, models):
     assert code == 0 and sorted(reports) == FLEET
     assert {r["model"] for r in reports.values()} == {models["m1"].model_id}
     assert all(r["fps"] and r["fps"] > 0 and r["inference_ms"] > 0 for r in reports.values()), reports
+    OBSERVED.append("provision, edge-face fleet: " + "; ".join(
+        f"{h} {r['status']} {r['version']} {r['model']} {r['fps']} fps {r['inference_ms']} ms" for h, r in sorted(reports.items())))
 
 
 def test_second_run_changes_nothing_anywhere(bench, fleet):
     before = {h: bench.unit(h)["ActiveEnterTimestampMonotonic"] for h in FLEET}
     run = fleet.play("second run (changed=0)")
     assert {h: run.recap[h][1] for h in FLEET} == dict.fromkeys(FLEET, 0), run.recap
+    OBSERVED.append(f"second run: recap {run.recap}")
     assert run.restart_batches == []
     assert {h: bench.unit(h)["ActiveEnterTimestampMonotonic"] for h in FLEET} == before, "a service was restarted"
 
@@ -353,6 +366,9 @@ def test_rolling_update_goes_canary_first_then_batches_each_back_online(bench, f
     for host in FLEET:
         assert bench.releases(host) == (models["m2"].release, models["m1"].release)
     wait_fleet(fleet, {h: ("online", models["m2"].model_id) for h in FLEET})
+    start = min(went_down.values())
+    OBSERVED.append("rolling update, broker times from the canary's stop: " + "; ".join(
+        f"{h} stopped +{went_down[h] - start:.1f} s, online +{back_online[h] - start:.1f} s" for h in FLEET))
 
 
 def test_failing_canary_stops_the_rollout_and_the_fleet_stays_on_the_old_version(bench, fleet, broker, models):
@@ -373,6 +389,8 @@ def test_failing_canary_stops_the_rollout_and_the_fleet_stays_on_the_old_version
     code, reports = fleet.fleet_status()
     assert code == 5 and reports["h1"]["status"] == "stopped"
     assert all(reports[h]["status"] == "online" and reports[h]["model"] == models["m2"].model_id for h in FLEET[1:])
+    OBSERVED.append(f"failing canary: recap {run.recap}; edge-face fleet exit {code}: "
+                    + ", ".join(f"{h} {r['status']} {r['model']}" for h, r in sorted(reports.items())))
 
 
 def test_failure_in_a_batch_stops_the_rollout_per_max_fail_percentage(bench, fleet, models):
@@ -382,6 +400,7 @@ def test_failure_in_a_batch_stops_the_rollout_per_max_fail_percentage(bench, fle
     run = fleet.play("batch failure, max_fail_percentage 10", "-e", f"edge_face_model_src={models['m3'].path}",
                      expect_failure=True)
     assert run.recap["h3"][3] == 1 and run.recap["h1"][3] == 0 and run.recap["h2"][3] == 0, run.recap
+    OBSERVED.append(f"batch failure at 10%: recap {run.recap}")
     assert bench.releases("h1")[0] == bench.releases("h2")[0] == models["m3"].release
     for host in ("h4", "h5"):
         assert bench.releases(host)[0] == models["m2"].release and bench.unit(host)["ActiveState"] == "active"
@@ -393,6 +412,7 @@ def test_failure_in_a_batch_stops_the_rollout_per_max_fail_percentage(bench, fle
     run = fleet.play("batch failure, max_fail_percentage 50", "-e", f"edge_face_model_src={models['m3'].path}",
                      "-e", "edge_face_max_fail_percentage=50", expect_failure=True)
     assert run.recap["h3"][3] == 1 and run.recap["h4"][3] == 0 and run.recap["h5"][3] == 0, run.recap
+    OBSERVED.append(f"batch failure at 50%: recap {run.recap}")
     for host in ("h4", "h5"):
         assert bench.releases(host) == (models["m3"].release, models["m2"].release)
     wait_fleet(fleet, {h: ("online", models["m3"].model_id) for h in ("h1", "h2", "h4", "h5")})
