@@ -6,7 +6,8 @@
 #   tools/fleet/bench.sh root                 build (once) the cached root, print its path
 #   tools/fleet/bench.sh run N -- CMD ARGS... boot N hosts, run CMD in the controller
 #                                             namespace, always tear everything down
-#   tools/fleet/bench.sh up DIR N             boot N hosts into DIR (DIR/hosts.json describes them)
+#   tools/fleet/bench.sh up DIR N             boot N hosts into DIR (DIR/hosts.json describes them);
+#                                             for a look by hand: no lock, no clean-up but `down`
 #   tools/fleet/bench.sh down DIR             stop the hosts of DIR, delete their namespaces and files
 #
 # Layout of one run (TAG: a random 6 hex digits, so parallel runs never share a name):
@@ -42,7 +43,7 @@ HOST_PYTHON=${EDGE_FACE_HOST_PYTHON:-$PROJECT_ROOT/.venv/bin/python}
 die() { echo "fleet-bench: $*" >&2; exit 2; }
 note() { echo "fleet-bench: [$((SECONDS))s] $*" >&2; }
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 # ---- the cached root ----------------------------------------------------------------------
 
@@ -385,12 +386,16 @@ main() {
     (($#)) && shift
     case $command in
         root) [[ $(id -u) == 0 ]] || die "needs root"; ensure_host_tools; ensure_root; echo "$ROOT" ;;
-        up) (($# == 2)) || die "usage: up DIR N"; up "$1" "$2" ;;
+        up)
+            (($# == 2)) || die "usage: up DIR N"
+            # A bench that did not come up completely is taken down again.
+            trap 'status=$?; if ((status != 0)) && [[ -e $1/tag && ! -e $1/hosts.json ]]; then down "$1"; fi; exit "$status"' EXIT
+            up "$1" "$2" ;;
         _boot) boot "$@" ;;
         down) (($# == 1)) || die "usage: down DIR"; down "$1" ;;
         run) (($# >= 3)) || die "usage: run N -- COMMAND..."; run "$@" ;;
         -h | --help | help) usage ;;
-        *) usage >&2; exit 2 ;;
+        *) die "unknown command '$command' (see --help)" ;;
     esac
 }
 
