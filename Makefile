@@ -29,6 +29,7 @@ test: setup setup-tflite system-deps model
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
+	$(MAKE) ha-check
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -47,11 +48,14 @@ $(VENV_TFLITE)/.installed: pyproject.toml
 	$(VENV_TFLITE)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
+# python3-numpy: the installer tests make their virtualenvs from the OS Python with its site
+# packages, as on Raspberry Pi OS, where numpy comes with the OS (python3-picamera2 needs it).
 system-deps:
 	@for tool in mosquitto mosquitto_sub systemd-analyze openssl shellcheck; do \
 		command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	/usr/bin/python3 -c 'import numpy' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq mosquitto mosquitto-clients systemd openssl shellcheck >/dev/null; fi
+		apt-get install -y -qq mosquitto mosquitto-clients systemd openssl shellcheck python3-numpy >/dev/null; fi
 
 model: setup $(MODEL)
 $(MODEL):
@@ -100,6 +104,13 @@ arm-cost: arm64-check
 ## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
 arm-cost-per-op: arm64-check
 	$(BIN)/python -m tools.arm_cost --per-op
+
+## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
+## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or
+## ~/.cache/edge-face/ha and run offline)
+.PHONY: ha-check
+ha-check: setup system-deps model
+	EDGE_FACE_HOST_PYTHON=$(abspath $(BIN)/python) tools/ha_check.sh
 
 ## fleet-check: the Ansible role rolled out over SSH to six Debian bookworm hosts booted with
 ## systemd (systemd-nspawn, own network namespaces; needs root). The first run builds a cached

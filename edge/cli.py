@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
     )
 
+    forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
+    forget.add_argument("--config", required=True, type=Path)
+
     from edge.fleet import add_arguments as add_fleet_arguments
 
     add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge.config import check_config_main
 
             return check_config_main(str(args.config), as_user=args.as_user)
+        if args.command == "forget":
+            from edge.forget import forget_main
+
+            return forget_main(str(args.config))
         if args.command == "fleet":
             from edge.fleet import fleet_main
 

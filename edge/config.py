@@ -50,6 +50,10 @@ MQTT_TRANSPORTS = ("tcp", "websockets")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CREDENTIAL_NAME = "mqtt_password"
+# Where state that must survive restarts lives (the controls set from Home Assistant, the
+# identity last announced): systemd's StateDirectory=edge-face, passed as $STATE_DIRECTORY,
+# else this.
+DEFAULT_STATE_DIR = Path("/var/lib/edge-face")
 
 # The shutdown budget: systemd/edge-face.service's TimeoutStopSec. After SIGTERM the daemon
 # must have flushed, published "stopped" and exited within it, or systemd SIGKILLs it
@@ -339,6 +343,22 @@ class FilePath(Rule):
         return resolved
 
 
+@dataclass(frozen=True)
+class FolderPath(Rule):
+    """A folder the daemon writes to, resolved against the config's folder; it need not exist
+    yet (the daemon creates it, and reports a failure to when it writes)."""
+
+    allowed = "a non-empty path string"
+
+    def parse(self, value: Any, context: _Context) -> Path:
+        if not isinstance(value, str) or value == "" or "\x00" in value:
+            raise Invalid(self.allowed)
+        try:
+            return context.base_dir / Path(value).expanduser()
+        except RuntimeError:  # "~nosuchuser/..."
+            return context.base_dir / value
+
+
 def path_problem(path: Path, kind: str = "file") -> str | None:
     """Why the daemon could not read ``path`` (None: it can): "does not exist", "is a
     folder", "cannot be read (permission denied)", ... ``kind`` "file-or-folder" accepts a
@@ -498,12 +518,18 @@ def _default_port(values: dict, context: _Context) -> int:
     return 8883 if values["tls"] else 1883
 
 
+def _default_state_dir(values: dict, context: _Context) -> Path:
+    # systemd passes StateDirectory= as a colon-separated list; ours is the first.
+    return Path(context.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR)
+
+
 _DEVICE_ID_RULE = Text("1-64 characters of a-z, 0-9, '_' and '-'", pattern=DEVICE_ID_PATTERN)
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str = key(_DEVICE_ID_RULE, derive=_default_device_id)
+    state_dir: Path = key(FolderPath(), None, derive=_default_state_dir)
 
 
 @dataclass(frozen=True)
@@ -592,6 +618,9 @@ class HomeAssistantConfig:
     enabled: bool = key(Boolean(), True)
     discovery_prefix: str = key(Topic(), "homeassistant")
     device_name: str | None = key(Text(max_length=256), None)
+    # false: no command topics are subscribed, for fleets where Home Assistant must not steer
+    # devices; the controls set earlier are kept in the state directory but not applied.
+    controls: bool = key(Boolean(), True)
 
 
 @dataclass(frozen=True)
@@ -885,6 +914,9 @@ def check_config_main(path: str | os.PathLike, as_user: str | None = None) -> in
         return _check_and_report(path, "")
     from edge.asuser import run_as_user
 
+    # Everything the check imports is imported now, as root: the service user may not be
+    # able to read the interpreter's own files (a Python under /root, say).
+    _option_section("motion", {}), _option_section("scene", {})
     absolute = os.path.abspath(path)  # the service starts from /, not from our folder
     return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
 

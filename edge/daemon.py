@@ -49,6 +49,7 @@ from edge.config import (
     describe,
     load_config,
 )
+from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_state
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import (
@@ -69,10 +70,11 @@ from edge.outbox import Outbox
 from edge.redact import redact_url
 from edge.scene_stage import SceneStage
 from edge.sdnotify import SystemdNotifier
-from edge.snapshot import encode_snapshot
+from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
+from edge.sysinfo import read_cpu_temperature
 
 EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = ExitCode.OK, ExitCode.CONFIG, ExitCode.SOURCE, ExitCode.MODEL
 EXIT_FAILURE = ExitCode.FAILURE
@@ -159,7 +161,9 @@ def outbox_bounds(config: Config) -> tuple[int, int]:
     return config.mqtt.queue_size, config.mqtt.queue_bytes
 
 
-def build_sink(config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None) -> EventSink:
+def build_sink(
+    config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None, retired_zones: tuple[str, ...] = ()
+) -> EventSink:
     """The transport draining ``outbox`` (None: a new one bounded by ``config``): stdout JSON
     lines without ``[mqtt] host``; the MQTT transport (not yet started) with it. Raises
     StartupError (exit 2) when the sink rejects its settings."""
@@ -178,6 +182,8 @@ def build_sink(config: Config, model_id: str, outbox: Outbox | None = None, on_c
             logging.getLogger("edge.mqtt"),
             outbox,
             on_crash=on_crash,
+            zones=config.scene.zone_names,
+            retired_zones=retired_zones,
         )
     except ConfigError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from None
@@ -196,7 +202,10 @@ def build_daemon(
     source; nothing is opened or connected yet. ``source`` / ``sink`` / ``notifier`` replace
     the configured ones (a given ``sink`` should drain ``outbox``). ``controls``: stop and
     reload flags that may already be set (signals during start-up). ``config_path`` is re-read
-    on SIGHUP (None: reload is refused)."""
+    on SIGHUP (None: reload is refused). Controls stored from Home Assistant are merged over
+    ``config`` first."""
+    ha_controls = Controls.for_config(config, logging.getLogger("edge.controls"))
+    file_config, config = config, ha_controls.effective(config)
     detector = build_detector(config)
     if source is None:
         try:
@@ -216,6 +225,8 @@ def build_daemon(
         config_path=Path(config_path) if config_path is not None else None,
         controls=controls,
         outbox=outbox,
+        ha_controls=ha_controls,
+        file_config=file_config,
     )
 
 
@@ -260,10 +271,16 @@ class Daemon:
         config_path: Path | None = None,
         controls: DaemonControls | None = None,
         outbox: Outbox | None = None,
+        ha_controls: Controls | None = None,
+        file_config: Config | None = None,
     ) -> None:
         self.config, self.detector, self.sink, self.notifier = config, detector, sink, notifier
         self.config_path = config_path
         self.controls = controls if controls is not None else DaemonControls()
+        # The config file as read (the Home Assistant controls are merged over it into self.config).
+        self.file_config = file_config if file_config is not None else config
+        self.ha_controls = ha_controls if ha_controls is not None else Controls(config.device.state_dir, False, log)
+        self._paused = not self.ha_controls.detection
         # The sink drains this outbox: a sink made with one brings it; one whose ``outbox``
         # is still None (a StdoutSink made without one) is given the daemon's.
         if outbox is None:
@@ -312,17 +329,21 @@ class Daemon:
             log.info("stopped during start-up: 0 event(s) delivered, 0 lost")
             return EXIT_OK
         try:
-            self.grabber.start()
+            if self._paused:
+                log.info("detection is OFF (switched off from Home Assistant): the camera stays closed")
+            else:
+                self.grabber.start()
         except SourceError as exc:
             log.error("%s", exc)
             return EXIT_SOURCE
         try:
+            self._retire_stale_identity(self.config)
             self._start_sink(self.sink)
         except StartupError as exc:
             log.error("%s", exc)
             self.grabber.stop()
             return exc.exit_code
-        self.sink.publish_state(self.presence_state())
+        self._publish_retained()
         self.started_monotonic = self.times.window_start = time.monotonic()
         code = EXIT_FAILURE
         try:
@@ -345,6 +366,8 @@ class Daemon:
                 name, type(exc).__name__, exc, EXIT_FAILURE, exc_info=(type(exc), exc, exc.__traceback__),
             )
             code = EXIT_FAILURE
+        # Nobody is watching any more: the retained state must not say someone is there.
+        self.sink.publish_state(self._absent_state())
         self.grabber.stop()
         self._log_drops(force=True)
         self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
@@ -368,7 +391,17 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            frame = self.grabber.get(_POLL_SECONDS)
+            for command in self.ha_controls.inbox.take():
+                self._apply_control(command)
+            if self._paused:  # privacy mode: no frame is read, the watchdog still hears from us
+                if not self._ready:
+                    self._ready = True
+                    self.notifier.ready("detection paused from Home Assistant")
+                self.ha_controls.inbox.wait(_POLL_SECONDS)
+                self.notifier.watchdog_if_due()
+                frame = None
+            else:
+                frame = self.grabber.get(_POLL_SECONDS)
             if frame is not None:
                 try:
                     self._process(frame)
@@ -383,7 +416,7 @@ class Daemon:
                 self.notifier.watchdog_if_due()
                 if max_frames is not None and self.frames_processed >= max_frames:
                     return EXIT_OK
-            elif self.grabber.finished:
+            elif not self._paused and self.grabber.finished:
                 if self.controls.crash is not None:
                     return EXIT_FAILURE
                 if self.grabber.error is not None:
@@ -393,14 +426,16 @@ class Daemon:
                 return EXIT_OK
             now = time.monotonic()
             health = self.grabber.health
-            if health.state in ("waiting", "reopening"):
+            if not self._paused and health.state in ("waiting", "reopening"):
                 # The reader is alive and retrying: the service is up, waiting for its camera.
                 if not self._ready:
                     self._ready = True
                     self.notifier.ready(f"waiting for camera: {health.last_error}")
                 self.notifier.watchdog_if_due(now)
             # A camera going away or coming back is reported at once, not at the next interval.
-            source_changed = health.state != self._source_state and health.state in ("ok", "reopening", "waiting")
+            source_changed = (
+                not self._paused and health.state != self._source_state and health.state in ("ok", "reopening", "waiting")
+            )
             if now >= next_stats or source_changed:
                 self._source_state = health.state
                 self._report_stats(now, health)
@@ -425,20 +460,27 @@ class Daemon:
         faces = faces_from_detections(detections.boxes, detections.scores)
         events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
         events += self.scene.zone_events(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
+        self._emit(events)
+        if events:
+            self.sink.publish_state(self.presence_state())
+            # The snapshot is the last face seen: an empty room does not replace it.
+            if self.config.snapshot.enabled and faces:
+                self._publish_snapshot(frame, detections)
+        self.times.add(invoke, detected - started)
+
+    def presence_state(self) -> PresenceState:
+        """The whole frame's presence with each zone's, and whether detection is paused."""
+        word = self._detection_word()
+        zones = {name: dataclasses.replace(zone, detection=word) for name, zone in self.scene.zone_states().items()}
+        return dataclasses.replace(self.tracker.state, zones=zones, detection=word)
+
+    def _emit(self, events: list) -> None:
+        """Number ``events`` in the outbox and wake the sink."""
         for event in events:
             event, dropped = self.outbox.add(event)
             self._drops_unlogged += dropped
             log.info("event %d %s: %d face(s)", event.sequence, event.type, event.face_count)
             self.sink.publish_event(event)
-        if events:
-            self.sink.publish_state(self.presence_state())
-            if self.config.snapshot.enabled:
-                self._publish_snapshot(frame, detections)
-        self.times.add(invoke, detected - started)
-
-    def presence_state(self) -> PresenceState:
-        """The whole frame's presence with each zone's."""
-        return dataclasses.replace(self.tracker.state, zones=self.scene.zone_states())
 
     def _publish_snapshot(self, frame: Frame, detections: Detections) -> None:
         settings = self.config.snapshot
@@ -488,7 +530,7 @@ class Daemon:
             "detect_ms_p50": percentile_ms(detect, 50),
             "detect_ms_p95": percentile_ms(detect, 95),
             "dropped_frames": health.dropped_frames,
-            "source_state": health.state,
+            "source_state": "paused" if self._paused else health.state,
             "source_reopens": health.reopens,
             "source_error": health.last_error,
             "queue_depth": outbox.depth,
@@ -501,6 +543,8 @@ class Daemon:
             "reconnects": status.get("reconnects"),
             "present": state.present,
             "face_count": state.count,
+            "detection": self._detection_word(),
+            "cpu_temperature_c": read_cpu_temperature(),
             **self.scene.take_stats(),
         }
 
@@ -531,12 +575,14 @@ class Daemon:
             on_crash=self.controls.crashed,
         )
 
-    @staticmethod
-    def _start_sink(sink: EventSink, wait_first: bool = True) -> None:
-        """Connect a network sink (stdout needs nothing). A broker that cannot be used as
-        configured (e.g. its certificate is rejected) is a config error; one that is merely
-        unreachable is retried by the sink in the background. ``wait_first`` False: not even
-        the first attempt in this thread (a reload in the frame loop)."""
+    def _start_sink(self, sink: EventSink, wait_first: bool = True) -> None:
+        """Connect a network sink (stdout needs nothing), routing Home Assistant's commands to
+        the controls' inbox when they are on. A broker that cannot be used as configured (e.g.
+        its certificate is rejected) is a config error; one that is merely unreachable is
+        retried by the sink in the background. ``wait_first`` False: not even the first
+        attempt in this thread (a reload in the frame loop)."""
+        if self.ha_controls.enabled and hasattr(sink, "set_command_handler"):
+            sink.set_command_handler(self.ha_controls.inbox.receive)
         start = getattr(sink, "start", None)
         if not callable(start):
             return
@@ -547,17 +593,22 @@ class Daemon:
         except (MqttError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
             raise StartupError(str(exc), EXIT_CONFIG) from None
 
-    def _apply_reload(self) -> None:
-        """Re-read the config file and rebuild only the parts whose sections changed. A file
-        that does not validate, a model that does not load, or a camera that does not open
-        keeps the running configuration."""
-        if self.config_path is None:
+    def _apply_reload(self, file_config: Config | None = None) -> None:
+        """Re-read the config file (or take ``file_config``: a control changed), merge the
+        controls over it and rebuild only the parts whose sections changed. A file that does
+        not validate, a model that does not load, or a camera that does not open keeps the
+        running configuration."""
+        if self.config_path is None and file_config is None:
             log.warning("reload requested, but the daemon was not started from a config file")
             return
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        old = self.config
+        old, rereading = self.config, file_config is None
         try:
-            new = load_config(self.config_path)
+            file_config = file_config if file_config is not None else load_config(self.config_path)
+            ha_controls = self.ha_controls
+            if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
+                ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
+            new = ha_controls.effective(file_config, announce=rereading)
             detector = build_detector(new) if new.detector != old.detector else self.detector
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
                 self._swap_source(new, detector)
@@ -579,9 +630,13 @@ class Daemon:
             or new.snapshot.enabled != old.snapshot.enabled
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
+        controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
+        self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
-        self.detector, self.config = detector, new
+        self.detector, self.config, self.file_config = detector, new, file_config
+        if controls_replaced:
+            self._set_paused(not ha_controls.detection)
         self.outbox.set_bounds(*outbox_bounds(new))
         self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
         self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
@@ -597,6 +652,9 @@ class Daemon:
             source = build_source(new.camera, detector.input_size)
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
+        if self._paused:  # privacy mode: the new camera is opened when detection is switched on
+            self.grabber = self._grabber_for(source, new)
+            return
         old_grabber = self.grabber
         old_grabber.stop()
         grabber = self._grabber_for(source, new)
@@ -619,7 +677,7 @@ class Daemon:
         waits on the network: the old transport gives its in-flight events back to the outbox
         and disconnects in its own thread, the new one connects in its own thread."""
         try:
-            sink = build_sink(new, model_id, self.outbox, self.controls.crashed)
+            sink = build_sink(new, model_id, self.outbox, self.controls.crashed, retired_zones=old.scene.zone_names)
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
@@ -629,13 +687,93 @@ class Daemon:
         else:
             self.sink.close(0.0)
         self.sink = sink
+        self._publish_retained(new)
+        sink.publish_event(None)  # wake it: events may be waiting in the outbox
+        # A renamed or moved device is removed under its old name before the new transport
+        # connects (they may share topics); that waits on the network, so not in this thread.
+        threading.Thread(
+            target=self._retire_then_start, args=(sink, new, old), name="retire-identity", daemon=True
+        ).start()
+        return new
+
+    def _retire_then_start(self, sink: EventSink, new: Config, old: Config) -> None:
         try:
+            self._retire_stale_identity(new, running=old)
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
             log.error("reload: the new MQTT transport did not start: %s", exc)
-        sink.publish_state(self.presence_state())
-        sink.publish_event(None)  # wake it: events may be waiting in the outbox
-        return new
+        except BaseException as exc:  # handed on, never swallowed: the daemon exits 1
+            self.controls.crashed(threading.current_thread().name, exc)
+
+    # --- Home Assistant controls ----------------------------------------------------------
+
+    def _detection_word(self) -> str:
+        return "paused" if self._paused else "active"
+
+    def _absent_state(self) -> PresenceState:
+        """What a clean stop leaves retained: nobody, in the frame or any zone (last_seen kept)."""
+        state = self.presence_state()
+        zones = {name: dataclasses.replace(zone, present=False, count=0) for name, zone in state.zones.items()}
+        return dataclasses.replace(state, present=False, count=0, zones=zones)
+
+    def _publish_retained(self, config: Config | None = None) -> None:
+        """What a (new) sink announces: the presence state, the control state, and, with
+        snapshots on, a placeholder so the image entity is never empty while we run."""
+        config = config if config is not None else self.config
+        self.sink.publish_state(self.presence_state())
+        if self.ha_controls.enabled and hasattr(self.sink, "publish_controls"):
+            self.sink.publish_controls(control_state(config, not self._paused))
+        if config.snapshot.enabled:
+            self.sink.publish_snapshot(placeholder_jpeg())
+
+    def _apply_control(self, command: Command) -> None:
+        """A command from Home Assistant, applied between frames without a restart."""
+        if command.control == REANNOUNCE:
+            log.info("re-announcing discovery and retained state (requested over MQTT)")
+            reannounce = getattr(self.sink, "reannounce", None)
+            if callable(reannounce):
+                reannounce()
+            return
+        if self.ha_controls.apply(command):
+            if command.control == DETECTION:
+                self._set_paused(not command.value)
+            else:
+                self._apply_reload(self.file_config)
+        if hasattr(self.sink, "publish_controls"):  # echoed even when unchanged: HA shows what is true
+            self.sink.publish_controls(control_state(self.config, not self._paused))
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        if paused:
+            self._paused = True
+            self.grabber.stop()  # releases the camera
+            now = time.time()
+            self._emit(self.tracker.clear(now) + self.scene.clear_zones(now))
+            self._faces_in_last_detection = False
+            log.info("detection paused from Home Assistant: camera released, no frame is processed")
+        else:
+            grabber = self._grabber_for(self.grabber.source, self.config)
+            try:
+                grabber.start()  # a live camera that is gone meanwhile is waited for
+            except SourceError as exc:
+                log.error("detection resumed, but the source can never be opened: %s", exc)
+                self._exit_code = EXIT_SOURCE
+                self._stop.set()
+                return
+            self.grabber, self._paused, self._source_state = grabber, False, "ok"
+            log.info("detection resumed from Home Assistant")
+        self.sink.publish_state(self.presence_state())
+
+    @staticmethod
+    def _retire_stale_identity(config: Config, running: Config | None = None) -> None:
+        """Renamed or moved (device id, prefixes, broker) since the last announcement, even
+        while stopped: the old device must not stay behind in Home Assistant."""
+        if config.mqtt.host is None:
+            return
+        from edge.forget import retire_stale_identity
+
+        retire_stale_identity(config, logging.getLogger("edge.forget"), running, config.mqtt.flush_timeout)
 
 
 # --- entry point ----------------------------------------------------------------------------

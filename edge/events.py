@@ -92,13 +92,15 @@ class Event:
 
 @dataclass(frozen=True)
 class PresenceState:
-    """What the room looks like now: retained on the ``state`` topic."""
+    """What the room looks like now: retained on the ``state`` topic. ``detection``:
+    "active", or "paused" while detection is switched off (privacy mode)."""
 
     present: bool
     count: int
     last_seen: str | None
     zones: Mapping[str, PresenceState] = field(default_factory=dict)
     """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
+    detection: str = "active"
 
     def to_dict(self) -> dict:
         return {
@@ -106,6 +108,7 @@ class PresenceState:
             "count": self.count,
             "last_seen": self.last_seen,
             "zones": {name: zone.to_dict() for name, zone in self.zones.items()},
+            "detection": self.detection,
         }
 
 
@@ -257,6 +260,24 @@ class PresenceTracker:
                 frame_height=int(frame_height),
                 model_id=self.identity.model_id,
                 zone=self.zone,
+            )
+        ]
+
+    def clear(self, wall_time: float) -> list[Event]:
+        """Forget the room (detection paused, or a clean stop): ``face_cleared`` if someone
+        was present, so subscribers never see a presence without its end (no frame caused it:
+        its frame size is 0x0); the debounce starts over afterwards. Like :meth:`update`'s, the
+        event has sequence 0 until the outbox numbers it."""
+        was_present = self.present
+        self.present, self.stable_count, self.last_face_monotonic = False, 0, None
+        self._faces_streak, self._count_streak = 0, _Streak()
+        if not was_present:
+            return []
+        return [
+            Event(
+                type="face_cleared", device_id=self.identity.device_id, boot_id=self.identity.boot_id,
+                sequence=0, time=iso_utc(wall_time), face_count=0, faces=(),
+                frame_width=0, frame_height=0, model_id=self.identity.model_id, zone=self.zone,
             )
         ]
 

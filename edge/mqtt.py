@@ -11,6 +11,8 @@ events      1      no        one JSON :class:`edge.events.Event` per message
 state       1      yes       JSON {"present": bool, "count": int, "last_seen": str|null}
 snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
+controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
+set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
 ==========  =====  ========  ==========================================================
 
 How an event is never lost (short of a full outbox or a dead process):
@@ -61,8 +63,18 @@ from edge.config import (
     validate_password_file,
     validate_topic_prefix,
 )
-from edge.discovery import HA_ONLINE, DiscoveryTopics, build_discovery_payload, discovery_topic, ha_status_topic
+from edge.discovery import (
+    CONTROLS,
+    CPU_TEMPERATURE,
+    HA_ONLINE,
+    SNAPSHOT,
+    DeviceTopics,
+    build_discovery_payload,
+    discovery_topic,
+    ha_status_topic,
+)
 from edge.outbox import Outbox
+from edge.sysinfo import read_cpu_temperature
 
 if TYPE_CHECKING:
     from edge.events import Event, PresenceState
@@ -106,24 +118,8 @@ class MqttError(Exception):
 
 
 @dataclass(frozen=True)
-class Topics:
+class Topics(DeviceTopics):
     """The device's topics, all under one validated prefix."""
-
-    status: str
-    events: str
-    state: str
-    snapshot: str
-    stats: str
-
-    @classmethod
-    def under(cls, prefix: str) -> Topics:
-        return cls(
-            status=f"{prefix}/status",
-            events=f"{prefix}/events",
-            state=f"{prefix}/state",
-            snapshot=f"{prefix}/snapshot",
-            stats=f"{prefix}/stats",
-        )
 
     @classmethod
     def for_device(cls, topic_prefix: str, device_id: str) -> Topics:
@@ -145,13 +141,13 @@ def _plain_number(value: Any) -> Any:
 
 
 def encode_state(state: PresenceState) -> bytes:
-    return encode_json({"present": state.present, "count": state.count, "last_seen": state.last_seen})
+    return encode_json(state.to_dict())
 
 
 @dataclass(frozen=True)
 class _Outgoing:
     """One call into paho. ``kind``: "event" (``sequence`` set), "retained"
-    (status/state/snapshot/discovery), "stats" or "subscribe"."""
+    (status/state/snapshot/controls/discovery), "stats" or "subscribe"."""
 
     kind: str
     topic: str
@@ -196,12 +192,16 @@ class MqttSink:
         on_crash: Callable[[str, BaseException], None] | None = None,
         connack_timeout: float = CONNACK_TIMEOUT_S,
         reminder_interval: float = REMINDER_INTERVAL_S,
+        zones: tuple[str, ...] = (),
+        retired_zones: tuple[str, ...] = (),
     ) -> None:
         if mqtt.host is None:
             raise ConfigError("mqtt.host", None, "a host name or IP address for the MQTT sink")
         if mqtt.protocol not in _PROTOCOLS:
             raise ConfigError("mqtt.protocol", mqtt.protocol, 'one of "5", "3.1.1"')
         self._config = mqtt
+        # Zone entities in discovery: the configured zones, and those a reload removed.
+        self._zones, self._retired_zones = zones, tuple(z for z in retired_zones if z not in zones)
         self._ha = ha
         self._device_id = device_id
         self._model_id = model_id
@@ -242,6 +242,11 @@ class MqttSink:
         self._latest_snapshot: bytes | None = None
         self._snapshot_dirty = False
         self._pending_stats: bytes | None = None
+        # Home Assistant controls: the retained control state, and who gets the commands.
+        self._latest_controls: bytes | None = None
+        self._controls_dirty = False
+        self._command_handler: Callable[[str, bytes], None] | None = None
+        self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
         self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
         self._closing = False  # no new work for the thread after the flush
@@ -279,6 +284,36 @@ class MqttSink:
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
                 self._pending_stats = payload
         self._wake.set()
+
+    # --- Home Assistant controls and lifecycle -------------------------------------------------
+
+    def set_command_handler(self, handler: Callable[[str, bytes], None]) -> None:
+        """Before :meth:`start`: subscribe to the control command topics (when HA and its
+        controls are enabled) and call ``handler(control, payload)`` in the transport thread
+        for each command; it must only queue the command."""
+        self._command_handler = handler
+
+    def publish_controls(self, state: dict) -> None:
+        """The control state (retained, re-sent after every reconnect) the switches read."""
+        with self._cond:
+            self._latest_controls = encode_json(state)
+            self._controls_dirty = True
+        self._wake.set()
+
+    def reannounce(self) -> None:
+        """Re-send discovery and every retained message (the Re-announce button)."""
+        with self._cond:
+            self._discovery_pending = self._ha.enabled
+            self._state_dirty = self._latest_state is not None
+            self._snapshot_dirty = self._latest_snapshot is not None
+            self._controls_dirty = self._latest_controls is not None
+        self._wake.set()
+
+    def _own_discovery_topic(self) -> str:
+        return discovery_topic(self._ha.discovery_prefix, self._device_id)
+
+    def _accepts_commands(self) -> bool:
+        return self._ha.enabled and self._ha.controls and self._command_handler is not None
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush the outbox (and the latest state and snapshot) for up to ``timeout`` s (or
@@ -581,6 +616,7 @@ class MqttSink:
             self._announce_pending = True
             self._state_dirty = self._latest_state is not None
             self._snapshot_dirty = self._latest_snapshot is not None
+            self._controls_dirty = self._latest_controls is not None
             reconnect = self._connections > 1
             self._cond.notify_all()
         stats = self.outbox.stats
@@ -605,6 +641,15 @@ class MqttSink:
         self._acknowledged(item, reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        if not self._ha.enabled and message.topic == self._own_discovery_topic():
+            if message.payload:  # a config announced while HA was on: remove it
+                with self._cond:
+                    self._discovery_removal_pending = True
+            return
+        command_prefix = self.topics.command_prefix + "/"
+        if message.topic.startswith(command_prefix) and self._accepts_commands():
+            self._command_handler(message.topic[len(command_prefix):], message.payload)
+            return
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
         if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
@@ -648,6 +693,7 @@ class MqttSink:
         or snapshot unsent, no connect-time announcement waiting, no QoS 1 message unacknowledged."""
         return not (
             len(self.outbox) or self._state_dirty or self._snapshot_dirty
+            or self._controls_dirty or self._discovery_removal_pending
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
@@ -662,6 +708,11 @@ class MqttSink:
             if self._ha.enabled:
                 work.append(_Outgoing("subscribe", ha_status_topic(self._ha.discovery_prefix), b"", qos=1))
                 self._discovery_pending = True
+            else:
+                # HA turned off: look for a config announced before (retained) to remove it.
+                work.append(_Outgoing("subscribe", self._own_discovery_topic(), b"", qos=1))
+            if self._accepts_commands():
+                work.append(_Outgoing("subscribe", self.topics.command_filter, b"", qos=1))
             if not self._snapshot_enabled:
                 # An empty retained message deletes a snapshot left by an earlier run with
                 # snapshots on: turning them off must not leave a face image on the broker.
@@ -670,15 +721,25 @@ class MqttSink:
             self._discovery_pending = False
             if self._ha.enabled:
                 work.append(_Outgoing(
-                    topic=discovery_topic(self._ha.discovery_prefix, self._device_id),
+                    topic=self._own_discovery_topic(),
                     payload=encode_json(self._discovery_payload()), **retained,
                 ))
+        # Controls before state: a switch's echo goes out before the state that follows from
+        # it, even when both wait in the same batch (a loaded transport thread).
+        if self._controls_dirty:
+            self._controls_dirty = False
+            work.append(_Outgoing(topic=self.topics.controls, payload=self._latest_controls, **retained))
         if self._state_dirty:
             self._state_dirty = False
             work.append(_Outgoing(topic=self.topics.state, payload=self._latest_state, **retained))
         if self._snapshot_dirty:
             self._snapshot_dirty = False
             work.append(_Outgoing(topic=self.topics.snapshot, payload=self._latest_snapshot, **retained))
+        if self._discovery_removal_pending:
+            self._discovery_removal_pending = False
+            # An empty retained config: HA deletes the device (only sent when one exists, as
+            # HA warns about removing a device it does not know).
+            work.append(_Outgoing(topic=self._own_discovery_topic(), payload=b"", **retained))
         if self._pending_stats is not None:
             work.append(_Outgoing("stats", self.topics.stats, self._pending_stats, qos=0))
             self._pending_stats = None
@@ -688,14 +749,15 @@ class MqttSink:
         return work
 
     def _discovery_payload(self) -> dict:
-        topics = DiscoveryTopics(
-            status=self.topics.status,
-            state=self.topics.state,
-            snapshot=self.topics.snapshot if self._snapshot_enabled else None,
-        )
+        features = {
+            SNAPSHOT: self._snapshot_enabled,
+            CONTROLS: self._ha.controls and self._command_handler is not None,
+            CPU_TEMPERATURE: read_cpu_temperature() is not None,
+        }
         return build_discovery_payload(
-            self._device_id, topics, sw_version=__version__, model_id=self._model_id,
-            device_name=self._ha.device_name,
+            self._device_id, self.topics, sw_version=__version__, model_id=self._model_id,
+            features=frozenset(name for name, on in features.items() if on), device_name=self._ha.device_name,
+            zones=self._zones, retired_zones=self._retired_zones,
         )
 
     def _send(self, client: paho.Client, item: _Outgoing) -> int | None:

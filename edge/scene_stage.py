@@ -92,6 +92,13 @@ class SceneStage:
     def zone_states(self) -> dict[str, PresenceState]:
         return {name: tracker.state for name, tracker in self.zone_trackers.items()}
 
+    def clear_zones(self, wall_time: float) -> list[Event]:
+        """Forget every zone's presence (detection paused): their face_cleared events."""
+        events: list[Event] = []
+        for tracker in self.zone_trackers.values():
+            events += tracker.clear(wall_time)
+        return events
+
     # --- reload and stats -------------------------------------------------------------------
 
     def reconfigure(

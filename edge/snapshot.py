@@ -11,7 +11,7 @@ import io
 import numpy as np
 
 from edge.decode import Detections
-from edge.imageio import draw_detections
+from edge.imageio import draw_detections, encode_jpeg
 
 _LOWEST_QUALITY = 40
 _QUALITY_STEP = 15
@@ -52,3 +52,9 @@ def _scaled(image, scale: float):
 
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def placeholder_jpeg(width: int = 320, height: int = 240) -> bytes:
+    """A plain dark-grey JPEG: what the "last face" image shows before any face was seen, so
+    Home Assistant's image entity is never empty (a 500 from its proxy) while the daemon runs."""
+    return encode_jpeg(np.full((height, width, 3), 48, dtype=np.uint8), 80)

@@ -24,6 +24,13 @@ def _data_dir(env_var: str, path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _state_directory(tmp_path_factory, monkeypatch) -> None:
+    """Daemons started by a test (and their subprocesses) keep their state (controls, the
+    announced identity) in a folder of that test, never in the host's /var/lib/edge-face."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT

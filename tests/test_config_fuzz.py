@@ -28,6 +28,7 @@ from edge.config import (
     Choice,
     ConfigError,
     FilePath,
+    FolderPath,
     Integer,
     Number,
     Text,
@@ -124,6 +125,9 @@ def values_for(rule, files: dict[str, Path]) -> st.SearchStrategy:
             [str(files[name]) for name in ("latin1", "fifo", "loop", "missing", "other_key", "folder")]
             + ["", "relative/missing", "~nosuchuser/x", "a\x00b"]
         )
+    elif isinstance(rule, FolderPath):  # written to by the daemon, created when missing
+        valid = st.sampled_from([str(files["folder"]), str(files["missing"]), "relative/state", "~/state"])
+        wrong = st.sampled_from(["", "a\x00b"])
     elif isinstance(rule, Text):
         valid = st.sampled_from(["broker.lan", "10.0.0.2", "::1", "edge-face", "rtsp://admin:hunter2@cam/s", "0", "localhost"])
         wrong = st.sampled_from(["a..b", "br\u00f6ker", "user:pw@host", "x" * 70_000, "Living Room", "tab\there", "", "\n"])

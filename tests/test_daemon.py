@@ -287,17 +287,21 @@ def test_snapshots_state_and_stats_reach_the_sink(tmp_path, int8_model_path, two
     daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
     assert daemon.run() == 0
     kinds = [kind for kind, _ in sink.calls]
-    # Initial state, then per event: the event, the new state, the snapshot.
+    # Initial state and placeholder picture, then per event: the event, the new state, and the
+    # snapshot only while faces are in view (it is the *last face*); a clean stop says "nobody".
     assert kinds[:1] == ["state"]
     flow = [k for k in kinds if k != "stats"]
-    assert flow == ["state", "event", "state", "snapshot", "event", "state", "snapshot"]
+    assert flow == ["state", "snapshot", "event", "state", "snapshot", "event", "state", "state"]
     snapshots = [payload for kind, payload in sink.calls if kind == "snapshot"]
     for jpeg in snapshots:
         assert len(jpeg) <= 20_000 and jpeg[:2] == b"\xff\xd8"
-    assert Image.open(io.BytesIO(snapshots[0])).size[0] <= load_image(first).shape[1]
+    placeholder = np.asarray(Image.open(io.BytesIO(snapshots[0])))
+    assert placeholder.std() < 2  # a plain frame, no camera image before the first face
+    assert Image.open(io.BytesIO(snapshots[1])).size[0] <= load_image(first).shape[1]
     states = [payload for kind, payload in sink.calls if kind == "state"]
     assert (states[1].present, states[1].count) == (True, first_count)
-    assert (states[-1].present, states[-1].count) == (False, 0)
+    assert (states[-2].present, states[-2].count) == (False, 0)
+    assert (states[-1].present, states[-1].count, states[-1].last_seen) == (False, 0, states[1].last_seen)
     stats = [payload for kind, payload in sink.calls if kind == "stats"]
     assert stats, "a 1.8 s run with a 1 s interval publishes stats"
     figures = stats[0]
@@ -411,3 +415,35 @@ def test_the_daemon_never_imports_heavy_frameworks(project_root):
     result = subprocess.run([sys.executable, "-c", probe], cwd=project_root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+class UndeliveringSink(RecordingSink):
+    """A transport whose broker never acknowledges: every event stays in the outbox."""
+
+    def publish_event(self, event) -> None:
+        self.calls.append(("event", event))
+
+
+def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, int8_model_path, two_photos, blank):
+    import json
+
+    import jinja2
+
+    from edge.discovery import DeviceTopics, build_discovery_payload
+    from edge.mqtt import encode_json
+
+    first, _, _, _ = two_photos
+    scene = build_scene(tmp_path / "frames", blank, [(first, 3), ("blank", 12)])
+    config = load_config(daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS}))
+    sink = UndeliveringSink()
+    daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
+    assert daemon.run() == 0
+    waiting = len(daemon.outbox)
+    assert waiting == len([kind for kind, _ in sink.calls if kind == "event"]) == 2  # detected, cleared
+    stats = daemon.stats(time.monotonic(), daemon.grabber.health)
+    topics = DeviceTopics.under("edge-face/x")
+    component = build_discovery_payload("x", topics, sw_version="0", model_id="m")["cmps"]["outbox_depth"]
+    assert component["state_topic"] == topics.stats
+    rendered = jinja2.Environment().from_string(component["value_template"]).render(
+        value_json=json.loads(encode_json(stats)))  # as published on the stats topic
+    assert rendered == str(waiting)

@@ -167,7 +167,16 @@ def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
         assert stats and STATS_KEYS <= set(stats[0])
         assert stats[0]["queue_depth"] is not None and stats[0]["reconnects"] == 0
         discovery = json.loads(live.wait_for(f"homeassistant/device/{DEVICE}/config")[0].payload)
-        assert {"dev", "o", "cmps"} <= set(discovery) and set(discovery["cmps"]) == {"face_present", "face_count"}
+        active = {key for key, component in discovery["cmps"].items() if set(component) != {"p"}}
+        assert {"dev", "o", "cmps"} <= set(discovery) and active >= {
+            "face_present", "face_count", "last_seen", "face_event", "detection", "snapshots", "score_threshold",
+            "reannounce", "fps", "inference_ms", "dropped_frames", "source_state", "outbox_depth", "uptime",
+        } and "snapshot" not in active
+        # Every stats key a diagnostic entity reads is in the stats the daemon really publishes.
+        for key, component in discovery["cmps"].items():
+            if component.get("state_topic") == f"{PREFIX}/stats":
+                for field in re.findall(r"value_json\.(\w+)", component["value_template"]):
+                    assert field in stats[0], (key, field)
         assert discovery["dev"]["model_id"] == detector.model_id
 
     with Subscriber(broker, [f"{PREFIX}/state", f"{PREFIX}/status"]) as late:

@@ -125,4 +125,5 @@ def test_each_zone_has_its_own_presence_events_and_state(tmp_path, int8_model_pa
     busy = next(state for state in states if state.present)
     assert busy.zones["everywhere"].present and busy.zones["everywhere"].count == count
     assert not busy.zones["nowhere"].present
-    assert busy.to_dict()["zones"]["nowhere"] == {"present": False, "count": 0, "last_seen": None, "zones": {}}
+    assert busy.to_dict()["zones"]["nowhere"] == {
+        "present": False, "count": 0, "last_seen": None, "zones": {}, "detection": "active"}

@@ -24,17 +24,27 @@ import logging
 import re
 import time
 
+import jinja2
 import pytest
-
 from broker import MosquittoBroker, Subscriber
+
 from edge import __version__
 from edge.config import HomeAssistantConfig, MqttConfig
-from edge.discovery import DiscoveryTopics, build_discovery_payload, discovery_topic
-from edge.mqtt import MqttSink
+from edge.discovery import (
+    CONTROLS,
+    CPU_TEMPERATURE,
+    SNAPSHOT,
+    DeviceTopics,
+    build_discovery_payload,
+    discovery_topic,
+    removal_messages,
+)
+from edge.events import Event, PresenceState
+from edge.mqtt import MqttSink, encode_json, encode_state
 
 DEVICE = "porch_cam-2"
 PREFIX = f"edge-face/{DEVICE}"
-TOPICS = DiscoveryTopics(status=f"{PREFIX}/status", state=f"{PREFIX}/state", snapshot=f"{PREFIX}/snapshot")
+TOPICS = DeviceTopics.under(PREFIX)
 
 # Documented abbreviations used by our payload (the "Supported abbreviations" tables).
 ABBREVIATIONS = {"dev": "device", "o": "origin", "cmps": "components", "p": "platform"}
@@ -72,6 +82,8 @@ def assert_meets_documented_requirements(payload: dict) -> None:
     unique_ids = []
     for component_id, component in root["components"].items():
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", component_id)
+        if set(component) == {"platform"}:  # HA's documented removal of a component
+            continue
         assert REQUIRED_COMPONENT <= set(component), (component_id, REQUIRED_COMPONENT - set(component))
         platform = component["platform"]
         assert set(component) - {"platform"}, f"{component_id}: needs a component specific option"
@@ -82,35 +94,110 @@ def assert_meets_documented_requirements(payload: dict) -> None:
     assert len(unique_ids) == len(set(unique_ids))
 
 
+ALL_FEATURES = frozenset({SNAPSHOT, CONTROLS, CPU_TEMPERATURE})
+
+
+def render(template: str, payload: bytes):
+    """Render an HA value template as HA does (Jinja2; ``value`` the text, ``value_json`` the JSON)."""
+    environment = jinja2.Environment()
+    environment.filters["tojson"] = json.dumps
+    text = payload.decode()
+    return environment.from_string(template).render(value=text, value_json=json.loads(text))
+
+
 def test_discovery_payload_has_every_documented_required_field():
-    payload = build_discovery_payload(DEVICE, TOPICS, sw_version=__version__, model_id="ulfd-slim-320-int8")
+    payload = build_discovery_payload(DEVICE, TOPICS, sw_version=__version__, model_id="m", features=ALL_FEATURES)
     assert_meets_documented_requirements(payload)
     components = expanded(payload)["components"]
     assert {cid: c["platform"] for cid, c in components.items()} == {
-        "face_present": "binary_sensor", "face_count": "sensor", "snapshot": "image"
+        "face_present": "binary_sensor", "face_count": "sensor", "last_seen": "sensor", "face_event": "event",
+        "snapshot": "image", "detection": "switch", "snapshots": "switch", "score_threshold": "number",
+        "reannounce": "button", "fps": "sensor", "inference_ms": "sensor", "dropped_frames": "sensor",
+        "source_state": "sensor", "outbox_depth": "sensor", "cpu_temperature": "sensor", "uptime": "sensor",
     }
     assert components["face_present"]["device_class"] == "occupancy"
     assert components["face_present"]["state_topic"] == TOPICS.state
-    assert "value_json.present" in components["face_present"]["value_template"]
-    assert components["face_count"]["state_class"] == "measurement"
-    assert "value_json.count" in components["face_count"]["value_template"]
+    assert (components["face_count"]["state_class"], components["face_count"]["unit_of_measurement"]) == (
+        "measurement", "faces")
+    assert components["last_seen"]["device_class"] == "timestamp"
+    assert components["face_event"]["event_types"] == ["face_detected", "count_changed", "face_cleared"]
     assert components["snapshot"]["image_topic"] == TOPICS.snapshot
-    assert components["snapshot"]["content_type"] == "image/jpeg"
+    assert components["cpu_temperature"]["unit_of_measurement"] == "°C"
+    diagnostics = {cid for cid, c in components.items() if c.get("entity_category") == "diagnostic"}
+    assert diagnostics == {"fps", "inference_ms", "dropped_frames", "source_state", "outbox_depth",
+                           "cpu_temperature", "uptime"}
+    for control in ("detection", "snapshots", "score_threshold", "reannounce"):
+        assert components[control]["command_topic"] == f"{PREFIX}/set/{control}"
+        assert components[control]["entity_category"] == "config"
     assert payload["availability_topic"] == TOPICS.status
     assert (payload["payload_available"], payload["payload_not_available"]) == ("online", "offline")
-    assert payload["qos"] == 1
 
 
-def test_no_image_entity_without_snapshots_and_ids_differ_per_device():
-    no_snapshot = DiscoveryTopics(status=TOPICS.status, state=TOPICS.state, snapshot=None)
-    payload = build_discovery_payload(DEVICE, no_snapshot, sw_version="1", model_id="m", device_name="Porch")
+def test_qos_sits_in_every_component_because_home_assistant_drops_it_at_the_top():
+    payload = build_discovery_payload(DEVICE, TOPICS, sw_version="1", model_id="m", features=ALL_FEATURES, qos=1)
+    assert "qos" not in payload
+    assert all(component["qos"] == 1 for component in payload["cmps"].values())
+
+
+def test_features_that_are_off_are_announced_as_removed_components():
+    payload = build_discovery_payload(DEVICE, TOPICS, sw_version="1", model_id="m", device_name="Porch")
     assert_meets_documented_requirements(payload)
-    assert set(payload["cmps"]) == {"face_present", "face_count"}
+    removed = {cid: c for cid, c in payload["cmps"].items() if set(c) == {"p"}}
+    assert removed == {
+        "snapshot": {"p": "image"}, "detection": {"p": "switch"}, "snapshots": {"p": "switch"},
+        "score_threshold": {"p": "number"}, "reannounce": {"p": "button"}, "cpu_temperature": {"p": "sensor"},
+    }
     assert payload["dev"]["name"] == "Porch"
-    other = build_discovery_payload("other", no_snapshot, sw_version="1", model_id="m")
-    ours = {c["unique_id"] for c in payload["cmps"].values()} | set(payload["dev"]["identifiers"])
-    theirs = {c["unique_id"] for c in other["cmps"].values()} | set(other["dev"]["identifiers"])
+    other = build_discovery_payload("other", TOPICS, sw_version="1", model_id="m")
+    ours = {c.get("unique_id") for c in payload["cmps"].values()} - {None} | set(payload["dev"]["identifiers"])
+    theirs = {c.get("unique_id") for c in other["cmps"].values()} - {None} | set(other["dev"]["identifiers"])
     assert not ours & theirs
+
+
+def test_templates_render_the_payloads_the_daemon_publishes():
+    components = build_discovery_payload(DEVICE, TOPICS, "1", "m", features=ALL_FEATURES)["cmps"]
+    seen = encode_state(PresenceState(True, 2, "2026-02-01T10:00:00.250Z"))
+    never = encode_state(PresenceState(False, 0, None, detection="paused"))
+    assert render(components["face_present"]["value_template"], seen) == "ON"
+    assert render(components["face_present"]["value_template"], never) == "OFF"
+    assert json.loads(render(components["face_present"]["json_attributes_template"], never)) == {"detection": "paused"}
+    assert render(components["face_count"]["value_template"], seen) == "2"
+    assert render(components["last_seen"]["value_template"], seen) == "2026-02-01T10:00:00.250Z"
+    assert render(components["last_seen"]["value_template"], never) == "None"  # HA's "no value"
+    event = Event("count_changed", DEVICE, "b", 7, "t", 3, (), 640, 480, "m")
+    assert json.loads(render(components["face_event"]["value_template"], encode_json(event.to_dict()))) == {
+        "event_type": "count_changed", "count": 3, "sequence": 7}
+    controls = encode_json({"detection": "OFF", "snapshots": "ON", "score_threshold": 0.55})
+    assert render(components["detection"]["value_template"], controls) == "OFF"
+    assert render(components["snapshots"]["value_template"], controls) == "ON"
+    assert render(components["score_threshold"]["value_template"], controls) == "0.55"
+
+
+def test_each_zone_has_its_presence_and_count_entities_and_a_removed_zone_is_retired():
+    payload = build_discovery_payload(DEVICE, TOPICS, "1", "m", zones=("door", "sofa"), retired_zones=("hall",))
+    assert_meets_documented_requirements(payload)
+    components = payload["cmps"]
+    for zone in ("door", "sofa"):
+        present, count = components[f"zone_{zone}_present"], components[f"zone_{zone}_count"]
+        assert (present["p"], present["device_class"], present["state_topic"], present["qos"]) == (
+            "binary_sensor", "occupancy", TOPICS.state, 1)
+        assert (count["p"], count["unit_of_measurement"], count["state_topic"]) == ("sensor", "faces", TOPICS.state)
+    assert components["zone_hall_present"] == {"p": "binary_sensor"}
+    assert components["zone_hall_count"] == {"p": "sensor"}
+    door, nobody = PresenceState(True, 1, "t"), PresenceState(False, 0, None)
+    state = encode_state(PresenceState(True, 1, "t", zones={"door": door, "sofa": nobody}))
+    assert render(components["zone_door_present"]["value_template"], state) == "ON"
+    assert render(components["zone_door_count"]["value_template"], state) == "1"
+    assert render(components["zone_sofa_present"]["value_template"], state) == "OFF"
+    assert render(components["zone_sofa_count"]["value_template"], state) == "0"
+    before_zones = encode_state(PresenceState(False, 0, None))  # a state without this zone yet
+    assert render(components["zone_door_present"]["value_template"], before_zones) == "OFF"
+
+
+def test_removal_messages_clear_the_device_and_every_retained_topic():
+    messages = removal_messages("ha-test", DEVICE, TOPICS)
+    assert messages == [(f"ha-test/device/{DEVICE}/config", b""), (TOPICS.status, b""), (TOPICS.state, b""),
+                        (TOPICS.snapshot, b""), (TOPICS.controls, b"")]
 
 
 def test_discovery_topic_matches_home_assistants_topic_pattern():
@@ -159,13 +246,20 @@ def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(
             sink.close(2.0)
 
 
-def test_discovery_disabled_publishes_nothing_to_home_assistant(broker):
-    sink = start_sink(broker, HomeAssistantConfig(enabled=False))
-    try:
-        with Subscriber(broker, ["homeassistant/#", f"{PREFIX}/status"]) as late:
-            late.wait_for(f"{PREFIX}/status")
-            late.client.publish("homeassistant/status", "online").wait_for_publish(5)
-            time.sleep(0.5)
-            assert [m.topic for m in late.messages if m.topic.startswith("homeassistant/device")] == []
-    finally:
-        sink.close(2.0)
+def test_discovery_disabled_removes_a_device_announced_before(broker):
+    topic = f"homeassistant/device/{DEVICE}/config"
+    announced = start_sink(broker, HomeAssistantConfig())
+    with Subscriber(broker, [topic]) as before:
+        assert json.loads(before.wait_for(topic)[0].payload)["cmps"]
+    announced.close(2.0)
+    with Subscriber(broker, [topic]) as live:
+        sink = start_sink(broker, HomeAssistantConfig(enabled=False))
+        try:
+            live.wait_for_payload(topic, b"")  # the empty retained config: HA deletes the device
+            with Subscriber(broker, [topic]) as late:
+                late.client.publish("homeassistant/status", "online").wait_for_publish(5)
+                time.sleep(0.5)
+                assert late.on(topic) == []  # nothing retained, nothing re-announced
+            assert [m.payload for m in live.on(topic)][-1] == b""
+        finally:
+            sink.close(2.0)

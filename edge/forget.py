@@ -1,0 +1,216 @@
+"""``edge-face forget --config FILE``: remove a device from the broker and Home Assistant.
+
+Publishes an empty retained message on the device's discovery topic (Home Assistant deletes
+the device and its entities) and on every retained topic the daemon leaves (status, state,
+snapshot, controls), then deletes the stored controls and the announced identity. The
+installer's ``--uninstall`` / ``--purge`` and the Ansible role's ``state: absent`` run it
+after stopping the service; the daemon runs :func:`retire_stale_identity` itself when it
+finds itself renamed (by a reload, or while it was stopped).
+
+Its own short-lived MQTT client (client id ``edge-face-forget-<device_id>``) so it never
+kicks a running daemon off the broker. Exit codes: 0 done, 1 the broker could not be reached
+or did not acknowledge every removal within the timeout, 2 config error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import (
+    DEVICE_ID_PATTERN,
+    Config,
+    ConfigError,
+    build_tls_context,
+    load_config,
+    validate_password_file,
+)
+from edge.controls import state_path
+from edge.discovery import DeviceTopics, removal_messages
+from edge.exitcodes import ExitCode
+
+log = logging.getLogger("edge.forget")
+DEFAULT_TIMEOUT_S = 10.0
+# Who the daemon last announced itself as (in device.state_dir): a device renamed while it
+# was stopped (an edited config, an Ansible run) is then still removed at the next start.
+IDENTITY_FILE_NAME = "announced.json"
+
+
+def identity_of(config: Config) -> dict:
+    """What names the device on the broker and in HA; a change leaves a ghost unless the old
+    identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
+    ha = config.homeassistant
+    return {
+        "device_id": config.device.id, "host": config.mqtt.host, "port": config.mqtt.port,
+        "topic_prefix": config.mqtt.topic_prefix, "discovery_prefix": ha.discovery_prefix if ha.enabled else None,
+    }
+
+
+def retire_stale_identity(
+    config: Config, logger: logging.Logger, running: Config | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """Forget the identity last announced (stored in the state directory; ``running``'s when
+    none is stored) if ``config`` names the device differently, then store ``config``'s."""
+    path = Path(config.device.state_dir) / IDENTITY_FILE_NAME
+    current = identity_of(config)
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        previous = None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("announced identity '%s' cannot be read (%s); ignoring it", path, exc)
+        previous = None
+    if previous is None and running is not None:
+        previous = identity_of(running)
+    if previous is not None and previous != current:
+        old = _config_for(config, previous)
+        if old is None:
+            logger.warning("announced identity '%s' is not one of ours; ignoring it", path)
+        elif old.mqtt.host is not None:
+            logger.info("the device was announced as '%s' (broker %s:%s): removing that one",
+                        old.device.id, old.mqtt.host, old.mqtt.port)
+            if not forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None):
+                return  # the old identity stays stored: the next start tries again
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".announced.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(current, handle, sort_keys=True)
+        os.replace(temp, path)
+    except OSError as exc:
+        logger.error("cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
+                     "while stopped would leave the old device behind", path, exc.strerror or exc)
+
+
+def _config_for(config: Config, identity: dict) -> Config | None:
+    """``config`` with the broker and names of a stored identity (None if it is malformed)."""
+    try:
+        device_id, prefix, discovery = identity["device_id"], identity["topic_prefix"], identity["discovery_prefix"]
+        host, port = identity["host"], identity["port"]
+    except (KeyError, TypeError):
+        return None
+    strings = all(isinstance(v, str) and v and "#" not in v and "+" not in v for v in (prefix, discovery or "x"))
+    if not (isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id) and strings
+            and (host is None or isinstance(host, str)) and isinstance(port, int)):
+        return None
+    ha = config.homeassistant
+    return dataclasses.replace(
+        config,
+        device=dataclasses.replace(config.device, id=device_id),
+        mqtt=dataclasses.replace(config.mqtt, host=host, port=port, topic_prefix=prefix),
+        homeassistant=dataclasses.replace(ha, enabled=discovery is not None, discovery_prefix=discovery or ha.discovery_prefix),
+    )
+
+
+def forget_device(
+    config: Config, logger: logging.Logger, timeout: float = DEFAULT_TIMEOUT_S, discovery: bool = True
+) -> bool:
+    """Publish the removal messages of ``config``'s device (retained, QoS 1) and wait for every
+    acknowledgement; True when the broker acknowledged all of them within ``timeout`` s.
+    ``discovery`` False leaves the discovery topic alone (HA warns about removing a device
+    it does not know, so the daemon clears it only when it had announced one)."""
+    mqtt = config.mqtt
+    if mqtt.host is None:
+        logger.info("no [mqtt] host: nothing to remove from a broker")
+        return True
+    topics = DeviceTopics.under(mqtt.topic_prefix)
+    # The CLI clears the discovery topic even with HA disabled now: it may have been on before.
+    prefix = config.homeassistant.discovery_prefix if discovery else None
+    messages = removal_messages(prefix, config.device.id, topics)
+    broker = f"{mqtt.host}:{mqtt.port}"
+    done = threading.Condition()
+    state = {"connected": False, "refused": None, "acked": set()}
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        with done:
+            if reason_code.is_failure:
+                state["refused"] = str(reason_code)
+            else:
+                state["connected"] = True
+            done.notify_all()
+
+    def on_publish(client, userdata, mid, reason_code, properties) -> None:
+        with done:
+            state["acked"].add(mid)
+            done.notify_all()
+
+    try:
+        client = _client(config)
+    except ConfigError as exc:  # a password or TLS file that cannot be used (changed since load)
+        logger.error("cannot remove device '%s': %s", config.device.id, exc)
+        return False
+    client.on_connect, client.on_publish = on_connect, on_publish
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        logger.error("cannot remove device '%s': broker %s unreachable (%s)", config.device.id, broker, exc)
+        return False
+    client.loop_start()
+    try:
+        with done:
+            done.wait_for(lambda: state["connected"] or state["refused"], timeout)
+            if not state["connected"]:
+                reason = state["refused"] or f"no answer within {timeout:g} s"
+                logger.error("cannot remove device '%s': broker %s: %s", config.device.id, broker, reason)
+                return False
+        mids = {client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages}
+        with done:
+            if not done.wait_for(lambda: mids <= state["acked"], timeout):
+                logger.error("broker %s did not acknowledge every removal of device '%s' within %g s",
+                             broker, config.device.id, timeout)
+                return False
+        logger.info("removed device '%s' from broker %s (%d retained topics cleared, Home Assistant "
+                    "discovery under '%s')", config.device.id, broker, len(messages),
+                    config.homeassistant.discovery_prefix)
+        return True
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _client(config: Config) -> paho.Client:
+    """A paho client with the daemon's broker settings (credentials, TLS, transport), the
+    password and TLS files read and checked as the daemon does. Raises ConfigError."""
+    mqtt = config.mqtt
+    protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"edge-face-forget-{config.device.id}",
+        clean_session=True if protocol == paho.MQTTv311 else None,
+        protocol=protocol,
+        transport=mqtt.transport,
+    )
+    if mqtt.username is not None:
+        password = validate_password_file(mqtt.password_file) if mqtt.password_file is not None else None
+        client.username_pw_set(mqtt.username, password)
+    if mqtt.tls:
+        client.tls_set_context(build_tls_context(mqtt))
+        client.tls_insecure_set(mqtt.tls_insecure)
+    return client
+
+
+def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:
+    """``edge-face forget --config FILE``; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="edge-face forget: %(message)s", stream=sys.stderr)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    removed = forget_device(config, log, timeout)
+    for stored in (state_path(config.device.state_dir), Path(config.device.state_dir) / IDENTITY_FILE_NAME):
+        try:
+            stored.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot delete '%s': %s", stored, exc.strerror or exc)
+            return ExitCode.FAILURE
+    return ExitCode.OK if removed else ExitCode.FAILURE

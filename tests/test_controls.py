@@ -1,0 +1,375 @@
+"""Controls from Home Assistant: command parsing, the stored overrides and their merge over
+the config file, and each control end to end: the real daemon (`python -m edge.cli run`)
+on a looping replay of a real photo, commanded over a real Mosquitto. Plus `edge-face forget`
+and the removal of a renamed device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from broker import MosquittoBroker, Subscriber, free_port
+from daemon_support import build_scene, write_config
+
+from edge.config import parse_config
+from edge.controls import (
+    Command,
+    ControlError,
+    ControlInbox,
+    Overrides,
+    apply_overrides,
+    load_overrides,
+    parse_command,
+    save_overrides,
+)
+from edge.imageio import load_image
+
+DEVICE = "hall-ctl"
+PREFIX = f"edge-face/{DEVICE}"
+DISCOVERY = f"homeassistant/device/{DEVICE}/config"
+
+
+# --- parsing, storing, merging ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("control, payload, value", [
+    ("detection", b"OFF", False), ("detection", b"ON", True), ("snapshots", b" ON\n", True),
+    ("score_threshold", b"0.55", 0.55), ("score_threshold", b"0.05", 0.05), ("reannounce", b"PRESS", None),
+])
+def test_valid_commands_parse(control, payload, value):
+    assert parse_command(control, payload) == Command(control, value)
+
+
+@pytest.mark.parametrize("control, payload, named", [
+    ("detection", b"off", "'off'"), ("detection", b"", "''"), ("snapshots", b"1", "'1'"),
+    ("score_threshold", b"0.99", "'0.99'"), ("score_threshold", b"nan", "'nan'"),
+    ("score_threshold", b"abc", "'abc'"), ("reannounce", b"ON", "'ON'"), ("lights", b"ON", "'lights'"),
+    ("detection", b"O" * 500, "500-byte"),
+])
+def test_invalid_commands_are_one_line_errors_naming_control_and_payload(control, payload, named):
+    with pytest.raises(ControlError) as error:
+        parse_command(control, payload)
+    message = str(error.value)
+    assert "\n" not in message and named in message and control[:40] in message
+
+
+def test_overrides_survive_a_round_trip_and_a_corrupt_file_is_reported(tmp_path, caplog):
+    log = logging.getLogger("test.controls")
+    assert load_overrides(tmp_path, log) == Overrides()  # nothing stored yet
+    save_overrides(tmp_path, Overrides(detection=False, score_threshold=0.5))
+    assert load_overrides(tmp_path, log) == Overrides(detection=False, score_threshold=0.5)
+    assert [p.name for p in tmp_path.iterdir()] == ["controls.json"]  # no temp file left behind
+    (tmp_path / "controls.json").write_text('{"detection": false, "score_threshold": 7, "lights": true}')
+    with caplog.at_level(logging.ERROR):
+        assert load_overrides(tmp_path, log) == Overrides(detection=False)
+    assert "score_threshold" in caplog.text and "lights" in caplog.text and "controls.json" in caplog.text
+    (tmp_path / "controls.json").write_text("{not json")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert load_overrides(tmp_path, log) == Overrides()
+    assert "cannot be read" in caplog.text
+
+
+def test_overrides_merge_over_the_file_and_say_what_they_override(tmp_path):
+    config = parse_config({"device": {"id": "x"}, "detector": {"model": __file__}, "snapshot": {"enabled": True}},
+                          base_dir=tmp_path, environ={})
+    merged, notes = apply_overrides(config, Overrides(snapshots=False, score_threshold=0.5))
+    assert (merged.snapshot.enabled, merged.detector.score_threshold) == (False, 0.5)
+    assert notes == ["snapshots OFF (config file: snapshot.enabled = true)",
+                     "score threshold 0.5 (config file: detector.score_threshold = 0.7)"]
+    same, none = apply_overrides(config, Overrides(snapshots=True, score_threshold=0.7))
+    assert same == config and none == []
+
+
+def test_state_dir_defaults_to_systemds_state_directory(tmp_path):
+    data = {"device": {"id": "x"}, "detector": {"model": __file__}}
+    assert parse_config(data, tmp_path, environ={}).device.state_dir == Path("/var/lib/edge-face")
+    assert parse_config(data, tmp_path, environ={"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}).device.state_dir == Path(
+        "/var/lib/a")
+
+
+def test_bad_commands_are_logged_once_per_control_and_dropped(caplog):
+    inbox = ControlInbox(logging.getLogger("test.inbox"))
+    with caplog.at_level(logging.WARNING):
+        for payload in (b"maybe", b"perhaps", b"maybe"):
+            inbox.receive("detection", payload)
+        inbox.receive("score_threshold", b"2")
+        inbox.receive("detection", b"OFF")
+    assert inbox.take() == [Command("detection", False)]
+    assert [r.getMessage().count("detection") > 0 for r in caplog.records] == [True, False]
+    assert len(caplog.records) == 2
+
+
+# --- the daemon over a real broker -------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with MosquittoBroker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def face_photo(photo_paths, detector) -> Path:
+    return min(photo_paths, key=lambda p: (len(detector.detect(load_image(p))) == 0, p.name))
+
+
+def config_file(tmp_path, broker, model, photo, blank, **sections) -> Path:
+    scene = tmp_path / "scene"
+    if not scene.exists():
+        build_scene(scene, blank, [(photo, 3), ("blank", 3)])
+    tables = {
+        "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
+        "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
+        "detector": {"model": model},
+        "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
+        "snapshot": {"enabled": True},
+        "stats": {"interval_seconds": 1.0},
+        "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1},
+    }
+    for name, table in sections.items():
+        tables[name] = {**tables.get(name, {}), **table}
+    return write_config(tmp_path / "edge-face.toml", tables)
+
+
+class Running:
+    """The daemon as a subprocess whose stderr is collected as it runs."""
+
+    def __init__(self, config: Path, project_root: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+            cwd=project_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.err = ""
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            _, self.err = self.process.communicate(timeout=30)
+        finally:
+            self.process.kill()
+        return self.process.returncode, self.err
+
+
+def command(live: Subscriber, control: str, payload: str) -> None:
+    live.client.publish(f"{PREFIX}/set/{control}", payload, qos=1).wait_for_publish(5)
+
+
+def latest_json(live: Subscriber, topic: str) -> dict:
+    messages = live.on(topic)
+    return json.loads(messages[-1].payload) if messages and messages[-1].payload else {}
+
+
+def wait_json(live: Subscriber, topic: str, predicate, what: str, timeout: float = 15.0) -> dict:
+    live.wait_until(lambda: predicate(latest_json(live, topic)), timeout, what)
+    return latest_json(live, topic)
+
+
+def test_detection_off_pauses_persists_across_a_restart_and_on_resumes(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, f"{PREFIX}/controls", lambda c: c.get("detection") == "ON", "controls announced")
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "a face seen")
+            command(live, "detection", "OFF")
+            state = wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "state paused")
+            assert state["present"] is False and state["count"] == 0  # privacy mode: nobody reported
+            wait_json(live, f"{PREFIX}/controls", lambda c: c.get("detection") == "OFF", "switch echoed OFF")
+            stats = wait_json(live, f"{PREFIX}/stats", lambda s: s.get("source_state") == "paused", "stats paused")
+            assert stats["detection"] == "paused"
+            time.sleep(1.2)  # a full stats interval while paused
+            assert latest_json(live, f"{PREFIX}/stats")["fps"] == 0
+            events = [json.loads(m.payload)["type"] for m in live.on(f"{PREFIX}/events")]
+            assert events[-1] == "face_cleared"  # the presence was ended, not left hanging
+        finally:
+            code, err = daemon.stop()
+        assert code == 0 and "detection paused from Home Assistant" in err and "Traceback" not in err
+        assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"detection": False}
+
+        live.clear()
+        daemon = Running(config, project_root)  # a restart keeps privacy mode
+        try:
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused after restart")
+            time.sleep(1.0)
+            assert live.on(f"{PREFIX}/events") == []
+            command(live, "detection", "ON")
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "detection resumed")
+            assert latest_json(live, f"{PREFIX}/controls")["detection"] == "ON"
+        finally:
+            code, err = daemon.stop()
+        assert code == 0 and "the camera stays closed" in err and "detection resumed" in err
+
+
+def test_snapshots_off_removes_the_image_component_and_the_picture(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
+        daemon = Running(config, project_root)
+        try:
+            first = wait_json(live, DISCOVERY, lambda d: "image_topic" in d.get("cmps", {}).get("snapshot", {}),
+                              "image announced")
+            assert first["cmps"]["snapshot"]["qos"] == 1
+            live.wait_for(f"{PREFIX}/snapshot")  # the placeholder, at once
+            command(live, "snapshots", "OFF")
+            wait_json(live, DISCOVERY, lambda d: d.get("cmps", {}).get("snapshot") == {"p": "image"}, "image removed")
+            live.wait_until(lambda: live.on(f"{PREFIX}/snapshot")[-1].payload == b"", 10, "snapshot cleared")
+            wait_json(live, f"{PREFIX}/controls", lambda c: c.get("snapshots") == "OFF", "switch echoed OFF")
+            count = len(live.on(f"{PREFIX}/snapshot"))
+            time.sleep(1.0)  # faces keep coming and going: no picture leaves the device any more
+            assert len(live.on(f"{PREFIX}/snapshot")) == count
+        finally:
+            code, err = daemon.stop()
+        assert code == 0, err
+        assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"snapshots": False}
+
+
+def test_score_threshold_and_reannounce_and_a_reload_never_undoes_a_control(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root, caplog
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, f"{PREFIX}/controls", lambda c: c.get("score_threshold") == 0.7, "threshold 0.7")
+            command(live, "score_threshold", "0.55")
+            wait_json(live, f"{PREFIX}/controls", lambda c: c.get("score_threshold") == 0.55, "threshold echoed")
+            command(live, "score_threshold", "banana")  # logged once, ignored
+            command(live, "score_threshold", "banana")
+            live.wait_for(DISCOVERY)
+            announced = len(live.on(DISCOVERY))
+            command(live, "reannounce", "PRESS")
+            live.wait_until(lambda: len(live.on(DISCOVERY)) > announced, 10, "discovery re-sent")
+            daemon.process.send_signal(signal.SIGHUP)  # the file still says 0.7
+            time.sleep(1.5)
+            assert latest_json(live, f"{PREFIX}/controls")["score_threshold"] == 0.55
+        finally:
+            code, err = daemon.stop()
+    assert code == 0, err
+    assert err.count("ignored a command from MQTT: control 'score_threshold': payload 'banana'") == 1
+    assert "overrides the config file: score threshold 0.55 (config file: detector.score_threshold = 0.7)" in err
+    assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"score_threshold": 0.55}
+
+
+def test_controls_false_ignores_commands_and_stored_overrides(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "controls.json").write_text('{"detection": false}')
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank, homeassistant={"controls": False})
+    with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
+        daemon = Running(config, project_root)
+        try:
+            discovery = wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
+            assert {k: discovery["cmps"][k] for k in ("detection", "snapshots", "score_threshold", "reannounce")} == {
+                "detection": {"p": "switch"}, "snapshots": {"p": "switch"}, "score_threshold": {"p": "number"},
+                "reannounce": {"p": "button"}}
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "detection runs")
+            command(live, "detection", "OFF")
+            time.sleep(1.0)
+            assert latest_json(live, f"{PREFIX}/state").get("detection") == "active"
+            assert live.on(f"{PREFIX}/controls") == []
+        finally:
+            code, err = daemon.stop()
+    assert code == 0 and "ignoring the stored" in err
+    assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"detection": False}  # untouched
+
+
+# --- removal: a renamed device, `edge-face forget` ------------------------------------------------
+
+
+def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    renamed = DEVICE + "-2"
+    with Subscriber(broker, ["edge-face/#", "homeassistant/device/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
+            config_file(tmp_path, broker, int8_model_path, face_photo, blank, device={"id": renamed})
+            daemon.process.send_signal(signal.SIGHUP)
+            live.wait_until(lambda: live.on(DISCOVERY)[-1].payload == b"", 15, "old device removed")
+            live.wait_for(f"homeassistant/device/{renamed}/config")
+        finally:
+            code, err = daemon.stop()
+        assert code == 0, err
+    with Subscriber(broker, ["edge-face/#", "homeassistant/#"]) as late:
+        time.sleep(1.0)
+        retained = {m.topic for m in late.messages if m.retain}
+        assert not any(topic.startswith(PREFIX + "/") or topic == DISCOVERY for topic in retained), retained
+        assert f"edge-face/{renamed}/state" in retained and f"homeassistant/device/{renamed}/config" in retained
+
+    forget = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
+                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    assert forget.returncode == 0, forget.stderr
+    assert f"removed device '{renamed}'" in forget.stderr
+    with Subscriber(broker, ["edge-face/#", "homeassistant/#"]) as late:
+        time.sleep(1.0)
+        assert [m.topic for m in late.messages if m.retain] == []
+    assert not (tmp_path / "state" / "controls.json").exists()
+
+
+def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, project_root, int8_model_path):
+    unreachable = write_config(tmp_path / "a.toml", {
+        "device": {"id": "x"}, "detector": {"model": int8_model_path},
+        "mqtt": {"host": "127.0.0.1", "port": free_port()}})
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(unreachable)],
+                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "unreachable" in result.stderr and "Traceback" not in result.stderr
+    bad = write_config(tmp_path / "b.toml", {"device": {"id": "Not Valid"}, "detector": {"model": int8_model_path}})
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(bad)],
+                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "device.id" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_ones(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "controls.json").write_text('{"detection": false}')
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused from the stored control")
+            config_file(tmp_path, broker, int8_model_path, face_photo, blank, homeassistant={"controls": False})
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "the file rules: detection runs")
+            config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "the stored control again")
+        finally:
+            code, err = daemon.stop()
+    assert code == 0 and "ignoring the stored" in err and "detection OFF" in err, err
+
+
+def test_a_device_renamed_while_stopped_is_removed_at_the_next_start(
+    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+):
+    config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
+    with Subscriber(broker, ["homeassistant/device/#"]) as live:
+        daemon = Running(config, project_root)
+        try:
+            wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
+        finally:
+            assert daemon.stop()[0] == 0
+        config_file(tmp_path, broker, int8_model_path, face_photo, blank, device={"id": "porch"})
+        daemon = Running(config, project_root)  # an Ansible run changed the id and restarted us
+        try:
+            live.wait_until(lambda: live.on(DISCOVERY)[-1].payload == b"", 15, "the old device removed")
+            live.wait_for("homeassistant/device/porch/config")
+        finally:
+            code, err = daemon.stop()
+    assert code == 0 and f"the device was announced as '{DEVICE}'" in err, err
+    assert json.loads((tmp_path / "state" / "announced.json").read_text())["device_id"] == "porch"
