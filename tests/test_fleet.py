@@ -225,8 +225,12 @@ def test_reports_ignore_garbage_and_strays():
 def start_daemon(tmp_path: Path, name: str, broker: MosquittoBroker, scene: Path, model: Path) -> subprocess.Popen:
     password = tmp_path / f"{name}.password"
     password.write_text("device-secret")
+    state_dir = tmp_path / f"{name}.state"
+    state_dir.mkdir()
     config = write_config(tmp_path / f"{name}.toml", {
-        "device": {"id": name},
+        # Its own state folder: a daemon that finds another id's state there takes it for its
+        # own old name and removes that device from the broker.
+        "device": {"id": name, "state_dir": state_dir},
         "camera": {"source": "replay", "path": scene, "fps": 10.0, "loop": True},
         "detector": {"model": model},
         "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
