@@ -14,7 +14,7 @@ SHIPPED_MODEL_VARIANT := slim-320
 SHIPPED_MODEL_DIR := edge/models
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check clean
+.PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check fleet-check clean
 .PHONY: wheel shipped-model shipped-model-check
 
 ## demo: set up, build the int8 model, and run the main job (the daemon) on sample photos
@@ -125,6 +125,13 @@ lint: setup
 ## test-fast: the unit tests only (pure code, no broker, no subprocess, no model build): seconds
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "unit and not integration and not slow and not faults" $(PYTEST_ARGS)
+
+## fleet-check: the Ansible role rolled out over SSH to six Debian bookworm hosts booted with
+## systemd (systemd-nspawn, own network namespaces; needs root). The first run builds a cached
+## root in $$EDGE_FACE_FLEET_CACHE or ~/.cache/edge-face/fleet. Scenarios: tests/test_fleet_bench.py
+fleet-check: setup model system-deps
+	EDGE_FACE_FLEET_CAMERA=$(UPSTREAM)/images EDGE_FACE_HOST_PYTHON=$(abspath $(BIN))/python \
+		tools/fleet/bench.sh run 6 -- $(BIN)/python -m pytest -x -p no:cacheprovider tests/test_fleet_bench.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) models/build models/cache out

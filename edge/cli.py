@@ -2,7 +2,8 @@
 
 Exit codes (edge.exitcodes.ExitCode): 0 success; 1 some inputs failed (each named on one
 stderr line, the others were still processed); 2 usage or configuration error (one line
-naming the option or key); 3 camera/source unavailable; 4 model error.
+naming the option or key); 3 camera/source unavailable; 4 model error;
+5 (fleet) a device is not online.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
     forget.add_argument("--config", required=True, type=Path)
+
+    from edge.fleet import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
     return parser
 
 
@@ -232,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge.forget import forget_main
 
             return forget_main(str(args.config))
+        if args.command == "fleet":
+            from edge.fleet import fleet_main
+
+            return fleet_main(args)
     except BrokenPipeError:  # `edge-face detect ... | head`: the reader left, nothing to report to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.FAILURE

@@ -20,6 +20,8 @@ class ExitCode(IntEnum):
     """The frame source can never work (e.g. a replay folder that does not exist)."""
     MODEL = 4
     """Model missing, unreadable, tampered with, or not an edge-face int8 model."""
+    OFFLINE = 5
+    """`edge-face fleet`: a device is offline or stopped (or the one asked for has no status)."""
 
 
 # Exit codes a restart cannot fix: the unit must not loop on them.

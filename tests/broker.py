@@ -172,6 +172,7 @@ class MosquittoBroker:
 
     ``users``: {name: password} -> password file and ``allow_anonymous false``; without it
     anonymous clients are allowed. ``tls``: (cert, key, ca) of the server -> a TLS listener.
+    ``host``: the address to listen on (the fleet bench's bridge; ``port`` must then be given).
     ``persistence``: keep sessions and queued QoS 1 messages across ``stop()``/``start()``
     (and across ``kill()`` too: the store is saved at every change). ``acl``: the text of a
     mosquitto ACL file (e.g. to deny publishing on one topic).
@@ -184,13 +185,14 @@ class MosquittoBroker:
         tls: tuple[Path, Path, Path] | None = None,
         persistence: bool = False,
         port: int | None = None,
+        host: str = HOST,
         acl: str | None = None,
     ) -> None:
         require_mosquitto()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.host = HOST
+        self.host = host
         self.log_file = self.workdir / "mosquitto.log"
         self.config_file = self.workdir / "mosquitto.conf"
         self._process: subprocess.Popen | None = None
@@ -198,7 +200,7 @@ class MosquittoBroker:
 
     def _write_config(self, users, tls, persistence, acl=None) -> None:
         lines = [
-            f"listener {self.port} {HOST}",
+            f"listener {self.port} {self.host}",
             # mosquitto drops root privileges to user 'mosquitto' unless told otherwise;
             # it must stay who we are to read the temp files the tests wrote.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
@@ -254,12 +256,12 @@ class MosquittoBroker:
             if self._process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited with {self._process.returncode}:\n{self.log_text()[-2000:]}")
             try:
-                with socket.create_connection((HOST, self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)
         self.kill()
-        raise TimeoutError(f"mosquitto did not listen on {HOST}:{self.port} within {START_TIMEOUT_S} s")
+        raise TimeoutError(f"mosquitto did not listen on {self.host}:{self.port} within {START_TIMEOUT_S} s")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (mosquitto saves its persistence file then) and wait for the exit."""
