@@ -21,8 +21,10 @@ PYTEST_ARGS ?=
 demo: setup model samples
 	$(BIN)/edge-face run --config examples/demo.toml
 
-## test: set up everything (both interpreter environments, mosquitto, systemd tools), run the
-## whole suite, the detector tests again under tflite-runtime, then the aarch64 check
+## test: set up everything (both interpreter environments, mosquitto, systemd tools), check the
+## shipped model against a rebuild, run the whole suite, the detector tests again under
+## tflite-runtime, then the roots: aarch64 (per Pi CPU, bookworm and trixie), a real Home
+## Assistant, and the fleet of booted hosts (each cached after its first run)
 test: setup setup-tflite system-deps model
 	$(MAKE) shipped-model-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -30,6 +32,7 @@ test: setup setup-tflite system-deps model
 		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
 	$(MAKE) ha-check
+	$(MAKE) fleet-check
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

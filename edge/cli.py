@@ -12,8 +12,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
@@ -85,26 +86,38 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--model", type=Path, default=None, help="int8 .tflite (default: the built or installed one)")
     detect.add_argument("--score-threshold", type=_by_rule(DetectorConfig, "score_threshold", float), default=0.7)
     detect.add_argument("--iou-threshold", type=_by_rule(DetectorConfig, "iou_threshold", float), default=0.3)
-    detect.add_argument("--threads", type=_by_rule(DetectorConfig, "num_threads", int), default=None, help="interpreter threads")
-    detect.add_argument("--interpreter", type=_interpreter, default=None, help="ai_edge_litert | tflite_runtime | tensorflow")
     detect.add_argument(
-        "--max-pixels", type=_by_rule(CameraConfig, "max_pixels", int), default=key_default(CameraConfig, "max_pixels"),
+        "--threads", type=_by_rule(DetectorConfig, "num_threads", int), default=None, help="interpreter threads"
+    )
+    detect.add_argument(
+        "--interpreter", type=_interpreter, default=None, help="ai_edge_litert | tflite_runtime | tensorflow"
+    )
+    detect.add_argument(
+        "--max-pixels",
+        type=_by_rule(CameraConfig, "max_pixels", int),
+        default=key_default(CameraConfig, "max_pixels"),
         help="decoded-pixel limit per image; bigger JPEGs are decoded at reduced scale (default: %(default)s)",
     )
     detect.add_argument("--json", action="store_true", help="one JSON line per image")
     detect.add_argument(
-        "--annotate", type=Path, metavar="DIR",
+        "--annotate",
+        type=Path,
+        metavar="DIR",
         help="write copies with boxes drawn into DIR; never overwrites (a taken name gets -1, -2, ...)",
     )
 
     run = commands.add_parser("run", help="run the face-event daemon")
     run.add_argument("--config", required=True, type=Path)
-    run.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N >= 1 frames (tests, demos)")
+    run.add_argument(
+        "--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N >= 1 frames (tests, demos)"
+    )
 
     check = commands.add_parser("check-config", help="validate a config file without running")
     check.add_argument("config", type=Path)
     check.add_argument(
-        "--as-user", metavar="USER", default=None,
+        "--as-user",
+        metavar="USER",
+        default=None,
         help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
     )
 
@@ -190,8 +203,11 @@ def detect_command(args: argparse.Namespace) -> int:
         if args.annotate is not None:
             try:
                 annotated = save_new_image(
-                    draw_detections(image.pixels, detections), args.annotate, Path(image_path).stem,
-                    ANNOTATED_SUFFIX, frozenset(given_out),
+                    draw_detections(image.pixels, detections),
+                    args.annotate,
+                    Path(image_path).stem,
+                    ANNOTATED_SUFFIX,
+                    frozenset(given_out),
                 )
                 given_out.add(annotated.name)
             except ImageError as exc:

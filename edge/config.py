@@ -31,9 +31,10 @@ import socket
 import ssl
 import sys
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from edge.exitcodes import ExitCode
 from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
@@ -286,7 +287,9 @@ class Text(Rule):
         return value
 
 
-TOPIC_ALLOWED = "topic levels separated by '/', no '+', '#', spaces, control characters or empty levels, not starting with '$'"
+TOPIC_ALLOWED = (
+    "topic levels separated by '/', no '+', '#', spaces, control characters or empty levels, not starting with '$'"
+)
 
 
 @dataclass(frozen=True)
@@ -465,7 +468,9 @@ def validate_password_file(path: Path, key: str = "mqtt.password_file") -> str:
     except UnicodeDecodeError:
         raise ConfigError(key, str(path), "a UTF-8 text file") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(key, str(path), f"a readable file of at most {MAX_SECRET_BYTES} bytes ({os_reason(exc)})") from None
+        raise ConfigError(
+            key, str(path), f"a readable file of at most {MAX_SECRET_BYTES} bytes ({os_reason(exc)})"
+        ) from None
 
 
 def _refuse_passphrase() -> bytes:
@@ -482,9 +487,7 @@ def build_tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            "mqtt.ca_file", str(ca_file), f"a PEM file of CA certificates ({_ssl_reason(exc)})"
-        ) from None
+        raise ConfigError("mqtt.ca_file", str(ca_file), f"a PEM file of CA certificates ({_ssl_reason(exc)})") from None
     cert_file = validate_readable_file(mqtt.cert_file, "mqtt.cert_file")
     key_file = validate_readable_file(mqtt.key_file, "mqtt.key_file")
     if (cert_file is None) != (key_file is None):
@@ -495,7 +498,8 @@ def build_tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
             context.load_cert_chain(cert_file, key_file, password=_refuse_passphrase)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(
-                "mqtt.cert_file", str(cert_file),
+                "mqtt.cert_file",
+                str(cert_file),
                 f"a PEM certificate matching mqtt.key_file, key without passphrase ({_ssl_reason(exc)})",
             ) from None
     return context
@@ -602,7 +606,8 @@ class MqttConfig:
     queue_size: int = key(Integer(1, 100_000), DEFAULT_QUEUE_SIZE)
     flush_timeout: float = key(
         Number(
-            0.0, MAX_FLUSH_TIMEOUT_SECONDS,
+            0.0,
+            MAX_FLUSH_TIMEOUT_SECONDS,
             why=f"the unit's stop budget TimeoutStopSec={STOP_BUDGET_SECONDS:g}s "
             f"minus {SHUTDOWN_RESERVE_SECONDS:g} s for the rest of the shutdown",
         ),
@@ -712,7 +717,8 @@ def _check_camera(camera: CameraConfig, table: dict, context: _Context) -> Camer
         raise ConfigError("camera.path", REQUIRED, 'camera.source = "replay" needs a folder of images or one image')
     if camera.reopen_max_delay < camera.reopen_min_delay:
         raise ConfigError(
-            "camera.reopen_max_delay", camera.reopen_max_delay,
+            "camera.reopen_max_delay",
+            camera.reopen_max_delay,
             f"a number >= camera.reopen_min_delay ({camera.reopen_min_delay:g})",
         )
     if (camera.width is None) != (camera.height is None):
@@ -729,7 +735,8 @@ def _sidecar_is_readable(detector: DetectorConfig, table: dict, context: _Contex
         problem = path_problem(sidecar)
         if problem is not None:
             raise ConfigError(
-                "detector.model", table.get("model", str(detector.model)),
+                "detector.model",
+                table.get("model", str(detector.model)),
                 f"a model whose sidecar is readable; '{quote_path(sidecar)}' {problem}",
             )
     return detector
@@ -757,7 +764,8 @@ def _check_mqtt(mqtt: MqttConfig, table: dict, context: _Context) -> MqttConfig:
                 raise ConfigError(f"mqtt.{name}", table[name], "only with mqtt.tls = true")
     if mqtt.reconnect_max_delay < mqtt.reconnect_min_delay:
         raise ConfigError(
-            "mqtt.reconnect_max_delay", mqtt.reconnect_max_delay,
+            "mqtt.reconnect_max_delay",
+            mqtt.reconnect_max_delay,
             f"a number >= mqtt.reconnect_min_delay ({mqtt.reconnect_min_delay:g})",
         )
     mqtt = dataclasses.replace(mqtt, password_file=password_file)

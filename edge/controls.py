@@ -144,7 +144,9 @@ def apply_overrides(config: Config, overrides: Overrides) -> tuple[Config, list[
     notes = []
     snapshot, detector = config.snapshot, config.detector
     if overrides.snapshots is not None and overrides.snapshots != snapshot.enabled:
-        notes.append(f"snapshots {_switch(overrides.snapshots)} (config file: snapshot.enabled = {_toml(snapshot.enabled)})")
+        notes.append(
+            f"snapshots {_switch(overrides.snapshots)} (config file: snapshot.enabled = {_toml(snapshot.enabled)})"
+        )
         snapshot = dataclasses.replace(snapshot, enabled=overrides.snapshots)
     if overrides.score_threshold is not None and overrides.score_threshold != detector.score_threshold:
         notes.append(
@@ -222,8 +224,9 @@ class Controls:
         self.inbox = ControlInbox(log)
         self.overrides = load_overrides(self.state_dir, log) if enabled and load else Overrides()
         if load and not enabled and state_path(self.state_dir).is_file():
-            log.info("controls are off (homeassistant.controls = false): ignoring the stored %s",
-                     state_path(self.state_dir))
+            log.info(
+                "controls are off (homeassistant.controls = false): ignoring the stored %s", state_path(self.state_dir)
+            )
 
     @classmethod
     def for_config(cls, config: Config, log: logging.Logger, load: bool = True) -> Controls:
@@ -251,13 +254,17 @@ class Controls:
         if updated == self.overrides:
             return False
         self.overrides = updated
-        self._log.info("control %s set to %s from MQTT", command.control,
-                       _switch(command.value) if isinstance(command.value, bool) else command.value)
+        self._log.info(
+            "control %s set to %s from MQTT",
+            command.control,
+            _switch(command.value) if isinstance(command.value, bool) else command.value,
+        )
         try:
             save_overrides(self.state_dir, updated)
         except OSError as exc:
             self._log.error(
                 "cannot store the controls in '%s' (%s; set device.state_dir): they apply until the daemon stops",
-                state_path(self.state_dir), exc.strerror or exc,
+                state_path(self.state_dir),
+                exc.strerror or exc,
             )
         return True

@@ -33,9 +33,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -195,9 +195,9 @@ def build_daemon(
     source: FrameSource | None = None,
     sink: EventSink | None = None,
     notifier: SystemdNotifier | None = None,
-    controls: "DaemonControls | None" = None,
+    controls: DaemonControls | None = None,
     outbox: Outbox | None = None,
-) -> "Daemon":
+) -> Daemon:
     """Assemble a daemon from ``config``: loads the model (StartupError exit 4) and picks the
     source; nothing is opened or connected yet. ``source`` / ``sink`` / ``notifier`` replace
     the configured ones (a given ``sink`` should drain ``outbox``). ``controls``: stop and
@@ -348,7 +348,7 @@ class Daemon:
         code = EXIT_FAILURE
         try:
             code = self._loop(max_frames)
-        except Exception as exc:  # noqa: BLE001 - logged once with its traceback, exit 1
+        except Exception as exc:
             self.controls.crashed(threading.current_thread().name, exc)
         finally:
             code = self._shutdown(code)
@@ -363,7 +363,11 @@ class Daemon:
             name, exc = crash
             log.error(
                 "unexpected error in thread %s: %s: %s; exiting with %d so that systemd restarts the daemon",
-                name, type(exc).__name__, exc, EXIT_FAILURE, exc_info=(type(exc), exc, exc.__traceback__),
+                name,
+                type(exc).__name__,
+                exc,
+                EXIT_FAILURE,
+                exc_info=(type(exc), exc, exc.__traceback__),
             )
             code = EXIT_FAILURE
         # Nobody is watching any more: the retained state must not say someone is there.
@@ -377,7 +381,13 @@ class Daemon:
         (log.warning if lost else log.info)(
             "stopped after %d frames: %d event(s) made, %d delivered, %d lost "
             "(%d dropped from a full outbox, %d rejected by the broker, %d undelivered at stop)",
-            self.frames_processed, stats.enqueued, stats.delivered, lost, stats.dropped, stats.rejected, stats.depth,
+            self.frames_processed,
+            stats.enqueued,
+            stats.delivered,
+            lost,
+            stats.dropped,
+            stats.rejected,
+            stats.depth,
         )
         return code
 
@@ -434,7 +444,9 @@ class Daemon:
                 self.notifier.watchdog_if_due(now)
             # A camera going away or coming back is reported at once, not at the next interval.
             source_changed = (
-                not self._paused and health.state != self._source_state and health.state in ("ok", "reopening", "waiting")
+                not self._paused
+                and health.state != self._source_state
+                and health.state in ("ok", "reopening", "waiting")
             )
             if now >= next_stats or source_changed:
                 self._source_state = health.state
@@ -488,7 +500,9 @@ class Daemon:
         if jpeg is None:
             log.warning(
                 "snapshot skipped: %dx%d does not fit into snapshot.max_bytes = %d",
-                frame.width, frame.height, settings.max_bytes,
+                frame.width,
+                frame.height,
+                settings.max_bytes,
             )
             return
         self.sink.publish_snapshot(jpeg)
@@ -507,8 +521,14 @@ class Daemon:
         log.warning(
             "outbox full (%d event(s), %d bytes; limits %d events / %d bytes; broker away or slow): dropped %d "
             "oldest event(s) (sequence %d-%d); %d dropped in total",
-            stats.depth, stats.bytes, self.outbox.max_events, self.outbox.max_bytes,
-            len(dropped), dropped[0], dropped[-1], stats.dropped,
+            stats.depth,
+            stats.bytes,
+            self.outbox.max_events,
+            self.outbox.max_bytes,
+            len(dropped),
+            dropped[0],
+            dropped[-1],
+            stats.dropped,
         )
 
     # --- stats ----------------------------------------------------------------------------
@@ -619,7 +639,8 @@ class Daemon:
         except OSError as exc:  # e.g. a config file the service user cannot read
             log.error(
                 "reload failed, keeping the running configuration: config file '%s': cannot be read (%s)",
-                self.config_path, exc.strerror or exc,
+                self.config_path,
+                exc.strerror or exc,
             )
             self.notifier.ready()
             return
@@ -827,7 +848,11 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
         finally:
             threading.excepthook = previous_hook
         return
-    routes = {signal.SIGTERM: controls.request_stop, signal.SIGINT: controls.request_stop, signal.SIGHUP: controls.reload.set}
+    routes = {
+        signal.SIGTERM: controls.request_stop,
+        signal.SIGINT: controls.request_stop,
+        signal.SIGHUP: controls.reload.set,
+    }
     previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
     try:
         yield

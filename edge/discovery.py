@@ -117,48 +117,172 @@ class Entity:
 _SWITCH_STATE = "{{ value_json.%s }}"
 # The declarative list: what Home Assistant shows, in the order it shows it.
 ENTITIES: tuple[Entity, ...] = (
-    Entity("face_present", "binary_sensor", "Face present", "state",
-           "{{ 'ON' if value_json.present else 'OFF' }}", device_class="occupancy",
-           options={"payload_on": ON, "payload_off": OFF, "json_attributes_topic": "state",
-                    "json_attributes_template": "{{ {'detection': value_json.detection} | tojson }}"}),
-    Entity("face_count", "sensor", "Face count", "state", "{{ value_json.count }}",
-           unit=FACE_COUNT_UNIT, state_class="measurement", icon="mdi:account-multiple"),
+    Entity(
+        "face_present",
+        "binary_sensor",
+        "Face present",
+        "state",
+        "{{ 'ON' if value_json.present else 'OFF' }}",
+        device_class="occupancy",
+        options={
+            "payload_on": ON,
+            "payload_off": OFF,
+            "json_attributes_topic": "state",
+            "json_attributes_template": "{{ {'detection': value_json.detection} | tojson }}",
+        },
+    ),
+    Entity(
+        "face_count",
+        "sensor",
+        "Face count",
+        "state",
+        "{{ value_json.count }}",
+        unit=FACE_COUNT_UNIT,
+        state_class="measurement",
+        icon="mdi:account-multiple",
+    ),
     # HA's MQTT sensor reads the string "None" as "no value" (never seen yet).
-    Entity("last_seen", "sensor", "Last seen", "state", "{{ value_json.last_seen or 'None' }}",
-           device_class="timestamp"),
-    Entity("face_event", "event", "Face event", "events",
-           "{{ {'event_type': value_json.type, 'count': value_json.face_count, "
-           "'sequence': value_json.sequence} | tojson }}",
-           icon="mdi:face-recognition", options={"event_types": list(EVENT_TYPES)}),
-    Entity("snapshot", "image", "Last face", needs=SNAPSHOT,
-           options={"image_topic": "snapshot", "content_type": "image/jpeg"}),
-    Entity("detection", "switch", "Detection", "controls", _SWITCH_STATE % "detection",
-           category=CONFIG, icon="mdi:cctv", command="detection", needs=CONTROLS,
-           options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF}),
-    Entity("snapshots", "switch", "Snapshots", "controls", _SWITCH_STATE % "snapshots",
-           category=CONFIG, icon="mdi:image-outline", command="snapshots", needs=CONTROLS,
-           options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF}),
-    Entity("score_threshold", "number", "Score threshold", "controls", _SWITCH_STATE % "score_threshold",
-           category=CONFIG, icon="mdi:tune-vertical", command="score_threshold", needs=CONTROLS,
-           options={"min": SCORE_THRESHOLD_MIN, "max": SCORE_THRESHOLD_MAX,
-                    "step": SCORE_THRESHOLD_STEP, "mode": "box"}),
-    Entity("reannounce", "button", "Re-announce", category=CONFIG, icon="mdi:bullhorn",
-           command="reannounce", needs=CONTROLS, options={"payload_press": PRESS}),
-    Entity("fps", "sensor", "Frame rate", "stats", "{{ value_json.fps }}", unit="fps",
-           state_class="measurement", category=DIAGNOSTIC, icon="mdi:speedometer"),
-    Entity("inference_ms", "sensor", "Inference time", "stats", "{{ value_json.invoke_ms_p50 }}",
-           device_class="duration", unit="ms", state_class="measurement", category=DIAGNOSTIC),
-    Entity("dropped_frames", "sensor", "Dropped frames", "stats", "{{ value_json.dropped_frames }}",
-           unit="frames", state_class="total_increasing", category=DIAGNOSTIC, icon="mdi:filmstrip-off"),
-    Entity("source_state", "sensor", "Camera state", "stats", "{{ value_json.source_state }}",
-           category=DIAGNOSTIC, icon="mdi:camera"),
-    Entity("outbox_depth", "sensor", "MQTT outbox", "stats", "{{ value_json.queue_depth }}",
-           unit="events", state_class="measurement", category=DIAGNOSTIC, icon="mdi:tray-full"),
-    Entity("cpu_temperature", "sensor", "CPU temperature", "stats", "{{ value_json.cpu_temperature_c }}",
-           device_class="temperature", unit="°C", state_class="measurement", category=DIAGNOSTIC,
-           needs=CPU_TEMPERATURE),
-    Entity("uptime", "sensor", "Uptime", "stats", "{{ value_json.uptime_seconds }}",
-           device_class="duration", unit="s", category=DIAGNOSTIC),
+    Entity(
+        "last_seen", "sensor", "Last seen", "state", "{{ value_json.last_seen or 'None' }}", device_class="timestamp"
+    ),
+    Entity(
+        "face_event",
+        "event",
+        "Face event",
+        "events",
+        "{{ {'event_type': value_json.type, 'count': value_json.face_count, "
+        "'sequence': value_json.sequence} | tojson }}",
+        icon="mdi:face-recognition",
+        options={"event_types": list(EVENT_TYPES)},
+    ),
+    Entity(
+        "snapshot",
+        "image",
+        "Last face",
+        needs=SNAPSHOT,
+        options={"image_topic": "snapshot", "content_type": "image/jpeg"},
+    ),
+    Entity(
+        "detection",
+        "switch",
+        "Detection",
+        "controls",
+        _SWITCH_STATE % "detection",
+        category=CONFIG,
+        icon="mdi:cctv",
+        command="detection",
+        needs=CONTROLS,
+        options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF},
+    ),
+    Entity(
+        "snapshots",
+        "switch",
+        "Snapshots",
+        "controls",
+        _SWITCH_STATE % "snapshots",
+        category=CONFIG,
+        icon="mdi:image-outline",
+        command="snapshots",
+        needs=CONTROLS,
+        options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF},
+    ),
+    Entity(
+        "score_threshold",
+        "number",
+        "Score threshold",
+        "controls",
+        _SWITCH_STATE % "score_threshold",
+        category=CONFIG,
+        icon="mdi:tune-vertical",
+        command="score_threshold",
+        needs=CONTROLS,
+        options={"min": SCORE_THRESHOLD_MIN, "max": SCORE_THRESHOLD_MAX, "step": SCORE_THRESHOLD_STEP, "mode": "box"},
+    ),
+    Entity(
+        "reannounce",
+        "button",
+        "Re-announce",
+        category=CONFIG,
+        icon="mdi:bullhorn",
+        command="reannounce",
+        needs=CONTROLS,
+        options={"payload_press": PRESS},
+    ),
+    Entity(
+        "fps",
+        "sensor",
+        "Frame rate",
+        "stats",
+        "{{ value_json.fps }}",
+        unit="fps",
+        state_class="measurement",
+        category=DIAGNOSTIC,
+        icon="mdi:speedometer",
+    ),
+    Entity(
+        "inference_ms",
+        "sensor",
+        "Inference time",
+        "stats",
+        "{{ value_json.invoke_ms_p50 }}",
+        device_class="duration",
+        unit="ms",
+        state_class="measurement",
+        category=DIAGNOSTIC,
+    ),
+    Entity(
+        "dropped_frames",
+        "sensor",
+        "Dropped frames",
+        "stats",
+        "{{ value_json.dropped_frames }}",
+        unit="frames",
+        state_class="total_increasing",
+        category=DIAGNOSTIC,
+        icon="mdi:filmstrip-off",
+    ),
+    Entity(
+        "source_state",
+        "sensor",
+        "Camera state",
+        "stats",
+        "{{ value_json.source_state }}",
+        category=DIAGNOSTIC,
+        icon="mdi:camera",
+    ),
+    Entity(
+        "outbox_depth",
+        "sensor",
+        "MQTT outbox",
+        "stats",
+        "{{ value_json.queue_depth }}",
+        unit="events",
+        state_class="measurement",
+        category=DIAGNOSTIC,
+        icon="mdi:tray-full",
+    ),
+    Entity(
+        "cpu_temperature",
+        "sensor",
+        "CPU temperature",
+        "stats",
+        "{{ value_json.cpu_temperature_c }}",
+        device_class="temperature",
+        unit="°C",
+        state_class="measurement",
+        category=DIAGNOSTIC,
+        needs=CPU_TEMPERATURE,
+    ),
+    Entity(
+        "uptime",
+        "sensor",
+        "Uptime",
+        "stats",
+        "{{ value_json.uptime_seconds }}",
+        device_class="duration",
+        unit="s",
+        category=DIAGNOSTIC,
+    ),
 )
 
 
@@ -167,18 +291,36 @@ def zone_entities(zone: str) -> tuple[Entity, ...]:
     a template, a component id and a unique_id): its presence and its face count."""
     zone_state = "(value_json.zones | default({})).get('%s', {})" % zone
     return (
-        Entity(f"zone_{zone}_present", "binary_sensor", f"Face present {zone}", "state",
-               "{{ 'ON' if %s.get('present') else 'OFF' }}" % zone_state, device_class="occupancy",
-               options={"payload_on": ON, "payload_off": OFF}),
-        Entity(f"zone_{zone}_count", "sensor", f"Face count {zone}", "state",
-               "{{ %s.get('count', 0) }}" % zone_state,
-               unit=FACE_COUNT_UNIT, state_class="measurement", icon="mdi:account-multiple"),
+        Entity(
+            f"zone_{zone}_present",
+            "binary_sensor",
+            f"Face present {zone}",
+            "state",
+            "{{ 'ON' if %s.get('present') else 'OFF' }}" % zone_state,
+            device_class="occupancy",
+            options={"payload_on": ON, "payload_off": OFF},
+        ),
+        Entity(
+            f"zone_{zone}_count",
+            "sensor",
+            f"Face count {zone}",
+            "state",
+            "{{ %s.get('count', 0) }}" % zone_state,
+            unit=FACE_COUNT_UNIT,
+            state_class="measurement",
+            icon="mdi:account-multiple",
+        ),
     )
 
 
 # Fields of an Entity spelled as HA's discovery option of the same meaning.
-_FIELD_OPTIONS = (("device_class", "device_class"), ("unit", "unit_of_measurement"),
-                  ("state_class", "state_class"), ("category", "entity_category"), ("icon", "icon"))
+_FIELD_OPTIONS = (
+    ("device_class", "device_class"),
+    ("unit", "unit_of_measurement"),
+    ("state_class", "state_class"),
+    ("category", "entity_category"),
+    ("icon", "icon"),
+)
 # Entity options that name one of our topics rather than carry a literal value.
 _TOPIC_OPTIONS = ("json_attributes_topic", "image_topic")
 
@@ -243,7 +385,9 @@ def build_discovery_payload(
     for zone in retired_zones:
         components.update({entity.key: {"p": entity.platform} for entity in zone_entities(zone)})
     for zone in zones:
-        components.update({entity.key: component_config(entity, device_id, topics, qos) for entity in zone_entities(zone)})
+        components.update(
+            {entity.key: component_config(entity, device_id, topics, qos) for entity in zone_entities(zone)}
+        )
     return {
         "dev": {
             "identifiers": [f"edge-face-{device_id}"],
@@ -262,9 +406,7 @@ def build_discovery_payload(
     }
 
 
-def removal_messages(
-    discovery_prefix: str | None, device_id: str, topics: DeviceTopics
-) -> list[tuple[str, bytes]]:
+def removal_messages(discovery_prefix: str | None, device_id: str, topics: DeviceTopics) -> list[tuple[str, bytes]]:
     """(topic, empty payload) pairs that remove a device: its discovery config (HA deletes
     the device and its entities; skipped when ``discovery_prefix`` is None) and every
     retained topic it left on the broker. Publish them retained."""

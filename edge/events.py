@@ -27,9 +27,10 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, TextIO
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import numpy as np
 
@@ -124,14 +125,14 @@ class EventSink(Protocol):
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
-    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
+    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
         then announce the stop."""
 
 
 def iso_utc(epoch_seconds: float) -> str:
     """Unix time -> ISO-8601 UTC with milliseconds and 'Z', e.g. 2024-05-01T12:00:00.250Z."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -238,11 +239,7 @@ class PresenceTracker:
         elif self.present and count and count != self.stable_count and count_frames >= debounce:
             kind = "count_changed"
             self.stable_count = count
-        elif (
-            self.present
-            and not count
-            and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds
-        ):
+        elif self.present and not count and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds:
             kind = "face_cleared"
             self.present, self.stable_count = False, 0
         if kind is None:
@@ -275,9 +272,17 @@ class PresenceTracker:
             return []
         return [
             Event(
-                type="face_cleared", device_id=self.identity.device_id, boot_id=self.identity.boot_id,
-                sequence=0, time=iso_utc(wall_time), face_count=0, faces=(),
-                frame_width=0, frame_height=0, model_id=self.identity.model_id, zone=self.zone,
+                type="face_cleared",
+                device_id=self.identity.device_id,
+                boot_id=self.identity.boot_id,
+                sequence=0,
+                time=iso_utc(wall_time),
+                face_count=0,
+                faces=(),
+                frame_width=0,
+                frame_height=0,
+                model_id=self.identity.model_id,
+                zone=self.zone,
             )
         ]
 
@@ -296,7 +301,7 @@ class StdoutSink:
     daemon logs stats to stderr), so ``edge-face run | jq`` stays a clean event feed.
     """
 
-    def __init__(self, stream: TextIO | None = None, outbox: "Outbox | None" = None) -> None:
+    def __init__(self, stream: TextIO | None = None, outbox: Outbox | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self.outbox = outbox
 
@@ -328,7 +333,7 @@ class StdoutSink:
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
 
-    def close(self, timeout: float, abandon: "threading.Event | None" = None) -> None:
+    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into

@@ -27,29 +27,29 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from edge.config import HomeAssistantConfig, MqttConfig, key_default
 from edge.discovery import discovery_topic
 from edge.exitcodes import ExitCode
 from edge.mqtt import STATUS_ONLINE, Topics, validate_topic_prefix
 
 PLACEHOLDER = "{device_id}"
-DEFAULT_TOPIC_PREFIX = "edge-face/{device_id}"
-DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+DEFAULT_TOPIC_PREFIX: str = key_default(MqttConfig, "topic_prefix")
+DEFAULT_DISCOVERY_PREFIX: str = key_default(HomeAssistantConfig, "discovery_prefix")
 DEFAULT_TIMEOUT_S = 5.0
 # Retained messages follow the SUBACK at once; this much quiet after it is the wait for them.
 RETAINED_SETTLE_S = 0.5
 PASSWORD_ENV = "EDGE_FACE_MQTT_PASSWORD"
-# The stats keys a device may use for each column, first match wins (newer daemons may add
-# the names further right).
+# The daemon's stats keys behind each column (edge/daemon.py Daemon.stats); version and model
+# come from the retained discovery message.
 STATS_KEYS = {
-    "fps": ("fps",),
-    "inference_ms": ("invoke_ms_p50", "inference_ms"),
-    "cpu_temp_c": ("cpu_temp_c", "cpu_temperature_c", "cpu_temperature"),
-    "dropped_events": ("dropped_events", "events_dropped"),
-    "version": ("version", "sw_version"),
-    "model": ("model_id", "model"),
+    "fps": "fps",
+    "inference_ms": "invoke_ms_p50",
+    "cpu_temp_c": "cpu_temperature_c",
+    "dropped_events": "events_dropped",
 }
 
 
@@ -135,13 +135,6 @@ def _json_object(payload: bytes | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _first(table: dict, keys: tuple[str, ...]):
-    for key in keys:
-        if table.get(key) is not None:
-            return table[key]
-    return None
-
-
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -156,19 +149,13 @@ def _age_seconds(iso_time, now: float) -> float | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, now - moment.timestamp())
 
 
-def _dropped(stats: dict) -> int | None:
-    """Events lost to a full queue: a top-level count, or the MQTT sink's (outbox) counter."""
-    value = _number(_first(stats, STATS_KEYS["dropped_events"]))
-    if value is None:
-        for section in ("mqtt", "outbox"):
-            nested = stats.get(section)
-            if isinstance(nested, dict) and _number(nested.get("dropped")) is not None:
-                value = _number(nested["dropped"])
-                break
+def _dropped(stats: dict[str, Any]) -> int | None:
+    """Events lost to a full outbox since the daemon started."""
+    value = _number(stats.get(STATS_KEYS["dropped_events"]))
     return None if value is None else int(value)
 
 
@@ -187,19 +174,21 @@ def build_reports(snapshot: Snapshot, pattern: TopicPattern, discovery_prefix: s
         state = _json_object(leaves.get(STATE_LEAF))
         announced = _json_object(snapshot.payloads.get(discovery_topic(discovery_prefix, device))).get("dev")
         announced = announced if isinstance(announced, dict) else {}
-        version = _first(stats, STATS_KEYS["version"]) or announced.get("sw_version")
-        model = _first(stats, STATS_KEYS["model"]) or announced.get("model_id")
-        reports.append(DeviceReport(
-            device=device,
-            status=leaves[STATUS_LEAF].decode("utf-8", "replace"),
-            version=str(version) if version is not None else None,
-            model=str(model) if model is not None else None,
-            fps=_number(_first(stats, STATS_KEYS["fps"])),
-            inference_ms=_number(_first(stats, STATS_KEYS["inference_ms"])),
-            cpu_temp_c=_number(_first(stats, STATS_KEYS["cpu_temp_c"])),
-            last_face_age_s=_age_seconds(state.get("last_seen"), snapshot.received_at),
-            dropped_events=_dropped(stats),
-        ))
+        version = announced.get("sw_version")
+        model = announced.get("model_id")
+        reports.append(
+            DeviceReport(
+                device=device,
+                status=leaves[STATUS_LEAF].decode("utf-8", "replace"),
+                version=str(version) if version is not None else None,
+                model=str(model) if model is not None else None,
+                fps=_number(stats.get(STATS_KEYS["fps"])),
+                inference_ms=_number(stats.get(STATS_KEYS["inference_ms"])),
+                cpu_temp_c=_number(stats.get(STATS_KEYS["cpu_temp_c"])),
+                last_face_age_s=_age_seconds(state.get("last_seen"), snapshot.received_at),
+                dropped_events=_dropped(stats),
+            )
+        )
     return reports
 
 
@@ -232,9 +221,17 @@ COLUMNS = ("DEVICE", "STATUS", "VERSION", "MODEL", "FPS", "INFER_MS", "CPU_C", "
 def format_table(reports: list[DeviceReport]) -> str:
     """A header and one aligned line per device."""
     rows = [COLUMNS] + [
-        (r.device, r.status or "-", _cell(r.version), _cell(r.model), _cell(r.fps, ".1f"),
-         _cell(r.inference_ms, ".1f"), _cell(r.cpu_temp_c, ".1f"), _age_text(r.last_face_age_s),
-         _cell(r.dropped_events))
+        (
+            r.device,
+            r.status or "-",
+            _cell(r.version),
+            _cell(r.model),
+            _cell(r.fps, ".1f"),
+            _cell(r.inference_ms, ".1f"),
+            _cell(r.cpu_temp_c, ".1f"),
+            _age_text(r.last_face_age_s),
+            _cell(r.dropped_events),
+        )
         for r in reports
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -279,8 +276,10 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 progress["refused"] = str(reason_code)
                 lock.notify_all()
             return
-        client.subscribe([(pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF)]
-                         + [(discovery_topic(discovery_prefix, "+"), 0)])
+        client.subscribe(
+            [(pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF)]
+            + [(discovery_topic(discovery_prefix, "+"), 0)]
+        )
 
     def on_subscribe(client, userdata, mid, reason_codes, properties):
         with lock:
@@ -304,7 +303,9 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     try:
         client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5))
     except ssl.SSLCertVerificationError as exc:
-        raise FleetError(f"broker {broker.host}:{broker.port}: TLS certificate verify failed ({exc.verify_message})") from None
+        raise FleetError(
+            f"broker {broker.host}:{broker.port}: TLS certificate verify failed ({exc.verify_message})"
+        ) from None
     except (OSError, ValueError) as exc:
         raise FleetError(f"broker {broker.host}:{broker.port} unreachable ({exc})") from None
     client.loop_start()
@@ -316,7 +317,11 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 if "refused" in progress or now >= deadline:
                     break
                 subscribed = progress.get("subscribed")
-                if subscribed is not None and now >= subscribed + min(RETAINED_SETTLE_S, timeout) and not stats_missing():
+                if (
+                    subscribed is not None
+                    and now >= subscribed + min(RETAINED_SETTLE_S, timeout)
+                    and not stats_missing()
+                ):
                     break
                 lock.wait(min(0.1, deadline - now))
             refused, subscribed = progress.get("refused"), progress.get("subscribed")
@@ -336,21 +341,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False
     parser.add_argument("--broker", required=True, help="broker host name or address")
     parser.add_argument("--port", type=int, default=None, help="default 1883, or 8883 with --tls")
-    parser.add_argument("--topic-prefix", default=DEFAULT_TOPIC_PREFIX,
-                        help="the devices' [mqtt] topic_prefix, with {device_id} (default: %(default)s)")
-    parser.add_argument("--discovery-prefix", default=DEFAULT_DISCOVERY_PREFIX,
-                        help="Home Assistant discovery prefix, for versions and models (default: %(default)s)")
+    parser.add_argument(
+        "--topic-prefix",
+        default=DEFAULT_TOPIC_PREFIX,
+        help="the devices' [mqtt] topic_prefix, with {device_id} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--discovery-prefix",
+        default=DEFAULT_DISCOVERY_PREFIX,
+        help="Home Assistant discovery prefix, for versions and models (default: %(default)s)",
+    )
     parser.add_argument("--device", default=None, help="look at this device only (exit status as for the fleet)")
     parser.add_argument("--username")
-    parser.add_argument("--password-file", type=Path,
-                        help=f"file holding the broker password (default: ${PASSWORD_ENV} if set; never on argv)")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        help=f"file holding the broker password (default: ${PASSWORD_ENV} if set; never on argv)",
+    )
     parser.add_argument("--tls", action="store_true")
     parser.add_argument("--cafile")
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--json", action="store_true", help="one JSON object per device and line")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds to wait for the online devices' stats (default: %(default)s)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for the online devices' stats (default: %(default)s)",
+    )
 
 
 def _password(args: argparse.Namespace, environ) -> str | None:
@@ -378,8 +396,14 @@ def fleet_main(args: argparse.Namespace, environ=os.environ, out=sys.stdout, err
         print(f"edge-face fleet: {exc}", file=err)
         return ExitCode.CONFIG
     broker = BrokerSettings(
-        host=args.broker, port=args.port or (8883 if args.tls else 1883), username=args.username,
-        password=password, tls=args.tls, cafile=args.cafile, certfile=args.cert, keyfile=args.key,
+        host=args.broker,
+        port=args.port or (8883 if args.tls else 1883),
+        username=args.username,
+        password=password,
+        tls=args.tls,
+        cafile=args.cafile,
+        certfile=args.cert,
+        keyfile=args.key,
     )
     try:
         snapshot = look(broker, pattern, args.discovery_prefix, args.timeout)
@@ -396,8 +420,11 @@ def fleet_main(args: argparse.Namespace, environ=os.environ, out=sys.stdout, err
         print(format_table(reports), file=out)
     code = fleet_exit_code(reports, args.device)
     if code == ExitCode.FAILURE:
-        print(f"edge-face fleet: no device status under '{pattern.subscription(STATUS_LEAF)}' on "
-              f"{broker.host}:{broker.port}", file=err)
+        print(
+            f"edge-face fleet: no device status under '{pattern.subscription(STATUS_LEAF)}' on "
+            f"{broker.host}:{broker.port}",
+            file=err,
+        )
     elif args.device is not None and not reports:
         print(f"edge-face fleet: device '{args.device}' has no status on {broker.host}:{broker.port}", file=err)
     elif code == ExitCode.OFFLINE:

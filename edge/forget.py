@@ -50,8 +50,11 @@ def identity_of(config: Config) -> dict:
     identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
     ha = config.homeassistant
     return {
-        "device_id": config.device.id, "host": config.mqtt.host, "port": config.mqtt.port,
-        "topic_prefix": config.mqtt.topic_prefix, "discovery_prefix": ha.discovery_prefix if ha.enabled else None,
+        "device_id": config.device.id,
+        "host": config.mqtt.host,
+        "port": config.mqtt.port,
+        "topic_prefix": config.mqtt.topic_prefix,
+        "discovery_prefix": ha.discovery_prefix if ha.enabled else None,
     }
 
 
@@ -76,8 +79,12 @@ def retire_stale_identity(
         if old is None:
             logger.warning("announced identity '%s' is not one of ours; ignoring it", path)
         elif old.mqtt.host is not None:
-            logger.info("the device was announced as '%s' (broker %s:%s): removing that one",
-                        old.device.id, old.mqtt.host, old.mqtt.port)
+            logger.info(
+                "the device was announced as '%s' (broker %s:%s): removing that one",
+                old.device.id,
+                old.mqtt.host,
+                old.mqtt.port,
+            )
             if not forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None):
                 return  # the old identity stays stored: the next start tries again
     try:
@@ -87,8 +94,12 @@ def retire_stale_identity(
             json.dump(current, handle, sort_keys=True)
         os.replace(temp, path)
     except OSError as exc:
-        logger.error("cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
-                     "while stopped would leave the old device behind", path, exc.strerror or exc)
+        logger.error(
+            "cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
+            "while stopped would leave the old device behind",
+            path,
+            exc.strerror or exc,
+        )
 
 
 def _config_for(config: Config, identity: dict) -> Config | None:
@@ -99,15 +110,22 @@ def _config_for(config: Config, identity: dict) -> Config | None:
     except (KeyError, TypeError):
         return None
     strings = all(isinstance(v, str) and v and "#" not in v and "+" not in v for v in (prefix, discovery or "x"))
-    if not (isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id) and strings
-            and (host is None or isinstance(host, str)) and isinstance(port, int)):
+    if not (
+        isinstance(device_id, str)
+        and DEVICE_ID_PATTERN.match(device_id)
+        and strings
+        and (host is None or isinstance(host, str))
+        and isinstance(port, int)
+    ):
         return None
     ha = config.homeassistant
     return dataclasses.replace(
         config,
         device=dataclasses.replace(config.device, id=device_id),
         mqtt=dataclasses.replace(config.mqtt, host=host, port=port, topic_prefix=prefix),
-        homeassistant=dataclasses.replace(ha, enabled=discovery is not None, discovery_prefix=discovery or ha.discovery_prefix),
+        homeassistant=dataclasses.replace(
+            ha, enabled=discovery is not None, discovery_prefix=discovery or ha.discovery_prefix
+        ),
     )
 
 
@@ -165,12 +183,20 @@ def forget_device(
         mids = {client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages}
         with done:
             if not done.wait_for(lambda: mids <= state["acked"], timeout):
-                logger.error("broker %s did not acknowledge every removal of device '%s' within %g s",
-                             broker, config.device.id, timeout)
+                logger.error(
+                    "broker %s did not acknowledge every removal of device '%s' within %g s",
+                    broker,
+                    config.device.id,
+                    timeout,
+                )
                 return False
-        logger.info("removed device '%s' from broker %s (%d retained topics cleared, Home Assistant "
-                    "discovery under '%s')", config.device.id, broker, len(messages),
-                    config.homeassistant.discovery_prefix)
+        logger.info(
+            "removed device '%s' from broker %s (%d retained topics cleared, Home Assistant discovery under '%s')",
+            config.device.id,
+            broker,
+            len(messages),
+            config.homeassistant.discovery_prefix,
+        )
         return True
     finally:
         client.disconnect()

@@ -46,8 +46,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -468,13 +469,21 @@ class MqttSink:
         if changed:
             self._log.error(
                 "MQTT broker %s %s; retrying every %g-%g s, events wait in the outbox (%d now, up to %d)",
-                self._broker, why, self._config.reconnect_min_delay, self._config.reconnect_max_delay,
-                stats.depth, self.outbox.max_events,
+                self._broker,
+                why,
+                self._config.reconnect_min_delay,
+                self._config.reconnect_max_delay,
+                stats.depth,
+                self.outbox.max_events,
             )
         else:
             self._log.warning(
                 "MQTT broker %s still failing: %s; %d event(s) (%d bytes) waiting, %d dropped so far",
-                self._broker, why, stats.depth, stats.bytes, stats.dropped,
+                self._broker,
+                why,
+                stats.depth,
+                stats.bytes,
+                stats.dropped,
             )
 
     # --- the transport thread ----------------------------------------------------------------
@@ -556,7 +565,8 @@ class MqttSink:
             if not was_connected and time.monotonic() > connack_deadline:
                 raise _SessionEnded(
                     f"accepted the connection but sent no CONNACK within {self._connack_timeout:g} s "
-                    "(not an MQTT broker, or a hung one?)", False,
+                    "(not an MQTT broker, or a hung one?)",
+                    False,
                 )
 
     def _lost_reason(self, rc: MQTTErrorCode, was_connected: bool) -> str:
@@ -566,7 +576,11 @@ class MqttSink:
             detail = f" ({reason})" if reason else ""
             return f"lost the connection{detail}"
         hint = "" if self._tls is not None else " (a TLS port? then set mqtt.tls = true)"
-        detail = "" if rc in (MQTTErrorCode.MQTT_ERR_CONN_LOST, MQTTErrorCode.MQTT_ERR_NO_CONN) else f": {paho.error_string(rc)}"
+        detail = (
+            ""
+            if rc in (MQTTErrorCode.MQTT_ERR_CONN_LOST, MQTTErrorCode.MQTT_ERR_NO_CONN)
+            else f": {paho.error_string(rc)}"
+        )
         return f"closed the connection before its CONNACK{hint}{detail}"
 
     def _finish(self, client: paho.Client, connected: bool) -> None:
@@ -621,8 +635,11 @@ class MqttSink:
             self._cond.notify_all()
         stats = self.outbox.stats
         self._log.info(
-            "MQTT: connected to %s%s", self._broker,
-            f" ({'reconnect, ' if reconnect else ''}{stats.depth} event(s) to deliver)" if reconnect or stats.depth else "",
+            "MQTT: connected to %s%s",
+            self._broker,
+            f" ({'reconnect, ' if reconnect else ''}{stats.depth} event(s) to deliver)"
+            if reconnect or stats.depth
+            else "",
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
@@ -648,7 +665,7 @@ class MqttSink:
             return
         command_prefix = self.topics.command_prefix + "/"
         if message.topic.startswith(command_prefix) and self._accepts_commands():
-            self._command_handler(message.topic[len(command_prefix):], message.payload)
+            self._command_handler(message.topic[len(command_prefix) :], message.payload)
             return
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
         if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
@@ -685,15 +702,22 @@ class MqttSink:
         reason = reason_code if reason_code is not None else "too large for MQTT"
         self._log.error(
             "MQTT broker %s rejected %d message(s) (latest on '%s': %s); rejected events are lost (%d in total)",
-            self._broker, count, item.topic, reason, self._rejected,
+            self._broker,
+            count,
+            item.topic,
+            reason,
+            self._rejected,
         )
 
     def _flushed(self) -> bool:
         """Nothing left to deliver (caller holds self._cond): the outbox is empty, no state
         or snapshot unsent, no connect-time announcement waiting, no QoS 1 message unacknowledged."""
         return not (
-            len(self.outbox) or self._state_dirty or self._snapshot_dirty
-            or self._controls_dirty or self._discovery_removal_pending
+            len(self.outbox)
+            or self._state_dirty
+            or self._snapshot_dirty
+            or self._controls_dirty
+            or self._discovery_removal_pending
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
         )
@@ -720,10 +744,13 @@ class MqttSink:
         if self._discovery_pending:
             self._discovery_pending = False
             if self._ha.enabled:
-                work.append(_Outgoing(
-                    topic=self._own_discovery_topic(),
-                    payload=encode_json(self._discovery_payload()), **retained,
-                ))
+                work.append(
+                    _Outgoing(
+                        topic=self._own_discovery_topic(),
+                        payload=encode_json(self._discovery_payload()),
+                        **retained,
+                    )
+                )
         # Controls before state: a switch's echo goes out before the state that follows from
         # it, even when both wait in the same batch (a loaded transport thread).
         if self._controls_dirty:
@@ -755,9 +782,14 @@ class MqttSink:
             CPU_TEMPERATURE: read_cpu_temperature() is not None,
         }
         return build_discovery_payload(
-            self._device_id, self.topics, sw_version=__version__, model_id=self._model_id,
-            features=frozenset(name for name, on in features.items() if on), device_name=self._ha.device_name,
-            zones=self._zones, retired_zones=self._retired_zones,
+            self._device_id,
+            self.topics,
+            sw_version=__version__,
+            model_id=self._model_id,
+            features=frozenset(name for name, on in features.items() if on),
+            device_name=self._ha.device_name,
+            zones=self._zones,
+            retired_zones=self._retired_zones,
         )
 
     def _send(self, client: paho.Client, item: _Outgoing) -> int | None:

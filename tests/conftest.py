@@ -86,6 +86,7 @@ def detector(int8_model_path):
 def blank(tmp_path_factory, detector) -> Path:
     """A face-free 640x480 frame (PNG), checked face-free by the model itself."""
     from daemon_support import blank_frame
+
     from edge.imageio import load_image
 
     path = blank_frame(tmp_path_factory.mktemp("blank") / "blank.png")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from deploy_support import other_model, sha256
+
 from edge.models import PACKAGED_MODEL_NAME
 
 VENV_BIN = Path(sys.executable).parent
@@ -83,12 +83,20 @@ class Playbook:
         self.root = workdir / "root"
         self.root.mkdir(exist_ok=True)
         self.inventory = workdir / "inventory.yml"
-        self.inventory.write_text(yaml.safe_dump({
-            "edge_face": {"hosts": {"pi-test": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": sys.executable,
-            }}},
-        }))
+        self.inventory.write_text(
+            yaml.safe_dump(
+                {
+                    "edge_face": {
+                        "hosts": {
+                            "pi-test": {
+                                "ansible_connection": "local",
+                                "ansible_python_interpreter": sys.executable,
+                            }
+                        }
+                    },
+                }
+            )
+        )
         self.variables = {
             "ansible_become": False,  # already root; no sudo on a test machine
             "edge_face_root": str(self.root),
@@ -101,13 +109,23 @@ class Playbook:
             "edge_face_pip_no_deps": True,
             "edge_face_python": "/usr/bin/python3",
             "edge_face_device_id": "pi-test",
-            "edge_face_camera": {"source": "picamera2", "width": 640, "height": 480, "fps": 7.5,
-                                 "picamera2_stream": "lores"},
+            "edge_face_camera": {
+                "source": "picamera2",
+                "width": 640,
+                "height": 480,
+                "fps": 7.5,
+                "picamera2_stream": "lores",
+            },
             "edge_face_detector": {"score_threshold": 0.75, "num_threads": 2},
-            "edge_face_mqtt": {"host": "127.0.0.1", "port": 1884, "username": "edge-face",
-                               "topic_prefix": "sensors/{device_id}", "client_id": None},
+            "edge_face_mqtt": {
+                "host": "127.0.0.1",
+                "port": 1884,
+                "username": "edge-face",
+                "topic_prefix": "sensors/{device_id}",
+                "client_id": None,
+            },
             "edge_face_mqtt_password": MQTT_PASSWORD,
-            "edge_face_homeassistant": {"enabled": True, "device_name": "Test \"hall\" Pi"},
+            "edge_face_homeassistant": {"enabled": True, "device_name": 'Test "hall" Pi'},
             "edge_face_log": {"level": "debug"},
         }
         self.vars_file = workdir / "vars.yml"
@@ -125,10 +143,20 @@ class Playbook:
 
     def run(self, *args: str) -> tuple[subprocess.CompletedProcess, Recap]:
         result = subprocess.run(
-            [ansible_tool("ansible-playbook"), "-i", str(self.inventory), "site.yml",
-             "-e", f"@{self.vars_file}", *args],
-            cwd=self.project_root / "ansible", env=ansible_env(self.workdir),
-            capture_output=True, text=True, timeout=600,
+            [
+                ansible_tool("ansible-playbook"),
+                "-i",
+                str(self.inventory),
+                "site.yml",
+                "-e",
+                f"@{self.vars_file}",
+                *args,
+            ],
+            cwd=self.project_root / "ansible",
+            env=ansible_env(self.workdir),
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         recap = parse_recap(result.stdout).get("pi-test")
         assert result.returncode == 0 and recap is not None, result.stdout[-6000:] + result.stderr[-3000:]
@@ -162,7 +190,9 @@ def test_lint_passes_the_production_profile(project_root: Path, tmp_path: Path) 
         [ansible_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
         cwd=project_root / "ansible",
         env=ansible_env(tmp_path, ANSIBLE_VAULT_PASSWORD_FILE=str(password_file)),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
@@ -171,7 +201,11 @@ def test_lint_passes_the_production_profile(project_root: Path, tmp_path: Path) 
 def test_site_playbook_passes_syntax_check(project_root: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [ansible_tool("ansible-playbook"), "-i", "inventory/example/hosts.yml", "site.yml", "--syntax-check"],
-        cwd=project_root / "ansible", env=ansible_env(tmp_path), capture_output=True, text=True, timeout=300,
+        cwd=project_root / "ansible",
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -193,7 +227,10 @@ def test_example_vault_opens_with_the_documented_password(project_root: Path, tm
     assert vault.read_text().startswith("$ANSIBLE_VAULT;")
     result = subprocess.run(
         [ansible_tool("ansible-vault"), "view", "--vault-password-file", str(password_file), str(vault)],
-        env=ansible_env(tmp_path), capture_output=True, text=True, timeout=120,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "vault_edge_face_mqtt_password" in yaml.safe_load(result.stdout)
@@ -214,7 +251,8 @@ def test_config_carries_the_inventory_values_and_passes_the_daemon_validator(app
     assert config["device"] == {"id": "pi-test"}
     assert config["camera"] == variables["edge_face_camera"]
     assert config["detector"] == {
-        **variables["edge_face_detector"], "model": "/opt/edge-face/models/current/version-slim-320-int8.tflite"
+        **variables["edge_face_detector"],
+        "model": "/opt/edge-face/models/current/version-slim-320-int8.tflite",
     }
     # null means "daemon default": the key is left out, TOML having no null.
     assert config["mqtt"] == {k: v for k, v in variables["edge_face_mqtt"].items() if v is not None}
@@ -245,7 +283,9 @@ def test_unit_is_the_shipped_unit(applied, project_root: Path) -> None:
     rendered = (playbook.root / "etc/systemd/system/edge-face.service").read_text()
     # The only inventory value that reaches the unit here is the stand-in user and group.
     shipped = (project_root / "systemd/edge-face.service").read_text()
-    expected = shipped.replace("\nUser=edge-face\n", "\nUser=nobody\n").replace("\nGroup=edge-face\n", "\nGroup=nogroup\n")
+    expected = shipped.replace("\nUser=edge-face\n", "\nUser=nobody\n").replace(
+        "\nGroup=edge-face\n", "\nGroup=nogroup\n"
+    )
     assert rendered == expected
 
 
@@ -266,7 +306,10 @@ def test_package_is_installed_in_a_venv_that_sees_the_os_packages(applied) -> No
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
     result = subprocess.run(
         [str(venv / "bin/python"), "-c", "import edge.config; print(edge.config.__file__)"],
-        capture_output=True, text=True, timeout=60, cwd=playbook.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=playbook.workdir,
     )
     assert result.returncode == 0 and result.stdout.startswith(str(venv)), result.stderr
     assert [p.name for p in (playbook.root / "opt/edge-face/dist").iterdir()] == [

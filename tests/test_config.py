@@ -13,11 +13,11 @@ import pytest
 
 from edge.config import (
     MAX_FLUSH_TIMEOUT_SECONDS,
-    Choice,
-    Integer,
     SECTIONS,
     STOP_BUDGET_SECONDS,
+    Choice,
     ConfigError,
+    Integer,
     check_config_main,
     load_config,
     parse_config,
@@ -99,13 +99,17 @@ def test_example_states_each_keys_limits_from_the_schema(project_root):
     its range as "min-max", a choice key's comment quotes every choice."""
     lines = example_text(project_root).splitlines()
     for section, name, rule, _default in schema():
-        index = next(i for i, line in enumerate(lines) if re.match(rf"#? ?{name} = ", line) and _in_section(lines, i, section))
+        index = next(
+            i for i, line in enumerate(lines) if re.match(rf"#? ?{name} = ", line) and _in_section(lines, i, section)
+        )
         start = index
         while start > 0 and lines[start - 1].startswith("#"):
             start -= 1
         comment = " ".join(lines[start:index])
         if isinstance(rule, Integer):
-            assert re.search(rf"(?<!\d){rule.minimum}-{rule.maximum}(?!\d)", comment), f"{section}.{name}: range not in '{comment}'"
+            assert re.search(rf"(?<!\d){rule.minimum}-{rule.maximum}(?!\d)", comment), (
+                f"{section}.{name}: range not in '{comment}'"
+            )
         if isinstance(rule, Choice):
             missing = [choice for choice in rule.choices if f'"{choice}"' not in comment]
             assert not missing, f"{section}.{name}: {missing} not in '{comment}'"
@@ -197,7 +201,9 @@ def test_a_password_needs_a_username(tmp_path, model_file):
     credentials = tmp_path / "creds"
     credentials.mkdir()
     (credentials / "mqtt_password").write_text("s3cret")
-    message = error_for(tmp_path, model_file, '[mqtt]\nhost = "b"\n', environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+    message = error_for(
+        tmp_path, model_file, '[mqtt]\nhost = "b"\n', environ={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
     assert message.startswith("config key 'mqtt.username' is missing")
     assert "s3cret" not in message
 
@@ -212,41 +218,104 @@ def test_a_password_needs_a_username(tmp_path, model_file):
         ('[mqtt]\nport = "1883"\n', "config key 'mqtt.port': \"1883\" is not allowed (an integer 1-65535)"),
         ("[mqtt]\nhots = 1\n", "config key 'mqtt.hots' is not allowed (unknown key in [mqtt]; did you mean 'host'?)"),
         ("[mqttt]\n", "config key 'mqttt' is not allowed (unknown section; did you mean 'mqtt'?)"),
-        ('[device]\nid = "Living Room"\n', "config key 'device.id': \"Living Room\" is not allowed (1-64 characters of a-z, 0-9, '_' and '-')"),
+        (
+            '[device]\nid = "Living Room"\n',
+            "config key 'device.id': \"Living Room\" is not allowed (1-64 characters of a-z, 0-9, '_' and '-')",
+        ),
         ('[device]\nid = "a/b"\n', "config key 'device.id': \"a/b\" is not allowed"),
-        ('[mqtt]\nprotocol = "4"\n', "config key 'mqtt.protocol': \"4\" is not allowed (one of \"5\", \"3.1.1\")"),
-        ('[mqtt]\ntransport = "udp"\n', "config key 'mqtt.transport': \"udp\" is not allowed (one of \"tcp\", \"websockets\")"),
+        ('[mqtt]\nprotocol = "4"\n', 'config key \'mqtt.protocol\': "4" is not allowed (one of "5", "3.1.1")'),
+        (
+            '[mqtt]\ntransport = "udp"\n',
+            'config key \'mqtt.transport\': "udp" is not allowed (one of "tcp", "websockets")',
+        ),
         ('[mqtt]\ntopic_prefix = "home/#"\n', "config key 'mqtt.topic_prefix': \"home/#\" is not allowed"),
         ('[mqtt]\ntopic_prefix = "home//x"\n', "config key 'mqtt.topic_prefix': \"home//x\" is not allowed"),
         ('[mqtt]\ntopic_prefix = "home/{host}"\n', "is not allowed (only the placeholder {device_id})"),
         ("[mqtt]\nkeepalive = 0\n", "config key 'mqtt.keepalive': 0 is not allowed (an integer 5-65535)"),
         ("[mqtt]\nqueue_size = 0\n", "config key 'mqtt.queue_size': 0 is not allowed"),
-        ("[mqtt]\nreconnect_min_delay = 10\nreconnect_max_delay = 5\n", "config key 'mqtt.reconnect_max_delay': 5.0 is not allowed (a number >= mqtt.reconnect_min_delay (10))"),
-        ('[mqtt]\nhost = "mqtt://broker"\n', "config key 'mqtt.host': \"mqtt://broker\" is not allowed (a host name or IP address"),
+        (
+            "[mqtt]\nreconnect_min_delay = 10\nreconnect_max_delay = 5\n",
+            "config key 'mqtt.reconnect_max_delay': 5.0 is not allowed (a number >= mqtt.reconnect_min_delay (10))",
+        ),
+        (
+            '[mqtt]\nhost = "mqtt://broker"\n',
+            "config key 'mqtt.host': \"mqtt://broker\" is not allowed (a host name or IP address",
+        ),
         ('[mqtt]\nca_file = "ca.pem"\n', "config key 'mqtt.ca_file'"),
-        ("[mqtt]\ntls_insecure = true\n", "config key 'mqtt.tls_insecure': true is not allowed (only with mqtt.tls = true)"),
-        ('[homeassistant]\ndiscovery_prefix = "ha/+"\n', "config key 'homeassistant.discovery_prefix': \"ha/+\" is not allowed"),
+        (
+            "[mqtt]\ntls_insecure = true\n",
+            "config key 'mqtt.tls_insecure': true is not allowed (only with mqtt.tls = true)",
+        ),
+        (
+            '[homeassistant]\ndiscovery_prefix = "ha/+"\n',
+            "config key 'homeassistant.discovery_prefix': \"ha/+\" is not allowed",
+        ),
         ("[homeassistant]\nenabled = 1\n", "config key 'homeassistant.enabled': 1 is not allowed (true or false)"),
-        ('[camera]\nsource = "usb"\n', "config key 'camera.source': \"usb\" is not allowed (one of \"auto\", \"picamera2\", \"opencv\", \"replay\")"),
-        ('[camera]\nsource = "replay"\n', "config key 'camera.path' is missing (camera.source = \"replay\" needs a folder of images or one image)"),
-        ('[camera]\npath = "no-such-folder"\n', "config key 'camera.path': \"no-such-folder\" is not allowed (an existing file or folder;"),
-        ("[camera]\nwidth = 320\n", "config key 'camera.height' is missing (set camera.width and camera.height together, or neither)"),
+        (
+            '[camera]\nsource = "usb"\n',
+            'config key \'camera.source\': "usb" is not allowed (one of "auto", "picamera2", "opencv", "replay")',
+        ),
+        (
+            '[camera]\nsource = "replay"\n',
+            "config key 'camera.path' is missing (camera.source = \"replay\" needs a folder of images or one image)",
+        ),
+        (
+            '[camera]\npath = "no-such-folder"\n',
+            "config key 'camera.path': \"no-such-folder\" is not allowed (an existing file or folder;",
+        ),
+        (
+            "[camera]\nwidth = 320\n",
+            "config key 'camera.height' is missing (set camera.width and camera.height together, or neither)",
+        ),
         ("[camera]\nwidth = 8\nheight = 8\n", "config key 'camera.width': 8 is not allowed (an integer 16-8192)"),
         ("[camera]\nfps = 0\n", "config key 'camera.fps': 0 is not allowed (a number > 0 and <= 1000)"),
-        ('[camera]\npicamera2_stream = "raw"\n', "config key 'camera.picamera2_stream': \"raw\" is not allowed (one of \"main\", \"lores\")"),
-        ("[camera]\nreopen_min_delay = 0\n", "config key 'camera.reopen_min_delay': 0 is not allowed (a number > 0 and <= 3600)"),
-        ("[camera]\nloop = \"yes\"\n", "config key 'camera.loop': \"yes\" is not allowed (true or false)"),
-        ("[detector]\nscore_threshold = 1.5\n", "config key 'detector.score_threshold': 1.5 is not allowed (a number > 0 and < 1)"),
-        ("[detector]\niou_threshold = nan\n", "config key 'detector.iou_threshold': NaN is not allowed (a number > 0 and < 1)"),
+        (
+            '[camera]\npicamera2_stream = "raw"\n',
+            'config key \'camera.picamera2_stream\': "raw" is not allowed (one of "main", "lores")',
+        ),
+        (
+            "[camera]\nreopen_min_delay = 0\n",
+            "config key 'camera.reopen_min_delay': 0 is not allowed (a number > 0 and <= 3600)",
+        ),
+        ('[camera]\nloop = "yes"\n', "config key 'camera.loop': \"yes\" is not allowed (true or false)"),
+        (
+            "[detector]\nscore_threshold = 1.5\n",
+            "config key 'detector.score_threshold': 1.5 is not allowed (a number > 0 and < 1)",
+        ),
+        (
+            "[detector]\niou_threshold = nan\n",
+            "config key 'detector.iou_threshold': NaN is not allowed (a number > 0 and < 1)",
+        ),
         ("[detector]\nnum_threads = 0\n", "config key 'detector.num_threads': 0 is not allowed (an integer 1-64)"),
-        ("[detector]\nthreads = 2\n", "config key 'detector.threads' is not allowed (unknown key in [detector]; did you mean 'num_threads'?)"),
-        ("[events]\ndebounce_frames = 0\n", "config key 'events.debounce_frames': 0 is not allowed (an integer 1-1000)"),
-        ("[events]\ndebounce_frames = 2.5\n", "config key 'events.debounce_frames': 2.5 is not allowed (an integer 1-1000)"),
-        ("[events]\nclear_after_seconds = -1\n", "config key 'events.clear_after_seconds': -1 is not allowed (a number > 0 and <= 86400)"),
+        (
+            "[detector]\nthreads = 2\n",
+            "config key 'detector.threads' is not allowed (unknown key in [detector]; did you mean 'num_threads'?)",
+        ),
+        (
+            "[events]\ndebounce_frames = 0\n",
+            "config key 'events.debounce_frames': 0 is not allowed (an integer 1-1000)",
+        ),
+        (
+            "[events]\ndebounce_frames = 2.5\n",
+            "config key 'events.debounce_frames': 2.5 is not allowed (an integer 1-1000)",
+        ),
+        (
+            "[events]\nclear_after_seconds = -1\n",
+            "config key 'events.clear_after_seconds': -1 is not allowed (a number > 0 and <= 86400)",
+        ),
         ("[snapshot]\nquality = 100\n", "config key 'snapshot.quality': 100 is not allowed (an integer 10-95)"),
-        ("[snapshot]\nmax_bytes = 10\n", "config key 'snapshot.max_bytes': 10 is not allowed (an integer 2000-10000000)"),
-        ("[stats]\ninterval_seconds = 0.5\n", "config key 'stats.interval_seconds': 0.5 is not allowed (a number >= 1 and <= 86400)"),
-        ('[log]\nlevel = "verbose"\n', "config key 'log.level': \"verbose\" is not allowed (one of \"debug\", \"info\", \"warning\", \"error\")"),
+        (
+            "[snapshot]\nmax_bytes = 10\n",
+            "config key 'snapshot.max_bytes': 10 is not allowed (an integer 2000-10000000)",
+        ),
+        (
+            "[stats]\ninterval_seconds = 0.5\n",
+            "config key 'stats.interval_seconds': 0.5 is not allowed (a number >= 1 and <= 86400)",
+        ),
+        (
+            '[log]\nlevel = "verbose"\n',
+            'config key \'log.level\': "verbose" is not allowed (one of "debug", "info", "warning", "error")',
+        ),
         ("camera = 1\n", "config key 'camera': 1 is not allowed (a table: write it as [camera])"),
     ],
 )
@@ -295,7 +364,8 @@ def test_file_level_errors(tmp_path):
 
 def test_check_config_prints_ok_and_a_summary(tmp_path, model_file, capsys):
     path = write_config(
-        tmp_path, f'[device]\nid = "hall"\n[detector]\nmodel = "{model_file}"\n[mqtt]\nhost = "broker.lan"\ntls = true\n'
+        tmp_path,
+        f'[device]\nid = "hall"\n[detector]\nmodel = "{model_file}"\n[mqtt]\nhost = "broker.lan"\ntls = true\n',
     )
     assert check_config_main(str(path)) == 0
     out, err = capsys.readouterr()
@@ -318,19 +388,40 @@ def test_check_config_prints_one_error_line_and_exits_2(tmp_path, model_file, ca
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[mqtt]\ntopic_prefix = "$SYS/x"\n', "config key 'mqtt.topic_prefix': \"$SYS/x\" is not allowed (topic levels"),
-        ('[homeassistant]\ndiscovery_prefix = "$SYS"\n', "config key 'homeassistant.discovery_prefix': \"$SYS\" is not allowed"),
+        (
+            '[mqtt]\ntopic_prefix = "$SYS/x"\n',
+            "config key 'mqtt.topic_prefix': \"$SYS/x\" is not allowed (topic levels",
+        ),
+        (
+            '[homeassistant]\ndiscovery_prefix = "$SYS"\n',
+            "config key 'homeassistant.discovery_prefix': \"$SYS\" is not allowed",
+        ),
         ('[mqtt]\ntopic_prefix = "a/\\u0001/b"\n', "config key 'mqtt.topic_prefix': \"a/\\u0001/b\" is not allowed"),
         ('[mqtt]\nhost = "br\\u00f6ker.lan"\n', "config key 'mqtt.host': \"br\\u00f6ker.lan\" is not allowed"),
         ('[mqtt]\nhost = "a..b"\n', "config key 'mqtt.host': \"a..b\" is not allowed"),
         ('[mqtt]\nhost = "user:pw@broker"\n', "config key 'mqtt.host': \"user:pw@broker\" is not allowed"),
-        ("[mqtt]\nqueue_size = 1000000\n", "config key 'mqtt.queue_size': 1000000 is not allowed (an integer 1-100000)"),
+        (
+            "[mqtt]\nqueue_size = 1000000\n",
+            "config key 'mqtt.queue_size': 1000000 is not allowed (an integer 1-100000)",
+        ),
         ("[mqtt]\nqueue_bytes = 1\n", "config key 'mqtt.queue_bytes': 1 is not allowed (an integer 65536-67108864)"),
-        ("[camera]\nmax_pixels = 100\n", "config key 'camera.max_pixels': 100 is not allowed (an integer 65536-50000000)"),
-        ("[mqtt]\nflush_timeout = 45\n", "config key 'mqtt.flush_timeout': 45 is not allowed (a number >= 0 and <= 20: the unit's stop budget TimeoutStopSec=30s minus 10 s"),
+        (
+            "[camera]\nmax_pixels = 100\n",
+            "config key 'camera.max_pixels': 100 is not allowed (an integer 65536-50000000)",
+        ),
+        (
+            "[mqtt]\nflush_timeout = 45\n",
+            "config key 'mqtt.flush_timeout': 45 is not allowed (a number >= 0 and <= 20: the unit's stop budget TimeoutStopSec=30s minus 10 s",
+        ),
         ("[mqtt]\nflush_timeout = inf\n", "config key 'mqtt.flush_timeout': Infinity is not allowed"),
-        ("[events]\ndebounce_frames = 99999999999999999999\n", "config key 'events.debounce_frames': 99999999999999999999 is not allowed"),
-        ('[camera]\npath = "a\\u0000b"\n', "config key 'camera.path': \"a\\u0000b\" is not allowed (a non-empty path string)"),
+        (
+            "[events]\ndebounce_frames = 99999999999999999999\n",
+            "config key 'events.debounce_frames': 99999999999999999999 is not allowed",
+        ),
+        (
+            '[camera]\npath = "a\\u0000b"\n',
+            "config key 'camera.path': \"a\\u0000b\" is not allowed (a non-empty path string)",
+        ),
         ('[camera]\ndevice = "x\\ny"\n', "config key 'camera.device': \"x\\ny\" is not allowed"),
         ("[mqtt]\nprotocol = true\n", "config key 'mqtt.protocol': true is not allowed"),
         ("[mqtt.tls]\nx = 1\n", "config key 'mqtt.tls': a table {'x': 1} is not allowed (true or false)"),
@@ -361,8 +452,12 @@ def test_an_unreadable_credential_is_a_config_error(tmp_path, model_file):
     credentials = tmp_path / "creds"
     credentials.mkdir()
     (credentials / "mqtt_password").write_bytes(b"\xff\xfe")
-    message = error_for(tmp_path, model_file, '[mqtt]\nhost = "b"\n', environ={"CREDENTIALS_DIRECTORY": str(credentials)})
-    assert message.startswith("config key 'mqtt.password_file (credential)'") and message.endswith("(a UTF-8 text file)")
+    message = error_for(
+        tmp_path, model_file, '[mqtt]\nhost = "b"\n', environ={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    assert message.startswith("config key 'mqtt.password_file (credential)'") and message.endswith(
+        "(a UTF-8 text file)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +475,9 @@ def test_tls_files_are_loaded_as_the_client_will(tmp_path, model_file, pki):
     # A certificate with another certificate's key.
     mismatch = f'{tls}cert_file = "{pki.server_cert}"\nkey_file = "{pki.wrong_name_key}"\n'
     message = error_for(tmp_path, model_file, mismatch)
-    assert message.startswith(f"config key 'mqtt.cert_file': \"{pki.server_cert}\" is not allowed (a PEM certificate matching")
+    assert message.startswith(
+        f"config key 'mqtt.cert_file': \"{pki.server_cert}\" is not allowed (a PEM certificate matching"
+    )
     # A CA file that holds no certificate.
     message = error_for(tmp_path, model_file, f'{tls}ca_file = "{model_file}"\n')
     assert message.startswith("config key 'mqtt.ca_file'") and "no certificate" in message
@@ -390,7 +487,8 @@ def test_an_encrypted_key_fails_instead_of_prompting(tmp_path, model_file, pki):
     encrypted = tmp_path / "encrypted.key"
     subprocess.run(
         ["openssl", "pkey", "-in", str(pki.server_key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     text = f'[mqtt]\nhost = "b"\ntls = true\ncert_file = "{pki.server_cert}"\nkey_file = "{encrypted}"\n'
     message = error_for(tmp_path, model_file, text)  # OpenSSL would otherwise read a passphrase from the tty
@@ -401,7 +499,9 @@ def test_an_unreadable_model_sidecar_is_named(tmp_path, model_file):
     sidecar = model_file.with_suffix(".json")
     sidecar.mkdir()  # exists but cannot be read as a file
     message = error_for(tmp_path, model_file, "")
-    assert message.startswith(f"config key 'detector.model': \"{model_file}\" is not allowed (a model whose sidecar is readable;")
+    assert message.startswith(
+        f"config key 'detector.model': \"{model_file}\" is not allowed (a model whose sidecar is readable;"
+    )
 
 
 def test_a_replay_path_that_is_a_fifo_is_refused_without_blocking(tmp_path, model_file):
@@ -414,7 +514,7 @@ def test_a_replay_path_that_is_a_fifo_is_refused_without_blocking(tmp_path, mode
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"[device]\nid = \"caf\xe9\"\n", r"not UTF-8 text \(byte 0xe9 at offset 18\)"),
+        (b'[device]\nid = "caf\xe9"\n', r"not UTF-8 text \(byte 0xe9 at offset 18\)"),
         (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", r"not valid TOML \(nested too deeply\)"),
         (b"x = " + b"9" * 5000 + b"\n", r"not valid TOML \(Exceeds the limit"),
         (b"# padding\n" * 120_000, r"cannot be read \(is larger than 1048576 bytes\)"),

@@ -39,20 +39,35 @@ DISCOVERY = f"homeassistant/device/{DEVICE}/config"
 # --- parsing, storing, merging ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("control, payload, value", [
-    ("detection", b"OFF", False), ("detection", b"ON", True), ("snapshots", b" ON\n", True),
-    ("score_threshold", b"0.55", 0.55), ("score_threshold", b"0.05", 0.05), ("reannounce", b"PRESS", None),
-])
+@pytest.mark.parametrize(
+    "control, payload, value",
+    [
+        ("detection", b"OFF", False),
+        ("detection", b"ON", True),
+        ("snapshots", b" ON\n", True),
+        ("score_threshold", b"0.55", 0.55),
+        ("score_threshold", b"0.05", 0.05),
+        ("reannounce", b"PRESS", None),
+    ],
+)
 def test_valid_commands_parse(control, payload, value):
     assert parse_command(control, payload) == Command(control, value)
 
 
-@pytest.mark.parametrize("control, payload, named", [
-    ("detection", b"off", "'off'"), ("detection", b"", "''"), ("snapshots", b"1", "'1'"),
-    ("score_threshold", b"0.99", "'0.99'"), ("score_threshold", b"nan", "'nan'"),
-    ("score_threshold", b"abc", "'abc'"), ("reannounce", b"ON", "'ON'"), ("lights", b"ON", "'lights'"),
-    ("detection", b"O" * 500, "500-byte"),
-])
+@pytest.mark.parametrize(
+    "control, payload, named",
+    [
+        ("detection", b"off", "'off'"),
+        ("detection", b"", "''"),
+        ("snapshots", b"1", "'1'"),
+        ("score_threshold", b"0.99", "'0.99'"),
+        ("score_threshold", b"nan", "'nan'"),
+        ("score_threshold", b"abc", "'abc'"),
+        ("reannounce", b"ON", "'ON'"),
+        ("lights", b"ON", "'lights'"),
+        ("detection", b"O" * 500, "500-byte"),
+    ],
+)
 def test_invalid_commands_are_one_line_errors_naming_control_and_payload(control, payload, named):
     with pytest.raises(ControlError) as error:
         parse_command(control, payload)
@@ -78,12 +93,17 @@ def test_overrides_survive_a_round_trip_and_a_corrupt_file_is_reported(tmp_path,
 
 
 def test_overrides_merge_over_the_file_and_say_what_they_override(tmp_path):
-    config = parse_config({"device": {"id": "x"}, "detector": {"model": __file__}, "snapshot": {"enabled": True}},
-                          base_dir=tmp_path, environ={})
+    config = parse_config(
+        {"device": {"id": "x"}, "detector": {"model": __file__}, "snapshot": {"enabled": True}},
+        base_dir=tmp_path,
+        environ={},
+    )
     merged, notes = apply_overrides(config, Overrides(snapshots=False, score_threshold=0.5))
     assert (merged.snapshot.enabled, merged.detector.score_threshold) == (False, 0.5)
-    assert notes == ["snapshots OFF (config file: snapshot.enabled = true)",
-                     "score threshold 0.5 (config file: detector.score_threshold = 0.7)"]
+    assert notes == [
+        "snapshots OFF (config file: snapshot.enabled = true)",
+        "score threshold 0.5 (config file: detector.score_threshold = 0.7)",
+    ]
     same, none = apply_overrides(config, Overrides(snapshots=True, score_threshold=0.7))
     assert same == config and none == []
 
@@ -92,7 +112,8 @@ def test_state_dir_defaults_to_systemds_state_directory(tmp_path):
     data = {"device": {"id": "x"}, "detector": {"model": __file__}}
     assert parse_config(data, tmp_path, environ={}).device.state_dir == Path("/var/lib/edge-face")
     assert parse_config(data, tmp_path, environ={"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}).device.state_dir == Path(
-        "/var/lib/a")
+        "/var/lib/a"
+    )
 
 
 def test_bad_commands_are_logged_once_per_control_and_dropped(caplog):
@@ -145,7 +166,10 @@ class Running:
     def __init__(self, config: Path, project_root: Path) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-            cwd=project_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=project_root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.err = ""
 
@@ -217,8 +241,9 @@ def test_snapshots_off_removes_the_image_component_and_the_picture(
     with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
         daemon = Running(config, project_root)
         try:
-            first = wait_json(live, DISCOVERY, lambda d: "image_topic" in d.get("cmps", {}).get("snapshot", {}),
-                              "image announced")
+            first = wait_json(
+                live, DISCOVERY, lambda d: "image_topic" in d.get("cmps", {}).get("snapshot", {}), "image announced"
+            )
             assert first["cmps"]["snapshot"]["qos"] == 1
             live.wait_for(f"{PREFIX}/snapshot")  # the placeholder, at once
             command(live, "snapshots", "OFF")
@@ -272,8 +297,11 @@ def test_controls_false_ignores_commands_and_stored_overrides(
         try:
             discovery = wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
             assert {k: discovery["cmps"][k] for k in ("detection", "snapshots", "score_threshold", "reannounce")} == {
-                "detection": {"p": "switch"}, "snapshots": {"p": "switch"}, "score_threshold": {"p": "number"},
-                "reannounce": {"p": "button"}}
+                "detection": {"p": "switch"},
+                "snapshots": {"p": "switch"},
+                "score_threshold": {"p": "number"},
+                "reannounce": {"p": "button"},
+            }
             wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "detection runs")
             command(live, "detection", "OFF")
             time.sleep(1.0)
@@ -310,8 +338,13 @@ def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
         assert not any(topic.startswith(PREFIX + "/") or topic == DISCOVERY for topic in retained), retained
         assert f"edge-face/{renamed}/state" in retained and f"homeassistant/device/{renamed}/config" in retained
 
-    forget = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
-                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    forget = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert forget.returncode == 0, forget.stderr
     assert f"removed device '{renamed}'" in forget.stderr
     with Subscriber(broker, ["edge-face/#", "homeassistant/#"]) as late:
@@ -321,15 +354,30 @@ def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
 
 
 def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, project_root, int8_model_path):
-    unreachable = write_config(tmp_path / "a.toml", {
-        "device": {"id": "x"}, "detector": {"model": int8_model_path},
-        "mqtt": {"host": "127.0.0.1", "port": free_port()}})
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(unreachable)],
-                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    unreachable = write_config(
+        tmp_path / "a.toml",
+        {
+            "device": {"id": "x"},
+            "detector": {"model": int8_model_path},
+            "mqtt": {"host": "127.0.0.1", "port": free_port()},
+        },
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "forget", "--config", str(unreachable)],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "unreachable" in result.stderr and "Traceback" not in result.stderr
     bad = write_config(tmp_path / "b.toml", {"device": {"id": "Not Valid"}, "detector": {"model": int8_model_path}})
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "forget", "--config", str(bad)],
-                            cwd=project_root, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "forget", "--config", str(bad)],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "device.id" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
@@ -342,7 +390,9 @@ def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_o
     with Subscriber(broker, [f"{PREFIX}/#"]) as live:
         daemon = Running(config, project_root)
         try:
-            wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused from the stored control")
+            wait_json(
+                live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused from the stored control"
+            )
             config_file(tmp_path, broker, int8_model_path, face_photo, blank, homeassistant={"controls": False})
             daemon.process.send_signal(signal.SIGHUP)
             wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "the file rules: detection runs")

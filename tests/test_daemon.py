@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_support import RecordingSink, Scene, build_scene, parse_event_lines, write_config
 from PIL import Image
 
-from daemon_support import RecordingSink, Scene, build_scene, parse_event_lines, write_config
 from edge.config import load_config
 from edge.daemon import build_daemon, percentile_ms, run_main
 from edge.decode import Detections
@@ -55,11 +55,11 @@ def presence_plan(two_photos, blank) -> list:
     first, _, second, _ = two_photos
     return [
         ("blank", 2),
-        (first, 6),       # face_detected on its 3rd frame
-        ("blank", 1),     # a one-frame miss: shorter than CLEAR_AFTER, no event
-        (second, 6),      # count_changed on its 3rd frame
-        ("blank", 20),    # 2 s without a face: face_cleared
-        (first, 2),       # shorter than the debounce: no event
+        (first, 6),  # face_detected on its 3rd frame
+        ("blank", 1),  # a one-frame miss: shorter than CLEAR_AFTER, no event
+        (second, 6),  # count_changed on its 3rd frame
+        ("blank", 20),  # 2 s without a face: face_cleared
+        (first, 2),  # shorter than the debounce: no event
         ("blank", 2),
     ]
 
@@ -105,7 +105,17 @@ def check_events(events: list[dict], expected: list[dict], detector: FaceDetecto
     assert all(ISO_UTC.match(t) for t in times) and times == sorted(times)
     for event, want in zip(events, expected):
         assert set(event) == {
-            "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
+            "type",
+            "device_id",
+            "boot_id",
+            "sequence",
+            "time",
+            "face_count",
+            "faces",
+            "frame_width",
+            "frame_height",
+            "model_id",
+            "zone",
         }
         assert event["device_id"] == "test-hall" and event["model_id"] == detector.model_id
         assert (event["frame_width"], event["frame_height"]) == (want["frame_width"], want["frame_height"])
@@ -132,7 +142,10 @@ def test_the_cli_runs_the_daemon_as_a_process(tmp_path, int8_model_path, detecto
     config = daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS})
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root, capture_output=True, text=True, timeout=120,
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     check_events(parse_event_lines(result.stdout), expected_events(scene, detector, two_photos), detector)
@@ -140,8 +153,12 @@ def test_the_cli_runs_the_daemon_as_a_process(tmp_path, int8_model_path, detecto
 
 
 def test_max_frames_stops_a_looping_replay(tmp_path, int8_model_path, photo_paths, capsys):
-    config = daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": photo_paths[0], "loop": True},
-                           events={"debounce_frames": 1})
+    config = daemon_config(
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": photo_paths[0], "loop": True},
+        events={"debounce_frames": 1},
+    )
     assert run_main(str(config), max_frames=5) == 0
     out, err = capsys.readouterr()
     assert [e["type"] for e in parse_event_lines(out)] == ["face_detected"]
@@ -169,7 +186,9 @@ def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_m
     with open(stderr, "w") as err_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-            cwd=project_root, stdout=subprocess.DEVNULL, stderr=err_file,
+            cwd=project_root,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
         )
         try:
             deadline = time.monotonic() + 60
@@ -184,10 +203,13 @@ def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_m
     assert "Traceback" not in err and " ERROR " not in err
     waiting = [line for line in err.splitlines() if "edge.sources: waiting for camera: no camera found" in line]
     assert len(waiting) == 1 and "/dev/video0 does not exist" in waiting[0]
-    assert any("stats: " in line and "source waiting (waiting for camera: no camera found" in line
-               for line in err.splitlines())
-    assert err.splitlines()[-1].endswith("stopped after 0 frames: 0 event(s) made, 0 delivered, 0 lost "
-                                         "(0 dropped from a full outbox, 0 rejected by the broker, 0 undelivered at stop)")
+    assert any(
+        "stats: " in line and "source waiting (waiting for camera: no camera found" in line for line in err.splitlines()
+    )
+    assert err.splitlines()[-1].endswith(
+        "stopped after 0 frames: 0 event(s) made, 0 delivered, 0 lost "
+        "(0 dropped from a full outbox, 0 rejected by the broker, 0 undelivered at stop)"
+    )
 
 
 def test_model_that_is_not_a_model_exits_4(tmp_path, int8_model_path, capsys):
@@ -237,14 +259,19 @@ def _read_events_until(process, lines: list[dict], predicate, timeout: float) ->
         lines.extend(parse_event_lines(line))
 
 
-def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(tmp_path, int8_model_path, photo_paths, blank, project_root):
+def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(
+    tmp_path, int8_model_path, photo_paths, blank, project_root
+):
     scene = build_scene(tmp_path / "frames", blank, [(photo_paths[0], 2), ("blank", 4)])
     camera = {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True}
     fast = {"debounce_frames": 1, "clear_after_seconds": 0.1}
     config = daemon_config(tmp_path, int8_model_path, camera, events=fast)
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     events: list[dict] = []
     try:
@@ -264,7 +291,7 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(tmp_path, int8
     assert process.returncode == 0
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert len({e["boot_id"] for e in events}) == 1
-    assert all(e["device_id"] == "renamed" for e in events[renamed_at - 1:])
+    assert all(e["device_id"] == "renamed" for e in events[renamed_at - 1 :])
     assert "configuration reloaded (changed: device, mqtt)" in err, err  # the topic prefix holds the id
     assert (
         "reload failed, keeping the running configuration: "
@@ -279,10 +306,14 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(tmp_path, int8
 def test_snapshots_state_and_stats_reach_the_sink(tmp_path, int8_model_path, two_photos, blank):
     first, first_count, _, _ = two_photos
     scene = build_scene(tmp_path / "frames", blank, [("blank", 1), (first, 3), ("blank", 14)])
-    config = load_config(daemon_config(
-        tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS},
-        snapshot={"enabled": True, "max_bytes": 20_000, "quality": 90},
-    ))
+    config = load_config(
+        daemon_config(
+            tmp_path,
+            int8_model_path,
+            {"source": "replay", "path": scene.folder, "fps": FPS},
+            snapshot={"enabled": True, "max_bytes": 20_000, "quality": 90},
+        )
+    )
     sink: EventSink = RecordingSink()
     daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
     assert daemon.run() == 0
@@ -350,8 +381,9 @@ def test_reload_switches_the_camera_or_keeps_the_old_one(tmp_path, int8_model_pa
     replay = {"source": "replay", "fps": 20.0, "loop": True}
     path = daemon_config(tmp_path, int8_model_path, {**replay, "path": faces_folder}, events=events_config)
     events = io.StringIO()
-    daemon = build_daemon(load_config(path), config_path=path, sink=StdoutSink(events),
-                          notifier=SystemdNotifier(environ={}))
+    daemon = build_daemon(
+        load_config(path), config_path=path, sink=StdoutSink(events), notifier=SystemdNotifier(environ={})
+    )
     caplog.set_level("INFO", logger="edge")
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(daemon.run()))
@@ -388,11 +420,18 @@ def test_reload_switches_the_camera_or_keeps_the_old_one(tmp_path, int8_model_pa
 def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_path, photo_paths, blank, project_root):
     """`edge-face run ... | head -1`: the daemon stops with 0 and no traceback."""
     scene = build_scene(tmp_path / "frames", blank, [(photo_paths[0], 2), ("blank", 4)])
-    config = daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
-                           events={"debounce_frames": 1, "clear_after_seconds": 0.1})
+    config = daemon_config(
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
+        events={"debounce_frames": 1, "clear_after_seconds": 0.1},
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = process.stdout.readline()
@@ -434,7 +473,9 @@ def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, in
 
     first, _, _, _ = two_photos
     scene = build_scene(tmp_path / "frames", blank, [(first, 3), ("blank", 12)])
-    config = load_config(daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS}))
+    config = load_config(
+        daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS})
+    )
     sink = UndeliveringSink()
     daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
     assert daemon.run() == 0
@@ -444,6 +485,7 @@ def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, in
     topics = DeviceTopics.under("edge-face/x")
     component = build_discovery_payload("x", topics, sw_version="0", model_id="m")["cmps"]["outbox_depth"]
     assert component["state_topic"] == topics.stats
-    rendered = jinja2.Environment().from_string(component["value_template"]).render(
-        value_json=json.loads(encode_json(stats)))  # as published on the stats topic
+    rendered = (
+        jinja2.Environment().from_string(component["value_template"]).render(value_json=json.loads(encode_json(stats)))
+    )  # as published on the stats topic
     assert rendered == str(waiting)

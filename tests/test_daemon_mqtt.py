@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from broker import MosquittoBroker, Subscriber, make_test_pki
 from daemon_support import build_scene, write_config
+
 from edge.events import faces_from_detections
 from edge.imageio import load_image
 
@@ -32,15 +32,26 @@ FPS = 10.0
 DEBOUNCE = 3
 CLEAR_AFTER = 0.8  # s: the 2 s face-free run clears, the one-frame gap does not
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-EVENT_KEYS = {"type", "device_id", "boot_id", "sequence", "time", "face_count", "faces",
-              "frame_width", "frame_height", "model_id", "zone"}
+EVENT_KEYS = {
+    "type",
+    "device_id",
+    "boot_id",
+    "sequence",
+    "time",
+    "face_count",
+    "faces",
+    "frame_width",
+    "frame_height",
+    "model_id",
+    "zone",
+}
 STATS_KEYS = {"fps", "invoke_ms_p50", "invoke_ms_p95", "dropped_frames", "queue_depth", "reconnects"}
 
 
 @pytest.fixture(scope="module")
 def photos(photo_paths, detector) -> list[tuple[Path, int]]:
     """Two photos with different, non-zero face counts as the model sees them."""
-    counted = sorted(((len(detector.detect(load_image(p))), p.name, p) for p in photo_paths))
+    counted = sorted((len(detector.detect(load_image(p))), p.name, p) for p in photo_paths)
     with_faces = [(p, n) for n, _, p in counted if n > 0]
     first = with_faces[0]
     second = next((p, n) for p, n in with_faces if n != first[1])
@@ -99,7 +110,10 @@ def daemon_config(tmp_path: Path, model: Path, camera: dict, mqtt: dict, **secti
 def start_daemon(config: Path, project_root: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -136,7 +150,9 @@ def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
 ):
     scene = build_scene(tmp_path / "frames", blank, scene_plan(photos, blank))
     config = daemon_config(
-        tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS},
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": scene.folder, "fps": FPS},
         {"host": broker.host, "port": broker.port},
     )
     with Subscriber(broker, [f"{PREFIX}/#", "homeassistant/#"]) as live:
@@ -164,14 +180,31 @@ def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
         statuses = [m.payload for m in live.on(f"{PREFIX}/status")]
         assert statuses[0] == b"online" and statuses[-1] == b"stopped" and b"offline" not in statuses
         stats = [json.loads(m.payload) for m in live.on(f"{PREFIX}/stats")]
-        assert stats and STATS_KEYS <= set(stats[0])
+        assert stats and set(stats[0]) >= STATS_KEYS
         assert stats[0]["queue_depth"] is not None and stats[0]["reconnects"] == 0
         discovery = json.loads(live.wait_for(f"homeassistant/device/{DEVICE}/config")[0].payload)
         active = {key for key, component in discovery["cmps"].items() if set(component) != {"p"}}
-        assert {"dev", "o", "cmps"} <= set(discovery) and active >= {
-            "face_present", "face_count", "last_seen", "face_event", "detection", "snapshots", "score_threshold",
-            "reannounce", "fps", "inference_ms", "dropped_frames", "source_state", "outbox_depth", "uptime",
-        } and "snapshot" not in active
+        assert (
+            {"dev", "o", "cmps"} <= set(discovery)
+            and active
+            >= {
+                "face_present",
+                "face_count",
+                "last_seen",
+                "face_event",
+                "detection",
+                "snapshots",
+                "score_threshold",
+                "reannounce",
+                "fps",
+                "inference_ms",
+                "dropped_frames",
+                "source_state",
+                "outbox_depth",
+                "uptime",
+            }
+            and "snapshot" not in active
+        )
         # Every stats key a diagnostic entity reads is in the stats the daemon really publishes.
         for key, component in discovery["cmps"].items():
             if component.get("state_topic") == f"{PREFIX}/stats":
@@ -206,9 +239,17 @@ def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(
     users = {"edge": "daemon-secret", "ha": "ha-secret"}
     with MosquittoBroker(tmp_path / "tls", users=users, tls=tls) as broker:
         config = daemon_config(
-            tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
-            {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file,
-             "username": "edge", "password_file": password},
+            tmp_path,
+            int8_model_path,
+            {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
+            {
+                "host": "localhost",
+                "port": broker.port,
+                "tls": True,
+                "ca_file": pki.ca_file,
+                "username": "edge",
+                "password_file": password,
+            },
             events=FAST_EVENTS,
         )
         with Subscriber(broker, [f"{PREFIX}/#"], username="ha", password="ha-secret", ca_file=pki.ca_file) as live:
@@ -230,7 +271,9 @@ def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(
 def test_sigkill_leaves_offline_from_the_last_will(tmp_path, broker, int8_model_path, photos, blank, project_root):
     scene = looping_scene(tmp_path, photos, blank)
     config = daemon_config(
-        tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
         {"host": broker.host, "port": broker.port},
     )
     with Subscriber(broker, [f"{PREFIX}/status"]) as live:
@@ -253,7 +296,9 @@ def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_pa
     process = None
     try:
         config = daemon_config(
-            tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
+            tmp_path,
+            int8_model_path,
+            {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
             {"host": broker.host, "port": broker.port},
             events=FAST_EVENTS,
         )
@@ -262,7 +307,9 @@ def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_pa
         broker.stop()
         time.sleep(1.5)  # about 6 events happen while the broker is away
         broker.start()
-        subscriber.wait_until(lambda: len(unique_sequences(events_on(subscriber))) >= 14, 30, "events after the restart")
+        subscriber.wait_until(
+            lambda: len(unique_sequences(events_on(subscriber))) >= 14, 30, "events after the restart"
+        )
         process.send_signal(signal.SIGTERM)
         code, _, err = finish(process)
         assert code == 0, err
@@ -283,7 +330,9 @@ def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank
     tls = (pki.server_cert, pki.server_key, pki.ca_file)
     with MosquittoBroker(tmp_path / "tls", tls=tls) as broker:
         config = daemon_config(
-            tmp_path, int8_model_path, {"source": "replay", "path": scene.folder},
+            tmp_path,
+            int8_model_path,
+            {"source": "replay", "path": scene.folder},
             {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.other_ca_file},
         )
         code, out, err = finish(start_daemon(config, project_root))
@@ -300,7 +349,9 @@ def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_p
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")
     config = daemon_config(
-        tmp_path, int8_model_path, {"source": "replay", "path": scene.folder},
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": scene.folder},
         {"host": "localhost", "port": 8883, "tls": True, "ca_file": not_pem},
     )
     code, out, err = finish(start_daemon(config, project_root))
@@ -316,13 +367,17 @@ def test_unreachable_broker_is_reported_and_the_replay_still_runs(
     scene = build_scene(tmp_path / "frames", blank, [(photos[0][0], 4), ("blank", 2)])
     closed_port = MosquittoBroker(tmp_path / "never-started").port  # nothing listens there
     config = daemon_config(
-        tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS},
+        tmp_path,
+        int8_model_path,
+        {"source": "replay", "path": scene.folder, "fps": FPS},
         {"host": "127.0.0.1", "port": closed_port, "flush_timeout": 0.5},
     )
     code, out, err = finish(start_daemon(config, project_root))
     assert code == 0, err
     assert f"MQTT broker 127.0.0.1:{closed_port} unreachable" in err
     # face_detected, never delivered: said so in the last line
-    assert err.splitlines()[-1].endswith("1 event(s) made, 0 delivered, 1 lost (0 dropped from a full outbox, "
-                                         "0 rejected by the broker, 1 undelivered at stop)")
+    assert err.splitlines()[-1].endswith(
+        "1 event(s) made, 0 delivered, 1 lost (0 dropped from a full outbox, "
+        "0 rejected by the broker, 1 undelivered at stop)"
+    )
     assert "Traceback" not in err

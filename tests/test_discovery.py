@@ -48,15 +48,24 @@ TOPICS = DeviceTopics.under(PREFIX)
 
 # Documented abbreviations used by our payload (the "Supported abbreviations" tables).
 ABBREVIATIONS = {"dev": "device", "o": "origin", "cmps": "components", "p": "platform"}
-DEVICE_ABBREVIATIONS = {"ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model",
-                        "sw": "sw_version", "hw": "hw_version", "name": "name"}
+DEVICE_ABBREVIATIONS = {
+    "ids": "identifiers",
+    "cns": "connections",
+    "mf": "manufacturer",
+    "mdl": "model",
+    "sw": "sw_version",
+    "hw": "hw_version",
+    "name": "name",
+}
 ORIGIN_ABBREVIATIONS = {"sw": "sw_version", "url": "support_url", "name": "name"}
 REQUIRED_ROOT = {"device", "origin", "components"}
 REQUIRED_ORIGIN = {"name"}
 REQUIRED_COMPONENT = {"platform", "unique_id"}  # unique_id: every platform we use is an entity
 REQUIRED_BY_PLATFORM = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}}
 EXCLUSIVE_BY_PLATFORM = {"image": {"image_topic", "url_topic"}}
-HA_TOPIC_MATCHER = re.compile(r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config")
+HA_TOPIC_MATCHER = re.compile(
+    r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
+)
 
 
 def expand(mapping: dict, table: dict) -> dict:
@@ -75,8 +84,8 @@ def expanded(payload: dict) -> dict:
 def assert_meets_documented_requirements(payload: dict) -> None:
     json.dumps(payload)  # must be plain JSON
     root = expanded(payload)
-    assert REQUIRED_ROOT <= set(root), REQUIRED_ROOT - set(root)
-    assert REQUIRED_ORIGIN <= set(root["origin"])
+    assert set(root) >= REQUIRED_ROOT, REQUIRED_ROOT - set(root)
+    assert set(root["origin"]) >= REQUIRED_ORIGIN
     assert root["device"].get("identifiers") or root["device"].get("connections")
     assert all(isinstance(i, str) for i in root["device"]["identifiers"])
     unique_ids = []
@@ -84,7 +93,7 @@ def assert_meets_documented_requirements(payload: dict) -> None:
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", component_id)
         if set(component) == {"platform"}:  # HA's documented removal of a component
             continue
-        assert REQUIRED_COMPONENT <= set(component), (component_id, REQUIRED_COMPONENT - set(component))
+        assert set(component) >= REQUIRED_COMPONENT, (component_id, REQUIRED_COMPONENT - set(component))
         platform = component["platform"]
         assert set(component) - {"platform"}, f"{component_id}: needs a component specific option"
         assert REQUIRED_BY_PLATFORM.get(platform, set()) <= set(component), component_id
@@ -110,22 +119,43 @@ def test_discovery_payload_has_every_documented_required_field():
     assert_meets_documented_requirements(payload)
     components = expanded(payload)["components"]
     assert {cid: c["platform"] for cid, c in components.items()} == {
-        "face_present": "binary_sensor", "face_count": "sensor", "last_seen": "sensor", "face_event": "event",
-        "snapshot": "image", "detection": "switch", "snapshots": "switch", "score_threshold": "number",
-        "reannounce": "button", "fps": "sensor", "inference_ms": "sensor", "dropped_frames": "sensor",
-        "source_state": "sensor", "outbox_depth": "sensor", "cpu_temperature": "sensor", "uptime": "sensor",
+        "face_present": "binary_sensor",
+        "face_count": "sensor",
+        "last_seen": "sensor",
+        "face_event": "event",
+        "snapshot": "image",
+        "detection": "switch",
+        "snapshots": "switch",
+        "score_threshold": "number",
+        "reannounce": "button",
+        "fps": "sensor",
+        "inference_ms": "sensor",
+        "dropped_frames": "sensor",
+        "source_state": "sensor",
+        "outbox_depth": "sensor",
+        "cpu_temperature": "sensor",
+        "uptime": "sensor",
     }
     assert components["face_present"]["device_class"] == "occupancy"
     assert components["face_present"]["state_topic"] == TOPICS.state
     assert (components["face_count"]["state_class"], components["face_count"]["unit_of_measurement"]) == (
-        "measurement", "faces")
+        "measurement",
+        "faces",
+    )
     assert components["last_seen"]["device_class"] == "timestamp"
     assert components["face_event"]["event_types"] == ["face_detected", "count_changed", "face_cleared"]
     assert components["snapshot"]["image_topic"] == TOPICS.snapshot
     assert components["cpu_temperature"]["unit_of_measurement"] == "°C"
     diagnostics = {cid for cid, c in components.items() if c.get("entity_category") == "diagnostic"}
-    assert diagnostics == {"fps", "inference_ms", "dropped_frames", "source_state", "outbox_depth",
-                           "cpu_temperature", "uptime"}
+    assert diagnostics == {
+        "fps",
+        "inference_ms",
+        "dropped_frames",
+        "source_state",
+        "outbox_depth",
+        "cpu_temperature",
+        "uptime",
+    }
     for control in ("detection", "snapshots", "score_threshold", "reannounce"):
         assert components[control]["command_topic"] == f"{PREFIX}/set/{control}"
         assert components[control]["entity_category"] == "config"
@@ -144,8 +174,12 @@ def test_features_that_are_off_are_announced_as_removed_components():
     assert_meets_documented_requirements(payload)
     removed = {cid: c for cid, c in payload["cmps"].items() if set(c) == {"p"}}
     assert removed == {
-        "snapshot": {"p": "image"}, "detection": {"p": "switch"}, "snapshots": {"p": "switch"},
-        "score_threshold": {"p": "number"}, "reannounce": {"p": "button"}, "cpu_temperature": {"p": "sensor"},
+        "snapshot": {"p": "image"},
+        "detection": {"p": "switch"},
+        "snapshots": {"p": "switch"},
+        "score_threshold": {"p": "number"},
+        "reannounce": {"p": "button"},
+        "cpu_temperature": {"p": "sensor"},
     }
     assert payload["dev"]["name"] == "Porch"
     other = build_discovery_payload("other", TOPICS, sw_version="1", model_id="m")
@@ -166,7 +200,10 @@ def test_templates_render_the_payloads_the_daemon_publishes():
     assert render(components["last_seen"]["value_template"], never) == "None"  # HA's "no value"
     event = Event("count_changed", DEVICE, "b", 7, "t", 3, (), 640, 480, "m")
     assert json.loads(render(components["face_event"]["value_template"], encode_json(event.to_dict()))) == {
-        "event_type": "count_changed", "count": 3, "sequence": 7}
+        "event_type": "count_changed",
+        "count": 3,
+        "sequence": 7,
+    }
     controls = encode_json({"detection": "OFF", "snapshots": "ON", "score_threshold": 0.55})
     assert render(components["detection"]["value_template"], controls) == "OFF"
     assert render(components["snapshots"]["value_template"], controls) == "ON"
@@ -180,7 +217,11 @@ def test_each_zone_has_its_presence_and_count_entities_and_a_removed_zone_is_ret
     for zone in ("door", "sofa"):
         present, count = components[f"zone_{zone}_present"], components[f"zone_{zone}_count"]
         assert (present["p"], present["device_class"], present["state_topic"], present["qos"]) == (
-            "binary_sensor", "occupancy", TOPICS.state, 1)
+            "binary_sensor",
+            "occupancy",
+            TOPICS.state,
+            1,
+        )
         assert (count["p"], count["unit_of_measurement"], count["state_topic"]) == ("sensor", "faces", TOPICS.state)
     assert components["zone_hall_present"] == {"p": "binary_sensor"}
     assert components["zone_hall_count"] == {"p": "sensor"}
@@ -196,8 +237,13 @@ def test_each_zone_has_its_presence_and_count_entities_and_a_removed_zone_is_ret
 
 def test_removal_messages_clear_the_device_and_every_retained_topic():
     messages = removal_messages("ha-test", DEVICE, TOPICS)
-    assert messages == [(f"ha-test/device/{DEVICE}/config", b""), (TOPICS.status, b""), (TOPICS.state, b""),
-                        (TOPICS.snapshot, b""), (TOPICS.controls, b"")]
+    assert messages == [
+        (f"ha-test/device/{DEVICE}/config", b""),
+        (TOPICS.status, b""),
+        (TOPICS.state, b""),
+        (TOPICS.snapshot, b""),
+        (TOPICS.controls, b""),
+    ]
 
 
 def test_discovery_topic_matches_home_assistants_topic_pattern():
@@ -217,7 +263,9 @@ def broker(tmp_path):
 
 
 def start_sink(broker, ha: HomeAssistantConfig, snapshot: bool = False) -> MqttSink:
-    config = MqttConfig(host=broker.host, port=broker.port, keepalive=5, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
+    config = MqttConfig(
+        host=broker.host, port=broker.port, keepalive=5, reconnect_min_delay=0.1, reconnect_max_delay=0.5
+    )
     sink = MqttSink(config, ha, DEVICE, "ulfd-slim-320-int8", snapshot, logging.getLogger("test.discovery"))
     sink.start()
     return sink

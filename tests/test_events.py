@@ -40,7 +40,9 @@ def tracker(debounce: int = 3, clear_after: float = 2.0) -> PresenceTracker:
     )
 
 
-def feed(machine: PresenceTracker, counts: list[int], fps: float = 10.0, start: float = 100.0) -> list[tuple[int, Event]]:
+def feed(
+    machine: PresenceTracker, counts: list[int], fps: float = 10.0, start: float = 100.0
+) -> list[tuple[int, Event]]:
     """Feed one frame per count at ``fps``; returns (frame number, event) pairs."""
     out = []
     for number, count in enumerate(counts):
@@ -143,13 +145,28 @@ def test_new_settings_keep_the_sequence_counting():
 def test_state_follows_the_events():
     machine = tracker(debounce=1, clear_after=1.0)
     assert machine.state.to_dict() == {
-        "present": False, "count": 0, "last_seen": None, "zones": {}, "detection": "active"}
+        "present": False,
+        "count": 0,
+        "last_seen": None,
+        "zones": {},
+        "detection": "active",
+    }
     machine.update(faces(2), 640, 480, 1.0, WALL_START)
     assert machine.state.to_dict() == {
-        "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
+        "present": True,
+        "count": 2,
+        "last_seen": "2024-05-01T12:00:00.000Z",
+        "zones": {},
+        "detection": "active",
+    }
     machine.update(faces(0), 640, 480, 3.0, WALL_START + 2)
     assert machine.state.to_dict() == {
-        "present": False, "count": 0, "last_seen": "2024-05-01T12:00:00.000Z", "zones": {}, "detection": "active"}
+        "present": False,
+        "count": 0,
+        "last_seen": "2024-05-01T12:00:00.000Z",
+        "zones": {},
+        "detection": "active",
+    }
 
 
 def test_clear_ends_a_presence_with_face_cleared_and_restarts_the_debounce():
@@ -192,11 +209,23 @@ def test_event_schema_is_json_with_the_documented_fields():
         boxes=np.array([[-0.01, 0.2, 0.3, 1.02], [0.5, 0.5, 0.6, 0.7]], np.float32),
         scores=np.array([0.98766, 0.75], np.float32),
     )
-    (event,) = machine.update(faces_from_detections(detections.boxes, detections.scores), 1280, 720, 5.0, WALL_START + 0.25)
+    (event,) = machine.update(
+        faces_from_detections(detections.boxes, detections.scores), 1280, 720, 5.0, WALL_START + 0.25
+    )
     event, _ = Outbox().add(event)
     data = json.loads(event.to_json())
     assert list(data) == [
-        "type", "device_id", "boot_id", "sequence", "time", "face_count", "faces", "frame_width", "frame_height", "model_id", "zone",
+        "type",
+        "device_id",
+        "boot_id",
+        "sequence",
+        "time",
+        "face_count",
+        "faces",
+        "frame_width",
+        "frame_height",
+        "model_id",
+        "zone",
     ]
     assert data["type"] == "face_detected" and data["sequence"] == 1 and data["device_id"] == "hall"
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])

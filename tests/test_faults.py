@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from broker import MosquittoBroker, SilentServer, Subscriber, make_test_pki
 from daemon_support import bomb_png, build_scene, truncated_jpeg, write_config
-from edge.config import MAX_FLUSH_TIMEOUT_SECONDS, STOP_BUDGET_SECONDS
 from test_sdnotify import NotifyListener
+
+from edge.config import MAX_FLUSH_TIMEOUT_SECONDS, STOP_BUDGET_SECONDS
 
 pytestmark = pytest.mark.faults
 
@@ -46,11 +46,17 @@ class Daemon:
     def __init__(self, config: Path, project_root: Path, env: dict | None = None, code: str | None = None) -> None:
         self.stderr_path = config.parent / f"stderr-{uuid.uuid4().hex[:6]}.txt"
         self._stderr = open(self.stderr_path, "w")
-        command = [sys.executable, "-c", code, str(config)] if code else [
-            sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
+        command = (
+            [sys.executable, "-c", code, str(config)]
+            if code
+            else [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
+        )
         self.process = subprocess.Popen(
-            command, cwd=project_root, env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL, stderr=self._stderr,
+            command,
+            cwd=project_root,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
         )
 
     @property
@@ -238,8 +244,12 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
 ):
     broker, subscriber = persistent_broker_and_subscriber(tmp_path)
     # The longest flush the config allows: the whole stop must still fit the unit's budget.
-    config = config_file(tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port,
-                                                           "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS, "queue_size": 5})
+    config = config_file(
+        tmp_path,
+        int8_model_path,
+        scene,
+        {"host": broker.host, "port": broker.port, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS, "queue_size": 5},
+    )
     daemon = Daemon(config, project_root)
     try:
         subscriber.wait_for(f"{PREFIX}/events", 2, timeout=60)
@@ -264,7 +274,12 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
 
 def test_a_second_sigterm_cuts_the_flush_short(tmp_path, int8_model_path, scene, project_root):
     closed = MosquittoBroker(tmp_path / "never").port
-    config = config_file(tmp_path, int8_model_path, scene, {"host": "127.0.0.1", "port": closed, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS})
+    config = config_file(
+        tmp_path,
+        int8_model_path,
+        scene,
+        {"host": "127.0.0.1", "port": closed, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS},
+    )
     daemon = Daemon(config, project_root)
     try:
         daemon.wait_log(r"event \d+ ", count=3)
@@ -289,9 +304,9 @@ def test_sigterm_during_start_up_is_a_clean_stop(tmp_path, int8_model_path, scen
     deadline = time.monotonic() + 60
     # As soon as the handler is in place (before the model is loaded), not before: the
     # kernel's default action for a signal that comes earlier is not ours to change.
-    while not int(re.search(r"SigCgt:\s*([0-9a-f]+)", Path(f"/proc/{daemon.process.pid}/status").read_text())[1], 16) & (
-        1 << (signal.SIGTERM - 1)
-    ):
+    while not int(
+        re.search(r"SigCgt:\s*([0-9a-f]+)", Path(f"/proc/{daemon.process.pid}/status").read_text())[1], 16
+    ) & (1 << (signal.SIGTERM - 1)):
         assert time.monotonic() < deadline
         time.sleep(0.005)
     code, log, took = daemon.stop()
@@ -379,13 +394,17 @@ def test_an_unexpected_error_in_any_thread_exits_1_with_one_traceback(
     tmp_path, int8_model_path, scene, project_root, module, cls, method, after, thread
 ):
     if cls is None:  # a function the frame loop calls (the snapshot encoder)
-        code = INJECT.replace("target.{cls}.{method}", "target.{method}").replace("(self, *args", "(*args").format(
-            module=module, method=method, after=after)
+        code = (
+            INJECT.replace("target.{cls}.{method}", "target.{method}")
+            .replace("(self, *args", "(*args")
+            .format(module=module, method=method, after=after)
+        )
     else:
         code = INJECT.format(module=module, cls=cls, method=method, after=after)
     with MosquittoBroker(tmp_path / "broker") as broker:
-        config = config_file(tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port},
-                             snapshot={"enabled": True})
+        config = config_file(
+            tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port}, snapshot={"enabled": True}
+        )
         exit_code, log = Daemon(config, project_root, code=code).finish(timeout=60)
     assert exit_code == 1, log
     assert log.count("Traceback") == 1 and "RuntimeError: injected fault" in log
@@ -421,36 +440,64 @@ def _explained(tmp_path, int8_model_path, scene, project_root, mqtt: dict, expec
 
 def test_connection_refused_is_explained(tmp_path, int8_model_path, scene, project_root):
     closed = MosquittoBroker(tmp_path / "never").port
-    _explained(tmp_path, int8_model_path, scene, project_root, {"host": "127.0.0.1", "port": closed},
-               rf"MQTT broker 127\.0\.0\.1:{closed} unreachable: connection refused")
+    _explained(
+        tmp_path,
+        int8_model_path,
+        scene,
+        project_root,
+        {"host": "127.0.0.1", "port": closed},
+        rf"MQTT broker 127\.0\.0\.1:{closed} unreachable: connection refused",
+    )
 
 
 def test_a_server_that_never_sends_connack_is_explained(tmp_path, int8_model_path, scene, project_root):
     with SilentServer() as silent:
-        _explained(tmp_path, int8_model_path, scene, project_root, {"host": silent.host, "port": silent.port},
-                   r"accepted the connection but sent no CONNACK within 3\.75 s")
+        _explained(
+            tmp_path,
+            int8_model_path,
+            scene,
+            project_root,
+            {"host": silent.host, "port": silent.port},
+            r"accepted the connection but sent no CONNACK within 3\.75 s",
+        )
 
 
 def test_tls_client_to_a_plain_port_is_explained(tmp_path, int8_model_path, scene, project_root, pki):
     with MosquittoBroker(tmp_path / "plain") as broker:
-        _explained(tmp_path, int8_model_path, scene, project_root,
-                   {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
-                   r"TLS handshake failed \(.*\): port \d+ does not seem to speak TLS")
+        _explained(
+            tmp_path,
+            int8_model_path,
+            scene,
+            project_root,
+            {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
+            r"TLS handshake failed \(.*\): port \d+ does not seem to speak TLS",
+        )
 
 
 def test_plain_client_to_a_tls_port_is_explained(tmp_path, int8_model_path, scene, project_root, pki):
     with MosquittoBroker(tmp_path / "tls", tls=(pki.server_cert, pki.server_key, pki.ca_file)) as broker:
-        _explained(tmp_path, int8_model_path, scene, project_root, {"host": broker.host, "port": broker.port},
-                   r"closed the connection before its CONNACK \(a TLS port\? then set mqtt\.tls = true\)")
+        _explained(
+            tmp_path,
+            int8_model_path,
+            scene,
+            project_root,
+            {"host": broker.host, "port": broker.port},
+            r"closed the connection before its CONNACK \(a TLS port\? then set mqtt\.tls = true\)",
+        )
 
 
 def test_bad_credentials_are_explained(tmp_path, int8_model_path, scene, project_root, pki):
     password = tmp_path / "password"
     password.write_text("wrong-secret\n")
     with MosquittoBroker(tmp_path / "auth", users={"edge": "right-secret"}) as broker:
-        log = _explained(tmp_path, int8_model_path, scene, project_root,
-                         {"host": broker.host, "port": broker.port, "username": "edge", "password_file": password},
-                         r"refused the connection: Not authorized \(check mqtt\.username and mqtt\.password_file\)")
+        log = _explained(
+            tmp_path,
+            int8_model_path,
+            scene,
+            project_root,
+            {"host": broker.host, "port": broker.port, "username": "edge", "password_file": password},
+            r"refused the connection: Not authorized \(check mqtt\.username and mqtt\.password_file\)",
+        )
     assert "wrong-secret" not in log and "right-secret" not in log
 
 
@@ -459,9 +506,15 @@ def test_a_tls_broker_that_comes_later_with_a_wrong_name_is_explained(
 ):
     broker = MosquittoBroker(tmp_path / "late", tls=(pki.wrong_name_cert, pki.wrong_name_key, pki.ca_file))
     try:
-        _explained(tmp_path, int8_model_path, scene, project_root,
-                   {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
-                   r"TLS certificate verify failed \(Hostname mismatch", before=broker.start)
+        _explained(
+            tmp_path,
+            int8_model_path,
+            scene,
+            project_root,
+            {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
+            r"TLS certificate verify failed \(Hostname mismatch",
+            before=broker.start,
+        )
     finally:
         broker.stop()
 
@@ -469,8 +522,10 @@ def test_a_tls_broker_that_comes_later_with_a_wrong_name_is_explained(
 def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(
     tmp_path, int8_model_path, scene, project_root
 ):
-    acl = "topic readwrite edge-face/+/status\ntopic readwrite edge-face/+/state\ntopic readwrite edge-face/+/stats\n" \
-          "topic readwrite edge-face/+/snapshot\ntopic readwrite homeassistant/#\ntopic read edge-face/+/events\n"
+    acl = (
+        "topic readwrite edge-face/+/status\ntopic readwrite edge-face/+/state\ntopic readwrite edge-face/+/stats\n"
+        "topic readwrite edge-face/+/snapshot\ntopic readwrite homeassistant/#\ntopic read edge-face/+/events\n"
+    )
     with MosquittoBroker(tmp_path / "acl", acl=acl) as broker:
         config = config_file(tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port})
         daemon = Daemon(config, project_root)
@@ -545,13 +600,19 @@ def test_a_reload_to_a_model_with_a_bad_sidecar_keeps_the_old_model(
 def test_a_camera_url_with_a_password_is_waited_for_and_never_printed(tmp_path, int8_model_path, project_root):
     name = f"edge-face-faults-{uuid.uuid4().hex}"
     listener = NotifyListener(b"\0" + name.encode())
-    camera = {"source": "opencv", "device": "rtsp://admin:hunter2@127.0.0.1:9/stream",
-              "reopen_min_delay": 0.1, "reopen_max_delay": 0.4}
+    camera = {
+        "source": "opencv",
+        "device": "rtsp://admin:hunter2@127.0.0.1:9/stream",
+        "reopen_min_delay": 0.1,
+        "reopen_max_delay": 0.4,
+    }
     config = config_file(tmp_path, int8_model_path, camera)
     daemon = Daemon(config, project_root, env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000"})
     try:
         daemon.wait_log(r"waiting for camera: ")
-        assert listener.wait_for(lambda texts: any(t.startswith("READY=1\nSTATUS=waiting for camera: ") for t in texts), 10)
+        assert listener.wait_for(
+            lambda texts: any(t.startswith("READY=1\nSTATUS=waiting for camera: ") for t in texts), 10
+        )
         time.sleep(2.0)  # retries with backoff, pings the watchdog meanwhile
         code, log, _ = daemon.stop()
     finally:

@@ -13,15 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 from broker import MosquittoBroker, Subscriber, free_port
 from daemon_support import build_scene, write_config
+from paho.mqtt.enums import CallbackAPIVersion
+
 from edge import __version__
 from edge.exitcodes import ExitCode
 from edge.fleet import Snapshot, TopicPattern, build_reports, fleet_exit_code, format_table
@@ -50,17 +50,35 @@ def publish_retained(broker: MosquittoBroker, messages: dict[str, bytes | str | 
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def run_fleet(broker: MosquittoBroker, *args: str, env: dict | None = None, password_file: Path | None = None,
-              timeout: float = 60) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "edge.cli", "fleet", "--broker", broker.host, "--port", str(broker.port),
-            "--username", "watcher", *args]
+def run_fleet(
+    broker: MosquittoBroker, *args: str, env: dict | None = None, password_file: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "fleet",
+        "--broker",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--username",
+        "watcher",
+        *args,
+    ]
     if password_file is not None:
         argv += ["--password-file", str(password_file)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 @pytest.fixture
@@ -77,34 +95,62 @@ def password_file(tmp_path) -> Path:
     return path
 
 
-NOW = datetime.now(timezone.utc)
-FLEET = {
-    # online, with stats (an outbox counter for dropped events, as newer daemons report it)
-    "edge-face/frontdoor/status": "online",
-    "edge-face/frontdoor/state": {"present": True, "count": 1, "last_seen": iso(NOW - timedelta(seconds=90))},
-    "edge-face/frontdoor/stats": {"fps": 9.76, "invoke_ms_p50": 12.34, "cpu_temp_c": 51.5,
-                                  "mqtt": {"dropped": 3}},
-    "homeassistant/device/frontdoor/config": {"dev": {"sw_version": "0.1.0", "model_id": "slim-320-int8-aaaa"},
-                                              "availability_topic": "edge-face/frontdoor/status"},
-    # the broker's last will: the daemon vanished
-    "edge-face/garage/status": "offline",
-    "edge-face/garage/state": {"present": False, "count": 0, "last_seen": None},
-    # a clean stop
-    "edge-face/hallway/status": "stopped",
-    "homeassistant/device/hallway/config": {"dev": {"sw_version": "0.0.9", "model_id": "slim-320-int8-bbbb"}},
-    # not a device status: another application's topic under a similar name
-    "edge-face/frontdoor/extra/status": "online",
-}
+def fleet_fixture() -> dict[str, bytes | str | dict]:
+    """The retained messages of a small fleet; ages are counted from now (when the test runs)."""
+    now = datetime.now(UTC)
+    return {
+        # online, with stats (the daemon's own keys)
+        "edge-face/frontdoor/status": "online",
+        "edge-face/frontdoor/state": {"present": True, "count": 1, "last_seen": iso(now - timedelta(seconds=90))},
+        "edge-face/frontdoor/stats": {"fps": 9.76, "invoke_ms_p50": 12.34, "cpu_temperature_c": 51.5, "events_dropped": 3},
+        "homeassistant/device/frontdoor/config": {
+            "dev": {"sw_version": "0.1.0", "model_id": "slim-320-int8-aaaa"},
+            "availability_topic": "edge-face/frontdoor/status",
+        },
+        # the broker's last will: the daemon vanished
+        "edge-face/garage/status": "offline",
+        "edge-face/garage/state": {"present": False, "count": 0, "last_seen": None},
+        # a clean stop
+        "edge-face/hallway/status": "stopped",
+        "homeassistant/device/hallway/config": {"dev": {"sw_version": "0.0.9", "model_id": "slim-320-int8-bbbb"}},
+        # not a device status: another application's topic under a similar name
+        "edge-face/frontdoor/extra/status": "online",
+    }
 
 
 def test_every_device_gets_one_line_and_an_offline_one_fails_the_fleet(broker, password_file):
-    publish_retained(broker, FLEET)
+    publish_retained(broker, fleet_fixture())
     result = run_fleet(broker, "--timeout", "3", password_file=password_file)
     assert result.returncode == ExitCode.OFFLINE == 5, result.stderr
     header, *lines = result.stdout.splitlines()
-    assert header.split() == ["DEVICE", "STATUS", "VERSION", "MODEL", "FPS", "INFER_MS", "CPU_C", "LAST_FACE", "DROPPED"]
-    assert [line.split()[:2] for line in lines] == [["frontdoor", "online"], ["garage", "offline"], ["hallway", "stopped"]]
-    assert lines[0].split() == ["frontdoor", "online", "0.1.0", "slim-320-int8-aaaa", "9.8", "12.3", "51.5", "2m", "ago", "3"]
+    assert header.split() == [
+        "DEVICE",
+        "STATUS",
+        "VERSION",
+        "MODEL",
+        "FPS",
+        "INFER_MS",
+        "CPU_C",
+        "LAST_FACE",
+        "DROPPED",
+    ]
+    assert [line.split()[:2] for line in lines] == [
+        ["frontdoor", "online"],
+        ["garage", "offline"],
+        ["hallway", "stopped"],
+    ]
+    assert lines[0].split() == [
+        "frontdoor",
+        "online",
+        "0.1.0",
+        "slim-320-int8-aaaa",
+        "9.8",
+        "12.3",
+        "51.5",
+        "2m",
+        "ago",
+        "3",
+    ]
     assert lines[1].split() == ["garage", "offline", "-", "-", "-", "-", "-", "-", "-"]
     assert lines[2].split()[2:4] == ["0.0.9", "slim-320-int8-bbbb"]
     # Columns line up: every value starts where its header does.
@@ -113,23 +159,36 @@ def test_every_device_gets_one_line_and_an_offline_one_fails_the_fleet(broker, p
 
 
 def test_json_lines_carry_the_numbers(broker, password_file):
-    publish_retained(broker, FLEET)
+    publish_retained(broker, fleet_fixture())
     result = run_fleet(broker, "--json", "--timeout", "3", password_file=password_file)
     assert result.returncode == ExitCode.OFFLINE
     devices = {d["device"]: d for d in map(json.loads, result.stdout.splitlines())}
     assert set(devices) == {"frontdoor", "garage", "hallway"}
     front = devices["frontdoor"]
     assert (front["online"], front["fps"], front["inference_ms"], front["cpu_temp_c"], front["dropped_events"]) == (
-        True, 9.76, 12.34, 51.5, 3)
+        True,
+        9.76,
+        12.34,
+        51.5,
+        3,
+    )
     assert 88 <= front["last_face_age_s"] <= 90 + 60
     assert devices["garage"] == {
-        "device": "garage", "status": "offline", "version": None, "model": None, "fps": None, "inference_ms": None,
-        "cpu_temp_c": None, "last_face_age_s": None, "dropped_events": None, "online": False,
+        "device": "garage",
+        "status": "offline",
+        "version": None,
+        "model": None,
+        "fps": None,
+        "inference_ms": None,
+        "cpu_temp_c": None,
+        "last_face_age_s": None,
+        "dropped_events": None,
+        "online": False,
     }
 
 
 def test_one_device_can_be_asked_for_and_gates_on_it_alone(broker, password_file):
-    publish_retained(broker, FLEET)
+    publish_retained(broker, fleet_fixture())
     online = run_fleet(broker, "--device", "frontdoor", "--timeout", "2", password_file=password_file)
     assert online.returncode == ExitCode.OK, online.stderr
     assert [line.split()[0] for line in online.stdout.splitlines()] == ["DEVICE", "frontdoor"]
@@ -140,8 +199,9 @@ def test_one_device_can_be_asked_for_and_gates_on_it_alone(broker, password_file
 
 def test_all_online_exits_0_and_the_password_may_come_from_the_environment(broker):
     publish_retained(broker, {"site/a/face/status": "online", "site/b/face/status": "online"})
-    result = run_fleet(broker, "--topic-prefix", "site/{device_id}/face", "--timeout", "1",
-                       env={"EDGE_FACE_MQTT_PASSWORD": PASSWORD})
+    result = run_fleet(
+        broker, "--topic-prefix", "site/{device_id}/face", "--timeout", "1", env={"EDGE_FACE_MQTT_PASSWORD": PASSWORD}
+    )
     assert result.returncode == ExitCode.OK, result.stderr
     assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [["a", "online"], ["b", "online"]]
 
@@ -157,34 +217,49 @@ def test_broker_problems_exit_1_with_one_line(broker, password_file, tmp_path):
     empty = run_fleet(broker, "--timeout", "1", password_file=password_file)
     assert empty.returncode == ExitCode.FAILURE
     assert empty.stderr.strip() == (
-        f"edge-face fleet: no device status under 'edge-face/+/status' on {broker.host}:{broker.port}")
+        f"edge-face fleet: no device status under 'edge-face/+/status' on {broker.host}:{broker.port}"
+    )
 
     closed_port = free_port()
     unreachable = subprocess.run(
         [sys.executable, "-m", "edge.cli", "fleet", "--broker", "127.0.0.1", "--port", str(closed_port)],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == ExitCode.FAILURE
     assert unreachable.stderr.startswith(f"edge-face fleet: broker 127.0.0.1:{closed_port} unreachable (")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--topic-prefix", "edge-face/all"], "must contain {device_id} exactly once"),
-    (["--topic-prefix", "edge-face/dev-{device_id}"], "must be a whole topic level"),
-    (["--topic-prefix", "edge-face/+/{device_id}"], "'--topic-prefix'"),
-    (["--timeout", "0"], "--timeout 0: must be a positive number of seconds"),
-    (["--cert", "client.crt"], "--cert and --key go together"),
-    (["--password-file", "/nonexistent/secret"], "--password-file /nonexistent/secret: No such file or directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--topic-prefix", "edge-face/all"], "must contain {device_id} exactly once"),
+        (["--topic-prefix", "edge-face/dev-{device_id}"], "must be a whole topic level"),
+        (["--topic-prefix", "edge-face/+/{device_id}"], "'--topic-prefix'"),
+        (["--timeout", "0"], "--timeout 0: must be a positive number of seconds"),
+        (["--cert", "client.crt"], "--cert and --key go together"),
+        (["--password-file", "/nonexistent/secret"], "--password-file /nonexistent/secret: No such file or directory"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_the_argument(args, message):
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "fleet", "--broker", "127.0.0.1", *args],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "fleet", "--broker", "127.0.0.1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == ExitCode.CONFIG
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
 
 
 def test_no_password_option_on_the_command_line():
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "fleet", "--broker", "x", "--password", "secret"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "fleet", "--broker", "x", "--password", "secret"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "unrecognized arguments: --password secret" in result.stderr
 
 
@@ -201,15 +276,18 @@ def test_topic_pattern_finds_the_device_level_anywhere():
 
 def test_reports_ignore_garbage_and_strays():
     pattern = TopicPattern.from_prefix("edge-face/{device_id}")
-    snapshot = Snapshot({
-        "edge-face/a/status": b"online",
-        "edge-face/a/stats": b"not json",
-        "edge-face/a/state": b'{"last_seen": "yesterday"}',
-        "edge-face/b/stats": b'{"fps": 5}',  # stats without a status: not a device of the fleet
-        "edge-face/c/status": b"",  # a cleared retained status: removed
-        "edge-face/d/status": b"online",
-        "edge-face/d/stats": b'{"fps": true, "invoke_ms_p50": "12", "dropped_events": 2}',
-    }, received_at=time.time())
+    snapshot = Snapshot(
+        {
+            "edge-face/a/status": b"online",
+            "edge-face/a/stats": b"not json",
+            "edge-face/a/state": b'{"last_seen": "yesterday"}',
+            "edge-face/b/stats": b'{"fps": 5}',  # stats without a status: not a device of the fleet
+            "edge-face/c/status": b"",  # a cleared retained status: removed
+            "edge-face/d/status": b"online",
+            "edge-face/d/stats": b'{"fps": true, "invoke_ms_p50": "12", "events_dropped": 2}',
+        },
+        received_at=time.time(),
+    )
     reports = build_reports(snapshot, pattern, "homeassistant")
     assert [r.device for r in reports] == ["a", "d"]
     assert reports[0].fps is None and reports[0].last_face_age_s is None
@@ -227,19 +305,31 @@ def start_daemon(tmp_path: Path, name: str, broker: MosquittoBroker, scene: Path
     password.write_text("device-secret")
     state_dir = tmp_path / f"{name}.state"
     state_dir.mkdir()
-    config = write_config(tmp_path / f"{name}.toml", {
-        # Its own state folder: a daemon that finds another id's state there takes it for its
-        # own old name and removes that device from the broker.
-        "device": {"id": name, "state_dir": state_dir},
-        "camera": {"source": "replay", "path": scene, "fps": 10.0, "loop": True},
-        "detector": {"model": model},
-        "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
-        "stats": {"interval_seconds": 1.0},
-        "mqtt": {"host": broker.host, "port": broker.port, "username": "device", "password_file": password,
-                 "keepalive": 5},
-    })
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    config = write_config(
+        tmp_path / f"{name}.toml",
+        {
+            # Its own state folder: a daemon that finds another id's state there takes it for its
+            # own old name and removes that device from the broker.
+            "device": {"id": name, "state_dir": state_dir},
+            "camera": {"source": "replay", "path": scene, "fps": 10.0, "loop": True},
+            "detector": {"model": model},
+            "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
+            "stats": {"interval_seconds": 1.0},
+            "mqtt": {
+                "host": broker.host,
+                "port": broker.port,
+                "username": "device",
+                "password_file": password,
+                "keepalive": 5,
+            },
+        },
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_real_daemons_report_their_version_model_and_speed(
@@ -267,7 +357,10 @@ def test_real_daemons_report_their_version_model_and_speed(
         assert daemons["cam-2"].wait(timeout=60) == 0
         result = run_fleet(broker, "--timeout", "3", password_file=password_file)
         assert result.returncode == ExitCode.OFFLINE
-        assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [["cam-1", "online"], ["cam-2", "stopped"]]
+        assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [
+            ["cam-1", "online"],
+            ["cam-2", "stopped"],
+        ]
         # A killed daemon: the broker's last will says offline (after 1.5 keepalives).
         daemons["cam-1"].kill()
         daemons["cam-1"].wait(timeout=30)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -30,15 +29,16 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
 from broker import MosquittoBroker
 from deploy_support import sha256
+from paho.mqtt.enums import CallbackAPIVersion
+
 from edge.sidecar import canonical_digest
 
 BENCH_DIR = os.environ.get("EDGE_FACE_FLEET_DIR")
 pytestmark = pytest.mark.skipif(
-    not BENCH_DIR, reason="needs the booted hosts: make fleet-check (tools/fleet/bench.sh run 6 -- pytest ...)")
+    not BENCH_DIR, reason="needs the booted hosts: make fleet-check (tools/fleet/bench.sh run 6 -- pytest ...)"
+)
 
 FLEET = ["h1", "h2", "h3", "h4", "h5"]
 LOCAL_BROKER_HOST = "h6"
@@ -48,7 +48,9 @@ DEVICE_PASSWORD = "device pw with 'quotes' and \"more\""
 WATCHER_PASSWORD = "watcher-secret"
 VENV_BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
-HANDLER_HOSTS = re.compile(r"RUNNING HANDLER \[edge_face : Restart edge-face\][^\n]*\n((?:(?:ok|changed|fatal|failed): \[[^\]]+\][^\n]*\n)+)")
+HANDLER_HOSTS = re.compile(
+    r"RUNNING HANDLER \[edge_face : Restart edge-face\][^\n]*\n((?:(?:ok|changed|fatal|failed): \[[^\]]+\][^\n]*\n)+)"
+)
 TIMES: list[tuple[str, float]] = []
 # What each scenario observed, for the bench's report (EDGE_FACE_FLEET_REPORT).
 OBSERVED: list[str] = []
@@ -67,10 +69,26 @@ class Bench:
 
     def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", self.info["ssh_key"], "-o", f"UserKnownHostsFile={self.info['known_hosts']}",
-             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-             f"{self.info['user']}@{self.ip(host)}", command],
-            capture_output=True, text=True, timeout=120,
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-i",
+                self.info["ssh_key"],
+                "-o",
+                f"UserKnownHostsFile={self.info['known_hosts']}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                f"{self.info['user']}@{self.ip(host)}",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if check:
             assert result.returncode == 0, f"{host}: {command}: {result.stderr}"
@@ -80,23 +98,34 @@ class Bench:
         return self.releases(host)[0]
 
     def releases(self, host: str) -> tuple[str, str | None]:
-        out = self.ssh(host, "readlink /opt/edge-face/models/current; readlink /opt/edge-face/models/previous || true").stdout.split()
+        out = self.ssh(
+            host, "readlink /opt/edge-face/models/current; readlink /opt/edge-face/models/previous || true"
+        ).stdout.split()
         return out[0], (out[1] if len(out) > 1 else None)
 
     def unit(self, host: str) -> dict[str, str]:
         """ActiveState and the CLOCK_MONOTONIC times (µs) the service last became active / inactive."""
-        out = self.ssh(host, "systemctl show edge-face.service -p ActiveState -p ActiveEnterTimestampMonotonic "
-                             "-p InactiveEnterTimestampMonotonic -p NRestarts").stdout
+        out = self.ssh(
+            host,
+            "systemctl show edge-face.service -p ActiveState -p ActiveEnterTimestampMonotonic "
+            "-p InactiveEnterTimestampMonotonic -p NRestarts",
+        ).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def break_service(self, host: str) -> None:
         """The service cannot start any more: a drop-in whose ExecStartPre fails."""
-        self.ssh(host, "sudo mkdir -p /etc/systemd/system/edge-face.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' "
-                       "| sudo tee /etc/systemd/system/edge-face.service.d/bench-broken.conf >/dev/null && sudo systemctl daemon-reload")
+        self.ssh(
+            host,
+            "sudo mkdir -p /etc/systemd/system/edge-face.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' "
+            "| sudo tee /etc/systemd/system/edge-face.service.d/bench-broken.conf >/dev/null && sudo systemctl daemon-reload",
+        )
 
     def repair_service(self, host: str) -> None:
-        self.ssh(host, "sudo rm -f /etc/systemd/system/edge-face.service.d/bench-broken.conf && sudo systemctl daemon-reload "
-                       "&& sudo systemctl reset-failed edge-face.service")
+        self.ssh(
+            host,
+            "sudo rm -f /etc/systemd/system/edge-face.service.d/bench-broken.conf && sudo systemctl daemon-reload "
+            "&& sudo systemctl reset-failed edge-face.service",
+        )
 
 
 @dataclass(frozen=True)
@@ -169,16 +198,30 @@ class Fleet:
     def __init__(self, bench: Bench, project: Path, base_model: Model, broker: MosquittoBroker) -> None:
         self.bench, self.project, self.broker = bench, project, broker
         workdir = bench.workdir
-        ssh_args = (f"-o UserKnownHostsFile={bench.info['known_hosts']} -o StrictHostKeyChecking=yes "
-                    "-o ControlMaster=auto -o ControlPersist=120s")
-        common = {"ansible_user": bench.info["user"], "ansible_ssh_private_key_file": bench.info["ssh_key"],
-                  "ansible_ssh_common_args": ssh_args, "ansible_python_interpreter": "/usr/bin/python3"}
+        ssh_args = (
+            f"-o UserKnownHostsFile={bench.info['known_hosts']} -o StrictHostKeyChecking=yes "
+            "-o ControlMaster=auto -o ControlPersist=120s"
+        )
+        common = {
+            "ansible_user": bench.info["user"],
+            "ansible_ssh_private_key_file": bench.info["ssh_key"],
+            "ansible_ssh_common_args": ssh_args,
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
         hosts = {name: {"ansible_host": bench.ip(name)} for name in FLEET}
         self.inventory = workdir / "inventory.yml"
         self.inventory.write_text(yaml.safe_dump({"edge_face": {"hosts": hosts, "vars": common}}))
         self.local_inventory = workdir / "inventory-local.yml"
-        self.local_inventory.write_text(yaml.safe_dump({"edge_face": {
-            "hosts": {LOCAL_BROKER_HOST: {"ansible_host": bench.ip(LOCAL_BROKER_HOST)}}, "vars": common}}))
+        self.local_inventory.write_text(
+            yaml.safe_dump(
+                {
+                    "edge_face": {
+                        "hosts": {LOCAL_BROKER_HOST: {"ansible_host": bench.ip(LOCAL_BROKER_HOST)}},
+                        "vars": common,
+                    }
+                }
+            )
+        )
         device_tables = {
             "edge_face_camera": {"source": "replay", "path": "/srv/camera", "loop": True, "fps": 1.0},
             "edge_face_detector": {"num_threads": 1},
@@ -191,8 +234,14 @@ class Fleet:
             "edge_face_wheel_dir": str(workdir / "dist"),
             "edge_face_build_model": False,
             "edge_face_model_src": str(base_model.path),
-            "edge_face_mqtt": {"host": broker.host, "port": broker.port, "username": "device", "keepalive": 10,
-                               "reconnect_min_delay": 0.5, "reconnect_max_delay": 5},
+            "edge_face_mqtt": {
+                "host": broker.host,
+                "port": broker.port,
+                "username": "device",
+                "keepalive": 10,
+                "reconnect_min_delay": 0.5,
+                "reconnect_max_delay": 5,
+            },
             "edge_face_mqtt_password": DEVICE_PASSWORD,
             "edge_face_wait_online_timeout": 60,
             "edge_face_serial": [1, 2],
@@ -200,23 +249,40 @@ class Fleet:
         self.vars_file = workdir / "vars.yml"
         self.vars_file.write_text(yaml.safe_dump(self.variables))
         self.local_vars_file = workdir / "vars-local.yml"
-        self.local_vars_file.write_text(yaml.safe_dump({
-            **self.variables, "edge_face_mqtt": {"host": "localhost", "port": 1883}, "edge_face_mqtt_password": "",
-        }))
+        self.local_vars_file.write_text(
+            yaml.safe_dump(
+                {
+                    **self.variables,
+                    "edge_face_mqtt": {"host": "localhost", "port": 1883},
+                    "edge_face_mqtt_password": "",
+                }
+            )
+        )
 
     def play(self, label: str, *args: str, local: bool = False, expect_failure: bool = False) -> Run:
         env = dict(os.environ)
         env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_PIPELINING="1", ANSIBLE_HOME=str(self.bench.workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(self.bench.workdir / "ansible-tmp"), ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.bench.workdir / "cp"), PIP_DISABLE_PIP_VERSION_CHECK="1",
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_PIPELINING="1",
+            ANSIBLE_HOME=str(self.bench.workdir / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(self.bench.workdir / "ansible-tmp"),
+            ANSIBLE_RETRY_FILES_ENABLED="0",
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.bench.workdir / "cp"),
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
         )
-        inventory, variables = (self.local_inventory, self.local_vars_file) if local else (self.inventory, self.vars_file)
+        inventory, variables = (
+            (self.local_inventory, self.local_vars_file) if local else (self.inventory, self.vars_file)
+        )
         started = time.monotonic()
         result = subprocess.run(
             [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "site.yml", "-e", f"@{variables}", *args],
-            cwd=self.project / "ansible", env=env, capture_output=True, text=True, timeout=1800,
+            cwd=self.project / "ansible",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         seconds = time.monotonic() - started
         TIMES.append((label, seconds))
@@ -233,15 +299,35 @@ class Fleet:
 
     def journals(self, hosts) -> str:
         """The service's last journal lines on each of ``hosts``: why a start failed."""
-        return "".join(f"\n--- {host}:\n" + self.bench.ssh(host, "sudo journalctl -u edge-face -n 15 --no-pager", check=False).stdout
-                       for host in hosts)
+        return "".join(
+            f"\n--- {host}:\n"
+            + self.bench.ssh(host, "sudo journalctl -u edge-face -n 15 --no-pager", check=False).stdout
+            for host in hosts
+        )
 
     def fleet_status(self, *args: str) -> tuple[int, dict[str, dict]]:
         """`edge-face fleet --json` as an operator runs it: (exit code, reports by device)."""
         result = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "fleet", "--broker", self.broker.host, "--port", str(self.broker.port),
-             "--username", "watcher", "--json", "--timeout", "8", *args],
-            capture_output=True, text=True, timeout=60, cwd=self.project,
+            [
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "fleet",
+                "--broker",
+                self.broker.host,
+                "--port",
+                str(self.broker.port),
+                "--username",
+                "watcher",
+                "--json",
+                "--timeout",
+                "8",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.project,
             env={**os.environ, "EDGE_FACE_MQTT_PASSWORD": WATCHER_PASSWORD},
         )
         assert result.returncode in (0, 1, 5), result.stderr
@@ -272,16 +358,20 @@ def bench(tmp_path_factory) -> Bench:
 @pytest.fixture(scope="module")
 def broker(bench):
     users = {"device": DEVICE_PASSWORD, "watcher": WATCHER_PASSWORD}
-    with MosquittoBroker(bench.workdir / "broker", users=users, host=bench.info["controller_ip"], port=BROKER_PORT) as running:
+    with MosquittoBroker(
+        bench.workdir / "broker", users=users, host=bench.info["controller_ip"], port=BROKER_PORT
+    ) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def models(int8_model_path, bench) -> dict[str, Model]:
     base = Model(int8_model_path, json.loads(int8_model_path.with_suffix(".json").read_text())["model_id"])
-    return {"m1": base,
-            "m2": model_variant(int8_model_path, bench.workdir / "m2", "r2", b"\0" * 16),
-            "m3": model_variant(int8_model_path, bench.workdir / "m3", "r3", b"\0" * 32)}
+    return {
+        "m1": base,
+        "m2": model_variant(int8_model_path, bench.workdir / "m2", "r2", b"\0" * 16),
+        "m3": model_variant(int8_model_path, bench.workdir / "m3", "r3", b"\0" * 32),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +406,10 @@ def wait_fleet(fleet: Fleet, want: dict[str, tuple[str, str | None]], timeout: f
 
 def test_provision_every_host_from_scratch(bench, fleet, models):
     for host in FLEET:  # nothing of edge-face on a fresh host
-        assert bench.ssh(host, "test -e /opt/edge-face || test -e /etc/edge-face || id edge-face", check=False).returncode != 0
+        assert (
+            bench.ssh(host, "test -e /opt/edge-face || test -e /etc/edge-face || id edge-face", check=False).returncode
+            != 0
+        )
     run = fleet.play("provision 5 hosts")
     assert all(run.recap[h][1] > 0 and run.recap[h][3] == 0 for h in FLEET), run.recap
     OBSERVED.append(f"provision: recap {run.recap}; restart batches {run.restart_batches}")
@@ -325,13 +418,22 @@ def test_provision_every_host_from_scratch(bench, fleet, models):
         assert bench.unit(host)["ActiveState"] == "active"
         assert bench.current_release(host) == models["m1"].release
         assert bench.ssh(host, "stat -c '%U %a' /etc/edge-face/mqtt_password; id -nG edge-face").stdout.split() == [
-            "root", "600", "edge-face", "video"]
+            "root",
+            "600",
+            "edge-face",
+            "video",
+        ]
     code, reports = fleet.fleet_status()
     assert code == 0 and sorted(reports) == FLEET
     assert {r["model"] for r in reports.values()} == {models["m1"].model_id}
     assert all(r["fps"] and r["fps"] > 0 and r["inference_ms"] > 0 for r in reports.values()), reports
-    OBSERVED.append("provision, edge-face fleet: " + "; ".join(
-        f"{h} {r['status']} {r['version']} {r['model']} {r['fps']} fps {r['inference_ms']} ms" for h, r in sorted(reports.items())))
+    OBSERVED.append(
+        "provision, edge-face fleet: "
+        + "; ".join(
+            f"{h} {r['status']} {r['version']} {r['model']} {r['fps']} fps {r['inference_ms']} ms"
+            for h, r in sorted(reports.items())
+        )
+    )
 
 
 def test_second_run_changes_nothing_anywhere(bench, fleet):
@@ -362,13 +464,16 @@ def test_rolling_update_goes_canary_first_then_batches_each_back_online(bench, f
         assert max(back_online[h] for h in earlier) < min(went_down[h] for h in later), (went_down, back_online)
         # The hosts agree: systemd's own (same-clock) times of becoming active and inactive.
         assert max(int(units[h]["ActiveEnterTimestampMonotonic"]) for h in earlier) < min(
-            int(units[h]["InactiveEnterTimestampMonotonic"]) for h in later)
+            int(units[h]["InactiveEnterTimestampMonotonic"]) for h in later
+        )
     for host in FLEET:
         assert bench.releases(host) == (models["m2"].release, models["m1"].release)
     wait_fleet(fleet, {h: ("online", models["m2"].model_id) for h in FLEET})
     start = min(went_down.values())
-    OBSERVED.append("rolling update, broker times from the canary's stop: " + "; ".join(
-        f"{h} stopped +{went_down[h] - start:.1f} s, online +{back_online[h] - start:.1f} s" for h in FLEET))
+    OBSERVED.append(
+        "rolling update, broker times from the canary's stop: "
+        + "; ".join(f"{h} stopped +{went_down[h] - start:.1f} s, online +{back_online[h] - start:.1f} s" for h in FLEET)
+    )
 
 
 def test_failing_canary_stops_the_rollout_and_the_fleet_stays_on_the_old_version(bench, fleet, broker, models):
@@ -389,28 +494,44 @@ def test_failing_canary_stops_the_rollout_and_the_fleet_stays_on_the_old_version
     code, reports = fleet.fleet_status()
     assert code == 5 and reports["h1"]["status"] == "stopped"
     assert all(reports[h]["status"] == "online" and reports[h]["model"] == models["m2"].model_id for h in FLEET[1:])
-    OBSERVED.append(f"failing canary: recap {run.recap}; edge-face fleet exit {code}: "
-                    + ", ".join(f"{h} {r['status']} {r['model']}" for h, r in sorted(reports.items())))
+    OBSERVED.append(
+        f"failing canary: recap {run.recap}; edge-face fleet exit {code}: "
+        + ", ".join(f"{h} {r['status']} {r['model']}" for h, r in sorted(reports.items()))
+    )
 
 
 def test_failure_in_a_batch_stops_the_rollout_per_max_fail_percentage(bench, fleet, models):
     bench.repair_service("h1")
     bench.break_service("h3")
     # 10% (the default): one failure in the batch [h2, h3] is 50% and stops before [h4, h5].
-    run = fleet.play("batch failure, max_fail_percentage 10", "-e", f"edge_face_model_src={models['m3'].path}",
-                     expect_failure=True)
+    run = fleet.play(
+        "batch failure, max_fail_percentage 10", "-e", f"edge_face_model_src={models['m3'].path}", expect_failure=True
+    )
     assert run.recap["h3"][3] == 1 and run.recap["h1"][3] == 0 and run.recap["h2"][3] == 0, run.recap
     OBSERVED.append(f"batch failure at 10%: recap {run.recap}")
     assert bench.releases("h1")[0] == bench.releases("h2")[0] == models["m3"].release
     for host in ("h4", "h5"):
         assert bench.releases(host)[0] == models["m2"].release and bench.unit(host)["ActiveState"] == "active"
-    wait_fleet(fleet, {"h1": ("online", models["m3"].model_id), "h2": ("online", models["m3"].model_id),
-                       "h3": ("stopped", None), "h4": ("online", models["m2"].model_id),
-                       "h5": ("online", models["m2"].model_id)})
+    wait_fleet(
+        fleet,
+        {
+            "h1": ("online", models["m3"].model_id),
+            "h2": ("online", models["m3"].model_id),
+            "h3": ("stopped", None),
+            "h4": ("online", models["m2"].model_id),
+            "h5": ("online", models["m2"].model_id),
+        },
+    )
 
     # 50%: one failure in a batch of two is not more than half; the rollout goes on.
-    run = fleet.play("batch failure, max_fail_percentage 50", "-e", f"edge_face_model_src={models['m3'].path}",
-                     "-e", "edge_face_max_fail_percentage=50", expect_failure=True)
+    run = fleet.play(
+        "batch failure, max_fail_percentage 50",
+        "-e",
+        f"edge_face_model_src={models['m3'].path}",
+        "-e",
+        "edge_face_max_fail_percentage=50",
+        expect_failure=True,
+    )
     assert run.recap["h3"][3] == 1 and run.recap["h4"][3] == 0 and run.recap["h5"][3] == 0, run.recap
     OBSERVED.append(f"batch failure at 50%: recap {run.recap}")
     for host in ("h4", "h5"):
@@ -436,15 +557,39 @@ def test_state_absent_removes_a_host_and_its_retained_topics(bench, fleet, broke
         pytest.skip("edge-face forget (the Home Assistant work) is not in this tree yet: the role calls it")
     run = fleet.play("state absent on h5", "--limit", "h5", "-e", "edge_face_state=absent")
     assert run.recap["h5"][1] > 0
-    leftovers = bench.ssh("h5", "ls -d /opt/edge-face /etc/edge-face /var/lib/edge-face /var/log/edge-face "
-                                "/etc/systemd/system/edge-face.service 2>/dev/null; id edge-face 2>/dev/null; "
-                                "systemctl list-unit-files edge-face.service --no-legend", check=False).stdout
+    leftovers = bench.ssh(
+        "h5",
+        "ls -d /opt/edge-face /etc/edge-face /var/lib/edge-face /var/log/edge-face "
+        "/etc/systemd/system/edge-face.service 2>/dev/null; id edge-face 2>/dev/null; "
+        "systemctl list-unit-files edge-face.service --no-legend",
+        check=False,
+    ).stdout
     assert leftovers.strip() == ""
     # Nothing retained is left under the device's topics or its Home Assistant entry.
     retained = subprocess.run(
-        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-u", "watcher", "-P", WATCHER_PASSWORD,
-         "-t", "edge-face/h5/#", "-t", "homeassistant/device/h5/#", "--retained-only", "-v", "-W", "3"],
-        capture_output=True, text=True, timeout=30)
+        [
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            "watcher",
+            "-P",
+            WATCHER_PASSWORD,
+            "-t",
+            "edge-face/h5/#",
+            "-t",
+            "homeassistant/device/h5/#",
+            "--retained-only",
+            "-v",
+            "-W",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert retained.stdout.strip() == "", retained.stdout
     code, reports = fleet.fleet_status()
     assert code == 0 and sorted(reports) == FLEET[:4]
@@ -456,8 +601,12 @@ def test_online_check_reaches_a_broker_on_the_device(bench, fleet):
     host = LOCAL_BROKER_HOST
     # Debian's mosquitto listens on the device's loopback only: the controller cannot see it.
     bench.ssh(host, "sudo systemctl enable --now mosquitto.service")
-    probe = subprocess.run(["mosquitto_sub", "-h", bench.ip(host), "-p", "1883", "-t", "x", "-W", "2"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        ["mosquitto_sub", "-h", bench.ip(host), "-p", "1883", "-t", "x", "-W", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert probe.returncode != 0 and "Connection refused" in probe.stderr, probe
     run = fleet.play("provision with a broker on the device", local=True)
     assert task_result(run, "Wait for the retained online status on the device's own broker") == [f"ok: [{host}]"]
@@ -467,9 +616,17 @@ def test_online_check_reaches_a_broker_on_the_device(bench, fleet):
     assert status == "online"
     # What the check did before: asked from the controller, "localhost" is the controller itself,
     # where no broker runs, so a healthy device failed its rollout.
-    wrong = fleet.play("the same check from the controller (the old way)", "--tags", "edge_face_config",
-                       "-e", "edge_face__broker_on_device=false", "-e", "edge_face_wait_online_timeout=5",
-                       local=True, expect_failure=True)
+    wrong = fleet.play(
+        "the same check from the controller (the old way)",
+        "--tags",
+        "edge_face_config",
+        "-e",
+        "edge_face__broker_on_device=false",
+        "-e",
+        "edge_face_wait_online_timeout=5",
+        local=True,
+        expect_failure=True,
+    )
     assert "wait_online: broker localhost:1883 unreachable" in wrong.result.stdout, wrong.output
     assert bench.unit(host)["ActiveState"] == "active"
 

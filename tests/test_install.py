@@ -17,15 +17,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from deploy_support import cache_folder, other_model, pinned, sha256, wheelhouse
+
 from edge.models import PACKAGED_MODEL_PATH
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 NO_CAMERA_MESSAGE = "no camera found yet; the service waits for one"
 # Nothing answers on port 9 (discard) of loopback: any download attempt fails at once.
-OFFLINE = {"PIP_NO_INDEX": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+OFFLINE = {
+    "PIP_NO_INDEX": "1",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+}
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
@@ -50,7 +55,11 @@ class Installer:
         self.script, self.root, self.model = script, root, model
 
     def __call__(
-        self, *args: str, model: Path | None = None, packaged_model: bool = False, deps: bool = False,
+        self,
+        *args: str,
+        model: Path | None = None,
+        packaged_model: bool = False,
+        deps: bool = False,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         command = ["sh", str(self.script), "--root", str(self.root), "--python", str(SYSTEM_PYTHON)]
@@ -81,7 +90,10 @@ def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, pro
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
     check = subprocess.run(
         [str(venv / "bin/python"), "-c", "import edge.cli; print(edge.cli.__file__)"],
-        capture_output=True, text=True, timeout=60, cwd=root,  # not the checkout: it would shadow the venv
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,  # not the checkout: it would shadow the venv
     )
     assert check.returncode == 0 and check.stdout.startswith(str(venv)), check.stderr
 
@@ -198,7 +210,10 @@ def test_without_model_the_packaged_one_is_installed_and_an_offline_rerun_change
     config = (installer.root / "etc/edge-face/edge-face.toml").read_text()
     assert f'model = "/opt/edge-face/models/current/{PACKAGED_MODEL_PATH.name}"' in config
     if not Path("/dev/video0").exists():  # no camera on this machine: said, not failed
-        assert f"install.sh: {NO_CAMERA_MESSAGE} (picamera2 is not installed and /dev/video0 does not exist;" in first.stdout
+        assert (
+            f"install.sh: {NO_CAMERA_MESSAGE} (picamera2 is not installed and /dev/video0 does not exist;"
+            in first.stdout
+        )
 
     before = tree_state(installer.root)
     again = installer(packaged_model=True, deps=True, env=OFFLINE)
@@ -246,15 +261,17 @@ def test_tflite_runtime_on_python_3_13_is_refused_before_anything_is_made(instal
     trixie_python = tmp_path / "python3.13"
     trixie_python.write_text(
         "#!/bin/sh\n"
-        "[ \"$1\" = -c ] || exec /usr/bin/python3 \"$@\"\n"
+        '[ "$1" = -c ] || exec /usr/bin/python3 "$@"\n'
         "code=$2; shift 2\n"
-        "exec /usr/bin/python3 -c 'import sys; sys.version_info = (3, 13, 5); exec(sys.argv[1])' \"$code\" \"$@\"\n"
+        'exec /usr/bin/python3 -c \'import sys; sys.version_info = (3, 13, 5); exec(sys.argv[1])\' "$code" "$@"\n'
     )
     trixie_python.chmod(0o755)
     command = ["sh", str(installer.script), "--root", str(installer.root), "--python", str(trixie_python)]
     result = subprocess.run(command + ["--extras", "tflite-runtime"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
-    assert "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python 3.13" in result.stderr
+    assert (
+        "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python 3.13" in result.stderr
+    )
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(installer.root.iterdir()) == []
 

@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from broker import CuttableProxy, MosquittoBroker, Subscriber, make_test_pki, try_connect
+
 from edge.config import ConfigError, HomeAssistantConfig, MqttConfig
 from edge.events import Event, Face, PresenceState
 from edge.mqtt import (
@@ -65,8 +65,12 @@ def make_event(sequence: int, kind: str = "face_detected", faces: int = 1) -> Ev
 
 def mqtt_config(broker: MosquittoBroker, **overrides) -> MqttConfig:
     base = MqttConfig(
-        host=broker.host, port=broker.port, keepalive=5,
-        reconnect_min_delay=0.1, reconnect_max_delay=0.5, flush_timeout=5.0,
+        host=broker.host,
+        port=broker.port,
+        keepalive=5,
+        reconnect_min_delay=0.1,
+        reconnect_max_delay=0.5,
+        flush_timeout=5.0,
     )
     return replace(base, **overrides)
 
@@ -78,7 +82,11 @@ def sinks():
 
     def make(config: MqttConfig, ha: HomeAssistantConfig | None = None, snapshot: bool = False) -> MqttSink:
         sink = MqttSink(
-            config, ha or HomeAssistantConfig(enabled=False), DEVICE, "ulfd-slim-320-int8", snapshot,
+            config,
+            ha or HomeAssistantConfig(enabled=False),
+            DEVICE,
+            "ulfd-slim-320-int8",
+            snapshot,
             logging.getLogger("test.mqtt"),
         )
         made.append(sink)
@@ -169,7 +177,11 @@ def test_topics_payloads_qos_and_retained_flags(broker, sinks):
         assert [json.loads(m.payload) for m in received] == [e.to_dict() for e in events]
         assert all(m.qos == 1 and not m.retain for m in received)
         assert json.loads(live.wait_for(f"{PREFIX}/state")[0].payload) == {
-            "present": True, "count": 2, "last_seen": "2024-05-01T12:00:00.250Z", "zones": {}, "detection": "active"
+            "present": True,
+            "count": 2,
+            "last_seen": "2024-05-01T12:00:00.250Z",
+            "zones": {},
+            "detection": "active",
         }
         stats = live.wait_for(f"{PREFIX}/stats")[0]
         assert json.loads(stats.payload)["fps"] == 7.5 and stats.qos == 0
@@ -245,7 +257,9 @@ def test_killed_process_leaves_offline_via_the_last_will(broker):
     with Subscriber(broker, [f"{PREFIX}/status"]) as live:
         process = subprocess.Popen(
             [sys.executable, "-c", LWT_SCRIPT, str(broker.port), DEVICE],
-            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             live.wait_for_payload(f"{PREFIX}/status", STATUS_ONLINE.encode(), timeout=20)
@@ -337,8 +351,13 @@ def test_a_replaced_transport_hands_its_in_flight_events_to_the_next_one_in_orde
             publish(old, make_event(sequence))
         wait_status(old, lambda status: status["in_flight"] == 6)
         new = MqttSink(
-            mqtt_config(broker, client_id="after-reload"), HomeAssistantConfig(enabled=False), DEVICE,
-            "ulfd-slim-320-int8", False, logging.getLogger("test.mqtt"), old.outbox,
+            mqtt_config(broker, client_id="after-reload"),
+            HomeAssistantConfig(enabled=False),
+            DEVICE,
+            "ulfd-slim-320-int8",
+            False,
+            logging.getLogger("test.mqtt"),
+            old.outbox,
         )
         started = time.monotonic()
         old.detach()
@@ -418,7 +437,11 @@ def write_password(tmp_path: Path, secret: str) -> Path:
 
 def test_tls_and_password_file_connect_with_hostname_checked(tls_broker, pki, sinks, tmp_path, caplog):
     config = mqtt_config(
-        tls_broker, host="localhost", tls=True, ca_file=pki.ca_file, username="edge",
+        tls_broker,
+        host="localhost",
+        tls=True,
+        ca_file=pki.ca_file,
+        username="edge",
         password_file=write_password(tmp_path, "correct horse battery"),
     )
     with Subscriber(tls_broker, [f"{PREFIX}/#"], username="ha", password="ha-secret", ca_file=pki.ca_file) as live:
@@ -441,7 +464,10 @@ def test_clients_without_valid_credentials_are_refused(tls_broker, pki, username
 
 def test_sink_with_wrong_password_reports_the_refusal(tls_broker, pki, sinks, tmp_path, caplog):
     config = mqtt_config(
-        tls_broker, tls=True, ca_file=pki.ca_file, username="edge",
+        tls_broker,
+        tls=True,
+        ca_file=pki.ca_file,
+        username="edge",
         password_file=write_password(tmp_path, "not-the-password"),
     )
     sink = sinks(config)
@@ -474,10 +500,17 @@ def test_hostname_mismatch_is_refused_unless_tls_insecure(tmp_path, pki, sinks):
         with pytest.raises(MqttError) as error:
             strict.start()
         assert "mismatch" in str(error.value).lower() or "hostname" in str(error.value).lower()
-        insecure = sinks(mqtt_config(
-            broker, tls=True, ca_file=pki.ca_file, username="edge", password_file=password,
-            tls_insecure=True, client_id="insecure",
-        ))
+        insecure = sinks(
+            mqtt_config(
+                broker,
+                tls=True,
+                ca_file=pki.ca_file,
+                username="edge",
+                password_file=password,
+                tls_insecure=True,
+                client_id="insecure",
+            )
+        )
         insecure.start()
         wait_connected(insecure)
 
