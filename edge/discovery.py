@@ -33,6 +33,11 @@ MANUFACTURER = "edge-face"
 MODEL = "edge-face int8 face detector"
 # HA's default birth/LWT payloads on <discovery_prefix>/status.
 HA_ONLINE = "online"
+# What a device's own status topic says: "online" while running, "offline" (the broker's last
+# will: the daemon vanished), "stopped" (a clean exit).
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+STATUS_STOPPED = "stopped"
 # Our status topic says "online", "offline" (LWT) or "stopped" (clean exit). HA's
 # availability only understands two payloads, so the template folds "stopped" (and
 # anything unexpected) into "offline": a stopped daemon must not look available.

@@ -1,7 +1,7 @@
 """Fleet status at a glance: one line per device, read from the broker (``edge-face fleet``).
 
 Subscribes under the topic prefix with ``{device_id}`` as a wildcard level (the layout is
-:class:`edge.mqtt.Topics`) and reads:
+:class:`edge.discovery.DeviceTopics`) and reads:
 
 * ``status`` (retained): "online", "offline" (the broker's last will) or "stopped";
 * ``state`` (retained): ``last_seen``, the time a face was last seen;
@@ -31,10 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.config import HomeAssistantConfig, MqttConfig, key_default
-from edge.discovery import discovery_topic
+from edge.config import HomeAssistantConfig, MqttConfig, key_default, validate_topic_prefix
+from edge.discovery import STATUS_ONLINE, DeviceTopics, discovery_topic
 from edge.exitcodes import ExitCode
-from edge.mqtt import STATUS_ONLINE, Topics, validate_topic_prefix
 
 PLACEHOLDER = "{device_id}"
 DEFAULT_TOPIC_PREFIX: str = key_default(MqttConfig, "topic_prefix")
@@ -77,7 +76,7 @@ class TopicPattern:
         return cls(levels, device_level)
 
     def subscription(self, leaf: str) -> str:
-        """The wildcard subscription for one of the :class:`edge.mqtt.Topics` leaves."""
+        """The wildcard subscription for one of the :class:`edge.discovery.DeviceTopics` leaves."""
         wild = list(self.levels)
         wild[self.device_level] = "+"
         return "/".join(wild) + "/" + leaf
@@ -94,7 +93,7 @@ class TopicPattern:
 
 
 # The leaves read here, named by the daemon's own topic layout.
-_LEAVES = Topics.under("")
+_LEAVES = DeviceTopics.under("")
 STATUS_LEAF, STATE_LEAF, STATS_LEAF = (name.lstrip("/") for name in (_LEAVES.status, _LEAVES.state, _LEAVES.stats))
 
 

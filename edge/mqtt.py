@@ -69,6 +69,9 @@ from edge.discovery import (
     CPU_TEMPERATURE,
     HA_ONLINE,
     SNAPSHOT,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    STATUS_STOPPED,
     DeviceTopics,
     build_discovery_payload,
     discovery_topic,
@@ -80,9 +83,6 @@ from edge.sysinfo import read_cpu_temperature
 if TYPE_CHECKING:
     from edge.events import Event, PresenceState
 
-STATUS_ONLINE = "online"
-STATUS_OFFLINE = "offline"
-STATUS_STOPPED = "stopped"
 # Events handed to paho and not yet acknowledged. Bounded so that a connection that died
 # silently (noticed only after 1.5 keepalives) piles events up in our bounded queue, not in
 # paho; 16 keeps a LAN round trip from throttling bursts.

@@ -539,7 +539,8 @@ def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(
     rejections = [line for line in log.splitlines() if "rejected" in line and "MQTT broker" in line]
     assert len(rejections) == 1 and "Not authorized" in rejections[0]  # not one line per event
     made, delivered, lost, dropped, rejected, undelivered = last_line(log)
-    assert made >= 6 and rejected == made and delivered == 0 and lost == made
+    # >= 5: the first rejection may be logged before the loop logs its event.
+    assert made >= 5 and rejected == made and delivered == 0 and lost == made
 
 
 # --- reloads that must be refused -----------------------------------------------------------------
