@@ -198,7 +198,9 @@ def detect_command(args: argparse.Namespace) -> int:
         width, height = image.source_width, image.source_height
         detections = detector.detect(image.pixels)
         # Boxes are normalized: scale them to the stored image, even if it was decoded smaller.
-        faces = [_face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores)]
+        faces = [
+            _face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores, strict=True)
+        ]
         annotated = None
         if args.annotate is not None:
             try:

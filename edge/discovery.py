@@ -289,14 +289,14 @@ ENTITIES: tuple[Entity, ...] = (
 def zone_entities(zone: str) -> tuple[Entity, ...]:
     """The entities of one ``[[scene.zones]]`` zone (its name is ``[a-z0-9_]{1,32}``, safe in
     a template, a component id and a unique_id): its presence and its face count."""
-    zone_state = "(value_json.zones | default({})).get('%s', {})" % zone
+    zone_state = f"(value_json.zones | default({{}})).get('{zone}', {{}})"
     return (
         Entity(
             f"zone_{zone}_present",
             "binary_sensor",
             f"Face present {zone}",
             "state",
-            "{{ 'ON' if %s.get('present') else 'OFF' }}" % zone_state,
+            f"{{{{ 'ON' if {zone_state}.get('present') else 'OFF' }}}}",
             device_class="occupancy",
             options={"payload_on": ON, "payload_off": OFF},
         ),
@@ -305,7 +305,7 @@ def zone_entities(zone: str) -> tuple[Entity, ...]:
             "sensor",
             f"Face count {zone}",
             "state",
-            "{{ %s.get('count', 0) }}" % zone_state,
+            f"{{{{ {zone_state}.get('count', 0) }}}}",
             unit=FACE_COUNT_UNIT,
             state_class="measurement",
             icon="mdi:account-multiple",

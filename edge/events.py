@@ -22,6 +22,7 @@ number and the delivery accounting live in one place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -149,7 +150,7 @@ def faces_from_detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[Face, 
     clipped = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
     return tuple(
         Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s))
-        for b, s in zip(clipped, np.asarray(scores, dtype=np.float64))
+        for b, s in zip(clipped, np.asarray(scores, dtype=np.float64), strict=True)
     )
 
 
@@ -334,10 +335,8 @@ class StdoutSink:
         pass
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into
             self._stream.flush()
-        except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into
-            pass
 
     def _discard_output(self) -> None:
         """Point the stream's file descriptor at /dev/null: what is still buffered (and

@@ -235,7 +235,9 @@ def format_table(reports: list[DeviceReport]) -> str:
         for r in reports
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 @dataclass(frozen=True)
@@ -294,9 +296,13 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     def stats_missing() -> bool:
         for topic, payload in payloads.items():
             matched = pattern.match(topic)
-            if matched and matched[1] == STATUS_LEAF and payload == STATUS_ONLINE.encode():
-                if pattern.subscription(STATS_LEAF).replace("+", matched[0], 1) not in payloads:
-                    return True
+            if (
+                matched
+                and matched[1] == STATUS_LEAF
+                and payload == STATUS_ONLINE.encode()
+                and pattern.subscription(STATS_LEAF).replace("+", matched[0], 1) not in payloads
+            ):
+                return True
         return False
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message

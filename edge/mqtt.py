@@ -40,6 +40,7 @@ to ``on_crash`` (the daemon exits non-zero), never swallowed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -586,10 +587,8 @@ class MqttSink:
     def _finish(self, client: paho.Client, connected: bool) -> None:
         """End the session asked to stop: "stopped" (close) or nothing (detach), then a clean
         DISCONNECT so the broker does not publish our LWT."""
-        try:
+        with contextlib.suppress(OSError):  # the connection died while we were leaving: nothing left to tell
             self._say_goodbye(client, connected)
-        except OSError:  # the connection died while we were leaving: nothing left to tell
-            pass
 
     def _say_goodbye(self, client: paho.Client, connected: bool) -> None:
         if connected and self._say_stopped:
@@ -824,7 +823,5 @@ def _drop_socket(client: paho.Client) -> None:
     """Close a finished client's socket: the client is never used again."""
     sock = client.socket()
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
