@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_stat
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import (
+    Event,
     EventIdentity,
     EventSink,
     PresenceSettings,
@@ -192,7 +193,7 @@ def build_sink(
 
 def build_daemon(
     config: Config,
-    config_path: str | os.PathLike | None = None,
+    config_path: str | os.PathLike[str] | None = None,
     source: FrameSource | None = None,
     sink: EventSink | None = None,
     notifier: SystemdNotifier | None = None,
@@ -487,7 +488,7 @@ class Daemon:
         zones = {name: dataclasses.replace(zone, detection=word) for name, zone in self.scene.zone_states().items()}
         return dataclasses.replace(self.tracker.state, zones=zones, detection=word)
 
-    def _emit(self, events: list) -> None:
+    def _emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""
         for event in events:
             event, dropped = self.outbox.add(event)
@@ -534,7 +535,7 @@ class Daemon:
 
     # --- stats ----------------------------------------------------------------------------
 
-    def stats(self, now: float, health: SourceHealth) -> dict:
+    def stats(self, now: float, health: SourceHealth) -> dict[str, Any]:
         """The periodic stats message; starts a new measuring interval."""
         window, frames, invoke, detect = self.times.take_window(now)
         status = getattr(self.sink, "status", None)  # only network sinks have a connection

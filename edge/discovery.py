@@ -27,6 +27,7 @@ payload with ``mosquitto_sub``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 ORIGIN_NAME = "edge-face"
 MANUFACTURER = "edge-face"
@@ -111,7 +112,7 @@ class Entity:
     icon: str | None = None
     command: str | None = None
     needs: str | None = None
-    options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 _SWITCH_STATE = "{{ value_json.%s }}"
@@ -339,9 +340,9 @@ def unique_id(device_id: str, component: str) -> str:
     return f"edge-face-{device_id}-{component}"
 
 
-def component_config(entity: Entity, device_id: str, topics: DeviceTopics, qos: int) -> dict:
+def component_config(entity: Entity, device_id: str, topics: DeviceTopics, qos: int) -> dict[str, Any]:
     """The discovery entry of one entity (its feature is on)."""
-    config: dict = {"p": entity.platform, "unique_id": unique_id(device_id, entity.key), "name": entity.name}
+    config: dict[str, Any] = {"p": entity.platform, "unique_id": unique_id(device_id, entity.key), "name": entity.name}
     for attribute, option in _FIELD_OPTIONS:
         value = getattr(entity, attribute)
         if value is not None:
@@ -367,7 +368,7 @@ def build_discovery_payload(
     qos: int = 1,
     zones: tuple[str, ...] = (),
     retired_zones: tuple[str, ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """The device-based discovery payload (a JSON-able dict) for one edge-face device.
 
     ``features``: which of :data:`SNAPSHOT`, :data:`CONTROLS`, :data:`CPU_TEMPERATURE` are

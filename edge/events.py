@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Face:
     box: tuple[float, float, float, float]
     score: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"box": [round(v, _BOX_DECIMALS) for v in self.box], "score": round(self.score, _SCORE_DECIMALS)}
 
 
@@ -72,7 +72,7 @@ class Event:
     zone: str | None = None
     """The ``[[scene.zones]]`` name this event is about; None: the whole frame."""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "device_id": self.device_id,
@@ -104,7 +104,7 @@ class PresenceState:
     """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
     detection: str = "active"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "present": self.present,
             "count": self.count,
@@ -122,7 +122,7 @@ class EventSink(Protocol):
 
     def publish_state(self, state: PresenceState) -> None: ...
 
-    def publish_stats(self, stats: dict) -> None: ...
+    def publish_stats(self, stats: dict[str, Any]) -> None: ...
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
@@ -328,7 +328,7 @@ class StdoutSink:
     def publish_state(self, state: PresenceState) -> None:
         pass
 
-    def publish_stats(self, stats: dict) -> None:
+    def publish_stats(self, stats: dict[str, Any]) -> None:
         pass
 
     def publish_snapshot(self, jpeg: bytes) -> None:

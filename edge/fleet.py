@@ -125,7 +125,7 @@ class Snapshot:
     received_at: float  # time.time() when the look ended
 
 
-def _json_object(payload: bytes | None) -> dict:
+def _json_object(payload: bytes | None) -> dict[str, Any]:
     if not payload:
         return {}
     try:

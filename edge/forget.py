@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,7 +46,7 @@ DEFAULT_TIMEOUT_S = 10.0
 IDENTITY_FILE_NAME = "announced.json"
 
 
-def identity_of(config: Config) -> dict:
+def identity_of(config: Config) -> dict[str, Any]:
     """What names the device on the broker and in HA; a change leaves a ghost unless the old
     identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
     ha = config.homeassistant
@@ -102,7 +103,7 @@ def retire_stale_identity(
         )
 
 
-def _config_for(config: Config, identity: dict) -> Config | None:
+def _config_for(config: Config, identity: dict[str, Any]) -> Config | None:
     """``config`` with the broker and names of a stored identity (None if it is malformed)."""
     try:
         device_id, prefix, discovery = identity["device_id"], identity["topic_prefix"], identity["discovery_prefix"]

@@ -280,7 +280,7 @@ class MqttSink:
             self._snapshot_dirty = True
         self._wake.set()
 
-    def publish_stats(self, stats: dict) -> None:
+    def publish_stats(self, stats: dict[str, Any]) -> None:
         payload = encode_json(stats)
         with self._cond:
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
@@ -295,7 +295,7 @@ class MqttSink:
         for each command; it must only queue the command."""
         self._command_handler = handler
 
-    def publish_controls(self, state: dict) -> None:
+    def publish_controls(self, state: dict[str, Any]) -> None:
         """The control state (retained, re-sent after every reconnect) the switches read."""
         with self._cond:
             self._latest_controls = encode_json(state)
@@ -380,7 +380,7 @@ class MqttSink:
         self._thread.start()
 
     @property
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """state ("connecting", "connected", "disconnected"), connected, reconnects, last_error
         (why the last attempt or connection failed, None while connected), rejected (publishes
         refused by the broker), in_flight (events handed to paho, not yet acknowledged)."""
@@ -774,7 +774,7 @@ class MqttSink:
             work.append(_Outgoing("event", self.topics.events, entry.payload, qos=1, sequence=entry.sequence))
         return work
 
-    def _discovery_payload(self) -> dict:
+    def _discovery_payload(self) -> dict[str, Any]:
         features = {
             SNAPSHOT: self._snapshot_enabled,
             CONTROLS: self._ha.controls and self._command_handler is not None,
