@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from edge.exitcodes import ExitCode
 from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
-MQTT_TRANSPORTS = ("tcp", "websockets")
+MqttTransport = Literal["tcp", "websockets"]
+MQTT_TRANSPORTS: tuple[MqttTransport, ...] = get_args(MqttTransport)
 MQTT_PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CREDENTIAL_NAME = "mqtt_password"
@@ -599,7 +600,7 @@ class MqttConfig:
 
     host: str | None = key(Text("a host name or IP address (no scheme, no port, no spaces)", check=is_host), None)
     port: int = key(Integer(1, 65535), 1883, derive=_default_port)
-    transport: str = key(Choice(MQTT_TRANSPORTS), "tcp")
+    transport: MqttTransport = key(Choice(MQTT_TRANSPORTS), "tcp")
     protocol: str = key(Choice(MQTT_PROTOCOLS, aliases=((5, "5"),)), "5")  # TOML users write 5
     client_id: str | None = key(
         Text("1-128 printable ASCII characters, no spaces", pattern=re.compile(r"[\x21-\x7e]{1,128}")), None

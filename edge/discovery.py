@@ -27,7 +27,7 @@ payload with ``mosquitto_sub``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 ORIGIN_NAME = "edge-face"
 MANUFACTURER = "edge-face"
@@ -68,7 +68,7 @@ class DeviceTopics:
     command_prefix: str
 
     @classmethod
-    def under(cls, prefix: str) -> DeviceTopics:
+    def under(cls, prefix: str) -> Self:
         return cls(
             status=f"{prefix}/status",
             events=f"{prefix}/events",
