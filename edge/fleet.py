@@ -26,15 +26,22 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from edge.config import HomeAssistantConfig, MqttConfig, key_default
+from edge.config import HomeAssistantConfig, MqttConfig, key_default, validate_topic_prefix
 from edge.discovery import discovery_topic
 from edge.exitcodes import ExitCode
-from edge.mqtt import STATUS_ONLINE, Topics, validate_topic_prefix
+from edge.mqtt import STATUS_ONLINE, Topics
+
+if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths run without it
+    import paho.mqtt.client as paho
+    from paho.mqtt.client import ConnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 PLACEHOLDER = "{device_id}"
 DEFAULT_TOPIC_PREFIX: str = key_default(MqttConfig, "topic_prefix")
@@ -135,13 +142,13 @@ def _json_object(payload: bytes | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value) -> float | None:
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _age_seconds(iso_time, now: float) -> float | None:
+def _age_seconds(iso_time: Any, now: float) -> float | None:
     if not isinstance(iso_time, str):
         return None
     try:
@@ -211,7 +218,7 @@ def _age_text(seconds: float | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def _cell(value, spec: str = "") -> str:
+def _cell(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -252,6 +259,14 @@ class BrokerSettings:
     keyfile: str | None = None
 
 
+@dataclass
+class _Progress:
+    """What paho's thread has reported so far (guarded by the caller's lock)."""
+
+    refused: str | None = None  # the broker's reason
+    subscribed: float | None = None  # time.monotonic() of the SUBACK
+
+
 def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, timeout: float) -> Snapshot:
     """Subscribe, take the retained messages, and wait (up to ``timeout`` s) until every online
     device has sent its stats. Raises FleetError when the broker cannot be used."""
@@ -270,12 +285,18 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
             raise FleetError(f"TLS files unusable: {exc}") from None
     lock = threading.Condition()
     payloads: dict[str, bytes] = {}
-    progress: dict[str, object] = {}
+    progress = _Progress()
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(
+        client: paho.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             with lock:
-                progress["refused"] = str(reason_code)
+                progress.refused = str(reason_code)
                 lock.notify_all()
             return
         client.subscribe(
@@ -283,12 +304,18 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
             + [(discovery_topic(discovery_prefix, "+"), 0)]
         )
 
-    def on_subscribe(client, userdata, mid, reason_codes, properties):
+    def on_subscribe(
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         with lock:
-            progress["subscribed"] = time.monotonic()
+            progress.subscribed = time.monotonic()
             lock.notify_all()
 
-    def on_message(client, userdata, message):
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with lock:
             payloads[message.topic] = bytes(message.payload)
             lock.notify_all()
@@ -320,9 +347,9 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
         with lock:
             while True:
                 now = time.monotonic()
-                if "refused" in progress or now >= deadline:
+                if progress.refused is not None or now >= deadline:
                     break
-                subscribed = progress.get("subscribed")
+                subscribed = progress.subscribed
                 if (
                     subscribed is not None
                     and now >= subscribed + min(RETAINED_SETTLE_S, timeout)
@@ -330,7 +357,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 ):
                     break
                 lock.wait(min(0.1, deadline - now))
-            refused, subscribed = progress.get("refused"), progress.get("subscribed")
+            refused, subscribed = progress.refused, progress.subscribed
             seen = dict(payloads)
     finally:
         client.disconnect()
@@ -377,7 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password(args: argparse.Namespace, environ) -> str | None:
+def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
     if args.password_file is not None:
         from edge.config import read_secret
 
@@ -385,7 +412,12 @@ def _password(args: argparse.Namespace, environ) -> str | None:
     return environ.get(PASSWORD_ENV)
 
 
-def fleet_main(args: argparse.Namespace, environ=os.environ, out=sys.stdout, err=sys.stderr) -> int:
+def fleet_main(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] = os.environ,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """``edge-face fleet``: prints the table (or JSON lines); returns the exit status."""
     try:
         pattern = TopicPattern.from_prefix(args.topic_prefix)
