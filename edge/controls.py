@@ -60,7 +60,8 @@ class Overrides:
     def with_command(self, command: Command) -> Overrides:
         if command.control == REANNOUNCE:
             return self
-        return dataclasses.replace(self, **{command.control: command.value})
+        change: dict[str, Any] = {command.control: command.value}  # parse_command checked the pair
+        return dataclasses.replace(self, **change)
 
     def to_json(self) -> dict[str, Any]:
         return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}

@@ -33,10 +33,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from types import FrameType
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -164,7 +165,11 @@ def outbox_bounds(config: Config) -> tuple[int, int]:
 
 
 def build_sink(
-    config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None, retired_zones: tuple[str, ...] = ()
+    config: Config,
+    model_id: str,
+    outbox: Outbox | None = None,
+    on_crash: Callable[[str, BaseException], None] | None = None,
+    retired_zones: tuple[str, ...] = (),
 ) -> EventSink:
     """The transport draining ``outbox`` (None: a new one bounded by ``config``): stdout JSON
     lines without ``[mqtt] host``; the MQTT transport (not yet started) with it. Raises
@@ -259,6 +264,13 @@ class DaemonControls:
         self.stop.set()
 
 
+@runtime_checkable
+class _TakesOutbox(Protocol):
+    """A sink whose ``outbox`` the daemon may set: one made without one holds None."""
+
+    outbox: Outbox | None
+
+
 class Daemon:
     """The frame loop and its lifecycle. Use :func:`build_daemon`; then :meth:`run` in one
     thread, :meth:`request_stop` / :meth:`request_reload` from any thread or signal handler."""
@@ -288,7 +300,7 @@ class Daemon:
         if outbox is None:
             outbox = getattr(sink, "outbox", None)
         self.outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
-        if getattr(sink, "outbox", False) is None:
+        if isinstance(sink, _TakesOutbox) and sink.outbox is None:
             sink.outbox = self.outbox
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
@@ -347,7 +359,7 @@ class Daemon:
             return exc.exit_code
         self._publish_retained()
         self.started_monotonic = self.times.window_start = time.monotonic()
-        code = EXIT_FAILURE
+        code: int = EXIT_FAILURE
         try:
             code = self._loop(max_frames)
         except Exception as exc:
@@ -626,7 +638,9 @@ class Daemon:
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, rereading = self.config, file_config is None
         try:
-            file_config = file_config if file_config is not None else load_config(self.config_path)
+            if file_config is None:
+                assert self.config_path is not None  # returned above when there is neither
+                file_config = load_config(self.config_path)
             ha_controls = self.ha_controls
             if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
                 ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
@@ -847,7 +861,11 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
     def crashed(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
-        controls.crashed(args.thread.name if args.thread is not None else "?", args.exc_value)
+        # exc_value is None only in hand-made ExceptHookArgs (a thread that raised has one).
+        exc = (
+            args.exc_value if args.exc_value is not None else RuntimeError(f"{args.exc_type.__name__} without a value")
+        )
+        controls.crashed(args.thread.name if args.thread is not None else "?", exc)
 
     threading.excepthook = crashed
     if threading.current_thread() is not threading.main_thread():
@@ -861,7 +879,14 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
         signal.SIGINT: controls.request_stop,
         signal.SIGHUP: controls.reload.set,
     }
-    previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
+
+    def calling(act: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            act()
+
+        return handle
+
+    previous = {signum: signal.signal(signum, calling(act)) for signum, act in routes.items()}
     try:
         yield
     finally:

@@ -117,8 +117,9 @@ class PresenceState:
 class EventSink(Protocol):
     """A transport for the daemon's outbox (given to the sink when it is made)."""
 
-    def publish_event(self, event: Event) -> None:
-        """``event`` was just added to the outbox: deliver it (now, or when connected)."""
+    def publish_event(self, event: Event | None) -> None:
+        """``event`` was just added to the outbox: deliver it (now, or when connected). None:
+        nothing new, a wake-up for what waits in the outbox (after a transport change)."""
 
     def publish_state(self, state: PresenceState) -> None: ...
 
@@ -240,7 +241,12 @@ class PresenceTracker:
         elif self.present and count and count != self.stable_count and count_frames >= debounce:
             kind = "count_changed"
             self.stable_count = count
-        elif self.present and not count and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds:
+        elif (
+            self.present
+            and not count
+            and self.last_face_monotonic is not None  # always set while present
+            and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds
+        ):
             kind = "face_cleared"
             self.present, self.stable_count = False, 0
         if kind is None:

@@ -264,7 +264,7 @@ class MqttSink:
 
     # --- EventSink ---------------------------------------------------------------------------
 
-    def publish_event(self, event: Event) -> None:
+    def publish_event(self, event: Event | None) -> None:
         """``event`` is in the outbox: the transport thread sends it when connected."""
         self._wake.set()
 
