@@ -14,10 +14,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
+
+if TYPE_CHECKING:  # imported where used: the device-free commands start without numpy
+    import numpy as np
+
+    from edge.imageio import DecodedImage
 
 DEFAULT_MODEL = Path("models/build/version-slim-320-int8.tflite")
 ANNOTATED_SUFFIX = ".jpg"
@@ -27,9 +32,9 @@ def default_model_path() -> Path:
     """$EDGE_FACE_MODEL, else the build output of a source checkout, else the installed copy."""
     if os.environ.get("EDGE_FACE_MODEL"):
         return Path(os.environ["EDGE_FACE_MODEL"])
-    from edge.config import DEFAULT_MODEL_PATH  # the model shipped inside the package
+    from edge.models import PACKAGED_MODEL_PATH  # the model shipped inside the package
 
-    for candidate in (DEFAULT_MODEL, DEFAULT_MODEL_PATH):
+    for candidate in (DEFAULT_MODEL, PACKAGED_MODEL_PATH):
         if candidate.is_file():
             return candidate
     return DEFAULT_MODEL
@@ -130,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _face_record(box, score) -> dict:
+def _face_record(box: np.ndarray, score: float) -> dict[str, Any]:
     return {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4)}
 
 
@@ -198,7 +203,9 @@ def detect_command(args: argparse.Namespace) -> int:
         width, height = image.source_width, image.source_height
         detections = detector.detect(image.pixels)
         # Boxes are normalized: scale them to the stored image, even if it was decoded smaller.
-        faces = [_face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores)]
+        faces = [
+            _face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores, strict=True)
+        ]
         annotated = None
         if args.annotate is not None:
             try:
@@ -217,7 +224,9 @@ def detect_command(args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failures else ExitCode.OK
 
 
-def _report(image_path: str, image, faces: list[dict], annotated: Path | None, as_json: bool) -> None:
+def _report(
+    image_path: str, image: DecodedImage, faces: list[dict[str, Any]], annotated: Path | None, as_json: bool
+) -> None:
     width, height = image.source_width, image.source_height
     if as_json:
         record: dict[str, Any] = {"image": image_path, "width": width, "height": height, "faces": faces}

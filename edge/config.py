@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from edge.exitcodes import ExitCode
 from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
-MQTT_TRANSPORTS = ("tcp", "websockets")
+MqttTransport = Literal["tcp", "websockets"]
+MQTT_TRANSPORTS: tuple[MqttTransport, ...] = get_args(MqttTransport)
 MQTT_PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CREDENTIAL_NAME = "mqtt_password"
@@ -121,7 +122,7 @@ def one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def quote_path(path: str | os.PathLike) -> str:
+def quote_path(path: str | os.PathLike[str]) -> str:
     """A path for a one-line message: control and other unprintable characters escaped."""
     text = os.fspath(path)
     text = text if isinstance(text, str) else os.fsdecode(text)
@@ -175,9 +176,15 @@ class _Context:
 class Rule:
     """How one key's TOML value is checked and converted. ``allowed`` is the error's text."""
 
-    allowed = ""
+    @property
+    def allowed(self) -> str:
+        return ""
 
     def parse(self, value: Any, context: _Context) -> Any:
+        raise NotImplementedError
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is allowed as it is: the ranged rules, which CLI options mirror."""
         raise NotImplementedError
 
 
@@ -214,7 +221,8 @@ class Integer(Rule):
     def parse(self, value: Any, context: _Context) -> int:
         if not self.contains(value):
             raise Invalid(self.allowed)
-        return value
+        integer: int = value
+        return integer
 
 
 @dataclass(frozen=True)
@@ -237,8 +245,8 @@ class Number(Rule):
     def contains(self, value: Any) -> bool:
         if not (_is_number(value) and value == value):  # value == value rejects nan
             return False
-        low_ok = value > self.minimum if self.exclusive_minimum else value >= self.minimum
-        high_ok = value < self.maximum if self.exclusive_maximum else value <= self.maximum
+        low_ok: bool = value > self.minimum if self.exclusive_minimum else value >= self.minimum
+        high_ok: bool = value < self.maximum if self.exclusive_maximum else value <= self.maximum
         return low_ok and high_ok
 
     def parse(self, value: Any, context: _Context) -> float:
@@ -273,7 +281,7 @@ class Text(Rule):
     ``check``."""
 
     allowed: str = "a non-empty string"
-    pattern: re.Pattern | None = None
+    pattern: re.Pattern[str] | None = None
     check: Callable[[str], bool] | None = None
     max_length: int = 1024
 
@@ -391,7 +399,9 @@ def _folder_problem(path: Path) -> str | None:
     return None
 
 
-def key(rule: Rule, default: Any = dataclasses.MISSING, *, derive: Callable[[dict, _Context], Any] | None = None):
+def key(
+    rule: Rule, default: Any = dataclasses.MISSING, *, derive: Callable[[dict[str, Any], _Context], Any] | None = None
+) -> Any:
     """A config key: its rule, its default (the dataclass default), and ``derive`` for a
     default that depends on other keys or the host (computed when the key is absent)."""
     return field(default=default, metadata={"rule": rule, "derive": derive})
@@ -417,7 +427,8 @@ def validate_topic_prefix(prefix: Any, key: str) -> str:
     """``prefix`` if :func:`is_valid_topic_prefix`, else ConfigError naming ``key``."""
     if not is_valid_topic_prefix(prefix):
         raise ConfigError(key, prefix, TOPIC_ALLOWED)
-    return prefix
+    valid: str = prefix
+    return valid
 
 
 def validate_device_id(device_id: Any, key: str = "device.id") -> str:
@@ -514,15 +525,15 @@ def _ssl_reason(exc: BaseException) -> str:
 # --- sections ------------------------------------------------------------------------------------
 
 
-def _default_device_id(values: dict, context: _Context) -> str:
+def _default_device_id(values: dict[str, Any], context: _Context) -> str:
     return sanitize_device_id(context.hostname if context.hostname is not None else socket.gethostname())
 
 
-def _default_port(values: dict, context: _Context) -> int:
+def _default_port(values: dict[str, Any], context: _Context) -> int:
     return 8883 if values["tls"] else 1883
 
 
-def _default_state_dir(values: dict, context: _Context) -> Path:
+def _default_state_dir(values: dict[str, Any], context: _Context) -> Path:
     # systemd passes StateDirectory= as a colon-separated list; ours is the first.
     return Path(context.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR)
 
@@ -589,7 +600,7 @@ class MqttConfig:
 
     host: str | None = key(Text("a host name or IP address (no scheme, no port, no spaces)", check=is_host), None)
     port: int = key(Integer(1, 65535), 1883, derive=_default_port)
-    transport: str = key(Choice(MQTT_TRANSPORTS), "tcp")
+    transport: MqttTransport = key(Choice(MQTT_TRANSPORTS), "tcp")
     protocol: str = key(Choice(MQTT_PROTOCOLS, aliases=((5, "5"),)), "5")  # TOML users write 5
     client_id: str | None = key(
         Text("1-128 printable ASCII characters, no spaces", pattern=re.compile(r"[\x21-\x7e]{1,128}")), None
@@ -688,14 +699,15 @@ def _option_section(name: str, table: Any) -> Any:
 
 def key_rule(section: type, name: str) -> Rule:
     """The rule of key ``name`` of ``section`` (e.g. a CLI option that mirrors the key)."""
-    return _field(section, name).metadata["rule"]
+    rule: Rule = _field(section, name).metadata["rule"]
+    return rule
 
 
 def key_default(section: type, name: str) -> Any:
     return _field(section, name).default
 
 
-def _field(section: type, name: str) -> dataclasses.Field:
+def _field(section: type, name: str) -> dataclasses.Field[Any]:
     return next(item for item in dataclasses.fields(section) if item.name == name)
 
 
@@ -712,7 +724,7 @@ def schema() -> list[tuple[str, str, Rule, Any]]:
 # --- rules across keys -----------------------------------------------------------------------------
 
 
-def _check_camera(camera: CameraConfig, table: dict, context: _Context) -> CameraConfig:
+def _check_camera(camera: CameraConfig, table: dict[str, Any], context: _Context) -> CameraConfig:
     if camera.source == "replay" and camera.path is None:
         raise ConfigError("camera.path", REQUIRED, 'camera.source = "replay" needs a folder of images or one image')
     if camera.reopen_max_delay < camera.reopen_min_delay:
@@ -727,7 +739,7 @@ def _check_camera(camera: CameraConfig, table: dict, context: _Context) -> Camer
     return camera
 
 
-def _sidecar_is_readable(detector: DetectorConfig, table: dict, context: _Context) -> DetectorConfig:
+def _sidecar_is_readable(detector: DetectorConfig, table: dict[str, Any], context: _Context) -> DetectorConfig:
     # A missing sidecar is the model loader's error (exit 4); one the service cannot read
     # is a deployment (permissions) problem that check-config --as-user must catch.
     sidecar = detector.model.with_suffix(".json")
@@ -742,7 +754,7 @@ def _sidecar_is_readable(detector: DetectorConfig, table: dict, context: _Contex
     return detector
 
 
-def _check_mqtt(mqtt: MqttConfig, table: dict, context: _Context) -> MqttConfig:
+def _check_mqtt(mqtt: MqttConfig, table: dict[str, Any], context: _Context) -> MqttConfig:
     password_file = mqtt.password_file
     if password_file is None and context.environ.get("CREDENTIALS_DIRECTORY"):
         credential = Path(context.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
@@ -774,7 +786,7 @@ def _check_mqtt(mqtt: MqttConfig, table: dict, context: _Context) -> MqttConfig:
     return mqtt
 
 
-_SECTION_CHECKS: dict[str, Callable[[Any, dict, _Context], Any]] = {
+_SECTION_CHECKS: dict[str, Callable[[Any, dict[str, Any], _Context], Any]] = {
     "camera": _check_camera,
     "detector": _sidecar_is_readable,
     "mqtt": _check_mqtt,
@@ -784,7 +796,7 @@ _SECTION_CHECKS: dict[str, Callable[[Any, dict, _Context], Any]] = {
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the TOML file at ``path``; raises :class:`ConfigError` (one line).
 
     ``environ`` (default ``os.environ``) supplies ``$CREDENTIALS_DIRECTORY``.
@@ -815,7 +827,7 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
 
 
 def parse_config(
-    data: dict,
+    data: dict[str, Any],
     base_dir: Path,
     source_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -838,7 +850,7 @@ def parse_config(
     return Config(**sections, source_file=source_file)
 
 
-def _parse_section(name: str, section_class: type, table: dict, context: _Context) -> Any:
+def _parse_section(name: str, section_class: type, table: dict[str, Any], context: _Context) -> Any:
     fields = dataclasses.fields(section_class)
     known = [item.name for item in fields]
     for key_name in table:
@@ -892,6 +904,7 @@ def describe(config: Config) -> str:
     camera = config.camera
     source = camera.source
     if source == "replay":
+        assert camera.path is not None  # load_config refuses a replay without camera.path
         source = f"replay '{quote_path(camera.path)}'" + (" (loop)" if camera.loop else "")
     elif source == "opencv":
         source = f"opencv {camera.device!r}"
@@ -913,7 +926,7 @@ def describe(config: Config) -> str:
     return one_line(redact_url(summary))
 
 
-def check_config_main(path: str | os.PathLike, as_user: str | None = None) -> int:
+def check_config_main(path: str | os.PathLike[str], as_user: str | None = None) -> int:
     """``edge-face check-config [--as-user USER] FILE``: 0 and "ok: <summary>" on stdout, or
     2 and one error line on stderr. With ``as_user`` the check runs in a child process with
     that user's uid, gid and groups (needs root), so every path is opened as the service
@@ -929,7 +942,7 @@ def check_config_main(path: str | os.PathLike, as_user: str | None = None) -> in
     return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
 
 
-def _check_and_report(path: str | os.PathLike, who: str) -> int:
+def _check_and_report(path: str | os.PathLike[str], who: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:

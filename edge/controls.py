@@ -24,6 +24,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.config import Config
 from edge.discovery import OFF, ON, PRESS, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_MIN
@@ -59,9 +60,10 @@ class Overrides:
     def with_command(self, command: Command) -> Overrides:
         if command.control == REANNOUNCE:
             return self
-        return dataclasses.replace(self, **{command.control: command.value})
+        change: dict[str, Any] = {command.control: command.value}  # parse_command checked the pair
+        return dataclasses.replace(self, **change)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
 
 
@@ -159,7 +161,7 @@ def apply_overrides(config: Config, overrides: Overrides) -> tuple[Config, list[
     return dataclasses.replace(config, snapshot=snapshot, detector=detector), notes
 
 
-def control_state(config: Config, detection: bool) -> dict:
+def control_state(config: Config, detection: bool) -> dict[str, Any]:
     """The retained JSON the switches and the number read their state from."""
     return {
         DETECTION: _switch(detection),

@@ -33,9 +33,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,6 +55,7 @@ from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_stat
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import (
+    Event,
     EventIdentity,
     EventSink,
     PresenceSettings,
@@ -162,7 +165,11 @@ def outbox_bounds(config: Config) -> tuple[int, int]:
 
 
 def build_sink(
-    config: Config, model_id: str, outbox: Outbox | None = None, on_crash=None, retired_zones: tuple[str, ...] = ()
+    config: Config,
+    model_id: str,
+    outbox: Outbox | None = None,
+    on_crash: Callable[[str, BaseException], None] | None = None,
+    retired_zones: tuple[str, ...] = (),
 ) -> EventSink:
     """The transport draining ``outbox`` (None: a new one bounded by ``config``): stdout JSON
     lines without ``[mqtt] host``; the MQTT transport (not yet started) with it. Raises
@@ -191,7 +198,7 @@ def build_sink(
 
 def build_daemon(
     config: Config,
-    config_path: str | os.PathLike | None = None,
+    config_path: str | os.PathLike[str] | None = None,
     source: FrameSource | None = None,
     sink: EventSink | None = None,
     notifier: SystemdNotifier | None = None,
@@ -257,6 +264,13 @@ class DaemonControls:
         self.stop.set()
 
 
+@runtime_checkable
+class _TakesOutbox(Protocol):
+    """A sink whose ``outbox`` the daemon may set: one made without one holds None."""
+
+    outbox: Outbox | None
+
+
 class Daemon:
     """The frame loop and its lifecycle. Use :func:`build_daemon`; then :meth:`run` in one
     thread, :meth:`request_stop` / :meth:`request_reload` from any thread or signal handler."""
@@ -286,7 +300,7 @@ class Daemon:
         if outbox is None:
             outbox = getattr(sink, "outbox", None)
         self.outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
-        if getattr(sink, "outbox", False) is None:
+        if isinstance(sink, _TakesOutbox) and sink.outbox is None:
             sink.outbox = self.outbox
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
@@ -345,7 +359,7 @@ class Daemon:
             return exc.exit_code
         self._publish_retained()
         self.started_monotonic = self.times.window_start = time.monotonic()
-        code = EXIT_FAILURE
+        code: int = EXIT_FAILURE
         try:
             code = self._loop(max_frames)
         except Exception as exc:
@@ -486,7 +500,7 @@ class Daemon:
         zones = {name: dataclasses.replace(zone, detection=word) for name, zone in self.scene.zone_states().items()}
         return dataclasses.replace(self.tracker.state, zones=zones, detection=word)
 
-    def _emit(self, events: list) -> None:
+    def _emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""
         for event in events:
             event, dropped = self.outbox.add(event)
@@ -533,7 +547,7 @@ class Daemon:
 
     # --- stats ----------------------------------------------------------------------------
 
-    def stats(self, now: float, health: SourceHealth) -> dict:
+    def stats(self, now: float, health: SourceHealth) -> dict[str, Any]:
         """The periodic stats message; starts a new measuring interval."""
         window, frames, invoke, detect = self.times.take_window(now)
         status = getattr(self.sink, "status", None)  # only network sinks have a connection
@@ -624,7 +638,9 @@ class Daemon:
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, rereading = self.config, file_config is None
         try:
-            file_config = file_config if file_config is not None else load_config(self.config_path)
+            if file_config is None:
+                assert self.config_path is not None  # returned above when there is neither
+                file_config = load_config(self.config_path)
             ha_controls = self.ha_controls
             if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
                 ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
@@ -803,7 +819,13 @@ class Daemon:
 class _JournalFormatter(logging.Formatter):
     """Prefixes lines with the syslog priority ``<N>`` that journald reads from stderr."""
 
-    _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    _PRIORITIES: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{self._PRIORITIES.get(record.levelno, 6)}>" + super().format(record)
@@ -839,7 +861,11 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
     def crashed(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
-        controls.crashed(args.thread.name if args.thread is not None else "?", args.exc_value)
+        # exc_value is None only in hand-made ExceptHookArgs (a thread that raised has one).
+        exc = (
+            args.exc_value if args.exc_value is not None else RuntimeError(f"{args.exc_type.__name__} without a value")
+        )
+        controls.crashed(args.thread.name if args.thread is not None else "?", exc)
 
     threading.excepthook = crashed
     if threading.current_thread() is not threading.main_thread():
@@ -853,7 +879,14 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
         signal.SIGINT: controls.request_stop,
         signal.SIGHUP: controls.reload.set,
     }
-    previous = {signum: signal.signal(signum, lambda signum, _frame, act=act: act()) for signum, act in routes.items()}
+
+    def calling(act: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            act()
+
+        return handle
+
+    previous = {signum: signal.signal(signum, calling(act)) for signum, act in routes.items()}
     try:
         yield
     finally:

@@ -27,6 +27,7 @@ payload with ``mosquitto_sub``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 ORIGIN_NAME = "edge-face"
 MANUFACTURER = "edge-face"
@@ -72,7 +73,7 @@ class DeviceTopics:
     command_prefix: str
 
     @classmethod
-    def under(cls, prefix: str) -> DeviceTopics:
+    def under(cls, prefix: str) -> Self:
         return cls(
             status=f"{prefix}/status",
             events=f"{prefix}/events",
@@ -116,7 +117,7 @@ class Entity:
     icon: str | None = None
     command: str | None = None
     needs: str | None = None
-    options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 _SWITCH_STATE = "{{ value_json.%s }}"
@@ -294,14 +295,14 @@ ENTITIES: tuple[Entity, ...] = (
 def zone_entities(zone: str) -> tuple[Entity, ...]:
     """The entities of one ``[[scene.zones]]`` zone (its name is ``[a-z0-9_]{1,32}``, safe in
     a template, a component id and a unique_id): its presence and its face count."""
-    zone_state = "(value_json.zones | default({})).get('%s', {})" % zone
+    zone_state = f"(value_json.zones | default({{}})).get('{zone}', {{}})"
     return (
         Entity(
             f"zone_{zone}_present",
             "binary_sensor",
             f"Face present {zone}",
             "state",
-            "{{ 'ON' if %s.get('present') else 'OFF' }}" % zone_state,
+            f"{{{{ 'ON' if {zone_state}.get('present') else 'OFF' }}}}",
             device_class="occupancy",
             options={"payload_on": ON, "payload_off": OFF},
         ),
@@ -310,7 +311,7 @@ def zone_entities(zone: str) -> tuple[Entity, ...]:
             "sensor",
             f"Face count {zone}",
             "state",
-            "{{ %s.get('count', 0) }}" % zone_state,
+            f"{{{{ {zone_state}.get('count', 0) }}}}",
             unit=FACE_COUNT_UNIT,
             state_class="measurement",
             icon="mdi:account-multiple",
@@ -344,9 +345,9 @@ def unique_id(device_id: str, component: str) -> str:
     return f"edge-face-{device_id}-{component}"
 
 
-def component_config(entity: Entity, device_id: str, topics: DeviceTopics, qos: int) -> dict:
+def component_config(entity: Entity, device_id: str, topics: DeviceTopics, qos: int) -> dict[str, Any]:
     """The discovery entry of one entity (its feature is on)."""
-    config: dict = {"p": entity.platform, "unique_id": unique_id(device_id, entity.key), "name": entity.name}
+    config: dict[str, Any] = {"p": entity.platform, "unique_id": unique_id(device_id, entity.key), "name": entity.name}
     for attribute, option in _FIELD_OPTIONS:
         value = getattr(entity, attribute)
         if value is not None:
@@ -372,7 +373,7 @@ def build_discovery_payload(
     qos: int = 1,
     zones: tuple[str, ...] = (),
     retired_zones: tuple[str, ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """The device-based discovery payload (a JSON-able dict) for one edge-face device.
 
     ``features``: which of :data:`SNAPSHOT`, :data:`CONTROLS`, :data:`CPU_TEMPERATURE` are

@@ -22,6 +22,7 @@ number and the delivery accounting live in one place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class Face:
     box: tuple[float, float, float, float]
     score: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"box": [round(v, _BOX_DECIMALS) for v in self.box], "score": round(self.score, _SCORE_DECIMALS)}
 
 
@@ -71,7 +72,7 @@ class Event:
     zone: str | None = None
     """The ``[[scene.zones]]`` name this event is about; None: the whole frame."""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "device_id": self.device_id,
@@ -103,7 +104,7 @@ class PresenceState:
     """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
     detection: str = "active"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "present": self.present,
             "count": self.count,
@@ -116,12 +117,13 @@ class PresenceState:
 class EventSink(Protocol):
     """A transport for the daemon's outbox (given to the sink when it is made)."""
 
-    def publish_event(self, event: Event) -> None:
-        """``event`` was just added to the outbox: deliver it (now, or when connected)."""
+    def publish_event(self, event: Event | None) -> None:
+        """``event`` was just added to the outbox: deliver it (now, or when connected). None:
+        nothing new, a wake-up for what waits in the outbox (after a transport change)."""
 
     def publish_state(self, state: PresenceState) -> None: ...
 
-    def publish_stats(self, stats: dict) -> None: ...
+    def publish_stats(self, stats: dict[str, Any]) -> None: ...
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
 
@@ -149,7 +151,7 @@ def faces_from_detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[Face, 
     clipped = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
     return tuple(
         Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s))
-        for b, s in zip(clipped, np.asarray(scores, dtype=np.float64))
+        for b, s in zip(clipped, np.asarray(scores, dtype=np.float64), strict=True)
     )
 
 
@@ -239,7 +241,12 @@ class PresenceTracker:
         elif self.present and count and count != self.stable_count and count_frames >= debounce:
             kind = "count_changed"
             self.stable_count = count
-        elif self.present and not count and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds:
+        elif (
+            self.present
+            and not count
+            and self.last_face_monotonic is not None  # always set while present
+            and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds
+        ):
             kind = "face_cleared"
             self.present, self.stable_count = False, 0
         if kind is None:
@@ -327,17 +334,15 @@ class StdoutSink:
     def publish_state(self, state: PresenceState) -> None:
         pass
 
-    def publish_stats(self, stats: dict) -> None:
+    def publish_stats(self, stats: dict[str, Any]) -> None:
         pass
 
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into
             self._stream.flush()
-        except (OSError, ValueError):  # closed pipe or stream: nothing left to flush into
-            pass
 
     def _discard_output(self) -> None:
         """Point the stream's file descriptor at /dev/null: what is still buffered (and

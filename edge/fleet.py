@@ -26,14 +26,21 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge.config import HomeAssistantConfig, MqttConfig, key_default, validate_topic_prefix
 from edge.discovery import STATUS_ONLINE, DeviceTopics, discovery_topic
 from edge.exitcodes import ExitCode
+
+if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths run without it
+    import paho.mqtt.client as paho
+    from paho.mqtt.client import ConnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 PLACEHOLDER = "{device_id}"
 DEFAULT_TOPIC_PREFIX: str = key_default(MqttConfig, "topic_prefix")
@@ -124,7 +131,7 @@ class Snapshot:
     received_at: float  # time.time() when the look ended
 
 
-def _json_object(payload: bytes | None) -> dict:
+def _json_object(payload: bytes | None) -> dict[str, Any]:
     if not payload:
         return {}
     try:
@@ -134,13 +141,13 @@ def _json_object(payload: bytes | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value) -> float | None:
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _age_seconds(iso_time, now: float) -> float | None:
+def _age_seconds(iso_time: Any, now: float) -> float | None:
     if not isinstance(iso_time, str):
         return None
     try:
@@ -210,7 +217,7 @@ def _age_text(seconds: float | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def _cell(value, spec: str = "") -> str:
+def _cell(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -234,7 +241,9 @@ def format_table(reports: list[DeviceReport]) -> str:
         for r in reports
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,14 @@ class BrokerSettings:
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+
+
+@dataclass
+class _Progress:
+    """What paho's thread has reported so far (guarded by the caller's lock)."""
+
+    refused: str | None = None  # the broker's reason
+    subscribed: float | None = None  # time.monotonic() of the SUBACK
 
 
 def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, timeout: float) -> Snapshot:
@@ -267,12 +284,18 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
             raise FleetError(f"TLS files unusable: {exc}") from None
     lock = threading.Condition()
     payloads: dict[str, bytes] = {}
-    progress: dict[str, object] = {}
+    progress = _Progress()
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(
+        client: paho.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             with lock:
-                progress["refused"] = str(reason_code)
+                progress.refused = str(reason_code)
                 lock.notify_all()
             return
         client.subscribe(
@@ -280,12 +303,18 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
             + [(discovery_topic(discovery_prefix, "+"), 0)]
         )
 
-    def on_subscribe(client, userdata, mid, reason_codes, properties):
+    def on_subscribe(
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         with lock:
-            progress["subscribed"] = time.monotonic()
+            progress.subscribed = time.monotonic()
             lock.notify_all()
 
-    def on_message(client, userdata, message):
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with lock:
             payloads[message.topic] = bytes(message.payload)
             lock.notify_all()
@@ -293,9 +322,13 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     def stats_missing() -> bool:
         for topic, payload in payloads.items():
             matched = pattern.match(topic)
-            if matched and matched[1] == STATUS_LEAF and payload == STATUS_ONLINE.encode():
-                if pattern.subscription(STATS_LEAF).replace("+", matched[0], 1) not in payloads:
-                    return True
+            if (
+                matched
+                and matched[1] == STATUS_LEAF
+                and payload == STATUS_ONLINE.encode()
+                and pattern.subscription(STATS_LEAF).replace("+", matched[0], 1) not in payloads
+            ):
+                return True
         return False
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
@@ -313,9 +346,9 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
         with lock:
             while True:
                 now = time.monotonic()
-                if "refused" in progress or now >= deadline:
+                if progress.refused is not None or now >= deadline:
                     break
-                subscribed = progress.get("subscribed")
+                subscribed = progress.subscribed
                 if (
                     subscribed is not None
                     and now >= subscribed + min(RETAINED_SETTLE_S, timeout)
@@ -323,7 +356,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 ):
                     break
                 lock.wait(min(0.1, deadline - now))
-            refused, subscribed = progress.get("refused"), progress.get("subscribed")
+            refused, subscribed = progress.refused, progress.subscribed
             seen = dict(payloads)
     finally:
         client.disconnect()
@@ -370,7 +403,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password(args: argparse.Namespace, environ) -> str | None:
+def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
     if args.password_file is not None:
         from edge.config import read_secret
 
@@ -378,7 +411,12 @@ def _password(args: argparse.Namespace, environ) -> str | None:
     return environ.get(PASSWORD_ENV)
 
 
-def fleet_main(args: argparse.Namespace, environ=os.environ, out=sys.stdout, err=sys.stderr) -> int:
+def fleet_main(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] = os.environ,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """``edge-face fleet``: prints the table (or JSON lines); returns the exit status."""
     try:
         pattern = TopicPattern.from_prefix(args.topic_prefix)

@@ -22,9 +22,13 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.client import ConnectFlags
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import (
     DEVICE_ID_PATTERN,
@@ -45,7 +49,7 @@ DEFAULT_TIMEOUT_S = 10.0
 IDENTITY_FILE_NAME = "announced.json"
 
 
-def identity_of(config: Config) -> dict:
+def identity_of(config: Config) -> dict[str, Any]:
     """What names the device on the broker and in HA; a change leaves a ghost unless the old
     identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
     ha = config.homeassistant
@@ -102,7 +106,7 @@ def retire_stale_identity(
         )
 
 
-def _config_for(config: Config, identity: dict) -> Config | None:
+def _config_for(config: Config, identity: dict[str, Any]) -> Config | None:
     """``config`` with the broker and names of a stored identity (None if it is malformed)."""
     try:
         device_id, prefix, discovery = identity["device_id"], identity["topic_prefix"], identity["discovery_prefix"]
@@ -129,6 +133,15 @@ def _config_for(config: Config, identity: dict) -> Config | None:
     )
 
 
+@dataclasses.dataclass
+class _Progress:
+    """What paho's thread has reported so far (guarded by the caller's condition)."""
+
+    connected: bool = False
+    refused: str | None = None
+    acked: set[int] = dataclasses.field(default_factory=set)
+
+
 def forget_device(
     config: Config, logger: logging.Logger, timeout: float = DEFAULT_TIMEOUT_S, discovery: bool = True
 ) -> bool:
@@ -146,19 +159,27 @@ def forget_device(
     messages = removal_messages(prefix, config.device.id, topics)
     broker = f"{mqtt.host}:{mqtt.port}"
     done = threading.Condition()
-    state = {"connected": False, "refused": None, "acked": set()}
+    state = _Progress()
 
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+    def on_connect(
+        client: paho.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with done:
             if reason_code.is_failure:
-                state["refused"] = str(reason_code)
+                state.refused = str(reason_code)
             else:
-                state["connected"] = True
+                state.connected = True
             done.notify_all()
 
-    def on_publish(client, userdata, mid, reason_code, properties) -> None:
+    def on_publish(
+        client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         with done:
-            state["acked"].add(mid)
+            state.acked.add(mid)
             done.notify_all()
 
     try:
@@ -175,14 +196,14 @@ def forget_device(
     client.loop_start()
     try:
         with done:
-            done.wait_for(lambda: state["connected"] or state["refused"], timeout)
-            if not state["connected"]:
-                reason = state["refused"] or f"no answer within {timeout:g} s"
+            done.wait_for(lambda: state.connected or state.refused, timeout)
+            if not state.connected:
+                reason = state.refused or f"no answer within {timeout:g} s"
                 logger.error("cannot remove device '%s': broker %s: %s", config.device.id, broker, reason)
                 return False
         mids = {client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages}
         with done:
-            if not done.wait_for(lambda: mids <= state["acked"], timeout):
+            if not done.wait_for(lambda: mids <= state.acked, timeout):
                 logger.error(
                     "broker %s did not acknowledge every removal of device '%s' within %g s",
                     broker,

@@ -40,6 +40,7 @@ to ``on_crash`` (the daemon exits non-zero), never swallowed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -51,7 +52,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.client import ConnectFlags, DisconnectFlags
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
@@ -201,6 +204,7 @@ class MqttSink:
         if mqtt.protocol not in _PROTOCOLS:
             raise ConfigError("mqtt.protocol", mqtt.protocol, 'one of "5", "3.1.1"')
         self._config = mqtt
+        self._host: str = mqtt.host  # checked above: the config's type allows None (MQTT off)
         # Zone entities in discovery: the configured zones, and those a reload removed.
         self._zones, self._retired_zones = zones, tuple(z for z in retired_zones if z not in zones)
         self._ha = ha
@@ -260,7 +264,7 @@ class MqttSink:
 
     # --- EventSink ---------------------------------------------------------------------------
 
-    def publish_event(self, event: Event) -> None:
+    def publish_event(self, event: Event | None) -> None:
         """``event`` is in the outbox: the transport thread sends it when connected."""
         self._wake.set()
 
@@ -279,7 +283,7 @@ class MqttSink:
             self._snapshot_dirty = True
         self._wake.set()
 
-    def publish_stats(self, stats: dict) -> None:
+    def publish_stats(self, stats: dict[str, Any]) -> None:
         payload = encode_json(stats)
         with self._cond:
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
@@ -294,7 +298,7 @@ class MqttSink:
         for each command; it must only queue the command."""
         self._command_handler = handler
 
-    def publish_controls(self, state: dict) -> None:
+    def publish_controls(self, state: dict[str, Any]) -> None:
         """The control state (retained, re-sent after every reconnect) the switches read."""
         with self._cond:
             self._latest_controls = encode_json(state)
@@ -365,7 +369,7 @@ class MqttSink:
         if wait_first:
             client = self._make_client()
             try:
-                client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive)
+                client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
             except ssl.SSLError as exc:
                 message = self._explain(exc)
                 if not _not_tls(exc):
@@ -379,7 +383,7 @@ class MqttSink:
         self._thread.start()
 
     @property
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """state ("connecting", "connected", "disconnected"), connected, reconnects, last_error
         (why the last attempt or connection failed, None while connected), rejected (publishes
         refused by the broker), in_flight (events handed to paho, not yet acknowledged)."""
@@ -496,7 +500,7 @@ class MqttSink:
                 if client is None:
                     client = self._make_client()
                     try:
-                        client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive)
+                        client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
                     except OSError as exc:  # ssl.SSLError is an OSError
                         self._note_failure(self._explain(exc))
                         client = None
@@ -586,10 +590,8 @@ class MqttSink:
     def _finish(self, client: paho.Client, connected: bool) -> None:
         """End the session asked to stop: "stopped" (close) or nothing (detach), then a clean
         DISCONNECT so the broker does not publish our LWT."""
-        try:
+        with contextlib.suppress(OSError):  # the connection died while we were leaving: nothing left to tell
             self._say_goodbye(client, connected)
-        except OSError:  # the connection died while we were leaving: nothing left to tell
-            pass
 
     def _say_goodbye(self, client: paho.Client, connected: bool) -> None:
         if connected and self._say_stopped:
@@ -615,7 +617,14 @@ class MqttSink:
 
     # --- paho callbacks (the transport thread, inside client.loop) -------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             hint = " (check mqtt.username and mqtt.password_file)" if str(reason_code) in _CREDENTIAL_REASONS else ""
             with self._cond:
@@ -642,14 +651,23 @@ class MqttSink:
             else "",
         )
 
-    def _on_disconnect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self._connected = False
             # paho reports a dropped socket as "Unspecified error": only a real reason is news.
             self._disconnect_reason = None if reason_code.value == _UNSPECIFIED_ERROR else str(reason_code)
             self._cond.notify_all()
 
-    def _on_publish(self, client, userdata, mid: int, reason_code: ReasonCode, properties) -> None:
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         with self._cond:
             item = self._unacked.pop(mid, None)
             if item is None:
@@ -657,15 +675,17 @@ class MqttSink:
                 return
         self._acknowledged(item, reason_code)
 
-    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if not self._ha.enabled and message.topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it
                 with self._cond:
                     self._discovery_removal_pending = True
             return
         command_prefix = self.topics.command_prefix + "/"
-        if message.topic.startswith(command_prefix) and self._accepts_commands():
-            self._command_handler(message.topic[len(command_prefix) :], message.payload)
+        handler = self._command_handler
+        if message.topic.startswith(command_prefix) and handler is not None and self._accepts_commands():
+            # paho types payload bytes | bytearray; a received message's is bytes (not copied).
+            handler(message.topic[len(command_prefix) :], bytes(message.payload))
             return
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
         if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
@@ -725,10 +745,13 @@ class MqttSink:
     def _take_work(self) -> list[_Outgoing]:
         """What to send now (caller holds self._cond and is connected)."""
         work: list[_Outgoing] = []
-        retained = dict(kind="retained", qos=1, retain=True)
+
+        def retained(topic: str, payload: bytes) -> _Outgoing:
+            return _Outgoing("retained", topic, payload, qos=1, retain=True)
+
         if self._announce_pending:
             self._announce_pending = False
-            work.append(_Outgoing(topic=self.topics.status, payload=STATUS_ONLINE.encode(), **retained))
+            work.append(retained(self.topics.status, STATUS_ONLINE.encode()))
             if self._ha.enabled:
                 work.append(_Outgoing("subscribe", ha_status_topic(self._ha.discovery_prefix), b"", qos=1))
                 self._discovery_pending = True
@@ -740,33 +763,30 @@ class MqttSink:
             if not self._snapshot_enabled:
                 # An empty retained message deletes a snapshot left by an earlier run with
                 # snapshots on: turning them off must not leave a face image on the broker.
-                work.append(_Outgoing(topic=self.topics.snapshot, payload=b"", **retained))
+                work.append(retained(self.topics.snapshot, b""))
         if self._discovery_pending:
             self._discovery_pending = False
             if self._ha.enabled:
-                work.append(
-                    _Outgoing(
-                        topic=self._own_discovery_topic(),
-                        payload=encode_json(self._discovery_payload()),
-                        **retained,
-                    )
-                )
+                work.append(retained(self._own_discovery_topic(), encode_json(self._discovery_payload())))
         # Controls before state: a switch's echo goes out before the state that follows from
         # it, even when both wait in the same batch (a loaded transport thread).
         if self._controls_dirty:
             self._controls_dirty = False
-            work.append(_Outgoing(topic=self.topics.controls, payload=self._latest_controls, **retained))
+            assert self._latest_controls is not None  # dirty only once there is something to send
+            work.append(retained(self.topics.controls, self._latest_controls))
         if self._state_dirty:
             self._state_dirty = False
-            work.append(_Outgoing(topic=self.topics.state, payload=self._latest_state, **retained))
+            assert self._latest_state is not None  # dirty only once there is something to send
+            work.append(retained(self.topics.state, self._latest_state))
         if self._snapshot_dirty:
             self._snapshot_dirty = False
-            work.append(_Outgoing(topic=self.topics.snapshot, payload=self._latest_snapshot, **retained))
+            assert self._latest_snapshot is not None  # dirty only once there is something to send
+            work.append(retained(self.topics.snapshot, self._latest_snapshot))
         if self._discovery_removal_pending:
             self._discovery_removal_pending = False
             # An empty retained config: HA deletes the device (only sent when one exists, as
             # HA warns about removing a device it does not know).
-            work.append(_Outgoing(topic=self._own_discovery_topic(), payload=b"", **retained))
+            work.append(retained(self._own_discovery_topic(), b""))
         if self._pending_stats is not None:
             work.append(_Outgoing("stats", self.topics.stats, self._pending_stats, qos=0))
             self._pending_stats = None
@@ -775,7 +795,7 @@ class MqttSink:
             work.append(_Outgoing("event", self.topics.events, entry.payload, qos=1, sequence=entry.sequence))
         return work
 
-    def _discovery_payload(self) -> dict:
+    def _discovery_payload(self) -> dict[str, Any]:
         features = {
             SNAPSHOT: self._snapshot_enabled,
             CONTROLS: self._ha.controls and self._command_handler is not None,
@@ -824,7 +844,5 @@ def _drop_socket(client: paho.Client) -> None:
     """Close a finished client's socket: the client is never used again."""
     sock = client.socket()
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass

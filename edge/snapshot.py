@@ -7,11 +7,15 @@ retained MQTT message small: quality is lowered first, then the image is scaled 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.decode import Detections
 from edge.imageio import draw_detections, encode_jpeg
+
+if TYPE_CHECKING:  # Pillow is imported where a snapshot is made: only when snapshots are on
+    from PIL import Image
 
 _LOWEST_QUALITY = 40
 _QUALITY_STEP = 15
@@ -47,7 +51,7 @@ def encode_snapshot(
     return None
 
 
-def _scaled(image, scale: float):
+def _scaled(image: Image.Image, scale: float) -> Image.Image:
     from PIL import Image
 
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -28,6 +28,8 @@ from deploy_support import other_model, sha256
 
 from edge.models import PACKAGED_MODEL_NAME
 
+pytestmark = pytest.mark.slow
+
 VENV_BIN = Path(sys.executable).parent
 MQTT_PASSWORD = "s3cret \"quoted\" 'pw' \\ with backslash"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)

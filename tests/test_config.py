@@ -26,6 +26,8 @@ from edge.config import (
     schema,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture()
 def model_file(tmp_path: Path) -> Path:

@@ -31,6 +31,8 @@ from edge.controls import (
 )
 from edge.imageio import load_image
 
+pytestmark = pytest.mark.integration
+
 DEVICE = "hall-ctl"
 PREFIX = f"edge-face/{DEVICE}"
 DISCOVERY = f"homeassistant/device/{DEVICE}/config"

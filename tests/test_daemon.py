@@ -27,6 +27,8 @@ from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import encode_snapshot
 
+pytestmark = pytest.mark.integration
+
 FPS = 10.0
 DEBOUNCE = 3
 CLEAR_AFTER = 0.8  # seconds; the long face-free run below lasts 2 s, the short gap 0.2 s
@@ -103,7 +105,7 @@ def check_events(events: list[dict], expected: list[dict], detector: FaceDetecto
     assert len({e["boot_id"] for e in events}) == 1 and re.fullmatch(r"[0-9a-f]{32}", events[0]["boot_id"])
     times = [e["time"] for e in events]
     assert all(ISO_UTC.match(t) for t in times) and times == sorted(times)
-    for event, want in zip(events, expected):
+    for event, want in zip(events, expected, strict=True):
         assert set(event) == {
             "type",
             "device_id",
@@ -120,7 +122,7 @@ def check_events(events: list[dict], expected: list[dict], detector: FaceDetecto
         assert event["device_id"] == "test-hall" and event["model_id"] == detector.model_id
         assert (event["frame_width"], event["frame_height"]) == (want["frame_width"], want["frame_height"])
         assert len(event["faces"]) == event["face_count"]
-        for got, face in zip(event["faces"], want["faces"]):
+        for got, face in zip(event["faces"], want["faces"], strict=True):
             np.testing.assert_allclose(got["box"], face["box"], atol=1e-6)
             assert got["score"] == pytest.approx(face["score"], abs=1e-4)
 

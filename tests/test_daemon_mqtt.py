@@ -26,6 +26,8 @@ from daemon_support import build_scene, write_config
 from edge.events import faces_from_detections
 from edge.imageio import load_image
 
+pytestmark = pytest.mark.integration
+
 DEVICE = "porch-e2e"
 PREFIX = f"edge-face/{DEVICE}"
 FPS = 10.0
@@ -167,13 +169,13 @@ def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
         assert [(e["type"], e["face_count"]) for e in events] == [(w["type"], w["face_count"]) for w in want]
         assert [e["sequence"] for e in events] == [1, 2, 3]
         assert len({e["boot_id"] for e in events}) == 1 and re.fullmatch(r"[0-9a-f]{32}", events[0]["boot_id"])
-        for event, expected in zip(events, want):
+        for event, expected in zip(events, want, strict=True):
             assert set(event) == EVENT_KEYS
             assert event["device_id"] == DEVICE and event["model_id"] == detector.model_id
             assert ISO_UTC.match(event["time"])
             assert (event["frame_width"], event["frame_height"]) == expected["frame"]
             assert len(event["faces"]) == event["face_count"]
-            for got, face in zip(event["faces"], expected["faces"]):
+            for got, face in zip(event["faces"], expected["faces"], strict=True):
                 np.testing.assert_allclose(got["box"], face["box"], atol=1e-6)
                 assert got["score"] == pytest.approx(face["score"], abs=1e-4)
 
@@ -335,7 +337,7 @@ def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank
             {"source": "replay", "path": scene.folder},
             {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.other_ca_file},
         )
-        code, out, err = finish(start_daemon(config, project_root))
+        code, _out, err = finish(start_daemon(config, project_root))
     assert code == 2
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "certificate verify failed" in errors[0] and "mqtt.ca_file" in errors[0]
@@ -354,7 +356,7 @@ def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_p
         {"source": "replay", "path": scene.folder},
         {"host": "localhost", "port": 8883, "tls": True, "ca_file": not_pem},
     )
-    code, out, err = finish(start_daemon(config, project_root))
+    code, _out, err = finish(start_daemon(config, project_root))
     assert code == 2, err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error" in line.lower()]
@@ -372,7 +374,7 @@ def test_unreachable_broker_is_reported_and_the_replay_still_runs(
         {"source": "replay", "path": scene.folder, "fps": FPS},
         {"host": "127.0.0.1", "port": closed_port, "flush_timeout": 0.5},
     )
-    code, out, err = finish(start_daemon(config, project_root))
+    code, _out, err = finish(start_daemon(config, project_root))
     assert code == 0, err
     assert f"MQTT broker 127.0.0.1:{closed_port} unreachable" in err
     # face_detected, never delivered: said so in the last line

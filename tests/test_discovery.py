@@ -42,6 +42,8 @@ from edge.discovery import (
 from edge.events import Event, PresenceState
 from edge.mqtt import MqttSink, encode_json, encode_state
 
+pytestmark = pytest.mark.integration
+
 DEVICE = "porch_cam-2"
 PREFIX = f"edge-face/{DEVICE}"
 TOPICS = DeviceTopics.under(PREFIX)

@@ -25,6 +25,8 @@ from edge.events import (
 )
 from edge.outbox import Outbox
 
+pytestmark = pytest.mark.unit
+
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 WALL_START = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 
@@ -69,7 +71,7 @@ def test_debounce_of_one_reacts_on_the_first_face():
 
 
 def test_count_changed_needs_the_new_count_stable_for_n_frames():
-    counts = [1, 1, 1] + [2, 2, 1, 2, 2] + [2] + [3, 1, 3, 3, 3]
+    counts = [*(1, 1, 1), *(2, 2, 1, 2, 2), 2, *(3, 1, 3, 3, 3)]
     assert summary(feed(tracker(debounce=3), counts)) == [
         (2, "face_detected", 1),
         (8, "count_changed", 2),  # the 2-run of frames 6-8 is the first one of length 3

@@ -8,6 +8,7 @@ Run alone with ``pytest -m faults``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from test_sdnotify import NotifyListener
 
 from edge.config import MAX_FLUSH_TIMEOUT_SECONDS, STOP_BUDGET_SECONDS
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 DEVICE = "faults"
 PREFIX = f"edge-face/{DEVICE}"
@@ -45,7 +46,8 @@ class Daemon:
 
     def __init__(self, config: Path, project_root: Path, env: dict | None = None, code: str | None = None) -> None:
         self.stderr_path = config.parent / f"stderr-{uuid.uuid4().hex[:6]}.txt"
-        self._stderr = open(self.stderr_path, "w")
+        # Open for the daemon's whole life (its stderr), closed in stop(): no with-block fits.
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115
         command = (
             [sys.executable, "-c", code, str(config)]
             if code
@@ -176,7 +178,7 @@ def test_reload_during_an_outage_loses_nothing_and_the_watchdog_keeps_pinging(
         time.sleep(3.0)  # the outage lasts three watchdog periods at least, however fast the replay
         broker.start()
         subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= before + 12, 30, "the queued events")
-        code, log, took = daemon.stop()
+        code, log, _took = daemon.stop()
     finally:
         daemon.process.kill()
         listener.close()
@@ -191,7 +193,7 @@ def test_reload_during_an_outage_loses_nothing_and_the_watchdog_keeps_pinging(
     # Pings about 1 s apart (half of WATCHDOG_USEC) through the outage and the reload: the
     # frame loop never waited for the old session's flush (flush_timeout 20 s, 10 watchdog periods).
     pings = [at for at, text in listener.messages if text == "WATCHDOG=1"]
-    assert len(pings) >= 3 and max(b - a for a, b in zip(pings, pings[1:])) < 2.0
+    assert len(pings) >= 3 and max(b - a for a, b in itertools.pairwise(pings)) < 2.0
 
 
 def test_sighup_storm_while_events_flow_loses_nothing(tmp_path, int8_model_path, scene, project_root):
@@ -293,7 +295,7 @@ def test_a_second_sigterm_cuts_the_flush_short(tmp_path, int8_model_path, scene,
         daemon.process.kill()
     assert code == 0, log
     assert took < 10, (took, log[-3000:])  # not the 20 s flush a single SIGTERM allows
-    made, delivered, lost, dropped, rejected, undelivered = last_line(log)
+    made, delivered, lost, _dropped, _rejected, undelivered = last_line(log)
     assert made >= 3 and delivered == 0 and lost == undelivered == made
     assert "Traceback" not in log
 
@@ -538,7 +540,7 @@ def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(
     assert code == 0, log
     rejections = [line for line in log.splitlines() if "rejected" in line and "MQTT broker" in line]
     assert len(rejections) == 1 and "Not authorized" in rejections[0]  # not one line per event
-    made, delivered, lost, dropped, rejected, undelivered = last_line(log)
+    made, delivered, lost, _dropped, rejected, _undelivered = last_line(log)
     # >= 5: the first rejection may be logged before the loop logs its event.
     assert made >= 5 and rejected == made and delivered == 0 and lost == made
 

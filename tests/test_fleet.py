@@ -26,6 +26,8 @@ from edge import __version__
 from edge.exitcodes import ExitCode
 from edge.fleet import Snapshot, TopicPattern, build_reports, fleet_exit_code, format_table
 
+pytestmark = pytest.mark.integration
+
 PASSWORD = "fleet 'pw' \"with\" spaces"
 USERS = {"watcher": PASSWORD, "device": "device-secret"}
 
@@ -102,7 +104,12 @@ def fleet_fixture() -> dict[str, bytes | str | dict]:
         # online, with stats (the daemon's own keys)
         "edge-face/frontdoor/status": "online",
         "edge-face/frontdoor/state": {"present": True, "count": 1, "last_seen": iso(now - timedelta(seconds=90))},
-        "edge-face/frontdoor/stats": {"fps": 9.76, "invoke_ms_p50": 12.34, "cpu_temperature_c": 51.5, "events_dropped": 3},
+        "edge-face/frontdoor/stats": {
+            "fps": 9.76,
+            "invoke_ms_p50": 12.34,
+            "cpu_temperature_c": 51.5,
+            "events_dropped": 3,
+        },
         "homeassistant/device/frontdoor/config": {
             "dev": {"sw_version": "0.1.0", "model_id": "slim-320-int8-aaaa"},
             "availability_topic": "edge-face/frontdoor/status",

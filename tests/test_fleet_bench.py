@@ -15,6 +15,7 @@ word alone.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -36,9 +37,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.sidecar import canonical_digest
 
 BENCH_DIR = os.environ.get("EDGE_FACE_FLEET_DIR")
-pytestmark = pytest.mark.skipif(
-    not BENCH_DIR, reason="needs the booted hosts: make fleet-check (tools/fleet/bench.sh run 6 -- pytest ...)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not BENCH_DIR, reason="needs the booted hosts: make fleet-check (tools/fleet/bench.sh run 6 -- pytest ...)"
+    ),
+]
 
 FLEET = ["h1", "h2", "h3", "h4", "h5"]
 LOCAL_BROKER_HOST = "h6"
@@ -351,7 +355,7 @@ def snapshot_project(project_root: Path, destination: Path) -> Path:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Bench:
     info = json.loads((Path(BENCH_DIR) / "hosts.json").read_text())
-    assert set(FLEET + [LOCAL_BROKER_HOST]) <= set(info["hosts"]), "the bench must boot six hosts"
+    assert set([*FLEET, LOCAL_BROKER_HOST]) <= set(info["hosts"]), "the bench must boot six hosts"
     return Bench(info, tmp_path_factory.mktemp("fleet"))
 
 
@@ -460,7 +464,7 @@ def test_rolling_update_goes_canary_first_then_batches_each_back_online(bench, f
         events = recorder.events(host)
         assert [payload for _, payload in events] == ["stopped", "online"], (host, events)
         went_down[host], back_online[host] = events[0][0], events[1][0]
-    for earlier, later in zip(BATCHES, BATCHES[1:]):
+    for earlier, later in itertools.pairwise(BATCHES):
         assert max(back_online[h] for h in earlier) < min(went_down[h] for h in later), (went_down, back_online)
         # The hosts agree: systemd's own (same-clock) times of becoming active and inactive.
         assert max(int(units[h]["ActiveEnterTimestampMonotonic"]) for h in earlier) < min(

@@ -21,6 +21,8 @@ from deploy_support import cache_folder, other_model, pinned, sha256, wheelhouse
 
 from edge.models import PACKAGED_MODEL_PATH
 
+pytestmark = pytest.mark.slow
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 NO_CAMERA_MESSAGE = "no camera found yet; the service waits for one"
 # Nothing answers on port 9 (discard) of loopback: any download attempt fails at once.
@@ -267,7 +269,7 @@ def test_tflite_runtime_on_python_3_13_is_refused_before_anything_is_made(instal
     )
     trixie_python.chmod(0o755)
     command = ["sh", str(installer.script), "--root", str(installer.root), "--python", str(trixie_python)]
-    result = subprocess.run(command + ["--extras", "tflite-runtime"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*command, "--extras", "tflite-runtime"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert (
         "--extras tflite-runtime: tflite-runtime 2.14 (its last release) has no wheel for Python 3.13" in result.stderr

@@ -32,6 +32,8 @@ from edge.mqtt import (
     validate_device_id,
 )
 
+pytestmark = pytest.mark.integration
+
 DEVICE = "hall-cam_1"
 BOOT = "0123456789abcdef0123456789abcdef"
 PREFIX = f"edge-face/{DEVICE}"
