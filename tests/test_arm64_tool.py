@@ -194,7 +194,7 @@ HOST_FACES = {
 
 
 def _judge(tmp_path: Path, candidate: dict) -> tuple[str, bool]:
-    host = read_detect_output(_write_run(tmp_path / "host.jsonl", HOST_FACES, "/work/shared/images"))
+    host = read_detect_output(_write_run(tmp_path / "host.jsonl", HOST_FACES, "/srv/shared/images"))
     arm64 = read_detect_output(_write_run(tmp_path / "arm64.jsonl", candidate, "/tmp/run/images"))
     return format_table(["host", "arm64"], [host, arm64])
 
