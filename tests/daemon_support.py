@@ -13,6 +13,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# An event's JSON fields, in the order Event.to_dict writes them.
+EVENT_FIELDS = (
+    "type",
+    "device_id",
+    "boot_id",
+    "sequence",
+    "time",
+    "face_count",
+    "faces",
+    "frame_width",
+    "frame_height",
+    "model_id",
+    "zone",
+)
+
 
 def write_config(path: Path, sections: dict[str, dict]) -> Path:
     """Write ``sections`` ({"camera": {"source": "replay", ...}, ...}) as a TOML file."""

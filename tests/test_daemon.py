@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_support import RecordingSink, Scene, build_scene, parse_event_lines, write_config
+from daemon_support import EVENT_FIELDS, RecordingSink, Scene, build_scene, parse_event_lines, write_config
 from PIL import Image
 
 from edge.config import load_config
@@ -106,19 +106,7 @@ def check_events(events: list[dict], expected: list[dict], detector: FaceDetecto
     times = [e["time"] for e in events]
     assert all(ISO_UTC.match(t) for t in times) and times == sorted(times)
     for event, want in zip(events, expected, strict=True):
-        assert set(event) == {
-            "type",
-            "device_id",
-            "boot_id",
-            "sequence",
-            "time",
-            "face_count",
-            "faces",
-            "frame_width",
-            "frame_height",
-            "model_id",
-            "zone",
-        }
+        assert set(event) == set(EVENT_FIELDS)
         assert event["device_id"] == "test-hall" and event["model_id"] == detector.model_id
         assert (event["frame_width"], event["frame_height"]) == (want["frame_width"], want["frame_height"])
         assert len(event["faces"]) == event["face_count"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from broker import MosquittoBroker, Subscriber, make_test_pki
-from daemon_support import build_scene, write_config
+from daemon_support import EVENT_FIELDS, build_scene, write_config
 
 from edge.events import faces_from_detections
 from edge.imageio import load_image
@@ -34,19 +34,7 @@ FPS = 10.0
 DEBOUNCE = 3
 CLEAR_AFTER = 0.8  # s: the 2 s face-free run clears, the one-frame gap does not
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-EVENT_KEYS = {
-    "type",
-    "device_id",
-    "boot_id",
-    "sequence",
-    "time",
-    "face_count",
-    "faces",
-    "frame_width",
-    "frame_height",
-    "model_id",
-    "zone",
-}
+EVENT_KEYS = set(EVENT_FIELDS)
 STATS_KEYS = {"fps", "invoke_ms_p50", "invoke_ms_p95", "dropped_frames", "queue_depth", "reconnects"}
 
 

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from daemon_support import EVENT_FIELDS
 
 from edge.decode import Detections
 from edge.events import (
@@ -216,19 +217,7 @@ def test_event_schema_is_json_with_the_documented_fields():
     )
     event, _ = Outbox().add(event)
     data = json.loads(event.to_json())
-    assert list(data) == [
-        "type",
-        "device_id",
-        "boot_id",
-        "sequence",
-        "time",
-        "face_count",
-        "faces",
-        "frame_width",
-        "frame_height",
-        "model_id",
-        "zone",
-    ]
+    assert list(data) == list(EVENT_FIELDS)
     assert data["type"] == "face_detected" and data["sequence"] == 1 and data["device_id"] == "hall"
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])
     assert data["time"] == "2024-05-01T12:00:00.250Z"
