@@ -38,7 +38,6 @@ from edge.exitcodes import ExitCode
 
 if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths run without it
     import paho.mqtt.client as paho
-    from paho.mqtt.client import ConnectFlags
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -271,28 +270,22 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     device has sent its stats. Raises FleetError when the broker cannot be used."""
     import ssl
 
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
+    from edge.mqtt_client import ClientSettings, new_client, on_connack
 
-    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker.password)
+    tls = None
     if broker.tls:
         try:
-            client.tls_set(ca_certs=broker.cafile, certfile=broker.certfile, keyfile=broker.keyfile)
+            tls = ssl.create_default_context(cafile=broker.cafile)
+            if broker.certfile is not None:
+                tls.load_cert_chain(broker.certfile, broker.keyfile)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise FleetError(f"TLS files unusable: {exc}") from None
+    client = new_client(ClientSettings(client_id="", username=broker.username, password=broker.password, tls=tls))
     lock = threading.Condition()
     payloads: dict[str, bytes] = {}
     progress = _Progress()
 
-    def on_connect(
-        client: paho.Client,
-        userdata: Any,
-        flags: ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def on_connect(client: paho.Client, reason_code: ReasonCode) -> None:
         if reason_code.is_failure:
             with lock:
                 progress.refused = str(reason_code)
@@ -331,7 +324,8 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 return True
         return False
 
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    on_connack(client, on_connect)
+    client.on_subscribe, client.on_message = on_subscribe, on_message
     try:
         client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5))
     except ssl.SSLCertVerificationError as exc:

@@ -25,22 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.client import ConnectFlags
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import (
-    DEVICE_ID_PATTERN,
-    Config,
-    ConfigError,
-    build_tls_context,
-    load_config,
-    validate_password_file,
-)
+from edge.config import DEVICE_ID_PATTERN, Config, ConfigError, load_config
 from edge.controls import state_path
 from edge.discovery import DeviceTopics, removal_messages
 from edge.exitcodes import ExitCode
+from edge.mqtt_client import ClientSettings, new_client, on_connack
 
 log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
@@ -161,13 +153,7 @@ def forget_device(
     done = threading.Condition()
     state = _Progress()
 
-    def on_connect(
-        client: paho.Client,
-        userdata: Any,
-        flags: ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def on_connect(client: paho.Client, reason_code: ReasonCode) -> None:
         with done:
             if reason_code.is_failure:
                 state.refused = str(reason_code)
@@ -183,11 +169,12 @@ def forget_device(
             done.notify_all()
 
     try:
-        client = _client(config)
+        client = new_client(ClientSettings.from_config(mqtt, f"edge-face-forget-{config.device.id}"))
     except ConfigError as exc:  # a password or TLS file that cannot be used (changed since load)
         logger.error("cannot remove device '%s': %s", config.device.id, exc)
         return False
-    client.on_connect, client.on_publish = on_connect, on_publish
+    on_connack(client, on_connect)
+    client.on_publish = on_publish
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
     except OSError as exc:  # ssl.SSLError is an OSError
@@ -222,27 +209,6 @@ def forget_device(
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def _client(config: Config) -> paho.Client:
-    """A paho client with the daemon's broker settings (credentials, TLS, transport), the
-    password and TLS files read and checked as the daemon does. Raises ConfigError."""
-    mqtt = config.mqtt
-    protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"edge-face-forget-{config.device.id}",
-        clean_session=True if protocol == paho.MQTTv311 else None,
-        protocol=protocol,
-        transport=mqtt.transport,
-    )
-    if mqtt.username is not None:
-        password = validate_password_file(mqtt.password_file) if mqtt.password_file is not None else None
-        client.username_pw_set(mqtt.username, password)
-    if mqtt.tls:
-        client.tls_set_context(build_tls_context(mqtt))
-        client.tls_insecure_set(mqtt.tls_insecure)
-    return client
 
 
 def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.client import ConnectFlags, DisconnectFlags
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.client import DisconnectFlags
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -62,9 +62,7 @@ from edge.config import (
     ConfigError,
     HomeAssistantConfig,
     MqttConfig,
-    build_tls_context,
     validate_device_id,
-    validate_password_file,
     validate_topic_prefix,
 )
 from edge.discovery import (
@@ -80,6 +78,7 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
+from edge.mqtt_client import ClientSettings, new_client, on_connack
 from edge.outbox import Outbox
 from edge.sysinfo import read_cpu_temperature
 
@@ -107,7 +106,6 @@ _LOOP_TICK_S = 0.05
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
 
-_PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 # CONNACK reasons that mean the credentials, not the network, are wrong.
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 _UNSPECIFIED_ERROR = 0x80
@@ -146,6 +144,30 @@ def _plain_number(value: Any) -> Any:
 
 def encode_state(state: PresenceState) -> bytes:
     return encode_json(state.to_dict())
+
+
+@dataclass
+class _Retained:
+    """The newest payload of one retained topic, and whether the broker still lacks it
+    (guarded by the sink's condition)."""
+
+    topic: str
+    payload: bytes | None = None
+    unsent: bool = False
+
+    def update(self, payload: bytes) -> None:
+        self.payload, self.unsent = payload, True
+
+    def resend(self) -> None:
+        """A new connection (or a re-announce): send the newest payload again, if any."""
+        self.unsent = self.payload is not None
+
+    def take(self) -> bytes | None:
+        """The payload to send now, or None when the broker has it already."""
+        if not self.unsent:
+            return None
+        self.unsent = False
+        return self.payload
 
 
 @dataclass(frozen=True)
@@ -201,8 +223,6 @@ class MqttSink:
     ) -> None:
         if mqtt.host is None:
             raise ConfigError("mqtt.host", None, "a host name or IP address for the MQTT sink")
-        if mqtt.protocol not in _PROTOCOLS:
-            raise ConfigError("mqtt.protocol", mqtt.protocol, 'one of "5", "3.1.1"')
         self._config = mqtt
         self._host: str = mqtt.host  # checked above: the config's type allows None (MQTT off)
         # Zone entities in discovery: the configured zones, and those a reload removed.
@@ -221,11 +241,8 @@ class MqttSink:
         # Below the keep-alive: paho itself drops a connection that is silent for that long.
         self._connack_timeout = min(connack_timeout, 0.75 * mqtt.keepalive)
         self._reminder_interval = reminder_interval
-        # Files are read once: a reconnect must not fail on a file that changed since.
-        self._password = (
-            validate_password_file(mqtt.password_file) if mqtt.username is not None and mqtt.password_file else None
-        )
-        self._tls = build_tls_context(mqtt) if mqtt.tls else None
+        self._client_settings = ClientSettings.from_config(mqtt, mqtt.client_id or f"edge-face-{device_id}")
+        self._tls = self._client_settings.tls
 
         self._cond = threading.Condition()
         # Everything below is guarded by self._cond.
@@ -242,14 +259,14 @@ class MqttSink:
         self._last_reject_log = float("-inf")
         self._announce_pending = False
         self._discovery_pending = False
-        self._latest_state: bytes | None = None
-        self._state_dirty = False
-        self._latest_snapshot: bytes | None = None
-        self._snapshot_dirty = False
+        # The retained topics whose newest payload is re-sent on every connection, in the order
+        # they go out: controls before state, so that a switch's echo precedes the state that
+        # follows from it, even when both wait in the same batch (a loaded transport thread).
+        self._controls = _Retained(self.topics.controls)
+        self._presence = _Retained(self.topics.state)
+        self._snapshot = _Retained(self.topics.snapshot)
+        self._retained = (self._controls, self._presence, self._snapshot)
         self._pending_stats: bytes | None = None
-        # Home Assistant controls: the retained control state, and who gets the commands.
-        self._latest_controls: bytes | None = None
-        self._controls_dirty = False
         self._command_handler: Callable[[str, bytes], None] | None = None
         self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
@@ -270,8 +287,7 @@ class MqttSink:
 
     def publish_state(self, state: PresenceState) -> None:
         with self._cond:
-            self._latest_state = encode_state(state)
-            self._state_dirty = True
+            self._presence.update(encode_state(state))
         self._wake.set()
 
     def publish_snapshot(self, jpeg: bytes) -> None:
@@ -279,8 +295,7 @@ class MqttSink:
             # Privacy: with snapshots off no image leaves the device, whoever calls this.
             return
         with self._cond:
-            self._latest_snapshot = bytes(jpeg)
-            self._snapshot_dirty = True
+            self._snapshot.update(bytes(jpeg))
         self._wake.set()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
@@ -301,17 +316,15 @@ class MqttSink:
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The control state (retained, re-sent after every reconnect) the switches read."""
         with self._cond:
-            self._latest_controls = encode_json(state)
-            self._controls_dirty = True
+            self._controls.update(encode_json(state))
         self._wake.set()
 
     def reannounce(self) -> None:
         """Re-send discovery and every retained message (the Re-announce button)."""
         with self._cond:
             self._discovery_pending = self._ha.enabled
-            self._state_dirty = self._latest_state is not None
-            self._snapshot_dirty = self._latest_snapshot is not None
-            self._controls_dirty = self._latest_controls is not None
+            for latest in self._retained:
+                latest.resend()
         self._wake.set()
 
     def _own_discovery_topic(self) -> str:
@@ -400,17 +413,7 @@ class MqttSink:
     # --- client set-up -----------------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        cfg = self._config
-        protocol = _PROTOCOLS[cfg.protocol]
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"edge-face-{self._device_id}",
-            # MQTT 5 sets clean start per connection (paho's default: first connect only).
-            clean_session=True if protocol == paho.MQTTv311 else None,
-            protocol=protocol,
-            transport=cfg.transport,
-            reconnect_on_failure=False,  # our thread reconnects, with a fresh client
-        )
+        client = new_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
         if self._log.isEnabledFor(logging.DEBUG):
             # paho's log is protocol detail, and it reports routine states of its reconnect
             # loop as ERROR ("Client is not connected"): useful when debugging, noise otherwise.
@@ -419,12 +422,7 @@ class MqttSink:
         client.max_inflight_messages_set(PAHO_MAX_INFLIGHT)
         client.max_queued_messages_set(0)  # our outbox is the bound
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._password)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-            client.tls_insecure_set(cfg.tls_insecure)
-        client.on_connect = self._on_connect
+        on_connack(client, self._on_connack)
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -617,14 +615,7 @@ class MqttSink:
 
     # --- paho callbacks (the transport thread, inside client.loop) -------------------------------
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_connack(self, client: paho.Client, reason_code: ReasonCode) -> None:
         if reason_code.is_failure:
             hint = " (check mqtt.username and mqtt.password_file)" if str(reason_code) in _CREDENTIAL_REASONS else ""
             with self._cond:
@@ -637,9 +628,8 @@ class MqttSink:
             self._refusal = self._disconnect_reason = None
             self._last_state_log = float("-inf")
             self._announce_pending = True
-            self._state_dirty = self._latest_state is not None
-            self._snapshot_dirty = self._latest_snapshot is not None
-            self._controls_dirty = self._latest_controls is not None
+            for latest in self._retained:
+                latest.resend()
             reconnect = self._connections > 1
             self._cond.notify_all()
         stats = self.outbox.stats
@@ -734,9 +724,7 @@ class MqttSink:
         or snapshot unsent, no connect-time announcement waiting, no QoS 1 message unacknowledged."""
         return not (
             len(self.outbox)
-            or self._state_dirty
-            or self._snapshot_dirty
-            or self._controls_dirty
+            or any(latest.unsent for latest in self._retained)
             or self._discovery_removal_pending
             or (self._connected and (self._announce_pending or self._discovery_pending))
             or any(item.qos for item in self._unacked.values())
@@ -768,20 +756,10 @@ class MqttSink:
             self._discovery_pending = False
             if self._ha.enabled:
                 work.append(retained(self._own_discovery_topic(), encode_json(self._discovery_payload())))
-        # Controls before state: a switch's echo goes out before the state that follows from
-        # it, even when both wait in the same batch (a loaded transport thread).
-        if self._controls_dirty:
-            self._controls_dirty = False
-            assert self._latest_controls is not None  # dirty only once there is something to send
-            work.append(retained(self.topics.controls, self._latest_controls))
-        if self._state_dirty:
-            self._state_dirty = False
-            assert self._latest_state is not None  # dirty only once there is something to send
-            work.append(retained(self.topics.state, self._latest_state))
-        if self._snapshot_dirty:
-            self._snapshot_dirty = False
-            assert self._latest_snapshot is not None  # dirty only once there is something to send
-            work.append(retained(self.topics.snapshot, self._latest_snapshot))
+        for latest in self._retained:
+            payload = latest.take()
+            if payload is not None:
+                work.append(retained(latest.topic, payload))
         if self._discovery_removal_pending:
             self._discovery_removal_pending = False
             # An empty retained config: HA deletes the device (only sent when one exists, as

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from broker import MosquittoBroker, Subscriber, free_port
+from broker import MosquittoBroker, Subscriber, free_port, make_test_pki
 from daemon_support import build_scene, write_config
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -32,10 +32,15 @@ PASSWORD = "fleet 'pw' \"with\" spaces"
 USERS = {"watcher": PASSWORD, "device": "device-secret"}
 
 
-def publish_retained(broker: MosquittoBroker, messages: dict[str, bytes | str | dict]) -> None:
-    """Publish each (topic, payload) retained with QoS 1 and wait for every PUBACK."""
+def publish_retained(
+    broker: MosquittoBroker, messages: dict[str, bytes | str | dict], ca_file: Path | None = None
+) -> None:
+    """Publish each (topic, payload) retained with QoS 1 and wait for every PUBACK
+    (over TLS when ``ca_file`` is given)."""
     client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.username_pw_set("device", "device-secret")
+    if ca_file is not None:
+        client.tls_set(ca_certs=str(ca_file))
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -236,6 +241,31 @@ def test_broker_problems_exit_1_with_one_line(broker, password_file, tmp_path):
     )
     assert unreachable.returncode == ExitCode.FAILURE
     assert unreachable.stderr.startswith(f"edge-face fleet: broker 127.0.0.1:{closed_port} unreachable (")
+
+
+def test_a_tls_broker_is_read_with_its_ca_and_refused_with_another(tmp_path, password_file):
+    pki = make_test_pki(tmp_path / "pki")
+    with MosquittoBroker(tmp_path / "tls", users=USERS, tls=(pki.server_cert, pki.server_key, pki.ca_file)) as broker:
+        publish_retained(broker, {"edge-face/porch/status": "online"}, ca_file=pki.ca_file)
+        trusted = run_fleet(
+            broker, "--tls", "--cafile", str(pki.ca_file), "--timeout", "1", password_file=password_file
+        )
+        assert trusted.returncode == ExitCode.OK, trusted.stderr
+        assert [line.split()[:2] for line in trusted.stdout.splitlines()[1:]] == [["porch", "online"]]
+
+        untrusted = run_fleet(
+            broker, "--tls", "--cafile", str(pki.other_ca_file), "--timeout", "1", password_file=password_file
+        )
+        assert untrusted.returncode == ExitCode.FAILURE
+        assert untrusted.stderr.startswith(
+            f"edge-face fleet: broker {broker.host}:{broker.port}: TLS certificate verify failed ("
+        )
+        assert len(untrusted.stderr.splitlines()) == 1
+
+        missing_ca = run_fleet(broker, "--tls", "--cafile", str(tmp_path / "nope.pem"), password_file=password_file)
+        assert missing_ca.returncode == ExitCode.FAILURE
+        assert missing_ca.stderr.startswith("edge-face fleet: TLS files unusable: ")
+        assert len(missing_ca.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,101 @@
+"""The paho-mqtt 2.x client, made in one place.
+
+Three parts of edge-face talk to a broker: the daemon's sink (:mod:`edge.mqtt`),
+``edge-face forget`` (:mod:`edge.forget`) and ``edge-face fleet`` (:mod:`edge.fleet`). They
+share how a client is made from the broker settings (protocol, clean start, credentials,
+TLS) and how the broker's CONNACK reaches them: paho 2's ``on_connect`` has five
+parameters, of which every caller here needs the reason code only.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.client import ConnectFlags
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.config import (
+    MQTT_PROTOCOLS,
+    ConfigError,
+    MqttConfig,
+    MqttTransport,
+    build_tls_context,
+    validate_password_file,
+)
+
+# The values of mqtt.protocol, as paho numbers them.
+PROTOCOLS = dict(zip(MQTT_PROTOCOLS, (paho.MQTTv5, paho.MQTTv311), strict=True))
+
+# Called on each CONNACK, in paho's thread: the client and the broker's reason code.
+ConnackHandler = Callable[[paho.Client, ReasonCode], None]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How a client presents itself to the broker. ``protocol``: a key of :data:`PROTOCOLS`;
+    ``password``: the secret itself, read from its file beforehand; ``tls``: None for a
+    plain connection."""
+
+    client_id: str
+    protocol: str = "5"
+    transport: MqttTransport = "tcp"
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    tls_insecure: bool = False
+
+    @classmethod
+    def from_config(cls, mqtt: MqttConfig, client_id: str) -> ClientSettings:
+        """The settings of the ``[mqtt]`` section, its password file read and its TLS files
+        loaded now, so that a reconnect never fails on a file changed since. Raises
+        ConfigError naming the key at fault."""
+        if mqtt.protocol not in PROTOCOLS:
+            raise ConfigError("mqtt.protocol", mqtt.protocol, " or ".join(f'"{p}"' for p in PROTOCOLS))
+        return cls(
+            client_id=client_id,
+            protocol=mqtt.protocol,
+            transport=mqtt.transport,
+            username=mqtt.username,
+            password=(
+                validate_password_file(mqtt.password_file) if mqtt.username is not None and mqtt.password_file else None
+            ),
+            tls=build_tls_context(mqtt) if mqtt.tls else None,
+            tls_insecure=mqtt.tls_insecure,
+        )
+
+
+def new_client(settings: ClientSettings, *, reconnect_on_failure: bool = True) -> paho.Client:
+    """A paho client for ``settings`` (callbacks not set). MQTT 5 gets a clean start on every
+    connection (paho's default: the first one only), matching 3.1.1's clean session."""
+    protocol = PROTOCOLS[settings.protocol]
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        clean_session=True if protocol == paho.MQTTv311 else None,
+        protocol=protocol,
+        transport=settings.transport,
+        reconnect_on_failure=reconnect_on_failure,
+    )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls is not None:
+        client.tls_set_context(settings.tls)
+        client.tls_insecure_set(settings.tls_insecure)
+    return client
+
+
+def on_connack(client: paho.Client, handler: ConnackHandler) -> None:
+    """Have ``client`` call ``handler(client, reason_code)`` on each CONNACK."""
+
+    def on_connect(
+        client: paho.Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
+        handler(client, reason_code)
+
+    client.on_connect = on_connect
