@@ -120,7 +120,29 @@ class Entity:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-_SWITCH_STATE = "{{ value_json.%s }}"
+_SWITCH_PAYLOADS = {"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF}
+
+
+def _control(
+    key: str, platform: str, name: str, icon: str, options: dict[str, Any], shows_state: bool = True
+) -> Entity:
+    """An entity that sends to the control ``key`` (a configuration entity, there while
+    controls are on) and, unless ``shows_state`` is False (a button), shows that control's
+    value from the retained controls topic."""
+    return Entity(
+        key,
+        platform,
+        name,
+        "controls" if shows_state else None,
+        f"{{{{ value_json.{key} }}}}" if shows_state else None,
+        category=CONFIG,
+        icon=icon,
+        command=key,
+        needs=CONTROLS,
+        options=dict(options),
+    )
+
+
 # The declarative list: what Home Assistant shows, in the order it shows it.
 ENTITIES: tuple[Entity, ...] = (
     Entity(
@@ -168,52 +190,16 @@ ENTITIES: tuple[Entity, ...] = (
         needs=SNAPSHOT,
         options={"image_topic": "snapshot", "content_type": "image/jpeg"},
     ),
-    Entity(
-        "detection",
-        "switch",
-        "Detection",
-        "controls",
-        _SWITCH_STATE % "detection",
-        category=CONFIG,
-        icon="mdi:cctv",
-        command="detection",
-        needs=CONTROLS,
-        options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF},
-    ),
-    Entity(
-        "snapshots",
-        "switch",
-        "Snapshots",
-        "controls",
-        _SWITCH_STATE % "snapshots",
-        category=CONFIG,
-        icon="mdi:image-outline",
-        command="snapshots",
-        needs=CONTROLS,
-        options={"payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF},
-    ),
-    Entity(
+    _control("detection", "switch", "Detection", "mdi:cctv", _SWITCH_PAYLOADS),
+    _control("snapshots", "switch", "Snapshots", "mdi:image-outline", _SWITCH_PAYLOADS),
+    _control(
         "score_threshold",
         "number",
         "Score threshold",
-        "controls",
-        _SWITCH_STATE % "score_threshold",
-        category=CONFIG,
-        icon="mdi:tune-vertical",
-        command="score_threshold",
-        needs=CONTROLS,
-        options={"min": SCORE_THRESHOLD_MIN, "max": SCORE_THRESHOLD_MAX, "step": SCORE_THRESHOLD_STEP, "mode": "box"},
+        "mdi:tune-vertical",
+        {"min": SCORE_THRESHOLD_MIN, "max": SCORE_THRESHOLD_MAX, "step": SCORE_THRESHOLD_STEP, "mode": "box"},
     ),
-    Entity(
-        "reannounce",
-        "button",
-        "Re-announce",
-        category=CONFIG,
-        icon="mdi:bullhorn",
-        command="reannounce",
-        needs=CONTROLS,
-        options={"payload_press": PRESS},
-    ),
+    _control("reannounce", "button", "Re-announce", "mdi:bullhorn", {"payload_press": PRESS}, shows_state=False),
     Entity(
         "fps",
         "sensor",
