@@ -53,7 +53,7 @@ from edge.config import (
 )
 from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_state
 from edge.decode import Detections
-from edge.detector import FaceDetector
+from edge.detector import DetectorOptions, FaceDetector
 from edge.events import (
     Event,
     EventIdentity,
@@ -149,9 +149,11 @@ def build_detector(config: Config) -> FaceDetector:
     try:
         return FaceDetector(
             settings.model,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            num_threads=settings.num_threads,
+            DetectorOptions(
+                score_threshold=settings.score_threshold,
+                iou_threshold=settings.iou_threshold,
+                num_threads=settings.num_threads,
+            ),
         )
     except ModelError as exc:
         raise StartupError(str(exc), EXIT_MODEL) from None
@@ -198,19 +200,19 @@ def build_sink(
 
 def build_daemon(
     config: Config,
+    *,
     config_path: str | os.PathLike[str] | None = None,
     source: FrameSource | None = None,
     sink: EventSink | None = None,
     notifier: SystemdNotifier | None = None,
     controls: DaemonControls | None = None,
-    outbox: Outbox | None = None,
 ) -> Daemon:
     """Assemble a daemon from ``config``: loads the model (StartupError exit 4) and picks the
     source; nothing is opened or connected yet. ``source`` / ``sink`` / ``notifier`` replace
-    the configured ones (a given ``sink`` should drain ``outbox``). ``controls``: stop and
-    reload flags that may already be set (signals during start-up). ``config_path`` is re-read
-    on SIGHUP (None: reload is refused). Controls stored from Home Assistant are merged over
-    ``config`` first."""
+    the configured ones (a given ``sink`` drains the outbox it was made with, or, made with
+    none, the one the daemon gives it). ``controls``: stop and reload flags that may already
+    be set (signals during start-up). ``config_path`` is re-read on SIGHUP (None: reload is
+    refused). Controls stored from Home Assistant are merged over ``config`` first."""
     ha_controls = Controls.for_config(config, logging.getLogger("edge.controls"))
     file_config, config = config, ha_controls.effective(config)
     detector = build_detector(config)
@@ -219,9 +221,12 @@ def build_daemon(
             source = build_source(config.camera, detector.input_size)
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
-    if outbox is None:  # a given sink may bring its own (an empty Outbox is falsy: test for None)
-        sink_outbox = getattr(sink, "outbox", None)
-        outbox = sink_outbox if sink_outbox is not None else Outbox(*outbox_bounds(config))
+    # A given sink may bring its own outbox (an empty Outbox is falsy: test for None).
+    outbox = getattr(sink, "outbox", None)
+    if outbox is None:
+        outbox = Outbox(*outbox_bounds(config))
+        if isinstance(sink, _TakesOutbox):
+            sink.outbox = outbox
     controls = controls if controls is not None else DaemonControls()
     return Daemon(
         config=config,
@@ -277,31 +282,25 @@ class Daemon:
 
     def __init__(
         self,
+        *,
         config: Config,
+        file_config: Config,
+        config_path: Path | None,
         detector: FaceDetector,
         source: FrameSource,
         sink: EventSink,
+        outbox: Outbox,
         notifier: SystemdNotifier,
-        config_path: Path | None = None,
-        controls: DaemonControls | None = None,
-        outbox: Outbox | None = None,
-        ha_controls: Controls | None = None,
-        file_config: Config | None = None,
+        controls: DaemonControls,
+        ha_controls: Controls,
     ) -> None:
-        self.config, self.detector, self.sink, self.notifier = config, detector, sink, notifier
-        self.config_path = config_path
-        self.controls = controls if controls is not None else DaemonControls()
-        # The config file as read (the Home Assistant controls are merged over it into self.config).
-        self.file_config = file_config if file_config is not None else config
-        self.ha_controls = ha_controls if ha_controls is not None else Controls(config.device.state_dir, False, log)
+        """The parts, as :func:`build_daemon` made them. ``config``: ``file_config`` (the
+        file as read) with the Home Assistant ``ha_controls`` merged over it; ``sink``
+        drains ``outbox``."""
+        self.config, self.file_config, self.config_path = config, file_config, config_path
+        self.detector, self.sink, self.outbox, self.notifier = detector, sink, outbox, notifier
+        self.controls, self.ha_controls = controls, ha_controls
         self._paused = not self.ha_controls.detection
-        # The sink drains this outbox: a sink made with one brings it; one whose ``outbox``
-        # is still None (a StdoutSink made without one) is given the daemon's.
-        if outbox is None:
-            outbox = getattr(sink, "outbox", None)
-        self.outbox = outbox if outbox is not None else Outbox(*outbox_bounds(config))
-        if isinstance(sink, _TakesOutbox) and sink.outbox is None:
-            sink.outbox = self.outbox
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
         self.tracker = PresenceTracker(
