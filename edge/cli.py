@@ -156,7 +156,7 @@ def _model_problem(model: Path) -> str | None:
 
 
 def detect_command(args: argparse.Namespace) -> int:
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
     from edge.imageio import ImageError, decode_image, draw_detections, save_new_image
     from edge.model import ModelError
 
@@ -177,10 +177,12 @@ def detect_command(args: argparse.Namespace) -> int:
     try:
         detector = FaceDetector(
             model_path,
-            score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold,
-            num_threads=args.threads,
-            interpreter=args.interpreter,
+            DetectorOptions(
+                score_threshold=args.score_threshold,
+                iou_threshold=args.iou_threshold,
+                num_threads=args.threads,
+                interpreter=args.interpreter,
+            ),
         )
     except ModelError as exc:
         _fail(str(exc))

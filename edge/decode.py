@@ -10,7 +10,7 @@ Two entry points:
 
 Both produce the same :class:`Detections` as upstream's numpy post-processing (dequantize and
 decode all anchors, then greedy hard NMS) on the same inputs, to the bit: the per-anchor
-arithmetic is shared (:func:`dequantize`, :func:`face_scores`, :func:`decode_boxes`) and the
+arithmetic is shared (:meth:`QuantParams.dequantize`, :func:`face_scores`, :func:`decode_boxes`) and the
 NMS keeps upstream's order and tie rules. ``tests/test_decode.py`` checks that on real frames.
 """
 
@@ -32,6 +32,35 @@ class QuantParams:
 
     scale: float
     zero_point: int
+
+    def dequantize(self, values: np.ndarray) -> np.ndarray:
+        """int8 array of any shape -> float32 array of the same shape."""
+        return (values.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+
+
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """Which decoded anchors become faces.
+
+    ``score_threshold``: keep anchors whose face probability is strictly above it, in (0, 1)
+    (upstream's demo uses 0.7); ``iou_threshold``: hard NMS drops a box whose IoU with a kept
+    one is above it, in [0, 1]; ``top_k``: keep at most this many faces (-1: all);
+    ``candidate_size``: NMS considers only this many best candidates (upstream's hard_nms
+    default). Raises ValueError naming the field that is out of range.
+    """
+
+    score_threshold: float = 0.7
+    iou_threshold: float = 0.3
+    top_k: int = -1
+    candidate_size: int = DEFAULT_CANDIDATE_SIZE
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if self.candidate_size < 1:
+            raise ValueError(f"candidate_size must be >= 1, got {self.candidate_size}")
 
 
 @dataclass(frozen=True)
@@ -65,11 +94,6 @@ class Detections:
         boxes = self.boxes * scale
         np.clip(boxes, 0.0, scale, out=boxes)
         return boxes
-
-
-def dequantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
-    """int8 array of any shape -> float32 array of the same shape."""
-    return (values.astype(np.float32) - np.float32(params.zero_point)) * np.float32(params.scale)
 
 
 def face_scores(logits: np.ndarray) -> np.ndarray:
@@ -163,23 +187,18 @@ def hard_nms(
     return order[kept].astype(np.int64)
 
 
-def select_faces(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    score_threshold: float,
-    iou_threshold: float,
-    top_k: int = -1,
-    candidate_size: int = DEFAULT_CANDIDATE_SIZE,
-) -> Detections:
+def select_faces(boxes: np.ndarray, scores: np.ndarray, options: PostprocessOptions) -> Detections:
     """Threshold + hard NMS over decoded boxes.
 
     ``boxes``: (N, 4) float32 normalized xyxy; ``scores``: (N,) float32 face probabilities.
-    A box is a candidate when its score is strictly above ``score_threshold`` (upstream's rule).
+    A box is a candidate when its score is strictly above the threshold (upstream's rule).
     """
-    candidates = np.flatnonzero(scores > score_threshold)
+    candidates = np.flatnonzero(scores > options.score_threshold)
     if candidates.size == 0:
         return Detections.empty()
-    kept = candidates[hard_nms(boxes[candidates], scores[candidates], iou_threshold, top_k, candidate_size)]
+    kept = candidates[
+        hard_nms(boxes[candidates], scores[candidates], options.iou_threshold, options.top_k, options.candidate_size)
+    ]
     return Detections(
         np.ascontiguousarray(boxes[kept], dtype=np.float32),
         np.ascontiguousarray(scores[kept], dtype=np.float32),
@@ -194,7 +213,7 @@ class Int8Postprocessor:
     (and whether it passes the threshold), the dequantized and variance-scaled regressions, and
     their ``exp``. A frame then costs one table look-up over the anchors to find candidates and
     a handful of small array operations on those few. The tables are filled by the very
-    functions the upstream-style path applies to every anchor (:func:`dequantize`,
+    functions the upstream-style path applies to every anchor (:meth:`QuantParams.dequantize`,
     :func:`face_scores`, the terms of :func:`decode_boxes`), so results are identical to it.
 
     Holds only per-model constants; calling it mutates nothing.
@@ -205,32 +224,22 @@ class Int8Postprocessor:
         prior_config: PriorConfig,
         logits_quant: QuantParams,
         regressions_quant: QuantParams,
-        score_threshold: float = 0.7,
-        iou_threshold: float = 0.3,
-        top_k: int = -1,
-        candidate_size: int = DEFAULT_CANDIDATE_SIZE,
+        options: PostprocessOptions | None = None,
     ) -> None:
-        if not 0.0 < score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
-        if not 0.0 <= iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+        self.options = options if options is not None else PostprocessOptions()
         self.prior_config = prior_config
         self.priors = generate_priors(prior_config)
         self.logits_quant = logits_quant
         self.regressions_quant = regressions_quant
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.top_k = top_k
-        self.candidate_size = candidate_size
 
         # A logit row's two bytes read as one little-endian uint16: low byte background, high face.
         pair_codes = np.arange(65536, dtype="<u2").view(np.uint8).view(np.int8).reshape(65536, 2)
-        self._pair_scores = face_scores(dequantize(pair_codes, logits_quant))
-        self._pair_passes = self._pair_scores > self.score_threshold
+        self._pair_scores = face_scores(logits_quant.dequantize(pair_codes))
+        self._pair_passes = self._pair_scores > self.options.score_threshold
 
         # Regression tables indexed by the byte (uint8 view) of an int8 value.
         byte_values = np.arange(256, dtype=np.uint8).view(np.int8)
-        deltas = dequantize(byte_values, regressions_quant)
+        deltas = regressions_quant.dequantize(byte_values)
         centre_terms = deltas * np.float32(prior_config.center_variance)
         size_terms = np.exp(deltas * np.float32(prior_config.size_variance))
         # Row per output column: dx and dy use the centre term, dw and dh the size term.
@@ -253,5 +262,6 @@ class Int8Postprocessor:
         scaled = terms * self._prior_factors[candidates]
         centres = scaled[:, :2] + self._prior_centres[candidates]
         boxes = np.concatenate([centres - scaled[:, 2:], centres + scaled[:, 2:]], axis=1)
-        kept = hard_nms(boxes, scores, self.iou_threshold, self.top_k, self.candidate_size)
+        options = self.options
+        kept = hard_nms(boxes, scores, options.iou_threshold, options.top_k, options.candidate_size)
         return Detections(boxes[kept], scores[kept])

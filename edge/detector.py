@@ -9,7 +9,7 @@ Embedding it::
 
 Or with options and per-stage timing (for stats and benchmarks)::
 
-    detector = FaceDetector.from_options("model.tflite", DetectorOptions(score_threshold=0.6))
+    detector = FaceDetector("model.tflite", DetectorOptions(score_threshold=0.6, num_threads=1))
     result = detector.detect_timed(frame, color_order="BGR")
     result.detections, result.times.invoke_s
 """
@@ -22,28 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.decode import DEFAULT_CANDIDATE_SIZE, Detections, Int8Postprocessor
+from edge.decode import Detections, Int8Postprocessor, PostprocessOptions
 from edge.model import Int8Model
 from edge.preprocess import COLOR_ORDERS, BilinearResizer, as_three_channels, write_model_input
 from edge.sidecar import ModelInfo
 
 
 @dataclass(frozen=True)
-class DetectorOptions:
-    """How a FaceDetector post-processes and runs.
-
-    ``score_threshold``: minimum face probability (upstream's demo uses 0.7);
-    ``iou_threshold``: hard-NMS overlap above which the weaker box is dropped;
-    ``top_k``: keep at most this many faces (-1: all); ``candidate_size``: NMS considers only
-    this many best candidates (upstream's hard_nms default, 200); ``num_threads``:
-    interpreter threads (None: the interpreter's default); ``interpreter``: pin an
-    interpreter package (see :func:`edge.model.load_interpreter_class`).
+class DetectorOptions(PostprocessOptions):
+    """How a FaceDetector post-processes (the fields of
+    :class:`edge.decode.PostprocessOptions`) and runs: ``num_threads``: interpreter threads
+    (None: the interpreter's default); ``interpreter``: pin an interpreter package (see
+    :func:`edge.model.load_interpreter_class`).
     """
 
-    score_threshold: float = 0.7
-    iou_threshold: float = 0.3
-    top_k: int = -1
-    candidate_size: int = DEFAULT_CANDIDATE_SIZE
     num_threads: int | None = None
     interpreter: str | None = None
 
@@ -70,49 +62,17 @@ class TimedDetections:
 
 
 class FaceDetector:
-    """Detects faces with an edge-face int8 model. One instance per thread.
+    """Detects faces with the edge-face int8 model at ``model`` (its sidecar beside it), as
+    ``options`` say (None: the defaults). One instance per thread."""
 
-    Arguments are the fields of :class:`DetectorOptions` (kept as keywords for existing
-    callers); :meth:`from_options` takes the dataclass.
-    """
-
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        score_threshold: float = 0.7,
-        iou_threshold: float = 0.3,
-        top_k: int = -1,
-        num_threads: int | None = None,
-        interpreter: str | None = None,
-        candidate_size: int = DEFAULT_CANDIDATE_SIZE,
-    ) -> None:
-        if candidate_size < 1:
-            raise ValueError(f"candidate_size must be >= 1, got {candidate_size}")
-        self.options = DetectorOptions(score_threshold, iou_threshold, top_k, candidate_size, num_threads, interpreter)
-        self._model = Int8Model(model, num_threads=num_threads, interpreter=interpreter)
+    def __init__(self, model: str | os.PathLike[str], options: DetectorOptions | None = None) -> None:
+        self.options = options if options is not None else DetectorOptions()
+        self._model = Int8Model(model, num_threads=self.options.num_threads, interpreter=self.options.interpreter)
         info = self._model.info
         self._postprocess = Int8Postprocessor(
-            info.prior_config,
-            info.logits_quant,
-            info.regressions_quant,
-            score_threshold=score_threshold,
-            iou_threshold=iou_threshold,
-            top_k=top_k,
-            candidate_size=candidate_size,
+            info.prior_config, info.logits_quant, info.regressions_quant, self.options
         )
         self._resize = BilinearResizer(info.input_width, info.input_height)
-
-    @classmethod
-    def from_options(cls, model: str | os.PathLike[str], options: DetectorOptions) -> FaceDetector:
-        return cls(
-            model,
-            score_threshold=options.score_threshold,
-            iou_threshold=options.iou_threshold,
-            top_k=options.top_k,
-            num_threads=options.num_threads,
-            interpreter=options.interpreter,
-            candidate_size=options.candidate_size,
-        )
 
     @property
     def info(self) -> ModelInfo:

@@ -77,9 +77,9 @@ def int8_model_path(upstream_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def detector(int8_model_path):
     """One FaceDetector for the session, on the interpreter EDGE_FACE_INTERPRETER pins (if any)."""
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
 
-    return FaceDetector(int8_model_path, interpreter=os.environ.get("EDGE_FACE_INTERPRETER") or None)
+    return FaceDetector(int8_model_path, DetectorOptions(interpreter=os.environ.get("EDGE_FACE_INTERPRETER") or None))
 
 
 @pytest.fixture(scope="session")

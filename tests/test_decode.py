@@ -9,9 +9,9 @@ import pytest
 from edge.decode import (
     Detections,
     Int8Postprocessor,
+    PostprocessOptions,
     QuantParams,
     decode_boxes,
-    dequantize,
     face_scores,
     hard_nms,
     select_faces,
@@ -138,10 +138,10 @@ def test_nms_breaks_score_ties_highest_index_first_like_upstream():
 def test_select_faces_threshold_is_strict_and_results_are_best_first():
     boxes = _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.6, 0.6], [0.2, 0.2, 0.3, 0.3])
     scores = np.array([0.7, 0.71, 0.95], np.float32)
-    found = select_faces(boxes, scores, score_threshold=0.7, iou_threshold=0.3)
+    found = select_faces(boxes, scores, PostprocessOptions(score_threshold=0.7, iou_threshold=0.3))
     assert found.scores.tolist() == pytest.approx([0.95, 0.71])
     np.testing.assert_array_equal(found.boxes, boxes[[2, 1]])
-    assert len(select_faces(boxes, scores, 0.99, 0.3)) == 0
+    assert len(select_faces(boxes, scores, PostprocessOptions(0.99, 0.3))) == 0
 
 
 def test_detections_pixel_boxes_scale_and_clip():
@@ -159,7 +159,7 @@ def test_int8_score_table_covers_every_logit_pair_exactly():
     fast, _ = _postprocessors(threshold=0.7)
     q = np.arange(-128, 128, dtype=np.int8)
     pairs = np.stack(np.meshgrid(q, q, indexing="ij"), axis=-1).reshape(-1, 2)
-    slow = face_scores(dequantize(pairs, fast.logits_quant))
+    slow = face_scores(fast.logits_quant.dequantize(pairs))
     codes = pairs.view("<u2").reshape(-1)
     np.testing.assert_array_equal(fast._pair_scores[codes], slow)
     np.testing.assert_array_equal(fast._pair_passes[codes], slow > 0.7)
@@ -168,11 +168,12 @@ def test_int8_score_table_covers_every_logit_pair_exactly():
 def _postprocessors(threshold=0.7, iou=0.3):
     config = PriorConfig()
     logits_q, regressions_q = QuantParams(0.0717, 4), QuantParams(0.0339, -7)
-    fast = Int8Postprocessor(config, logits_q, regressions_q, threshold, iou)
+    options = PostprocessOptions(threshold, iou)
+    fast = Int8Postprocessor(config, logits_q, regressions_q, options)
     priors = generate_priors(config)
 
     def upstream(logits, regressions):
-        return upstream_postprocess(logits, regressions, priors, config, logits_q, regressions_q, threshold, iou)
+        return upstream_postprocess(logits, regressions, priors, config, logits_q, regressions_q, options)
 
     return fast, upstream
 

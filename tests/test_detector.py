@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Detections, select_faces
+from edge.decode import Detections, PostprocessOptions, select_faces
 from edge.imageio import ImageError, load_image
 from edge.model import Int8Model, ModelError, load_interpreter_class
 from edge.preprocess import normalize_nchw, resize_bilinear
@@ -52,7 +52,7 @@ def test_finds_the_faces_the_float_model_finds_on_real_photos(detector, upstream
         rgb = load_image(path)
         height, width = rgb.shape[:2]
         scores, boxes = session.run(None, {"input": normalize_nchw(resize_bilinear(rgb, 320, 240))})
-        reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3).pixel_boxes(width, height)
+        reference = select_faces(boxes[0], scores[0][:, 1], PostprocessOptions()).pixel_boxes(width, height)
         ours = detector.detect(rgb).pixel_boxes(width, height)
         float_faces += len(reference)
         int8_faces += len(ours)
@@ -93,15 +93,20 @@ def test_post_processing_options_reach_the_detector(int8_model_path, photo_paths
     from edge.detector import DetectorOptions, FaceDetector
 
     frame = load_image(photo_paths[2])
-    everyone = FaceDetector(int8_model_path, interpreter=INTERPRETER).detect(frame)
+    everyone = FaceDetector(int8_model_path, DetectorOptions(interpreter=INTERPRETER)).detect(frame)
     assert len(everyone) > 3
-    best_only = FaceDetector.from_options(int8_model_path, DetectorOptions(candidate_size=1, interpreter=INTERPRETER))
+    best_only = FaceDetector(int8_model_path, DetectorOptions(candidate_size=1, interpreter=INTERPRETER))
     found = best_only.detect(frame)
     np.testing.assert_array_equal(found.boxes, everyone.boxes[:1])
-    top_two = FaceDetector(int8_model_path, top_k=2, interpreter=INTERPRETER).detect(frame)
+    top_two = FaceDetector(int8_model_path, DetectorOptions(top_k=2, interpreter=INTERPRETER)).detect(frame)
     np.testing.assert_array_equal(top_two.boxes, everyone.boxes[:2])
+    # A threshold at the third face's score keeps the two above it (the rule is "strictly above").
+    strict = DetectorOptions(score_threshold=float(everyone.scores[2]), interpreter=INTERPRETER)
+    np.testing.assert_array_equal(FaceDetector(int8_model_path, strict).detect(frame).boxes, everyone.boxes[:2])
     with pytest.raises(ValueError, match="candidate_size"):
-        FaceDetector(int8_model_path, candidate_size=0)
+        DetectorOptions(candidate_size=0)
+    with pytest.raises(ValueError, match="score_threshold"):
+        DetectorOptions(score_threshold=1.0)
 
 
 def test_no_faces_in_a_blank_frame(detector):

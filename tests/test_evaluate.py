@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detector import FaceDetector
+from edge.decode import PostprocessOptions
+from edge.detector import DetectorOptions, FaceDetector
 from edge.imageio import load_image
 from tools import evaluate
-from tools.detectors import DetectionSettings, DetectorError, FloatOnnxDetector, Int8Detector
+from tools.detectors import DetectorError, FloatOnnxDetector, Int8Detector
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def test_int8_finds_the_float_faces_on_the_shared_photos(shared_photos, float_on
 
 def test_int8_detector_at_deployment_settings_is_face_detector(shared_photos, int8_model_path):
     ours = Int8Detector(int8_model_path, evaluate.DEPLOYMENT_SETTINGS, num_threads=1)
-    device = FaceDetector(int8_model_path, num_threads=1)
+    device = FaceDetector(int8_model_path, DetectorOptions(num_threads=1))
     for rgb in shared_photos[:4]:
         a, b = ours.detect(rgb), device.detect(rgb)
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
@@ -201,4 +202,4 @@ def test_full_wider_val_layout(tmp_path, upstream_dir):
 
 def test_missing_float_model_is_a_detector_error(tmp_path):
     with pytest.raises(DetectorError, match=r"nothing\.onnx"):
-        FloatOnnxDetector(tmp_path / "nothing.onnx", DetectionSettings(0.7, 0.3))
+        FloatOnnxDetector(tmp_path / "nothing.onnx", PostprocessOptions(0.7, 0.3))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Int8Postprocessor, face_scores, select_faces
+from edge.decode import Int8Postprocessor, PostprocessOptions, face_scores, select_faces
 from edge.imageio import load_image
 from edge.preprocess import normalize_nchw, resize_bilinear
 from edge.priors import PriorConfig
@@ -192,19 +192,13 @@ def test_int8_faces_agree_with_upstream_float_graph(int8_model_path, upstream_di
     """Faces from the int8 model (device pipeline: XOR input, Int8Postprocessor) vs faces from
     upstream's own ONNX graph with in-graph box decoding."""
     info = read_sidecar(int8_model_path)
-    postprocess = Int8Postprocessor(
-        info.prior_config,
-        info.logits_quant,
-        info.regressions_quant,
-        score_threshold=0.7,
-        iou_threshold=0.3,
-    )
+    postprocess = Int8Postprocessor(info.prior_config, info.logits_quant, info.regressions_quant, PostprocessOptions())
     session = _onnx_session(upstream_dir / "models" / "version-slim-320.onnx")
     interpreter = _interpreter(int8_model_path)
     faces_float = faces_int8 = matched = 0
     for rgb in _photos(photo_paths, 6):
         scores, boxes = session.run(["scores", "boxes"], {"input": normalize_nchw(rgb)})
-        reference = select_faces(boxes[0], scores[0][:, 1], 0.7, 0.3)
+        reference = select_faces(boxes[0], scores[0][:, 1], PostprocessOptions())
         found = postprocess(*_run_int8(interpreter, rgb))
         faces_float, faces_int8 = faces_float + len(reference), faces_int8 + len(found)
         matched += len(match_boxes(reference.boxes, found.boxes, min_iou=0.5))

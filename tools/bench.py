@@ -104,13 +104,13 @@ def measure(
     model_path: Path, interpreter: str, threads: int, frames_640: list[np.ndarray], repeat: int
 ) -> StageMedians:
     """Time our stages and the same-interpreter baselines on every frame, ``repeat`` times each."""
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
     from tools.upstream_postprocess import upstream_postprocess_for
 
     _set_cv2_threads(threads)
-    detector = FaceDetector(model_path, num_threads=threads, interpreter=interpreter)
+    detector = FaceDetector(model_path, DetectorOptions(num_threads=threads, interpreter=interpreter))
     frames = [resize_bilinear(f, *detector.input_size) for f in frames_640]
 
     interpreter_class, _ = load_interpreter_class(interpreter)
@@ -194,9 +194,9 @@ def measure_blazeface(model_path: Path, frames_640: list[np.ndarray], repeat: in
         import mediapipe as mp
     except ImportError:
         return None
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
 
-    ours = FaceDetector(model_path, num_threads=1, interpreter="ai_edge_litert")
+    ours = FaceDetector(model_path, DetectorOptions(num_threads=1, interpreter="ai_edge_litert"))
     model = Path(mp.__file__).parent / "modules" / "face_detection" / "face_detection_short_range.tflite"
     vision = mp.tasks.vision
     options = vision.FaceDetectorOptions(

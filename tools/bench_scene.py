@@ -114,13 +114,13 @@ def first(items: list[int], predicate) -> int | None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
     from edge.motion import MotionDetector
     from edge.scene import apply_scene
     from tools.scene_frames import background_frame, face_patch, walk_through
 
     images = DEFAULT_UPSTREAM / "images"
-    detector = FaceDetector(args.model, num_threads=args.threads)
+    detector = FaceDetector(args.model, DetectorOptions(num_threads=args.threads))
     room = background_frame(images, WIDTH, HEIGHT)
     if len(detector.detect(room)) != 0:
         raise SystemExit("bench_scene: the empty room shows a face to the model; pick another crop")

@@ -8,20 +8,20 @@
   (edge.decode.select_faces).
 * :class:`Int8Detector`: the device path, edge.detector.FaceDetector on an int8 .tflite.
 
-Both take the same :class:`DetectionSettings`, so the two models are always compared under
-identical post-processing; each evaluation protocol chooses its own settings.
+Both take the same :class:`edge.decode.PostprocessOptions`, so the two models are always
+compared under identical post-processing; each evaluation protocol chooses its own.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from edge.decode import Detections, select_faces
+from edge.decode import Detections, PostprocessOptions, select_faces
 from edge.preprocess import BilinearResizer, as_three_channels, normalize_nchw
 
 # hard_nms looks at the `candidate_size` best candidates only; this many means "all of them".
@@ -30,30 +30,6 @@ ALL_CANDIDATES = 1 << 30
 
 class DetectorError(Exception):
     """A detector that cannot be built; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    """Post-processing of one evaluation protocol.
-
-    ``score_threshold``: keep anchors whose face probability is strictly above it;
-    ``iou_threshold``: hard NMS drops a box whose IoU with a kept one is above it;
-    ``top_k``: keep at most this many faces (-1: all); ``candidate_size``: NMS considers only
-    this many best candidates (upstream's hard_nms default is 200).
-    """
-
-    score_threshold: float
-    iou_threshold: float
-    top_k: int = -1
-    candidate_size: int = 200
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if self.candidate_size < 1:
-            raise ValueError(f"candidate_size must be >= 1, got {self.candidate_size}")
 
 
 class Detector(Protocol):
@@ -71,7 +47,7 @@ class FloatOnnxDetector:
     normalized xyxy) run by onnxruntime, with the project's threshold + NMS."""
 
     def __init__(
-        self, onnx_path: str | os.PathLike, settings: DetectionSettings, num_threads: int | None = None
+        self, onnx_path: str | os.PathLike, settings: PostprocessOptions, num_threads: int | None = None
     ) -> None:
         import onnxruntime
 
@@ -123,8 +99,7 @@ class FloatOnnxDetector:
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
         scores, boxes = self.raw_outputs(image_rgb)
-        s = self.settings
-        return select_faces(boxes, scores, s.score_threshold, s.iou_threshold, s.top_k, s.candidate_size)
+        return select_faces(boxes, scores, self.settings)
 
 
 class Int8Detector:
@@ -134,22 +109,17 @@ class Int8Detector:
     def __init__(
         self,
         model_path: str | os.PathLike,
-        settings: DetectionSettings,
+        settings: PostprocessOptions,
         num_threads: int | None = None,
         interpreter: str | None = None,
     ) -> None:
-        from edge.detector import FaceDetector
+        from edge.detector import DetectorOptions, FaceDetector
 
         self.path = Path(model_path)
         self.settings = settings
         self.detector = FaceDetector(
             self.path,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            top_k=settings.top_k,
-            num_threads=num_threads,
-            interpreter=interpreter,
-            candidate_size=settings.candidate_size,
+            DetectorOptions(**asdict(settings), num_threads=num_threads, interpreter=interpreter),
         )
         self.name = f"int8 {self.detector.model_id}"
 

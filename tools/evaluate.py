@@ -37,23 +37,23 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomic import write_atomic
-from edge.decode import Detections
+from edge.decode import Detections, PostprocessOptions
 from tools import metrics
-from tools.detectors import ALL_CANDIDATES, DetectionSettings, Detector, DetectorError, FloatOnnxDetector, Int8Detector
+from tools.detectors import ALL_CANDIDATES, Detector, DetectorError, FloatOnnxDetector, Int8Detector
 from tools.shared_data import DEFAULT_INT8_MODEL, upstream_dir, wider_subset_dir
 
 # accuracy-check.yml: the adapter keeps scores > 0.7 (its default), then nms overlap 0.5; OMZ's
 # NMS has no candidate limit.
-CARD_SETTINGS = DetectionSettings(score_threshold=0.7, iou_threshold=0.5, top_k=-1, candidate_size=ALL_CANDIDATES)
+CARD_SETTINGS = PostprocessOptions(score_threshold=0.7, iou_threshold=0.5, top_k=-1, candidate_size=ALL_CANDIDATES)
 # The card's metric over the whole PR curve. Below ~0.1 the threshold no longer matters: the
 # 200 best candidates per image (upstream's hard_nms default, which keeps the run short; OMZ
 # has no limit, 0.8530 instead of 0.8532 for the float model on the subset) all score higher.
-CARD_ALL_SCORES_SETTINGS = DetectionSettings(score_threshold=0.01, iou_threshold=0.5, top_k=-1, candidate_size=200)
+CARD_ALL_SCORES_SETTINGS = PostprocessOptions(score_threshold=0.01, iou_threshold=0.5, top_k=-1, candidate_size=200)
 # Upstream's WIDER run (widerface_evaluate/evaluation_on_widerface.py): predictor.predict(image,
 # candidate_size / 2, threshold) with candidate_size 800, threshold 0.1 and the config's NMS IoU 0.3.
-WIDER_SETTINGS = DetectionSettings(score_threshold=0.1, iou_threshold=0.3, top_k=400, candidate_size=800)
+WIDER_SETTINGS = PostprocessOptions(score_threshold=0.1, iou_threshold=0.3, top_k=400, candidate_size=800)
 # What edge-face runs on a device (FaceDetector's defaults).
-DEPLOYMENT_SETTINGS = DetectionSettings(score_threshold=0.7, iou_threshold=0.3)
+DEPLOYMENT_SETTINGS = PostprocessOptions(score_threshold=0.7, iou_threshold=0.3)
 PHOTO_MATCH_IOU = 0.5
 
 # Targets of issue 2 for the int8 build, float measured in the same run.
@@ -374,7 +374,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _detector_pair(args: argparse.Namespace, settings: DetectionSettings) -> dict:
+def _detector_pair(args: argparse.Namespace, settings: PostprocessOptions) -> dict:
     """{"float": FloatOnnxDetector, "int8": Int8Detector} with the same ``settings``."""
     from edge.model import ModelError
 

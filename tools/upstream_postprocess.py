@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.decode import Detections, QuantParams, decode_boxes, dequantize, face_scores
+from edge.decode import Detections, PostprocessOptions, QuantParams, decode_boxes, face_scores
 from edge.priors import PriorConfig
 
 if TYPE_CHECKING:
@@ -62,24 +62,24 @@ def upstream_postprocess(
     prior_config: PriorConfig,
     logits_quant: QuantParams,
     regressions_quant: QuantParams,
-    score_threshold: float = 0.7,
-    iou_threshold: float = 0.3,
-    top_k: int = -1,
+    options: PostprocessOptions | None = None,
 ) -> Detections:
-    """(N, 2) int8 logits + (N, 4) int8 regressions -> Detections, the upstream way."""
-    confidences = face_scores(dequantize(logits, logits_quant))
+    """(N, 2) int8 logits + (N, 4) int8 regressions -> Detections, the upstream way
+    (``options`` None: upstream's default thresholds)."""
+    options = options if options is not None else PostprocessOptions()
+    confidences = face_scores(logits_quant.dequantize(logits))
     boxes = decode_boxes(
-        dequantize(regressions, regressions_quant),
+        regressions_quant.dequantize(regressions),
         priors,
         prior_config.center_variance,
         prior_config.size_variance,
     )
-    mask = confidences > score_threshold
+    mask = confidences > options.score_threshold
     probs = confidences[mask]
     if probs.shape[0] == 0:
         return Detections.empty()
     box_probs = np.concatenate([boxes[mask, :], probs.reshape(-1, 1)], axis=1)
-    box_probs = hard_nms(box_probs, iou_threshold=iou_threshold, top_k=top_k)
+    box_probs = hard_nms(box_probs, options.iou_threshold, options.top_k, options.candidate_size)
     return Detections(
         np.ascontiguousarray(box_probs[:, :4], dtype=np.float32),
         np.ascontiguousarray(box_probs[:, 4], dtype=np.float32),

@@ -73,13 +73,13 @@ class Marks:
 
 
 def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.detector import FaceDetector
+    from edge.detector import DetectorOptions, FaceDetector
     from edge.imageio import load_image
     from edge.model import load_interpreter_class
     from edge.preprocess import normalize, resize_bilinear
     from tools.upstream_postprocess import upstream_postprocess_for
 
-    detector = FaceDetector(args.int8, num_threads=1, interpreter=args.interpreter)
+    detector = FaceDetector(args.int8, DetectorOptions(num_threads=1, interpreter=args.interpreter))
     info = detector.info
     interpreter_class, name = load_interpreter_class(args.interpreter)
     int8 = interpreter_class(model_path=args.int8, num_threads=1)

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.decode import Int8Postprocessor, decode_boxes, dequantize, face_scores, select_faces
+from edge.decode import Int8Postprocessor, PostprocessOptions, decode_boxes, face_scores, select_faces
 from edge.priors import PriorConfig, generate_priors
 from tools.metrics import match_boxes
 from tools.quantize.float_graph import FloatOutputs
 from tools.quantize.verify import Int8Layout, interpreter_for
 
-# Face-level parity: upstream's default demo thresholds, and the IoU at which a float face
-# and an int8 face count as the same face.
-PARITY_SCORE_THRESHOLD = 0.7
-PARITY_NMS_IOU = 0.3
+# Face-level parity: upstream's default demo thresholds (PostprocessOptions' defaults), and
+# the IoU at which a float face and an int8 face count as the same face.
+PARITY_OPTIONS = PostprocessOptions()
+PARITY_SCORE_THRESHOLD = PARITY_OPTIONS.score_threshold
 PARITY_MATCH_IOU = 0.5
 # Parity figures go into the sidecar; a fixed precision keeps its bytes stable.
 SIDECAR_DECIMALS = 6
@@ -60,7 +60,7 @@ class Parity:
             "face_anchor_regressions_max_abs_diff": rounded(self.face_anchor_regressions_max_abs_diff),
             "face_anchor_regressions_mean_abs_diff": rounded(self.face_anchor_regressions_mean_abs_diff),
             "score_threshold": PARITY_SCORE_THRESHOLD,
-            "nms_iou_threshold": PARITY_NMS_IOU,
+            "nms_iou_threshold": PARITY_OPTIONS.iou_threshold,
             "match_iou": PARITY_MATCH_IOU,
             "faces_float": self.faces_float,
             "faces_int8": self.faces_int8,
@@ -99,16 +99,14 @@ def measure_parity(
     Regression error is also reported over the anchors the float model scores as faces
     (above PARITY_SCORE_THRESHOLD): background anchors carry the largest but harmless errors.
     """
-    logits_error = np.abs(dequantize(int8_logits, layout.logits.quant) - reference.logits)
-    regressions_error = np.abs(dequantize(int8_regressions, layout.regressions.quant) - reference.regressions)
+    logits_error = np.abs(layout.logits.quant.dequantize(int8_logits) - reference.logits)
+    regressions_error = np.abs(layout.regressions.quant.dequantize(int8_regressions) - reference.regressions)
     face_anchor_mask = face_scores(reference.logits) > PARITY_SCORE_THRESHOLD
     face_anchor_error = regressions_error[face_anchor_mask]
     if face_anchor_error.size == 0:
         face_anchor_error = np.zeros(1, np.float32)
     priors = generate_priors(prior_config)
-    postprocess = Int8Postprocessor(
-        prior_config, layout.logits.quant, layout.regressions.quant, PARITY_SCORE_THRESHOLD, PARITY_NMS_IOU
-    )
+    postprocess = Int8Postprocessor(prior_config, layout.logits.quant, layout.regressions.quant, PARITY_OPTIONS)
     faces_float = faces_int8 = 0
     matched_ious: list[float] = []
     for image_index in range(len(int8_logits)):
@@ -117,8 +115,7 @@ def measure_parity(
                 reference.regressions[image_index], priors, prior_config.center_variance, prior_config.size_variance
             ),
             face_scores(reference.logits[image_index]),
-            PARITY_SCORE_THRESHOLD,
-            PARITY_NMS_IOU,
+            PARITY_OPTIONS,
         )
         int8_faces = postprocess(int8_logits[image_index], int8_regressions[image_index])
         faces_float += len(float_faces)
