@@ -170,7 +170,7 @@ def snapshot_sources(project_root: Path, destination: Path) -> Path:
     destination.mkdir()
     shutil.copytree(project_root / "edge", destination / "edge", ignore=shutil.ignore_patterns("__pycache__"))
     (destination / "tools").mkdir()
-    for name in ("pyproject.toml", "README.md", "tools/build_wheel.sh"):
+    for name in ("pyproject.toml", "README.md", "tools/build_wheel.sh", "tools/script_helpers.sh"):
         shutil.copy2(project_root / name, destination / name)
     return destination
 

@@ -27,15 +27,11 @@ SRC_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 PYTHON=python3
 OUT_DIR=$SRC_DIR/dist
 ACTION=build
-SCRATCH=
 # 1980-01-01, the earliest time a zip entry can carry.
 REPRODUCIBLE_EPOCH=315532800
 
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
-usage_error() { printf '%s: %s (see the top of %s for the options)\n' "$PROG" "$*" "$0" >&2; exit 2; }
-cleanup() { if [ -n "$SCRATCH" ]; then rm -rf -- "$SCRATCH"; fi; }
-trap cleanup EXIT
-need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "$1 needs a value"; fi; }
+# shellcheck source=tools/script_helpers.sh disable=SC1091  # shellcheck runs without -x in the tests
+. "$SRC_DIR/tools/script_helpers.sh"
 
 while [ $# -gt 0 ]; do
     case $1 in

@@ -69,17 +69,12 @@ MANAGE_USER=yes
 ROOT=
 PURGE=
 CHANGED=
-SCRATCH=
 NO_CAMERA=
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
-usage_error() { printf '%s: %s (see the top of %s for the options)\n' "$PROG" "$*" "$0" >&2; exit 2; }
 changed() { CHANGED=yes; say "$*"; }
-cleanup() { if [ -n "$SCRATCH" ]; then rm -rf -- "$SCRATCH"; fi; }
-trap cleanup EXIT
-
-need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "$1 needs a value"; fi; }
+# shellcheck source=tools/script_helpers.sh disable=SC1091  # shellcheck runs without -x in the tests
+. "$SRC_DIR/tools/script_helpers.sh"
 
 while [ $# -gt 0 ]; do
     case $1 in
