@@ -144,15 +144,6 @@ is_static() { LC_ALL=C ldd "$1" 2>&1 | grep -qE 'statically linked|not a dynamic
 # shellcheck disable=SC1091  # the host's file, read at run time
 host_codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
 
-# The mirror serving Debian $1 in the host's apt sources (default deb.debian.org).
-debian_mirror_for() {
-    local uri
-    # shellcheck disable=SC2016  # $(...) is apt's field syntax, not the shell's
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
-        | awk -v suite="$1" '$2 == suite {print $1; exit}')
-    echo "${uri:-http://deb.debian.org/debian/}"
-}
-
 # Download (not install: Debian's qemu-user-static of the same name may be installed or
 # wanted by others) the newest qemu-user apt knows, adding bookworm-backports on a bookworm
 # host whose own qemu is too old, and keep its static qemu-aarch64 in the cache.
@@ -168,7 +159,7 @@ fetch_qemu() {
             note "adding bookworm-backports to apt ($sources) for qemu-user >= $MIN_QEMU_MAJOR"
             cat >"$sources" <<EOF
 Types: deb
-URIs: $(debian_mirror_for bookworm)
+URIs: $(debian_mirror bookworm)
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
@@ -254,7 +245,8 @@ ensure_rootfs() {
     [[ -d $ROOTFS ]] && return 0
     [[ -f /usr/share/debootstrap/scripts/$suite ]] \
         || die "--suites: this debootstrap does not know '$suite' (no /usr/share/debootstrap/scripts/$suite)"
-    local mirror=${EDGE_FACE_DEBIAN_MIRROR:-$(debian_mirror_for "$suite")}
+    local mirror
+    mirror=$(debian_mirror "$suite")
     phase "building the $suite arm64 root file system from $mirror (first run only; minutes)"
     local tmp
     tmp=$(mktemp -d "$CACHE_DIR/rootfs.tmp.XXXXXX")

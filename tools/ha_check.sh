@@ -36,7 +36,7 @@ shows. Exit 0 on PASS, 1 on a failed check, 2 on a usage or setup error. Needs r
 
 Environment: EDGE_FACE_UPSTREAM_DIR (photos, default <project>/../shared/upstream),
 EDGE_FACE_HOST_PYTHON (host interpreter, default <project>/.venv/bin/python),
-EDGE_FACE_DEBIAN_MIRROR (default: deb.debian.org).
+EDGE_FACE_DEBIAN_MIRROR (default: the host's apt mirror for the suite, else deb.debian.org).
 EOF
 }
 
@@ -178,7 +178,7 @@ ensure_root() {
     ROOTFS=$CACHE_DIR/root-$SUITE-ha$HA_VERSION-$key
     [[ -f $ROOTFS/.complete ]] && return 0
     remove_tree "$ROOTFS"
-    mirror=${EDGE_FACE_DEBIAN_MIRROR:-http://deb.debian.org/debian/}
+    mirror=$(debian_mirror "$SUITE")
     phase "building the $SUITE root with Home Assistant $HA_VERSION (first run only; minutes)"
     tmp=$(mktemp -d "$CACHE_DIR/root.tmp.XXXXXX")
     BUILD_TMP+=("$tmp")

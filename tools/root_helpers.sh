@@ -1,7 +1,18 @@
-# Sourced by tools/arm64_check.sh and tools/ha_check.sh (after they define die and note):
-# phase timing, tracked mounts and an rm -rf that is safe next to the bind mounts of the
-# Debian roots both build. Not a script of its own.
+# Sourced by tools/arm64_check.sh, tools/ha_check.sh and tools/fleet/bench.sh (after they
+# define die and note): the Debian mirror, phase timing, tracked mounts and an rm -rf that is
+# safe next to the bind mounts of the Debian roots they build. Not a script of its own.
 # shellcheck shell=bash
+
+# ---- Debian ------------------------------------------------------------------------------
+# The mirror to debootstrap Debian $1 from: $EDGE_FACE_DEBIAN_MIRROR, else the one serving
+# that suite in the host's apt sources, else deb.debian.org.
+debian_mirror() {
+    local uri
+    # shellcheck disable=SC2016  # $(...) is apt's field syntax, not the shell's
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
+        | awk -v suite="$1" '$2 == suite {print $1; exit}')
+    echo "${EDGE_FACE_DEBIAN_MIRROR:-${uri:-http://deb.debian.org/debian/}}"
+}
 
 # ---- time keeping -------------------------------------------------------------------------
 STARTED=$SECONDS

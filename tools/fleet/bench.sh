@@ -45,15 +45,10 @@ note() { echo "fleet-bench: [$((SECONDS))s] $*" >&2; }
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
-# ---- the cached root ----------------------------------------------------------------------
+# shellcheck source=tools/root_helpers.sh disable=SC1091  # shellcheck runs without -x in the tests
+. "$PROJECT_ROOT/tools/root_helpers.sh"
 
-# shellcheck disable=SC2016  # $(...) is apt's field syntax, not the shell's
-debian_mirror() {
-    local uri
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
-        | awk -v suite="$SUITE" '$2 == suite {print $1; exit}')
-    echo "${EDGE_FACE_DEBIAN_MIRROR:-${uri:-http://deb.debian.org/debian/}}"
-}
+# ---- the cached root ----------------------------------------------------------------------
 
 ensure_host_tools() {
     local missing=() tool
@@ -91,7 +86,7 @@ ensure_root() {
     rm -rf --one-file-system -- "$root"
     tmp=$(mktemp -d "$CACHE_DIR/root.tmp.XXXXXX")
     local mirror
-    mirror=$(debian_mirror)
+    mirror=$(debian_mirror "$SUITE")
     note "building the $SUITE $ARCH root from $mirror (first run only; minutes)"
     debootstrap --arch=$ARCH --variant=minbase --include="$DEBOOTSTRAP_INCLUDE" \
         "$SUITE" "$tmp" "$mirror" >"$CACHE_DIR/debootstrap.log" 2>&1 \
