@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import QuantParams
 from edge.detector import FaceDetector
 from edge.imageio import load_image
 from edge.model import Int8Model
@@ -78,7 +77,6 @@ def test_writer_and_reader_round_trip(built):
         model_id="m",
         model_file="m.tflite",
         prior_config=PriorConfig(320, 240),
-        input_quant=QuantParams(1.0 / 128.0, -1),
         logits=heads["logits"],
         regressions=heads["regressions"],
         provenance={key: built[key] for key in ("source", "calibration", "parity", "converter")},

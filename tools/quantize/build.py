@@ -56,7 +56,7 @@ class BuildReport:
                 f"sidecar {self.sidecar_path.name}, built in {self.seconds:.1f} s",
                 f"  float Keras vs {f.reference} on {f.images} photos: max abs diff logits {f.max_logits_diff:.2e}, "
                 f"scores {f.max_scores_diff:.2e}, regressions {f.max_regressions_diff:.2e} (limit {FLOAT_TOLERANCE:g})",
-                f"  int8: input scale {q.input_quant.scale:g} zero point {q.input_quant.zero_point}, "
+                f"  int8: input scale {edge_sidecar.INPUT_QUANT.scale:g} zero point {edge_sidecar.INPUT_QUANT.zero_point}, "
                 f"ops {', '.join(q.op_types)}; calibrated on {self.calibration_images} photos",
                 f"  int8 vs float on {p.images} photos: logits max {p.logits_max_abs_diff:.4f} mean "
                 f"{p.logits_mean_abs_diff:.4f}; regressions max {p.regressions_max_abs_diff:.4f} mean "
@@ -84,7 +84,6 @@ def sidecar_document(
         model_id=variant.model_id,
         model_file=f"{variant.file_stem}.tflite",
         prior_config=variant.prior_config,
-        input_quant=layout.input_quant,
         logits=layout.logits,
         regressions=layout.regressions,
         provenance={

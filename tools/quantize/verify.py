@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edge.decode import QuantParams
 from edge.model import ModelError, check_io_tensors, tensor_quant
 from edge.sidecar import OutputHead
 from tools.quantize.variants import BuildError, ModelVariant
@@ -24,10 +23,9 @@ INT32_OPERANDS: dict[str, frozenset[int]] = {
 
 @dataclass(frozen=True)
 class Int8Layout:
-    """What the verified int8 model looks like from outside."""
+    """What the verified int8 model looks like from outside, beyond what the contract fixes
+    (its input is always :data:`edge.sidecar.INPUT_QUANT`): its heads and the ops it uses."""
 
-    input_shape: tuple[int, ...]
-    input_quant: QuantParams
     logits: OutputHead
     regressions: OutputHead
     op_types: tuple[str, ...]
@@ -111,8 +109,6 @@ def inspect_int8_model(tflite_model: bytes, variant: ModelVariant) -> Int8Layout
         return OutputHead(shape, tensor_quant(detail), int(detail["index"]), str(detail["name"]))
 
     return Int8Layout(
-        tuple(int(d) for d in tensors.input["shape"]),
-        tensor_quant(tensors.input),
         head(tensors.logits),
         head(tensors.regressions),
         tuple(sorted(set(op_types))),
