@@ -327,21 +327,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--subset", type=Path, help=f"wider-val-subset folder (default: {wider_subset_dir()})")
     source.add_argument("--wider-val", type=Path, help="full WIDER val image folder (WIDER_val or WIDER_val/images)")
-    parser.add_argument(
-        "--gt",
-        type=Path,
-        default=upstream / "widerface-ground-truth" / "wider_val_gt.json",
-        help="ground-truth JSON for --wider-val (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--model", type=Path, default=DEFAULT_INT8_MODEL, help="int8 edge-face model (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--float-onnx",
-        type=Path,
-        default=upstream / "models" / "version-slim-320.onnx",
-        help="upstream float ONNX, decoding in-graph (default: %(default)s)",
-    )
+    for flag, default, what in (
+        ("--gt", upstream / "widerface-ground-truth" / "wider_val_gt.json", "ground-truth JSON for --wider-val"),
+        ("--model", DEFAULT_INT8_MODEL, "int8 edge-face model"),
+        ("--float-onnx", upstream / "models" / "version-slim-320.onnx", "upstream float ONNX, decoding in-graph"),
+    ):
+        parser.add_argument(flag, type=Path, default=default, help=f"{what} (default: %(default)s)")
     parser.add_argument(
         "--protocol",
         choices=("card", "wider", "both"),
