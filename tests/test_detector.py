@@ -229,3 +229,26 @@ def test_cli_model_errors_exit_4_with_one_line(photo_paths, tmp_path):
     assert done.stderr.strip().count("\n") == 0 and "absent.tflite" in done.stderr
     bad = _cli("detect", "--score-threshold", "1.5", str(photo_paths[0]), cwd=tmp_path)
     assert bad.returncode == 2 and "1.5" in bad.stderr
+
+
+def test_the_readme_example_runs_as_written(project_root, photo_paths, tmp_path, monkeypatch, capsys):
+    """The "Use the detector" snippet of README.md, run on a real photo: an embedding
+    example that no longer matches the API is the first thing a developer meets."""
+    from edge.detector import DetectorOptions, FaceDetector
+    from edge.models import PACKAGED_MODEL_PATH
+
+    readme = (project_root / "README.md").read_text()
+    section = readme[readme.index("## Use the detector") :]
+    start = section.index("```python\n") + len("```python\n")
+    snippet = section[start : section.index("\n```", start)]
+    assert '"photo.jpg"' in snippet
+    shutil.copy(photo_paths[2], tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+
+    expected = FaceDetector(PACKAGED_MODEL_PATH, DetectorOptions(interpreter=INTERPRETER)).detect(
+        load_image(photo_paths[2])
+    )
+    assert len(printed) == len(expected) > 3
+    assert [line.split()[0] for line in printed] == [f"{score:.2f}" for score in expected.scores]
