@@ -62,6 +62,7 @@ from edge.events import (
     PresenceState,
     PresenceTracker,
     SinkClosed,
+    SinkError,
     StdoutSink,
     faces_from_detections,
     iso_utc,
@@ -222,7 +223,7 @@ def build_daemon(
         except SourceError as exc:
             raise StartupError(str(exc), EXIT_SOURCE) from None
     # A given sink may bring its own outbox (an empty Outbox is falsy: test for None).
-    outbox = getattr(sink, "outbox", None)
+    outbox = sink.outbox if sink is not None else None
     if outbox is None:
         outbox = Outbox(*outbox_bounds(config))
         if isinstance(sink, _TakesOutbox):
@@ -549,8 +550,7 @@ class Daemon:
     def stats(self, now: float, health: SourceHealth) -> dict[str, Any]:
         """The periodic stats message; starts a new measuring interval."""
         window, frames, invoke, detect = self.times.take_window(now)
-        status = getattr(self.sink, "status", None)  # only network sinks have a connection
-        status = status if isinstance(status, dict) else {}
+        status = self.sink.status
         outbox = self.outbox.stats
         state = self.tracker.state
         return {
@@ -614,16 +614,11 @@ class Daemon:
         its certificate is rejected) is a config error; one that is merely unreachable is
         retried by the sink in the background. ``wait_first`` False: not even the first
         attempt in this thread (a reload in the frame loop)."""
-        if self.ha_controls.enabled and hasattr(sink, "set_command_handler"):
+        if self.ha_controls.enabled:
             sink.set_command_handler(self.ha_controls.inbox.receive)
-        start = getattr(sink, "start", None)
-        if not callable(start):
-            return
-        from edge.mqtt import MqttError  # the only network sink
-
         try:
-            start(wait_first=wait_first)
-        except (MqttError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
+            sink.start(wait_first=wait_first)
+        except (SinkError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
             raise StartupError(str(exc), EXIT_CONFIG) from None
 
     def _apply_reload(self, file_config: Config | None = None) -> None:
@@ -717,11 +712,7 @@ class Daemon:
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
-        detach = getattr(self.sink, "detach", None)
-        if callable(detach):
-            detach()
-        else:
-            self.sink.close(0.0)
+        self.sink.detach()
         self.sink = sink
         self._publish_retained(new)
         sink.publish_event(None)  # wake it: events may be waiting in the outbox
@@ -757,7 +748,7 @@ class Daemon:
         snapshots on, a placeholder so the image entity is never empty while we run."""
         config = config if config is not None else self.config
         self.sink.publish_state(self.presence_state())
-        if self.ha_controls.enabled and hasattr(self.sink, "publish_controls"):
+        if self.ha_controls.enabled:
             self.sink.publish_controls(control_state(config, not self._paused))
         if config.snapshot.enabled:
             self.sink.publish_snapshot(placeholder_jpeg())
@@ -766,17 +757,15 @@ class Daemon:
         """A command from Home Assistant, applied between frames without a restart."""
         if command.control == REANNOUNCE:
             log.info("re-announcing discovery and retained state (requested over MQTT)")
-            reannounce = getattr(self.sink, "reannounce", None)
-            if callable(reannounce):
-                reannounce()
+            self.sink.reannounce()
             return
         if self.ha_controls.apply(command):
             if command.control == DETECTION:
                 self._set_paused(not command.value)
             else:
                 self._apply_reload(self.file_config)
-        if hasattr(self.sink, "publish_controls"):  # echoed even when unchanged: HA shows what is true
-            self.sink.publish_controls(control_state(self.config, not self._paused))
+        # Echoed even when unchanged: HA shows what is true.
+        self.sink.publish_controls(control_state(self.config, not self._paused))
 
     def _set_paused(self, paused: bool) -> None:
         if paused == self._paused:

@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -114,8 +114,38 @@ class PresenceState:
         }
 
 
+class SinkError(Exception):
+    """A sink that cannot work as configured (e.g. a rejected certificate): the daemon's
+    config error. ``str(error)`` is one line for the user."""
+
+
+CommandHandler = Callable[[str, bytes], None]
+
+
 class EventSink(Protocol):
-    """A transport for the daemon's outbox (given to the sink when it is made)."""
+    """A transport for the daemon's outbox, and the daemon's only view of it.
+
+    Home Assistant controls (:meth:`set_command_handler`, :meth:`publish_controls`,
+    :meth:`reannounce`) and the connection (:meth:`start`, :attr:`status`) mean something
+    to a network sink only; others accept the calls and do nothing.
+    """
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The outbox it drains (None: made without one, the daemon gives it its own)."""
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The connection's figures for the stats message ({} without a connection)."""
+
+    def set_command_handler(self, handler: CommandHandler) -> None:
+        """Before :meth:`start`: call ``handler(control, payload)`` for each control command
+        received (in the sink's thread; it must only queue the command)."""
+
+    def start(self, wait_first: bool = True) -> None:
+        """Begin delivering. Raises SinkError when the settings cannot work; a peer that is
+        merely unreachable is retried in the background. ``wait_first`` False: not even a
+        first attempt in the calling thread."""
 
     def publish_event(self, event: Event | None) -> None:
         """``event`` was just added to the outbox: deliver it (now, or when connected). None:
@@ -126,6 +156,16 @@ class EventSink(Protocol):
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
 
     def publish_snapshot(self, jpeg: bytes) -> None: ...
+
+    def publish_controls(self, state: dict[str, Any]) -> None:
+        """The Home Assistant controls' state (the switches read it)."""
+
+    def reannounce(self) -> None:
+        """Announce everything again (discovery, retained state): HA's Re-announce button."""
+
+    def detach(self) -> None:
+        """Stop now without announcing a stop, events in flight given back to the outbox:
+        another transport takes over (a reload). Never waits on the network."""
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
@@ -312,6 +352,16 @@ class StdoutSink:
         self._stream = stream if stream is not None else sys.stdout
         self.outbox = outbox
 
+    @property
+    def status(self) -> dict[str, Any]:
+        return {}  # no connection
+
+    def set_command_handler(self, handler: CommandHandler) -> None:
+        pass  # no commands arrive on stdout
+
+    def start(self, wait_first: bool = True) -> None:
+        pass  # nothing to connect
+
     def publish_event(self, event: Event | None) -> None:
         """Write ``event``, or with an outbox everything waiting in it (``event`` may then be None)."""
         if self.outbox is None:
@@ -339,6 +389,15 @@ class StdoutSink:
 
     def publish_snapshot(self, jpeg: bytes) -> None:
         pass
+
+    def publish_controls(self, state: dict[str, Any]) -> None:
+        pass
+
+    def reannounce(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        self.close(0.0)
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into

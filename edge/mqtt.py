@@ -78,6 +78,7 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
+from edge.events import CommandHandler, SinkError
 from edge.mqtt_client import ClientSettings, new_client, on_connack
 from edge.outbox import Outbox
 from edge.sysinfo import read_cpu_temperature
@@ -113,7 +114,7 @@ _UNSPECIFIED_ERROR = 0x80
 _NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF_WHILE_READING", "HTTP_REQUEST"}
 
 
-class MqttError(Exception):
+class MqttError(SinkError):
     """The broker cannot be used as configured (e.g. its TLS certificate is rejected).
 
     ``str(error)`` is one line for the user."""
@@ -267,7 +268,7 @@ class MqttSink:
         self._snapshot = _Retained(self.topics.snapshot)
         self._retained = (self._controls, self._presence, self._snapshot)
         self._pending_stats: bytes | None = None
-        self._command_handler: Callable[[str, bytes], None] | None = None
+        self._command_handler: CommandHandler | None = None
         self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
         self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
@@ -307,7 +308,7 @@ class MqttSink:
 
     # --- Home Assistant controls and lifecycle -------------------------------------------------
 
-    def set_command_handler(self, handler: Callable[[str, bytes], None]) -> None:
+    def set_command_handler(self, handler: CommandHandler) -> None:
         """Before :meth:`start`: subscribe to the control command topics (when HA and its
         controls are enabled) and call ``handler(control, payload)`` in the transport thread
         for each command; it must only queue the command."""

@@ -123,3 +123,23 @@ class RecordingSink:
 
     def close(self, timeout: float, abandon=None) -> None:
         self.closed_with = timeout
+
+    # The rest of the EventSink protocol: a sink without a connection or Home Assistant.
+    @property
+    def status(self) -> dict:
+        return {}
+
+    def start(self, wait_first: bool = True) -> None:
+        pass
+
+    def set_command_handler(self, handler) -> None:
+        pass
+
+    def publish_controls(self, state: dict) -> None:
+        pass
+
+    def reannounce(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        self.close(0.0)
