@@ -80,8 +80,6 @@ from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
 from edge.sysinfo import read_cpu_temperature
 
-EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_MODEL = ExitCode.OK, ExitCode.CONFIG, ExitCode.SOURCE, ExitCode.MODEL
-EXIT_FAILURE = ExitCode.FAILURE
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
 # The whole stop must fit the unit's TimeoutStopSec (STOP_BUDGET_SECONDS, validated against
@@ -157,9 +155,9 @@ def build_detector(config: Config) -> FaceDetector:
             ),
         )
     except ModelError as exc:
-        raise StartupError(str(exc), EXIT_MODEL) from None
+        raise StartupError(str(exc), ExitCode.MODEL) from None
     except OSError as exc:
-        raise StartupError(f"model '{settings.model}': cannot be read ({exc.strerror})", EXIT_MODEL) from None
+        raise StartupError(f"model '{settings.model}': cannot be read ({exc.strerror})", ExitCode.MODEL) from None
 
 
 def outbox_bounds(config: Config) -> tuple[int, int]:
@@ -196,7 +194,7 @@ def build_sink(
             retired_zones=retired_zones,
         )
     except ConfigError as exc:
-        raise StartupError(str(exc), EXIT_CONFIG) from None
+        raise StartupError(str(exc), ExitCode.CONFIG) from None
 
 
 def build_daemon(
@@ -221,7 +219,7 @@ def build_daemon(
         try:
             source = build_source(config.camera, detector.input_size)
         except SourceError as exc:
-            raise StartupError(str(exc), EXIT_SOURCE) from None
+            raise StartupError(str(exc), ExitCode.SOURCE) from None
     # A given sink may bring its own outbox (an empty Outbox is falsy: test for None).
     outbox = sink.outbox if sink is not None else None
     if outbox is None:
@@ -314,7 +312,7 @@ class Daemon:
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
         self._stop, self._reload = self.controls.stop, self.controls.reload
-        self._exit_code = EXIT_OK  # what a requested stop returns
+        self._exit_code = ExitCode.OK  # what a requested stop returns
         self._source_state = "ok"
         self._ready = False
         self._drops_unlogged: list[int] = []
@@ -341,7 +339,7 @@ class Daemon:
         log.info("starting: %s; interpreter %s", redact_url(describe(self.config)), self.detector.interpreter_name)
         if self._stop.is_set():
             log.info("stopped during start-up: 0 event(s) delivered, 0 lost")
-            return EXIT_OK
+            return ExitCode.OK
         try:
             if self._paused:
                 log.info("detection is OFF (switched off from Home Assistant): the camera stays closed")
@@ -349,7 +347,7 @@ class Daemon:
                 self.grabber.start()
         except SourceError as exc:
             log.error("%s", exc)
-            return EXIT_SOURCE
+            return ExitCode.SOURCE
         try:
             self._retire_stale_identity(self.config)
             self._start_sink(self.sink)
@@ -359,7 +357,7 @@ class Daemon:
             return exc.exit_code
         self._publish_retained()
         self.started_monotonic = self.times.window_start = time.monotonic()
-        code: int = EXIT_FAILURE
+        code: int = ExitCode.FAILURE
         try:
             code = self._loop(max_frames)
         except Exception as exc:
@@ -380,10 +378,10 @@ class Daemon:
                 name,
                 type(exc).__name__,
                 exc,
-                EXIT_FAILURE,
+                ExitCode.FAILURE,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-            code = EXIT_FAILURE
+            code = ExitCode.FAILURE
         # Nobody is watching any more: the retained state must not say someone is there.
         self.sink.publish_state(self._absent_state())
         self.grabber.stop()
@@ -431,7 +429,7 @@ class Daemon:
                     self._process(frame)
                 except SinkClosed as exc:
                     log.info("%s; stopping", exc)
-                    return EXIT_OK
+                    return ExitCode.OK
                 self.frames_processed += 1
                 if self.frames_processed == 1:
                     self._ready = True
@@ -439,15 +437,15 @@ class Daemon:
                     log.info("ready: first frame processed (%dx%d)", frame.width, frame.height)
                 self.notifier.watchdog_if_due()
                 if max_frames is not None and self.frames_processed >= max_frames:
-                    return EXIT_OK
+                    return ExitCode.OK
             elif not self._paused and self.grabber.finished:
                 if self.controls.crash is not None:
-                    return EXIT_FAILURE
+                    return ExitCode.FAILURE
                 if self.grabber.error is not None:
                     log.error("%s", self.grabber.error)
-                    return EXIT_SOURCE
+                    return ExitCode.SOURCE
                 log.info("%s: end of stream", self.grabber.source.name)
-                return EXIT_OK
+                return ExitCode.OK
             now = time.monotonic()
             health = self.grabber.health
             if not self._paused and health.state in ("waiting", "reopening"):
@@ -467,7 +465,7 @@ class Daemon:
                 self._report_stats(now, health)
                 next_stats = now + self.config.stats.interval_seconds
             self._log_drops()
-        return EXIT_FAILURE if self.controls.crash is not None else self._exit_code
+        return ExitCode.FAILURE if self.controls.crash is not None else self._exit_code
 
     def _process(self, frame: Frame) -> None:
         # While faces are (or may be becoming) present every frame is detected, so debouncing
@@ -619,7 +617,7 @@ class Daemon:
         try:
             sink.start(wait_first=wait_first)
         except (SinkError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
-            raise StartupError(str(exc), EXIT_CONFIG) from None
+            raise StartupError(str(exc), ExitCode.CONFIG) from None
 
     def _apply_reload(self, file_config: Config | None = None) -> None:
         """Re-read the config file (or take ``file_config``: a control changed), merge the
@@ -682,7 +680,7 @@ class Daemon:
         try:
             source = build_source(new.camera, detector.input_size)
         except SourceError as exc:
-            raise StartupError(str(exc), EXIT_SOURCE) from None
+            raise StartupError(str(exc), ExitCode.SOURCE) from None
         if self._paused:  # privacy mode: the new camera is opened when detection is switched on
             self.grabber = self._grabber_for(source, new)
             return
@@ -697,9 +695,9 @@ class Daemon:
                 self.grabber.start()
             except SourceError as again:
                 log.error("the previous source cannot be reopened either: %s", again)
-                self._exit_code = EXIT_SOURCE
+                self._exit_code = ExitCode.SOURCE
                 self._stop.set()
-            raise StartupError(str(exc), EXIT_SOURCE) from None
+            raise StartupError(str(exc), ExitCode.SOURCE) from None
         self.grabber, self._source_state = grabber, "ok"
 
     def _swap_sink(self, new: Config, old: Config, model_id: str) -> Config:
@@ -783,7 +781,7 @@ class Daemon:
                 grabber.start()  # a live camera that is gone meanwhile is waited for
             except SourceError as exc:
                 log.error("detection resumed, but the source can never be opened: %s", exc)
-                self._exit_code = EXIT_SOURCE
+                self._exit_code = ExitCode.SOURCE
                 self._stop.set()
                 return
             self.grabber, self._paused, self._source_state = grabber, False, "ok"
@@ -891,7 +889,7 @@ def run_main(config_path: str, *, max_frames: int | None = None) -> int:
             config = load_config(config_path)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
         with _logging_to_stderr(config.log.level):
             try:
                 daemon = build_daemon(config, config_path=config_path, controls=controls)
