@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
+from cli_support import EDGE_CLI
 from daemon_support import bomb_png
 
 from edge.exitcodes import ExitCode
@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path = PROJECT_ROOT, as_user: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "edge.cli", *args]
+    command = [*EDGE_CLI, *args]
     if as_user is not None:  # run the whole CLI unprivileged
         command = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *command]
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from broker import MosquittoBroker, SilentServer, Subscriber, make_test_pki
+from cli_support import EDGE_CLI
 from daemon_support import bomb_png, build_scene, truncated_jpeg, write_config
 from test_sdnotify import NotifyListener
 
@@ -49,11 +50,7 @@ class Daemon:
         self.stderr_path = config.parent / f"stderr-{uuid.uuid4().hex[:6]}.txt"
         # Open for the daemon's whole life (its stderr), closed in stop(): no with-block fits.
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115
-        command = (
-            [sys.executable, "-c", code, str(config)]
-            if code
-            else [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
-        )
+        command = [sys.executable, "-c", code, str(config)] if code else [*EDGE_CLI, "run", "--config", str(config)]
         self.process = subprocess.Popen(
             command,
             cwd=project_root,
