@@ -69,59 +69,45 @@ class Pki:
     other_ca_file: Path  # an unrelated CA: the broker's chain does not verify against it
 
 
+CERT_DAYS = "2"  # every test certificate: the PKI is made anew for each test session
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
 
 
-def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+def _new_key_and_request(folder: Path, key: Path, out: Path, subject: str, *options: str) -> None:
+    """``openssl req`` with a fresh unencrypted P-256 key written to ``key``: a certificate
+    request in ``out``, or with ``-x509`` among ``options`` a self-signed certificate."""
     _openssl(
         "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key.name,
-        "-out",
-        cert.name,
-        "-days",
-        "2",
-        "-subj",
-        f"/CN=edge-face test {name}",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-addext",
-        "subjectKeyIdentifier=hash",
+        *options,  # first: they name the command in _openssl's error ("req -x509", "req -new")
+        *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+        *("-keyout", key.name, "-out", out.name, "-subj", subject),
         cwd=folder,
+    )
+
+
+def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    _new_key_and_request(
+        folder,
+        key,
+        cert,
+        f"/CN=edge-face test {name}",
+        *("-x509", "-days", CERT_DAYS),
+        *("-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+        *("-addext", "subjectKeyIdentifier=hash"),
     )
     return cert, key
 
 
 def _make_server_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
     cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
-    _openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key.name,
-        "-out",
-        csr.name,
-        "-subj",
-        f"/CN={name}",
-        cwd=folder,
-    )
+    _new_key_and_request(folder, key, csr, f"/CN={name}", "-new")
     ext.write_text(
         f"subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
@@ -129,20 +115,8 @@ def _make_server_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str) 
     )
     _openssl(
         "x509",
-        "-req",
-        "-in",
-        csr.name,
-        "-CA",
-        ca[0].name,
-        "-CAkey",
-        ca[1].name,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        ext.name,
-        "-out",
-        cert.name,
+        *("-req", "-in", csr.name, "-out", cert.name, "-days", CERT_DAYS, "-extfile", ext.name),
+        *("-CA", ca[0].name, "-CAkey", ca[1].name, "-CAcreateserial"),
         cwd=folder,
     )
     return cert, key
@@ -295,6 +269,23 @@ class MosquittoBroker:
 # --- proxy -----------------------------------------------------------------------------------
 
 
+def _accept_in_background(handle: Callable[[socket.socket], None], name: str) -> socket.socket:
+    """A socket listening on HOST at a free port; a daemon thread hands each connection it
+    accepts to ``handle``, until the socket is closed."""
+    listener = socket.create_server((HOST, 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed
+                return
+            handle(connection)
+
+    threading.Thread(target=accept, name=name, daemon=True).start()
+    return listener
+
+
 class CuttableProxy:
     """TCP proxy 127.0.0.1:``port`` -> ``broker``. ``swallow_client_bytes()``: the client's
     data is read and dropped from now on (the broker never sees it, so never acknowledges
@@ -302,27 +293,20 @@ class CuttableProxy:
 
     def __init__(self, broker: MosquittoBroker) -> None:
         self.target = (broker.host, broker.port)
-        self._listener = socket.create_server((HOST, 0))
-        self.port = self._listener.getsockname()[1]
-        self.host = HOST
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._swallow = False
         self._closed = False
-        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+        self._listener = _accept_in_background(self._forward, "proxy-accept")
+        self.host, self.port = HOST, self._listener.getsockname()[1]
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target, timeout=5)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+    def _forward(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.target, timeout=5)
+        upstream.settimeout(None)
+        with self._lock:
+            self._sockets += [client, upstream]
+        threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
@@ -364,21 +348,9 @@ class SilentServer:
     broker, or something that is not a broker): a client must give up on its own."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind((HOST, 0))
-        self.listener.listen(16)
-        self.host, self.port = HOST, self.listener.getsockname()[1]
         self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
+        self.listener = _accept_in_background(self.accepted.append, "silent-accept")
+        self.host, self.port = HOST, self.listener.getsockname()[1]
 
     def close(self) -> None:
         self.listener.close()

@@ -1,6 +1,7 @@
 """Helpers for the daemon tests: config files, and replay folders of real photos in which
 faces appear and disappear (face frames are symlinks to the upstream photos, so nothing is
-copied; face-free frames are made here)."""
+copied; face-free frames are made here), and the bad image files (a decompression bomb, a
+truncated JPEG) that the image, source, CLI and fault tests feed in."""
 
 from __future__ import annotations
 
@@ -81,14 +82,17 @@ def parse_event_lines(text: str) -> list[dict]:
 
 
 def bomb_png(path: Path, width: int = 20_000, height: int = 20_000) -> Path:
-    """A PNG of a few hundred bytes whose header claims ``width`` x ``height`` 1-bit pixels:
-    Pillow refuses it as a decompression bomb (over twice ``Image.MAX_IMAGE_PIXELS``)."""
+    """A real, complete 1-bit black PNG of ``width`` x ``height``: tens of KB on disk (rows of
+    zeros compress a thousandfold), ``width * height`` pixels once decoded. The default 400 MP
+    is over twice ``Image.MAX_IMAGE_PIXELS``: Pillow refuses it as a decompression bomb."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (1 + width // 8) * 8)
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)  # filter byte "none", then the packed pixels
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
     return path
 

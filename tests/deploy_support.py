@@ -4,9 +4,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from edge.sidecar import canonical_digest
+
+# The ansible tools are installed beside the interpreter running the tests.
+VENV_BIN = Path(sys.executable).parent
+
+
+def ansible_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment for ansible-playbook and friends: this venv's tools first, no colour,
+    state and temporary files under ``workdir``, then ``extra``."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_PIPELINING="1",
+        ANSIBLE_HOME=str(workdir / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"),
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    env.update(extra)
+    return env
+
+
+def assert_package_runs_from_venv(venv: Path, module: str, cwd: Path) -> None:
+    """The deployed virtualenv sees the OS's site packages (picamera2 comes from apt) and its
+    python imports ``module`` from the venv itself. ``cwd`` must not be a checkout: its edge/
+    would shadow the installed one."""
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    result = subprocess.run(
+        [str(venv / "bin/python"), "-c", f"import {module}; print({module}.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+    assert result.returncode == 0 and result.stdout.startswith(str(venv)), result.stderr
 
 
 def sha256(path: Path) -> str:
@@ -37,10 +77,6 @@ def wheelhouse(cache: Path, requirements: list[str]) -> Path:
     """A folder of wheels for ``requirements`` (and their dependencies), downloaded with pip
     once and kept in ``cache`` under a name derived from the list; later installs from it use
     ``pip install --no-index --find-links``, without network."""
-    import shutil
-    import subprocess
-    import sys
-
     folder = cache / ("wheelhouse-" + hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16])
     if not folder.is_dir():
         partial = folder.with_name(folder.name + ".partial")
@@ -69,6 +105,4 @@ def wheelhouse(cache: Path, requirements: list[str]) -> Path:
 
 def cache_folder(project_root: Path) -> Path:
     """$EDGE_FACE_TEST_CACHE, else .cache/ of the checkout (git-ignored)."""
-    import os
-
     return Path(os.environ.get("EDGE_FACE_TEST_CACHE", project_root / ".cache"))

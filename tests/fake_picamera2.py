@@ -71,6 +71,10 @@ PADDING_BYTE = 0xAB
 # What this fake's ISP can output; anything else libcamera replaces (pipeline_base.cpp
 # validate(): "If we cannot find a native format, use a default one", YUV420).
 ISP_FORMATS = {"RGB888", "BGR888", "XBGR8888", "XRGB8888", "YUV420"}
+# The output formats picamera2 accepts (formats.py: is_YUV, is_RGB; MJPEG besides), named once
+# because check_stream_config takes any of them and a VC4 lores stream only the YUV ones.
+YUV_FORMATS = frozenset({"NV21", "NV12", "YUV420", "YVU420", "YVYU", "YUYV", "UYVY", "VYUY"})
+RGB_FORMATS = frozenset({"BGR888", "RGB888", "XBGR8888", "XRGB8888", "RGB161616", "BGR161616"})
 # Time from the start of a frame (SensorTimestamp) to the completed request reaching the
 # application: exposure, readout and the ISP. Roughly one frame at 30 fps.
 FRAME_LATENCY_NS = 30_000_000
@@ -96,60 +100,51 @@ def _mode(fmt: str, size: tuple[int, int], fps: float, crop: tuple[int, int, int
     }
 
 
+# Each sensor's pixel array and device-tree id (the "Id" global_camera_info() lists).
+_SENSOR_CHIPS: dict[str, tuple[tuple[int, int], str]] = {
+    "ov5647": ((2592, 1944), "/base/soc/i2c0mux/i2c@1/ov5647@36"),  # Camera Module v1
+    "imx219": ((3280, 2464), "/base/soc/i2c0mux/i2c@1/imx219@10"),  # Camera Module v2
+    "imx708": ((4608, 2592), "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a"),  # Camera Module 3
+    "imx477": ((4056, 3040), "/base/soc/i2c0mux/i2c@1/imx477@1a"),  # HQ Camera
+    "imx296": ((1456, 1088), "/base/soc/i2c0mux/i2c@1/imx296@1a"),  # Global Shutter Camera
+}
+
 # Sensor modes as libcamera reports them (rpicam-hello --list-cameras prints the same list:
 # "640x480 [206.65 fps - (1000, 752)/1280x960 crop]"). Sizes and crops are the kernel
 # drivers' mode tables (raspberrypi/linux drivers/media/i2c/{ov5647,imx219,imx708,imx477,
 # imx296}.c); frame rates vary with the kernel version (the IMX219's 640x480 reads 103.33 fps
 # on newer kernels) and do not matter for the field of view. See README "Which sensor mode".
+# One row a mode, each sensor's in the order libcamera lists them: sensor, format, size, fps,
+# crop. SENSORS below groups them by sensor, the shape the tests and the fake read.
+_SENSOR_MODE_ROWS = [
+    ("ov5647", "SGBRG10_CSI2P", (640, 480), 58.92, (16, 0, 2560, 1920)),
+    ("ov5647", "SGBRG10_CSI2P", (1296, 972), 46.34, (0, 0, 2592, 1944)),
+    ("ov5647", "SGBRG10_CSI2P", (1920, 1080), 32.81, (348, 434, 1928, 1080)),
+    ("ov5647", "SGBRG10_CSI2P", (2592, 1944), 15.63, (0, 0, 2592, 1944)),
+    ("imx219", "SRGGB10_CSI2P", (640, 480), 206.65, (1000, 752, 1280, 960)),
+    ("imx219", "SRGGB10_CSI2P", (1640, 1232), 41.85, (0, 0, 3280, 2464)),
+    ("imx219", "SRGGB10_CSI2P", (1920, 1080), 47.57, (680, 692, 1920, 1080)),
+    ("imx219", "SRGGB10_CSI2P", (3280, 2464), 21.19, (0, 0, 3280, 2464)),
+    ("imx219", "SRGGB8", (640, 480), 206.65, (1000, 752, 1280, 960)),
+    ("imx219", "SRGGB8", (1640, 1232), 83.70, (0, 0, 3280, 2464)),
+    ("imx219", "SRGGB8", (1920, 1080), 47.57, (680, 692, 1920, 1080)),
+    ("imx219", "SRGGB8", (3280, 2464), 21.19, (0, 0, 3280, 2464)),
+    ("imx708", "SRGGB10_CSI2P", (1536, 864), 120.13, (768, 432, 3072, 1728)),
+    ("imx708", "SRGGB10_CSI2P", (2304, 1296), 56.03, (0, 0, 4608, 2592)),
+    ("imx708", "SRGGB10_CSI2P", (4608, 2592), 14.35, (0, 0, 4608, 2592)),
+    ("imx477", "SRGGB10_CSI2P", (1332, 990), 120.05, (696, 528, 2664, 1980)),
+    ("imx477", "SRGGB12_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
+    ("imx477", "SRGGB12_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
+    ("imx477", "SRGGB12_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
+    ("imx296", "SRGGB10_CSI2P", (1456, 1088), 60.38, (0, 0, 1456, 1088)),
+]
 SENSORS: dict[str, dict] = {
-    "ov5647": {  # Camera Module v1
-        "pixel_array": (2592, 1944),
-        "id": "/base/soc/i2c0mux/i2c@1/ov5647@36",
-        "modes": [
-            _mode("SGBRG10_CSI2P", (640, 480), 58.92, (16, 0, 2560, 1920)),
-            _mode("SGBRG10_CSI2P", (1296, 972), 46.34, (0, 0, 2592, 1944)),
-            _mode("SGBRG10_CSI2P", (1920, 1080), 32.81, (348, 434, 1928, 1080)),
-            _mode("SGBRG10_CSI2P", (2592, 1944), 15.63, (0, 0, 2592, 1944)),
-        ],
-    },
-    "imx219": {  # Camera Module v2
-        "pixel_array": (3280, 2464),
-        "id": "/base/soc/i2c0mux/i2c@1/imx219@10",
-        "modes": [
-            _mode("SRGGB10_CSI2P", (640, 480), 206.65, (1000, 752, 1280, 960)),
-            _mode("SRGGB10_CSI2P", (1640, 1232), 41.85, (0, 0, 3280, 2464)),
-            _mode("SRGGB10_CSI2P", (1920, 1080), 47.57, (680, 692, 1920, 1080)),
-            _mode("SRGGB10_CSI2P", (3280, 2464), 21.19, (0, 0, 3280, 2464)),
-            _mode("SRGGB8", (640, 480), 206.65, (1000, 752, 1280, 960)),
-            _mode("SRGGB8", (1640, 1232), 83.70, (0, 0, 3280, 2464)),
-            _mode("SRGGB8", (1920, 1080), 47.57, (680, 692, 1920, 1080)),
-            _mode("SRGGB8", (3280, 2464), 21.19, (0, 0, 3280, 2464)),
-        ],
-    },
-    "imx708": {  # Camera Module 3
-        "pixel_array": (4608, 2592),
-        "id": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a",
-        "modes": [
-            _mode("SRGGB10_CSI2P", (1536, 864), 120.13, (768, 432, 3072, 1728)),
-            _mode("SRGGB10_CSI2P", (2304, 1296), 56.03, (0, 0, 4608, 2592)),
-            _mode("SRGGB10_CSI2P", (4608, 2592), 14.35, (0, 0, 4608, 2592)),
-        ],
-    },
-    "imx477": {  # HQ Camera
-        "pixel_array": (4056, 3040),
-        "id": "/base/soc/i2c0mux/i2c@1/imx477@1a",
-        "modes": [
-            _mode("SRGGB10_CSI2P", (1332, 990), 120.05, (696, 528, 2664, 1980)),
-            _mode("SRGGB12_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
-            _mode("SRGGB12_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
-            _mode("SRGGB12_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
-        ],
-    },
-    "imx296": {  # Global Shutter Camera
-        "pixel_array": (1456, 1088),
-        "id": "/base/soc/i2c0mux/i2c@1/imx296@1a",
-        "modes": [_mode("SRGGB10_CSI2P", (1456, 1088), 60.38, (0, 0, 1456, 1088))],
-    },
+    sensor: {
+        "pixel_array": pixel_array,
+        "id": device_id,
+        "modes": [_mode(*row[1:]) for row in _SENSOR_MODE_ROWS if row[0] == sensor],
+    }
+    for sensor, (pixel_array, device_id) in _SENSOR_CHIPS.items()
 }
 USB_SIZES = [(640, 480), (1280, 720)]  # a typical UVC webcam
 
@@ -451,23 +446,7 @@ class FakePicamera2:
         if name == "raw":
             if "_" not in fmt and not fmt.startswith("S"):
                 raise RuntimeError("Unrecognised raw format " + fmt)
-        elif fmt not in {
-            "NV21",
-            "NV12",
-            "YUV420",
-            "YVU420",
-            "YVYU",
-            "YUYV",
-            "UYVY",
-            "VYUY",
-            "BGR888",
-            "RGB888",
-            "XBGR8888",
-            "XRGB8888",
-            "RGB161616",
-            "BGR161616",
-            "MJPEG",
-        }:
+        elif fmt not in YUV_FORMATS | RGB_FORMATS | {"MJPEG"}:
             raise RuntimeError("Bad format " + fmt + " in stream " + name)
         size = stream_config["size"]
         if type(size) is not tuple or len(size) != 2:
@@ -491,16 +470,7 @@ class FakePicamera2:
             lores_w, lores_h = camera_config["lores"]["size"]
             if lores_w > main_w or lores_h > main_h:
                 raise RuntimeError("lores stream dimensions may not exceed main stream")
-            if type(self).platform == "vc4" and camera_config["lores"]["format"] not in {
-                "NV21",
-                "NV12",
-                "YUV420",
-                "YVU420",
-                "YVYU",
-                "YUYV",
-                "UYVY",
-                "VYUY",
-            }:
+            if type(self).platform == "vc4" and camera_config["lores"]["format"] not in YUV_FORMATS:
                 raise RuntimeError("lores stream must be YUV")
         if camera_config["raw"] is not None:
             self.check_stream_config(camera_config["raw"], "raw")

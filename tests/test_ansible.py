@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import other_model, sha256
+from deploy_support import VENV_BIN, ansible_env, assert_package_runs_from_venv, other_model, sha256
 
 from edge.models import PACKAGED_MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
 MQTT_PASSWORD = "s3cret \"quoted\" 'pw' \\ with backslash"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
@@ -48,22 +47,6 @@ def ansible_tool(name: str) -> str:
     if not path.exists():
         pytest.fail(f"{path} is missing: pip install ansible-core ansible-lint into {VENV_BIN.parent}")
     return str(path)
-
-
-def ansible_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_PIPELINING="1",
-        ANSIBLE_HOME=str(tmp / "ansible-home"),
-        ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"),
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-    )
-    env.update(extra)
-    return env
 
 
 def documented_vault_password(project_root: Path) -> str:
@@ -304,16 +287,7 @@ def test_model_arrives_intact_behind_the_current_link(applied) -> None:
 
 def test_package_is_installed_in_a_venv_that_sees_the_os_packages(applied) -> None:
     playbook, _, _ = applied
-    venv = playbook.root / "opt/edge-face/venv"
-    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
-    result = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import edge.config; print(edge.config.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=playbook.workdir,
-    )
-    assert result.returncode == 0 and result.stdout.startswith(str(venv)), result.stderr
+    assert_package_runs_from_venv(playbook.root / "opt/edge-face/venv", "edge.config", cwd=playbook.workdir)
     assert [p.name for p in (playbook.root / "opt/edge-face/dist").iterdir()] == [
         p.name for p in (playbook.workdir / "dist").iterdir()
     ]

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
-import sys
 import tempfile
 import uuid
-import zlib
 from pathlib import Path
 
 import pytest
+from cli_support import EDGE_CLI
+from daemon_support import bomb_png
 
 from edge.exitcodes import ExitCode
 
@@ -25,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path = PROJECT_ROOT, as_user: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "edge.cli", *args]
+    command = [*EDGE_CLI, *args]
     if as_user is not None:  # run the whole CLI unprivileged
         command = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *command]
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
@@ -35,19 +34,6 @@ def cli(*args: str, cwd: Path = PROJECT_ROOT, as_user: str | None = None) -> sub
 def error_lines(done: subprocess.CompletedProcess) -> list[str]:
     # The interpreter library prints its own INFO line; ours all start with the program name.
     return [line for line in done.stderr.splitlines() if line.startswith(("edge-face", "error"))]
-
-
-def png_bomb(path: Path, side: int = 20_000) -> Path:
-    row = b"\x00" * (side // 8 + 2)
-    compressor = zlib.compressobj(9)
-    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-    return path
 
 
 @pytest.fixture()
@@ -63,7 +49,7 @@ def open_dir():
 
 
 def test_bad_files_among_good_photos_are_named_and_the_rest_reported(int8_model_path, photo_paths, tmp_path):
-    bomb = png_bomb(tmp_path / "bomb.png")
+    bomb = bomb_png(tmp_path / "bomb.png")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(photo_paths[3].read_bytes()[:3000])
     fifo = tmp_path / "fifo.jpg"

@@ -364,22 +364,30 @@ def test_file_level_errors(tmp_path):
 # --- check-config --------------------------------------------------------------------------------
 
 
-def test_check_config_prints_ok_and_a_summary(tmp_path, model_file, capsys):
-    path = write_config(
-        tmp_path,
-        f'[device]\nid = "hall"\n[detector]\nmodel = "{model_file}"\n[mqtt]\nhost = "broker.lan"\ntls = true\n',
-    )
-    assert check_config_main(str(path)) == 0
-    out, err = capsys.readouterr()
+@pytest.fixture
+def check_config(tmp_path, model_file, capsys):
+    """Runs check-config on a config file of ``text`` and a [detector] table naming the test
+    model: (exit code, stdout, stderr)."""
+
+    def run(text: str) -> tuple[int, str, str]:
+        code = check_config_main(str(write_config(tmp_path, f'{text}[detector]\nmodel = "{model_file}"\n')))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_check_config_prints_ok_and_a_summary(check_config):
+    code, out, err = check_config('[device]\nid = "hall"\n[mqtt]\nhost = "broker.lan"\ntls = true\n')
+    assert code == 0
     assert out.startswith("ok: device 'hall'")
     assert "mqtts://broker.lan:8883" in out
     assert err == ""
 
 
-def test_check_config_prints_one_error_line_and_exits_2(tmp_path, model_file, capsys):
-    path = write_config(tmp_path, f'[detector]\nmodel = "{model_file}"\n[mqtt]\nport = 0\n')
-    assert check_config_main(str(path)) == 2
-    out, err = capsys.readouterr()
+def test_check_config_prints_one_error_line_and_exits_2(check_config):
+    code, out, err = check_config("[mqtt]\nport = 0\n")
+    assert code == 2
     assert out == ""
     assert err == "error: config key 'mqtt.port': 0 is not allowed (an integer 1-65535)\n"
 
@@ -546,13 +554,9 @@ def test_a_byte_order_mark_is_tolerated(tmp_path, model_file):
     assert load_config(path, environ={}).device.id == "bom"
 
 
-def test_check_config_redacts_camera_credentials(tmp_path, model_file, capsys):
-    path = write_config(
-        tmp_path,
-        f'[camera]\nsource = "opencv"\ndevice = "rtsp://admin:hunter2@cam/stream"\n[detector]\nmodel = "{model_file}"\n',
-    )
-    assert check_config_main(str(path)) == 0
-    out, err = capsys.readouterr()
+def test_check_config_redacts_camera_credentials(check_config):
+    code, out, err = check_config('[camera]\nsource = "opencv"\ndevice = "rtsp://admin:hunter2@cam/stream"\n')
+    assert code == 0
     assert "hunter2" not in out + err and "rtsp://admin:***@cam/stream" in out
 
 

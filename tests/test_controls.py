@@ -10,12 +10,12 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from broker import MosquittoBroker, Subscriber, free_port
+from cli_support import run_cli, start_run
 from daemon_support import build_scene, write_config
 
 from edge.config import parse_config
@@ -165,14 +165,8 @@ def config_file(tmp_path, broker, model, photo, blank, **sections) -> Path:
 class Running:
     """The daemon as a subprocess whose stderr is collected as it runs."""
 
-    def __init__(self, config: Path, project_root: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-            cwd=project_root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def __init__(self, config: Path) -> None:
+        self.process = start_run(config, stdout=subprocess.DEVNULL)
         self.err = ""
 
     def stop(self) -> tuple[int, str]:
@@ -199,11 +193,11 @@ def wait_json(live: Subscriber, topic: str, predicate, what: str, timeout: float
 
 
 def test_detection_off_pauses_persists_across_a_restart_and_on_resumes(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+    tmp_path, broker, int8_model_path, face_photo, blank
 ):
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     with Subscriber(broker, [f"{PREFIX}/#"]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             wait_json(live, f"{PREFIX}/controls", lambda c: c.get("detection") == "ON", "controls announced")
             wait_json(live, f"{PREFIX}/state", lambda s: s.get("present") is True, "a face seen")
@@ -223,7 +217,7 @@ def test_detection_off_pauses_persists_across_a_restart_and_on_resumes(
         assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"detection": False}
 
         live.clear()
-        daemon = Running(config, project_root)  # a restart keeps privacy mode
+        daemon = Running(config)  # a restart keeps privacy mode
         try:
             wait_json(live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused after restart")
             time.sleep(1.0)
@@ -237,11 +231,11 @@ def test_detection_off_pauses_persists_across_a_restart_and_on_resumes(
 
 
 def test_snapshots_off_removes_the_image_component_and_the_picture(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+    tmp_path, broker, int8_model_path, face_photo, blank
 ):
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             first = wait_json(
                 live, DISCOVERY, lambda d: "image_topic" in d.get("cmps", {}).get("snapshot", {}), "image announced"
@@ -262,11 +256,11 @@ def test_snapshots_off_removes_the_image_component_and_the_picture(
 
 
 def test_score_threshold_and_reannounce_and_a_reload_never_undoes_a_control(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root, caplog
+    tmp_path, broker, int8_model_path, face_photo, blank, caplog
 ):
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             wait_json(live, f"{PREFIX}/controls", lambda c: c.get("score_threshold") == 0.7, "threshold 0.7")
             command(live, "score_threshold", "0.55")
@@ -288,14 +282,12 @@ def test_score_threshold_and_reannounce_and_a_reload_never_undoes_a_control(
     assert json.loads((tmp_path / "state" / "controls.json").read_text()) == {"score_threshold": 0.55}
 
 
-def test_controls_false_ignores_commands_and_stored_overrides(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
-):
+def test_controls_false_ignores_commands_and_stored_overrides(tmp_path, broker, int8_model_path, face_photo, blank):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "controls.json").write_text('{"detection": false}')
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank, homeassistant={"controls": False})
     with Subscriber(broker, [f"{PREFIX}/#", DISCOVERY]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             discovery = wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
             assert {k: discovery["cmps"][k] for k in ("detection", "snapshots", "score_threshold", "reannounce")} == {
@@ -319,12 +311,12 @@ def test_controls_false_ignores_commands_and_stored_overrides(
 
 
 def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+    tmp_path, broker, int8_model_path, face_photo, blank
 ):
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     renamed = DEVICE + "-2"
     with Subscriber(broker, ["edge-face/#", "homeassistant/device/#"]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
             config_file(tmp_path, broker, int8_model_path, face_photo, blank, device={"id": renamed})
@@ -340,13 +332,7 @@ def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
         assert not any(topic.startswith(PREFIX + "/") or topic == DISCOVERY for topic in retained), retained
         assert f"edge-face/{renamed}/state" in retained and f"homeassistant/device/{renamed}/config" in retained
 
-    forget = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "forget", "--config", str(config)],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    forget = run_cli("forget", "--config", str(config))
     assert forget.returncode == 0, forget.stderr
     assert f"removed device '{renamed}'" in forget.stderr
     with Subscriber(broker, ["edge-face/#", "homeassistant/#"]) as late:
@@ -355,7 +341,7 @@ def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
     assert not (tmp_path / "state" / "controls.json").exists()
 
 
-def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, project_root, int8_model_path):
+def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, int8_model_path):
     unreachable = write_config(
         tmp_path / "a.toml",
         {
@@ -364,33 +350,21 @@ def test_forget_reports_an_unreachable_broker_and_a_bad_config(tmp_path, project
             "mqtt": {"host": "127.0.0.1", "port": free_port()},
         },
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "forget", "--config", str(unreachable)],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("forget", "--config", str(unreachable))
     assert result.returncode == 1 and "unreachable" in result.stderr and "Traceback" not in result.stderr
     bad = write_config(tmp_path / "b.toml", {"device": {"id": "Not Valid"}, "detector": {"model": int8_model_path}})
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "forget", "--config", str(bad)],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("forget", "--config", str(bad))
     assert result.returncode == 2 and "device.id" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_ones(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+    tmp_path, broker, int8_model_path, face_photo, blank
 ):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "controls.json").write_text('{"detection": false}')
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     with Subscriber(broker, [f"{PREFIX}/#"]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             wait_json(
                 live, f"{PREFIX}/state", lambda s: s.get("detection") == "paused", "paused from the stored control"
@@ -407,17 +381,17 @@ def test_a_reload_that_turns_controls_off_and_on_drops_and_restores_the_stored_o
 
 
 def test_a_device_renamed_while_stopped_is_removed_at_the_next_start(
-    tmp_path, broker, int8_model_path, face_photo, blank, project_root
+    tmp_path, broker, int8_model_path, face_photo, blank
 ):
     config = config_file(tmp_path, broker, int8_model_path, face_photo, blank)
     with Subscriber(broker, ["homeassistant/device/#"]) as live:
-        daemon = Running(config, project_root)
+        daemon = Running(config)
         try:
             wait_json(live, DISCOVERY, lambda d: "cmps" in d, "discovery")
         finally:
             assert daemon.stop()[0] == 0
         config_file(tmp_path, broker, int8_model_path, face_photo, blank, device={"id": "porch"})
-        daemon = Running(config, project_root)  # an Ansible run changed the id and restarted us
+        daemon = Running(config)  # an Ansible run changed the id and restarted us
         try:
             live.wait_until(lambda: live.on(DISCOVERY)[-1].payload == b"", 15, "the old device removed")
             live.wait_for("homeassistant/device/porch/config")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import run_cli, start_run
 from daemon_support import EVENT_FIELDS, RecordingSink, Scene, build_scene, parse_event_lines, write_config
 from PIL import Image
 
@@ -127,16 +128,10 @@ def test_replayed_scene_gives_the_exact_event_sequence(tmp_path, int8_model_path
     assert "Traceback" not in err and "end of stream" in err
 
 
-def test_the_cli_runs_the_daemon_as_a_process(tmp_path, int8_model_path, detector, two_photos, blank, project_root):
+def test_the_cli_runs_the_daemon_as_a_process(tmp_path, int8_model_path, detector, two_photos, blank):
     scene = build_scene(tmp_path / "frames", blank, presence_plan(two_photos, blank))
     config = daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": scene.folder, "fps": FPS})
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("run", "--config", str(config), timeout=120)
     assert result.returncode == 0, result.stderr
     check_events(parse_event_lines(result.stdout), expected_events(scene, detector, two_photos), detector)
     assert "Traceback" not in result.stderr
@@ -166,7 +161,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path, int8_model_path, capsys):
     assert err == "error: config key 'mqtt.port': 70000 is not allowed (an integer 1-65535)\n"
 
 
-def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_model_path, project_root):
+def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_model_path):
     if Path("/dev/video0").exists() or picamera2_installed():
         pytest.skip("this machine may have a camera")
     config = daemon_config(
@@ -174,12 +169,7 @@ def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_m
     )
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-            cwd=project_root,
-            stdout=subprocess.DEVNULL,
-            stderr=err_file,
-        )
+        process = start_run(config, stdout=subprocess.DEVNULL, stderr=err_file)
         try:
             deadline = time.monotonic() + 60
             while "retrying in 0.2 s" not in stderr.read_text():  # several attempts, still running
@@ -249,20 +239,12 @@ def _read_events_until(process, lines: list[dict], predicate, timeout: float) ->
         lines.extend(parse_event_lines(line))
 
 
-def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(
-    tmp_path, int8_model_path, photo_paths, blank, project_root
-):
+def test_sighup_reloads_and_a_bad_reload_keeps_the_running_config(tmp_path, int8_model_path, photo_paths, blank):
     scene = build_scene(tmp_path / "frames", blank, [(photo_paths[0], 2), ("blank", 4)])
     camera = {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True}
     fast = {"debounce_frames": 1, "clear_after_seconds": 0.1}
     config = daemon_config(tmp_path, int8_model_path, camera, events=fast)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_run(config)
     events: list[dict] = []
     try:
         _read_events_until(process, events, lambda e: len(e) >= 2, timeout=60)
@@ -407,7 +389,7 @@ def test_reload_switches_the_camera_or_keeps_the_old_one(tmp_path, int8_model_pa
     assert [e["type"] for e in parse_event_lines(events.getvalue())] == ["face_detected", "face_cleared"]
 
 
-def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_path, photo_paths, blank, project_root):
+def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_path, photo_paths, blank):
     """`edge-face run ... | head -1`: the daemon stops with 0 and no traceback."""
     scene = build_scene(tmp_path / "frames", blank, [(photo_paths[0], 2), ("blank", 4)])
     config = daemon_config(
@@ -416,13 +398,7 @@ def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_p
         {"source": "replay", "path": scene.folder, "fps": 20.0, "loop": True},
         events={"debounce_frames": 1, "clear_after_seconds": 0.1},
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_run(config)
     try:
         first = process.stdout.readline()
         process.stdout.close()

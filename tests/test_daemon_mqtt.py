@@ -14,13 +14,13 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from broker import MosquittoBroker, Subscriber, make_test_pki
+from cli_support import start_run
 from daemon_support import EVENT_FIELDS, build_scene, write_config
 
 from edge.events import faces_from_detections
@@ -97,16 +97,6 @@ def daemon_config(tmp_path: Path, model: Path, camera: dict, mqtt: dict, **secti
     return write_config(tmp_path / "edge-face.toml", tables)
 
 
-def start_daemon(config: Path, project_root: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
     try:
         out, err = process.communicate(timeout=timeout)
@@ -136,7 +126,7 @@ def broker(tmp_path):
 
 
 def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
-    tmp_path, broker, int8_model_path, detector, photos, blank, project_root
+    tmp_path, broker, int8_model_path, detector, photos, blank
 ):
     scene = build_scene(tmp_path / "frames", blank, scene_plan(photos, blank))
     config = daemon_config(
@@ -146,7 +136,7 @@ def test_replayed_scene_publishes_the_exact_events_state_and_discovery(
         {"host": broker.host, "port": broker.port},
     )
     with Subscriber(broker, [f"{PREFIX}/#", "homeassistant/#"]) as live:
-        code, out, err = finish(start_daemon(config, project_root))  # a finite replay ends by itself
+        code, out, err = finish(start_run(config))  # a finite replay ends by itself
         assert code == 0, err
         assert out == "" and "Traceback" not in err  # with [mqtt] nothing goes to stdout
 
@@ -218,9 +208,7 @@ def looping_scene(tmp_path, photos, blank):
 FAST_EVENTS = {"debounce_frames": 1, "clear_after_seconds": 0.1}
 
 
-def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(
-    tmp_path, int8_model_path, photos, blank, pki, project_root
-):
+def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(tmp_path, int8_model_path, photos, blank, pki):
     scene = looping_scene(tmp_path, photos, blank)
     password = tmp_path / "mqtt_password"
     password.write_text("daemon-secret\n")
@@ -243,7 +231,7 @@ def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(
             events=FAST_EVENTS,
         )
         with Subscriber(broker, [f"{PREFIX}/#"], username="ha", password="ha-secret", ca_file=pki.ca_file) as live:
-            process = start_daemon(config, project_root)
+            process = start_run(config)
             try:
                 live.wait_for_payload(f"{PREFIX}/status", b"online", timeout=60)
                 live.wait_for(f"{PREFIX}/events", 3, timeout=30)
@@ -258,7 +246,7 @@ def test_sigterm_over_tls_with_a_password_file_ends_with_stopped(
             assert "daemon-secret" not in err and "Traceback" not in err
 
 
-def test_sigkill_leaves_offline_from_the_last_will(tmp_path, broker, int8_model_path, photos, blank, project_root):
+def test_sigkill_leaves_offline_from_the_last_will(tmp_path, broker, int8_model_path, photos, blank):
     scene = looping_scene(tmp_path, photos, blank)
     config = daemon_config(
         tmp_path,
@@ -267,7 +255,7 @@ def test_sigkill_leaves_offline_from_the_last_will(tmp_path, broker, int8_model_
         {"host": broker.host, "port": broker.port},
     )
     with Subscriber(broker, [f"{PREFIX}/status"]) as live:
-        process = start_daemon(config, project_root)
+        process = start_run(config)
         try:
             live.wait_for_payload(f"{PREFIX}/status", b"online", timeout=60)
         finally:
@@ -279,7 +267,7 @@ def test_sigkill_leaves_offline_from_the_last_will(tmp_path, broker, int8_model_
         assert status.payload == b"offline" and status.retain
 
 
-def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_path, photos, blank, project_root):
+def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_path, photos, blank):
     scene = looping_scene(tmp_path, photos, blank)
     broker = MosquittoBroker(tmp_path / "broker", persistence=True).start()
     subscriber = Subscriber(broker, [f"{PREFIX}/events"], persistent=True, client_id="e2e-restart").start()
@@ -292,7 +280,7 @@ def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_pa
             {"host": broker.host, "port": broker.port},
             events=FAST_EVENTS,
         )
-        process = start_daemon(config, project_root)
+        process = start_run(config)
         subscriber.wait_for(f"{PREFIX}/events", 4, timeout=60)
         broker.stop()
         time.sleep(1.5)  # about 6 events happen while the broker is away
@@ -315,7 +303,7 @@ def test_broker_restart_mid_stream_loses_no_daemon_event(tmp_path, int8_model_pa
         broker.stop()
 
 
-def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank, pki, project_root):
+def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank, pki):
     scene = looping_scene(tmp_path, photos, blank)
     tls = (pki.server_cert, pki.server_key, pki.ca_file)
     with MosquittoBroker(tmp_path / "tls", tls=tls) as broker:
@@ -325,14 +313,14 @@ def test_wrong_ca_exits_2_with_one_line(tmp_path, int8_model_path, photos, blank
             {"source": "replay", "path": scene.folder},
             {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.other_ca_file},
         )
-        code, _out, err = finish(start_daemon(config, project_root))
+        code, _out, err = finish(start_run(config))
     assert code == 2
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "certificate verify failed" in errors[0] and "mqtt.ca_file" in errors[0]
     assert "Traceback" not in err
 
 
-def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_path, photos, blank, project_root):
+def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_path, photos, blank):
     """The file exists but holds no certificate: the config loader builds the TLS context the
     client will use, so this is a config error before anything starts (as in check-config)."""
     scene = looping_scene(tmp_path, photos, blank)
@@ -344,16 +332,14 @@ def test_a_ca_file_that_is_not_pem_exits_2_naming_the_key(tmp_path, int8_model_p
         {"source": "replay", "path": scene.folder},
         {"host": "localhost", "port": 8883, "tls": True, "ca_file": not_pem},
     )
-    code, _out, err = finish(start_daemon(config, project_root))
+    code, _out, err = finish(start_run(config))
     assert code == 2, err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "'mqtt.ca_file'" in errors[0] and str(not_pem) in errors[0], err
 
 
-def test_unreachable_broker_is_reported_and_the_replay_still_runs(
-    tmp_path, int8_model_path, photos, blank, project_root
-):
+def test_unreachable_broker_is_reported_and_the_replay_still_runs(tmp_path, int8_model_path, photos, blank):
     scene = build_scene(tmp_path / "frames", blank, [(photos[0][0], 4), ("blank", 2)])
     closed_port = MosquittoBroker(tmp_path / "never-started").port  # nothing listens there
     config = daemon_config(
@@ -362,7 +348,7 @@ def test_unreachable_broker_is_reported_and_the_replay_still_runs(
         {"source": "replay", "path": scene.folder, "fps": FPS},
         {"host": "127.0.0.1", "port": closed_port, "flush_timeout": 0.5},
     )
-    code, _out, err = finish(start_daemon(config, project_root))
+    code, _out, err = finish(start_run(config))
     assert code == 0, err
     assert f"MQTT broker 127.0.0.1:{closed_port} unreachable" in err
     # face_detected, never delivered: said so in the last line

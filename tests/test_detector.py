@@ -11,12 +11,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import run_cli
 
 from edge.decode import Detections, PostprocessOptions, select_faces
 from edge.imageio import ImageError, load_image
@@ -184,18 +183,11 @@ def test_unreadable_images_raise_one_line_errors(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
-    )
-
-
 def test_cli_json_reports_every_good_image_and_names_the_bad_one(int8_model_path, photo_paths, tmp_path):
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(photo_paths[2].read_bytes()[:5000])
     images = [str(photo_paths[1]), str(truncated), str(photo_paths[2])]
-    done = _cli("detect", "--json", "--model", str(int8_model_path), *images, cwd=tmp_path)
+    done = run_cli("detect", "--json", "--model", str(int8_model_path), *images, cwd=tmp_path, timeout=120)
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["image"] for line in lines] == [images[0], images[2]]
@@ -213,7 +205,16 @@ def test_cli_json_reports_every_good_image_and_names_the_bad_one(int8_model_path
 
 def test_cli_annotates_and_summarises(int8_model_path, photo_paths, tmp_path):
     out = tmp_path / "annotated"
-    done = _cli("detect", "--model", str(int8_model_path), "--annotate", str(out), str(photo_paths[2]), cwd=tmp_path)
+    done = run_cli(
+        "detect",
+        "--model",
+        str(int8_model_path),
+        "--annotate",
+        str(out),
+        str(photo_paths[2]),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{photo_paths[2]}: ")
     written = out / (photo_paths[2].stem + ".jpg")
@@ -224,10 +225,10 @@ def test_cli_annotates_and_summarises(int8_model_path, photo_paths, tmp_path):
 
 
 def test_cli_model_errors_exit_4_with_one_line(photo_paths, tmp_path):
-    done = _cli("detect", "--model", str(tmp_path / "absent.tflite"), str(photo_paths[0]), cwd=tmp_path)
+    done = run_cli("detect", "--model", str(tmp_path / "absent.tflite"), str(photo_paths[0]), cwd=tmp_path, timeout=120)
     assert done.returncode == 4
     assert done.stderr.strip().count("\n") == 0 and "absent.tflite" in done.stderr
-    bad = _cli("detect", "--score-threshold", "1.5", str(photo_paths[0]), cwd=tmp_path)
+    bad = run_cli("detect", "--score-threshold", "1.5", str(photo_paths[0]), cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "1.5" in bad.stderr
 
 

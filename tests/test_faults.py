@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from broker import MosquittoBroker, SilentServer, Subscriber, make_test_pki
+from cli_support import EDGE_CLI
 from daemon_support import bomb_png, build_scene, truncated_jpeg, write_config
 from test_sdnotify import NotifyListener
 
@@ -45,14 +46,11 @@ class Daemon:
     """One daemon process; stderr goes to a file that the test reads while it runs."""
 
     def __init__(self, config: Path, project_root: Path, env: dict | None = None, code: str | None = None) -> None:
+        self.config = config
         self.stderr_path = config.parent / f"stderr-{uuid.uuid4().hex[:6]}.txt"
         # Open for the daemon's whole life (its stderr), closed in stop(): no with-block fits.
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115
-        command = (
-            [sys.executable, "-c", code, str(config)]
-            if code
-            else [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
-        )
+        command = [sys.executable, "-c", code, str(config)] if code else [*EDGE_CLI, "run", "--config", str(config)]
         self.process = subprocess.Popen(
             command,
             cwd=project_root,
@@ -74,6 +72,10 @@ class Daemon:
                 raise AssertionError(f"no {pattern!r} x{count} within {timeout} s:\n{self.log[-4000:]}")
             time.sleep(0.05)
 
+    def wait_more_events(self, count: int) -> None:
+        """Until ``count`` more events than the log shows now have been made."""
+        self.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(self.log)) + count)
+
     def events_made(self) -> int:
         return max((int(n) for n in EVENT_LINE.findall(self.log)), default=0)
 
@@ -84,10 +86,14 @@ class Daemon:
         try:
             code = self.process.wait(timeout=timeout)
         finally:
-            self.process.kill()
-            self.process.wait()
-            self._stderr.close()
+            self.kill()
         return code, self.log
+
+    def kill(self) -> None:
+        """Gone for sure (a no-op once it has exited), its stderr file closed."""
+        self.process.kill()
+        self.process.wait()
+        self._stderr.close()
 
     def stop(self, timeout: float = STOP_BUDGET_S) -> tuple[int, str, float]:
         started = time.monotonic()
@@ -133,135 +139,144 @@ def scene(tmp_path, photo_paths, blank):
     return {"source": "replay", "path": folder, "fps": 20.0, "loop": True}
 
 
+@pytest.fixture
+def daemon_config(tmp_path, int8_model_path, request):
+    """Writes (again, for a reload) the test's config file: the int8 model, ``camera`` or else the
+    looping scene, ``mqtt`` as [mqtt] (none: no MQTT), other tables as keywords."""
+
+    def write(mqtt: dict | None = None, camera: dict | None = None, model: Path | None = None, **sections) -> Path:
+        # The scene is asked for only here: a test with a camera of its own builds none.
+        camera = camera if camera is not None else request.getfixturevalue("scene")
+        return config_file(tmp_path, model or int8_model_path, camera, mqtt, **sections)
+
+    return write
+
+
+@pytest.fixture
+def start_daemon(project_root):
+    """Starts daemons on a config file; any still running when the test ends, passed or failed,
+    is killed then, so a test needs no try/finally of its own."""
+    started: list[Daemon] = []
+
+    def start(config: Path, env: dict | None = None, code: str | None = None) -> Daemon:
+        started.append(Daemon(config, project_root, env=env, code=code))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def notify_socket():
+    """A systemd notify listener on an abstract socket, and the environment that points a daemon at it."""
+    name = f"edge-face-faults-{uuid.uuid4().hex}"
+    listener = NotifyListener(b"\0" + name.encode())
+    yield listener, {"NOTIFY_SOCKET": "@" + name}
+    listener.close()
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
-def persistent_broker_and_subscriber(tmp_path: Path) -> tuple[MosquittoBroker, Subscriber]:
+@pytest.fixture
+def persistent_broker(tmp_path):
     """A broker whose store survives stop and kill, and a subscriber whose session lives in it:
     every event the daemon hands over while the subscriber is away is kept for it."""
     broker = MosquittoBroker(tmp_path / "broker", persistence=True).start()
     subscriber = Subscriber(broker, [f"{PREFIX}/events"], persistent=True, client_id=f"faults-{uuid.uuid4().hex[:6]}")
-    return broker, subscriber.start()
+    try:
+        yield broker, subscriber.start()
+    finally:
+        subscriber.stop()
+        broker.stop()
 
 
-def assert_all_delivered_in_order(daemon: Daemon, subscriber: Subscriber, log: str) -> int:
+def stop_and_assert_all_delivered_in_order(
+    daemon: Daemon, subscriber: Subscriber, timeout: float = 20
+) -> tuple[int, str]:
+    """SIGTERM exits 0 and every event made reached the subscriber once, in order: (made, log)."""
+    code, log, _took = daemon.stop()
+    assert code == 0, log
     made = max(int(n) for n in EVENT_LINE.findall(log))
-    subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= made, 20, f"all {made} events")
+    subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= made, timeout, f"all {made} events")
     assert unique_sequences(subscriber) == list(range(1, made + 1))
-    return made
+    return made, log
 
 
 # --- the outbox survives reloads and outages; the loop never waits on the network ----------------
 
 
 def test_reload_during_an_outage_loses_nothing_and_the_watchdog_keeps_pinging(
-    tmp_path, int8_model_path, scene, project_root
+    daemon_config, start_daemon, persistent_broker, notify_socket
 ):
-    broker, subscriber = persistent_broker_and_subscriber(tmp_path)
-    name = f"edge-face-faults-{uuid.uuid4().hex}"
-    listener = NotifyListener(b"\0" + name.encode())
+    broker, subscriber = persistent_broker
+    listener, notify_env = notify_socket
     mqtt = {"host": broker.host, "port": broker.port, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS}
-    config = config_file(tmp_path, int8_model_path, scene, mqtt)
-    daemon = Daemon(config, project_root, env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
-    try:
-        subscriber.wait_for(f"{PREFIX}/events", 3, timeout=60)
-        broker.stop()
-        before = daemon.events_made()
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 8)  # queued in the outbox
-        config_file(tmp_path, int8_model_path, scene, {**mqtt, "client_id": "after-reload"})
-        daemon.send(signal.SIGHUP)
-        daemon.wait_log(r"configuration reloaded \(changed: mqtt\)")
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 4)  # still flowing
-        assert daemon.events_made() >= before + 12
-        time.sleep(3.0)  # the outage lasts three watchdog periods at least, however fast the replay
-        broker.start()
-        subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= before + 12, 30, "the queued events")
-        code, log, _took = daemon.stop()
-    finally:
-        daemon.process.kill()
-        listener.close()
-        subscriber.stop()
-        broker.stop()
-    assert code == 0, log
-    made = max(int(n) for n in EVENT_LINE.findall(log))
+    daemon = start_daemon(daemon_config(mqtt), env={**notify_env, "WATCHDOG_USEC": "2000000"})
+    subscriber.wait_for(f"{PREFIX}/events", 3, timeout=60)
+    broker.stop()
+    before = daemon.events_made()
+    daemon.wait_more_events(8)  # queued in the outbox
+    daemon_config({**mqtt, "client_id": "after-reload"})
+    daemon.send(signal.SIGHUP)
+    daemon.wait_log(r"configuration reloaded \(changed: mqtt\)")
+    daemon.wait_more_events(4)  # still flowing
+    assert daemon.events_made() >= before + 12
+    time.sleep(3.0)  # the outage lasts three watchdog periods at least, however fast the replay
+    broker.start()
+    subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= before + 12, 30, "the queued events")
+    made, log = stop_and_assert_all_delivered_in_order(daemon, subscriber, timeout=10)
     assert last_line(log) == (made, made, 0, 0, 0, 0)
     assert "Traceback" not in log
-    subscriber.wait_until(lambda: len(unique_sequences(subscriber)) >= made, 10, "every event")
-    assert unique_sequences(subscriber) == list(range(1, made + 1))
     # Pings about 1 s apart (half of WATCHDOG_USEC) through the outage and the reload: the
     # frame loop never waited for the old session's flush (flush_timeout 20 s, 10 watchdog periods).
     pings = [at for at, text in listener.messages if text == "WATCHDOG=1"]
     assert len(pings) >= 3 and max(b - a for a, b in itertools.pairwise(pings)) < 2.0
 
 
-def test_sighup_storm_while_events_flow_loses_nothing(tmp_path, int8_model_path, scene, project_root):
-    broker, subscriber = persistent_broker_and_subscriber(tmp_path)
+def test_sighup_storm_while_events_flow_loses_nothing(daemon_config, start_daemon, persistent_broker):
+    broker, subscriber = persistent_broker
     mqtt = {"host": broker.host, "port": broker.port}
-    config = config_file(tmp_path, int8_model_path, scene, mqtt)
-    daemon = Daemon(config, project_root)
-    try:
-        subscriber.wait_for(f"{PREFIX}/events", 3, timeout=60)
-        for number in range(10):  # 10 SIGHUPs in 1 s, half of them changing the MQTT client
-            config_file(tmp_path, int8_model_path, scene, {**mqtt, "client_id": f"storm-{number % 2}"})
-            daemon.send(signal.SIGHUP)
-            time.sleep(0.1)
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 5)
-        code, log, _ = daemon.stop()
-        assert code == 0, log
-        made = assert_all_delivered_in_order(daemon, subscriber, log)
-    finally:
-        daemon.process.kill()
-        subscriber.stop()
-        broker.stop()
+    daemon = start_daemon(daemon_config(mqtt))
+    subscriber.wait_for(f"{PREFIX}/events", 3, timeout=60)
+    for number in range(10):  # 10 SIGHUPs in 1 s, half of them changing the MQTT client
+        daemon_config({**mqtt, "client_id": f"storm-{number % 2}"})
+        daemon.send(signal.SIGHUP)
+        time.sleep(0.1)
+    daemon.wait_more_events(5)
+    made, log = stop_and_assert_all_delivered_in_order(daemon, subscriber)
     assert last_line(log)[:3] == (made, made, 0)
     assert "configuration reloaded" in log and "Traceback" not in log
 
 
-def test_broker_killed_with_sigkill_then_restarted_loses_nothing(tmp_path, int8_model_path, scene, project_root):
-    broker, subscriber = persistent_broker_and_subscriber(tmp_path)
-    config = config_file(tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port})
-    daemon = Daemon(config, project_root)
-    try:
-        subscriber.wait_for(f"{PREFIX}/events", 4, timeout=60)
-        broker.kill()
-        daemon.wait_log(r"MQTT broker \S+ lost the connection")
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 5)
-        broker.start()
-        daemon.wait_log(r"MQTT: connected to \S+ \(reconnect")
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 3)
-        code, log, _ = daemon.stop()
-        assert code == 0, log
-        made = assert_all_delivered_in_order(daemon, subscriber, log)
-    finally:
-        daemon.process.kill()
-        subscriber.stop()
-        broker.stop()
+def test_broker_killed_with_sigkill_then_restarted_loses_nothing(daemon_config, start_daemon, persistent_broker):
+    broker, subscriber = persistent_broker
+    daemon = start_daemon(daemon_config({"host": broker.host, "port": broker.port}))
+    subscriber.wait_for(f"{PREFIX}/events", 4, timeout=60)
+    broker.kill()
+    daemon.wait_log(r"MQTT broker \S+ lost the connection")
+    daemon.wait_more_events(5)
+    broker.start()
+    daemon.wait_log(r"MQTT: connected to \S+ \(reconnect")
+    daemon.wait_more_events(3)
+    made, log = stop_and_assert_all_delivered_in_order(daemon, subscriber)
     assert last_line(log)[:3] == (made, made, 0)
 
 
 def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
-    tmp_path, int8_model_path, scene, project_root
+    daemon_config, start_daemon, persistent_broker
 ):
-    broker, subscriber = persistent_broker_and_subscriber(tmp_path)
+    broker, subscriber = persistent_broker
     # The longest flush the config allows: the whole stop must still fit the unit's budget.
-    config = config_file(
-        tmp_path,
-        int8_model_path,
-        scene,
-        {"host": broker.host, "port": broker.port, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS, "queue_size": 5},
-    )
-    daemon = Daemon(config, project_root)
-    try:
-        subscriber.wait_for(f"{PREFIX}/events", 2, timeout=60)
-        broker.stop()
-        daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 8)  # past queue_size
-        code, log, took = daemon.stop()
-    finally:
-        daemon.process.kill()
-        subscriber.stop()
-        broker.stop()
+    mqtt = {"host": broker.host, "port": broker.port, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS, "queue_size": 5}
+    daemon = start_daemon(daemon_config(mqtt))
+    subscriber.wait_for(f"{PREFIX}/events", 2, timeout=60)
+    broker.stop()
+    daemon.wait_more_events(8)  # past queue_size
+    code, log, took = daemon.stop()
     assert code == 0, log
     assert took < STOP_BUDGET_S - 2, took
     print(f"stop took {took:.1f} s")
@@ -274,25 +289,18 @@ def test_sigterm_mid_outage_exits_0_within_the_budget_and_counts_the_loss(
     assert drops and "dropped" in drops[0] and "Traceback" not in log
 
 
-def test_a_second_sigterm_cuts_the_flush_short(tmp_path, int8_model_path, scene, project_root):
+def test_a_second_sigterm_cuts_the_flush_short(tmp_path, daemon_config, start_daemon):
     closed = MosquittoBroker(tmp_path / "never").port
-    config = config_file(
-        tmp_path,
-        int8_model_path,
-        scene,
-        {"host": "127.0.0.1", "port": closed, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS},
+    daemon = start_daemon(
+        daemon_config({"host": "127.0.0.1", "port": closed, "flush_timeout": MAX_FLUSH_TIMEOUT_SECONDS})
     )
-    daemon = Daemon(config, project_root)
-    try:
-        daemon.wait_log(r"event \d+ ", count=3)
-        started = time.monotonic()
-        daemon.send(signal.SIGTERM)
-        time.sleep(1.0)
-        daemon.send(signal.SIGTERM)  # an impatient operator
-        code, log = daemon.finish(timeout=STOP_BUDGET_S)
-        took = time.monotonic() - started
-    finally:
-        daemon.process.kill()
+    daemon.wait_log(r"event \d+ ", count=3)
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    time.sleep(1.0)
+    daemon.send(signal.SIGTERM)  # an impatient operator
+    code, log = daemon.finish(timeout=STOP_BUDGET_S)
+    took = time.monotonic() - started
     assert code == 0, log
     assert took < 10, (took, log[-3000:])  # not the 20 s flush a single SIGTERM allows
     made, delivered, lost, _dropped, _rejected, undelivered = last_line(log)
@@ -300,9 +308,8 @@ def test_a_second_sigterm_cuts_the_flush_short(tmp_path, int8_model_path, scene,
     assert "Traceback" not in log
 
 
-def test_sigterm_during_start_up_is_a_clean_stop(tmp_path, int8_model_path, scene, project_root):
-    config = config_file(tmp_path, int8_model_path, scene)
-    daemon = Daemon(config, project_root)
+def test_sigterm_during_start_up_is_a_clean_stop(daemon_config, start_daemon):
+    daemon = start_daemon(daemon_config())
     deadline = time.monotonic() + 60
     # As soon as the handler is in place (before the model is loaded), not before: the
     # kernel's default action for a signal that comes earlier is not ours to change.
@@ -320,7 +327,7 @@ def test_sigterm_during_start_up_is_a_clean_stop(tmp_path, int8_model_path, scen
 
 
 def test_a_looping_replay_with_every_kind_of_bad_file_skips_each_once(
-    tmp_path, int8_model_path, photo_paths, project_root
+    tmp_path, daemon_config, start_daemon, photo_paths
 ):
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -337,8 +344,7 @@ def test_a_looping_replay_with_every_kind_of_bad_file_skips_each_once(
     for name, make in bad.items():
         make(folder / name)
     (folder / "08.jpg").symlink_to(photo_paths[1])
-    config = config_file(tmp_path, int8_model_path, {"source": "replay", "path": folder, "fps": 20.0, "loop": True})
-    daemon = Daemon(config, project_root)
+    daemon = start_daemon(daemon_config(camera={"source": "replay", "path": folder, "fps": 20.0, "loop": True}))
     daemon.wait_log(r"ready: first frame")
     daemon.wait_log(r"stats: ", count=3)  # a few passes over the folder
     code, log, _ = daemon.stop()
@@ -349,12 +355,13 @@ def test_a_looping_replay_with_every_kind_of_bad_file_skips_each_once(
     assert "01-bomb.png" in log and "Traceback" not in log and " ERROR " not in log
 
 
-def test_a_looping_replay_of_only_a_bomb_exits_3_instead_of_spinning(tmp_path, int8_model_path, project_root):
+def test_a_looping_replay_of_only_a_bomb_exits_3_instead_of_spinning(tmp_path, daemon_config, start_daemon):
     folder = tmp_path / "frames"
     folder.mkdir()
     bomb_png(folder / "bomb.png")
-    config = config_file(tmp_path, int8_model_path, {"source": "replay", "path": folder, "loop": True})
-    code, log = Daemon(config, project_root).finish(timeout=60)
+    code, log = start_daemon(daemon_config(camera={"source": "replay", "path": folder, "loop": True})).finish(
+        timeout=60
+    )
     assert code == 3, log
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "none of its 1 image file(s) can be read" in errors[0] and "bomb.png" in errors[0]
@@ -393,7 +400,7 @@ INJECT = textwrap.dedent(
     ids=["frame-grabber", "mqtt-transport", "frame-loop"],
 )
 def test_an_unexpected_error_in_any_thread_exits_1_with_one_traceback(
-    tmp_path, int8_model_path, scene, project_root, module, cls, method, after, thread
+    tmp_path, daemon_config, start_daemon, module, cls, method, after, thread
 ):
     if cls is None:  # a function the frame loop calls (the snapshot encoder)
         code = (
@@ -404,10 +411,8 @@ def test_an_unexpected_error_in_any_thread_exits_1_with_one_traceback(
     else:
         code = INJECT.format(module=module, cls=cls, method=method, after=after)
     with MosquittoBroker(tmp_path / "broker") as broker:
-        config = config_file(
-            tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port}, snapshot={"enabled": True}
-        )
-        exit_code, log = Daemon(config, project_root, code=code).finish(timeout=60)
+        config = daemon_config({"host": broker.host, "port": broker.port}, snapshot={"enabled": True})
+        exit_code, log = start_daemon(config, code=code).finish(timeout=60)
     assert exit_code == 1, log
     assert log.count("Traceback") == 1 and "RuntimeError: injected fault" in log
     errors = [line for line in log.splitlines() if " ERROR " in line]
@@ -419,10 +424,13 @@ def test_an_unexpected_error_in_any_thread_exits_1_with_one_traceback(
 # --- every MQTT failure explained within one keep-alive ---------------------------------------------
 
 
-def _explained(tmp_path, int8_model_path, scene, project_root, mqtt: dict, expected: str, before=None) -> str:
-    config = config_file(tmp_path, int8_model_path, scene, mqtt)
-    daemon = Daemon(config, project_root)
-    try:
+@pytest.fixture
+def explained(daemon_config, start_daemon):
+    """Runs the daemon with [mqtt] ``mqtt`` (``before`` called once it is up) and checks that the
+    failure is logged as ``expected`` within one keep-alive, once and not per retry; the log."""
+
+    def explain(mqtt: dict, expected: str, before=None) -> str:
+        daemon = start_daemon(daemon_config(mqtt))
         daemon.wait_log(r"ready: first frame")
         if before is not None:
             before()
@@ -431,88 +439,60 @@ def _explained(tmp_path, int8_model_path, scene, project_root, mqtt: dict, expec
         assert time.monotonic() - started < 5 + 2
         time.sleep(2.0)  # more failed attempts: not logged again
         code, log, _ = daemon.stop()
-    finally:
-        daemon.process.kill()
-    assert code == 0, log
-    mqtt_lines = [line for line in log.splitlines() if " edge.mqtt: " in line]
-    assert len([line for line in mqtt_lines if re.search(expected, line)]) == 1, log  # once, not per retry
-    assert "Traceback" not in log
-    return log
+        assert code == 0, log
+        mqtt_lines = [line for line in log.splitlines() if " edge.mqtt: " in line]
+        assert len([line for line in mqtt_lines if re.search(expected, line)]) == 1, log  # once, not per retry
+        assert "Traceback" not in log
+        return log
+
+    return explain
 
 
-def test_connection_refused_is_explained(tmp_path, int8_model_path, scene, project_root):
+def test_connection_refused_is_explained(tmp_path, explained):
     closed = MosquittoBroker(tmp_path / "never").port
-    _explained(
-        tmp_path,
-        int8_model_path,
-        scene,
-        project_root,
-        {"host": "127.0.0.1", "port": closed},
-        rf"MQTT broker 127\.0\.0\.1:{closed} unreachable: connection refused",
+    explained(
+        {"host": "127.0.0.1", "port": closed}, rf"MQTT broker 127\.0\.0\.1:{closed} unreachable: connection refused"
     )
 
 
-def test_a_server_that_never_sends_connack_is_explained(tmp_path, int8_model_path, scene, project_root):
+def test_a_server_that_never_sends_connack_is_explained(explained):
     with SilentServer() as silent:
-        _explained(
-            tmp_path,
-            int8_model_path,
-            scene,
-            project_root,
-            {"host": silent.host, "port": silent.port},
-            r"accepted the connection but sent no CONNACK within 3\.75 s",
+        explained(
+            {"host": silent.host, "port": silent.port}, r"accepted the connection but sent no CONNACK within 3\.75 s"
         )
 
 
-def test_tls_client_to_a_plain_port_is_explained(tmp_path, int8_model_path, scene, project_root, pki):
+def test_tls_client_to_a_plain_port_is_explained(tmp_path, explained, pki):
     with MosquittoBroker(tmp_path / "plain") as broker:
-        _explained(
-            tmp_path,
-            int8_model_path,
-            scene,
-            project_root,
+        explained(
             {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
             r"TLS handshake failed \(.*\): port \d+ does not seem to speak TLS",
         )
 
 
-def test_plain_client_to_a_tls_port_is_explained(tmp_path, int8_model_path, scene, project_root, pki):
+def test_plain_client_to_a_tls_port_is_explained(tmp_path, explained, pki):
     with MosquittoBroker(tmp_path / "tls", tls=(pki.server_cert, pki.server_key, pki.ca_file)) as broker:
-        _explained(
-            tmp_path,
-            int8_model_path,
-            scene,
-            project_root,
+        explained(
             {"host": broker.host, "port": broker.port},
             r"closed the connection before its CONNACK \(a TLS port\? then set mqtt\.tls = true\)",
         )
 
 
-def test_bad_credentials_are_explained(tmp_path, int8_model_path, scene, project_root, pki):
+def test_bad_credentials_are_explained(tmp_path, explained):
     password = tmp_path / "password"
     password.write_text("wrong-secret\n")
     with MosquittoBroker(tmp_path / "auth", users={"edge": "right-secret"}) as broker:
-        log = _explained(
-            tmp_path,
-            int8_model_path,
-            scene,
-            project_root,
+        log = explained(
             {"host": broker.host, "port": broker.port, "username": "edge", "password_file": password},
             r"refused the connection: Not authorized \(check mqtt\.username and mqtt\.password_file\)",
         )
     assert "wrong-secret" not in log and "right-secret" not in log
 
 
-def test_a_tls_broker_that_comes_later_with_a_wrong_name_is_explained(
-    tmp_path, int8_model_path, scene, project_root, pki
-):
+def test_a_tls_broker_that_comes_later_with_a_wrong_name_is_explained(tmp_path, explained, pki):
     broker = MosquittoBroker(tmp_path / "late", tls=(pki.wrong_name_cert, pki.wrong_name_key, pki.ca_file))
     try:
-        _explained(
-            tmp_path,
-            int8_model_path,
-            scene,
-            project_root,
+        explained(
             {"host": "localhost", "port": broker.port, "tls": True, "ca_file": pki.ca_file},
             r"TLS certificate verify failed \(Hostname mismatch",
             before=broker.start,
@@ -521,22 +501,16 @@ def test_a_tls_broker_that_comes_later_with_a_wrong_name_is_explained(
         broker.stop()
 
 
-def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(
-    tmp_path, int8_model_path, scene, project_root
-):
+def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(tmp_path, daemon_config, start_daemon):
     acl = (
         "topic readwrite edge-face/+/status\ntopic readwrite edge-face/+/state\ntopic readwrite edge-face/+/stats\n"
         "topic readwrite edge-face/+/snapshot\ntopic readwrite homeassistant/#\ntopic read edge-face/+/events\n"
     )
     with MosquittoBroker(tmp_path / "acl", acl=acl) as broker:
-        config = config_file(tmp_path, int8_model_path, scene, {"host": broker.host, "port": broker.port})
-        daemon = Daemon(config, project_root)
-        try:
-            daemon.wait_log(r"rejected \d+ message\(s\)")
-            daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 5)
-            code, log, _ = daemon.stop()
-        finally:
-            daemon.process.kill()
+        daemon = start_daemon(daemon_config({"host": broker.host, "port": broker.port}))
+        daemon.wait_log(r"rejected \d+ message\(s\)")
+        daemon.wait_more_events(5)
+        code, log, _ = daemon.stop()
     assert code == 0, log
     rejections = [line for line in log.splitlines() if "rejected" in line and "MQTT broker" in line]
     assert len(rejections) == 1 and "Not authorized" in rejections[0]  # not one line per event
@@ -548,9 +522,9 @@ def test_publishes_rejected_by_the_broker_are_counted_and_logged_rate_limited(
 # --- reloads that must be refused -----------------------------------------------------------------
 
 
-def test_a_reload_to_a_broken_config_keeps_the_running_one(tmp_path, int8_model_path, scene, project_root):
-    config = config_file(tmp_path, int8_model_path, scene)
-    daemon = Daemon(config, project_root)
+def test_a_reload_to_a_broken_config_keeps_the_running_one(daemon_config, start_daemon):
+    config = daemon_config()
+    daemon = start_daemon(config)
     daemon.wait_log(r"ready: first frame")
     config.write_text(config.read_text() + "\n[mqtt]\nport = 70000\n")
     daemon.send(signal.SIGHUP)
@@ -559,8 +533,7 @@ def test_a_reload_to_a_broken_config_keeps_the_running_one(tmp_path, int8_model_
     config.mkdir()  # a config path that cannot be read as a file
     daemon.send(signal.SIGHUP)
     daemon.wait_log(r"reload failed", count=2)
-    count = len(EVENT_LINE.findall(daemon.log))
-    daemon.wait_log(r"event \d+ ", count=count + 3)  # still running on the old config
+    daemon.wait_more_events(3)  # still running on the old config
     code, log, _ = daemon.stop()
     assert code == 0, log
     failures = [line for line in log.splitlines() if "reload failed" in line]
@@ -571,7 +544,7 @@ def test_a_reload_to_a_broken_config_keeps_the_running_one(tmp_path, int8_model_
 
 @pytest.mark.parametrize("sidecar", ["null", "[1, 2]", "zero-stride"])
 def test_a_reload_to_a_model_with_a_bad_sidecar_keeps_the_old_model(
-    tmp_path, int8_model_path, scene, project_root, sidecar
+    tmp_path, int8_model_path, daemon_config, start_daemon, sidecar
 ):
     other = tmp_path / "model" / int8_model_path.name
     other.parent.mkdir()
@@ -583,13 +556,12 @@ def test_a_reload_to_a_model_with_a_bad_sidecar_keeps_the_old_model(
         meta.write_text(json.dumps(data))
     else:
         meta.write_text(sidecar)
-    config = config_file(tmp_path, int8_model_path, scene)
-    daemon = Daemon(config, project_root)
+    daemon = start_daemon(daemon_config())
     daemon.wait_log(r"ready: first frame")
-    config_file(tmp_path, other, scene)
+    daemon_config(model=other)
     daemon.send(signal.SIGHUP)
     daemon.wait_log(r"reload failed")
-    daemon.wait_log(r"event \d+ ", count=len(EVENT_LINE.findall(daemon.log)) + 3)
+    daemon.wait_more_events(3)
     code, log, _ = daemon.stop()
     assert code == 0, log
     failures = [line for line in log.splitlines() if "reload failed" in line]
@@ -600,27 +572,19 @@ def test_a_reload_to_a_model_with_a_bad_sidecar_keeps_the_old_model(
 # --- boot order and secrets -------------------------------------------------------------------------
 
 
-def test_a_camera_url_with_a_password_is_waited_for_and_never_printed(tmp_path, int8_model_path, project_root):
-    name = f"edge-face-faults-{uuid.uuid4().hex}"
-    listener = NotifyListener(b"\0" + name.encode())
+def test_a_camera_url_with_a_password_is_waited_for_and_never_printed(daemon_config, start_daemon, notify_socket):
+    listener, notify_env = notify_socket
     camera = {
         "source": "opencv",
         "device": "rtsp://admin:hunter2@127.0.0.1:9/stream",
         "reopen_min_delay": 0.1,
         "reopen_max_delay": 0.4,
     }
-    config = config_file(tmp_path, int8_model_path, camera)
-    daemon = Daemon(config, project_root, env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000"})
-    try:
-        daemon.wait_log(r"waiting for camera: ")
-        assert listener.wait_for(
-            lambda texts: any(t.startswith("READY=1\nSTATUS=waiting for camera: ") for t in texts), 10
-        )
-        time.sleep(2.0)  # retries with backoff, pings the watchdog meanwhile
-        code, log, _ = daemon.stop()
-    finally:
-        daemon.process.kill()
-        listener.close()
+    daemon = start_daemon(daemon_config(camera=camera), env={**notify_env, "WATCHDOG_USEC": "1000000"})
+    daemon.wait_log(r"waiting for camera: ")
+    assert listener.wait_for(lambda texts: any(t.startswith("READY=1\nSTATUS=waiting for camera: ") for t in texts), 10)
+    time.sleep(2.0)  # retries with backoff, pings the watchdog meanwhile
+    code, log, _ = daemon.stop()
     assert code == 0, log
     assert "hunter2" not in log and "admin:***@127.0.0.1:9" in log
     assert "hunter2" not in "".join(listener.texts())

@@ -19,6 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from broker import MosquittoBroker, Subscriber, free_port, make_test_pki
+from cli_support import run_cli
 from daemon_support import build_scene, write_config
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -63,29 +64,10 @@ def iso(moment: datetime) -> str:
 def run_fleet(
     broker: MosquittoBroker, *args: str, env: dict | None = None, password_file: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "edge.cli",
-        "fleet",
-        "--broker",
-        broker.host,
-        "--port",
-        str(broker.port),
-        "--username",
-        "watcher",
-        *args,
-    ]
+    argv = ["fleet", "--broker", broker.host, "--port", str(broker.port), "--username", "watcher", *args]
     if password_file is not None:
         argv += ["--password-file", str(password_file)]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    return run_cli(*argv, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
@@ -233,12 +215,7 @@ def test_broker_problems_exit_1_with_one_line(broker, password_file, tmp_path):
     )
 
     closed_port = free_port()
-    unreachable = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "fleet", "--broker", "127.0.0.1", "--port", str(closed_port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    unreachable = run_cli("fleet", "--broker", "127.0.0.1", "--port", str(closed_port))
     assert unreachable.returncode == ExitCode.FAILURE
     assert unreachable.stderr.startswith(f"edge-face fleet: broker 127.0.0.1:{closed_port} unreachable (")
 
@@ -280,23 +257,13 @@ def test_a_tls_broker_is_read_with_its_ca_and_refused_with_another(tmp_path, pas
     ],
 )
 def test_bad_arguments_exit_2_naming_the_argument(args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "fleet", "--broker", "127.0.0.1", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("fleet", "--broker", "127.0.0.1", *args)
     assert result.returncode == ExitCode.CONFIG
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
 
 
 def test_no_password_option_on_the_command_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "fleet", "--broker", "x", "--password", "secret"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("fleet", "--broker", "x", "--password", "secret")
     assert result.returncode == 2 and "unrecognized arguments: --password secret" in result.stderr
 
 

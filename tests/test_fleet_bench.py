@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 from broker import MosquittoBroker
-from deploy_support import sha256
+from deploy_support import VENV_BIN, ansible_env, sha256
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.sidecar import canonical_digest
@@ -50,7 +50,6 @@ BATCHES = [["h1"], ["h2", "h3"], ["h4", "h5"]]  # serial [1, 2] over five hosts
 BROKER_PORT = 1883
 DEVICE_PASSWORD = "device pw with 'quotes' and \"more\""
 WATCHER_PASSWORD = "watcher-secret"
-VENV_BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 HANDLER_HOSTS = re.compile(
     r"RUNNING HANDLER \[edge_face : Restart edge-face\][^\n]*\n((?:(?:ok|changed|fatal|failed): \[[^\]]+\][^\n]*\n)+)"
@@ -264,18 +263,7 @@ class Fleet:
         )
 
     def play(self, label: str, *args: str, local: bool = False, expect_failure: bool = False) -> Run:
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_PIPELINING="1",
-            ANSIBLE_HOME=str(self.bench.workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(self.bench.workdir / "ansible-tmp"),
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.bench.workdir / "cp"),
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-        )
+        env = ansible_env(self.bench.workdir, ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.bench.workdir / "cp"))
         inventory, variables = (
             (self.local_inventory, self.local_vars_file) if local else (self.inventory, self.vars_file)
         )

@@ -7,36 +7,20 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import subprocess
 import sys
 import threading
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_support import bomb_png
 from PIL import Image, ImageOps
 
 from edge.imageio import ImageError, decode_image, load_image, to_rgb
 
 pytestmark = pytest.mark.unit
-
-
-def png_header_bomb(path: Path, width: int, height: int) -> Path:
-    """A real 1-bit grey PNG of width x height, all black: a few hundred KB on disk, width *
-    height pixels once decoded."""
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    compressor = zlib.compressobj(9)
-    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-    return path
 
 
 def gradient(width: int = 64, height: int = 48) -> Image.Image:
@@ -179,7 +163,7 @@ def test_a_jpeg_too_large_even_at_one_eighth_is_refused(tmp_path):
 
 
 def test_other_formats_over_the_limit_are_refused_from_the_header(tmp_path):
-    path = png_header_bomb(tmp_path / "wide.png", 12_000, 12_000)  # 144 MP: Pillow only warns
+    path = bomb_png(tmp_path / "wide.png", 12_000, 12_000)  # 144 MP: Pillow only warns
     assert path.stat().st_size < 1_000_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -191,7 +175,7 @@ def test_other_formats_over_the_limit_are_refused_from_the_header(tmp_path):
 
 
 def test_a_decompression_bomb_is_one_line(tmp_path):
-    path = png_header_bomb(tmp_path / "bomb.png", 20_000, 20_000)
+    path = bomb_png(tmp_path / "bomb.png", 20_000, 20_000)
     message = error_of(path, max_pixels=500_000_000)  # above Pillow's own hard limit
     assert message.startswith(
         f"image '{path}': refused as a decompression bomb (Image size (400000000 pixels) exceeds limit"

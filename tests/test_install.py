@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_support import cache_folder, other_model, pinned, sha256, wheelhouse
+from deploy_support import assert_package_runs_from_venv, cache_folder, other_model, pinned, sha256, wheelhouse
 
 from edge.models import PACKAGED_MODEL_PATH
 
@@ -89,15 +89,7 @@ def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, pro
 
     # The package runs from its virtualenv, which sees the OS's site packages (picamera2).
     venv = root / "opt/edge-face/venv"
-    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
-    check = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import edge.cli; print(edge.cli.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=root,  # not the checkout: it would shadow the venv
-    )
-    assert check.returncode == 0 and check.stdout.startswith(str(venv)), check.stderr
+    assert_package_runs_from_venv(venv, "edge.cli", cwd=root)  # not the checkout: it would shadow the venv
 
     release = sha256(installer.model)[:16]
     models = root / "opt/edge-face/models"

@@ -30,6 +30,14 @@ def event(faces: int = 1, kind: str = "face_detected") -> Event:
     )
 
 
+def outbox_with(count: int, **bounds: int) -> Outbox:
+    """An Outbox (``bounds``: max_events, max_bytes) holding ``count`` events, numbered 1 to ``count``."""
+    outbox = Outbox(**bounds)
+    for _ in range(count):
+        outbox.add(event())
+    return outbox
+
+
 def balanced(stats: OutboxStats) -> bool:
     return stats.enqueued == stats.delivered + stats.dropped + stats.rejected + stats.depth
 
@@ -44,9 +52,7 @@ def test_add_numbers_events_from_one_without_gaps_and_stores_their_json():
 
 
 def test_take_hands_out_in_order_up_to_the_limit_and_ack_removes():
-    outbox = Outbox()
-    for _ in range(5):
-        outbox.add(event())
+    outbox = outbox_with(5)
     assert [e.sequence for e in outbox.take("t", limit=2)] == [1, 2]
     assert [e.sequence for e in outbox.take("t", limit=3)] == [3]  # 2 still in flight: room for 1
     assert outbox.ack(1) and outbox.ack(2)
@@ -57,9 +63,7 @@ def test_take_hands_out_in_order_up_to_the_limit_and_ack_removes():
 
 
 def test_release_puts_in_flight_events_back_in_front_and_blocks_others_until_then():
-    outbox = Outbox()
-    for _ in range(6):
-        outbox.add(event())
+    outbox = outbox_with(6)
     assert [e.sequence for e in outbox.take("old", limit=3)] == [1, 2, 3]
     outbox.ack(1)
     assert outbox.take("new", limit=10) == []  # 2 and 3 are still with "old": order first
@@ -100,9 +104,7 @@ def test_an_event_larger_than_the_byte_bound_is_dropped_itself():
 
 
 def test_an_in_flight_event_can_be_dropped_and_its_late_ack_is_ignored():
-    outbox = Outbox(max_events=2)
-    outbox.add(event())
-    outbox.add(event())
+    outbox = outbox_with(2, max_events=2)
     outbox.take("t", limit=2)
     assert outbox.add(event())[1] == [1]
     assert not outbox.ack(1)
@@ -111,9 +113,7 @@ def test_an_in_flight_event_can_be_dropped_and_its_late_ack_is_ignored():
 
 
 def test_rejected_events_are_counted_and_not_offered_again():
-    outbox = Outbox()
-    for _ in range(3):
-        outbox.add(event())
+    outbox = outbox_with(3)
     outbox.take("t", limit=3)
     assert outbox.reject(2)
     outbox.release("t")

@@ -8,14 +8,13 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from cli_support import start_run
 from daemon_support import write_config
 from fake_picamera2 import FakePicamera2
 
@@ -181,7 +180,7 @@ def test_ready_after_the_first_frame_and_watchdog_only_while_frames_flow(
     assert sum(text.startswith("READY=1") for text in listener.texts()) == 1
 
 
-def test_sigterm_stops_the_process_with_stopping(tmp_path, int8_model_path, photo_paths, project_root):
+def test_sigterm_stops_the_process_with_stopping(tmp_path, int8_model_path, photo_paths):
     name = f"edge-face-test-{uuid.uuid4().hex}"
     listener = NotifyListener(b"\0" + name.encode())
     config = write_config(
@@ -194,14 +193,7 @@ def test_sigterm_stops_the_process_with_stopping(tmp_path, int8_model_path, phot
         },
     )
     env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-        cwd=project_root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_run(config, env=env)
     try:
         assert listener.wait_for(lambda m: "WATCHDOG=1" in m, timeout=60.0), listener.texts()
         process.send_signal(signal.SIGTERM)
