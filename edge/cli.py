@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
+from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only: no numpy at start
 
 if TYPE_CHECKING:  # imported where used: the device-free commands start without numpy
     import numpy as np
 
     from edge.imageio import DecodedImage
 
-DEFAULT_MODEL = Path("models/build/version-slim-320-int8.tflite")
+# A source checkout's build output (`make model`), relative to where the CLI runs.
+DEFAULT_MODEL = Path("models/build") / PACKAGED_MODEL_NAME
 ANNOTATED_SUFFIX = ".jpg"
 
 
@@ -32,8 +34,6 @@ def default_model_path() -> Path:
     """$EDGE_FACE_MODEL, else the build output of a source checkout, else the installed copy."""
     if os.environ.get("EDGE_FACE_MODEL"):
         return Path(os.environ["EDGE_FACE_MODEL"])
-    from edge.models import PACKAGED_MODEL_PATH  # the model shipped inside the package
-
     for candidate in (DEFAULT_MODEL, PACKAGED_MODEL_PATH):
         if candidate.is_file():
             return candidate

@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
+
 if TYPE_CHECKING:  # the child imports edge itself, after its RSS baseline
     from edge.sources.base import Frame, FrameSource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
 TARGET_OVERHEAD_RATIO = 0.25
 TARGET_PEAK_RSS_MB = 80.0
 
@@ -221,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=10, help="consecutive frames of each photo (default %(default)s)")
     parser.add_argument("--width", type=int, default=640, help="frame width (default %(default)s)")
     parser.add_argument("--height", type=int, default=480, help="frame height (default %(default)s)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
     parser.add_argument("--mqtt-port", type=int, default=None, help="publish to the broker on this port")
     parser.add_argument("--mqtt-host", default="127.0.0.1")
@@ -239,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"bench_daemon: model '{args.model}' not found (build it: python -m tools.quantize)", file=sys.stderr)
         return 2
-    photos = sorted((DEFAULT_UPSTREAM / "images").glob("*.jpg"), key=lambda p: int(p.stem))[: args.photos]
+    photos = sorted((upstream_dir() / "images").glob("*.jpg"), key=lambda p: int(p.stem))[: args.photos]
     if not photos:
-        print(f"bench_daemon: no photos in '{DEFAULT_UPSTREAM / 'images'}'", file=sys.stderr)
+        print(f"bench_daemon: no photos in '{upstream_dir() / 'images'}'", file=sys.stderr)
         return 2
     mqtt = (args.mqtt_host, args.mqtt_port) if args.mqtt_port else None
     with tempfile.TemporaryDirectory(prefix="edge-face-bench-") as scratch:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
+from tools.shared_data import DEFAULT_INT8_MODEL, upstream_dir
+
 WIDTH, HEIGHT = 320, 240
 TARGET_STILL_CPU_RATIO = 0.15
 TARGET_MOTION_SHARE = 0.05
@@ -119,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict:
     from edge.scene import apply_scene
     from tools.scene_frames import background_frame, face_patch, walk_through
 
-    images = DEFAULT_UPSTREAM / "images"
+    images = upstream_dir() / "images"
     detector = FaceDetector(args.model, DetectorOptions(num_threads=args.threads))
     room = background_frame(images, WIDTH, HEIGHT)
     if len(detector.detect(room)) != 0:
@@ -310,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-interval", type=float, default=None, help="gate idle interval (default: MotionOptions')"
     )
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -323,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"bench_scene: model '{args.model}' not found (build it: python -m tools.quantize)", file=sys.stderr)
         return 2
-    if not (DEFAULT_UPSTREAM / "images").is_dir():
-        print(f"bench_scene: no photos in '{DEFAULT_UPSTREAM / 'images'}'", file=sys.stderr)
+    if not (upstream_dir() / "images").is_dir():
+        print(f"bench_scene: no photos in '{upstream_dir() / 'images'}'", file=sys.stderr)
         return 2
     figures = measure(args)
     table = rows(figures)

@@ -7,7 +7,6 @@ keeps (green) and drops (gray), and the zone's face count.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,10 +14,8 @@ from edge.detector import FaceDetector
 from edge.imageio import ImageError, encode_jpeg, load_image
 from edge.preprocess import resize_bilinear
 from edge.scene import SceneOptions, draw_scene, make_polygon, make_zone
+from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UPSTREAM = Path(os.environ.get("EDGE_FACE_UPSTREAM_DIR", PROJECT_ROOT.parent / "shared" / "upstream"))
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "build" / "version-slim-320-int8.tflite"
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "images" / "scene-example.jpg"
 PHOTO = "3.jpg"  # a hallway: a door on the left, a notice on the wall, five faces
 SIZE = (640, 480)
@@ -46,10 +43,10 @@ def draw_example(images_dir: Path, model: Path) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8_MODEL)
     args = parser.parse_args(argv)
     try:
-        jpeg = draw_example(DEFAULT_UPSTREAM / "images", args.model)
+        jpeg = draw_example(upstream_dir() / "images", args.model)
     except ImageError as exc:
         print(f"scene_picture: {exc}", file=sys.stderr)
         return 2

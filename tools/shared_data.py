@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.models import PACKAGED_MODEL_NAME
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = PROJECT_ROOT / "models" / "build"
-DEFAULT_INT8_MODEL = BUILD_DIR / "version-slim-320-int8.tflite"
+DEFAULT_INT8_MODEL = BUILD_DIR / PACKAGED_MODEL_NAME
 UPSTREAM_DIR_ENV = "EDGE_FACE_UPSTREAM_DIR"
 WIDER_SUBSET_ENV = "EDGE_FACE_WIDER_SUBSET"
 
