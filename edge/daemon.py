@@ -57,13 +57,9 @@ from edge.detector import DetectorOptions, FaceDetector
 from edge.events import (
     Event,
     EventIdentity,
-    EventSink,
     PresenceSettings,
     PresenceState,
     PresenceTracker,
-    SinkClosed,
-    SinkError,
-    StdoutSink,
     faces_from_detections,
     iso_utc,
     new_boot_id,
@@ -74,6 +70,7 @@ from edge.outbox import Outbox
 from edge.redact import redact_url
 from edge.scene_stage import SceneStage
 from edge.sdnotify import SystemdNotifier
+from edge.sinks import EventSink, SinkClosed, SinkError, StdoutSink
 from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError

@@ -1,5 +1,5 @@
 """Presence events: per-frame detections -> debounced ``face_detected`` / ``count_changed`` /
-``face_cleared`` events, and the sinks they are published to.
+``face_cleared`` events (published by the sinks of :mod:`edge.sinks`).
 
 The state machine (:class:`PresenceTracker`) is pure: it is fed what one frame showed and
 the frame's times, and returns the events that frame causes; it never reads a clock. That
@@ -22,21 +22,17 @@ number and the delivery accounting live in one place.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
-import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from edge.outbox import Outbox
+    pass
 
 EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
@@ -112,64 +108,6 @@ class PresenceState:
             "zones": {name: zone.to_dict() for name, zone in self.zones.items()},
             "detection": self.detection,
         }
-
-
-class SinkError(Exception):
-    """A sink that cannot work as configured (e.g. a rejected certificate): the daemon's
-    config error. ``str(error)`` is one line for the user."""
-
-
-CommandHandler = Callable[[str, bytes], None]
-
-
-class EventSink(Protocol):
-    """A transport for the daemon's outbox, and the daemon's only view of it.
-
-    Home Assistant controls (:meth:`set_command_handler`, :meth:`publish_controls`,
-    :meth:`reannounce`) and the connection (:meth:`start`, :attr:`status`) mean something
-    to a network sink only; others accept the calls and do nothing.
-    """
-
-    @property
-    def outbox(self) -> Outbox | None:
-        """The outbox it drains (None: made without one, the daemon gives it its own)."""
-
-    @property
-    def status(self) -> dict[str, Any]:
-        """The connection's figures for the stats message ({} without a connection)."""
-
-    def set_command_handler(self, handler: CommandHandler) -> None:
-        """Before :meth:`start`: call ``handler(control, payload)`` for each control command
-        received (in the sink's thread; it must only queue the command)."""
-
-    def start(self, wait_first: bool = True) -> None:
-        """Begin delivering. Raises SinkError when the settings cannot work; a peer that is
-        merely unreachable is retried in the background. ``wait_first`` False: not even a
-        first attempt in the calling thread."""
-
-    def publish_event(self, event: Event | None) -> None:
-        """``event`` was just added to the outbox: deliver it (now, or when connected). None:
-        nothing new, a wake-up for what waits in the outbox (after a transport change)."""
-
-    def publish_state(self, state: PresenceState) -> None: ...
-
-    def publish_stats(self, stats: dict[str, Any]) -> None: ...
-
-    def publish_snapshot(self, jpeg: bytes) -> None: ...
-
-    def publish_controls(self, state: dict[str, Any]) -> None:
-        """The Home Assistant controls' state (the switches read it)."""
-
-    def reannounce(self) -> None:
-        """Announce everything again (discovery, retained state): HA's Re-announce button."""
-
-    def detach(self) -> None:
-        """Stop now without announcing a stop, events in flight given back to the outbox:
-        another transport takes over (a reload). Never waits on the network."""
-
-    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
-        """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
-        then announce the stop."""
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -332,84 +270,3 @@ class PresenceTracker:
                 zone=self.zone,
             )
         ]
-
-
-class SinkClosed(Exception):
-    """The sink's reader went away for good (stdout piped into a process that exited)."""
-
-
-class StdoutSink:
-    """The embedded default sink: one JSON line per event on ``stream`` (default stdout),
-    flushed at once so a pipe reader sees each event as it happens. With an ``outbox`` it
-    drains it (each event written is acknowledged there); without one it writes the event
-    it is given.
-
-    State, stats and snapshots are not written: stdout carries only the event stream (the
-    daemon logs stats to stderr), so ``edge-face run | jq`` stays a clean event feed.
-    """
-
-    def __init__(self, stream: TextIO | None = None, outbox: Outbox | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stdout
-        self.outbox = outbox
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return {}  # no connection
-
-    def set_command_handler(self, handler: CommandHandler) -> None:
-        pass  # no commands arrive on stdout
-
-    def start(self, wait_first: bool = True) -> None:
-        pass  # nothing to connect
-
-    def publish_event(self, event: Event | None) -> None:
-        """Write ``event``, or with an outbox everything waiting in it (``event`` may then be None)."""
-        if self.outbox is None:
-            if event is not None:
-                self._write(event.to_json())
-            return
-        while entries := self.outbox.take(self, limit=64):
-            for entry in entries:
-                self._write(entry.payload)
-                self.outbox.ack(entry.sequence)
-
-    def _write(self, payload: bytes) -> None:
-        try:
-            self._stream.write(payload.decode("utf-8") + "\n")
-            self._stream.flush()
-        except BrokenPipeError:
-            self._discard_output()
-            raise SinkClosed("stdout was closed by its reader") from None
-
-    def publish_state(self, state: PresenceState) -> None:
-        pass
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        pass
-
-    def publish_snapshot(self, jpeg: bytes) -> None:
-        pass
-
-    def publish_controls(self, state: dict[str, Any]) -> None:
-        pass
-
-    def reannounce(self) -> None:
-        pass
-
-    def detach(self) -> None:
-        self.close(0.0)
-
-    def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
-        with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into
-            self._stream.flush()
-
-    def _discard_output(self) -> None:
-        """Point the stream's file descriptor at /dev/null: what is still buffered (and
-        Python's flush at exit) then goes nowhere instead of failing again."""
-        try:
-            descriptor = self._stream.fileno()
-        except (OSError, ValueError, AttributeError):  # not backed by a file: nothing to redirect
-            return
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, descriptor)
-        os.close(devnull)

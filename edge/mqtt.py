@@ -78,9 +78,9 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
-from edge.events import CommandHandler, SinkError
 from edge.mqtt_client import ClientSettings, new_client, on_connack
 from edge.outbox import Outbox
+from edge.sinks import CommandHandler, SinkError
 from edge.sysinfo import read_cpu_temperature
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class _SessionEnded(Exception):
 
 
 class MqttSink:
-    """:class:`edge.events.EventSink` that drains ``outbox`` to an MQTT broker (see the module docs).
+    """:class:`edge.sinks.EventSink` that drains ``outbox`` to an MQTT broker (see the module docs).
 
     ``start()`` makes the first connection attempt in the caller (TLS and certificate
     problems raise :class:`MqttError` at start-up; ``wait_first=False`` skips that, for a

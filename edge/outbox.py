@@ -3,7 +3,7 @@
 The outbox belongs to the daemon, not to a network session, so replacing the MQTT client
 (a reload that changes ``[mqtt]``) or losing the broker never loses what is queued here.
 It is a plain class: no threads, no network. A transport (:class:`edge.mqtt.MqttSink`,
-:class:`edge.events.StdoutSink`) drains it: :meth:`Outbox.take` hands out the oldest
+:class:`edge.sinks.StdoutSink`) drains it: :meth:`Outbox.take` hands out the oldest
 waiting events in sequence order, :meth:`Outbox.ack` removes a delivered one,
 :meth:`Outbox.release` puts what a transport still held back at the front (connection lost,
 transport replaced), so the next one re-sends them first and the order is kept.

@@ -23,9 +23,10 @@ from edge.config import load_config
 from edge.daemon import build_daemon, percentile_ms, run_main
 from edge.decode import Detections
 from edge.detector import FaceDetector
-from edge.events import EventSink, StdoutSink, faces_from_detections
+from edge.events import faces_from_detections
 from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
+from edge.sinks import EventSink, StdoutSink
 from edge.snapshot import encode_snapshot
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,5 @@
-"""edge.events: the presence state machine fed hand-built detections, the event schema, StdoutSink."""
+"""edge.events: the presence state machine fed hand-built detections, the event schema; and
+edge.sinks.StdoutSink on the events it makes."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from edge.events import (
     Face,
     PresenceSettings,
     PresenceTracker,
-    StdoutSink,
     faces_from_detections,
     iso_utc,
     new_boot_id,
 )
 from edge.outbox import Outbox
+from edge.sinks import StdoutSink
 
 pytestmark = pytest.mark.unit
 
@@ -270,3 +271,15 @@ def test_stdout_sink_close_survives_a_closed_stream():
     stream = io.StringIO()
     stream.close()
     StdoutSink(stream).close(timeout=0.1)
+
+
+def test_stdout_sink_has_no_connection_and_takes_no_commands():
+    stream = io.StringIO()
+    sink = StdoutSink(stream)
+    sink.set_command_handler(lambda control, payload: pytest.fail("stdout carries no commands"))
+    sink.start(wait_first=True)
+    assert sink.status == {}
+    sink.publish_controls({"detection": "ON"})
+    sink.reannounce()
+    sink.detach()
+    assert stream.getvalue() == "", "controls and announcements are not events: stdout stays an event feed"

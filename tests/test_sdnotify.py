@@ -20,9 +20,9 @@ from fake_picamera2 import FakePicamera2
 
 from edge.config import load_config
 from edge.daemon import build_daemon
-from edge.events import StdoutSink
 from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
+from edge.sinks import StdoutSink
 from edge.sources.picamera2 import Picamera2Source
 
 pytestmark = pytest.mark.integration

@@ -90,8 +90,8 @@ def child(config_path: Path, frames: int, warmup: int) -> None:
     """Run the daemon in this process for warmup + frames frames; print figures as JSON."""
     from edge.config import load_config
     from edge.daemon import build_daemon
-    from edge.events import StdoutSink
     from edge.sdnotify import SystemdNotifier
+    from edge.sinks import StdoutSink
     from edge.sources.replay import ReplaySource
 
     config = load_config(config_path)

@@ -121,8 +121,8 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
 def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
     from edge.config import load_config
     from edge.daemon import build_daemon
-    from edge.events import StdoutSink
     from edge.sdnotify import SystemdNotifier
+    from edge.sinks import StdoutSink
     from edge.sources.replay import ReplaySource
 
     config = load_config(args.config)
