@@ -10,8 +10,10 @@ Two entry points:
 
 Both produce the same :class:`Detections` as upstream's numpy post-processing (dequantize and
 decode all anchors, then greedy hard NMS) on the same inputs, to the bit: the per-anchor
-arithmetic is shared (:meth:`QuantParams.dequantize`, :func:`face_scores`, :func:`decode_boxes`) and the
-NMS keeps upstream's order and tie rules. ``tests/test_decode.py`` checks that on real frames.
+arithmetic is shared (:meth:`QuantParams.dequantize`, :func:`face_scores`,
+:func:`decode_boxes`) and the NMS keeps upstream's order and tie rules.
+``tests/test_decode.py`` checks that on real frames. Which faces survive is set by
+:class:`PostprocessOptions`.
 """
 
 from __future__ import annotations
