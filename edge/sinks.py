@@ -22,6 +22,10 @@ class SinkError(Exception):
     config error. ``str(error)`` is one line for the user."""
 
 
+class SinkClosed(Exception):
+    """The sink's reader went away for good (stdout piped into a process that exited)."""
+
+
 CommandHandler = Callable[[str, bytes], None]
 
 
@@ -73,10 +77,6 @@ class EventSink(Protocol):
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
         then announce the stop."""
-
-
-class SinkClosed(Exception):
-    """The sink's reader went away for good (stdout piped into a process that exited)."""
 
 
 class StdoutSink:
