@@ -1,8 +1,8 @@
 """The on-device daemon: the one place where source, detector, presence tracker and sink are
 assembled (:func:`build_daemon`) and the frame loop runs (:meth:`Daemon.run`).
 
-One frame: newest frame from the grabber -> FaceDetector (pre-process, int8 invoke, decode)
--> PresenceTracker -> events to the sink (+ state, + optional snapshot). Around it: periodic
+One frame: newest frame from the grabber -> motion gate -> FaceDetector (pre-process, int8
+invoke, decode) -> scene rules and presence trackers (:class:`SceneStage`) -> events to the sink (+ state, + optional snapshot). Around it: periodic
 stats, sd_notify (READY after the model is loaded and the first frame processed, WATCHDOG
 per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTERM/SIGINT
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
@@ -59,8 +59,6 @@ from edge.events import (
     EventIdentity,
     PresenceSettings,
     PresenceState,
-    PresenceTracker,
-    faces_from_detections,
     iso_utc,
     new_boot_id,
 )
@@ -299,11 +297,12 @@ class Daemon:
         self._paused = not self.ha_controls.detection
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
-        self.tracker = PresenceTracker(
-            identity=EventIdentity(config.device.id, self.boot_id, detector.model_id),
-            settings=PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
+        self.scene = SceneStage(
+            config.motion,
+            config.scene,
+            EventIdentity(config.device.id, self.boot_id, detector.model_id),
+            PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
-        self.scene = SceneStage(config.motion, config.scene, self.tracker.identity, self.tracker.settings)
         self._faces_in_last_detection = False
         self.times = FrameTimes()
         self.frames_processed = 0
@@ -467,7 +466,7 @@ class Daemon:
     def _process(self, frame: Frame) -> None:
         # While faces are (or may be becoming) present every frame is detected, so debouncing
         # and clearing see them all; a still, empty scene only every motion.idle_interval.
-        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.tracker.present):
+        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.scene.present):
             self.times.add_skipped()
             return
         started = time.perf_counter()
@@ -478,22 +477,18 @@ class Daemon:
         self._faces_in_last_detection = len(detections) > 0
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
-        faces = faces_from_detections(detections.boxes, detections.scores)
-        events = self.tracker.update(faces, frame.width, frame.height, frame.t_monotonic, wall_time)
-        events += self.scene.zone_events(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events = self.scene.update_presence(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
         self._emit(events)
         if events:
             self.sink.publish_state(self.presence_state())
             # The snapshot is the last face seen: an empty room does not replace it.
-            if self.config.snapshot.enabled and faces:
+            if self.config.snapshot.enabled and len(detections):
                 self._publish_snapshot(frame, detections)
         self.times.add(invoke, detected - started)
 
     def presence_state(self) -> PresenceState:
         """The whole frame's presence with each zone's, and whether detection is paused."""
-        word = self._detection_word()
-        zones = {name: dataclasses.replace(zone, detection=word) for name, zone in self.scene.zone_states().items()}
-        return dataclasses.replace(self.tracker.state, zones=zones, detection=word)
+        return self.scene.presence_state(self._detection_word())
 
     def _emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""
@@ -547,7 +542,7 @@ class Daemon:
         window, frames, invoke, detect = self.times.take_window(now)
         status = self.sink.status
         outbox = self.outbox.stats
-        state = self.tracker.state
+        state = self.scene.tracker.state
         return {
             "time": iso_utc(time.time()),
             "uptime_seconds": round(now - self.started_monotonic, 1),
@@ -664,9 +659,12 @@ class Daemon:
         if controls_replaced:
             self._set_paused(not ha_controls.detection)
         self.outbox.set_bounds(*outbox_bounds(new))
-        self.tracker.identity = EventIdentity(new.device.id, self.boot_id, detector.model_id)
-        self.tracker.settings = PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds)
-        self.scene.reconfigure(new.motion, new.scene, self.tracker.identity, self.tracker.settings)
+        self.scene.reconfigure(
+            new.motion,
+            new.scene,
+            EventIdentity(new.device.id, self.boot_id, detector.model_id),
+            PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds),
+        )
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
@@ -769,7 +767,7 @@ class Daemon:
             self._paused = True
             self.grabber.stop()  # releases the camera
             now = time.time()
-            self._emit(self.tracker.clear(now) + self.scene.clear_zones(now))
+            self._emit(self.scene.clear_presence(now))
             self._faces_in_last_detection = False
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:

@@ -1,15 +1,17 @@
 """The daemon's scene work around the detector: the motion gate before it, the scene rules
-(masks, face-size limits, zones) after it, and one presence tracker per zone.
+(masks, face-size limits, zones) after it, and the presence trackers (the whole frame's and
+one per zone).
 
 Per frame the daemon asks :meth:`SceneStage.should_detect` first (a still scene with no
 face is detected only every ``motion.idle_interval`` seconds), then, for frames that are
-detected, :meth:`SceneStage.apply` on the detector's output and :meth:`SceneStage.zone_events`
-for each zone's own events. The numeric parts live in :mod:`edge.motion` and
+detected, :meth:`SceneStage.apply` on the detector's output and
+:meth:`SceneStage.update_presence` for the events of the frame and of each zone. The numeric parts live in :mod:`edge.motion` and
 :mod:`edge.scene`; this class only holds their state between frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from edge.decode import Detections
@@ -38,12 +40,13 @@ class _WindowCounts:
 
 @dataclass
 class SceneStage:
-    """Motion gate + scene rules + zone trackers for one daemon (state between frames)."""
+    """Motion gate + scene rules + presence trackers for one daemon (state between frames)."""
 
     motion_options: MotionOptions
     scene_options: SceneOptions
     identity: EventIdentity
     presence: PresenceSettings
+    tracker: PresenceTracker = field(init=False)  # the whole frame
     zone_trackers: dict[str, PresenceTracker] = field(default_factory=dict)
     _motion: MotionDetector = field(init=False)
     _gate: DetectionGate = field(init=False)
@@ -52,6 +55,7 @@ class SceneStage:
     _window: _WindowCounts = field(init=False, default_factory=_WindowCounts)
 
     def __post_init__(self) -> None:
+        self.tracker = PresenceTracker(self.identity, self.presence)
         self._motion = MotionDetector(self.motion_options, self.scene_options.masks)
         self._gate = DetectionGate(self.motion_options)
         self._filter = SceneFilter(self.scene_options)
@@ -78,23 +82,36 @@ class SceneStage:
         self._window.faces_too_large += result.dropped_large
         return result
 
-    def zone_events(
+    def update_presence(
         self, result: SceneResult, frame_width: int, frame_height: int, t_monotonic: float, wall_time: float
     ) -> list[Event]:
-        """Each zone's tracker fed the kept faces inside it: their events, zones in config order."""
-        events: list[Event] = []
+        """The whole frame's tracker fed the kept faces, then each zone's tracker the kept
+        faces inside it: their events, the frame's first, zones in config order."""
+        faces = faces_from_detections(result.detections.boxes, result.detections.scores)
+        events = self.tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
         for name, tracker in self.zone_trackers.items():
             inside = result.faces_in_zone(name)
             faces = faces_from_detections(inside.boxes, inside.scores)
             events += tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
         return events
 
-    def zone_states(self) -> dict[str, PresenceState]:
-        return {name: tracker.state for name, tracker in self.zone_trackers.items()}
+    @property
+    def present(self) -> bool:
+        """A presence is ongoing in the whole frame."""
+        return self.tracker.present
 
-    def clear_zones(self, wall_time: float) -> list[Event]:
-        """Forget every zone's presence (detection paused): their face_cleared events."""
-        events: list[Event] = []
+    def presence_state(self, detection: str) -> PresenceState:
+        """The whole frame's presence with each zone's; ``detection``: "active" or "paused"."""
+        zones = {
+            name: dataclasses.replace(tracker.state, detection=detection)
+            for name, tracker in self.zone_trackers.items()
+        }
+        return dataclasses.replace(self.tracker.state, zones=zones, detection=detection)
+
+    def clear_presence(self, wall_time: float) -> list[Event]:
+        """Forget every presence, the frame's and each zone's (detection paused): their
+        face_cleared events."""
+        events = self.tracker.clear(wall_time)
         for tracker in self.zone_trackers.values():
             events += tracker.clear(wall_time)
         return events
@@ -111,6 +128,7 @@ class SceneStage:
             self._gate = DetectionGate(motion)
         self.motion_options, self.scene_options = motion, scene
         self.identity, self.presence = identity, presence
+        self.tracker.identity, self.tracker.settings = identity, presence
         self._filter = SceneFilter(scene)
         self._sync_zone_trackers()
 
