@@ -2,7 +2,8 @@
 assembled (:func:`build_daemon`) and the frame loop runs (:meth:`Daemon.run`).
 
 One frame: newest frame from the grabber -> motion gate -> FaceDetector (pre-process, int8
-invoke, decode) -> scene rules and presence trackers (:class:`SceneStage`) -> events to the sink (+ state, + optional snapshot). Around it: periodic
+invoke, decode) -> scene rules and presence trackers (:class:`SceneStage`) -> events to the
+sink (+ state, + optional snapshot). Around it: periodic
 stats, sd_notify (READY after the model is loaded and the first frame processed, WATCHDOG
 per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTERM/SIGINT
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
@@ -303,7 +304,6 @@ class Daemon:
             EventIdentity(config.device.id, self.boot_id, detector.model_id),
             PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
-        self._faces_in_last_detection = False
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
@@ -464,9 +464,8 @@ class Daemon:
         return ExitCode.FAILURE if self.controls.crash is not None else self._exit_code
 
     def _process(self, frame: Frame) -> None:
-        # While faces are (or may be becoming) present every frame is detected, so debouncing
-        # and clearing see them all; a still, empty scene only every motion.idle_interval.
-        if not self.scene.should_detect(frame, self._faces_in_last_detection or self.scene.present):
+        # A still scene with nobody in it is detected only every motion.idle_interval.
+        if not self.scene.should_detect(frame):
             self.times.add_skipped()
             return
         started = time.perf_counter()
@@ -474,7 +473,6 @@ class Daemon:
         kept = self.scene.apply(detections, frame.height)
         detections = kept.detections
         detected = time.perf_counter()
-        self._faces_in_last_detection = len(detections) > 0
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
         events = self.scene.update_presence(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
@@ -542,7 +540,7 @@ class Daemon:
         window, frames, invoke, detect = self.times.take_window(now)
         status = self.sink.status
         outbox = self.outbox.stats
-        state = self.scene.tracker.state
+        state = self.presence_state()
         return {
             "time": iso_utc(time.time()),
             "uptime_seconds": round(now - self.started_monotonic, 1),
@@ -766,9 +764,7 @@ class Daemon:
         if paused:
             self._paused = True
             self.grabber.stop()  # releases the camera
-            now = time.time()
-            self._emit(self.scene.clear_presence(now))
-            self._faces_in_last_detection = False
+            self._emit(self.scene.clear_presence(time.time()))
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:
             grabber = self._grabber_for(self.grabber.source, self.config)

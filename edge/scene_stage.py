@@ -52,6 +52,7 @@ class SceneStage:
     _gate: DetectionGate = field(init=False)
     _filter: SceneFilter = field(init=False)
     _last_motion: MotionResult | None = field(init=False, default=None)
+    _faces_in_last_detection: bool = field(init=False, default=False)
     _window: _WindowCounts = field(init=False, default_factory=_WindowCounts)
 
     def __post_init__(self) -> None:
@@ -63,9 +64,10 @@ class SceneStage:
 
     # --- before the detector ----------------------------------------------------------------
 
-    def should_detect(self, frame: Frame, faces_present: bool) -> bool:
-        """Whether ``frame`` goes to the detector. ``faces_present``: the last detected frame
-        had faces or a presence is ongoing (then every frame is detected)."""
+    def should_detect(self, frame: Frame) -> bool:
+        """Whether ``frame`` goes to the detector. While the last detected frame had faces or
+        a presence is ongoing every frame is, so debouncing and clearing see them all."""
+        faces_present = self._faces_in_last_detection or self.tracker.present
         motion = self._motion.update(frame.pixels) if self.motion_options.enabled else None
         self._last_motion = motion
         if motion is not None and motion.reset:
@@ -87,6 +89,7 @@ class SceneStage:
     ) -> list[Event]:
         """The whole frame's tracker fed the kept faces, then each zone's tracker the kept
         faces inside it: their events, the frame's first, zones in config order."""
+        self._faces_in_last_detection = len(result.detections) > 0
         faces = faces_from_detections(result.detections.boxes, result.detections.scores)
         events = self.tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
         for name, tracker in self.zone_trackers.items():
@@ -94,11 +97,6 @@ class SceneStage:
             faces = faces_from_detections(inside.boxes, inside.scores)
             events += tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
         return events
-
-    @property
-    def present(self) -> bool:
-        """A presence is ongoing in the whole frame."""
-        return self.tracker.present
 
     def presence_state(self, detection: str) -> PresenceState:
         """The whole frame's presence with each zone's; ``detection``: "active" or "paused"."""
@@ -111,6 +109,7 @@ class SceneStage:
     def clear_presence(self, wall_time: float) -> list[Event]:
         """Forget every presence, the frame's and each zone's (detection paused): their
         face_cleared events."""
+        self._faces_in_last_detection = False
         events = self.tracker.clear(wall_time)
         for tracker in self.zone_trackers.values():
             events += tracker.clear(wall_time)
