@@ -27,12 +27,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
@@ -229,21 +226,7 @@ class PresenceTracker:
             self.present, self.stable_count = False, 0
         if kind is None:
             return []
-        return [
-            Event(
-                type=kind,
-                device_id=self.identity.device_id,
-                boot_id=self.identity.boot_id,
-                sequence=0,
-                time=iso_utc(wall_time),
-                face_count=count,
-                faces=tuple(faces),
-                frame_width=int(frame_width),
-                frame_height=int(frame_height),
-                model_id=self.identity.model_id,
-                zone=self.zone,
-            )
-        ]
+        return [self._event(kind, wall_time, tuple(faces), int(frame_width), int(frame_height))]
 
     def clear(self, wall_time: float) -> list[Event]:
         """Forget the room (detection paused, or a clean stop): ``face_cleared`` if someone
@@ -255,18 +238,22 @@ class PresenceTracker:
         self._faces_streak, self._count_streak = 0, _Streak()
         if not was_present:
             return []
-        return [
-            Event(
-                type="face_cleared",
-                device_id=self.identity.device_id,
-                boot_id=self.identity.boot_id,
-                sequence=0,
-                time=iso_utc(wall_time),
-                face_count=0,
-                faces=(),
-                frame_width=0,
-                frame_height=0,
-                model_id=self.identity.model_id,
-                zone=self.zone,
-            )
-        ]
+        return [self._event("face_cleared", wall_time, (), 0, 0)]
+
+    def _event(
+        self, kind: str, wall_time: float, faces: tuple[Face, ...], frame_width: int, frame_height: int
+    ) -> Event:
+        """An event of this tracker's device and zone; sequence 0 until the outbox numbers it."""
+        return Event(
+            type=kind,
+            device_id=self.identity.device_id,
+            boot_id=self.identity.boot_id,
+            sequence=0,
+            time=iso_utc(wall_time),
+            face_count=len(faces),
+            faces=faces,
+            frame_width=frame_width,
+            frame_height=frame_height,
+            model_id=self.identity.model_id,
+            zone=self.zone,
+        )
