@@ -39,10 +39,9 @@ HA_ONLINE = "online"
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 STATUS_STOPPED = "stopped"
-# Our status topic says "online", "offline" (LWT) or "stopped" (clean exit). HA's
-# availability only understands two payloads, so the template folds "stopped" (and
+# HA's availability only understands two payloads, so the template folds "stopped" (and
 # anything unexpected) into "offline": a stopped daemon must not look available.
-AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"
+AVAILABILITY_TEMPLATE = f"{{{{ '{STATUS_ONLINE}' if value == '{STATUS_ONLINE}' else '{STATUS_OFFLINE}' }}}}"
 DIAGNOSTIC, CONFIG = "diagnostic", "config"
 # What the face count is counted in: HA keeps long-term statistics for a measurement with a
 # unit, and shows "2 faces" rather than a bare "2".
