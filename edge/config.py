@@ -300,6 +300,10 @@ TOPIC_ALLOWED = (
 )
 
 
+# In mqtt.topic_prefix (and `edge-face fleet --topic-prefix`): where the device id goes.
+DEVICE_ID_PLACEHOLDER = "{device_id}"
+
+
 @dataclass(frozen=True)
 class Topic(Rule):
     """An MQTT topic prefix we may publish under; with ``placeholder``, ``{device_id}`` is
@@ -309,16 +313,16 @@ class Topic(Rule):
 
     @property
     def allowed(self) -> str:
-        return TOPIC_ALLOWED + ("; {device_id} is substituted" if self.placeholder else "")
+        return TOPIC_ALLOWED + (f"; {DEVICE_ID_PLACEHOLDER} is substituted" if self.placeholder else "")
 
     def parse(self, value: Any, context: _Context) -> str:
         if not isinstance(value, str):
             raise Invalid(self.allowed)
         prefix = value
         if self.placeholder:
-            if re.search(r"[{}]", value.replace("{device_id}", "")):
-                raise Invalid("only the placeholder {device_id}")
-            prefix = value.replace("{device_id}", context.device_id)
+            if re.search(r"[{}]", value.replace(DEVICE_ID_PLACEHOLDER, "")):
+                raise Invalid(f"only the placeholder {DEVICE_ID_PLACEHOLDER}")
+            prefix = value.replace(DEVICE_ID_PLACEHOLDER, context.device_id)
         if not is_valid_topic_prefix(prefix):
             raise Invalid(self.allowed)
         return prefix
@@ -612,7 +616,7 @@ class MqttConfig:
     cert_file: Path | None = key(FilePath("file"), None)
     key_file: Path | None = key(FilePath("file"), None)
     tls_insecure: bool = key(Boolean(), False)
-    topic_prefix: str = key(Topic(placeholder=True), "edge-face/{device_id}")
+    topic_prefix: str = key(Topic(placeholder=True), f"edge-face/{DEVICE_ID_PLACEHOLDER}")
     keepalive: int = key(Integer(5, 65535), 30)
     queue_size: int = key(Integer(1, 100_000), DEFAULT_QUEUE_SIZE)
     flush_timeout: float = key(

@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from edge.config import HomeAssistantConfig, MqttConfig, key_default, validate_topic_prefix
+from edge.config import (
+    DEVICE_ID_PLACEHOLDER,
+    HomeAssistantConfig,
+    MqttConfig,
+    key_default,
+    validate_topic_prefix,
+)
 from edge.discovery import STATUS_ONLINE, DeviceTopics, discovery_topic
 from edge.exitcodes import ExitCode
 
@@ -41,7 +47,6 @@ if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths 
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
-PLACEHOLDER = "{device_id}"
 DEFAULT_TOPIC_PREFIX: str = key_default(MqttConfig, "topic_prefix")
 DEFAULT_DISCOVERY_PREFIX: str = key_default(HomeAssistantConfig, "discovery_prefix")
 DEFAULT_TIMEOUT_S = 5.0
@@ -71,14 +76,14 @@ class TopicPattern:
 
     @classmethod
     def from_prefix(cls, prefix: str) -> TopicPattern:
-        if prefix.count(PLACEHOLDER) != 1:
-            raise ValueError(f"--topic-prefix '{prefix}' must contain {PLACEHOLDER} exactly once")
+        if prefix.count(DEVICE_ID_PLACEHOLDER) != 1:
+            raise ValueError(f"--topic-prefix '{prefix}' must contain {DEVICE_ID_PLACEHOLDER} exactly once")
         # Validated with a sample id: the rest must be a literal topic a device may publish under.
-        validate_topic_prefix(prefix.replace(PLACEHOLDER, "x"), "--topic-prefix")
+        validate_topic_prefix(prefix.replace(DEVICE_ID_PLACEHOLDER, "x"), "--topic-prefix")
         levels = tuple(prefix.split("/"))
-        device_level = levels.index(PLACEHOLDER) if PLACEHOLDER in levels else -1
+        device_level = levels.index(DEVICE_ID_PLACEHOLDER) if DEVICE_ID_PLACEHOLDER in levels else -1
         if device_level < 0:
-            raise ValueError(f"--topic-prefix '{prefix}': {PLACEHOLDER} must be a whole topic level")
+            raise ValueError(f"--topic-prefix '{prefix}': {DEVICE_ID_PLACEHOLDER} must be a whole topic level")
         return cls(levels, device_level)
 
     def subscription(self, leaf: str) -> str:

@@ -243,7 +243,6 @@ class MqttSink:
         self._connack_timeout = min(connack_timeout, 0.75 * mqtt.keepalive)
         self._reminder_interval = reminder_interval
         self._client_settings = ClientSettings.from_config(mqtt, mqtt.client_id or f"edge-face-{device_id}")
-        self._tls = self._client_settings.tls
 
         self._cond = threading.Condition()
         # Everything below is guarded by self._cond.
@@ -439,7 +438,9 @@ class MqttSink:
                 f"TLS certificate verify failed ({exc.verify_message}); check mqtt.ca_file "
                 f"({cfg.ca_file or 'system CAs'}) and that mqtt.host matches the certificate"
             )
-        if isinstance(exc, ssl.SSLError) or (self._tls is not None and isinstance(exc, ConnectionResetError)):
+        if isinstance(exc, ssl.SSLError) or (
+            self._client_settings.tls is not None and isinstance(exc, ConnectionResetError)
+        ):
             if _not_tls(exc):
                 return (
                     f"TLS handshake failed ({getattr(exc, 'reason', None) or exc}): port {cfg.port} does not "
@@ -451,7 +452,7 @@ class MqttSink:
         if isinstance(exc, ConnectionRefusedError):
             return "unreachable: connection refused (no broker listening on that port)"
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            stage = "TCP connect or TLS handshake" if self._tls is not None else "TCP connect"
+            stage = "TCP connect or TLS handshake" if self._client_settings.tls is not None else "TCP connect"
             return f"unreachable: no answer to the {stage} within {self._connack_timeout:g} s"
         if isinstance(exc, OSError):
             return f"unreachable ({exc.strerror or exc})"
@@ -578,7 +579,7 @@ class MqttSink:
         if was_connected:
             detail = f" ({reason})" if reason else ""
             return f"lost the connection{detail}"
-        hint = "" if self._tls is not None else " (a TLS port? then set mqtt.tls = true)"
+        hint = "" if self._client_settings.tls is not None else " (a TLS port? then set mqtt.tls = true)"
         detail = (
             ""
             if rc in (MQTTErrorCode.MQTT_ERR_CONN_LOST, MQTTErrorCode.MQTT_ERR_NO_CONN)
