@@ -940,8 +940,10 @@ def check_config_main(path: str | os.PathLike[str], as_user: str | None = None) 
     from edge.asuser import run_as_user
 
     # Everything the check imports is imported now, as root: the service user may not be
-    # able to read the interpreter's own files (a Python under /root, say).
-    _option_section("motion", {}), _option_section("scene", {})
+    # able to read the interpreter's own files (a Python under /root, say). Parsing an empty
+    # option section imports its module.
+    for name in OPTION_SECTIONS:
+        _option_section(name, {})
     absolute = os.path.abspath(path)  # the service starts from /, not from our folder
     return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
 
