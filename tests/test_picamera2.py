@@ -749,6 +749,30 @@ def test_picamera2_older_than_the_minimum_is_refused_naming_its_version(scene, t
     assert camera_class.pipes == []  # refused before picamera2 touched the camera
 
 
+def test_the_installer_refuses_an_old_python3_picamera2_before_installing_anything(tmp_path, project_root):
+    """tools/install.sh reads the minimum from edge/sources/picamera2.py and the installed
+    version from the target's dpkg database (here a scratch root's, read by dpkg-query)."""
+    dpkg = tmp_path / "var" / "lib" / "dpkg"
+    dpkg.mkdir(parents=True)
+    (dpkg / "status").write_text(
+        "Package: python3-picamera2\nStatus: install ok installed\nPriority: optional\nMaintainer: x <x@x>\n"
+        "Version: 0.3.19-1\nArchitecture: all\nDescription: picamera2\n\n"
+    )
+    done = subprocess.run(
+        ["sh", str(project_root / "tools" / "install.sh"), "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"install.sh: error: python3-picamera2 0.3.19-1 is older than {MIN_PICAMERA2_VERSION}, which edge-face needs "
+        "(older ones have no capture timeout: a pulled camera cable would hang the service); upgrade "
+        f"python3-picamera2 in {tmp_path} first\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["var"]  # nothing installed
+
+
 def test_without_package_metadata_an_old_picamera2_is_known_by_its_missing_cancel(scene):
     camera_class = FakePicamera2.with_scene(scene, version="0.3.18")
     with pytest.raises(SourceError, match=r"^picamera2 \(version unknown\) is older than 0\.3\.20: "):
