@@ -11,7 +11,7 @@ Pi libcamera pipeline handlers, on the points where a kinder fake would hide a b
   inside a try block that turns any failure, a busy camera included, into
   ``RuntimeError("Camera __init__ sequence did not complete.")`` with the real cause only in
   ``__cause__`` (:355-368); then, after the camera is acquired and *outside* that try block,
-  it opens the DMA heap (``DmaAllocator()``, :376; dma_heap.py:70-82 skips only a missing
+  it opens the DMA heap (``DmaAllocator()``, :376; dma_heap.py:69-82 skips only a missing
   heap, so a PermissionError propagates). A failed constructor returns no object, but the
   manager keeps the half-built one: its pipe stays open (``close()`` returns early on an
   object that never opened, :712) and, after a heap failure, its camera stays acquired, so
@@ -255,7 +255,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 class FakeCameraManager:
-    """picamera2's ``CameraManager`` (picamera2.py:76-113), one per class, without its
+    """picamera2's ``CameraManager`` (picamera2.py:76-114), one per class, without its
     listener thread: ``cameras`` maps the libcamera camera number to the object using it."""
 
     def __init__(self) -> None:
@@ -269,7 +269,7 @@ class FakeCameraManager:
 
 
 class FakeDmaAllocator:
-    """``DmaAllocator()`` -> ``DmaHeap()`` (dma_heap.py:67-82): the first heap that exists is
+    """``DmaAllocator()`` -> ``DmaHeap()`` (dma_heap.py:69-82): the first heap that exists is
     opened read-write; only a missing one is skipped, any other error propagates."""
 
     def __init__(self, heap_paths: tuple[str, ...]) -> None:
@@ -440,7 +440,7 @@ class FakePicamera2:
                 raise RuntimeError("Failed to acquire camera: Device or resource busy")
             # What the libcamera bindings raise when Camera::acquire() returns -EBUSY.
             cls._acquired.add(camera_num)
-            self.is_open = True  # _open_camera, :574-575
+            self.is_open = True  # _open_camera, :574-576
         except Exception as e:
             raise RuntimeError("Camera __init__ sequence did not complete.") from e
         self._lock = threading.Lock()
