@@ -574,12 +574,16 @@ def test_fake_pi5_output0_without_a_downscaler_scales_down_at_most_16x(scene, do
     assert camera.camera_config["lores"]["size"] == (160, 120)
 
 
-def test_fake_imx477_lists_current_kernels_modes():
+def test_fake_imx477_lists_current_kernels_modes(scene):
     modes = {(mode["size"], mode["bit_depth"]) for mode in SENSORS["imx477"]["modes"]}
     sizes = [(1332, 990), (2028, 1080), (2028, 1520), (4056, 2160), (4056, 3040)]
     assert modes == {(size, depth) for size in sizes for depth in (10, 12)}
-    # 12-bit now exists at 1332x990 too, so picamera2's own choice at 320x240 is that crop.
     assert choose_sensor_mode(modes_of("imx477"), (320, 240)).size == (2028, 1520)
+    # 12-bit now exists at 1332x990 too, so picamera2's own choice at 320x240 is that crop
+    # (README, "Which sensor mode each Pi camera gets").
+    camera = FakePicamera2.with_scene(scene, sensor="imx477")()
+    camera.configure(camera.create_preview_configuration(main={"size": (320, 240), "format": "RGB888"}))
+    assert camera.camera_config["sensor"] == {"output_size": (1332, 990), "bit_depth": 12}
 
 
 # --- (8) what a failed open leaves behind ---------------------------------------------------------------
