@@ -74,7 +74,7 @@ from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
-from edge.sysinfo import read_cpu_temperature
+from edge.sysinfo import count_open_fds, read_cpu_temperature
 
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
@@ -566,6 +566,7 @@ class Daemon:
             "face_count": state.count,
             "detection": self._detection_word(),
             "cpu_temperature_c": read_cpu_temperature(),
+            "open_fds": count_open_fds(),
             **self.scene.take_stats(),
         }
 
@@ -586,6 +587,15 @@ class Daemon:
         self.sink.publish_stats(stats)
 
     # --- parts ----------------------------------------------------------------------------
+
+    def _source_after(self, stopped: FrameGrabber) -> FrameSource:
+        """The source for a grabber that replaces ``stopped``: the same object when its reader
+        has let go of it, else a new one from the running config (a reader still blocked in
+        the driver may use it yet; a source is never used by two threads)."""
+        if stopped.released:
+            return stopped.source
+        log.warning("%s: its reader is still blocked; opening a new source object", stopped.source.name)
+        return build_source(self.config.camera, self.detector.input_size)
 
     def _grabber_for(self, source: FrameSource, config: Config) -> FrameGrabber:
         return FrameGrabber(
@@ -683,8 +693,8 @@ class Daemon:
         try:
             grabber.start(wait_for_live=False)
         except SourceError as exc:
-            self.grabber = self._grabber_for(old_grabber.source, self.config)
             try:
+                self.grabber = self._grabber_for(self._source_after(old_grabber), self.config)
                 self.grabber.start()
             except SourceError as again:
                 log.error("the previous source cannot be reopened either: %s", again)
@@ -767,8 +777,8 @@ class Daemon:
             self._emit(self.scene.clear_presence(time.time()))
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:
-            grabber = self._grabber_for(self.grabber.source, self.config)
             try:
+                grabber = self._grabber_for(self._source_after(self.grabber), self.config)
                 grabber.start()  # a live camera that is gone meanwhile is waited for
             except SourceError as exc:
                 log.error("detection resumed, but the source can never be opened: %s", exc)

@@ -4,22 +4,27 @@ video file, and auto-selection."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_support import bomb_png, truncated_jpeg
-from fake_picamera2 import FakePicamera2
+from daemon_support import bomb_png, truncated_jpeg, write_config
+from fake_picamera2 import SENSORS, FakePicamera2
 from PIL import Image
 
-from edge.config import CameraConfig
+from edge.config import CameraConfig, load_config
+from edge.daemon import build_daemon
 from edge.imageio import load_image
-from edge.sources.auto import build_source
+from edge.sdnotify import SystemdNotifier
+from edge.sinks import StdoutSink
+from edge.sources.auto import build_source, select_auto_camera
 from edge.sources.base import Frame, SourceError
 from edge.sources.grabber import FrameGrabber
 from edge.sources.opencv import OpenCVSource, classify_device
@@ -379,6 +384,72 @@ def test_auto_without_any_camera_is_a_clear_error_when_opened(photo_paths, tmp_p
         f"no camera found: picamera2 lists no camera and {tmp_path / 'video0'} does not exist; "
         'connect a camera, or set [camera] source = "replay" with path = a folder of images'
     )
+
+
+def test_auto_leaves_a_usb_webcam_to_opencv(photo_paths, tmp_path):
+    """libcamera lists UVC cameras; the picamera2 source refuses their YUYV/MJPEG, so auto
+    picking picamera2 waited for ever with 'set source = opencv'."""
+    video0 = tmp_path / "video0"
+    video0.touch()
+    webcam = FakePicamera2.with_scene(load_image(photo_paths[0]), sensor="usb")
+    assert select_auto_camera(webcam, video0) == ("opencv", None)
+    video0.unlink()
+    with pytest.raises(SourceError) as caught:
+        select_auto_camera(webcam, video0)
+    assert str(caught.value).startswith("no camera found: picamera2 lists only USB cameras, which OpenCV reads and ")
+
+
+def test_auto_takes_the_pi_camera_when_a_webcam_is_listed_too(photo_paths, tmp_path):
+    both = [
+        {
+            "Model": "UVC Camera (046d:0825)",
+            "Location": 2,
+            "Rotation": 0,
+            "Id": "/base/axi/pcie@120000/rp1/usb@200000-1",
+        },
+        {"Model": "imx708", "Location": 2, "Rotation": 0, "Id": SENSORS["imx708"]["id"]},
+    ]
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=both)
+    assert select_auto_camera(camera_class, tmp_path / "video0") == ("picamera2", camera_class)
+    assert camera_class.global_camera_info()[0]["Model"] == "imx708"  # picamera2 sorts USB last
+
+
+def test_a_reload_never_hands_a_source_still_in_use_to_a_second_reader(photo_paths, int8_model_path, tmp_path, caplog):
+    """A reload whose new camera fails reopens the old one; if the old reader is still stuck
+    in close() (Pi 4 cable glitch), its source object must not get a second reader."""
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    first = Picamera2Source(320, 240, picamera2_class=camera_class)
+    sections = {"device": {"id": "test-hall"}, "detector": {"model": int8_model_path}, "stats": {"interval_seconds": 1}}
+    path = write_config(tmp_path / "edge-face.toml", {"camera": {"source": "picamera2"}, **sections})
+    daemon = build_daemon(
+        load_config(path), config_path=path, source=first, sink=StdoutSink(io.StringIO()), notifier=SystemdNotifier({})
+    )
+    caplog.set_level(logging.INFO, logger="edge")
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.frames_processed < 3:
+            assert time.monotonic() < deadline and runner.is_alive()
+            time.sleep(0.02)
+        camera_class.close_blocks = threading.Event()  # the next close() hangs in the kernel
+        write_config(path, {"camera": {"source": "opencv", "device": str(tmp_path / "video9")}, **sections})
+        daemon.request_reload()
+        while "reload failed" not in caplog.text:
+            assert time.monotonic() < deadline + 30 and runner.is_alive()
+            time.sleep(0.05)
+        assert daemon.grabber.source is not first
+        assert "picamera2 camera 0 (main 320x240): its reader is still blocked; opening a new source object" in (
+            caplog.text
+        )
+        assert daemon.stats(time.monotonic(), daemon.grabber.health)["open_fds"] == len(os.listdir("/proc/self/fd"))
+    finally:
+        if camera_class.close_blocks is not None:
+            camera_class.close_blocks.set()
+        daemon.request_stop()
+        runner.join(timeout=30)
+    assert codes == [0]
 
 
 def test_configured_sources(photo_paths):

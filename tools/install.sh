@@ -164,8 +164,33 @@ systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
 
 # --- install steps ---------------------------------------------------------------------------
 
+# ensure_picamera2_version: an installed python3-picamera2 older than MIN_PICAMERA2_VERSION of
+# the picamera2 source (stated once, in edge/sources/picamera2.py) has no capture timeout, so
+# a pulled camera cable would hang the service: upgrade it with apt, or stop with the reason.
+# The package database is the target's ($ROOT/var/lib/dpkg).
+ensure_picamera2_version() {
+    line=$(dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f='${Status} ${Version}' python3-picamera2 2>/dev/null) || return 0
+    case $line in "install ok installed "*) installed=${line##* } ;; *) return 0 ;; esac
+    minimum=$(sed -n 's/^MIN_PICAMERA2_VERSION = "\(.*\)"$/\1/p' "$SRC_DIR/edge/sources/picamera2.py")
+    [ -n "$minimum" ] || die "no MIN_PICAMERA2_VERSION in $SRC_DIR/edge/sources/picamera2.py: run this from a checkout"
+    dpkg --compare-versions "$installed" lt "$minimum" || return 0
+    fix="sudo apt install --only-upgrade python3-picamera2, or run this without --no-apt"
+    if [ -n "$ROOT" ]; then fix="upgrade python3-picamera2 in $ROOT first"; fi
+    if [ -n "$USE_APT" ]; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --only-upgrade python3-picamera2
+        installed=$(dpkg-query -W -f='${Version}' python3-picamera2)
+        if ! dpkg --compare-versions "$installed" lt "$minimum"; then
+            changed "upgraded python3-picamera2 to $installed (edge-face needs $minimum or later)"
+            return 0
+        fi
+        fix="apt offers no newer one: update the OS (sudo apt update && sudo apt full-upgrade) and run this again"
+    fi
+    die "python3-picamera2 $installed is older than $minimum, which edge-face needs (older ones have no capture timeout: a pulled camera cable would hang the service); $fix"
+}
+
 install_os_packages() {
-    [ -n "$USE_APT" ] || return 0
+    [ -n "$USE_APT" ] || { ensure_picamera2_version; return 0; }
     # setuptools and wheel let the venv build the package wheel without a download.
     # python3-numpy: the OS's numpy (Raspberry Pi OS ships it; picamera2 needs it) serves the
     # venv through its site packages, so a --no-deps install can still check its config.
@@ -182,6 +207,7 @@ install_os_packages() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
         changed "installed OS packages:$missing"
     fi
+    ensure_picamera2_version
 }
 
 create_user() {

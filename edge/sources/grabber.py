@@ -107,6 +107,14 @@ class FrameGrabber:
         with self._cond:
             return SourceHealth(self._state, self._frames_read, self._dropped, self._reopens, self._last_error)
 
+    @property
+    def released(self) -> bool:
+        """True when no reader thread uses the source any more (none was started, or it ended
+        and closed the source): only then may another grabber use the same source object.
+        A reader blocked in the driver (a camera ``close()`` in uninterruptible sleep) may
+        still hold it after :meth:`stop` gave up waiting."""
+        return self._thread is None or not self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         with self._cond:
