@@ -132,6 +132,27 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(seconds), q)) * 1000.0, 2)
 
 
+def status_line(stats: dict[str, Any], health: SourceHealth) -> str:
+    """The one-line summary of a stats message, for the journal and ``systemctl status``.
+    Values the message holds as null (no frame timed in the interval, no error) are said in
+    words or left out: a user never reads ``None``."""
+    invoke_ms = stats["invoke_ms_p50"]
+    timing = "no frame timed" if invoke_ms is None else f"invoke p50 {invoke_ms} ms"
+    line = (
+        f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), {timing}, "
+        f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
+    )
+    if health.last_error is not None:
+        if health.state == "waiting":
+            line += f" (waiting for camera: {health.last_error})"
+        elif health.state == "reopening":
+            line += f" ({health.last_error})"
+    if stats["mqtt_state"] not in (None, "connected"):
+        cause = f" ({stats['mqtt_error']})" if stats["mqtt_error"] is not None else ""
+        line += f", mqtt {stats['mqtt_state']}{cause}, {stats['queue_depth']} event(s) waiting"
+    return line
+
+
 def detect_timed(detector: FaceDetector, frame: Frame) -> tuple[Detections, float]:
     """``detector.detect(frame)`` with the interpreter's share: (detections, invoke seconds).
     Stats and the loop-overhead benchmark need it."""
@@ -572,16 +593,7 @@ class Daemon:
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
         stats = self.stats(now, health)
-        line = (
-            f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), invoke p50 {stats['invoke_ms_p50']} ms, "
-            f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
-        )
-        if health.state == "waiting":
-            line += f" (waiting for camera: {health.last_error})"
-        elif health.state == "reopening":
-            line += f" ({health.last_error})"
-        if stats["mqtt_state"] not in (None, "connected"):
-            line += f", mqtt {stats['mqtt_state']} ({stats['mqtt_error']}), {stats['queue_depth']} event(s) waiting"
+        line = status_line(stats, health)
         log.info("stats: %s", line)
         self.notifier.status(line)
         self.sink.publish_stats(stats)

@@ -26,7 +26,7 @@ from edge.sdnotify import SystemdNotifier
 from edge.sinks import StdoutSink
 from edge.sources.auto import build_source, select_auto_camera
 from edge.sources.base import Frame, SourceError
-from edge.sources.grabber import FrameGrabber
+from edge.sources.grabber import FrameGrabber, reminder_interval
 from edge.sources.opencv import OpenCVSource, classify_device
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.replay import ReplaySource
@@ -254,6 +254,46 @@ def test_a_live_camera_missing_at_start_is_waited_for_with_backoff(photo_paths, 
     assert lines[0].startswith("waiting for camera: ") and lines[-1].endswith(": opened")
 
 
+def test_reminders_start_at_the_first_interval_and_double_up_to_the_longest():
+    intervals = [reminder_interval(n, first=60.0, longest=3600.0) for n in range(12)]
+    assert intervals[0] == 60.0
+    growing = list(itertools.takewhile(lambda pair: pair[1] < 3600.0, itertools.pairwise(intervals)))
+    assert growing and all(later == 2 * earlier for earlier, later in growing)
+    assert intervals[-1] == 3600.0 and max(intervals) == 3600.0
+    assert reminder_interval(10_000, first=60.0, longest=3600.0) == 3600.0  # no overflow after months
+
+
+def test_a_camera_that_stays_missing_is_a_warning_once_then_ever_rarer_info_reminders(photo_paths, caplog):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    camera_class.fail_starts = 1_000_000  # never comes
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    grabber = FrameGrabber(source, reopen_min_delay=0.005, reopen_max_delay=0.01, first_reminder=0.1)
+    caplog.set_level(logging.INFO, logger="edge.sources")
+
+    def reminders() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == logging.INFO]
+
+    grabber.start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while len(reminders()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        attempts = 1_000_000 - camera_class.fail_starts
+    finally:
+        grabber.stop()
+    assert grabber.health.state == "waiting" and "Device or resource busy" in grabber.health.last_error
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().startswith("waiting for camera: ") for r in warnings] == [True], warnings
+    told = reminders()[:3]
+    assert len(told) == 3
+    assert all(r.getMessage().startswith("still waiting for camera (") for r in told)
+    assert all(r.getMessage().endswith("; retrying every 0.01 s") for r in told)
+    # Retried all along (every 10 ms), but each reminder comes twice as long after the last.
+    assert attempts > 30
+    gaps = [later.created - earlier.created for earlier, later in itertools.pairwise([warnings[0], *told])]
+    assert gaps[0] >= 0.1 and all(later >= 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+
+
 def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, caplog):
     camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
     source = Picamera2Source(320, 240, picamera2_class=camera_class)
@@ -276,8 +316,9 @@ def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, 
         grabber.stop()
     # Waited 0.05, then 0.1, then 0.15 (capped) before the open that worked.
     assert recovered_after >= 0.05 + 0.1 + 0.15 - 0.02
+    # Each cause is told once: the failed capture, then the failed start (not again when it repeats).
     delays = [r.getMessage().rsplit("; ", 1)[1] for r in caplog.records if " in " in r.getMessage().rsplit("; ", 1)[-1]]
-    assert delays == ["reopening in 0.05 s", "retrying in 0.1 s", "retrying in 0.15 s"]
+    assert delays == ["reopening in 0.05 s", "retrying in 0.1 s"]
     assert any(r.getMessage().endswith(": reopened") for r in caplog.records)
     assert [camera.closed for camera in camera_class.instances[:-1]] == [True] * (len(camera_class.instances) - 1)
 
