@@ -291,8 +291,13 @@ class Tracker:
             raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
         if sharpness is not None:
             sharpness = np.asarray(sharpness, dtype=np.float64)
-            if sharpness.shape != (count,) or not np.all(np.isfinite(sharpness) & (sharpness >= 0.0)):
-                raise ValueError(f"sharpness must be ({count},) finite values >= 0, got shape {sharpness.shape}")
+            if sharpness.shape != (count,):
+                raise ValueError(f"sharpness must be ({count},) values, one per face, got shape {sharpness.shape}")
+            bad = ~(np.isfinite(sharpness) & (sharpness >= 0.0))
+            if bad.any():
+                raise ValueError(
+                    f"sharpness must be finite and >= 0, got {sharpness[bad][0]} for face {np.flatnonzero(bad)[0]}"
+                )
         self._last_time = time
         self._frame += 1
         options = self.options

@@ -345,9 +345,11 @@ def test_bad_time_and_sharpness_are_refused() -> None:
     with pytest.raises(ValueError, match="got nan"):
         tracker.update(Detections.empty(), math.nan)
     face = detections(square(0.2, 0.5, 0.1))
-    for bad in (np.array([1.0, 2.0]), np.array([-1.0]), np.array([math.inf])):
-        with pytest.raises(ValueError, match=r"^sharpness must be \(1,\) finite values >= 0"):
-            tracker.update(face, 6.0, bad)
+    with pytest.raises(ValueError, match=r"^sharpness must be \(1,\) values, one per face, got shape \(2,\)$"):
+        tracker.update(face, 6.0, np.array([1.0, 2.0]))
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match=rf"^sharpness must be finite and >= 0, got {bad} for face 0$"):
+            tracker.update(face, 6.0, np.array([bad]))
     assert tracker.live_ids == ()  # a refused frame changes nothing
 
 
