@@ -12,7 +12,8 @@ state       1      yes       JSON {"present": bool, "count": int, "last_seen": s
 snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
 controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
-set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
+set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on);
+                             every message goes through edge.command_intake's gate
 ==========  =====  ========  ==========================================================
 
 How an event is never lost (short of a full outbox or a dead process):
@@ -58,6 +59,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
+from edge.command_intake import CommandMessage
 from edge.config import (
     ConfigError,
     HomeAssistantConfig,
@@ -78,7 +80,7 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
-from edge.mqtt_client import ClientSettings, new_client, on_connack
+from edge.mqtt_client import ClientSettings, SizeCappedClient, new_capped_client, on_connack
 from edge.outbox import Outbox
 from edge.sinks import CommandHandler, SinkError
 from edge.sysinfo import read_cpu_temperature
@@ -276,7 +278,7 @@ class MqttSink:
         self._say_stopped = True  # close(): "stopped"; detach(): a silent clean disconnect
         self._wake = threading.Event()
 
-        self._first_client: paho.Client | None = None
+        self._first_client: SizeCappedClient | None = None
         self._thread: threading.Thread | None = None
 
     # --- EventSink ---------------------------------------------------------------------------
@@ -309,8 +311,8 @@ class MqttSink:
 
     def set_command_handler(self, handler: CommandHandler) -> None:
         """Before :meth:`start`: subscribe to the control command topics (when HA and its
-        controls are enabled) and call ``handler(control, payload)`` in the transport thread
-        for each command; it must only queue the command."""
+        controls are enabled) and call ``handler(message)`` in the transport thread for each
+        message received there, unchecked; it must only queue it."""
         self._command_handler = handler
 
     def publish_controls(self, state: dict[str, Any]) -> None:
@@ -382,7 +384,12 @@ class MqttSink:
         if wait_first:
             client = self._make_client()
             try:
-                client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
+                client.connect(
+                    self._host,
+                    self._config.port,
+                    keepalive=self._config.keepalive,
+                    properties=client.connect_properties(),
+                )
             except ssl.SSLError as exc:
                 message = self._explain(exc)
                 if not _not_tls(exc):
@@ -412,8 +419,8 @@ class MqttSink:
 
     # --- client set-up -----------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
-        client = new_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
+    def _make_client(self) -> SizeCappedClient:
+        client = new_capped_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
         if self._log.isEnabledFor(logging.DEBUG):
             # paho's log is protocol detail, and it reports routine states of its reconnect
             # loop as ERROR ("Client is not connected"): useful when debugging, noise otherwise.
@@ -500,7 +507,12 @@ class MqttSink:
                 if client is None:
                     client = self._make_client()
                     try:
-                        client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
+                        client.connect(
+                            self._host,
+                            self._config.port,
+                            keepalive=self._config.keepalive,
+                            properties=client.connect_properties(),
+                        )
                     except OSError as exc:  # ssl.SSLError is an OSError
                         self._note_failure(self._explain(exc))
                         client = None
@@ -542,7 +554,7 @@ class MqttSink:
         with self._cond:
             return self._stop
 
-    def _session(self, client: paho.Client) -> None:
+    def _session(self, client: SizeCappedClient) -> None:
         """Run one connection until it fails (raises _SessionEnded) or we stop (returns)."""
         connack_deadline = time.monotonic() + self._connack_timeout
         was_connected = False
@@ -564,6 +576,10 @@ class MqttSink:
                 was_connected = was_connected or connected
             if refusal is not None:
                 raise _SessionEnded(refusal, was_connected)
+            if client.refused_bytes is not None:
+                # Not a network failure: reconnecting at once would get the same message
+                # (a retained one) again, so the backoff is not reset.
+                raise _SessionEnded(self._oversized(client.refused_bytes), False)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise _SessionEnded(self._lost_reason(rc, was_connected), was_connected)
             if not was_connected and time.monotonic() > connack_deadline:
@@ -572,6 +588,13 @@ class MqttSink:
                     "(not an MQTT broker, or a hung one?)",
                     False,
                 )
+
+    def _oversized(self, size: int) -> str:
+        return (
+            f"closed the connection: the broker sent a {size}-byte packet, over the "
+            f"{SizeCappedClient.max_incoming_bytes}-byte limit (a huge retained message on a topic we "
+            'subscribe to?); it was not read. With mqtt.protocol = "5" the broker drops such messages itself'
+        )
 
     def _lost_reason(self, rc: MQTTErrorCode, was_connected: bool) -> str:
         with self._cond:
@@ -668,19 +691,25 @@ class MqttSink:
         self._acknowledged(item, reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if not self._ha.enabled and message.topic == self._own_discovery_topic():
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # a broker that does not check topics: nothing of ours
+            self._log.warning("MQTT: ignored a message whose topic is not UTF-8 (broker %s)", self._broker)
+            return
+        if not self._ha.enabled and topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it
                 with self._cond:
                     self._discovery_removal_pending = True
             return
         command_prefix = self.topics.command_prefix + "/"
         handler = self._command_handler
-        if message.topic.startswith(command_prefix) and handler is not None and self._accepts_commands():
-            # paho types payload bytes | bytearray; a received message's is bytes (not copied).
-            handler(message.topic[len(command_prefix) :], bytes(message.payload))
+        if topic.startswith(command_prefix) and handler is not None and self._accepts_commands():
+            # Unchecked: the handler is the gate. paho types payload bytes | bytearray; a
+            # received message's is bytes, so bytes() does not copy it.
+            handler(CommandMessage(topic, topic[len(command_prefix) :], bytes(message.payload), bool(message.retain)))
             return
         # Home Assistant restarted: it forgets non-retained discovery, so announce again.
-        if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
+        if topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
                 self._discovery_pending = True
 

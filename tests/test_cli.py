@@ -187,7 +187,7 @@ def service_user():
 
 def write_config(folder: Path, model: Path, extra: str = "") -> Path:
     path = folder / "edge-face.toml"
-    path.write_text(f'[device]\nid = "hall"\n[detector]\nmodel = "{model}"\n{extra}')
+    path.write_text(f'[device]\nid = "hall"\nstate_dir = "{folder / "state"}"\n[detector]\nmodel = "{model}"\n{extra}')
     path.chmod(0o644)
     return path
 
