@@ -39,7 +39,7 @@ from edge.controls import MAX_COMMAND_BYTES, Command, ControlError, parse_comman
 # Detection switch) or store the controls, so a burst must not do that per command.
 COMMAND_INTERVAL_S = 0.5
 # At most this many refusals are logged one by one per window; the rest are counted.
-REFUSALS_LOGGED_PER_WINDOW = 10
+REFUSALS_LOGGED_PER_WINDOW = 30
 REFUSAL_WINDOW_S = 60.0
 # Distinct (topic, reason) lines remembered as logged (a repeat is only counted).
 _REMEMBERED_LINES = 256

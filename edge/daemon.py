@@ -660,7 +660,6 @@ class Daemon:
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
-            or new.snapshot.enabled != old.snapshot.enabled
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         if detector is self.detector and new.detector != old.detector:
@@ -671,6 +670,10 @@ class Daemon:
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
+        elif new.snapshot.enabled != old.snapshot.enabled:  # on the same connection: no command is missed
+            self.sink.set_snapshots(new.snapshot.enabled)
+            if new.snapshot.enabled:
+                self.sink.publish_snapshot(placeholder_jpeg())
         self.detector, self.config, self.file_config = detector, new, file_config
         if controls_replaced:
             self._set_paused(not ha_controls.detection)

@@ -321,6 +321,19 @@ class MqttSink:
             self._controls.update(encode_json(state))
         self._wake.set()
 
+    def set_snapshots(self, enabled: bool) -> None:
+        """Snapshots switched on or off (a control), on this connection: discovery is sent
+        again (the image entity comes or goes) and, switched off, the retained picture is
+        cleared and no image is published any more."""
+        with self._cond:
+            if enabled == self._snapshot_enabled:
+                return
+            self._snapshot_enabled = enabled
+            self._discovery_pending = self._ha.enabled
+            if not enabled:
+                self._snapshot.update(b"")  # an empty retained message deletes the picture
+        self._wake.set()
+
     def reannounce(self) -> None:
         """Re-send discovery and every retained message (the Re-announce button)."""
         with self._cond:

@@ -70,6 +70,10 @@ class EventSink(Protocol):
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The Home Assistant controls' state (the switches read it)."""
 
+    def set_snapshots(self, enabled: bool) -> None:
+        """Snapshots switched on or off from Home Assistant: announce it, and switched off,
+        remove the published picture and publish none any more."""
+
     def reannounce(self) -> None:
         """Announce everything again (discovery, retained state): HA's Re-announce button."""
 
@@ -136,6 +140,9 @@ class StdoutSink:
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         pass
+
+    def set_snapshots(self, enabled: bool) -> None:
+        pass  # no snapshot is written to stdout
 
     def reannounce(self) -> None:
         pass

@@ -36,7 +36,6 @@ from edge.controls import (
     load_overrides,
     parse_command,
     save_overrides,
-    state_dir_problem,
 )
 from edge.imageio import load_image
 
