@@ -327,3 +327,17 @@ def test_sighup_at_any_moment_of_start_up_is_handled_never_a_silent_death(config
     code, log, _ = daemon.stop()
     assert code == 0 and "Traceback" not in log, log
     assert "SIGHUP during start-up, before the config file was read" in log or "configuration reloaded" in log, log
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3])
+def test_sigterm_at_any_moment_of_start_up_is_a_clean_stop(config, start_daemon, delay):
+    daemon = start_daemon(config(None))
+    deadline = time.monotonic() + 30
+    while not _handled(daemon.process.pid, signal.SIGTERM):
+        assert daemon.process.poll() is None and time.monotonic() < deadline, daemon.log
+        time.sleep(0.001)
+    assert not _numpy_loaded(daemon.process.pid)
+    time.sleep(delay)
+    code, log, _ = daemon.stop()
+    assert code == 0 and "Traceback" not in log, log
+    assert re.search(r"stopped (during start-up|after \d+ frames)", log), log

@@ -451,6 +451,10 @@ def test_a_device_renamed_by_reload_is_removed_and_forget_clears_everything(
         assert not any(topic.startswith(PREFIX + "/") or topic == DISCOVERY for topic in retained), retained
         assert f"edge-face/{renamed}/state" in retained and f"homeassistant/device/{renamed}/config" in retained
 
+    # A command left retained by any client must not outlive the device.
+    with Subscriber(broker, [f"edge-face/{renamed}/set/#"]) as anyone:
+        command_topic = f"edge-face/{renamed}/set/detection"
+        anyone.client.publish(command_topic, "ON", qos=1, retain=True).wait_for_publish(5)
     forget = run_cli("forget", "--config", str(config))
     assert forget.returncode == 0, forget.stderr
     assert f"removed device '{renamed}'" in forget.stderr
