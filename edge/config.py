@@ -958,7 +958,8 @@ def _check_and_report(path: str | os.PathLike[str], who: str) -> int:
         return ExitCode.CONFIG
     from edge.controls import state_dir_problem  # it imports this module
 
-    problem = state_dir_problem(config.device.state_dir)
+    # The state directory keeps the controls and the announced identity, both MQTT's.
+    problem = state_dir_problem(config.device.state_dir) if config.mqtt.host is not None else None
     if problem is not None:
         print(f"error{who}: {problem}", file=sys.stderr)
         return ExitCode.CONFIG

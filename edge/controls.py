@@ -36,6 +36,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.discovery import OFF, ON, PRESS, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_MIN
+from edge.files import os_reason, read_bounded
 
 STATE_FILE_NAME = "controls.json"
 DETECTION, SNAPSHOTS, SCORE_THRESHOLD, REANNOUNCE = "detection", "snapshots", "score_threshold", "reannounce"
@@ -46,6 +47,8 @@ MAX_COMMAND_BYTES = 32
 PRIVACY_SWITCHES = (DETECTION, SNAPSHOTS)
 # Changes that do not switch a privacy control OFF are stored at most this often.
 STORE_INTERVAL_S = 5.0
+# What we store is under 100 bytes: a bigger file is not ours (and is not read into memory).
+MAX_STATE_BYTES = 4096
 # What Home Assistant's number entity sends: a plain decimal ("0.55"), no exponent, no
 # "nan"/"inf", no underscores (all of which float() would take).
 _DECIMAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?")
@@ -122,11 +125,11 @@ def load_overrides(state_dir: Path, log: logging.Logger) -> Overrides:
     path = state_path(state_dir)
     closed = Overrides(**dict.fromkeys(PRIVACY_SWITCHES, False))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bounded(path, MAX_STATE_BYTES).decode("utf-8"))
     except FileNotFoundError:
         return Overrides()
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        reason = os_reason(exc) if isinstance(exc, OSError) else exc
         log.error("control state '%s' cannot be read (%s); %s", path, reason, _FAILED_CLOSED)
         return closed
     if not isinstance(data, dict):
@@ -309,9 +312,9 @@ def state_dir_problem(state_dir: Path) -> str | None:
             return f"device.state_dir '{folder}': cannot be {verb} (permission denied)"
     stored = state_path(folder)
     try:
-        stored.read_bytes()
+        read_bounded(stored, MAX_STATE_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return f"control state '{stored}': cannot be read ({exc.strerror or exc}); the daemon would keep detection OFF"
+        return f"control state '{stored}': cannot be read ({os_reason(exc)}); the daemon would keep detection OFF"
     return None

@@ -9,8 +9,9 @@ per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTER
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
 
 Signal handlers only set flags; the loop acts on them between frames, so no part is ever
-torn down while it is in use. They are installed before the model is loaded, so a SIGTERM
-during start-up is a clean stop too.
+torn down while it is in use. They are installed before the model is loaded, and
+``edge-face run`` holds SIGHUP and SIGTERM even before that (:mod:`edge.startup_signals`),
+so a signal at any moment of start-up is a clean stop or a reload, never a silent death.
 
 Events are numbered and kept in the daemon's :class:`edge.outbox.Outbox`; the sink is only a
 transport draining it, so a reload that replaces the MQTT client loses nothing, and the

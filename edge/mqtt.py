@@ -270,6 +270,7 @@ class MqttSink:
         self._retained = (self._controls, self._presence, self._snapshot)
         self._pending_stats: bytes | None = None
         self._command_handler: CommandHandler | None = None
+        self._bad_topic_logged = False  # the transport thread's own
         self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
         self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
@@ -707,7 +708,9 @@ class MqttSink:
         try:
             topic = message.topic
         except UnicodeDecodeError:  # a broker that does not check topics: nothing of ours
-            self._log.warning("MQTT: ignored a message whose topic is not UTF-8 (broker %s)", self._broker)
+            if not self._bad_topic_logged:
+                self._bad_topic_logged = True
+                self._log.warning("MQTT: ignored a message whose topic is not UTF-8 (broker %s)", self._broker)
             return
         if not self._ha.enabled and topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it

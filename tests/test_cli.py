@@ -232,7 +232,7 @@ def test_as_user_checks_that_the_service_can_keep_its_controls_in_the_state_dir(
     model = open_dir / "m.tflite"
     model.write_bytes(b"x")
     model.chmod(0o644)
-    config = write_config(open_dir, model)
+    config = write_config(open_dir, model, '[mqtt]\nhost = "broker"\n')  # the state is MQTT's
     state = open_dir / "state"
     state.mkdir(mode=0o755)  # root's: the service could read it but not store a switch-off
     done = cli("check-config", "--as-user", service_user, str(config))
@@ -247,7 +247,7 @@ def test_as_user_checks_that_the_service_can_keep_its_controls_in_the_state_dir(
     assert done.returncode == ExitCode.CONFIG
     assert done.stderr == (
         f"error (as user '{service_user}'): control state '{state / 'controls.json'}': cannot be read "
-        "(Permission denied); the daemon would keep detection OFF\n"
+        "(permission denied); the daemon would keep detection OFF\n"
     )
     shutil.chown(state / "controls.json", service_user, service_user)
     assert cli("check-config", "--as-user", service_user, str(config)).returncode == ExitCode.OK

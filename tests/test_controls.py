@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -116,8 +117,10 @@ def test_overrides_survive_a_round_trip_and_bad_entries_fail_closed(tmp_path, ca
         lambda path: path.write_bytes(b"\xff\xfe{}"),
         lambda path: path.write_text("[false]"),
         lambda path: path.mkdir(),  # an OSError on read, as an unreadable file gives
+        lambda path: os.mkfifo(path),  # must not block the start
+        lambda path: path.write_text('{"detection": true}' + " " * 5000),
     ],
-    ids=["not-json", "not-utf8", "not-an-object", "unreadable"],
+    ids=["not-json", "not-utf8", "not-an-object", "unreadable", "fifo", "too-big"],
 )
 def test_a_stored_state_that_cannot_be_read_keeps_detection_and_snapshots_off(tmp_path, caplog, damage):
     damage(tmp_path / "controls.json")
