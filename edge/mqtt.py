@@ -105,6 +105,9 @@ CONNACK_TIMEOUT_S = 10.0
 # How long the transport thread waits in paho's network loop before looking for new work:
 # the latency an event can have on a quiet connection.
 _LOOP_TICK_S = 0.05
+# Discovery goes out again when Home Assistant says it is back online: at once, then at
+# most this often however often that is said.
+HA_BIRTH_INTERVAL_S = 2.0
 # "stopped" still gets this long after the flush used up close()'s timeout: without it a
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
@@ -261,6 +264,8 @@ class MqttSink:
         self._last_reject_log = float("-inf")
         self._announce_pending = False
         self._discovery_pending = False
+        self._ha_birth_pending = False  # Home Assistant said "online": discovery is due
+        self._next_birth_announce = float("-inf")
         # The retained topics whose newest payload is re-sent on every connection, in the order
         # they go out: controls before state, so that a switch's echo precedes the state that
         # follows from it, even when both wait in the same batch (a loaded transport thread).
@@ -724,10 +729,11 @@ class MqttSink:
             # received message's is bytes, so bytes() does not copy it.
             handler(CommandMessage(topic, topic[len(command_prefix) :], bytes(message.payload), bool(message.retain)))
             return
-        # Home Assistant restarted: it forgets non-retained discovery, so announce again.
+        # Home Assistant restarted: it forgets non-retained discovery, so announce again (at
+        # most every HA_BIRTH_INTERVAL_S: anyone can publish "online" there, a thousand times).
         if topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
-                self._discovery_pending = True
+                self._ha_birth_pending = True
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -799,6 +805,9 @@ class MqttSink:
                 # An empty retained message deletes a snapshot left by an earlier run with
                 # snapshots on: turning them off must not leave a face image on the broker.
                 work.append(retained(self.topics.snapshot, b""))
+        if self._ha_birth_pending and time.monotonic() >= self._next_birth_announce:
+            self._ha_birth_pending, self._discovery_pending = False, True
+            self._next_birth_announce = time.monotonic() + HA_BIRTH_INTERVAL_S
         if self._discovery_pending:
             self._discovery_pending = False
             if self._ha.enabled:

@@ -341,3 +341,24 @@ def test_sigterm_at_any_moment_of_start_up_is_a_clean_stop(config, start_daemon,
     code, log, _ = daemon.stop()
     assert code == 0 and "Traceback" not in log, log
     assert re.search(r"stopped (during start-up|after \d+ frames)", log), log
+
+
+def test_a_flood_of_home_assistant_births_announces_discovery_at_a_bounded_pace(
+    config, start_daemon, broker, publisher
+):
+    discovery = f"homeassistant/device/{DEVICE}/config"
+    with Subscriber(broker, [discovery]) as live:
+        daemon = start_daemon(config(broker))
+        live.wait_for(discovery)
+        started = time.monotonic()
+        for _ in range(1000):  # anyone can say "Home Assistant is back"
+            publisher.client.publish("homeassistant/status", "online", qos=1)
+        publisher.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(30)
+        live.wait_until(lambda: len(live.on(discovery)) >= 2, 10, "discovery sent again")
+        time.sleep(3.0)
+        took = time.monotonic() - started
+        sent = len(live.on(discovery)) - 1
+    code, log, _ = daemon.stop()
+    assert code == 0, log
+    print(f"1000 births in {took:.1f} s: discovery sent {sent} time(s)")
+    assert sent <= 2 + took / 2.0, sent  # at once, then at most every 2 s
