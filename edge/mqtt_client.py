@@ -96,7 +96,7 @@ class SizeCappedClient(paho.Client):
         """The CONNECT properties that tell an MQTT 5 broker our limit (None for 3.1.1)."""
         if self.protocol != paho.MQTTv5:
             return None
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in paho
         properties.MaximumPacketSize = self.max_incoming_bytes
         return properties
 
