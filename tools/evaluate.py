@@ -26,6 +26,7 @@ ORIGINAL image size before matching: the 100 px rule and the WIDER +1 px IoU liv
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -55,6 +56,10 @@ WIDER_SETTINGS = PostprocessOptions(score_threshold=0.1, iou_threshold=0.3, top_
 # What edge-face runs on a device (FaceDetector's defaults).
 DEPLOYMENT_SETTINGS = PostprocessOptions(score_threshold=0.7, iou_threshold=0.3)
 PHOTO_MATCH_IOU = 0.5
+# Face-height bins, as shares of the image height: AP50 (card rules over all scores) of the
+# faces in each bin, the others ignored. 320x240 rows: 12, 24, 48 and 96 px; 160x120: half that.
+FACE_HEIGHT_BIN_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.01)
+PROFILE_ROWS = (240, 120)
 
 # Targets of issue 2 for the int8 build, float measured in the same run.
 CARD_AP_MAX_DROP = 0.007
@@ -247,6 +252,38 @@ def wider_aps(dataset: EvalDataset, detections: Sequence[Detections]) -> dict[st
     return metrics.wider_average_precisions(predictions, truths)
 
 
+def face_height_bins() -> list[tuple[str, float, float]]:
+    """(label, low share, high share) of each face-height bin; the label gives the heights in
+    pixels of a 320x240 and a 160x120 frame."""
+    bins = []
+    for low, high in itertools.pairwise(FACE_HEIGHT_BIN_EDGES):
+        spans = []
+        for rows in PROFILE_ROWS:
+            top = "" if high > 1 else f"{high * rows:g}"
+            spans.append(f"{low * rows:g}-{top}" if top else f">={low * rows:g}")
+        bins.append((f"faces {spans[0]} px of 240 ({spans[1]} of 120)", low, high))
+    return bins
+
+
+def height_bin_aps(dataset: EvalDataset, detections: Sequence[Detections]) -> dict[str, float | None]:
+    """Bin label -> card-rule AP50 of the faces in that face-height bin, faces of other bins
+    ignored; None for a bin without faces. ``detections`` made with CARD_ALL_SCORES_SETTINGS."""
+    predictions = [
+        to_original_pixels(d, image.original_size) for d, image in zip(detections, dataset.images, strict=True)
+    ]
+    aps: dict[str, float | None] = {}
+    for label, low, high in face_height_bins():
+        truths = [
+            metrics.CardGroundTruth(
+                image.gt_boxes, metrics.height_share_ignored_mask(image.gt_boxes, image.original_size[1], low, high)
+            )
+            for image in dataset.images
+        ]
+        has_faces = any(not truth.ignored.all() for truth in truths if truth.ignored.size)
+        aps[label] = metrics.card_average_precision(predictions, truths) if has_faces else None
+    return aps
+
+
 def evaluate_card_ap(detector: Detector, dataset: EvalDataset) -> float:
     """AP50 with the card protocol; ``detector`` should use CARD_SETTINGS."""
     return card_ap(dataset, detect_images({"model": detector}, [i.path for i in dataset.images])["model"])
@@ -415,6 +452,13 @@ def _dataset_rows(args: argparse.Namespace, figures: dict, failures: list[str]) 
         all_float = card_ap(dataset, found["card_all_scores/float"])
         all_int8 = card_ap(dataset, found["card_all_scores/int8"])
         rows.append(Row("AP50 card, all scores", all_float, all_int8))
+        float_bins = height_bin_aps(dataset, found["card_all_scores/float"])
+        int8_bins = height_bin_aps(dataset, found["card_all_scores/int8"])
+        for label, int8_value in int8_bins.items():
+            float_value = float_bins[label]
+            if int8_value is not None and float_value is not None:
+                rows.append(Row(f"AP50 {label}", float_value, int8_value))
+        figures["face_height_bins"] = {"float": float_bins, "int8": int8_bins}
         figures["card"] = {
             "settings": asdict(CARD_SETTINGS),
             "float_ap50": float_ap,
@@ -471,11 +515,11 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     lines = [
         f"{figures['dataset']['name']}: float {args.float_onnx.name} (onnxruntime) vs int8 {args.model.name} "
         f"({figures['interpreter']})",
-        f"{'metric':<26}{'float':>8}{'int8':>8}{'delta':>9}",
+        f"{'metric':<50}{'float':>8}{'int8':>8}{'delta':>9}",
     ]
     for row in rows:
         delta = row.int8_value - row.float_value
-        lines.append(f"{row.label:<26}{row.float_value:>8.4f}{row.int8_value:>8.4f}{delta:>+9.4f}  {row.note}".rstrip())
+        lines.append(f"{row.label:<50}{row.float_value:>8.4f}{row.int8_value:>8.4f}{delta:>+9.4f}  {row.note}".rstrip())
     if photos:
         lines += _photo_lines(args, photos, figures, failures)
     figures["failures"] = failures
