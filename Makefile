@@ -106,13 +106,19 @@ arm64-check: model
 
 ## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
 ## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
-.PHONY: arm-cost arm-cost-per-op
+.PHONY: arm-cost arm-cost-per-op arm-cost-race
 arm-cost: arm64-check
 	$(BIN)/python -m tools.arm_cost
 
 ## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
 arm-cost-per-op: arm64-check
 	$(BIN)/python -m tools.arm_cost --per-op
+
+## arm-cost-race: a whole frame of every shipped profile against MediaPipe's BlazeFace short- and
+## full-range on each Pi CPU, at 1, 2 and 4 interpreter threads (the BlazeFace files come from the
+## pinned mediapipe wheel through pip, into models/cache/blazeface; never shipped)
+arm-cost-race: arm64-check
+	$(BIN)/python -m tools.arm_cost --race --threads 1,2,4
 
 ## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
 ## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or
