@@ -106,7 +106,7 @@ arm64-check: model
 
 ## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
 ## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
-.PHONY: arm-cost arm-cost-per-op arm-cost-race
+.PHONY: arm-cost arm-cost-per-op arm-cost-race arm-cost-stems
 arm-cost: arm64-check
 	$(BIN)/python -m tools.arm_cost
 
@@ -119,6 +119,11 @@ arm-cost-per-op: arm64-check
 ## pinned mediapipe wheel through pip, into models/cache/blazeface; never shipped)
 arm-cost-race: arm64-check
 	$(BIN)/python -m tools.arm_cost --race --threads 1,2,4
+
+## arm-cost-stems: the first convolution done each other way (per-tensor weights, 4-channel input,
+## space-to-depth, float stem), pre-process and invoke, against the shipped model on each Pi CPU
+arm-cost-stems: arm64-check
+	$(BIN)/python -m tools.arm_cost --stems
 
 ## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
 ## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or

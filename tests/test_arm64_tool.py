@@ -616,3 +616,54 @@ def test_guest_race_mode_brackets_every_stage_of_every_model(
         if region["stage"].endswith("/frame"):
             spans = region["spans"]
             assert len(spans) == 3 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+
+
+# ---- the first convolution done other ways (tools/arm64/stem_options.py) ----------------------
+
+
+@pytest.fixture(scope="module")
+def stem_models(int8_model_path: Path, tmp_path_factory) -> dict[str, Path]:
+    from tools.arm64.stem_options import build
+
+    return build(int8_model_path, tmp_path_factory.mktemp("stems"))
+
+
+def test_stem_options_that_do_the_same_sums_give_the_same_heads(stem_models, upstream_dir) -> None:
+    """4-channel input and space-to-depth compute the layer's very sums: the heads are bit
+    identical to the shipped model's on real photos. The float stem rounds once more (a few
+    steps); per-tensor weights lose the small channels (far more)."""
+    from tools.arm64.stem_options import compare
+
+    worst = compare(stem_models["baseline"].parent, sorted((upstream_dir / "images").glob("*.jpg"))[:4])
+    assert worst["baseline"] == worst["4-channel"] == worst["space-to-depth"] == 0
+    assert 0 < worst["float-stem"] <= 8
+    assert worst["per-tensor"] > 4 * worst["float-stem"]
+
+
+def test_guest_stems_mode_counts_each_options_pre_process_and_invoke(
+    project_root: Path, upstream_dir: Path, stem_models: dict[str, Path]
+) -> None:
+    photo = upstream_dir / "images" / "13.jpg"
+    result = _guest(
+        project_root,
+        "stems",
+        "--interpreter",
+        "ai_edge_litert",
+        *(f"{option}={path}" for option, path in stem_models.items()),
+        "--images",
+        str(photo),
+    )
+    stages = {r["stage"] for r in result["regions"] if r["stage"] != "empty"}
+    assert stages == {f"{option}/{stage}" for option in stem_models for stage in ("pre", "invoke", "frame")}
+
+
+def test_stems_table_gives_each_option_against_the_shipped_model() -> None:
+    medians = {
+        "cortex-a72": {
+            **_stages(**{"baseline/pre": 0.1e6, "baseline/invoke": 42e6, "baseline/frame": 42.1e6}),
+            **_stages(**{"float-stem/pre": 0.6e6, "float-stem/invoke": 38e6, "float-stem/frame": 38.6e6}),
+        }
+    }
+    table = arm_cost.stems_table(medians, markdown=True).splitlines()
+    assert table[2] == "| baseline | cortex-a72 | 0.10M | 42.00M | 42.10M | +0.00M |"
+    assert table[3] == "| float-stem | cortex-a72 | 0.60M | 38.00M | 38.60M | -3.50M |"

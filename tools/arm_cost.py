@@ -4,6 +4,7 @@
                              [--daemon-frames N] [--suite bookworm] [--json OUT] [--markdown]
     python -m tools.arm_cost --per-op [--model M] [--cpus ...]
     python -m tools.arm_cost --race [--threads 1,2,4] [--profile LABEL=MODEL]... [--cpus ...]
+    python -m tools.arm_cost --stems [--model M] [--cpus ...]
 
 Instruction counts are deterministic where emulated time is not: the same program on the
 same CPU model retires the same instructions, on any host, under any load. Each stage runs
@@ -28,6 +29,10 @@ width: every shipped edge-face profile (pre-process, invoke, decode + NMS) again
 BlazeFace short-range and full-range (letterbox + normalize, invoke, decode + weighted NMS;
 tools.blazeface, model files fetched from the pinned mediapipe wheel), same interpreter, at
 each --threads count: all threads' instructions, and the calling thread's alone.
+
+--stems: the first convolution done each way tools/arm64/stem_options.py builds (per-tensor
+weights, a 4-channel input, space-to-depth, a float stem), each with the pre-process its input
+needs: pre-process and invoke per option and CPU, against the shipped model's.
 
 Counts are not time: see the README's "ARM cost" section for what they do and do not predict.
 """
@@ -629,6 +634,62 @@ def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
     return costs, details
 
 
+# ---- the first convolution, done other ways ---------------------------------------------------
+
+
+def stems_table(medians: dict[str, dict[str, dict[str, float]]], markdown: bool) -> str:
+    """``medians``: cpu -> stage medians of a stems run ("<option>/pre", "/invoke", "/frame").
+    One row per option and CPU: pre-process, invoke, both, and the change against "baseline"."""
+    header = ["option", "-cpu", "pre-process", "invoke", "pre + invoke", "vs shipped"]
+    rows = []
+    options = list(dict.fromkeys(stage.rsplit("/", 1)[0] for stages in medians.values() for stage in stages))
+    for option in options:
+        for cpu, stages in medians.items():
+            frame = stages[f"{option}/frame"]["insns"]
+            change = frame - stages["baseline/frame"]["insns"]
+            rows.append(
+                [
+                    option,
+                    cpu,
+                    _millions(stages[f"{option}/pre"]["insns"]),
+                    _millions(stages[f"{option}/invoke"]["insns"]),
+                    _millions(frame),
+                    f"{change / 1e6:+.2f}M",
+                ]
+            )
+    return _table(header, rows, markdown)
+
+
+def stems(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float]]], dict]:
+    from tools.arm64.stem_options import build
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    medians = {}
+    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu)}
+    with tempfile.TemporaryDirectory(prefix="arm-cost-stems-") as tmp:
+        models = build(args.model, Path(tmp) / "models")
+        for cpu in args.cpus:
+            print(f"arm-cost: {cpu} stems: {len(models)} options, {len(photos)} photos", file=sys.stderr)
+            result, marks = run_guest(
+                emulator,
+                cpu,
+                DAEMON_INTERPRETER_KIND,
+                [
+                    "stems",
+                    "--interpreter",
+                    INTERPRETERS[DAEMON_INTERPRETER_KIND],
+                    *(f"{option}={path}" for option, path in models.items()),
+                    "--images",
+                    *map(str, photos),
+                ],
+                Path(tmp),
+            )
+            medians[cpu] = stage_medians(region_counts(result.pop("regions"), marks))
+    return medians, details
+
+
 # ---- per-op counts ---------------------------------------------------------------------------
 
 
@@ -731,6 +792,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--race", action="store_true", help="whole frames: each edge-face profile against BlazeFace instead"
     )
+    parser.add_argument(
+        "--stems", action="store_true", help="the first convolution done each other way, against the shipped model's"
+    )
     parser.add_argument("--threads", default="1", help="--race: interpreter threads, comma-separated (default 1)")
     parser.add_argument(
         "--profile",
@@ -750,6 +814,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.per_op:
             print(per_op_report(args))
+            return 0
+        if args.stems:
+            stem_medians, details = stems(args)
+            print("aarch64 instructions per 320x240 frame (medians; counts, not time), ai-edge-litert, 1 thread")
+            print(stems_table(stem_medians, args.markdown))
+            if args.json:
+                args.json.write_text(json.dumps({"stems": stem_medians, **details}, indent=1), encoding="utf-8")
             return 0
         if args.race:
             frames, details = race(args)

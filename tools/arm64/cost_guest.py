@@ -4,6 +4,7 @@ insn_regions plugin, and marks the edges of each stage it runs with a marker sys
     python -m tools.arm64.cost_guest detector --interpreter PKG --int8 M --float F IMAGE...
     python -m tools.arm64.cost_guest daemon --config TOML --frames N
     python -m tools.arm64.cost_guest ops --interpreter PKG MODEL...
+    python -m tools.arm64.cost_guest stems --interpreter PKG OPTION=MODEL... --images IMAGE...
     python -m tools.arm64.cost_guest race --interpreter PKG --threads N [--edge LABEL=M]... [--blazeface NAME=M]... IMAGE...
 
 Prints one JSON object on stdout: the regions, each ``{"stage", "frame", "start", "end"}``
@@ -23,6 +24,10 @@ the last three: everything from the end of one invoke to the start of the next, 
 Ops mode: one invoke of each single-operator model (tools/arm64/split_ops.py), stage "op",
 frame = the model's file name; a model whose op cannot run on its own (a RESHAPE fed by a
 computed shape) is listed under "skipped".
+Stems mode: each first-layer option of tools/arm64/stem_options.py, its own pre-process from
+a 320x240 frame into its input tensor and the invoke of its model: stages "<option>/pre",
+"<option>/invoke" and "<option>/frame" (both as spans); the heads and their decode are the
+same for every option and are not counted.
 Race mode: a whole frame of each model, from a frame at the model's own width (a camera
 scales for free): each edge-face model (FaceDetector's pre-process, invoke, decode + NMS) and
 each BlazeFace model (tools.blazeface: letterbox + normalize into the input tensor, invoke,
@@ -317,6 +322,44 @@ def run_race(args: argparse.Namespace, marks: Marks) -> dict:
     return {"interpreter": name, "threads": args.threads, "faces": faces}
 
 
+def run_stems(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.imageio import load_image
+    from edge.model import load_interpreter_class
+    from edge.preprocess import resize_bilinear
+    from tools.arm64.stem_options import INPUT_HEIGHT, INPUT_WIDTH, prepare
+
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    models = {}
+    for entry in args.models:
+        option, _, path = entry.partition("=")
+        interpreter = interpreter_class(model_path=path, num_threads=1)
+        interpreter.allocate_tensors()
+        models[option] = (interpreter, interpreter.get_input_details()[0]["index"])
+    marks.empty_regions()
+    for index, path in enumerate(args.images):
+        frame_name = os.path.basename(path)
+        frame = resize_bilinear(load_image(path), INPUT_WIDTH, INPUT_HEIGHT)
+        for option, (interpreter, input_index) in models.items():
+
+            def fill(option=option, interpreter=interpreter, input_index=input_index, frame=frame) -> None:
+                prepare(option, frame, interpreter.tensor(input_index)())
+
+            if index == 0:  # lazy set-up stays out of the counts
+                fill()
+                interpreter.invoke()
+            labels = [marks.mark()]
+            fill()
+            labels.append(marks.mark())
+            interpreter.invoke()
+            labels.append(marks.mark())
+            spans = list(itertools.pairwise(labels))
+            for stage, span in zip(("pre", "invoke"), spans, strict=True):
+                marks.regions.append({"stage": f"{option}/{stage}", "frame": frame_name, "spans": [span]})
+            marks.regions.append({"stage": f"{option}/frame", "frame": frame_name, "spans": spans})
+    marks.empty_regions()
+    return {"interpreter": name}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.arm64.cost_guest")
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -331,6 +374,10 @@ def main(argv: list[str]) -> int:
     ops = modes.add_parser("ops")
     ops.add_argument("--interpreter", required=True)
     ops.add_argument("models", nargs="+")
+    stems = modes.add_parser("stems")
+    stems.add_argument("--interpreter", required=True)
+    stems.add_argument("models", nargs="+")
+    stems.add_argument("--images", nargs="+", required=True)
     race = modes.add_parser("race")
     race.add_argument("--interpreter", required=True)
     race.add_argument("--threads", type=int, required=True)
@@ -339,7 +386,9 @@ def main(argv: list[str]) -> int:
     race.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
     marks = Marks()
-    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops, "race": run_race}[args.mode]
+    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops, "race": run_race, "stems": run_stems}[
+        args.mode
+    ]
     summary = run(args, marks)
     print(json.dumps({**summary, "regions": marks.regions}))
     return 0
