@@ -239,3 +239,26 @@ def test_full_wider_val_layout(tmp_path, upstream_dir):
 def test_missing_float_model_is_a_detector_error(tmp_path):
     with pytest.raises(DetectorError, match=r"nothing\.onnx"):
         FloatOnnxDetector(tmp_path / "nothing.onnx", PostprocessOptions(0.7, 0.3))
+
+
+def test_a_profile_of_another_size_is_compared_with_the_float_graph_at_its_size(
+    upstream_dir, float_onnx, shared_photos
+):
+    """The raw float graph run at 320x240 and decoded here finds what the graph that decodes
+    in-graph finds; for the 160x120 profile the evaluation uses it at 160x120."""
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+    from tools.detectors import RetargetedFloatDetector
+
+    raw_graph = upstream_dir / "models" / evaluate.RETARGETABLE_ONNX
+    settings = evaluate.DEPLOYMENT_SETTINGS
+    ours = RetargetedFloatDetector(raw_graph, (320, 240), settings, num_threads=1)
+    theirs = FloatOnnxDetector(float_onnx, settings, num_threads=1)
+    for image in shared_photos[:4]:
+        a, b = ours.detect(image), theirs.detect(image)
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-5)
+    args = evaluate._parse_args(["--model", str(packaged_model_path(PACKAGED_MODELS["160x120"]))])
+    pair = evaluate._detector_pair(args, settings)
+    assert isinstance(pair["float"], RetargetedFloatDetector) and pair["float"].input_size == (160, 120)
+    args = evaluate._parse_args(["--model", str(packaged_model_path(PACKAGED_MODELS["320x240"]))])
+    assert isinstance(evaluate._detector_pair(args, settings)["float"], FloatOnnxDetector)

@@ -40,7 +40,14 @@ import numpy as np
 from edge.atomic import write_atomic
 from edge.decode import Detections, PostprocessOptions
 from tools import metrics
-from tools.detectors import ALL_CANDIDATES, Detector, DetectorError, FloatOnnxDetector, Int8Detector
+from tools.detectors import (
+    ALL_CANDIDATES,
+    Detector,
+    DetectorError,
+    FloatOnnxDetector,
+    Int8Detector,
+    RetargetedFloatDetector,
+)
 from tools.shared_data import DEFAULT_INT8_MODEL, upstream_dir, wider_subset_dir
 
 # accuracy-check.yml: the adapter keeps scores > 0.7 (its default), then nms overlap 0.5; OMZ's
@@ -56,6 +63,9 @@ WIDER_SETTINGS = PostprocessOptions(score_threshold=0.1, iou_threshold=0.3, top_
 # What edge-face runs on a device (FaceDetector's defaults).
 DEPLOYMENT_SETTINGS = PostprocessOptions(score_threshold=0.7, iou_threshold=0.3)
 PHOTO_MATCH_IOU = 0.5
+# The weights upstream's float ONNX graphs carry, and the graph that can run at other sizes.
+RETARGETABLE_WEIGHTS = "version-slim-320.pth"
+RETARGETABLE_ONNX = "version-slim-320_without_postprocessing.onnx"
 # Face-height bins, as shares of the image height: AP50 (card rules over all scores) of the
 # faces in each bin, the others ignored. 320x240 rows: 12, 24, 48 and 96 px; 160x120: half that.
 FACE_HEIGHT_BIN_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.01)
@@ -407,12 +417,18 @@ def _detector_pair(args: argparse.Namespace, settings: PostprocessOptions) -> di
     from edge.model import ModelError
 
     try:
-        return {
-            "float": FloatOnnxDetector(args.float_onnx, settings, num_threads=args.threads),
-            "int8": Int8Detector(args.model, settings, num_threads=args.threads, interpreter=args.interpreter),
-        }
+        int8 = Int8Detector(args.model, settings, num_threads=args.threads, interpreter=args.interpreter)
+        float_320 = FloatOnnxDetector(args.float_onnx, settings, num_threads=args.threads)
     except ModelError as exc:
         raise EvaluationError(str(exc)) from None
+    reference: Detector = float_320
+    # An int8 model of slim-320's weights built for another input (the 160x120 profile) is
+    # compared with the same float graph at its own size, not with the 320x240 one.
+    size = int8.detector.input_size
+    if size != float_320.input_size and int8.detector.info.sidecar["source"]["file"] == RETARGETABLE_WEIGHTS:
+        raw_graph = args.float_onnx.parent / RETARGETABLE_ONNX
+        reference = RetargetedFloatDetector(raw_graph, size, settings, num_threads=args.threads)
+    return {"float": reference, "int8": int8}
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
