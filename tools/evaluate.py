@@ -455,6 +455,7 @@ def _dataset_rows(args: argparse.Namespace, figures: dict, failures: list[str]) 
         pair = _detector_pair(args, settings)
         detectors.update({f"{run_name}/{model}": detector for model, detector in pair.items()})
         figures["interpreter"] = pair["int8"].interpreter_name
+        figures["float_reference"] = pair["float"].name
     started = time.monotonic()
     found = detect_images(detectors, [image.path for image in dataset.images], _progress(dataset.name))
     rows = []
@@ -529,7 +530,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     figures: dict = {"float_model": str(args.float_onnx), "int8_model": str(args.model)}
     rows = _dataset_rows(args, figures, failures)
     lines = [
-        f"{figures['dataset']['name']}: float {args.float_onnx.name} (onnxruntime) vs int8 {args.model.name} "
+        f"{figures['dataset']['name']}: {figures['float_reference']} (onnxruntime) vs int8 {args.model.name} "
         f"({figures['interpreter']})",
         f"{'metric':<50}{'float':>8}{'int8':>8}{'delta':>9}",
     ]
