@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 UPSTREAM ?= $(abspath ../shared/upstream)
 export EDGE_FACE_UPSTREAM_DIR ?= $(UPSTREAM)
 MODEL := models/build/version-slim-320-int8.tflite
-# The model that ships inside the package (package data of edge.models, see edge/models/__init__.py).
-SHIPPED_MODEL_VARIANT := slim-320
+# The models that ship inside the package, one per input profile (package data of edge.models,
+# see edge/models/__init__.py: [detector] input chooses one).
+SHIPPED_MODEL_VARIANTS := slim-320 slim-320-160x120
 SHIPPED_MODEL_DIR := edge/models
 PYTEST_ARGS ?=
 
@@ -80,20 +81,23 @@ evaluate: setup model
 wheel:
 	tools/build_wheel.sh --python $(PYTHON) --out dist
 
-## shipped-model: rebuild the int8 model that ships in the package, and its sidecar, from the
+## shipped-model: rebuild the int8 models that ship in the package, and their sidecars, from the
 ## pinned upstream weights (run it after a change to tools/quantize.py or the sidecar format)
 shipped-model: setup
-	$(BIN)/python -m tools.quantize --model $(SHIPPED_MODEL_VARIANT) --out $(SHIPPED_MODEL_DIR)
+	for variant in $(SHIPPED_MODEL_VARIANTS); do \
+		$(BIN)/python -m tools.quantize --model $$variant --out $(SHIPPED_MODEL_DIR) || exit 1; done
 
-## shipped-model-check: rebuild the shipped model into a scratch folder; both files must be
+## shipped-model-check: rebuild every shipped model into a scratch folder; all files must be
 ## byte-identical to the committed ones (tools.quantize is deterministic with the pinned TensorFlow)
 shipped-model-check: setup
 	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
-	$(BIN)/python -m tools.quantize --model $(SHIPPED_MODEL_VARIANT) --out "$$scratch" >"$$scratch/log" 2>&1 \
-		|| { cat "$$scratch/log"; exit 1; } && \
-	for name in version-$(SHIPPED_MODEL_VARIANT)-int8.tflite version-$(SHIPPED_MODEL_VARIANT)-int8.json; do \
-		cmp -- "$$scratch/$$name" $(SHIPPED_MODEL_DIR)/$$name || { echo "$(SHIPPED_MODEL_DIR)/$$name is not what the pinned weights build (make shipped-model rewrites it)" >&2; exit 1; }; \
-	done && echo "$(SHIPPED_MODEL_DIR): the shipped model is byte-identical to a rebuild from the pinned weights"
+	for variant in $(SHIPPED_MODEL_VARIANTS); do \
+		$(BIN)/python -m tools.quantize --model $$variant --out "$$scratch" >"$$scratch/log" 2>&1 \
+			|| { cat "$$scratch/log"; exit 1; }; \
+		for name in version-$$variant-int8.tflite version-$$variant-int8.json; do \
+			cmp -- "$$scratch/$$name" $(SHIPPED_MODEL_DIR)/$$name || { echo "$(SHIPPED_MODEL_DIR)/$$name is not what the pinned weights build (make shipped-model rewrites it)" >&2; exit 1; }; \
+		done; \
+	done && echo "$(SHIPPED_MODEL_DIR): the shipped models ($(SHIPPED_MODEL_VARIANTS)) are byte-identical to a rebuild from the pinned weights"
 
 ## arm64-check: the device package on an emulated Debian bookworm arm64 userland (needs root;
 ## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)
@@ -102,13 +106,24 @@ arm64-check: model
 
 ## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
 ## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
-.PHONY: arm-cost arm-cost-per-op
+.PHONY: arm-cost arm-cost-per-op arm-cost-race arm-cost-stems
 arm-cost: arm64-check
 	$(BIN)/python -m tools.arm_cost
 
 ## arm-cost-per-op: where the int8 and float invokes' instructions go, op by op
 arm-cost-per-op: arm64-check
 	$(BIN)/python -m tools.arm_cost --per-op
+
+## arm-cost-race: a whole frame of every shipped profile against MediaPipe's BlazeFace short- and
+## full-range on each Pi CPU, at 1, 2 and 4 interpreter threads (the BlazeFace files come from the
+## pinned mediapipe wheel through pip, into models/cache/blazeface; never shipped)
+arm-cost-race: arm64-check
+	$(BIN)/python -m tools.arm_cost --race --threads 1,2,4
+
+## arm-cost-stems: the first convolution done each other way (per-tensor weights, 4-channel input,
+## space-to-depth, float stem), pre-process and invoke, against the shipped model on each Pi CPU
+arm-cost-stems: arm64-check
+	$(BIN)/python -m tools.arm_cost --stems
 
 ## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
 ## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from edge.exitcodes import ExitCode
 from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
+from edge.models import DEFAULT_INPUT, INPUT_PROFILES, PACKAGED_MODELS, packaged_model_path
 from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
 from edge.redact import redact_url
 
@@ -574,6 +575,10 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
+    """``input`` chooses the packaged model of that input size (see edge.models); ``model``
+    overrides it, and then ``input``, when written, must be the model's own size."""
+
+    input: str = key(Choice(INPUT_PROFILES), DEFAULT_INPUT)
     model: Path = key(FilePath("file"), DEFAULT_MODEL_PATH)
     score_threshold: float = key(Number(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True), 0.7)
     iou_threshold: float = key(Number(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True), 0.3)
@@ -743,6 +748,42 @@ def _check_camera(camera: CameraConfig, table: dict[str, Any], context: _Context
     return camera
 
 
+def _sidecar_input(sidecar: Path) -> str | None:
+    """The "WxH" input size a model's sidecar states; None where it cannot say (an unreadable
+    or malformed sidecar is the model loader's error, with its own message)."""
+    try:
+        section = json.loads(read_bounded(sidecar, MAX_CONFIG_BYTES))["input"]
+        return f"{int(section['width'])}x{int(section['height'])}"
+    except (OSError, ValueError, KeyError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+
+
+def _check_detector(detector: DetectorConfig, table: dict[str, Any], context: _Context) -> DetectorConfig:
+    if "model" not in table:
+        if detector.input not in PACKAGED_MODELS:
+            raise ConfigError(
+                "detector.input",
+                detector.input,
+                f"{' or '.join(PACKAGED_MODELS)} with the packaged models; for {detector.input} build a model "
+                "(python -m tools.quantize --model slim-640) and set detector.model to it",
+            )
+        packaged = str(packaged_model_path(PACKAGED_MODELS[detector.input]))
+        try:
+            model = key_rule(DetectorConfig, "model").parse(packaged, context)
+        except Invalid as exc:
+            raise ConfigError("detector.model", packaged, exc.allowed) from None
+        detector = dataclasses.replace(detector, model=model)
+    else:
+        stated = _sidecar_input(detector.model.with_suffix(".json"))
+        if "input" in table and stated is not None and stated != detector.input:
+            raise ConfigError(
+                "detector.input", detector.input, f"the input size of detector.model, whose sidecar says {stated}"
+            )
+        if stated in INPUT_PROFILES:
+            detector = dataclasses.replace(detector, input=stated)
+    return _sidecar_is_readable(detector, table, context)
+
+
 def _sidecar_is_readable(detector: DetectorConfig, table: dict[str, Any], context: _Context) -> DetectorConfig:
     # A missing sidecar is the model loader's error (exit 4); one the service cannot read
     # is a deployment (permissions) problem that check-config --as-user must catch.
@@ -792,7 +833,7 @@ def _check_mqtt(mqtt: MqttConfig, table: dict[str, Any], context: _Context) -> M
 
 _SECTION_CHECKS: dict[str, Callable[[Any, dict[str, Any], _Context], Any]] = {
     "camera": _check_camera,
-    "detector": _sidecar_is_readable,
+    "detector": _check_detector,
     "mqtt": _check_mqtt,
 }
 

@@ -523,3 +523,147 @@ def test_every_op_of_the_int8_model_runs_alone(int8_model_path: Path, tmp_path: 
         for detail in single.get_input_details():
             single.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         single.invoke()
+
+
+# ---- the race: whole frames against BlazeFace ------------------------------------------------
+
+
+def _race_regions(frames: dict[str, list[int]], worker_spin: int) -> tuple[list[dict], dict]:
+    """Regions as the guest's race mode lays them (pre, invoke, decode of each model, and the
+    frame as their three spans), with a worker thread adding ``worker_spin`` to every stage
+    (not to the empty regions: the workers sleep between invokes)."""
+    regions, marks, label, caller, workers = [], {}, 0, 0, 0
+    for number in range(3):
+        marks[label] = arm_cost.Mark(caller, 0, caller + workers, 0)
+        caller += 1_000
+        marks[label + 1] = arm_cost.Mark(caller, 0, caller + workers, 0)
+        regions.append({"stage": "empty", "frame": str(number), "start": label, "end": label + 1})
+        label += 2
+    for model, stages in frames.items():
+        spans = []
+        for stage, size in zip(("pre", "invoke", "decode"), stages, strict=True):
+            marks[label] = arm_cost.Mark(caller, 0, caller + workers, 0)
+            caller += size + 1_000
+            workers += worker_spin
+            marks[label + 1] = arm_cost.Mark(caller, 0, caller + workers, 0)
+            regions.append({"stage": f"{model}/{stage}", "frame": "1.jpg", "spans": [[label, label + 1]]})
+            spans.append([label, label + 1])
+            label += 2
+        regions.append({"stage": f"{model}/frame", "frame": "1.jpg", "spans": spans})
+    return regions, marks
+
+
+def test_race_counts_each_stage_the_whole_frame_and_the_callers_share() -> None:
+    regions, marks = _race_regions(
+        {"edge-face 320x240": [100, 30_000, 900], "BlazeFace short-range": [200, 20_000, 300]}, worker_spin=50
+    )
+    costs = arm_cost.race_costs("cortex-a72", 2, regions, marks)
+    ours, theirs = costs
+    assert ours.model == "edge-face 320x240" and ours.threads == 2
+    # All threads: each stage plus the worker's share; the caller's own counters without it.
+    assert ours.stages == {"pre": 150.0, "invoke": 30_050.0, "decode": 950.0, "frame": 31_150.0}
+    assert ours.frame_caller == 31_000.0
+    assert (theirs.stages["frame"], theirs.frame_caller) == (20_650.0, 20_500.0)
+    ratios = arm_cost.race_ratios(costs)
+    assert ratios["edge-face 320x240", "cortex-a72", 2] == pytest.approx(31_150 / 20_650)
+
+
+def test_race_targets_judge_one_thread_runs_against_short_range() -> None:
+    def cost(model: str, cpu: str, frame: float, threads: int = 1) -> arm_cost.FrameCost:
+        stages = {"pre": 0.0, "invoke": frame, "decode": 0.0, "frame": frame}
+        return arm_cost.FrameCost(cpu, threads, model, stages, frame, 8)
+
+    costs = [
+        cost("BlazeFace short-range", "cortex-a72", 20e6),
+        cost("edge-face 320x240", "cortex-a72", 29e6),
+        cost("edge-face 160x120", "cortex-a72", 21e6),
+        cost("BlazeFace short-range", "cortex-a72", 30e6, threads=2),
+        cost("edge-face 160x120", "cortex-a72", 1e6, threads=2),
+    ]
+    assert arm_cost.check_race_targets(costs) == [
+        "target cortex-a72: edge-face 320x240 frame <= 1.5x BlazeFace short-range's: 1.45x PASS",
+        "target cortex-a72: edge-face 160x120 frame <= 1.0x BlazeFace short-range's: 1.05x MISS",
+    ]
+    tables = arm_cost.format_race(costs, markdown=True).split("\n\n")
+    assert len(tables) == 3  # frames, stages at 1 thread, threads
+    assert "| cortex-a72 | 1 | 20.00M | 29.00M | 21.00M | 1.45x | 1.05x |" in tables[0]
+
+
+def test_guest_race_mode_brackets_every_stage_of_every_model(
+    project_root: Path, upstream_dir: Path, int8_model_path: Path
+) -> None:
+    from tools import blazeface
+
+    models = blazeface.fetch_models()
+    photos = [upstream_dir / "images" / "13.jpg", upstream_dir / "images" / "1.jpg"]
+    result = _guest(
+        project_root,
+        "race",
+        "--interpreter",
+        "ai_edge_litert",
+        "--threads",
+        "1",
+        f"--edge=edge-face 320x240={int8_model_path}",
+        *(f"--blazeface={name}={path}" for name, path in models.items()),
+        *map(str, photos),
+    )
+    labels = ["edge-face 320x240", *models]
+    assert {(r["stage"], r["frame"]) for r in result["regions"] if r["stage"] != "empty"} == {
+        (f"{label}/{stage}", photo.name) for label in labels for stage in arm_cost.RACE_STAGES for photo in photos
+    }
+    assert all(result["faces"][label]["13.jpg"] == 2 for label in labels)  # two people near the camera
+    for region in result["regions"]:
+        if region["stage"].endswith("/frame"):
+            spans = region["spans"]
+            assert len(spans) == 3 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+
+
+# ---- the first convolution done other ways (tools/arm64/stem_options.py) ----------------------
+
+
+@pytest.fixture(scope="module")
+def stem_models(int8_model_path: Path, tmp_path_factory) -> dict[str, Path]:
+    from tools.arm64.stem_options import build
+
+    return build(int8_model_path, tmp_path_factory.mktemp("stems"))
+
+
+def test_stem_options_that_do_the_same_sums_give_the_same_heads(stem_models, upstream_dir) -> None:
+    """4-channel input and space-to-depth compute the layer's very sums: the heads are bit
+    identical to the shipped model's on real photos. The float stem rounds once more (a few
+    steps); per-tensor weights lose the small channels (far more)."""
+    from tools.arm64.stem_options import compare
+
+    worst = compare(stem_models["baseline"].parent, sorted((upstream_dir / "images").glob("*.jpg"))[:4])
+    assert worst["baseline"] == worst["4-channel"] == worst["space-to-depth"] == 0
+    assert 0 < worst["float-stem"] <= 8
+    assert worst["per-tensor"] > 4 * worst["float-stem"]
+
+
+def test_guest_stems_mode_counts_each_options_pre_process_and_invoke(
+    project_root: Path, upstream_dir: Path, stem_models: dict[str, Path]
+) -> None:
+    photo = upstream_dir / "images" / "13.jpg"
+    result = _guest(
+        project_root,
+        "stems",
+        "--interpreter",
+        "ai_edge_litert",
+        *(f"{option}={path}" for option, path in stem_models.items()),
+        "--images",
+        str(photo),
+    )
+    stages = {r["stage"] for r in result["regions"] if r["stage"] != "empty"}
+    assert stages == {f"{option}/{stage}" for option in stem_models for stage in ("pre", "invoke", "frame")}
+
+
+def test_stems_table_gives_each_option_against_the_shipped_model() -> None:
+    medians = {
+        "cortex-a72": {
+            **_stages(**{"baseline/pre": 0.1e6, "baseline/invoke": 42e6, "baseline/frame": 42.1e6}),
+            **_stages(**{"float-stem/pre": 0.6e6, "float-stem/invoke": 38e6, "float-stem/frame": 38.6e6}),
+        }
+    }
+    table = arm_cost.stems_table(medians, markdown=True).splitlines()
+    assert table[2] == "| baseline | cortex-a72 | 0.10M | 42.00M | 42.10M | +0.00M |"
+    assert table[3] == "| float-stem | cortex-a72 | 0.60M | 38.00M | 38.60M | -3.50M |"

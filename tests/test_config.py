@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -564,3 +565,57 @@ def test_the_stop_budget_matches_the_unit(project_root):
     unit = (project_root / "systemd" / "edge-face.service").read_text()
     assert f"TimeoutStopSec={STOP_BUDGET_SECONDS:g}s" in unit
     assert 0 < MAX_FLUSH_TIMEOUT_SECONDS < STOP_BUDGET_SECONDS
+
+
+# --- [detector] input: the packaged model of each input profile --------------------------------
+
+
+def _model_with_sidecar(folder: Path, width: int, height: int) -> Path:
+    """A model file whose sidecar states its input size (validation reads only that)."""
+    model = folder / f"m{width}.tflite"
+    model.write_bytes(b"x")
+    model.with_suffix(".json").write_text(json.dumps({"input": {"width": width, "height": height}}), encoding="utf-8")
+    return model
+
+
+def test_input_chooses_the_packaged_model_of_that_size(tmp_path):
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+
+    default = parse_config({}, base_dir=tmp_path, environ={}, hostname="pi").detector
+    assert (default.input, default.model) == ("320x240", packaged_model_path(PACKAGED_MODELS["320x240"]))
+    small = parse_config({"detector": {"input": "160x120"}}, base_dir=tmp_path, environ={}, hostname="pi").detector
+    assert small.model == packaged_model_path(PACKAGED_MODELS["160x120"]) and small.model.is_file()
+    assert json.loads(small.model.with_suffix(".json").read_text())["input"]["width"] == 160
+
+
+def test_an_input_without_a_packaged_model_needs_a_model(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"detector": {"input": "640x480"}}, base_dir=tmp_path, environ={}, hostname="pi")
+    assert str(caught.value).startswith("config key 'detector.input': \"640x480\" is not allowed (160x120 or 320x240")
+    assert "set detector.model" in str(caught.value)
+    model = _model_with_sidecar(tmp_path, 640, 480)
+    config = parse_config(
+        {"detector": {"input": "640x480", "model": str(model)}}, base_dir=tmp_path, environ={}, hostname="pi"
+    )
+    assert config.detector.model == model
+
+
+def test_a_model_of_another_size_than_the_written_input_is_refused(tmp_path):
+    model = _model_with_sidecar(tmp_path, 160, 120)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"detector": {"input": "320x240", "model": str(model)}}, base_dir=tmp_path, environ={}, hostname="pi"
+        )
+    assert str(caught.value) == (
+        "config key 'detector.input': \"320x240\" is not allowed (the input size of detector.model, "
+        "whose sidecar says 160x120)"
+    )
+    # Without a written input, the input follows the model.
+    config = parse_config({"detector": {"model": str(model)}}, base_dir=tmp_path, environ={}, hostname="pi")
+    assert config.detector.input == "160x120"
+
+
+@pytest.mark.parametrize("value", ["320X240", "320x240 ", 320, "1x1"])
+def test_an_unknown_input_names_the_profiles(tmp_path, value):
+    with pytest.raises(ConfigError, match=r'one of "160x120", "320x240", "640x480"'):
+        parse_config({"detector": {"input": value}}, base_dir=tmp_path, environ={}, hostname="pi")

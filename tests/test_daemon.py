@@ -474,3 +474,37 @@ def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, in
         jinja2.Environment().from_string(component["value_template"]).render(value_json=json.loads(encode_json(stats)))
     )  # as published on the stats topic
     assert rendered == str(waiting)
+
+
+def test_the_input_profile_chooses_the_model_the_events_name(tmp_path, project_root, blank):
+    """[detector] input = "160x120" without a model: the daemon runs the packaged 160x120
+    model, and its events (and Home Assistant's device, which shows the same model id) say so."""
+    import os
+
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+    from edge.sidecar import read_sidecar
+
+    chips = Path(os.environ.get("EDGE_FACE_FACES_IDENTITY") or project_root.parent / "shared" / "faces-identity")
+    chip = sorted((chips / "johns").glob("*/*.jpg"))[0]
+    door = np.full((480, 640, 3), 128, np.uint8)
+    door[140:340, 220:420] = np.asarray(Image.open(chip).convert("RGB").resize((200, 200)))
+    Image.fromarray(door).save(tmp_path / "door.png")
+    scene = build_scene(tmp_path / "frames", blank, [("blank", 1), (tmp_path / "door.png", 4)])
+    config = load_config(
+        write_config(
+            tmp_path / "edge-face.toml",
+            {
+                "device": {"id": "door"},
+                "camera": {"source": "replay", "path": scene.folder, "fps": FPS},
+                "detector": {"input": "160x120"},
+                "events": {"debounce_frames": 2},
+            },
+        )
+    )
+    sink = RecordingSink()
+    daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
+    small = read_sidecar(packaged_model_path(PACKAGED_MODELS["160x120"]))
+    assert daemon.detector.input_size == (160, 120) and daemon.detector.model_id == small.model_id
+    assert daemon.run() == 0
+    events = [payload for kind, payload in sink.calls if kind == "event"]
+    assert [(e.type, e.face_count, e.model_id) for e in events[:1]] == [("face_detected", 1, small.model_id)]

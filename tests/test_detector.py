@@ -263,3 +263,47 @@ def test_the_readme_example_runs_as_written(project_root, photo_paths, tmp_path,
     )
     assert len(printed) == len(expected) > 3
     assert [line.split()[0] for line in printed] == [f"{score:.2f}" for score in expected.scores]
+
+
+# --- the input-size profiles --------------------------------------------------------------------
+
+
+def _face_in_frame(chip_path: Path, frame_size: tuple[int, int], face_height: int) -> np.ndarray:
+    """A (H, W, 3) uint8 frame of the given (width, height), mid-gray, with the face chip scaled
+    to ``face_height`` rows pasted at its centre."""
+    width, height = frame_size
+    frame = np.full((height, width, 3), 128, np.uint8)
+    chip = resize_bilinear(load_image(chip_path), face_height, face_height)
+    top, left = (height - face_height) // 2, (width - face_height) // 2
+    frame[top : top + face_height, left : left + face_height] = chip
+    return frame
+
+
+def test_each_packaged_profile_runs_at_its_own_size_with_its_own_priors():
+    from edge.detector import DetectorOptions, FaceDetector
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+    from edge.priors import PriorConfig, generate_priors
+
+    for profile, name in PACKAGED_MODELS.items():
+        width, height = (int(v) for v in profile.split("x"))
+        detector = FaceDetector(packaged_model_path(name), DetectorOptions(interpreter=INTERPRETER))
+        assert detector.input_size == (width, height)
+        assert np.array_equal(detector.priors, generate_priors(PriorConfig(width, height)))
+    assert PriorConfig(160, 120).num_priors == 1118
+
+
+def test_the_small_profile_finds_a_large_face_where_the_default_does(project_root):
+    """A face a third of the frame tall (a door, a desk): both profiles find it, same box."""
+    from edge.detector import DetectorOptions, FaceDetector
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+
+    chips_dir = Path(os.environ.get("EDGE_FACE_FACES_IDENTITY") or project_root.parent / "shared" / "faces-identity")
+    chips = sorted((chips_dir / "johns").glob("*/*.jpg"))[::11]
+    assert len(chips) == 5
+    found = {}
+    for profile, name in PACKAGED_MODELS.items():
+        detector = FaceDetector(packaged_model_path(name), DetectorOptions(interpreter=INTERPRETER))
+        found[profile] = [detector.detect(_face_in_frame(chip, (640, 480), 160)) for chip in chips]
+    for small, default in zip(found["160x120"], found["320x240"], strict=True):
+        assert len(small) == len(default) == 1
+        assert match_boxes(default.boxes, small.boxes, 0.7)

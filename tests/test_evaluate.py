@@ -18,7 +18,7 @@ import pytest
 from edge.decode import PostprocessOptions
 from edge.detector import DetectorOptions, FaceDetector
 from edge.imageio import load_image
-from tools import evaluate
+from tools import evaluate, metrics
 from tools.detectors import DetectorError, FloatOnnxDetector, Int8Detector
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,38 @@ def subset_detections(subset, float_onnx, int8_model_path) -> dict:
 def shared_photos(upstream_dir: Path) -> list[np.ndarray]:
     paths = evaluate.photo_paths([upstream_dir / "images", upstream_dir / "images-masked"])
     return [load_image(path) for path in paths]
+
+
+def test_face_height_bins_hold_every_face_once(subset):
+    bins = evaluate.face_height_bins()
+    for image in subset.images:
+        heights = image.gt_boxes[:, 3] - image.gt_boxes[:, 1]
+        widths = image.gt_boxes[:, 2] - image.gt_boxes[:, 0]
+        counted = sum(
+            ~metrics.height_share_ignored_mask(image.gt_boxes, image.original_size[1], low, high)
+            for _, low, high in bins
+        )
+        assert np.array_equal(counted, ((heights > 0) & (widths > 0)).astype(int))
+    assert bins[1][0] == "faces 12-24 px of 240 (6-12 of 120)"
+
+
+def test_the_small_profile_keeps_large_faces_and_loses_small_ones(subset, subset_detections):
+    """The 160x120 profile against the 320x240 one, same images, same settings: about as good
+    on faces a fifth of the frame tall or more, well under two thirds as good under a tenth."""
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+
+    small = Int8Detector(
+        packaged_model_path(PACKAGED_MODELS["160x120"]), evaluate.CARD_ALL_SCORES_SETTINGS, num_threads=1
+    )
+    small_bins = evaluate.height_bin_aps(
+        subset, evaluate.detect_images({"s": small}, [i.path for i in subset.images])["s"]
+    )
+    default_bins = evaluate.height_bin_aps(subset, subset_detections["all/int8"])
+    labels = [label for label, _, _ in evaluate.face_height_bins()]
+    for label in labels[:2]:  # under 10% of the frame height
+        assert small_bins[label] < 0.6 * default_bins[label]
+    for label in labels[3:]:  # 20% and more
+        assert small_bins[label] > default_bins[label] - 0.05
 
 
 def test_subset_loads_with_original_pixel_ground_truth(subset, subset_dir):
@@ -132,6 +164,10 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, subset_dir, int8_model_p
     for label in (*labels, "photos: 8 images"):
         assert label in printed
     figures = json.loads(out.read_text())
+    bins = figures["face_height_bins"]["int8"]
+    assert set(bins) == {label for label, _, _ in evaluate.face_height_bins()}
+    shown = [label for label, value in bins.items() if value is not None]
+    assert shown and all(f"AP50 {label}" in printed for label in shown)
     assert figures["dataset"]["images"] == 8
     assert set(figures["wider"]["int8"]) == {"easy", "medium", "hard"}
     assert 0.0 <= figures["card"]["float_ap50"] <= 1.0
@@ -203,3 +239,26 @@ def test_full_wider_val_layout(tmp_path, upstream_dir):
 def test_missing_float_model_is_a_detector_error(tmp_path):
     with pytest.raises(DetectorError, match=r"nothing\.onnx"):
         FloatOnnxDetector(tmp_path / "nothing.onnx", PostprocessOptions(0.7, 0.3))
+
+
+def test_a_profile_of_another_size_is_compared_with_the_float_graph_at_its_size(
+    upstream_dir, float_onnx, shared_photos
+):
+    """The raw float graph run at 320x240 and decoded here finds what the graph that decodes
+    in-graph finds; for the 160x120 profile the evaluation uses it at 160x120."""
+    from edge.models import PACKAGED_MODELS, packaged_model_path
+    from tools.detectors import RetargetedFloatDetector
+
+    raw_graph = upstream_dir / "models" / evaluate.RETARGETABLE_ONNX
+    settings = evaluate.DEPLOYMENT_SETTINGS
+    ours = RetargetedFloatDetector(raw_graph, (320, 240), settings, num_threads=1)
+    theirs = FloatOnnxDetector(float_onnx, settings, num_threads=1)
+    for image in shared_photos[:4]:
+        a, b = ours.detect(image), theirs.detect(image)
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-5)
+    args = evaluate._parse_args(["--model", str(packaged_model_path(PACKAGED_MODELS["160x120"]))])
+    pair = evaluate._detector_pair(args, settings)
+    assert isinstance(pair["float"], RetargetedFloatDetector) and pair["float"].input_size == (160, 120)
+    args = evaluate._parse_args(["--model", str(packaged_model_path(PACKAGED_MODELS["320x240"]))])
+    assert isinstance(evaluate._detector_pair(args, settings)["float"], FloatOnnxDetector)

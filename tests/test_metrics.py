@@ -239,3 +239,10 @@ def test_wider_score_normalization_spans_the_dataset():
     )
     np.testing.assert_allclose(first, [0.5])
     np.testing.assert_allclose(second, [1.0, 0.0])
+
+
+def test_face_height_share_bins_keep_low_and_drop_high():
+    # Image 200 px tall: a 20 px face is 10% of it, a 40 px face 20%.
+    boxes = np.array([[0, 0, 10, 20.0], [0, 0, 10, 39.9], [0, 0, 10, 40.0], [0, 0, 0, 30.0]], dtype=np.float64)
+    ignored = metrics.height_share_ignored_mask(boxes, 200.0, 0.1, 0.2)
+    assert ignored.tolist() == [False, False, True, True]  # [10%, 20%): 20 and 39.9 px; empty box never counts

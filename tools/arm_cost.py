@@ -3,6 +3,8 @@
     python -m tools.arm_cost [--cpus cortex-a53,cortex-a72,cortex-a76] [--frames N]
                              [--daemon-frames N] [--suite bookworm] [--json OUT] [--markdown]
     python -m tools.arm_cost --per-op [--model M] [--cpus ...]
+    python -m tools.arm_cost --race [--threads 1,2,4] [--profile LABEL=MODEL]... [--cpus ...]
+    python -m tools.arm_cost --stems [--model M] [--cpus ...]
 
 Instruction counts are deterministic where emulated time is not: the same program on the
 same CPU model retires the same instructions, on any host, under any load. Each stage runs
@@ -22,6 +24,16 @@ float model runs alone as a single-operator model (tools/arm64/split_ops.py) und
 ai-edge-litert; the table lists each op and the sums per kind of op (explicit PAD, first
 conv, depthwise by stride, pointwise), int8 against float.
 
+--race: a whole frame against a whole frame, each from a camera frame at the model's own
+width: every shipped edge-face profile (pre-process, invoke, decode + NMS) against MediaPipe's
+BlazeFace short-range and full-range (letterbox + normalize, invoke, decode + weighted NMS;
+tools.blazeface, model files fetched from the pinned mediapipe wheel), same interpreter, at
+each --threads count: all threads' instructions, and the calling thread's alone.
+
+--stems: the first convolution done each way tools/arm64/stem_options.py builds (per-tensor
+weights, a 4-channel input, space-to-depth, a float stem), each with the pre-process its input
+needs: pre-process and invoke per option and CPU, against the shipped model's.
+
 Counts are not time: see the README's "ARM cost" section for what they do and do not predict.
 """
 
@@ -37,6 +49,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edge.models import PACKAGED_MODELS, packaged_model_path
 from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
 
 FLOAT_TFLITE = "version-slim-320_without_postprocessing.tflite"
@@ -448,6 +461,235 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
     return costs, details
 
 
+# ---- the race: whole frames, edge-face profiles against BlazeFace ----------------------------
+
+RACE_BASELINE = "BlazeFace short-range"
+RACE_STAGES = ("pre", "invoke", "decode", "frame")
+# Targets, whole frame, ai-edge-litert, 1 thread: (profile, cpu) -> most instructions allowed
+# as a multiple of BlazeFace short-range's frame on that CPU.
+RACE_TARGETS = {
+    ("320x240", "cortex-a72"): 1.5,
+    ("320x240", "cortex-a53"): 1.2,
+    ("160x120", "cortex-a53"): 1.0,
+    ("160x120", "cortex-a72"): 1.0,
+    ("160x120", "cortex-a76"): 1.0,
+}
+
+
+@dataclass(frozen=True)
+class FrameCost:
+    """Median instructions of one model's whole frame on one CPU model at ``threads``:
+    ``stages`` "pre", "invoke", "decode", "frame" (all threads); ``frame_caller`` the frame's
+    instructions on the calling thread alone (with workers, roughly the critical path)."""
+
+    cpu: str
+    threads: int
+    model: str
+    stages: dict[str, float]
+    frame_caller: float
+    frames: int
+
+
+def race_costs(cpu: str, threads: int, regions: list[dict], marks: dict[int, Mark]) -> list[FrameCost]:
+    """The FrameCost of each model of one race run (stages "<model>/<stage>")."""
+    counts = stage_medians(region_counts(regions, marks))
+    # The calling thread's own counters: the same regions, read from the marking thread's counts.
+    own_marks = {label: Mark(m.insns, m.dot, m.insns, m.dot) for label, m in marks.items()}
+    own = stage_medians(region_counts(regions, own_marks))
+    models = dict.fromkeys(stage.rsplit("/", 1)[0] for stage in counts if "/" in stage)
+    costs = []
+    for model in models:
+        missing = [stage for stage in RACE_STAGES if f"{model}/{stage}" not in counts]
+        if missing:
+            raise CostError(f"{cpu} {model}: no counts for {', '.join(missing)}")
+        costs.append(
+            FrameCost(
+                cpu=cpu,
+                threads=threads,
+                model=model,
+                stages={stage: counts[f"{model}/{stage}"]["insns"] for stage in RACE_STAGES},
+                frame_caller=own[f"{model}/frame"]["insns"],
+                frames=int(counts[f"{model}/frame"]["frames"]),
+            )
+        )
+    return costs
+
+
+def race_ratios(costs: list[FrameCost], baseline: str = RACE_BASELINE) -> dict[tuple[str, str, int], float]:
+    """(model, cpu, threads) -> its frame / the baseline's frame on the same CPU and threads."""
+    base = {(c.cpu, c.threads): c.stages["frame"] for c in costs if c.model == baseline}
+    return {
+        (c.model, c.cpu, c.threads): c.stages["frame"] / base[c.cpu, c.threads]
+        for c in costs
+        if (c.cpu, c.threads) in base
+    }
+
+
+def check_race_targets(costs: list[FrameCost]) -> list[str]:
+    """Lines "target ...: PASS|MISS" for the RACE_TARGETS measured at 1 thread."""
+    ratios = race_ratios(costs)
+    lines = []
+    for (profile, cpu), limit in RACE_TARGETS.items():
+        ratio = ratios.get((f"edge-face {profile}", cpu, 1))
+        if ratio is None:
+            continue
+        verdict = "PASS" if ratio <= limit else "MISS"
+        lines.append(f"target {cpu}: edge-face {profile} frame <= {limit}x {RACE_BASELINE}'s: {ratio:.2f}x {verdict}")
+    return lines
+
+
+def format_race(costs: list[FrameCost], markdown: bool) -> str:
+    """Three tables: whole frames per CPU and threads with ratios to the baseline; the stages
+    of each frame at 1 thread; and each frame across thread counts (all threads, caller)."""
+    models = list(dict.fromkeys(c.model for c in costs))
+    by_key = {(c.model, c.cpu, c.threads): c for c in costs}
+    runs = list(dict.fromkeys((c.cpu, c.threads) for c in costs))
+    ratios = race_ratios(costs)
+    others = [m for m in models if m != RACE_BASELINE]
+    tables = []
+    header = ["-cpu", "threads", *models, *(f"{m} / short-range" for m in others)]
+    rows = [
+        [cpu, str(threads)]
+        + [_millions(by_key[m, cpu, threads].stages["frame"] if (m, cpu, threads) in by_key else None) for m in models]
+        + [_ratio(ratios.get((m, cpu, threads))) for m in others]
+        for cpu, threads in runs
+    ]
+    tables.append(_table(header, rows, markdown))
+    header = ["-cpu", "model", "pre-process", "invoke", "decode + NMS", "whole frame"]
+    rows = [
+        [c.cpu, c.model, *(_millions(c.stages[s]) for s in RACE_STAGES)]
+        for c in costs
+        if c.threads == min(c.threads for c in costs)
+    ]
+    tables.append(_table(header, rows, markdown))
+    thread_counts = sorted({c.threads for c in costs})
+    if len(thread_counts) > 1:
+        header = ["-cpu", "model", *(f"{t} thr all / caller" for t in thread_counts)]
+        rows = []
+        for cpu in dict.fromkeys(c.cpu for c in costs):
+            for model in models:
+                cells = []
+                for t in thread_counts:
+                    c = by_key.get((model, cpu, t))
+                    cells.append("-" if c is None else f"{_millions(c.stages['frame'])} / {_millions(c.frame_caller)}")
+                rows.append([cpu, model, *cells])
+        tables.append(_table(header, rows, markdown))
+    return "\n\n".join(tables)
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
+    )
+
+
+def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
+    from tools.blazeface import BlazeFaceError, fetch_models
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    try:
+        baselines = fetch_models()
+    except BlazeFaceError as error:
+        raise CostError(str(error)) from None
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    if len(photos) < args.frames:
+        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    profiles = args.profile or [
+        f"edge-face {size}={packaged_model_path(name)}" for size, name in PACKAGED_MODELS.items()
+    ]
+    for entry in profiles:
+        label, sep, path = entry.partition("=")
+        if not sep or not label or not Path(path).is_file():
+            raise CostError(f"--profile {entry!r}: expected LABEL=MODEL with an existing model file")
+    costs: list[FrameCost] = []
+    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="arm-cost-race-") as tmp:
+        for cpu in args.cpus:
+            for threads in args.threads:
+                print(f"arm-cost: {cpu} race, {threads} thread(s): {len(photos)} photos", file=sys.stderr)
+                result, marks = run_guest(
+                    emulator,
+                    cpu,
+                    DAEMON_INTERPRETER_KIND,
+                    [
+                        "race",
+                        "--interpreter",
+                        INTERPRETERS[DAEMON_INTERPRETER_KIND],
+                        "--threads",
+                        str(threads),
+                        *(f"--edge={entry}" for entry in profiles),
+                        *(f"--blazeface={name}={path}" for name, path in baselines.items()),
+                        *map(str, photos),
+                    ],
+                    Path(tmp),
+                    log_name=f"race-{threads}",
+                )
+                costs += race_costs(cpu, threads, result.pop("regions"), marks)
+                details["runs"].append({"cpu": cpu, **result})
+    return costs, details
+
+
+# ---- the first convolution, done other ways ---------------------------------------------------
+
+
+def stems_table(medians: dict[str, dict[str, dict[str, float]]], markdown: bool) -> str:
+    """``medians``: cpu -> stage medians of a stems run ("<option>/pre", "/invoke", "/frame").
+    One row per option and CPU: pre-process, invoke, both, and the change against "baseline"."""
+    header = ["option", "-cpu", "pre-process", "invoke", "pre + invoke", "vs shipped"]
+    rows = []
+    options = list(dict.fromkeys(stage.rsplit("/", 1)[0] for stages in medians.values() for stage in stages))
+    for option in options:
+        for cpu, stages in medians.items():
+            frame = stages[f"{option}/frame"]["insns"]
+            change = frame - stages["baseline/frame"]["insns"]
+            rows.append(
+                [
+                    option,
+                    cpu,
+                    _millions(stages[f"{option}/pre"]["insns"]),
+                    _millions(stages[f"{option}/invoke"]["insns"]),
+                    _millions(frame),
+                    f"{change / 1e6:+.2f}M",
+                ]
+            )
+    return _table(header, rows, markdown)
+
+
+def stems(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float]]], dict]:
+    from tools.arm64.stem_options import build
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    medians = {}
+    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu)}
+    with tempfile.TemporaryDirectory(prefix="arm-cost-stems-") as tmp:
+        models = build(args.model, Path(tmp) / "models")
+        for cpu in args.cpus:
+            print(f"arm-cost: {cpu} stems: {len(models)} options, {len(photos)} photos", file=sys.stderr)
+            result, marks = run_guest(
+                emulator,
+                cpu,
+                DAEMON_INTERPRETER_KIND,
+                [
+                    "stems",
+                    "--interpreter",
+                    INTERPRETERS[DAEMON_INTERPRETER_KIND],
+                    *(f"{option}={path}" for option, path in models.items()),
+                    "--images",
+                    *map(str, photos),
+                ],
+                Path(tmp),
+            )
+            medians[cpu] = stage_medians(region_counts(result.pop("regions"), marks))
+    return medians, details
+
+
 # ---- per-op counts ---------------------------------------------------------------------------
 
 
@@ -547,13 +789,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-op", action="store_true", help="count each operator alone instead (int8 and float models)"
     )
+    parser.add_argument(
+        "--race", action="store_true", help="whole frames: each edge-face profile against BlazeFace instead"
+    )
+    parser.add_argument(
+        "--stems", action="store_true", help="the first convolution done each other way, against the shipped model's"
+    )
+    parser.add_argument("--threads", default="1", help="--race: interpreter threads, comma-separated (default 1)")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        help="--race: LABEL=MODEL, an edge-face model to race (default: every shipped profile)",
+    )
     args = parser.parse_args(argv)
     args.cpus = [c for c in args.cpus.split(",") if c]
+    try:
+        args.threads = [int(t) for t in args.threads.split(",") if t]
+    except ValueError:
+        parser.error(f"--threads {args.threads!r}: expected comma-separated integers")
+    if not args.threads or min(args.threads) < 1:
+        parser.error("--threads must list counts >= 1")
     if args.frames < 1 or args.daemon_frames < 4:
         parser.error("--frames must be >= 1 and --daemon-frames >= 4")
     try:
         if args.per_op:
             print(per_op_report(args))
+            return 0
+        if args.stems:
+            stem_medians, details = stems(args)
+            print("aarch64 instructions per 320x240 frame (medians; counts, not time), ai-edge-litert, 1 thread")
+            print(stems_table(stem_medians, args.markdown))
+            if args.json:
+                args.json.write_text(json.dumps({"stems": stem_medians, **details}, indent=1), encoding="utf-8")
+            return 0
+        if args.race:
+            frames, details = race(args)
+            print(
+                "aarch64 instructions per whole frame (medians; counts, not time), ai-edge-litert, qemu "
+                + details["qemu"].split("/")[-2]
+            )
+            print(format_race(frames, args.markdown))
+            for line in check_race_targets(frames):
+                print(line)
+            if args.json:
+                args.json.write_text(json.dumps({"frames": [asdict(c) for c in frames], **details}, indent=1))
             return 0
         costs, details = measure(args)
     except CostError as exc:

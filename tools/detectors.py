@@ -102,6 +102,58 @@ class FloatOnnxDetector:
         return select_faces(boxes, scores, self.settings)
 
 
+class RetargetedFloatDetector:
+    """Upstream's float graph without post-processing (``scores`` softmax, ``boxes`` raw SSD
+    regressions) run by onnxruntime at another input size: its input is resized (its reshapes
+    are shape-driven) and the boxes decoded here on that size's priors. The float reference of
+    an int8 model built from the same weights for another input (the 160x120 profile)."""
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike,
+        input_size: tuple[int, int],
+        settings: PostprocessOptions,
+        num_threads: int | None = None,
+    ) -> None:
+        import onnx
+        import onnxruntime
+
+        from edge.priors import PriorConfig, generate_priors
+
+        self.path = Path(onnx_path)
+        self.settings = settings
+        self.input_size = input_size
+        width, height = input_size
+        self.name = f"float ONNX at {width}x{height}"
+        if not self.path.is_file():
+            raise DetectorError(f"float model '{self.path}': no such file")
+        graph_model = onnx.load(str(self.path))
+        dims = graph_model.graph.input[0].type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = height, width
+        for output in graph_model.graph.output:
+            output.type.tensor_type.ClearField("shape")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if num_threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = num_threads, 1
+        self.session = onnxruntime.InferenceSession(
+            graph_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self._input_name = graph_model.graph.input[0].name
+        self._prior_config = PriorConfig(width, height)
+        self._priors = generate_priors(self._prior_config)
+        self._resize = BilinearResizer(width, height)
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        from edge.decode import decode_boxes
+
+        pixels = self._resize(as_three_channels(np.asarray(image_rgb)))
+        scores, regressions = self.session.run(["scores", "boxes"], {self._input_name: normalize_nchw(pixels)})
+        config = self._prior_config
+        boxes = decode_boxes(regressions[0], self._priors, config.center_variance, config.size_variance)
+        return select_faces(boxes, scores[0, :, 1], self.settings)
+
+
 class Int8Detector:
     """The device path: edge.detector.FaceDetector on an int8 edge-face model, with the
     protocol's post-processing (its NMS candidate limit included) passed straight to it."""

@@ -26,6 +26,7 @@ ORIGINAL image size before matching: the 100 px rule and the WIDER +1 px IoU liv
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -39,7 +40,14 @@ import numpy as np
 from edge.atomic import write_atomic
 from edge.decode import Detections, PostprocessOptions
 from tools import metrics
-from tools.detectors import ALL_CANDIDATES, Detector, DetectorError, FloatOnnxDetector, Int8Detector
+from tools.detectors import (
+    ALL_CANDIDATES,
+    Detector,
+    DetectorError,
+    FloatOnnxDetector,
+    Int8Detector,
+    RetargetedFloatDetector,
+)
 from tools.shared_data import DEFAULT_INT8_MODEL, upstream_dir, wider_subset_dir
 
 # accuracy-check.yml: the adapter keeps scores > 0.7 (its default), then nms overlap 0.5; OMZ's
@@ -55,6 +63,13 @@ WIDER_SETTINGS = PostprocessOptions(score_threshold=0.1, iou_threshold=0.3, top_
 # What edge-face runs on a device (FaceDetector's defaults).
 DEPLOYMENT_SETTINGS = PostprocessOptions(score_threshold=0.7, iou_threshold=0.3)
 PHOTO_MATCH_IOU = 0.5
+# The weights upstream's float ONNX graphs carry, and the graph that can run at other sizes.
+RETARGETABLE_WEIGHTS = "version-slim-320.pth"
+RETARGETABLE_ONNX = "version-slim-320_without_postprocessing.onnx"
+# Face-height bins, as shares of the image height: AP50 (card rules over all scores) of the
+# faces in each bin, the others ignored. 320x240 rows: 12, 24, 48 and 96 px; 160x120: half that.
+FACE_HEIGHT_BIN_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.01)
+PROFILE_ROWS = (240, 120)
 
 # Targets of issue 2 for the int8 build, float measured in the same run.
 CARD_AP_MAX_DROP = 0.007
@@ -247,6 +262,38 @@ def wider_aps(dataset: EvalDataset, detections: Sequence[Detections]) -> dict[st
     return metrics.wider_average_precisions(predictions, truths)
 
 
+def face_height_bins() -> list[tuple[str, float, float]]:
+    """(label, low share, high share) of each face-height bin; the label gives the heights in
+    pixels of a 320x240 and a 160x120 frame."""
+    bins = []
+    for low, high in itertools.pairwise(FACE_HEIGHT_BIN_EDGES):
+        spans = []
+        for rows in PROFILE_ROWS:
+            top = "" if high > 1 else f"{high * rows:g}"
+            spans.append(f"{low * rows:g}-{top}" if top else f">={low * rows:g}")
+        bins.append((f"faces {spans[0]} px of 240 ({spans[1]} of 120)", low, high))
+    return bins
+
+
+def height_bin_aps(dataset: EvalDataset, detections: Sequence[Detections]) -> dict[str, float | None]:
+    """Bin label -> card-rule AP50 of the faces in that face-height bin, faces of other bins
+    ignored; None for a bin without faces. ``detections`` made with CARD_ALL_SCORES_SETTINGS."""
+    predictions = [
+        to_original_pixels(d, image.original_size) for d, image in zip(detections, dataset.images, strict=True)
+    ]
+    aps: dict[str, float | None] = {}
+    for label, low, high in face_height_bins():
+        truths = [
+            metrics.CardGroundTruth(
+                image.gt_boxes, metrics.height_share_ignored_mask(image.gt_boxes, image.original_size[1], low, high)
+            )
+            for image in dataset.images
+        ]
+        has_faces = any(not truth.ignored.all() for truth in truths if truth.ignored.size)
+        aps[label] = metrics.card_average_precision(predictions, truths) if has_faces else None
+    return aps
+
+
 def evaluate_card_ap(detector: Detector, dataset: EvalDataset) -> float:
     """AP50 with the card protocol; ``detector`` should use CARD_SETTINGS."""
     return card_ap(dataset, detect_images({"model": detector}, [i.path for i in dataset.images])["model"])
@@ -370,12 +417,18 @@ def _detector_pair(args: argparse.Namespace, settings: PostprocessOptions) -> di
     from edge.model import ModelError
 
     try:
-        return {
-            "float": FloatOnnxDetector(args.float_onnx, settings, num_threads=args.threads),
-            "int8": Int8Detector(args.model, settings, num_threads=args.threads, interpreter=args.interpreter),
-        }
+        int8 = Int8Detector(args.model, settings, num_threads=args.threads, interpreter=args.interpreter)
+        float_320 = FloatOnnxDetector(args.float_onnx, settings, num_threads=args.threads)
     except ModelError as exc:
         raise EvaluationError(str(exc)) from None
+    reference: Detector = float_320
+    # An int8 model of slim-320's weights built for another input (the 160x120 profile) is
+    # compared with the same float graph at its own size, not with the 320x240 one.
+    size = int8.detector.input_size
+    if size != float_320.input_size and int8.detector.info.sidecar["source"]["file"] == RETARGETABLE_WEIGHTS:
+        raw_graph = args.float_onnx.parent / RETARGETABLE_ONNX
+        reference = RetargetedFloatDetector(raw_graph, size, settings, num_threads=args.threads)
+    return {"float": reference, "int8": int8}
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -402,6 +455,7 @@ def _dataset_rows(args: argparse.Namespace, figures: dict, failures: list[str]) 
         pair = _detector_pair(args, settings)
         detectors.update({f"{run_name}/{model}": detector for model, detector in pair.items()})
         figures["interpreter"] = pair["int8"].interpreter_name
+        figures["float_reference"] = pair["float"].name
     started = time.monotonic()
     found = detect_images(detectors, [image.path for image in dataset.images], _progress(dataset.name))
     rows = []
@@ -415,6 +469,13 @@ def _dataset_rows(args: argparse.Namespace, figures: dict, failures: list[str]) 
         all_float = card_ap(dataset, found["card_all_scores/float"])
         all_int8 = card_ap(dataset, found["card_all_scores/int8"])
         rows.append(Row("AP50 card, all scores", all_float, all_int8))
+        float_bins = height_bin_aps(dataset, found["card_all_scores/float"])
+        int8_bins = height_bin_aps(dataset, found["card_all_scores/int8"])
+        for label, int8_value in int8_bins.items():
+            float_value = float_bins[label]
+            if int8_value is not None and float_value is not None:
+                rows.append(Row(f"AP50 {label}", float_value, int8_value))
+        figures["face_height_bins"] = {"float": float_bins, "int8": int8_bins}
         figures["card"] = {
             "settings": asdict(CARD_SETTINGS),
             "float_ap50": float_ap,
@@ -469,13 +530,13 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     figures: dict = {"float_model": str(args.float_onnx), "int8_model": str(args.model)}
     rows = _dataset_rows(args, figures, failures)
     lines = [
-        f"{figures['dataset']['name']}: float {args.float_onnx.name} (onnxruntime) vs int8 {args.model.name} "
+        f"{figures['dataset']['name']}: {figures['float_reference']} (onnxruntime) vs int8 {args.model.name} "
         f"({figures['interpreter']})",
-        f"{'metric':<26}{'float':>8}{'int8':>8}{'delta':>9}",
+        f"{'metric':<50}{'float':>8}{'int8':>8}{'delta':>9}",
     ]
     for row in rows:
         delta = row.int8_value - row.float_value
-        lines.append(f"{row.label:<26}{row.float_value:>8.4f}{row.int8_value:>8.4f}{delta:>+9.4f}  {row.note}".rstrip())
+        lines.append(f"{row.label:<50}{row.float_value:>8.4f}{row.int8_value:>8.4f}{delta:>+9.4f}  {row.note}".rstrip())
     if photos:
         lines += _photo_lines(args, photos, figures, failures)
     figures["failures"] = failures

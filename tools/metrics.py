@@ -121,6 +121,18 @@ def card_ignored_mask(gt_boxes: np.ndarray, min_height: float = CARD_MIN_FACE_HE
     return ~(min_height <= heights) | (widths <= 0) | (heights <= 0)
 
 
+def height_share_ignored_mask(gt_boxes: np.ndarray, image_height: float, low: float, high: float) -> np.ndarray:
+    """(M, 4) pixel xyxy ground truth of an image ``image_height`` pixels tall -> (M,) bool,
+    True = ignored: faces whose height is not in [low, high) of the image height, and empty
+    boxes. A share of the image height is what every resize keeps, so one bin holds the same
+    faces whatever input size a model runs at (10% of the height is 24 px at 320x240 and 12 px
+    at 160x120)."""
+    widths = gt_boxes[:, 2] - gt_boxes[:, 0]
+    heights = gt_boxes[:, 3] - gt_boxes[:, 1]
+    share = heights / image_height
+    return ~((low <= share) & (share < high)) | (widths <= 0) | (heights <= 0)
+
+
 def _omz_area(boxes: np.ndarray, boundary: float) -> np.ndarray:
     return (boxes[..., 2] - boxes[..., 0] + boundary) * (boxes[..., 3] - boxes[..., 1] + boundary)
 

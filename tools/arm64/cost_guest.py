@@ -4,6 +4,8 @@ insn_regions plugin, and marks the edges of each stage it runs with a marker sys
     python -m tools.arm64.cost_guest detector --interpreter PKG --int8 M --float F IMAGE...
     python -m tools.arm64.cost_guest daemon --config TOML --frames N
     python -m tools.arm64.cost_guest ops --interpreter PKG MODEL...
+    python -m tools.arm64.cost_guest stems --interpreter PKG OPTION=MODEL... --images IMAGE...
+    python -m tools.arm64.cost_guest race --interpreter PKG --threads N [--edge LABEL=M]... [--blazeface NAME=M]... IMAGE...
 
 Prints one JSON object on stdout: the regions, each ``{"stage", "frame", "start", "end"}``
 where start and end are marker labels (or ``"spans": [[start, end], ...]`` for a region
@@ -22,12 +24,22 @@ the last three: everything from the end of one invoke to the start of the next, 
 Ops mode: one invoke of each single-operator model (tools/arm64/split_ops.py), stage "op",
 frame = the model's file name; a model whose op cannot run on its own (a RESHAPE fed by a
 computed shape) is listed under "skipped".
+Stems mode: each first-layer option of tools/arm64/stem_options.py, its own pre-process from
+a 320x240 frame into its input tensor and the invoke of its model: stages "<option>/pre",
+"<option>/invoke" and "<option>/frame" (both as spans); the heads and their decode are the
+same for every option and are not counted.
+Race mode: a whole frame of each model, from a frame at the model's own width (a camera
+scales for free): each edge-face model (FaceDetector's pre-process, invoke, decode + NMS) and
+each BlazeFace model (tools.blazeface: letterbox + normalize into the input tensor, invoke,
+decode + weighted NMS), all with ``--threads`` interpreter threads. Stages
+"<model>/pre", "<model>/invoke", "<model>/decode" and "<model>/frame" (the three as spans).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
 import json
 import os
 import sys
@@ -209,6 +221,145 @@ def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
     return {"interpreter": name, "skipped": skipped}
 
 
+def _whole_frame(marks: Marks, model: str, frame: str, prepare, invoke, decode):
+    """Run prepare(), invoke() -> outputs, decode(outputs) -> faces between marks; records the
+    stages "<model>/pre", "/invoke", "/decode" and "/frame" (all three); returns the faces."""
+    labels = [marks.mark()]
+    prepare()
+    labels.append(marks.mark())
+    outputs = invoke()
+    labels.append(marks.mark())
+    faces = decode(outputs)
+    labels.append(marks.mark())
+    spans = list(itertools.pairwise(labels))
+    for stage, span in zip(("pre", "invoke", "decode"), spans, strict=True):
+        marks.regions.append({"stage": f"{model}/{stage}", "frame": frame, "spans": [span]})
+    marks.regions.append({"stage": f"{model}/frame", "frame": frame, "spans": spans})
+    return faces
+
+
+class _BlazeFaceFrame:
+    """A BlazeFace model in the interpreter, with the three stages of its frame."""
+
+    def __init__(self, model, path: str, interpreter_class, threads: int) -> None:
+        from tools import blazeface
+
+        self.model = model
+        self.size = (model.input_size, model.input_size * 3 // 4)  # a 4:3 frame at the model's width
+        self.interpreter = interpreter_class(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        # regressors (1, N, 16) first, classificators (1, N, 1) second
+        self._outputs = [
+            d["index"] for d in sorted(self.interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
+        ]
+        self._centres = blazeface.anchors(model)
+        self._blazeface = blazeface
+
+    def prepare(self, frame) -> None:
+        self._blazeface.preprocess(self.model, frame, self.interpreter.tensor(self._input)())
+
+    def invoke(self):
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(index) for index in self._outputs]
+
+    def decode(self, outputs):
+        return self._blazeface.decode(self.model, self._centres, *outputs, *self.size)
+
+
+def run_race(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.detector import DetectorOptions, FaceDetector
+    from edge.imageio import load_image
+    from edge.model import load_interpreter_class
+    from edge.preprocess import resize_bilinear
+    from tools import blazeface
+
+    options = DetectorOptions(num_threads=args.threads, interpreter=args.interpreter)
+    detectors = {}
+    for entry in args.edge:
+        label, _, path = entry.partition("=")
+        detectors[label] = FaceDetector(path, options)
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    by_name = {model.name: model for model in blazeface.MODELS}
+    baselines = []
+    for entry in args.blazeface:
+        model_name, _, path = entry.partition("=")
+        baselines.append(_BlazeFaceFrame(by_name[model_name], path, interpreter_class, args.threads))
+
+    faces: dict[str, dict[str, int]] = {}
+    marks.empty_regions()
+    for index, path in enumerate(args.images):
+        frame_name = os.path.basename(path)
+        photo = load_image(path)
+        for label, detector in detectors.items():
+            frame = resize_bilinear(photo, *detector.input_size)
+            if index == 0:  # lazy set-up (weight packing, first-touch allocations) stays out of the counts
+                detector.detect(frame)
+            found = _whole_frame(
+                marks,
+                label,
+                frame_name,
+                partial(detector._prepare, frame, "RGB"),  # no public entry of its own, as in run_detector
+                detector._model.invoke,
+                lambda outputs, detector=detector: detector.postprocess(*outputs),
+            )
+            faces.setdefault(label, {})[frame_name] = len(found.scores)
+        for baseline in baselines:
+            frame = resize_bilinear(photo, *baseline.size)
+            if index == 0:
+                baseline.prepare(frame)
+                baseline.decode(baseline.invoke())
+            found = _whole_frame(
+                marks,
+                baseline.model.name,
+                frame_name,
+                partial(baseline.prepare, frame),
+                baseline.invoke,
+                baseline.decode,
+            )
+            faces.setdefault(baseline.model.name, {})[frame_name] = len(found.scores)
+    marks.empty_regions()
+    return {"interpreter": name, "threads": args.threads, "faces": faces}
+
+
+def run_stems(args: argparse.Namespace, marks: Marks) -> dict:
+    from edge.imageio import load_image
+    from edge.model import load_interpreter_class
+    from edge.preprocess import resize_bilinear
+    from tools.arm64.stem_options import INPUT_HEIGHT, INPUT_WIDTH, prepare
+
+    interpreter_class, name = load_interpreter_class(args.interpreter)
+    models = {}
+    for entry in args.models:
+        option, _, path = entry.partition("=")
+        interpreter = interpreter_class(model_path=path, num_threads=1)
+        interpreter.allocate_tensors()
+        models[option] = (interpreter, interpreter.get_input_details()[0]["index"])
+    marks.empty_regions()
+    for index, path in enumerate(args.images):
+        frame_name = os.path.basename(path)
+        frame = resize_bilinear(load_image(path), INPUT_WIDTH, INPUT_HEIGHT)
+        for option, (interpreter, input_index) in models.items():
+
+            def fill(option=option, interpreter=interpreter, input_index=input_index, frame=frame) -> None:
+                prepare(option, frame, interpreter.tensor(input_index)())
+
+            if index == 0:  # lazy set-up stays out of the counts
+                fill()
+                interpreter.invoke()
+            labels = [marks.mark()]
+            fill()
+            labels.append(marks.mark())
+            interpreter.invoke()
+            labels.append(marks.mark())
+            spans = list(itertools.pairwise(labels))
+            for stage, span in zip(("pre", "invoke"), spans, strict=True):
+                marks.regions.append({"stage": f"{option}/{stage}", "frame": frame_name, "spans": [span]})
+            marks.regions.append({"stage": f"{option}/frame", "frame": frame_name, "spans": spans})
+    marks.empty_regions()
+    return {"interpreter": name}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.arm64.cost_guest")
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -223,9 +374,21 @@ def main(argv: list[str]) -> int:
     ops = modes.add_parser("ops")
     ops.add_argument("--interpreter", required=True)
     ops.add_argument("models", nargs="+")
+    stems = modes.add_parser("stems")
+    stems.add_argument("--interpreter", required=True)
+    stems.add_argument("models", nargs="+")
+    stems.add_argument("--images", nargs="+", required=True)
+    race = modes.add_parser("race")
+    race.add_argument("--interpreter", required=True)
+    race.add_argument("--threads", type=int, required=True)
+    race.add_argument("--edge", action="append", default=[])
+    race.add_argument("--blazeface", action="append", default=[])
+    race.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
     marks = Marks()
-    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops}[args.mode]
+    run = {"detector": run_detector, "daemon": run_daemon, "ops": run_ops, "race": run_race, "stems": run_stems}[
+        args.mode
+    ]
     summary = run(args, marks)
     print(json.dumps({**summary, "regions": marks.regions}))
     return 0
