@@ -1,0 +1,176 @@
+"""Five face landmarks (eye corners and the bottom of the nose) from a face box, in pure numpy.
+
+The model is dlib's 5-point shape predictor (``shape_predictor_5_face_landmarks.dat``, CC0):
+a cascade of 15 stages of 500 regression trees of depth 4 (Kazemi and Sullivan's ensemble of
+regression trees). ``tools.recognize_build`` turns dlib's file into the arrays of
+:class:`ShapeModel` (``shape-predictor-5.npz`` beside this package's sidecar); the arithmetic
+below follows dlib's ``shape_predictor::operator()`` step for step (float32 where dlib uses
+float, float64 where it uses double, its rounding of pixel positions), so the landmarks are
+dlib's within rounding. What is vectorized: each stage reads its 800 feature pixels in one
+gather and runs its 500 trees side by side, one tree level per step.
+
+Boxes are dlib rectangles: ``(left, top, right, bottom)`` in pixels, right and bottom
+inclusive (a 100 px wide box is ``(0, 0, 99, 99)``). :class:`BoxMapping` turns a detector's
+box into that convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NUM_LANDMARKS = 5
+# dlib's order of the 5 points: right eye outer and inner corner, left eye outer and inner
+# corner (the subject's right eye is on the image's left... dlib names them as seen), nose.
+LANDMARK_NAMES = ("eye_a_outer", "eye_a_inner", "eye_b_outer", "eye_b_inner", "nose")
+
+
+@dataclass(frozen=True)
+class ShapeModel:
+    """The arrays of one cascade of regression-tree forests (C stages, T trees each, depth D,
+    F feature pixels per stage, P landmarks).
+
+    ``initial_shape`` (2P,) float32, x0 y0 x1 y1 ... in the unit box; ``anchor`` (C, F) intp:
+    the landmark each feature pixel hangs on; ``deltas`` (C, F, 2) float32: its offset from
+    that landmark in the initial shape; ``split_pixels`` (C, T, 2**D - 1, 2) intp: the two
+    feature pixels each split node compares; ``split_thresholds`` (C, T, 2**D - 1) float32;
+    ``leaf_values`` (C, T, 2**D, 2P) float32: what each leaf adds to the shape.
+    """
+
+    initial_shape: np.ndarray
+    anchor: np.ndarray
+    deltas: np.ndarray
+    split_pixels: np.ndarray
+    split_thresholds: np.ndarray
+    leaf_values: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        return int(self.split_thresholds.shape[2] + 1).bit_length() - 1
+
+    def check(self, where: str) -> None:
+        """Raise ValueError naming ``where`` when the arrays do not fit together."""
+        stages, trees, nodes = self.split_thresholds.shape
+        points = self.initial_shape.shape[0]
+        expected = {
+            "initial_shape": (points,),
+            "anchor": (stages, self.anchor.shape[1]),
+            "deltas": (stages, self.anchor.shape[1], 2),
+            "split_pixels": (stages, trees, nodes, 2),
+            "leaf_values": (stages, trees, nodes + 1, points),
+        }
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{where}: {name} has shape {getattr(self, name).shape}, expected {shape}")
+        if points % 2 or (nodes + 1) & nodes:
+            raise ValueError(f"{where}: {points} shape values, {nodes} split nodes: not a full binary tree of points")
+        features = self.anchor.shape[1]
+        if self.split_pixels.min() < 0 or self.split_pixels.max() >= features:
+            raise ValueError(f"{where}: split_pixels outside the {features} feature pixels")
+        if self.anchor.min() < 0 or self.anchor.max() >= points // 2:
+            raise ValueError(f"{where}: anchor outside the {points // 2} landmarks")
+
+
+def _similarity_matrix(from_points: np.ndarray, to_points: np.ndarray) -> np.ndarray:
+    """The 2x2 part (scale times rotation) of the least-squares similarity transform taking
+    ``from_points`` (N, 2) to ``to_points`` (N, 2) (Umeyama; dlib's find_similarity_transform),
+    in float64. In 2-D Umeyama's SVD has this closed form, reflections excluded."""
+    src = from_points - from_points.mean(axis=0)
+    dst = to_points - to_points.mean(axis=0)
+    sigma_from = float((src**2).sum()) / len(src)
+    a = float((src * dst).sum()) / len(src)
+    b = float((src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]).sum()) / len(src)
+    if sigma_from == 0:
+        return np.eye(2)
+    return np.array([[a, -b], [b, a]]) / sigma_from
+
+
+def _round_half_up(values: np.ndarray) -> np.ndarray:
+    """dlib's conversion of a floating point to an integer pixel: floor(x + 0.5)."""
+    return np.floor(values + 0.5).astype(np.intp)
+
+
+class ShapePredictor:
+    """Landmarks of faces in images with one :class:`ShapeModel` (stateless between calls)."""
+
+    def __init__(self, model: ShapeModel) -> None:
+        model.check("shape model")
+        self.model = model
+        self._points = model.initial_shape.reshape(-1, 2).astype(np.float64)
+        stages, trees, nodes = model.split_thresholds.shape
+        # Flat per-stage tables: one np.take per tree level instead of 2-D fancy indexing.
+        self._node_base = np.arange(trees, dtype=np.intp) * nodes
+        self._leaf_base = np.arange(trees, dtype=np.intp) * (nodes + 1) - nodes
+        self._split_a = model.split_pixels[..., 0].reshape(stages, -1)
+        self._split_b = model.split_pixels[..., 1].reshape(stages, -1)
+        self._thresholds = model.split_thresholds.reshape(stages, -1)
+        self._leaves = model.leaf_values.reshape(stages, trees * (nodes + 1), -1)
+
+    def unit_shape(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The landmarks in the unit box (dlib's ``current_shape``), (2P,) float32.
+
+        ``image``: (H, W, 3) uint8 RGB or (H, W) uint8 gray; ``box``: (left, top, right,
+        bottom) pixels, right/bottom inclusive.
+        """
+        _check_image(image)
+        model = self.model
+        left, top, right, bottom = (float(v) for v in box)
+        width, height = right - left, bottom - top
+        rows, cols = image.shape[:2]
+        shape = model.initial_shape.copy()
+        depth = model.depth
+        for stage in range(model.split_thresholds.shape[0]):
+            current = shape.reshape(-1, 2)
+            m = _similarity_matrix(self._points, current.astype(np.float64)).astype(np.float32)
+            deltas = model.deltas[stage]
+            # float32 as dlib: tform * delta + location(current_shape, anchor).
+            x = deltas[:, 0] * m[0, 0] + deltas[:, 1] * m[0, 1] + current[model.anchor[stage], 0]
+            y = deltas[:, 0] * m[1, 0] + deltas[:, 1] * m[1, 1] + current[model.anchor[stage], 1]
+            # Unit box -> pixels in float64 (dlib's point_transform_affine), rounded to a pixel.
+            px = _round_half_up(left + x.astype(np.float64) * width)
+            py = _round_half_up(top + y.astype(np.float64) * height)
+            inside = (px >= 0) & (px < cols) & (py >= 0) & (py < rows)
+            features = np.zeros(px.shape, dtype=np.float32)
+            features[inside] = _intensity_at(image, py[inside], px[inside])
+            # Node i's children are 2i + 1 (difference above the threshold) and 2i + 2.
+            node = np.zeros(self._node_base.shape, dtype=np.intp)
+            split_a, split_b, thresholds = self._split_a[stage], self._split_b[stage], self._thresholds[stage]
+            for _ in range(depth):
+                flat = self._node_base + node
+                above = features.take(split_a.take(flat)) - features.take(split_b.take(flat)) > thresholds.take(flat)
+                node = 2 * node + 2 - above
+            leaves = self._leaves[stage].take(self._leaf_base + node, axis=0)
+            # dlib adds the trees' leaves one after another in float32; a cumulative sum keeps
+            # that order (a plain sum would pair them up and round differently).
+            shape = np.cumsum(np.concatenate([shape[None], leaves]), axis=0, dtype=np.float32)[-1]
+        return shape
+
+    def predict(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(P, 2) float64 landmark positions (x, y) in pixels of ``image`` ((H, W, 3) uint8
+        RGB or (H, W) uint8 gray) for the face in ``box`` (see the module docstring).
+        dlib rounds these to whole pixels; they are kept fractional here."""
+        unit = self.unit_shape(image, box).reshape(-1, 2).astype(np.float64)
+        left, top, right, bottom = (float(v) for v in box)
+        return np.stack([left + unit[:, 0] * (right - left), top + unit[:, 1] * (bottom - top)], axis=1)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
+
+
+def _intensity_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """dlib's intensity of the pixels at (rows, cols): (r + g + b) // 3 for RGB (only the
+    sampled pixels are converted, not the frame)."""
+    pixels = image[rows, cols]
+    if image.ndim == 2:
+        return pixels
+    return pixels.sum(axis=1, dtype=np.uint16) // 3
+
+
+def round_like_dlib(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks rounded to whole pixels as dlib's shape predictor returns them."""
+    return _round_half_up(landmarks)
