@@ -16,14 +16,21 @@ box into that convention.
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from edge.sidecar import LANDMARKS_KIND, BoxMapping, LandmarkModelInfo, ModelError, read_recognition_sidecar
+
 NUM_LANDMARKS = 5
-# dlib's order of the 5 points: right eye outer and inner corner, left eye outer and inner
-# corner (the subject's right eye is on the image's left... dlib names them as seen), nose.
-LANDMARK_NAMES = ("eye_a_outer", "eye_a_inner", "eye_b_outer", "eye_b_inner", "nose")
+# dlib's order of the 5 points, as seen in the image: the outer and inner corner of the eye on
+# the right, the outer and inner corner of the eye on the left, the bottom of the nose.
+LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
+# The arrays of a ShapeModel as stored in the .npz (one array each, same names).
+MODEL_ARRAYS = ("initial_shape", "anchor", "deltas", "split_pixels", "split_thresholds", "leaf_values")
 
 
 @dataclass(frozen=True)
@@ -174,3 +181,31 @@ def _intensity_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.n
 def round_like_dlib(landmarks: np.ndarray) -> np.ndarray:
     """Landmarks rounded to whole pixels as dlib's shape predictor returns them."""
     return _round_half_up(landmarks)
+
+
+def predictor_box(box: tuple[float, float, float, float], mapping: BoxMapping) -> tuple[float, float, float, float]:
+    """A detector's face box (x1, y1, x2, y2 pixels) as the box the shape predictor was
+    trained on (left, top, right, bottom; see :class:`edge.sidecar.BoxMapping`)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    width, height = x2 - x1, y2 - y1
+    center_x = (x1 + x2) / 2 + mapping.center_x * width
+    center_y = (y1 + y2) / 2 + mapping.center_y * height
+    half_w, half_h = mapping.width * width / 2, mapping.height * height / 2
+    return center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h
+
+
+def load_shape_model(path: str | os.PathLike[str]) -> tuple[ShapeModel, LandmarkModelInfo]:
+    """The shape model in ``path`` (.npz) and its checked sidecar; raises ModelError (one line)."""
+    path = Path(path)
+    info = read_recognition_sidecar(path, LANDMARKS_KIND)
+    assert isinstance(info, LandmarkModelInfo)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            model = ShapeModel(**{name: arrays[name] for name in MODEL_ARRAYS})
+        model.check(f"model '{path}'")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"model '{path}': not a shape model ({exc})") from None
+    sizes = (model.split_thresholds.shape[0], model.split_thresholds.shape[1], model.depth, model.anchor.shape[1])
+    if sizes != (info.stages, info.trees, info.depth, info.features):
+        raise ModelError(f"model '{path}': arrays of {sizes} do not match the sidecar's stages, trees, depth, features")
+    return model, info
