@@ -58,6 +58,7 @@ class DlibReader:
         control = self._take(1)[0]
         size = control & 0x0F
         if size == 0 or size > 8 or control & 0x70:
+            self.offset -= 1  # name the offending byte's own offset
             raise self.error(f"not an integer control byte (0x{control:02x})")
         value = int.from_bytes(self._take(size), "little")
         return -value if control & 0x80 else value
