@@ -98,10 +98,8 @@ def test_shipped_landmark_model_is_dlibs_cascade(shipped_landmarks):
 def test_shipped_files_are_only_built_models():
     """dlib's .dat files (above all the 68-point model, not for commercial use) never ship."""
     names = sorted(p.name for p in LANDMARKS_MODEL_PATH.parent.iterdir() if p.name != "__pycache__")
-    assert names == sorted(
-        ["__init__.py", "dlib-resnet-v1-float16.json", "dlib-resnet-v1-float16.tflite"]
-        + ["shape-predictor-5.json", "shape-predictor-5.npz"]
-    )
+    shipped = ["dlib-resnet-v1-float16.json", "dlib-resnet-v1-float16.tflite"]
+    assert names == sorted(["__init__.py", *shipped, "shape-predictor-5.json", "shape-predictor-5.npz"])
 
 
 def test_npz_bytes_do_not_depend_on_when_they_are_written(shipped_landmarks):
@@ -134,14 +132,14 @@ def test_an_edited_recognition_sidecar_is_refused(tmp_path):
     document = json.loads(sidecar.read_text())
     document["model"]["box_mapping"]["width"] = 1.5
     sidecar.write_bytes(encode(document))
-    with pytest.raises(ModelError, match="sidecar_sha256 does not match .* python -m tools.recognize_build"):
+    with pytest.raises(ModelError, match=r"sidecar_sha256 does not match .* python -m tools\.recognize_build"):
         load_shape_model(path)
 
 
 def test_a_missing_sidecar_is_one_line_naming_the_builder(tmp_path):
     path = tmp_path / LANDMARKS_MODEL_PATH.name
     shutil.copy(LANDMARKS_MODEL_PATH, path)
-    with pytest.raises(ModelError, match="sidecar .* is missing .*tools.recognize_build"):
+    with pytest.raises(ModelError, match=r"sidecar .* is missing .*tools\.recognize_build"):
         load_shape_model(path)
 
 
@@ -150,7 +148,7 @@ def test_models_of_the_wrong_kind_are_refused(tmp_path):
     landmarks = _copy(LANDMARKS_MODEL_PATH, tmp_path)
     with pytest.raises(ModelError, match="kind is 'face-landmarks', expected 'face-embedding'"):
         FaceEmbedder(landmarks)
-    with pytest.raises(ModelError, match="is a \"face-embedding\" model, not the face detector"):
+    with pytest.raises(ModelError, match='is a "face-embedding" model, not the face detector'):
         Int8Model(EMBEDDING_MODEL_PATH)
     swapped = tmp_path / "swapped.npz"
     shutil.copy(EMBEDDING_MODEL_PATH, swapped)

@@ -123,7 +123,7 @@ def test_landmarks_from_mapped_detector_boxes_match_dlib(photo_paths, predictor,
         image = load_image(path)
         height, width = image.shape[:2]
         for box in detector.detect(image).pixel_boxes(width, height):
-            rounded = tuple(int(round(v)) for v in predictor_box(tuple(box), mapping))
+            rounded = tuple(round(v) for v in predictor_box(tuple(box), mapping))
             reference = _points(dlib_predictor(image, dlib.rectangle(*rounded)))
             ours = np.floor(predictor.predict(image, rounded) + 0.5)
             errors.append(np.linalg.norm(ours - reference, axis=1).mean() / np.linalg.norm(reference[0] - reference[2]))
@@ -138,7 +138,9 @@ def test_chip_matches_dlib_get_face_chip(photo_faces, dlib_predictor):
         reference = np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25))
         ours = face_chip(image, _points(shape))
         differences.append(np.abs(ours.astype(np.int16) - reference).mean())
-    print(f"chips of {len(differences)} faces: mean abs difference {np.mean(differences):.4f}, max {max(differences):.4f}")
+    print(
+        f"chips of {len(differences)} faces: mean abs difference {np.mean(differences):.4f}, max {max(differences):.4f}"
+    )
     assert float(np.mean(differences)) <= CHIP_TOLERANCE
     assert max(differences) <= CHIP_TOLERANCE
 

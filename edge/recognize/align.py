@@ -109,34 +109,42 @@ def pyramid_down(image: np.ndarray) -> np.ndarray:
     an empty one, as in dlib."""
     rows, cols = image.shape[:2]
     if rows <= 8 or cols <= 8:
-        return np.zeros((0, 0) + image.shape[2:], dtype=np.uint8)
+        return np.zeros((0, 0, *image.shape[2:]), dtype=np.uint8)
     out_cols = (cols - 3) // 2
     taps = (1, 4, 6, 4, 1)
     pixels = image.astype(np.uint32)
-    horizontal = sum(tap * pixels[:, k : k + 2 * out_cols : 2] for k, tap in enumerate(taps))
+    horizontal = np.zeros((rows, out_cols, *image.shape[2:]), dtype=np.uint32)
+    for k, tap in enumerate(taps):
+        horizontal += tap * pixels[:, k : k + 2 * out_cols : 2]
     out_rows = (rows - 3) // 2
     # dlib's vertical pass centres on rows 2, 4, ... < rows - 2.
     centres = np.arange(2, rows - 2, 2)[:out_rows]
-    vertical = sum(tap * horizontal[centres + k - 2] for k, tap in enumerate(taps))
-    return (vertical // 256).astype(np.uint8)
+    vertical = np.zeros((out_rows, *horizontal.shape[1:]), dtype=np.uint32)
+    for k, tap in enumerate(taps):
+        vertical += tap * horizontal[centres + k - 2]
+    result: np.ndarray = (vertical // 256).astype(np.uint8)
+    return result
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """dlib's interpolate_bilinear at (x, y) (same shapes, float64) in an (H, W, 3) uint8
     image: black where a 2x2 neighbourhood is not wholly inside, the value truncated."""
     rows, cols = image.shape[:2]
-    left = np.floor(x).astype(np.intp)
-    top = np.floor(y).astype(np.intp)
+    out = np.zeros((*x.shape, 3), dtype=np.uint8)
+    left = np.floor(x)
+    top = np.floor(y)
     inside = (left >= 0) & (top >= 0) & (left + 1 < cols) & (top + 1 < rows)
-    out = np.zeros(x.shape + (3,), dtype=np.uint8)
     if not inside.any():
         return out
     left, top = left[inside], top[inside]
     lr = (x[inside] - left)[:, None]
     tb = (y[inside] - top)[:, None]
-    pixels = image.astype(np.float64)
-    tl, tr = pixels[top, left], pixels[top, left + 1]
-    bl, br = pixels[top + 1, left], pixels[top + 1, left + 1]
+    # Flat indices into the (H * W, 3) pixels; gather first, then go to float64, so only
+    # chip-many pixels are converted.
+    flat = top.astype(np.intp) * cols + left.astype(np.intp)
+    pixels = np.ascontiguousarray(image).reshape(-1, 3)
+    tl, tr = pixels.take(flat, axis=0), pixels.take(flat + 1, axis=0)
+    bl, br = pixels.take(flat + cols, axis=0), pixels.take(flat + cols + 1, axis=0)
     value = (1 - tb) * ((1 - lr) * tl + lr * tr) + tb * ((1 - lr) * bl + lr * br)
     out[inside] = value.astype(np.uint8)  # truncation toward zero, as dlib's static_cast
     return out

@@ -172,10 +172,11 @@ def _check_image(image: np.ndarray) -> None:
 def _intensity_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """dlib's intensity of the pixels at (rows, cols): (r + g + b) // 3 for RGB (only the
     sampled pixels are converted, not the frame)."""
-    pixels = image[rows, cols]
+    pixels: np.ndarray = image[rows, cols]
     if image.ndim == 2:
         return pixels
-    return pixels.sum(axis=1, dtype=np.uint16) // 3
+    gray: np.ndarray = pixels.sum(axis=1, dtype=np.uint16) // 3
+    return gray
 
 
 def round_like_dlib(landmarks: np.ndarray) -> np.ndarray:

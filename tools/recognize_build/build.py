@@ -209,7 +209,10 @@ def fit_box_mapping(pairs: list[FacePair]) -> edge_sidecar.BoxMapping:
 
 
 def landmark_difference(
-    predictor: ShapePredictor, photos: list[tuple[str, np.ndarray]], pairs: list[FacePair], mapping: edge_sidecar.BoxMapping
+    predictor: ShapePredictor,
+    photos: list[tuple[str, np.ndarray]],
+    pairs: list[FacePair],
+    mapping: edge_sidecar.BoxMapping,
 ) -> float:
     """Mean distance between the landmarks from the mapped detector box and from dlib's box,
     over the pairs, as a fraction of the distance between the outer eye corners."""

@@ -137,7 +137,8 @@ def _con(reader: DlibReader, expected: dict[str, int]) -> dict[str, Any]:
     version = reader.expect_string("con_4", "con_5", "con_6")
     params = reader.tensor().reshape(-1)
     filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(7))
-    filter_shape, bias_shape = reader.alias_tensor(), reader.alias_tensor()
+    filter_shape = reader.alias_tensor()
+    reader.alias_tensor()  # the biases: the filters' count, after the filters
     for _ in range(4):  # learning-rate and weight-decay multipliers
         reader.real()
     use_bias = reader.boolean() if version in ("con_5", "con_6") else True
@@ -195,7 +196,7 @@ def _fc(reader: DlibReader, expected: dict[str, int]) -> dict[str, Any]:
     for _ in range(4):
         reader.real()
     use_bias = reader.boolean() if version == "fc_3" else True
-    if outputs != expected["outputs"] or bias_mode != 1 and use_bias:
+    if outputs != expected["outputs"] or (bias_mode != 1 and use_bias):
         raise reader.error(f"fc with {outputs} outputs and bias mode {bias_mode}, expected fc_no_bias<128>")
     if params.size != inputs * outputs:
         raise reader.error(f"fc params hold {params.size} values, expected {inputs} x {outputs}")

@@ -127,7 +127,11 @@ def concrete_function(network: ResNetFile):
             elif kind == "max_pool":
                 x = tf.nn.max_pool2d(x, value[0], value[1], "VALID")
             elif kind == "avg_pool":
-                x = tf.reduce_mean(x, axis=[1, 2]) if value[0] == 0 else tf.nn.avg_pool2d(x, value[0], value[1], "VALID")
+                x = (
+                    tf.reduce_mean(x, axis=[1, 2])
+                    if value[0] == 0
+                    else tf.nn.avg_pool2d(x, value[0], value[1], "VALID")
+                )
             elif kind == "tag":
                 tags[value] = x
             elif kind == "skip":
