@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dlib
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -23,7 +24,6 @@ from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
 from tools.recognize_build.build import RESNET_FILE, SHAPE_PREDICTOR_FILE, WHEEL_NAME, read_wheel_files
 
 pytestmark = pytest.mark.integration
-dlib = pytest.importorskip("dlib")
 
 LANDMARK_TOLERANCE_IOD = 0.01
 CHIP_TOLERANCE = 2.0
