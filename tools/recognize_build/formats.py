@@ -32,7 +32,8 @@ def _descriptors(model: bytes, chips: list[np.ndarray]) -> tuple[np.ndarray, flo
     interpreter = Interpreter(model_content=model, num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    passes, results = [], []
+    passes: list[float] = []
+    results: list[np.ndarray] = []
     for _ in range(3):
         results = []
         started = time.perf_counter()
