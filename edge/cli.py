@@ -17,11 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only: no numpy at start
+from edge.startup_signals import StartupSignals, held_signals
 
-if TYPE_CHECKING:  # imported where used: the device-free commands start without numpy
+# edge.config and everything heavier are imported where used: `run` holds its signals before
+# they load (edge.startup_signals), and the device-free commands start without numpy.
+
+if TYPE_CHECKING:
     import numpy as np
 
     from edge.imageio import DecodedImage
@@ -51,6 +54,8 @@ class _Parser(argparse.ArgumentParser):
 def _by_rule(section: type, name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type that accepts what config key ``section.name`` accepts: one limit,
     stated once, for the option and the key."""
+    from edge.config import key_rule
+
     rule = key_rule(section, name)
 
     def parse(text: str) -> Any:
@@ -84,6 +89,8 @@ def _interpreter(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge.config import CameraConfig, DetectorConfig, key_default
+
     parser = _Parser(prog="edge-face", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -154,6 +161,8 @@ def _fail(message: str) -> None:
 def _model_problem(model: Path) -> str | None:
     """One line if ``model`` (or its sidecar, when present) cannot be read; loading it is the
     detector's job (checksum, format), this only turns OS errors into a clear line."""
+    from edge.config import path_problem, quote_path
+
     problem = path_problem(model)
     if problem is not None:
         return f"model '{quote_path(model)}': {problem}"
@@ -164,6 +173,7 @@ def _model_problem(model: Path) -> str | None:
 
 
 def detect_command(args: argparse.Namespace) -> int:
+    from edge.config import quote_path
     from edge.detector import DetectorOptions, FaceDetector
     from edge.imageio import ImageError, decode_image, draw_detections, save_new_image
     from edge.model import ModelError
@@ -256,6 +266,14 @@ def _report(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # the daemon: its signals are held before anything heavy loads
+        with held_signals() as early:
+            return _main(argv, early)
+    return _main(argv, None)
+
+
+def _main(argv: list[str], early: StartupSignals | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "detect":
@@ -263,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from edge.daemon import run_main
 
-            return run_main(str(args.config), max_frames=args.max_frames)
+            return run_main(str(args.config), max_frames=args.max_frames, early=early)
         if args.command == "check-config":
             from edge.config import check_config_main
 

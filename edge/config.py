@@ -944,6 +944,8 @@ def check_config_main(path: str | os.PathLike[str], as_user: str | None = None) 
     # option section imports its module.
     for name in OPTION_SECTIONS:
         _option_section(name, {})
+    import edge.controls  # noqa: F401  # the state_dir check's module
+
     absolute = os.path.abspath(path)  # the service starts from /, not from our folder
     return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
 
@@ -953,6 +955,13 @@ def _check_and_report(path: str | os.PathLike[str], who: str) -> int:
         config = load_config(path)
     except ConfigError as exc:
         print(f"error{who}: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    from edge.controls import state_dir_problem  # it imports this module
+
+    # The state directory keeps the controls and the announced identity, both MQTT's.
+    problem = state_dir_problem(config.device.state_dir) if config.mqtt.host is not None else None
+    if problem is not None:
+        print(f"error{who}: {problem}", file=sys.stderr)
         return ExitCode.CONFIG
     print(f"ok{who}: {describe(config)}")
     return ExitCode.OK

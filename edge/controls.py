@@ -9,8 +9,14 @@ the file's values after every reload: a SIGHUP never undoes them silently (each 
 file value is logged). ``[homeassistant] controls = false`` ignores both commands and stored
 overrides (locked-down fleets: the file is the only authority).
 
-Threads: commands arrive on the MQTT network thread; :class:`ControlInbox` only parses and
-queues them. The daemon loop takes them between frames and applies them.
+Commands reach the daemon only through :mod:`edge.command_intake` (the gate every message
+from the broker passes); the daemon loop applies them between frames.
+
+Privacy fails closed: a stored state that exists but cannot be read, or a stored switch
+that is not ON or OFF, leaves that switch OFF (detection paused, no snapshot leaves the
+device) until it is switched on from Home Assistant. A change is stored at once when it
+turns a switch OFF, otherwise at most every :data:`STORE_INTERVAL_S` (the state directory
+is usually an SD card).
 """
 
 from __future__ import annotations
@@ -18,22 +24,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
+import re
+import stat
 import tempfile
-import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.config import Config
 from edge.discovery import OFF, ON, PRESS, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_MIN
+from edge.files import os_reason, read_bounded
 
 STATE_FILE_NAME = "controls.json"
 DETECTION, SNAPSHOTS, SCORE_THRESHOLD, REANNOUNCE = "detection", "snapshots", "score_threshold", "reannounce"
 CONTROL_NAMES = (DETECTION, SNAPSHOTS, SCORE_THRESHOLD, REANNOUNCE)
 # A command is a few bytes ("ON", "0.55"): anything longer is not one of ours.
 MAX_COMMAND_BYTES = 32
+# The switches that keep data on the device when OFF: an unreadable stored value means OFF.
+PRIVACY_SWITCHES = (DETECTION, SNAPSHOTS)
+# Changes that do not switch a privacy control OFF are stored at most this often.
+STORE_INTERVAL_S = 5.0
+# What we store is under 100 bytes: a bigger file is not ours (and is not read into memory).
+MAX_STATE_BYTES = 4096
+# What Home Assistant's number entity sends: a plain decimal ("0.55"), no exponent, no
+# "nan"/"inf", no underscores (all of which float() would take).
+_DECIMAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?")
 
 
 class ControlError(ValueError):
@@ -68,29 +86,30 @@ class Overrides:
 
 
 def parse_command(control: str, payload: bytes) -> Command:
-    """A command topic's last level and payload -> :class:`Command`, or ControlError."""
+    """A command topic's last level and payload -> :class:`Command`, or ControlError (one
+    line; ``control`` and the payload shown escaped: both come from whoever published)."""
     if control not in CONTROL_NAMES:
-        raise ControlError(f"unknown control '{control[:40]}' (known: {', '.join(CONTROL_NAMES)})")
+        raise ControlError(f"unknown control {control[:40]!a} (known: {', '.join(CONTROL_NAMES)})")
     if len(payload) > MAX_COMMAND_BYTES:
         raise ControlError(f"control '{control}': a {len(payload)}-byte payload is not a command")
-    text = payload.decode("utf-8", errors="replace").strip()
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ControlError(f"control '{control}': payload {payload!r} is not UTF-8 text") from None
     if control in (DETECTION, SNAPSHOTS):
         if text not in (ON, OFF):
-            raise ControlError(f"control '{control}': payload {text!r} is not allowed ({ON!r} or {OFF!r})")
+            raise ControlError(f"control '{control}': payload {text!a} is not allowed ({ON!r} or {OFF!r})")
         return Command(control, text == ON)
     if control == SCORE_THRESHOLD:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not SCORE_THRESHOLD_MIN <= value <= SCORE_THRESHOLD_MAX:  # also false for nan
+        value = float(text) if _DECIMAL.fullmatch(text) else None
+        if value is None or not SCORE_THRESHOLD_MIN <= value <= SCORE_THRESHOLD_MAX:
             raise ControlError(
-                f"control '{control}': payload {text!r} is not allowed "
-                f"(a number {SCORE_THRESHOLD_MIN:g}-{SCORE_THRESHOLD_MAX:g})"
+                f"control '{control}': payload {text!a} is not allowed "
+                f"(a decimal number {SCORE_THRESHOLD_MIN:g}-{SCORE_THRESHOLD_MAX:g})"
             )
         return Command(control, round(value, 4))
     if text != PRESS:
-        raise ControlError(f"control '{control}': payload {text!r} is not allowed ({PRESS!r})")
+        raise ControlError(f"control '{control}': payload {text!a} is not allowed ({PRESS!r})")
     return Command(control, None)
 
 
@@ -99,28 +118,43 @@ def state_path(state_dir: Path) -> Path:
 
 
 def load_overrides(state_dir: Path, log: logging.Logger) -> Overrides:
-    """The stored overrides; none when the file does not exist. A file that cannot be read
-    or is not ours is logged (naming it) and ignored: the config file applies."""
+    """The stored overrides; none when the file does not exist. Fails closed: a file that
+    exists but cannot be read (or is not ours) switches detection and snapshots OFF, a
+    stored switch that is not ON or OFF is OFF; each is logged naming the file. A bad
+    threshold or an unknown entry is logged and ignored."""
     path = state_path(state_dir)
+    closed = Overrides(**dict.fromkeys(PRIVACY_SWITCHES, False))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bounded(path, MAX_STATE_BYTES).decode("utf-8"))
     except FileNotFoundError:
         return Overrides()
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.error("control state '%s' cannot be read (%s); using the config file's values", path, exc)
-        return Overrides()
-    overrides = Overrides()
+        reason = os_reason(exc) if isinstance(exc, OSError) else exc
+        log.error("control state '%s' cannot be read (%s); %s", path, reason, _FAILED_CLOSED)
+        return closed
     if not isinstance(data, dict):
-        data = {"": data}
+        log.error("control state '%s' is not a JSON object; %s", path, _FAILED_CLOSED)
+        return closed
+    overrides = Overrides()
     for name, value in data.items():
         try:
-            raw = (ON if value else OFF) if isinstance(value, bool) else str(value)
             if name == REANNOUNCE:
                 raise ControlError(f"'{name}' is a button, not a stored value")
-            overrides = overrides.with_command(parse_command(name, raw.encode()))
+            raw = (ON if value else OFF) if isinstance(value, bool) else str(value)
+            overrides = overrides.with_command(parse_command(str(name), raw.encode()))
         except ControlError as exc:
-            log.error("control state '%s': %s; ignoring that entry", path, exc)
+            if name in PRIVACY_SWITCHES:
+                log.error("control state '%s': %s; %s stays OFF until switched on", path, exc, name)
+                overrides = overrides.with_command(Command(name, False))
+            else:
+                log.error("control state '%s': %s; ignoring that entry", path, exc)
     return overrides
+
+
+_FAILED_CLOSED = (
+    "detection and snapshots stay OFF until switched on from Home Assistant "
+    "(or the file is fixed or removed, and the daemon restarted)"
+)
 
 
 def save_overrides(state_dir: Path, overrides: Overrides) -> None:
@@ -178,53 +212,23 @@ def _toml(value: bool) -> str:
     return "true" if value else "false"
 
 
-class ControlInbox:
-    """Commands received on the MQTT thread, waiting for the daemon loop. Invalid commands
-    are dropped and logged once per control (unknown controls count as one): a repeated or
-    hostile stream of bad commands must not flood the journal."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-        self._lock = threading.Lock()
-        self._pending: list[Command] = []
-        self._reported: set[str] = set()
-        self._wake = threading.Event()
-
-    def receive(self, control: str, payload: bytes) -> None:
-        try:
-            command = parse_command(control, payload)
-        except ControlError as exc:
-            key = control if control in CONTROL_NAMES else ""
-            with self._lock:
-                first = key not in self._reported
-                self._reported.add(key)
-            if first:
-                self._log.warning("ignored a command from MQTT: %s (further bad commands for it are not logged)", exc)
-            return
-        with self._lock:
-            self._pending.append(command)
-        self._wake.set()
-
-    def take(self) -> list[Command]:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._wake.clear()
-        return pending
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s until a command arrives (the paused loop sleeps here)."""
-        return self._wake.wait(timeout)
-
-
 class Controls:
-    """The daemon's view of its controls: the stored overrides, the inbox, and their merge
-    over the config file. ``enabled`` False (``homeassistant.controls = false``, or no MQTT):
-    no command is accepted and stored overrides are ignored."""
+    """The daemon's view of its controls: the stored overrides and their merge over the
+    config file. ``enabled`` False (``homeassistant.controls = false``, or no MQTT): no
+    command is accepted and stored overrides are ignored. ``clock``: for the store's pace."""
 
-    def __init__(self, state_dir: Path, enabled: bool, log: logging.Logger, load: bool = True) -> None:
-        self.state_dir, self.enabled, self._log = Path(state_dir), enabled, log
-        self.inbox = ControlInbox(log)
+    def __init__(
+        self,
+        state_dir: Path,
+        enabled: bool,
+        log: logging.Logger,
+        load: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.state_dir, self.enabled, self._log, self._clock = Path(state_dir), enabled, log, clock
         self.overrides = load_overrides(self.state_dir, log) if enabled and load else Overrides()
+        self._unstored = False
+        self._last_store = float("-inf")
         if load and not enabled and state_path(self.state_dir).is_file():
             log.info(
                 "controls are off (homeassistant.controls = false): ignoring the stored %s", state_path(self.state_dir)
@@ -250,23 +254,67 @@ class Controls:
         return config
 
     def apply(self, command: Command) -> bool:
-        """Record ``command``'s value and store it; False if it changes nothing. A store that
-        fails is logged: the value still applies until the daemon stops."""
+        """Record ``command``'s value; False if it changes nothing. Stored at once when it
+        switches a privacy control OFF or the last store is :data:`STORE_INTERVAL_S` old,
+        otherwise by :meth:`store_if_due` (the daemon loop) or :meth:`store` (at stop)."""
         updated = self.overrides.with_command(command)
         if updated == self.overrides:
             return False
-        self.overrides = updated
+        self.overrides, self._unstored = updated, True
         self._log.info(
             "control %s set to %s from MQTT",
             command.control,
             _switch(command.value) if isinstance(command.value, bool) else command.value,
         )
+        if command.value is False and command.control in PRIVACY_SWITCHES:
+            self.store()
+        else:
+            self.store_if_due()
+        return True
+
+    def store_if_due(self) -> None:
+        """Store a change not stored yet, if the last store is :data:`STORE_INTERVAL_S` old."""
+        if self._unstored and self._clock() - self._last_store >= STORE_INTERVAL_S:
+            self.store()
+
+    def store(self) -> None:
+        """Store the overrides now if a change is not stored yet. A store that fails is
+        logged: the values still apply until the daemon stops."""
+        if not self._unstored:
+            return
+        self._unstored, self._last_store = False, self._clock()
         try:
-            save_overrides(self.state_dir, updated)
+            save_overrides(self.state_dir, self.overrides)
         except OSError as exc:
             self._log.error(
                 "cannot store the controls in '%s' (%s; set device.state_dir): they apply until the daemon stops",
                 state_path(self.state_dir),
                 exc.strerror or exc,
             )
-        return True
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why this process could not keep the controls in ``state_dir`` (None: it can), one
+    line naming the key or file: a folder it cannot reach, enter, list or write, or a
+    stored state it cannot read. A folder that does not exist yet is no problem: the
+    daemon (or systemd's StateDirectory=) creates it."""
+    folder = Path(state_dir)
+    try:
+        is_dir = stat.S_ISDIR(folder.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"device.state_dir '{folder}': cannot be reached ({exc.strerror or exc})"
+    if not is_dir:
+        return f"device.state_dir '{folder}': is not a folder"
+    for mode, verb in ((os.R_OK | os.X_OK, "read"), (os.W_OK | os.X_OK, "written")):
+        if not os.access(folder, mode):
+            return f"device.state_dir '{folder}': cannot be {verb} (permission denied)"
+    stored = state_path(folder)
+    try:
+        read_bounded(stored, MAX_STATE_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"control state '{stored}': cannot be read ({os_reason(exc)}); the daemon would keep detection OFF"
+    return None

@@ -9,8 +9,9 @@ per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTER
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
 
 Signal handlers only set flags; the loop acts on them between frames, so no part is ever
-torn down while it is in use. They are installed before the model is loaded, so a SIGTERM
-during start-up is a clean stop too.
+torn down while it is in use. They are installed before the model is loaded, and
+``edge-face run`` holds SIGHUP and SIGTERM even before that (:mod:`edge.startup_signals`),
+so a signal at any moment of start-up is a clean stop or a reload, never a silent death.
 
 Events are numbered and kept in the daemon's :class:`edge.outbox.Outbox`; the sink is only a
 transport draining it, so a reload that replaces the MQTT client loses nothing, and the
@@ -42,6 +43,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from edge.command_intake import CommandIntake
 from edge.config import (
     OPTION_SECTIONS,
     SECTIONS,
@@ -74,7 +76,8 @@ from edge.snapshot import encode_snapshot, placeholder_jpeg
 from edge.sources.auto import build_source
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.grabber import FrameGrabber, SourceHealth
-from edge.sysinfo import read_cpu_temperature
+from edge.startup_signals import StartupSignals
+from edge.sysinfo import count_open_fds, read_cpu_temperature
 
 # How long the loop waits for a frame before it looks at its flags and the stats clock.
 _POLL_SECONDS = 0.25
@@ -132,11 +135,37 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(seconds), q)) * 1000.0, 2)
 
 
+def status_line(stats: dict[str, Any], health: SourceHealth) -> str:
+    """The one-line summary of a stats message, for the journal and ``systemctl status``.
+    Values the message holds as null (no frame timed in the interval, no error) are said in
+    words or left out: a user never reads ``None``."""
+    invoke_ms = stats["invoke_ms_p50"]
+    timing = "no frame timed" if invoke_ms is None else f"invoke p50 {invoke_ms} ms"
+    line = (
+        f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), {timing}, "
+        f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
+    )
+    if health.last_error is not None:
+        if health.state == "waiting":
+            line += f" (waiting for camera: {health.last_error})"
+        elif health.state == "reopening":
+            line += f" ({health.last_error})"
+    if stats["mqtt_state"] not in (None, "connected"):
+        cause = f" ({stats['mqtt_error']})" if stats["mqtt_error"] is not None else ""
+        line += f", mqtt {stats['mqtt_state']}{cause}, {stats['queue_depth']} event(s) waiting"
+    return line
+
+
 def detect_timed(detector: FaceDetector, frame: Frame) -> tuple[Detections, float]:
     """``detector.detect(frame)`` with the interpreter's share: (detections, invoke seconds).
     Stats and the loop-overhead benchmark need it."""
     result = detector.detect_timed(frame.pixels, frame.color_order)
     return result.detections, result.times.invoke_s
+
+
+def _model_settings(config: Config) -> tuple[Path, int | None]:
+    """What loading the model depends on (the thresholds do not)."""
+    return config.detector.model, config.detector.num_threads
 
 
 def build_detector(config: Config) -> FaceDetector:
@@ -295,6 +324,8 @@ class Daemon:
         self.config, self.file_config, self.config_path = config, file_config, config_path
         self.detector, self.sink, self.outbox, self.notifier = detector, sink, outbox, notifier
         self.controls, self.ha_controls = controls, ha_controls
+        # Commands from the broker, through the gate; kept across reloads and sink swaps.
+        self.commands = CommandIntake(logging.getLogger("edge.controls"))
         self._paused = not self.ha_controls.detection
         self.grabber = self._grabber_for(source, config)
         self.boot_id = new_boot_id()
@@ -378,6 +409,7 @@ class Daemon:
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
             code = ExitCode.FAILURE
+        self.ha_controls.store()  # a control changed within the store interval
         # Nobody is watching any more: the retained state must not say someone is there.
         self.sink.publish_state(self._absent_state())
         self.grabber.stop()
@@ -409,13 +441,14 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            for command in self.ha_controls.inbox.take():
+            for command in self.commands.take():
                 self._apply_control(command)
+            self.ha_controls.store_if_due()
             if self._paused:  # privacy mode: no frame is read, the watchdog still hears from us
                 if not self._ready:
                     self._ready = True
                     self.notifier.ready("detection paused from Home Assistant")
-                self.ha_controls.inbox.wait(_POLL_SECONDS)
+                self.commands.wait(_POLL_SECONDS)
                 self.notifier.watchdog_if_due()
                 frame = None
             else:
@@ -566,26 +599,28 @@ class Daemon:
             "face_count": state.count,
             "detection": self._detection_word(),
             "cpu_temperature_c": read_cpu_temperature(),
+            "open_fds": count_open_fds(),
             **self.scene.take_stats(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
         stats = self.stats(now, health)
-        line = (
-            f"{stats['fps']:.1f} fps, {stats['face_count']} face(s), invoke p50 {stats['invoke_ms_p50']} ms, "
-            f"dropped {stats['dropped_frames']}, source {stats['source_state']}"
-        )
-        if health.state == "waiting":
-            line += f" (waiting for camera: {health.last_error})"
-        elif health.state == "reopening":
-            line += f" ({health.last_error})"
-        if stats["mqtt_state"] not in (None, "connected"):
-            line += f", mqtt {stats['mqtt_state']} ({stats['mqtt_error']}), {stats['queue_depth']} event(s) waiting"
+        line = status_line(stats, health)
         log.info("stats: %s", line)
+        self.commands.report_unlogged()
         self.notifier.status(line)
         self.sink.publish_stats(stats)
 
     # --- parts ----------------------------------------------------------------------------
+
+    def _source_after(self, stopped: FrameGrabber) -> FrameSource:
+        """The source for a grabber that replaces ``stopped``: the same object when its reader
+        has let go of it, else a new one from the running config (a reader still blocked in
+        the driver may use it yet; a source is never used by two threads)."""
+        if stopped.released:
+            return stopped.source
+        log.warning("%s: its reader is still blocked; opening a new source object", stopped.source.name)
+        return build_source(self.config.camera, self.detector.input_size)
 
     def _grabber_for(self, source: FrameSource, config: Config) -> FrameGrabber:
         return FrameGrabber(
@@ -603,7 +638,7 @@ class Daemon:
         retried by the sink in the background. ``wait_first`` False: not even the first
         attempt in this thread (a reload in the frame loop)."""
         if self.ha_controls.enabled:
-            sink.set_command_handler(self.ha_controls.inbox.receive)
+            sink.set_command_handler(self.commands.receive)
         try:
             sink.start(wait_first=wait_first)
         except (SinkError, ConfigError) as exc:  # e.g. a rejected certificate, an unreadable CA file
@@ -627,7 +662,9 @@ class Daemon:
             if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
                 ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
             new = ha_controls.effective(file_config, announce=rereading)
-            detector = build_detector(new) if new.detector != old.detector else self.detector
+            # The thresholds only steer decoding: a new one does not load the model again.
+            same_model = _model_settings(new) == _model_settings(old)
+            detector = self.detector if same_model else build_detector(new)
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
                 self._swap_source(new, detector)
         except (ConfigError, StartupError, ModelError) as exc:
@@ -646,13 +683,20 @@ class Daemon:
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
-            or new.snapshot.enabled != old.snapshot.enabled
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
+        if detector is self.detector and new.detector != old.detector:
+            detector.set_postprocess(new.detector.score_threshold, new.detector.iou_threshold)
         controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
+        if controls_replaced:
+            self.ha_controls.store()  # what the replaced controls have not stored yet
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
+        elif new.snapshot.enabled != old.snapshot.enabled:  # on the same connection: no command is missed
+            self.sink.set_snapshots(new.snapshot.enabled)
+            if new.snapshot.enabled:
+                self.sink.publish_snapshot(placeholder_jpeg())
         self.detector, self.config, self.file_config = detector, new, file_config
         if controls_replaced:
             self._set_paused(not ha_controls.detection)
@@ -683,8 +727,8 @@ class Daemon:
         try:
             grabber.start(wait_for_live=False)
         except SourceError as exc:
-            self.grabber = self._grabber_for(old_grabber.source, self.config)
             try:
+                self.grabber = self._grabber_for(self._source_after(old_grabber), self.config)
                 self.grabber.start()
             except SourceError as again:
                 log.error("the previous source cannot be reopened either: %s", again)
@@ -746,6 +790,8 @@ class Daemon:
 
     def _apply_control(self, command: Command) -> None:
         """A command from Home Assistant, applied between frames without a restart."""
+        if not self.ha_controls.enabled:  # taken before a reload turned the controls off
+            return
         if command.control == REANNOUNCE:
             log.info("re-announcing discovery and retained state (requested over MQTT)")
             self.sink.reannounce()
@@ -767,8 +813,8 @@ class Daemon:
             self._emit(self.scene.clear_presence(time.time()))
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:
-            grabber = self._grabber_for(self.grabber.source, self.config)
             try:
+                grabber = self._grabber_for(self._source_after(self.grabber), self.config)
                 grabber.start()  # a live camera that is gone meanwhile is waited for
             except SourceError as exc:
                 log.error("detection resumed, but the source can never be opened: %s", exc)
@@ -872,16 +918,29 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
         threading.excepthook = previous_hook
 
 
-def run_main(config_path: str, *, max_frames: int | None = None) -> int:
-    """``edge-face run --config FILE``: load, build, run; returns the process exit code."""
+def run_main(config_path: str, *, max_frames: int | None = None, early: StartupSignals | None = None) -> int:
+    """``edge-face run --config FILE``: load, build, run; returns the process exit code.
+    ``early``: the signals the command line held while it started (acted on here, once
+    this process's own handlers are in place)."""
     controls = DaemonControls()
     with _signals_routed_to(controls):
+        early_reloads = 0
+        for signum in early.take() if early is not None else ():
+            if signum == signal.SIGHUP:
+                early_reloads += 1
+            else:
+                controls.request_stop()
         try:
             config = load_config(config_path)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return ExitCode.CONFIG
         with _logging_to_stderr(config.log.level):
+            if early_reloads:
+                log.info(
+                    "SIGHUP during start-up, before the config file was read: nothing to reload "
+                    "(the file read now is the current one)"
+                )
             try:
                 daemon = build_daemon(config, config_path=config_path, controls=controls)
             except StartupError as exc:

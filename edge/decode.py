@@ -18,6 +18,7 @@ arithmetic is shared (:meth:`QuantParams.dequantize`, :func:`face_scores`,
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,6 +253,14 @@ class Int8Postprocessor:
         half_wh = self.priors[:, 2:] / np.float32(2)
         self._prior_factors = np.concatenate([self.priors[:, 2:], half_wh], axis=1)
         self._prior_centres = np.ascontiguousarray(self.priors[:, :2])
+
+    def with_options(self, options: PostprocessOptions) -> Int8Postprocessor:
+        """The same model's post-processor with other ``options``: the tables are shared,
+        only the score pass table (65536 comparisons) is made anew. No model is involved."""
+        changed = copy.copy(self)
+        changed.options = options
+        changed._pair_passes = self._pair_scores > options.score_threshold
+        return changed
 
     def __call__(self, logits: np.ndarray, regressions: np.ndarray) -> Detections:
         """``logits``: (N, 2) int8 [background, face]; ``regressions``: (N, 4) int8."""

@@ -16,6 +16,7 @@ Or with options and per-stage timing (for stats and benchmarks)::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -96,6 +97,13 @@ class FaceDetector:
     def priors(self) -> np.ndarray:
         """(N, 4) float32 [cx, cy, w, h] normalized priors the model's outputs refer to."""
         return self._postprocess.priors
+
+    def set_postprocess(self, score_threshold: float, iou_threshold: float) -> None:
+        """Change the thresholds without loading the model again: they only steer decoding
+        and NMS (a score threshold set from Home Assistant). Raises ValueError when out of range."""
+        options = dataclasses.replace(self.options, score_threshold=score_threshold, iou_threshold=iou_threshold)
+        self._postprocess = self._postprocess.with_options(options)
+        self.options = options
 
     def detect(self, frame: np.ndarray, color_order: str = "RGB") -> Detections:
         """Faces in ``frame``: (H, W, 3) uint8 in ``color_order`` ("RGB" or "BGR"); (H, W)

@@ -399,7 +399,9 @@ def build_discovery_payload(
 
 def removal_messages(discovery_prefix: str | None, device_id: str, topics: DeviceTopics) -> list[tuple[str, bytes]]:
     """(topic, empty payload) pairs that remove a device: its discovery config (HA deletes
-    the device and its entities; skipped when ``discovery_prefix`` is None) and every
-    retained topic it left on the broker. Publish them retained."""
+    the device and its entities; skipped when ``discovery_prefix`` is None), every retained
+    topic it left on the broker, and its command topics (a retained command left by any
+    client must not outlive the device). Publish them retained."""
     messages = [] if discovery_prefix is None else [(discovery_topic(discovery_prefix, device_id), b"")]
-    return messages + [(topic, b"") for topic in topics.retained]
+    commands = [topics.command(entity.command) for entity in ENTITIES if entity.command is not None]
+    return messages + [(topic, b"") for topic in (*topics.retained, *commands)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge.decode import QuantParams
+from edge.native_stderr import runtime_info_to_debug
 from edge.sidecar import INPUT_QUANT, OUTPUT_WIDTHS, ModelError, ModelInfo, read_sidecar, sidecar_path
 
 INTERPRETER_MODULES = {
@@ -138,8 +140,11 @@ class Int8Model:
         self._check_sha256()
         interpreter_class, self.interpreter_name = load_interpreter_class(interpreter)
         try:
-            self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            # The runtime announces its delegate on stderr ("INFO: Created TensorFlow Lite
+            # XNNPACK delegate for CPU."): a debug line, not something for a user's terminal.
+            with runtime_info_to_debug(logging.getLogger("edge.model")):
+                self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
         info, where = self.info, f"model '{self.path}'"

@@ -12,7 +12,8 @@ state       1      yes       JSON {"present": bool, "count": int, "last_seen": s
 snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
 controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
-set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
+set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on);
+                             every message goes through edge.command_intake's gate
 ==========  =====  ========  ==========================================================
 
 How an event is never lost (short of a full outbox or a dead process):
@@ -58,6 +59,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
+from edge.command_intake import CommandMessage
 from edge.config import (
     ConfigError,
     HomeAssistantConfig,
@@ -78,7 +80,7 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
-from edge.mqtt_client import ClientSettings, new_client, on_connack
+from edge.mqtt_client import ClientSettings, SizeCappedClient, new_capped_client, on_connack
 from edge.outbox import Outbox
 from edge.sinks import CommandHandler, SinkError
 from edge.sysinfo import read_cpu_temperature
@@ -103,6 +105,9 @@ CONNACK_TIMEOUT_S = 10.0
 # How long the transport thread waits in paho's network loop before looking for new work:
 # the latency an event can have on a quiet connection.
 _LOOP_TICK_S = 0.05
+# Discovery goes out again when Home Assistant says it is back online: at once, then at
+# most this often however often that is said.
+HA_BIRTH_INTERVAL_S = 2.0
 # "stopped" still gets this long after the flush used up close()'s timeout: without it a
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
@@ -259,6 +264,8 @@ class MqttSink:
         self._last_reject_log = float("-inf")
         self._announce_pending = False
         self._discovery_pending = False
+        self._ha_birth_pending = False  # Home Assistant said "online": discovery is due
+        self._next_birth_announce = float("-inf")
         # The retained topics whose newest payload is re-sent on every connection, in the order
         # they go out: controls before state, so that a switch's echo precedes the state that
         # follows from it, even when both wait in the same batch (a loaded transport thread).
@@ -268,6 +275,7 @@ class MqttSink:
         self._retained = (self._controls, self._presence, self._snapshot)
         self._pending_stats: bytes | None = None
         self._command_handler: CommandHandler | None = None
+        self._bad_topic_logged = False  # the transport thread's own
         self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
         self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
@@ -276,7 +284,7 @@ class MqttSink:
         self._say_stopped = True  # close(): "stopped"; detach(): a silent clean disconnect
         self._wake = threading.Event()
 
-        self._first_client: paho.Client | None = None
+        self._first_client: SizeCappedClient | None = None
         self._thread: threading.Thread | None = None
 
     # --- EventSink ---------------------------------------------------------------------------
@@ -309,14 +317,27 @@ class MqttSink:
 
     def set_command_handler(self, handler: CommandHandler) -> None:
         """Before :meth:`start`: subscribe to the control command topics (when HA and its
-        controls are enabled) and call ``handler(control, payload)`` in the transport thread
-        for each command; it must only queue the command."""
+        controls are enabled) and call ``handler(message)`` in the transport thread for each
+        message received there, unchecked; it must only queue it."""
         self._command_handler = handler
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The control state (retained, re-sent after every reconnect) the switches read."""
         with self._cond:
             self._controls.update(encode_json(state))
+        self._wake.set()
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """Snapshots switched on or off (a control), on this connection: discovery is sent
+        again (the image entity comes or goes) and, switched off, the retained picture is
+        cleared and no image is published any more."""
+        with self._cond:
+            if enabled == self._snapshot_enabled:
+                return
+            self._snapshot_enabled = enabled
+            self._discovery_pending = self._ha.enabled
+            if not enabled:
+                self._snapshot.update(b"")  # an empty retained message deletes the picture
         self._wake.set()
 
     def reannounce(self) -> None:
@@ -382,7 +403,12 @@ class MqttSink:
         if wait_first:
             client = self._make_client()
             try:
-                client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
+                client.connect(
+                    self._host,
+                    self._config.port,
+                    keepalive=self._config.keepalive,
+                    properties=client.connect_properties(),
+                )
             except ssl.SSLError as exc:
                 message = self._explain(exc)
                 if not _not_tls(exc):
@@ -412,8 +438,8 @@ class MqttSink:
 
     # --- client set-up -----------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
-        client = new_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
+    def _make_client(self) -> SizeCappedClient:
+        client = new_capped_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
         if self._log.isEnabledFor(logging.DEBUG):
             # paho's log is protocol detail, and it reports routine states of its reconnect
             # loop as ERROR ("Client is not connected"): useful when debugging, noise otherwise.
@@ -500,7 +526,12 @@ class MqttSink:
                 if client is None:
                     client = self._make_client()
                     try:
-                        client.connect(self._host, self._config.port, keepalive=self._config.keepalive)
+                        client.connect(
+                            self._host,
+                            self._config.port,
+                            keepalive=self._config.keepalive,
+                            properties=client.connect_properties(),
+                        )
                     except OSError as exc:  # ssl.SSLError is an OSError
                         self._note_failure(self._explain(exc))
                         client = None
@@ -542,7 +573,7 @@ class MqttSink:
         with self._cond:
             return self._stop
 
-    def _session(self, client: paho.Client) -> None:
+    def _session(self, client: SizeCappedClient) -> None:
         """Run one connection until it fails (raises _SessionEnded) or we stop (returns)."""
         connack_deadline = time.monotonic() + self._connack_timeout
         was_connected = False
@@ -564,6 +595,10 @@ class MqttSink:
                 was_connected = was_connected or connected
             if refusal is not None:
                 raise _SessionEnded(refusal, was_connected)
+            if client.refused_bytes is not None:
+                # Not a network failure: reconnecting at once would get the same message
+                # (a retained one) again, so the backoff is not reset.
+                raise _SessionEnded(self._oversized(client.refused_bytes), False)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise _SessionEnded(self._lost_reason(rc, was_connected), was_connected)
             if not was_connected and time.monotonic() > connack_deadline:
@@ -572,6 +607,13 @@ class MqttSink:
                     "(not an MQTT broker, or a hung one?)",
                     False,
                 )
+
+    def _oversized(self, size: int) -> str:
+        return (
+            f"closed the connection: the broker sent a {size}-byte packet, over the "
+            f"{SizeCappedClient.max_incoming_bytes}-byte limit (a huge retained message on a topic we "
+            'subscribe to?); it was not read. With mqtt.protocol = "5" the broker drops such messages itself'
+        )
 
     def _lost_reason(self, rc: MQTTErrorCode, was_connected: bool) -> str:
         with self._cond:
@@ -668,21 +710,30 @@ class MqttSink:
         self._acknowledged(item, reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if not self._ha.enabled and message.topic == self._own_discovery_topic():
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # a broker that does not check topics: nothing of ours
+            if not self._bad_topic_logged:
+                self._bad_topic_logged = True
+                self._log.warning("MQTT: ignored a message whose topic is not UTF-8 (broker %s)", self._broker)
+            return
+        if not self._ha.enabled and topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it
                 with self._cond:
                     self._discovery_removal_pending = True
             return
         command_prefix = self.topics.command_prefix + "/"
         handler = self._command_handler
-        if message.topic.startswith(command_prefix) and handler is not None and self._accepts_commands():
-            # paho types payload bytes | bytearray; a received message's is bytes (not copied).
-            handler(message.topic[len(command_prefix) :], bytes(message.payload))
+        if topic.startswith(command_prefix) and handler is not None and self._accepts_commands():
+            # Unchecked: the handler is the gate. paho types payload bytes | bytearray; a
+            # received message's is bytes, so bytes() does not copy it.
+            handler(CommandMessage(topic, topic[len(command_prefix) :], bytes(message.payload), bool(message.retain)))
             return
-        # Home Assistant restarted: it forgets non-retained discovery, so announce again.
-        if message.topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
+        # Home Assistant restarted: it forgets non-retained discovery, so announce again (at
+        # most every HA_BIRTH_INTERVAL_S: anyone can publish "online" there, a thousand times).
+        if topic == ha_status_topic(self._ha.discovery_prefix) and message.payload == HA_ONLINE.encode():
             with self._cond:
-                self._discovery_pending = True
+                self._ha_birth_pending = True
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -754,6 +805,9 @@ class MqttSink:
                 # An empty retained message deletes a snapshot left by an earlier run with
                 # snapshots on: turning them off must not leave a face image on the broker.
                 work.append(retained(self.topics.snapshot, b""))
+        if self._ha_birth_pending and time.monotonic() >= self._next_birth_announce:
+            self._ha_birth_pending, self._discovery_pending = False, True
+            self._next_birth_announce = time.monotonic() + HA_BIRTH_INTERVAL_S
         if self._discovery_pending:
             self._discovery_pending = False
             if self._ha.enabled:

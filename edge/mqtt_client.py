@@ -12,11 +12,12 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.client import ConnectFlags
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -34,6 +35,12 @@ PROTOCOLS = dict(zip(MQTT_PROTOCOLS, (paho.MQTTv5, paho.MQTTv311), strict=True))
 
 # Called on each CONNACK, in paho's thread: the client and the broker's reason code.
 ConnackHandler = Callable[[paho.Client, ReasonCode], None]
+# The largest packet the daemon's client reads from the broker. It receives commands (a few
+# bytes), Home Assistant's status and, with discovery off, its own old discovery config
+# (about 30 KB with every zone): 256 KiB is ample, and far from what the unit's MemoryMax
+# cares about (paho holds a packet several times over while it reads it).
+MAX_INCOMING_PACKET_BYTES = 256 * 1024
+_C = TypeVar("_C", bound=paho.Client)
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,54 @@ class ClientSettings:
         )
 
 
+class SizeCappedClient(paho.Client):
+    """A paho client that never reads an incoming packet bigger than ``max_incoming_bytes``.
+
+    paho reads a whole packet into memory before anyone sees it, so one huge (retained)
+    message on a subscribed topic would cost the process several times its size, again at
+    every reconnect. With MQTT 5 the limit goes to the broker in CONNECT (Maximum Packet
+    Size, :meth:`connect_properties`) and the broker drops bigger messages for this client.
+    MQTT 3.1.1 cannot say so (and a broker may not care): this client looks at each packet's
+    announced length before reading its body and, if too big, ends the connection instead
+    (paho sees a lost connection); ``refused_bytes`` then holds that length.
+    """
+
+    max_incoming_bytes = MAX_INCOMING_PACKET_BYTES
+    refused_bytes: int | None = None
+
+    def connect_properties(self) -> Properties | None:
+        """The CONNECT properties that tell an MQTT 5 broker our limit (None for 3.1.1)."""
+        if self.protocol != paho.MQTTv5:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in paho
+        properties.MaximumPacketSize = self.max_incoming_bytes
+        return properties
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho's reader state: the remaining length is known once have_remaining is set, and
+        # the body is read only after that (paho 2.x's _packet_read).
+        incoming = self._in_packet
+        if incoming["have_remaining"] and incoming["remaining_length"] > self.max_incoming_bytes:
+            self.refused_bytes = incoming["remaining_length"]
+            return b""  # paho: connection lost; nothing of the body was read
+        return super()._sock_recv(bufsize)
+
+
 def new_client(settings: ClientSettings, *, reconnect_on_failure: bool = True) -> paho.Client:
     """A paho client for ``settings`` (callbacks not set). MQTT 5 gets a clean start on every
     connection (paho's default: the first one only), matching 3.1.1's clean session."""
+    return _configured(paho.Client, settings, reconnect_on_failure)
+
+
+def new_capped_client(settings: ClientSettings, *, reconnect_on_failure: bool = True) -> SizeCappedClient:
+    """:func:`new_client`, reading no incoming packet over :data:`MAX_INCOMING_PACKET_BYTES`:
+    connect it with ``properties=client.connect_properties()``."""
+    return _configured(SizeCappedClient, settings, reconnect_on_failure)
+
+
+def _configured(kind: type[_C], settings: ClientSettings, reconnect_on_failure: bool) -> _C:
     protocol = PROTOCOLS[settings.protocol]
-    client = paho.Client(
+    client = kind(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         clean_session=True if protocol == paho.MQTTv311 else None,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
+    from edge.command_intake import CommandMessage
     from edge.events import Event, PresenceState
     from edge.outbox import Outbox
 
@@ -26,7 +27,9 @@ class SinkClosed(Exception):
     """The sink's reader went away for good (stdout piped into a process that exited)."""
 
 
-CommandHandler = Callable[[str, bytes], None]
+# Called on the sink's thread with each message received on a command topic, unchecked: the
+# handler is the gate (edge.command_intake) and must only queue.
+CommandHandler = Callable[["CommandMessage"], None]
 
 
 class EventSink(Protocol):
@@ -46,8 +49,8 @@ class EventSink(Protocol):
         """The connection's figures for the stats message ({} without a connection)."""
 
     def set_command_handler(self, handler: CommandHandler) -> None:
-        """Before :meth:`start`: call ``handler(control, payload)`` for each control command
-        received (in the sink's thread; it must only queue the command)."""
+        """Before :meth:`start`: call ``handler(message)`` for each message received on a
+        command topic (in the sink's thread; it must only queue it)."""
 
     def start(self, wait_first: bool = True) -> None:
         """Begin delivering. Raises SinkError when the settings cannot work; a peer that is
@@ -66,6 +69,10 @@ class EventSink(Protocol):
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The Home Assistant controls' state (the switches read it)."""
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """Snapshots switched on or off from Home Assistant: announce it, and switched off,
+        remove the published picture and publish none any more."""
 
     def reannounce(self) -> None:
         """Announce everything again (discovery, retained state): HA's Re-announce button."""
@@ -133,6 +140,9 @@ class StdoutSink:
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         pass
+
+    def set_snapshots(self, enabled: bool) -> None:
+        pass  # no snapshot is written to stdout
 
     def reannounce(self) -> None:
         pass

@@ -1,10 +1,12 @@
-"""Facts about the host for the diagnostics: the CPU temperature, where the kernel exposes it."""
+"""Facts about the host for the diagnostics: the CPU temperature, where the kernel exposes it,
+and the process's open file descriptors."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 THERMAL_ROOT = Path("/sys/class/thermal")
+OWN_FDS = Path("/proc/self/fd")
 # Zone types that measure the CPU: the Raspberry Pi's, then common x86 and ARM ones.
 _CPU_ZONE_TYPES = ("cpu-thermal", "cpu_thermal", "x86_pkg_temp", "soc_thermal", "cpu0-thermal")
 
@@ -29,3 +31,12 @@ def _rank(zone: Path) -> int:
     except OSError:
         return len(_CPU_ZONE_TYPES)
     return _CPU_ZONE_TYPES.index(kind) if kind in _CPU_ZONE_TYPES else len(_CPU_ZONE_TYPES)
+
+
+def count_open_fds(fd_dir: Path = OWN_FDS) -> int | None:
+    """How many file descriptors this process has open (a leak shows as a steady climb
+    towards the unit's limit, systemd's soft default 1024); None where /proc is absent."""
+    try:
+        return sum(1 for _ in fd_dir.iterdir())
+    except OSError:
+        return None

@@ -142,6 +142,9 @@ class RecordingSink:
     def publish_controls(self, state: dict) -> None:
         pass
 
+    def set_snapshots(self, enabled: bool) -> None:
+        pass
+
     def reannounce(self) -> None:
         pass
 

@@ -5,10 +5,18 @@ There is no Pi camera on the machines that run these tests, so the adapter
 (raspberrypi/picamera2; line numbers below are from that release's sdist) and the Raspberry
 Pi libcamera pipeline handlers, on the points where a kinder fake would hide a bug:
 
-* Opening: ``Picamera2(n)`` looks the camera up in ``global_camera_info()`` first (IndexError
-  for a missing one, picamera2.py:344), then acquires it inside a try block that turns any
-  failure, a busy camera included, into ``RuntimeError("Camera __init__ sequence did not
-  complete.")`` with the real cause only in ``__cause__`` (picamera2.py:356-368).
+* Opening: ``Picamera2(n)`` first opens its notification pipe (picamera2.py:338-339), looks
+  the camera up in ``global_camera_info()`` (IndexError for a missing one, :344) and registers
+  the object with the class's camera manager (``_cm.add``, :345); then it acquires the camera
+  inside a try block that turns any failure, a busy camera included, into
+  ``RuntimeError("Camera __init__ sequence did not complete.")`` with the real cause only in
+  ``__cause__`` (:355-368); then, after the camera is acquired and *outside* that try block,
+  it opens the DMA heap (``DmaAllocator()``, :376; dma_heap.py:69-82 skips only a missing
+  heap, so a PermissionError propagates). A failed constructor returns no object, but the
+  manager keeps the half-built one: its pipe stays open (``close()`` returns early on an
+  object that never opened, :712) and, after a heap failure, its camera stays acquired, so
+  every later ``Picamera2(n)`` of the process fails with EBUSY. A second acquire of a camera
+  this process holds fails with EBUSY as ``Camera::acquire()`` does.
 * Configuration: ``create_preview_configuration`` rejects unknown stream keys with ValueError
   (``_make_initial_stream_config``, picamera2.py:737-760) and rounds sizes down to even
   (``align_stream(optimal=False)``, :1087-1100); ``configure`` takes a *shallow* copy of the
@@ -23,6 +31,9 @@ Pi libcamera pipeline handlers, on the points where a kinder fake would hide a b
   (``PiSPCameraData::platformValidate`` in libcamera's pipeline/rpi/pisp/pisp.cpp), a USB
   camera snaps to one of its sizes. Strides are the ones the hardware uses:
   :func:`pisp_stride` and :func:`vc4_stride`.
+* Versions: ``version`` (default 0.3.36). Before 0.3.20 there is no ``cancel_all_and_flush``
+  and ``capture_request(wait=T)`` ignores the number: ``dispatch_functions`` ends with
+  ``job.get_result() if wait else job`` (0.3.18 picamera2.py:1319), so it blocks for ever.
 * Capturing: picamera2 never raises when the camera stops delivering. When libcamera's
   frontend times out (a pulled ribbon cable), the requests are cancelled, picamera2 drops
   them (``CameraManager.handle_request`` keeps only completed ones, picamera2.py:129-141) and
@@ -49,8 +60,20 @@ Knobs (class attributes of the class :meth:`FakePicamera2.with_scene` returns):
   and opens: the sensor was probed at boot).
 * ``paused``: while set, frames are late (a capture waits; with ``wait=T`` it times out).
 * ``fail_configure``: libcamera's configure fails (picamera2.py:1219-1220).
+* ``dma_heap_paths``: the heap files the allocator opens (picamera2's ``heapNames``,
+  dma_heap.py:9); the default is a node every user can open, standing in for a heap that works.
+* ``close_blocks``: an unset Event makes ``close()`` of a started camera wait for it, as a
+  Pi 4 ``close()`` after a cable glitch sits in uninterruptible sleep in the kernel
+  (picamera2 issues #1264, #1275).
+* ``sensor_modes_fail_at``: reading ``sensor_modes`` fails with ENOMEM when it configures the
+  mode of this size (a Zero 2 W's CMA running out at the HQ camera's 4056x3040), leaving the
+  modes read so far in ``sensor_modes_``, which a second read returns as if complete
+  (picamera2.py:586-591).
+* ``unknown_crop_limits``: libcamera reports the ScalerCrop maximum as (0, 0, 65535, 65535)
+  (the value picamera2 copies into ``crop_limits``, :611-612) instead of the mode's crop.
 
-Test-only inspection, not picamera2 API: ``instances`` (every camera object constructed),
+Test-only inspection, not picamera2 API: ``instances`` (every camera object that acquired its
+camera), ``pipes`` (every notification pipe's two fds),
 ``calls`` (the adapter-facing methods called, in order), ``configured`` (every configuration
 applied: ``camera_config`` is emptied by ``close()``), ``delivered`` (metadata of every request
 handed out), ``closed``.
@@ -58,6 +81,8 @@ handed out), ``closed``.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import threading
 import time
@@ -132,9 +157,18 @@ _SENSOR_MODE_ROWS = [
     ("imx708", "SRGGB10_CSI2P", (1536, 864), 120.13, (768, 432, 3072, 1728)),
     ("imx708", "SRGGB10_CSI2P", (2304, 1296), 56.03, (0, 0, 4608, 2592)),
     ("imx708", "SRGGB10_CSI2P", (4608, 2592), 14.35, (0, 0, 4608, 2592)),
+    # Current kernels list every IMX477 size at 10 and 12 bits, with a 4056x2160 mode added;
+    # older ones had 1332x990 at 10 bits only and no 4056x2160. The rates of the 10-bit rows
+    # other than 1332x990 are the 12-bit ones (they differ per kernel and are never read).
     ("imx477", "SRGGB10_CSI2P", (1332, 990), 120.05, (696, 528, 2664, 1980)),
+    ("imx477", "SRGGB10_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
+    ("imx477", "SRGGB10_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
+    ("imx477", "SRGGB10_CSI2P", (4056, 2160), 16.39, (0, 440, 4056, 2160)),
+    ("imx477", "SRGGB10_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
+    ("imx477", "SRGGB12_CSI2P", (1332, 990), 101.68, (696, 528, 2664, 1980)),
     ("imx477", "SRGGB12_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
     ("imx477", "SRGGB12_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
+    ("imx477", "SRGGB12_CSI2P", (4056, 2160), 16.39, (0, 440, 4056, 2160)),
     ("imx477", "SRGGB12_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
     ("imx296", "SRGGB10_CSI2P", (1456, 1088), 60.38, (0, 0, 1456, 1088)),
 ]
@@ -171,12 +205,12 @@ def vc4_stride(fmt: str, width: int) -> int:
     """Row stride of a Pi 4 (VC4, bcm2835-isp) output: the kernel driver's
     ``get_bytesperline()`` (raspberrypi/linux drivers/staging/vc04_services/bcm2835-isp/
     bcm2835-v4l2-isp.c): 24-bit formats align the width to 32 pixels, others align the
-    bytes to the format's ``bytesperline_align`` (bcm2835-isp-fmts.h: 32 for YUV420, 64 for
-    32-bit RGB). The YUV420 chroma stride is half of it."""
+    bytes to the format's ``bytesperline_align`` (bcm2835-isp-fmts.h: 64 for YUV420 in current
+    kernels, 32 in older ones; 64 for 32-bit RGB). The YUV420 chroma stride is half of it."""
     if _BYTES_PER_PIXEL[fmt] == 3:
         return _aligned(width, 32) * 3
     if fmt == "YUV420":
-        return _aligned(width, 32)
+        return _aligned(width, 64)
     return _aligned(width * 4, 64)
 
 
@@ -214,6 +248,56 @@ def _centred_aspect_crop(crop: tuple[int, int, int, int], size: tuple[int, int])
     else:
         bounded = (width, width * size[1] // size[0])
     return (x + (width - bounded[0]) // 2, y + (height - bounded[1]) // 2, *bounded)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+class FakeCameraManager:
+    """picamera2's ``CameraManager`` (picamera2.py:76-114), one per class, without its
+    listener thread: ``cameras`` maps the libcamera camera number to the object using it."""
+
+    def __init__(self) -> None:
+        self.cameras: dict[int, FakePicamera2] = {}
+
+    def add(self, index: int, camera: FakePicamera2) -> None:
+        self.cameras[index] = camera
+
+    def cleanup(self, index: int) -> None:
+        del self.cameras[index]
+
+
+class FakeDmaAllocator:
+    """``DmaAllocator()`` -> ``DmaHeap()`` (dma_heap.py:69-82): the first heap that exists is
+    opened read-write; only a missing one is skipped, any other error propagates."""
+
+    def __init__(self, heap_paths: tuple[str, ...]) -> None:
+        self.fd = -1
+        for name in heap_paths:
+            try:
+                self.fd = os.open(name, os.O_CLOEXEC | os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            break
+        if self.fd < 0:
+            raise RuntimeError("Could not open any dmaHeap device")
+
+    def close(self) -> None:  # dmaallocator.py:96-105, run by ``del self.allocator``
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _NotYet:
+    """A method the emulated picamera2 release does not have: reading it raises
+    AttributeError, as for any missing attribute (so ``hasattr`` is False)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type) -> None:
+        raise AttributeError(f"type object 'Picamera2' has no attribute {self.name!r}")
 
 
 class FakeRequest:
@@ -261,13 +345,25 @@ class FakePicamera2:
     cameras: ClassVar[list[dict]] = []
     sensor: str = "imx708"
     platform: str = "pisp"  # "pisp" (Pi 5) or "vc4" (Pi 4 and earlier)
+    # The BCM2712 D0 stepping (current Pi 5 boards) has no downscaler on back-end output 0,
+    # C0 has one (libpisp variants/bcm2712.cpp, backEndDownscaler_).
+    pisp_output0_downscaler = False
+    version = "0.3.36"
     scene: np.ndarray = np.zeros((480, 640, 3), np.uint8)
     instances: ClassVar[list[FakePicamera2]] = []
+    pipes: ClassVar[list[tuple[int, int]]] = []
+    _cm: ClassVar[FakeCameraManager] = FakeCameraManager()
+    _acquired: ClassVar[set[int]] = set()
+    atexit_handlers: ClassVar[list] = []  # what picamera2 hands to atexit.register (:374)
     paused: threading.Event
     fail_starts = 0
     fail_captures = 0
     cable_unplugged = False
     fail_configure = False
+    dma_heap_paths: tuple[str, ...] = (os.devnull,)
+    close_blocks: threading.Event | None = None
+    sensor_modes_fail_at: tuple[int, int] | None = None
+    unknown_crop_limits = False
 
     @classmethod
     def with_scene(
@@ -276,9 +372,11 @@ class FakePicamera2:
         cameras: list[dict] | None = None,
         sensor: str = "imx708",
         platform: str = "pisp",
+        version: str = "0.3.36",
     ) -> type[FakePicamera2]:
         """A fresh fake camera stack showing ``scene``; ``sensor`` is a key of :data:`SENSORS`
-        or "usb" (a UVC webcam); ``cameras=[]`` lists none."""
+        or "usb" (a UVC webcam); ``cameras=[]`` lists none; ``version``: the picamera2
+        release to behave like."""
         if cameras is None:
             device_id = (
                 SENSORS[sensor]["id"] if sensor != "usb" else "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-046d:0825"
@@ -297,9 +395,16 @@ class FakePicamera2:
             "cameras": listed,
             "sensor": sensor,
             "platform": platform,
+            "version": version,
             "instances": [],
+            "pipes": [],
+            "_cm": FakeCameraManager(),
+            "_acquired": set(),
+            "atexit_handlers": [],
             "paused": threading.Event(),
         }
+        if _version(version) < (0, 3, 20):
+            attributes["cancel_all_and_flush"] = _NotYet("cancel_all_and_flush")
         return type("Picamera2", (cls,), attributes)
 
     @classmethod
@@ -311,33 +416,45 @@ class FakePicamera2:
     # --- opening ----------------------------------------------------------------------------------
 
     def __init__(self, camera_num: int = 0) -> None:
+        """picamera2.py:314-376, in its order: the pipe and the manager entry come before
+        anything can fail, the DMA heap after the camera is acquired, outside the try."""
         cls = type(self)
         self.calls: list[str] = []
+        self.notifyme_r, self.notifyme_w = os.pipe2(os.O_NONBLOCK)  # :338
+        self.notifymeread = os.fdopen(self.notifyme_r, "rb")  # :339
+        cls.pipes.append((self.notifyme_r, self.notifyme_w))
+        self._preview = None  # :341-342, "in case that fails"
         self.is_open = False
+        camera_num = self.global_camera_info()[camera_num]["Num"]  # :344, IndexError
+        self._cm.add(camera_num, self)  # :345
+        self.camera_idx = camera_num
         self.started = False
         self.camera_config: dict | None = None
         self.configured: list[dict] = []
         self.delivered: list[dict] = []
-        camera_num = self.global_camera_info()[camera_num]["Num"]  # IndexError, as picamera2.py:344
-        try:
-            if cls.fail_starts > 0:
+        try:  # :355-368
+            if cls.fail_starts > 0:  # another process holds the camera
                 cls.fail_starts -= 1
-                # What the libcamera bindings raise when Camera::acquire() returns -EBUSY.
                 raise RuntimeError("Failed to acquire camera: Device or resource busy")
+            if camera_num in cls._acquired:  # another object of this process holds it
+                raise RuntimeError("Failed to acquire camera: Device or resource busy")
+            # What the libcamera bindings raise when Camera::acquire() returns -EBUSY.
+            cls._acquired.add(camera_num)
+            self.is_open = True  # _open_camera, :574-576
         except Exception as e:
             raise RuntimeError("Camera __init__ sequence did not complete.") from e
-        self.camera_idx = camera_num
-        self.is_open = True
         self._lock = threading.Lock()
         self._job_list: list[Future] = []
         self._requests_held = 0
         self._frontend_timed_out = False
-        self.sensor_modes_: list[dict] | None = None
+        self.sensor_modes_: list[dict] = []  # _reset_flags, :404
         self._mode: dict | None = None
         if self._is_rpi_camera():
             self.sensor_resolution = SENSORS[cls.sensor]["pixel_array"]
             self.sensor_format = max(SENSORS[cls.sensor]["modes"], key=lambda m: (m["size"], m["bit_depth"]))["format"]
         cls.instances.append(self)
+        cls.atexit_handlers.append(self.close)  # :374
+        self.allocator = FakeDmaAllocator(cls.dma_heap_paths)  # :376, outside the try block
 
     @property
     def closed(self) -> bool:
@@ -348,16 +465,29 @@ class FakePicamera2:
 
     @property
     def sensor_modes(self) -> list[dict]:
-        """picamera2.py:580-615 configures the camera once per mode to read them: only
-        possible while stopped; a USB camera gives bare format names."""
+        """picamera2.py:580-615 configures the camera once per mode to read them (only
+        possible while stopped); whatever was read before a failure stays in
+        ``sensor_modes_`` and a later read returns it (:586-587); a USB camera gives bare
+        format names."""
         self.calls.append("sensor_modes")
+        if self.sensor_modes_:
+            return self.sensor_modes_
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         if not self._is_rpi_camera():
-            return [{"format": "YUYV"}, {"format": "MJPEG"}]
-        if self.sensor_modes_ is None:
-            self.sensor_modes_ = [dict(mode) for mode in SENSORS[type(self).sensor]["modes"]]
-            self.camera_config = {"use_case": "sensor_modes"}  # reading them reconfigured the camera
+            self.sensor_modes_ = [{"format": "YUYV"}, {"format": "MJPEG"}]
+            return self.sensor_modes_
+        cls = type(self)
+        self.sensor_modes_ = []
+        for mode in SENSORS[cls.sensor]["modes"]:
+            self.camera_config = {"use_case": "sensor_modes"}  # :607-608 configure per mode
+            self.calls.append("configure")
+            if cls.sensor_modes_fail_at == mode["size"]:  # buffers of this size do not fit
+                raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+            entry = dict(mode)
+            if cls.unknown_crop_limits:
+                entry["crop_limits"] = (0, 0, 65535, 65535)
+            self.sensor_modes_.append(entry)
         return self.sensor_modes_
 
     # --- configuration ----------------------------------------------------------------------------
@@ -496,9 +626,10 @@ class FakePicamera2:
 
         return min(SENSORS[type(self).sensor]["modes"], key=score_mode)
 
-    def _libcamera_validate(self, name: str, stream: dict, mode: dict | None) -> None:
-        """What libcamera's validate() does to one output stream, then
-        ``_update_stream_config`` (picamera2.py:1130-1135) copying it back."""
+    def _libcamera_validate(self, name: str, stream: dict, mode: dict | None, output: int = 1) -> None:
+        """What libcamera's validate() does to one output stream (``output``: the PiSP back-end
+        output it is routed to), then ``_update_stream_config`` (picamera2.py:1130-1135)
+        copying it back."""
         cls = type(self)
         width, height = stream["size"]
         fmt = stream["format"]
@@ -509,14 +640,20 @@ class FakePicamera2:
         else:
             fmt = fmt if fmt in ISP_FORMATS else "YUV420"
             if cls.platform == "pisp":
-                # platformValidate: at most 64x downscale by the back end, sizes kept even.
+                # platformValidate: the largest stream goes to back-end output 0, a single
+                # one or the smaller one to output 1; an output with a downscaler scales
+                # down at most 64x, one with only the resampler 16x. Sizes are kept even.
                 sensor_w, sensor_h = mode["size"]
                 if sensor_w * height > width * sensor_h:
                     raw_w, raw_h = width * sensor_h // height, sensor_h
                 else:
                     raw_w, raw_h = sensor_w, sensor_w * height // width
-                min_w = ((raw_w + 63) // 64 + 1) & ~1
-                min_h = ((raw_h + 63) // 64 + 1) & ~1
+                if output == 1 or cls.pisp_output0_downscaler:
+                    min_w = ((raw_w + 63) // 64 + 1) & ~1
+                    min_h = ((raw_h + 63) // 64 + 1) & ~1
+                else:  # resampler: (output - 1) * 16 <= input - 1
+                    min_w = ((raw_w - 1 + 15) // 16 + 1 + 1) & ~1
+                    min_h = ((raw_h - 1 + 15) // 16 + 1 + 1) & ~1
                 if width < min_w:
                     height, width = (height * min_w // width + 1) & ~1, min_w
                 if height < min_h:
@@ -540,9 +677,12 @@ class FakePicamera2:
         self.camera_config = {}
         self.check_camera_config(camera_config)
         mode = self._choose_mode(camera_config) if self._is_rpi_camera() else None
-        for name in ("main", "lores"):
-            if camera_config[name] is not None:
-                self._libcamera_validate(name, camera_config[name], mode)
+        outputs = [name for name in ("main", "lores") if camera_config[name] is not None]
+        # pisp.cpp platformValidate: index 0 is the largest stream (sorted by size, stable).
+        outputs.sort(key=lambda name: -camera_config[name]["size"][0] * camera_config[name]["size"][1])
+        for index, name in enumerate(outputs):
+            output = 1 if index == 1 or len(outputs) == 1 else 0
+            self._libcamera_validate(name, camera_config[name], mode, output)
         if mode is not None:
             if camera_config["raw"] is not None:
                 camera_config["raw"].update(format=mode["format"], size=mode["size"])
@@ -613,6 +753,8 @@ class FakePicamera2:
         if signal_function is not None or wait is False or flush is not None:
             raise NotImplementedError("the fake supports blocking captures only")
         timeout = None if wait in (None, True) else float(wait)
+        if _version(type(self).version) < (0, 3, 20):
+            timeout = None  # 0.3.18 picamera2.py:1319: `job.get_result() if wait else job`
         job: Future = Future()
         job.set_running_or_notify_cancel()
         with self._lock:
@@ -649,10 +791,25 @@ class FakePicamera2:
         self.started = False
 
     def close(self) -> None:
-        """picamera2.py:704-734: stops, releases the camera; a closed camera closes again quietly."""
+        """picamera2.py:704-734: stops, releases the camera, leaves the manager, closes the
+        pipe, then ``del self.allocator`` (AttributeError on an object whose constructor
+        failed at the heap); an object that never opened returns at once (:712), pipe and
+        all."""
+        cls = type(self)
         self.calls.append("close")
+        if self.close in cls.atexit_handlers:  # atexit.unregister, :709
+            cls.atexit_handlers.remove(self.close)
         if not self.is_open:
             return
+        if self.started and cls.close_blocks is not None:
+            cls.close_blocks.wait()  # stop() in uninterruptible sleep (issues #1264, #1275)
         self.started = False  # close() stops the camera first
+        cls._acquired.discard(self.camera_idx)  # camera.release(), :717
+        self._cm.cleanup(self.camera_idx)  # :718
         self.is_open = False
         self.camera_config = {}
+        self.notifymeread.close()  # :729-730
+        os.close(self.notifyme_w)
+        allocator = self.allocator  # :732 `del self.allocator`
+        del self.allocator
+        allocator.close()

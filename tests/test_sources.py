@@ -4,24 +4,29 @@ video file, and auto-selection."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_support import bomb_png, truncated_jpeg
-from fake_picamera2 import FakePicamera2
+from daemon_support import bomb_png, truncated_jpeg, write_config
+from fake_picamera2 import SENSORS, FakePicamera2
 from PIL import Image
 
-from edge.config import CameraConfig
+from edge.config import CameraConfig, load_config
+from edge.daemon import build_daemon
 from edge.imageio import load_image
-from edge.sources.auto import build_source
+from edge.sdnotify import SystemdNotifier
+from edge.sinks import StdoutSink
+from edge.sources.auto import build_source, select_auto_camera
 from edge.sources.base import Frame, SourceError
-from edge.sources.grabber import FrameGrabber
+from edge.sources.grabber import FrameGrabber, reminder_interval
 from edge.sources.opencv import OpenCVSource, classify_device
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.replay import ReplaySource
@@ -249,6 +254,46 @@ def test_a_live_camera_missing_at_start_is_waited_for_with_backoff(photo_paths, 
     assert lines[0].startswith("waiting for camera: ") and lines[-1].endswith(": opened")
 
 
+def test_reminders_start_at_the_first_interval_and_double_up_to_the_longest():
+    intervals = [reminder_interval(n, first=60.0, longest=3600.0) for n in range(12)]
+    assert intervals[0] == 60.0
+    growing = list(itertools.takewhile(lambda pair: pair[1] < 3600.0, itertools.pairwise(intervals)))
+    assert growing and all(later == 2 * earlier for earlier, later in growing)
+    assert intervals[-1] == 3600.0 and max(intervals) == 3600.0
+    assert reminder_interval(10_000, first=60.0, longest=3600.0) == 3600.0  # no overflow after months
+
+
+def test_a_camera_that_stays_missing_is_a_warning_once_then_ever_rarer_info_reminders(photo_paths, caplog):
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    camera_class.fail_starts = 1_000_000  # never comes
+    source = Picamera2Source(320, 240, picamera2_class=camera_class)
+    grabber = FrameGrabber(source, reopen_min_delay=0.005, reopen_max_delay=0.01, first_reminder=0.1)
+    caplog.set_level(logging.INFO, logger="edge.sources")
+
+    def reminders() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == logging.INFO]
+
+    grabber.start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while len(reminders()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        attempts = 1_000_000 - camera_class.fail_starts
+    finally:
+        grabber.stop()
+    assert grabber.health.state == "waiting" and "Device or resource busy" in grabber.health.last_error
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().startswith("waiting for camera: ") for r in warnings] == [True], warnings
+    told = reminders()[:3]
+    assert len(told) == 3
+    assert all(r.getMessage().startswith("still waiting for camera (") for r in told)
+    assert all(r.getMessage().endswith("; retrying every 0.01 s") for r in told)
+    # Retried all along (every 10 ms), but each reminder comes twice as long after the last.
+    assert attempts > 30
+    gaps = [later.created - earlier.created for earlier, later in itertools.pairwise([warnings[0], *told])]
+    assert gaps[0] >= 0.1 and all(later >= 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+
+
 def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, caplog):
     camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
     source = Picamera2Source(320, 240, picamera2_class=camera_class)
@@ -271,8 +316,9 @@ def test_grabber_reopens_a_failing_camera_with_exponential_backoff(photo_paths, 
         grabber.stop()
     # Waited 0.05, then 0.1, then 0.15 (capped) before the open that worked.
     assert recovered_after >= 0.05 + 0.1 + 0.15 - 0.02
+    # Each cause is told once: the failed capture, then the failed start (not again when it repeats).
     delays = [r.getMessage().rsplit("; ", 1)[1] for r in caplog.records if " in " in r.getMessage().rsplit("; ", 1)[-1]]
-    assert delays == ["reopening in 0.05 s", "retrying in 0.1 s", "retrying in 0.15 s"]
+    assert delays == ["reopening in 0.05 s", "retrying in 0.1 s"]
     assert any(r.getMessage().endswith(": reopened") for r in caplog.records)
     assert [camera.closed for camera in camera_class.instances[:-1]] == [True] * (len(camera_class.instances) - 1)
 
@@ -379,6 +425,72 @@ def test_auto_without_any_camera_is_a_clear_error_when_opened(photo_paths, tmp_p
         f"no camera found: picamera2 lists no camera and {tmp_path / 'video0'} does not exist; "
         'connect a camera, or set [camera] source = "replay" with path = a folder of images'
     )
+
+
+def test_auto_leaves_a_usb_webcam_to_opencv(photo_paths, tmp_path):
+    """libcamera lists UVC cameras; the picamera2 source refuses their YUYV/MJPEG, so auto
+    picking picamera2 waited for ever with 'set source = opencv'."""
+    video0 = tmp_path / "video0"
+    video0.touch()
+    webcam = FakePicamera2.with_scene(load_image(photo_paths[0]), sensor="usb")
+    assert select_auto_camera(webcam, video0) == ("opencv", None)
+    video0.unlink()
+    with pytest.raises(SourceError) as caught:
+        select_auto_camera(webcam, video0)
+    assert str(caught.value).startswith("no camera found: picamera2 lists only USB cameras, which OpenCV reads and ")
+
+
+def test_auto_takes_the_pi_camera_when_a_webcam_is_listed_too(photo_paths, tmp_path):
+    both = [
+        {
+            "Model": "UVC Camera (046d:0825)",
+            "Location": 2,
+            "Rotation": 0,
+            "Id": "/base/axi/pcie@120000/rp1/usb@200000-1",
+        },
+        {"Model": "imx708", "Location": 2, "Rotation": 0, "Id": SENSORS["imx708"]["id"]},
+    ]
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]), cameras=both)
+    assert select_auto_camera(camera_class, tmp_path / "video0") == ("picamera2", camera_class)
+    assert camera_class.global_camera_info()[0]["Model"] == "imx708"  # picamera2 sorts USB last
+
+
+def test_a_reload_never_hands_a_source_still_in_use_to_a_second_reader(photo_paths, int8_model_path, tmp_path, caplog):
+    """A reload whose new camera fails reopens the old one; if the old reader is still stuck
+    in close() (Pi 4 cable glitch), its source object must not get a second reader."""
+    camera_class = FakePicamera2.with_scene(load_image(photo_paths[0]))
+    first = Picamera2Source(320, 240, picamera2_class=camera_class)
+    sections = {"device": {"id": "test-hall"}, "detector": {"model": int8_model_path}, "stats": {"interval_seconds": 1}}
+    path = write_config(tmp_path / "edge-face.toml", {"camera": {"source": "picamera2"}, **sections})
+    daemon = build_daemon(
+        load_config(path), config_path=path, source=first, sink=StdoutSink(io.StringIO()), notifier=SystemdNotifier({})
+    )
+    caplog.set_level(logging.INFO, logger="edge")
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.frames_processed < 3:
+            assert time.monotonic() < deadline and runner.is_alive()
+            time.sleep(0.02)
+        camera_class.close_blocks = threading.Event()  # the next close() hangs in the kernel
+        write_config(path, {"camera": {"source": "opencv", "device": str(tmp_path / "video9")}, **sections})
+        daemon.request_reload()
+        while "reload failed" not in caplog.text:
+            assert time.monotonic() < deadline + 30 and runner.is_alive()
+            time.sleep(0.05)
+        assert daemon.grabber.source is not first
+        assert "picamera2 camera 0 (main 320x240): its reader is still blocked; opening a new source object" in (
+            caplog.text
+        )
+        assert daemon.stats(time.monotonic(), daemon.grabber.health)["open_fds"] == len(os.listdir("/proc/self/fd"))
+    finally:
+        if camera_class.close_blocks is not None:
+            camera_class.close_blocks.set()
+        daemon.request_stop()
+        runner.join(timeout=30)
+    assert codes == [0]
 
 
 def test_configured_sources(photo_paths):

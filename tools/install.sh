@@ -11,8 +11,11 @@
 # /opt/edge-face/models/<sha256 prefix>/ behind the links current/previous, installs
 # /etc/edge-face/edge-face.toml from examples/ when there is none yet (never overwritten), an
 # empty /etc/edge-face/mqtt_password credential when there is none, and
-# systemd/edge-face.service; then enables and (re)starts the service. With no camera attached
-# it says so and finishes: the service waits for the camera.
+# systemd/edge-face.service, and links the command into /usr/local/bin (so `sudo edge-face ...`
+# works); then enables and (re)starts the service. With no camera attached it says so and
+# finishes: the service waits for the camera. Each slow step (apt, the virtualenv, pip's
+# download of the dependencies, the start) is announced before it starts, pip shows its
+# progress, and the last lines are the commands to run next.
 # Running it again changes nothing unless an input changed (sources, wheel, extras, model,
 # unit); only then is the service restarted. An unchanged re-run needs no network: the wheel
 # is neither rebuilt nor reinstalled, and dependencies come from the package index only when
@@ -32,8 +35,9 @@
 #                      --no-apt and --no-systemctl, and creates no user
 #   --uninstall        stop the service, remove the device from the MQTT broker and Home
 #                      Assistant (edge-face forget: a broker that cannot be reached is a
-#                      warning), then remove the service, /opt/edge-face and the unit; keeps
-#                      /etc/edge-face (config, credential) and /var/lib/edge-face
+#                      warning), then remove the service, /opt/edge-face, the unit and the
+#                      command's link; keeps /etc/edge-face (config, credential) and
+#                      /var/lib/edge-face
 #   --purge            with --uninstall: remove those too, and the edge-face user
 #   --rollback-model   make the previous model current again and restart
 #
@@ -42,7 +46,8 @@ set -eu
 
 PROG=install.sh
 SRC_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
-SERVICE=edge-face.service
+SERVICE_NAME=edge-face
+SERVICE=$SERVICE_NAME.service
 SERVICE_USER=edge-face
 INSTALL_DIR=/opt/edge-face
 VENV=$INSTALL_DIR/venv
@@ -55,6 +60,10 @@ CONFIG_DIR=/etc/edge-face
 CONFIG_FILE=$CONFIG_DIR/edge-face.toml
 CREDENTIAL_FILE=$CONFIG_DIR/mqtt_password
 UNIT_FILE=/etc/systemd/system/$SERVICE
+# The command on the shell's PATH (and sudo's secure_path): a link to the venv's entry point,
+# whose #! names the venv's Python, so it runs exactly what the unit runs.
+COMMAND=$VENV/bin/edge-face
+COMMAND_LINK=/usr/local/bin/edge-face
 
 ACTION=install
 MODEL=
@@ -164,8 +173,33 @@ systemctl_do() { if [ -n "$USE_SYSTEMCTL" ]; then systemctl "$@"; fi; }
 
 # --- install steps ---------------------------------------------------------------------------
 
+# ensure_picamera2_version: an installed python3-picamera2 older than MIN_PICAMERA2_VERSION of
+# the picamera2 source (stated once, in edge/sources/picamera2.py) has no capture timeout, so
+# a pulled camera cable would hang the service: upgrade it with apt, or stop with the reason.
+# The package database is the target's ($ROOT/var/lib/dpkg).
+ensure_picamera2_version() {
+    line=$(dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f='${Status} ${Version}' python3-picamera2 2>/dev/null) || return 0
+    case $line in "install ok installed "*) installed=${line##* } ;; *) return 0 ;; esac
+    minimum=$(sed -n 's/^MIN_PICAMERA2_VERSION = "\(.*\)"$/\1/p' "$SRC_DIR/edge/sources/picamera2.py")
+    [ -n "$minimum" ] || die "no MIN_PICAMERA2_VERSION in $SRC_DIR/edge/sources/picamera2.py: run this from a checkout"
+    dpkg --compare-versions "$installed" lt "$minimum" || return 0
+    fix="sudo apt install --only-upgrade python3-picamera2, or run this without --no-apt"
+    if [ -n "$ROOT" ]; then fix="upgrade python3-picamera2 in $ROOT first"; fi
+    if [ -n "$USE_APT" ]; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --only-upgrade python3-picamera2
+        installed=$(dpkg-query -W -f='${Version}' python3-picamera2)
+        if ! dpkg --compare-versions "$installed" lt "$minimum"; then
+            changed "upgraded python3-picamera2 to $installed (edge-face needs $minimum or later)"
+            return 0
+        fi
+        fix="apt offers no newer one: update the OS (sudo apt update && sudo apt full-upgrade) and run this again"
+    fi
+    die "python3-picamera2 $installed is older than $minimum, which edge-face needs (older ones have no capture timeout: a pulled camera cable would hang the service); $fix"
+}
+
 install_os_packages() {
-    [ -n "$USE_APT" ] || return 0
+    [ -n "$USE_APT" ] || { ensure_picamera2_version; return 0; }
     # setuptools and wheel let the venv build the package wheel without a download.
     # python3-numpy: the OS's numpy (Raspberry Pi OS ships it; picamera2 needs it) serves the
     # venv through its site packages, so a --no-deps install can still check its config.
@@ -177,11 +211,13 @@ install_os_packages() {
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"
     done
     if [ -n "$missing" ]; then
+        say "installing OS packages with apt-get:$missing"
         apt-get update
         # shellcheck disable=SC2086 # one word per package
         DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
         changed "installed OS packages:$missing"
     fi
+    ensure_picamera2_version
 }
 
 create_user() {
@@ -236,16 +272,23 @@ build_wheel() {
         || die "building the wheel failed (see the message above)"
 }
 
-# pip_install ARGS...: offline first (everything needed is often installed already), then with
-# the package index when that is not enough.
-pip_install() {
-    venv_python -m pip install --quiet --disable-pip-version-check --no-index "$@" 2>/dev/null \
-        || venv_python -m pip install --quiet --disable-pip-version-check "$@"
+# install_dependencies REQUIREMENT NAME (the wheel's path, and its name, extras appended):
+# offline first, quietly (everything needed is often installed already); only when that is
+# not enough from the package index, with pip's own progress (a line per package, a progress
+# bar on a terminal): minutes on a Pi, which must not look hung.
+install_dependencies() {
+    say "checking the dependencies of $2"
+    if venv_python -m pip install --quiet --disable-pip-version-check --no-index "$1" >/dev/null 2>&1; then
+        return 0
+    fi
+    say "downloading and installing them with pip (several minutes on a Pi; pip's progress follows)"
+    venv_python -m pip install --disable-pip-version-check "$1"
 }
 
 install_package() {
     ensure_dir "$INSTALL_DIR" 755 root:root
     if [ ! -x "$ROOT$VENV/bin/python" ]; then
+        say "creating the virtualenv $VENV (a minute or two on a Pi)"
         # The OS's site packages hold python3-picamera2 and libcamera, which pip cannot install.
         "$PYTHON" -m venv --system-site-packages "$ROOT$VENV" \
             || die "could not create the virtualenv (apt-get install python3-venv)"
@@ -262,7 +305,7 @@ install_package() {
     wanted=$(printf 'inputs %s\nextras %s\ndependencies %s\n' "$inputs" "$EXTRAS" "$dependencies")
     installed=$(cat -- "$ROOT$STATE_FILE" 2>/dev/null || true)
     # A venv made anew (or emptied by hand) holds nothing, whatever the record says.
-    if [ ! -x "$ROOT$VENV/bin/edge-face" ]; then installed=; fi
+    if [ ! -x "$ROOT$COMMAND" ]; then installed=; fi
     if [ "$wanted" = "$installed" ]; then return 0; fi
     installed_inputs=$(printf '%s\n' "$installed" | sed -n 's/^inputs //p')
     # Same sources, other extras: the wheel kept in dist/ is the one to install, no rebuild.
@@ -287,7 +330,8 @@ install_package() {
         changed "installed $wheel_name into $VENV"
     fi
     if [ -z "$NO_DEPS" ]; then
-        pip_install "$wheel${EXTRAS:+[$EXTRAS]}" || die "pip could not install the dependencies of $wheel_name${EXTRAS:+[$EXTRAS]}"
+        install_dependencies "$wheel${EXTRAS:+[$EXTRAS]}" "$wheel_name${EXTRAS:+[$EXTRAS]}" \
+            || die "pip could not install the dependencies of $wheel_name${EXTRAS:+[$EXTRAS]} (its message is above)"
     fi
     installed_extras=$(printf '%s\n' "$installed" | sed -n 's/^extras //p')
     if [ "$EXTRAS" != "$installed_extras" ]; then
@@ -352,9 +396,11 @@ install_config() {
     fi
     ensure_mode "$CREDENTIAL_FILE" 600 root:root
     if [ -z "$ROOT" ]; then
+        say "checking $CONFIG_FILE as user $SERVICE_USER"
         # As the service user: what it cannot read (a root-only file) fails here, not at start.
-        (cd / && runuser -u "$SERVICE_USER" -- "$VENV/bin/edge-face" check-config "$CONFIG_FILE" >/dev/null) \
+        verdict=$(cd / && runuser -u "$SERVICE_USER" -- "$COMMAND" check-config "$CONFIG_FILE") \
             || die "$CONFIG_FILE is not valid for user $SERVICE_USER (message above); fix it and run this again"
+        say "config $verdict"
     fi
 }
 
@@ -362,6 +408,7 @@ install_config() {
 # (source auto, picamera2, or opencv with a /dev path), so the install can finish while the
 # service waits for it. Streams and files are the daemon's to open and retry.
 find_camera() {
+    say "looking for the camera the config names"
     config=$ROOT$CONFIG_FILE
     probe='
 import sys, tomllib
@@ -409,6 +456,20 @@ install_unit() {
     fi
 }
 
+# install_command: the link on PATH. A file or link there that is not ours (another install
+# of edge-face, say with pip) is left alone, and said.
+install_command() {
+    if [ -e "$ROOT$COMMAND_LINK" ] || [ -L "$ROOT$COMMAND_LINK" ]; then
+        if [ "$(readlink -- "$ROOT$COMMAND_LINK" 2>/dev/null || true)" != "$COMMAND" ]; then
+            say "left $COMMAND_LINK alone (not made by this installer): the installed command is $COMMAND"
+            return 0
+        fi
+    elif [ ! -d "$ROOT$(dirname -- "$COMMAND_LINK")" ]; then
+        mkdir -p -- "$ROOT$(dirname -- "$COMMAND_LINK")"  # only in a bare --root
+    fi
+    ensure_link "$COMMAND" "$COMMAND_LINK"
+}
+
 start_service() {
     [ -n "$USE_SYSTEMCTL" ] || return 0
     if ! systemctl is-enabled --quiet "$SERVICE"; then
@@ -421,8 +482,9 @@ start_service() {
             systemctl restart --no-block "$SERVICE"
             say "$SERVICE (re)started; it waits for the camera"
         else
+            say "starting $SERVICE (it loads the model and waits for a first frame)"
             # Type=notify: this returns once the daemon has loaded the model and seen a frame.
-            systemctl restart "$SERVICE" || die "$SERVICE did not start: journalctl -u $SERVICE -n 50"
+            systemctl restart "$SERVICE" || die "$SERVICE did not start: sudo journalctl -u $SERVICE_NAME -n 50"
             say "$SERVICE (re)started"
         fi
     fi
@@ -436,13 +498,30 @@ do_install() {
     install_model
     install_config
     install_unit
+    install_command
     find_camera
     start_service
     if [ -n "$CHANGED" ]; then say "done"; else say "edge-face is up to date; nothing changed"; fi
     if [ -n "$NO_CAMERA" ]; then
         say "no camera found yet; the service waits for one (${NO_CAMERA#no camera found: })"
-        say "connect the camera, or set [camera] in $CONFIG_FILE; follow it with: journalctl -u $SERVICE -f"
+        say "connect the camera, or set [camera] in $CONFIG_FILE"
     fi
+    next_steps
+}
+
+# next_steps: the last lines, commands to copy. The config is 0640 root:edge-face and the
+# journal is for root and the groups adm and systemd-journal, hence sudo.
+next_steps() {
+    say "next:"
+    cat <<END
+  # check the config as the service reads it
+  sudo edge-face check-config --as-user $SERVICE_USER $CONFIG_FILE
+  # follow the service (the face events show here until it has a broker)
+  sudo journalctl -u $SERVICE_NAME -f
+  # give it a broker: [mqtt] host and username, the password alone in the second file
+  sudoedit $CONFIG_FILE $CREDENTIAL_FILE
+  sudo systemctl restart $SERVICE_NAME
+END
 }
 
 # --- uninstall and rollback --------------------------------------------------------------------
@@ -452,7 +531,7 @@ do_install() {
 # controls from the broker, so Home Assistant does not keep a ghost device. The environment
 # is the unit's: its credential (LoadCredential=) and state directory (StateDirectory=).
 forget_device() {
-    program=$ROOT$VENV/bin/edge-face
+    program=$ROOT$COMMAND
     if [ ! -x "$program" ] || [ ! -f "$ROOT$CONFIG_FILE" ]; then
         return 0
     fi
@@ -473,6 +552,10 @@ do_uninstall() {
         rm -f -- "$ROOT$UNIT_FILE"
         systemctl_do daemon-reload
         say "removed $UNIT_FILE"
+    fi
+    if [ "$(readlink -- "$ROOT$COMMAND_LINK" 2>/dev/null || true)" = "$COMMAND" ]; then
+        rm -f -- "$ROOT$COMMAND_LINK"
+        say "removed $COMMAND_LINK"
     fi
     if [ -e "$ROOT$INSTALL_DIR" ]; then
         rm -rf -- "$ROOT$INSTALL_DIR"

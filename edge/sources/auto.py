@@ -1,7 +1,9 @@
 """``[camera]`` config -> a frame source, including auto-selection when none is named.
 
-Auto-selection (``source = "auto"``): picamera2 when it is installed and lists a camera,
-else the V4L2 device /dev/video0 through OpenCV when it exists, else a clear error. The
+Auto-selection (``source = "auto"``): picamera2 when it is installed and lists a camera
+that is not a USB one, else the V4L2 device /dev/video0 through OpenCV when it exists, else
+a clear error. libcamera lists USB (UVC) webcams too, but their YUYV and MJPEG streams are
+OpenCV's to read (the picamera2 source takes only RGB888 and YUV420). The
 choice is made when the source is opened (:class:`AutoSource`), not when it is built, so a
 camera that shows up after the service started is found by the reader's retries.
 """
@@ -83,6 +85,11 @@ def _build(
     return OpenCVSource(device, width, height, camera.fps)
 
 
+def is_usb_camera(info: dict[str, Any]) -> bool:
+    """A ``global_camera_info()`` entry of a USB camera (picamera2 tests ``"/usb" in Id``)."""
+    return "/usb" in str(info.get("Id", ""))
+
+
 def select_auto_camera(picamera2_class: Any = None, video_device: Path = DEFAULT_VIDEO_DEVICE) -> tuple[str, Any]:
     """What ``source = "auto"`` would open now, without opening it: ("picamera2", its class)
     or ("opencv", None); raises SourceError saying why there is no camera (the installer
@@ -90,8 +97,13 @@ def select_auto_camera(picamera2_class: Any = None, video_device: Path = DEFAULT
     why_not_picamera2 = "picamera2 lists no camera"
     try:
         camera_class = picamera2_class or import_picamera2_class()
-        if camera_class.global_camera_info():
+        cameras = camera_class.global_camera_info()
+        # picamera2 sorts USB cameras last (their Id names the USB path), so camera 0 is a
+        # Pi camera whenever there is one.
+        if any(not is_usb_camera(camera) for camera in cameras):
             return "picamera2", camera_class
+        if cameras:
+            why_not_picamera2 = "picamera2 lists only USB cameras, which OpenCV reads"
     except Picamera2NotInstalled:
         why_not_picamera2 = "picamera2 is not installed"
     except SourceError:

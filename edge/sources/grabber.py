@@ -18,10 +18,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.sources.base import Frame, FrameSource, SourceError
+
+# While a live source keeps failing for the same cause, the journal gets that cause once at
+# WARNING, then reminders at INFO: the first two longest retry delays after it (a minute by
+# default), each next one twice as long after the last, at most this long (the state and stats
+# topics carry the state all along).
+LONGEST_REMINDER_S = 3600.0
+
+
+def reminder_interval(reminders_logged: int, first: float, longest: float = LONGEST_REMINDER_S) -> float:
+    """Seconds from the last line about an unchanged failure to the next reminder, after
+    ``reminders_logged`` reminders: ``first``, doubling each time, at most ``longest``."""
+    return min(first * 2.0 ** min(reminders_logged, 64), longest)
 
 
 @dataclass(frozen=True)
@@ -45,11 +58,14 @@ class FrameGrabber:
         keep_latest: bool | None = None,
         logger: logging.Logger | None = None,
         on_crash: Callable[[str, BaseException], None] | None = None,
+        first_reminder: float | None = None,
     ) -> None:
         """``keep_latest`` None: True for live sources (drop stale frames), False otherwise.
-        ``on_crash(thread_name, exc)``: called once if the reader fails unexpectedly."""
+        ``on_crash(thread_name, exc)``: called once if the reader fails unexpectedly.
+        ``first_reminder``: see :func:`reminder_interval` (None: twice ``reopen_max_delay``)."""
         self.source = source
         self.reopen_min_delay, self.reopen_max_delay = reopen_min_delay, reopen_max_delay
+        self.first_reminder = 2 * reopen_max_delay if first_reminder is None else first_reminder
         self.keep_latest = source.is_live if keep_latest is None else keep_latest
         self.log = logger or logging.getLogger("edge.sources")
         self._cond = threading.Condition()
@@ -70,17 +86,17 @@ class FrameGrabber:
         work); a live one that cannot be opened yet is retried by the reader with backoff,
         state "waiting", and its cause logged (``wait_for_live`` False: SourceError too, for
         a reload that can keep the camera it has)."""
-        opened = True
+        waiting_for: str | None = None  # the cause, when the source could not be opened yet
         try:
             self.source.open()
         except SourceError as exc:
             if not (self.source.is_live and wait_for_live):
                 raise
-            opened = False
+            waiting_for = str(exc)
             with self._cond:
-                self._state, self._last_error = "waiting", str(exc)
+                self._state, self._last_error = "waiting", waiting_for
             self.log.warning("waiting for camera: %s; retrying in %.3g s", exc, self.reopen_min_delay)
-        self._thread = threading.Thread(target=self._run, args=(opened,), name="frame-grabber", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(waiting_for,), name="frame-grabber", daemon=True)
         self._thread.start()
 
     def get(self, timeout: float) -> Frame | None:
@@ -107,6 +123,14 @@ class FrameGrabber:
         with self._cond:
             return SourceHealth(self._state, self._frames_read, self._dropped, self._reopens, self._last_error)
 
+    @property
+    def released(self) -> bool:
+        """True when no reader thread uses the source any more (none was started, or it ended
+        and closed the source): only then may another grabber use the same source object.
+        A reader blocked in the driver (a camera ``close()`` in uninterruptible sleep) may
+        still hold it after :meth:`stop` gave up waiting."""
+        return self._thread is None or not self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         with self._cond:
@@ -118,9 +142,9 @@ class FrameGrabber:
                     "%s: reader did not stop within %.0f s (blocked in the driver?)", self.source.name, timeout
                 )
 
-    def _run(self, opened: bool = True) -> None:
+    def _run(self, waiting_for: str | None = None) -> None:
         try:
-            if not opened and not self._retry_open(self.reopen_min_delay):
+            if waiting_for is not None and not self._retry_open(self.reopen_min_delay, logged=waiting_for):
                 return
             while not self._stopping.is_set():
                 try:
@@ -178,23 +202,40 @@ class FrameGrabber:
             with self._cond:
                 self._reopens += 1
 
-    def _retry_open(self, delay: float, done: str = "opened") -> bool:
+    def _retry_open(self, delay: float, done: str = "opened", logged: str | None = None) -> bool:
         """Try to open every ``delay`` s (doubling up to the max) until it works (True) or we
-        stop (False). A cause is logged when it changes, then at most every max delay."""
-        last_logged = None
+        stop (False). A cause (``logged``: the one already told) is logged at WARNING when it
+        changes; while it stays the same, a reminder at INFO by :func:`reminder_interval`."""
+        # When the cause was first told, when last (told or reminded), how many reminders since.
+        since = logged_at = time.monotonic()
+        reminders = 0
         while not self._stopping.wait(delay):
             try:
                 self.source.open()
             except SourceError as exc:
                 delay = min(delay * 2, self.reopen_max_delay)
                 with self._cond:
-                    self._last_error = str(exc)
-                if str(exc) != last_logged or delay >= self.reopen_max_delay:
-                    last_logged = str(exc)
+                    self._last_error, state = str(exc), self._state
+                now = time.monotonic()
+                if str(exc) != logged:
+                    logged, since, logged_at, reminders = str(exc), now, now, 0
                     self.log.warning("%s; retrying in %.3g s", exc, delay)
+                elif now - logged_at >= reminder_interval(reminders, self.first_reminder):
+                    doing = "waiting for camera" if state == "waiting" else f"reopening {self.source.name}"
+                    self.log.info("still %s (%s): %s; retrying every %.3g s", doing, _duration(now - since), exc, delay)
+                    logged_at, reminders = now, reminders + 1
                 continue
             with self._cond:
                 self._state = "ok"
             self.log.info("%s: %s", self.source.name, done)
             return True
         return False
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``2 h``: a reminder's wait, rounded down."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f} min"
+    return f"{seconds // 3600:.0f} h"

@@ -14,6 +14,15 @@ in docs/deploy.md ("Camera and the hardened unit"). On first contact it:
   capture waits at most ``capture_timeout``; then pending jobs are cancelled
   (``cancel_all_and_flush``), the camera is closed and :class:`SourceError` is raised, so the
   frame grabber reopens it with backoff.
+* **Refuses what would fail later**: a picamera2 older than :data:`MIN_PICAMERA2_VERSION`
+  (no capture timeout: a pulled cable would hang), and a DMA heap this user cannot open
+  (picamera2 opens it after taking the camera and would leave the camera held).
+* **Leaves nothing behind when an open fails**: picamera2's constructor registers the
+  object and opens a pipe before it can fail, and never frees them when it does (see
+  :func:`release_half_built`); the source frees them, so retrying for ever costs nothing.
+* **Reads the sensor modes once per camera**: each read reconfigures the camera once per
+  mode; the result is kept for later opens of the same camera, a failure is logged at
+  every open with what it means for the field of view.
 * **Trusts what libcamera configured**: size, format and stride are read back from
   ``camera_config`` after ``configure`` (libcamera may adjust them); anything but RGB888 or
   YUV420 is refused.
@@ -40,8 +49,12 @@ through ``picamera2_class``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +72,15 @@ FRAME_INTERVALS_BEFORE_TIMEOUT = 4
 # A SensorTimestamp further than this from now is not on our clock (see _frame_time).
 TIMESTAMP_TOLERANCE = 10.0  # s
 CAMERA_DOC = "docs/deploy.md, 'Camera and the hardened unit'"
+# The first picamera2 release whose capture_request(wait=T) gives up after T seconds and that
+# has cancel_all_and_flush(); older ones accept wait= and block for ever. tools/install.sh
+# reads this line.
+MIN_PICAMERA2_VERSION = "0.3.20"
+# The heaps picamera2's allocator opens, in its order (picamera2 dma_heap.py, heapNames).
+DMA_HEAP_PATHS = ("/dev/dma_heap/vidbuf_cached", "/dev/dma_heap/linux,cma")
+DMA_HEAP_RULE = 'SUBSYSTEM=="dma_heap", GROUP="video", MODE="0660"'
+# What libcamera reports as the ScalerCrop maximum when it does not know it.
+UNKNOWN_CROP = 65535
 
 # Full-range BT.601 (JPEG / sYCC) YCbCr -> RGB coefficients in 16-bit fixed point.
 _FIX = 16
@@ -120,6 +142,93 @@ def import_picamera2_class() -> Any:
     return Picamera2
 
 
+def installed_picamera2_version() -> str | None:
+    """picamera2's version from its package metadata (the apt package ships it), or None."""
+    try:
+        return importlib.metadata.version("picamera2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """'0.3.31' -> (0, 3, 31); stops at the first part that is not a number ('0.3.20rc1' -> (0, 3, 20))."""
+    key = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        key.append(int(digits.group()))
+        if digits.end() < len(part):
+            break
+    return tuple(key)
+
+
+def check_picamera2_version(camera_class: Any, installed: str | None) -> None:
+    """Raise :class:`SourceError` when picamera2 is older than :data:`MIN_PICAMERA2_VERSION`
+    (by ``installed``, its package version, or, where that is unknown, by the missing
+    ``cancel_all_and_flush``)."""
+    too_old = installed is not None and _version_key(installed) < _version_key(MIN_PICAMERA2_VERSION)
+    if too_old or not hasattr(camera_class, "cancel_all_and_flush"):
+        named = installed or "(version unknown)"
+        raise SourceError(
+            f"picamera2 {named} is older than {MIN_PICAMERA2_VERSION}: it has no capture timeout, so a pulled "
+            "camera cable would hang the service; upgrade it: sudo apt update && sudo apt install --only-upgrade "
+            "python3-picamera2 (tools/install.sh does this)"
+        )
+
+
+def dma_heap_problem(paths: Sequence[str]) -> str | None:
+    """Why picamera2's allocator would fail to open the DMA heap, as it tries (the first of
+    ``paths`` that exists, read-write); None when it opens or none exists (then picamera2
+    reports it). picamera2 does this after taking the camera."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            return f"this user cannot open {path} ({exc.strerror})"
+        except OSError:
+            return None  # not what picamera2 trips over; let it report whatever it meets
+        os.close(fd)
+        return None
+    return None
+
+
+def release_half_built(camera_class: Any, number: int, before: Any) -> None:
+    """Free what a failed ``camera_class(...)`` left behind (picamera2 0.3.36 line numbers).
+
+    The constructor opens a notification pipe (picamera2.py:338-339) and registers the
+    object with the class's camera manager (``_cm.add``, :345) before it can fail; when the
+    acquire fails (a busy camera) the object is never returned, ``close()`` returns early on
+    it (:712) and its pipe stays open: one fd per retry, for the life of the process. When the
+    DMA heap cannot be opened (:376, after the acquire and outside the try block) the object
+    is open: the camera stays acquired and every later open reports it busy.
+
+    ``number``: libcamera's number of the camera (``global_camera_info()[i]["Num"]``);
+    ``before``: what the manager held for it before the constructor ran (the object left there
+    now is the half-built one only if it differs).
+    """
+    manager: Any = getattr(camera_class, "_cm", None)
+    cameras = getattr(manager, "cameras", None)
+    if not isinstance(cameras, dict):
+        return
+    camera = cameras.get(number)
+    if camera is None or camera is before:
+        return
+    if getattr(camera, "is_open", False):
+        try:
+            camera.close()  # releases the camera, leaves the manager, closes the pipe
+        except Exception as exc:  # ends with `del self.allocator`, never set on this object
+            log.debug("closing a half-built picamera2 object: %s", explain(exc))
+    pipe = getattr(camera, "notifymeread", None)
+    if pipe is not None and not pipe.closed:
+        pipe.close()
+        os.close(camera.notifyme_w)
+    if cameras.get(number) is camera:
+        manager.cleanup(number)
+
+
 def yuv420_to_rgb(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
     """picamera2's YUV420 array -> (height, width, 3) uint8 RGB.
 
@@ -157,11 +266,12 @@ def yuv420_to_rgb(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
 @dataclass(frozen=True)
 class SensorMode:
     """One of ``Picamera2.sensor_modes``: the sensor's output ``size`` (width, height) read
-    out of ``crop`` (x, y, width, height in native sensor pixels)."""
+    out of ``crop`` (x, y, width, height in native sensor pixels; None when libcamera does
+    not know it and reports 65535)."""
 
     size: tuple[int, int]
     bit_depth: int
-    crop: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int] | None
     fps: float
     format: str
 
@@ -170,10 +280,11 @@ class SensorMode:
         """None for an entry without geometry (a USB camera lists bare format names)."""
         try:
             left, top, width, height = (int(value) for value in mode["crop_limits"])
+            crop = None if UNKNOWN_CROP in (width, height) else (left, top, width, height)
             return cls(
                 size=(int(mode["size"][0]), int(mode["size"][1])),
                 bit_depth=int(mode["bit_depth"]),
-                crop=(left, top, width, height),
+                crop=crop,
                 fps=float(mode.get("fps") or 0.0),
                 format=str(mode.get("format", "")),
             )
@@ -181,19 +292,23 @@ class SensorMode:
             return None
 
 
-def full_sensor_size(modes: list[SensorMode]) -> tuple[int, int]:
-    """The largest area any mode reads out, in native pixels: the whole sensor."""
-    return max(mode.crop[2] for mode in modes), max(mode.crop[3] for mode in modes)
+def full_sensor_size(modes: list[SensorMode]) -> tuple[int, int] | None:
+    """The largest area any mode reads out, in native pixels: the whole sensor (None when
+    no mode's crop is known)."""
+    crops = [mode.crop for mode in modes if mode.crop is not None]
+    if not crops:
+        return None
+    return max(crop[2] for crop in crops), max(crop[3] for crop in crops)
 
 
 def choose_sensor_mode(modes: list[SensorMode], output_size: tuple[int, int]) -> SensorMode | None:
     """The smallest mode that reads out the whole sensor and is at least ``output_size``
     (the ISP only scales down), else the largest whole-sensor mode; ties go to the deeper
-    bit depth, then the higher frame rate. None when no mode has geometry."""
-    if not modes:
-        return None
+    bit depth, then the higher frame rate. None when no mode's crop is known."""
     full = full_sensor_size(modes)
-    whole = [mode for mode in modes if mode.crop[2:] == full]
+    if full is None:
+        return None
+    whole = [mode for mode in modes if mode.crop is not None and mode.crop[2:] == full]
     big_enough = [mode for mode in whole if mode.size[0] >= output_size[0] and mode.size[1] >= output_size[1]]
     pool = big_enough or [max(whole, key=lambda mode: mode.size[0] * mode.size[1])]
     return min(pool, key=lambda mode: (mode.size[0] * mode.size[1], -mode.bit_depth, -mode.fps))
@@ -202,7 +317,10 @@ def choose_sensor_mode(modes: list[SensorMode], output_size: tuple[int, int]) ->
 def field_of_view(mode: SensorMode, full: tuple[int, int], output_size: tuple[int, int]) -> tuple[float, float]:
     """Fractions of the sensor's width and height that an ``output_size`` frame shows: the
     mode's crop, then the centred crop to the output's aspect ratio that both Pi pipelines
-    apply before scaling (libcamera ``Size::boundedToAspectRatio``), so nothing is stretched."""
+    apply before scaling (libcamera ``Size::boundedToAspectRatio``), so nothing is stretched.
+    ``mode.crop`` must be known."""
+    if mode.crop is None:
+        raise ValueError(f"sensor mode {mode.size} has no known crop")
     width, height = mode.size
     if width * output_size[1] > output_size[0] * height:
         shown = (output_size[0] * height // output_size[1], height)
@@ -229,6 +347,8 @@ class Picamera2Source:
 
     ``capture_timeout``: seconds a capture may wait for a frame before the camera counts as
     stopped (default :data:`MIN_CAPTURE_TIMEOUT`, longer at a low configured ``fps``).
+    ``picamera2_class`` / ``picamera2_version`` / ``dma_heap_paths`` replace the installed
+    picamera2, its package version and :data:`DMA_HEAP_PATHS` (tests).
     """
 
     is_live = True
@@ -242,6 +362,8 @@ class Picamera2Source:
         fps: float | None = None,
         picamera2_class: Any = None,
         capture_timeout: float | None = None,
+        picamera2_version: str | None = None,
+        dma_heap_paths: Sequence[str] = DMA_HEAP_PATHS,
     ) -> None:
         if stream not in STREAMS:
             raise ValueError(f"picamera2 stream must be one of {STREAMS}, got {stream!r}")
@@ -250,7 +372,9 @@ class Picamera2Source:
         if capture_timeout is None:
             capture_timeout = max(MIN_CAPTURE_TIMEOUT, FRAME_INTERVALS_BEFORE_TIMEOUT / fps if fps else 0.0)
         self.capture_timeout = capture_timeout
-        self._picamera2_class = picamera2_class
+        self._picamera2_class, self._picamera2_version = picamera2_class, picamera2_version
+        self._dma_heap_paths = tuple(dma_heap_paths)
+        self._modes: dict[str, list[SensorMode]] = {}  # per camera id: read once, kept
         self._camera: Any = None
         self._delivered: _Delivered | None = None
         self._index = 0
@@ -261,14 +385,25 @@ class Picamera2Source:
 
     def open(self) -> None:
         camera_class = self._picamera2_class or import_picamera2_class()
-        model = self._check_listed(camera_class)
+        check_picamera2_version(camera_class, self._picamera2_version or installed_picamera2_version())
+        info = self._check_listed(camera_class)
+        heap_problem = dma_heap_problem(self._dma_heap_paths)
+        if heap_problem is not None:
+            raise SourceError(
+                f"{self.name}: {heap_problem}; picamera2 allocates the frame buffers there after taking the camera, "
+                f"so it cannot work and would keep the camera busy; the udev rule {DMA_HEAP_RULE} "
+                f"(raspberrypi-sys-mods, 60-dma-heap.rules) and group video for this user fix it (see {CAMERA_DOC})"
+            )
+        number = info.get("Num", self.camera_index)
+        before = getattr(getattr(camera_class, "_cm", None), "cameras", {}).get(number)
         try:
             camera = camera_class(self.camera_index)
         except Exception as exc:
+            release_half_built(camera_class, number, before)
             raise SourceError(f"{self.name}: cannot open the camera ({explain(exc)}){_busy_hint(exc)}") from None
         self._camera = camera  # from here on, close() releases it whatever fails next
         try:
-            self._configure(camera, model)
+            self._configure(camera, info)
             camera.start()
         except SourceError:
             self.close()
@@ -279,8 +414,9 @@ class Picamera2Source:
         self._index = 0
         self._warned_timestamp = False
 
-    def _check_listed(self, camera_class: Any) -> str:
-        """The model of our camera; a clear error when libcamera lists none or not this one."""
+    def _check_listed(self, camera_class: Any) -> dict[str, Any]:
+        """Our camera's ``global_camera_info()`` entry; a clear error when libcamera lists none
+        or not this one."""
         try:
             cameras = camera_class.global_camera_info()
         except Exception as exc:
@@ -295,11 +431,11 @@ class Picamera2Source:
         if self.camera_index >= len(cameras):
             found = ", ".join(f"{c.get('Model', '?')} ({number})" for number, c in enumerate(cameras))
             raise SourceError(f"{self.name}: no such camera (cameras found: {found})")
-        return str(cameras[self.camera_index].get("Model", "camera"))
+        return dict(cameras[self.camera_index])
 
-    def _configure(self, camera: Any, model: str) -> None:
+    def _configure(self, camera: Any, info: dict[str, Any]) -> None:
         size = (self.width, self.height)
-        modes = self._sensor_modes(camera)
+        modes, modes_error = self._sensor_modes(camera, str(info.get("Id", self.camera_index)))
         wanted = choose_sensor_mode(modes, size)
         sensor = {"output_size": wanted.size, "bit_depth": wanted.bit_depth} if wanted else {}
         fmt = STREAM_FORMATS[self.stream]
@@ -323,28 +459,67 @@ class Picamera2Source:
         if (got_w, got_h) != size:
             log.warning("%s: libcamera adjusted the %s stream to %dx%d", self.name, self.stream, got_w, got_h)
         self._delivered = _Delivered(got_format, int(got_w), int(got_h), int(stride))
-        self._log_view(model, modes, configured.get("sensor"), (got_w, got_h))
+        model = str(info.get("Model", "camera"))
+        self._log_view(model, modes, modes_error, configured.get("sensor"), (got_w, got_h))
 
-    def _sensor_modes(self, camera: Any) -> list[SensorMode]:
+    def _sensor_modes(self, camera: Any, camera_id: str) -> tuple[list[SensorMode], str | None]:
+        """The camera's modes and why they could not be read (None: they were). Read once per
+        camera: each read configures the camera once per mode, which on a small board can
+        run out of CMA memory (ENOMEM). A failure is not kept: the next open tries again."""
+        if camera_id in self._modes:
+            return self._modes[camera_id], None
         try:
-            raw_modes = camera.sensor_modes
+            raw_modes = list(camera.sensor_modes)
         except Exception as exc:
-            log.warning("%s: cannot read the sensor modes (%s); picamera2 chooses one", self.name, explain(exc))
-            return []
-        return [mode for mode in map(SensorMode.from_picamera2, raw_modes) if mode is not None]
+            return [], explain(exc)
+        modes = [mode for mode in map(SensorMode.from_picamera2, raw_modes) if mode is not None]
+        self._modes[camera_id] = modes
+        return modes, None
 
     def _log_view(
-        self, model: str, modes: list[SensorMode], sensor: dict[str, Any] | None, output: tuple[int, int]
+        self,
+        model: str,
+        modes: list[SensorMode],
+        modes_error: str | None,
+        sensor: dict[str, Any] | None,
+        output: tuple[int, int],
     ) -> None:
-        """Say which mode libcamera runs and how much of the sensor the frames show."""
+        """Say which mode libcamera runs and how much of the sensor the frames show; a
+        warning when that is unknown for a Pi camera (it may be a crop)."""
+        running = ""
+        if sensor and sensor.get("output_size"):
+            width, height = sensor["output_size"]
+            running = (
+                f"; libcamera runs sensor mode {width}x{height} {sensor.get('bit_depth')}-bit, which may be a crop"
+            )
+        if modes_error is not None:
+            log.warning(
+                "%s: %s camera, field of view unknown: cannot read the sensor modes (%s)%s; "
+                "on a Pi Zero 2 W or 1 GB board give the camera more CMA memory (see %s)",
+                self.name,
+                model,
+                modes_error,
+                running,
+                CAMERA_DOC,
+            )
+            return
         chosen = None
         if sensor and modes:
             size = tuple(sensor.get("output_size") or ())
             chosen = next((m for m in modes if m.size == size and m.bit_depth == sensor.get("bit_depth")), None)
-        if chosen is None:
-            log.info("%s: %s camera, field of view unknown (no sensor mode geometry)", self.name, model)
+        full = full_sensor_size(modes)
+        if chosen is None or chosen.crop is None or full is None:
+            if not modes:  # a USB camera lists no geometry: nothing is cropped by mode choice
+                log.info("%s: %s camera, field of view unknown (no sensor mode geometry)", self.name, model)
+            else:
+                log.warning(
+                    "%s: %s camera, field of view unknown: libcamera reports no crop for its sensor modes%s",
+                    self.name,
+                    model,
+                    running,
+                )
             return
-        view_w, view_h = field_of_view(chosen, full_sensor_size(modes), output)
+        view_w, view_h = field_of_view(chosen, full, output)
         log.info(
             "%s: %s sensor mode %dx%d %d-bit (up to %.0f fps), field of view %.0f%% x %.0f%% of the sensor",
             self.name,
@@ -437,12 +612,10 @@ class Picamera2Source:
     def _abandon(self, camera: Any) -> None:
         """After a capture gave up: cancel the job still waiting for a frame (picamera2's
         advice for a dislodged cable, ``cancel_all_and_flush``), then close."""
-        cancel = getattr(camera, "cancel_all_and_flush", None)
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception as exc:
-                log.debug("%s: cancel_all_and_flush failed: %s", self.name, explain(exc))
+        try:
+            camera.cancel_all_and_flush()  # present: open() refuses older picamera2
+        except Exception as exc:
+            log.debug("%s: cancel_all_and_flush failed: %s", self.name, explain(exc))
         self.close()
 
     def close(self) -> None:
