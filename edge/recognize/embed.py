@@ -12,12 +12,14 @@ model. The same-person threshold in that space is in the model's sidecar.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from edge.model import load_interpreter_class
+from edge.native_stderr import runtime_info_to_debug
 from edge.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
 
 
@@ -35,8 +37,10 @@ class FaceEmbedder:
         self.info = info
         interpreter_class, self.interpreter_name = load_interpreter_class(interpreter)
         try:
-            self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            # The runtime's "Created ... XNNPACK delegate" line goes to the debug log, as the detector's.
+            with runtime_info_to_debug(logging.getLogger("edge.recognize")):
+                self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
