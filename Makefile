@@ -22,16 +22,16 @@ demo: setup model samples
 	$(BIN)/edge-face run --config examples/demo.toml
 
 ## test: set up everything (both interpreter environments, mosquitto, systemd tools), check the
-## shipped model against a rebuild, run the whole suite, the detector tests again under
-## tflite-runtime, then the roots: aarch64 (per Pi CPU, bookworm and trixie), a real Home
-## Assistant, and the fleet of booted hosts (each cached after its first run); lint and types
-## (ruff, mypy) first
+## shipped models against a rebuild, run the whole suite, the detector and recognition tests
+## again under tflite-runtime, then the roots: aarch64 (per Pi CPU, bookworm and trixie), a real
+## Home Assistant, and the fleet of booted hosts (each cached after its first run); lint and
+## types (ruff, mypy) first
 test: setup setup-tflite system-deps model
 	$(MAKE) lint
 	$(MAKE) shipped-model-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
-		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
+		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py tests/test_recognize.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
 	$(MAKE) ha-check
 	$(MAKE) fleet-check

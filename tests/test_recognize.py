@@ -260,3 +260,18 @@ def test_embedder_refuses_a_chip_of_the_wrong_size():
     embedder = FaceEmbedder(EMBEDDING_MODEL_PATH, num_threads=1)
     with pytest.raises(ValueError, match=r"chip must be \(150, 150, 3\) uint8, got \(100, 100, 3\) uint8"):
         embedder.descriptor(np.zeros((100, 100, 3), np.uint8))
+
+
+def test_johns_verify_on_this_interpreter(identity_dir):
+    """Every same-person pair of the 55 johns under the shipped threshold and every other pair
+    over it, on whichever interpreter runs the tests (make test runs this file again under
+    tflite-runtime with numpy 1.x)."""
+    from edge.imageio import load_image
+
+    embedder = FaceEmbedder(EMBEDDING_MODEL_PATH, num_threads=1)
+    paths = sorted((identity_dir / "johns").glob("*/*.jpg"))
+    unit = normalized(np.array([embedder.descriptor(load_image(path)) for path in paths]))
+    names = np.array([path.parent.name for path in paths])
+    first, second = np.triu_indices(len(paths), 1)
+    accepted = np.linalg.norm(unit[first] - unit[second], axis=1) < embedder.info.match_threshold
+    assert (accepted == (names[first] == names[second])).all()
