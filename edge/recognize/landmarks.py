@@ -125,6 +125,9 @@ class ShapePredictor:
         left, top, right, bottom = (float(v) for v in box)
         width, height = right - left, bottom - top
         rows, cols = image.shape[:2]
+        # (H * W, C) rows, read by flat index (one take per stage); a copy only when the
+        # frame is a strided view.
+        pixels = image.reshape(rows * cols, -1)
         shape = model.initial_shape.copy()
         depth = model.depth
         for stage in range(model.split_thresholds.shape[0]):
@@ -138,8 +141,9 @@ class ShapePredictor:
             px = _round_half_up(left + x.astype(np.float64) * width)
             py = _round_half_up(top + y.astype(np.float64) * height)
             inside = (px >= 0) & (px < cols) & (py >= 0) & (py < rows)
-            features = np.zeros(px.shape, dtype=np.float32)
-            features[inside] = _intensity_at(image, py[inside], px[inside])
+            # Outside the image a feature pixel reads 0: read a clamped pixel, then zero it.
+            flat = np.clip(py, 0, rows - 1) * cols + np.clip(px, 0, cols - 1)
+            features = _intensity_at(pixels, flat) * inside
             # Node i's children are 2i + 1 (difference above the threshold) and 2i + 2.
             node = np.zeros(self._node_base.shape, dtype=np.intp)
             split_a, split_b, thresholds = self._split_a[stage], self._split_b[stage], self._thresholds[stage]
@@ -169,13 +173,13 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
 
 
-def _intensity_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """dlib's intensity of the pixels at (rows, cols): (r + g + b) // 3 for RGB (only the
-    sampled pixels are converted, not the frame)."""
-    pixels: np.ndarray = image[rows, cols]
-    if image.ndim == 2:
-        return pixels
-    gray: np.ndarray = pixels.sum(axis=1, dtype=np.uint16) // 3
+def _intensity_at(pixels: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """dlib's intensity of rows ``flat`` of ``pixels`` ((H * W, C) uint8, C 1 or 3) as
+    float32: (r + g + b) // 3 for RGB (only the sampled pixels are converted, not the frame)."""
+    sampled = pixels.take(flat, axis=0)
+    if sampled.shape[1] == 1:
+        return sampled[:, 0].astype(np.float32)
+    gray: np.ndarray = (sampled.sum(axis=1, dtype=np.uint16) // 3).astype(np.float32)
     return gray
 
 
