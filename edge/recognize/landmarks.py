@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.recognize.align import similarity_transform
 from edge.sidecar import LANDMARKS_KIND, BoxMapping, LandmarkModelInfo, ModelError, read_recognition_sidecar
 
-NUM_LANDMARKS = 5
 # dlib's order of the 5 points, as seen in the image: the outer and inner corner of the eye on
 # the right, the outer and inner corner of the eye on the left, the bottom of the nose.
 LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
@@ -79,20 +79,6 @@ class ShapeModel:
             raise ValueError(f"{where}: anchor outside the {points // 2} landmarks")
 
 
-def _similarity_matrix(from_points: np.ndarray, to_points: np.ndarray) -> np.ndarray:
-    """The 2x2 part (scale times rotation) of the least-squares similarity transform taking
-    ``from_points`` (N, 2) to ``to_points`` (N, 2) (Umeyama; dlib's find_similarity_transform),
-    in float64. In 2-D Umeyama's SVD has this closed form, reflections excluded."""
-    src = from_points - from_points.mean(axis=0)
-    dst = to_points - to_points.mean(axis=0)
-    sigma_from = float((src**2).sum()) / len(src)
-    a = float((src * dst).sum()) / len(src)
-    b = float((src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]).sum()) / len(src)
-    if sigma_from == 0:
-        return np.eye(2)
-    return np.array([[a, -b], [b, a]]) / sigma_from
-
-
 def _round_half_up(values: np.ndarray) -> np.ndarray:
     """dlib's conversion of a floating point to an integer pixel: floor(x + 0.5)."""
     return np.floor(values + 0.5).astype(np.intp)
@@ -132,7 +118,8 @@ class ShapePredictor:
         depth = model.depth
         for stage in range(model.split_thresholds.shape[0]):
             current = shape.reshape(-1, 2)
-            m = _similarity_matrix(self._points, current.astype(np.float64)).astype(np.float32)
+            # dlib: the similarity from the initial shape to the current one, its 2x2 part as float.
+            m = similarity_transform(self._points, current.astype(np.float64))[0].astype(np.float32)
             deltas = model.deltas[stage]
             # float32 as dlib: tform * delta + location(current_shape, anchor).
             x = deltas[:, 0] * m[0, 0] + deltas[:, 1] * m[0, 1] + current[model.anchor[stage], 0]

