@@ -16,23 +16,23 @@ SHIPPED_MODEL_DIR := edge/models
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-tflite system-deps model samples bench evaluate arm64-check fleet-check clean
-.PHONY: wheel shipped-model shipped-model-check
+.PHONY: wheel shipped-model shipped-model-check recognition-models
 
 ## demo: set up, build the int8 model, and run the main job (the daemon) on sample photos
 demo: setup model samples
 	$(BIN)/edge-face run --config examples/demo.toml
 
 ## test: set up everything (both interpreter environments, mosquitto, systemd tools), check the
-## shipped model against a rebuild, run the whole suite, the detector tests again under
-## tflite-runtime, then the roots: aarch64 (per Pi CPU, bookworm and trixie), a real Home
-## Assistant, and the fleet of booted hosts (each cached after its first run); lint and types
-## (ruff, mypy) first
+## shipped models against a rebuild, run the whole suite, the detector and recognition tests
+## again under tflite-runtime, then the roots: aarch64 (per Pi CPU, bookworm and trixie), a real
+## Home Assistant, and the fleet of booted hosts (each cached after its first run); lint and
+## types (ruff, mypy) first
 test: setup setup-tflite system-deps model
 	$(MAKE) lint
 	$(MAKE) shipped-model-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EDGE_FACE_INTERPRETER=tflite_runtime $(VENV_TFLITE)/bin/python -m pytest -p no:cacheprovider \
-		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py $(PYTEST_ARGS)
+		tests/test_decode.py tests/test_preprocess.py tests/test_detector.py tests/test_recognize.py $(PYTEST_ARGS)
 	$(MAKE) arm64-check
 	$(MAKE) ha-check
 	$(MAKE) fleet-check
@@ -87,8 +87,17 @@ shipped-model: setup
 	for variant in $(SHIPPED_MODEL_VARIANTS); do \
 		$(BIN)/python -m tools.quantize --model $$variant --out $(SHIPPED_MODEL_DIR) || exit 1; done
 
-## shipped-model-check: rebuild every shipped model into a scratch folder; all files must be
-## byte-identical to the committed ones (tools.quantize is deterministic with the pinned TensorFlow)
+## recognition-models: rebuild the face-recognition models shipped in edge/recognize/models
+## (5-point landmarks .npz, descriptor network .tflite, their sidecars) from the pinned wheel of
+## dlib's models (run it after a change to tools/recognize_build or the sidecar format)
+RECOGNITION_MODEL_DIR := edge/recognize/models
+RECOGNITION_MODEL_FILES := shape-predictor-5.npz shape-predictor-5.json dlib-resnet-v1-float16.tflite dlib-resnet-v1-float16.json
+recognition-models: setup
+	$(BIN)/python -m tools.recognize_build --out $(RECOGNITION_MODEL_DIR)
+
+## shipped-model-check: rebuild every shipped model (the detector's input profiles, the
+## recognition models) into a scratch folder; every file must be byte-identical to the committed
+## one (the builds are deterministic with the pinned TensorFlow)
 shipped-model-check: setup
 	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
 	for variant in $(SHIPPED_MODEL_VARIANTS); do \
@@ -97,7 +106,12 @@ shipped-model-check: setup
 		for name in version-$$variant-int8.tflite version-$$variant-int8.json; do \
 			cmp -- "$$scratch/$$name" $(SHIPPED_MODEL_DIR)/$$name || { echo "$(SHIPPED_MODEL_DIR)/$$name is not what the pinned weights build (make shipped-model rewrites it)" >&2; exit 1; }; \
 		done; \
-	done && echo "$(SHIPPED_MODEL_DIR): the shipped models ($(SHIPPED_MODEL_VARIANTS)) are byte-identical to a rebuild from the pinned weights"
+	done && echo "$(SHIPPED_MODEL_DIR): the shipped models ($(SHIPPED_MODEL_VARIANTS)) are byte-identical to a rebuild from the pinned weights" && \
+	$(BIN)/python -m tools.recognize_build --out "$$scratch/recognize" >"$$scratch/log" 2>&1 \
+		|| { cat "$$scratch/log"; exit 1; } && \
+	for name in $(RECOGNITION_MODEL_FILES); do \
+		cmp -- "$$scratch/recognize/$$name" $(RECOGNITION_MODEL_DIR)/$$name || { echo "$(RECOGNITION_MODEL_DIR)/$$name is not what the pinned wheel builds (make recognition-models rewrites it)" >&2; exit 1; }; \
+	done && echo "$(RECOGNITION_MODEL_DIR): the shipped recognition models are byte-identical to a rebuild from the pinned wheel"
 
 ## arm64-check: the device package on an emulated Debian bookworm arm64 userland (needs root;
 ## first run ~13 min, then cached in $$EDGE_FACE_ARM64_CACHE or ~/.cache/edge-face/arm64)

@@ -1,8 +1,9 @@
 """`edge-face` command line: argument parsing and exit codes only; the work lives elsewhere.
 
 Exit codes (edge.exitcodes.ExitCode): 0 success; 1 some inputs failed (each named on one
-stderr line, the others were still processed); 2 usage or configuration error (one line
-naming the option or key); 3 camera/source unavailable; 4 model error;
+stderr line, the others were still processed; `enroll` then writes nothing); 2 usage or
+configuration error, or an unusable gallery (one line naming the option, key or file);
+3 camera/source unavailable; 4 model error;
 5 (fleet) a device is not online.
 """
 
@@ -139,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.fleet import add_arguments as add_fleet_arguments
 
     add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
+
+    from edge.recognize.people import add_arguments as add_people_arguments
+
+    add_people_arguments(
+        commands.add_parser("enroll", help="add a person's face descriptors to the gallery (face recognition)"),
+        commands.add_parser("people", help="list or remove the people in the gallery (face recognition)"),
+    )
     return parser
 
 
@@ -286,6 +294,10 @@ def _main(argv: list[str], early: StartupSignals | None) -> int:
             from edge.fleet import fleet_main
 
             return fleet_main(args)
+        if args.command in ("enroll", "people"):
+            from edge.recognize.people import enroll_main, people_main
+
+            return enroll_main(args) if args.command == "enroll" else people_main(args)
     except BrokenPipeError:  # `edge-face detect ... | head`: the reader left, nothing to report to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.FAILURE

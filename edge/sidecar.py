@@ -13,6 +13,15 @@ A sidecar (format ``edge-face-model/2``) holds::
     tflite_sha256     sha256 of the .tflite bytes
     sidecar_sha256    sha256 of the canonical JSON of every other field (tflite_sha256 included)
 
+The face-recognition models (:mod:`edge.recognize`) use the same format with a ``kind``
+(the detector's sidecar has none)::
+
+    format, kind (face-landmarks | face-embedding), model_id, model_file
+    model        what the file holds, checked per kind (see parse_recognition_sidecar)
+    source, converter     provenance: the pinned wheel, the file read from it, the tools
+    model_sha256      sha256 of the model file's bytes (.npz or .tflite)
+    sidecar_sha256    as below
+
 Integrity. ``tflite_sha256`` catches a truncated, corrupt or swapped ``.tflite``;
 ``sidecar_sha256`` catches an edited sidecar: a changed center_variance or min_boxes still
 parses and would shift every box silently. Because the digest covers ``tflite_sha256``, a
@@ -259,21 +268,30 @@ def _head(outputs: _Fields, key: str, num_priors: int) -> QuantParams:
     return QuantParams(head.positive_float("scale"), head.integer("zero_point", *INT8_RANGE))
 
 
+def _check_seal(fields: _Fields, data: Any, digest_key: str, tool: str) -> str:
+    """The format and the sidecar_sha256 seal of any sidecar; returns its ``digest_key`` (the
+    model file's sha256)."""
+    found = fields.get("format")
+    if found != SIDECAR_FORMAT:
+        problem = f"is {_shown(found)}, expected {SIDECAR_FORMAT!r} (rebuild with python -m {tool})"
+        raise fields.error("format", problem)
+    model_sha256 = fields.sha256(digest_key)
+    recorded = fields.sha256("sidecar_sha256")
+    if canonical_digest(data) != recorded:
+        raise ModelError(
+            f"{fields.where}: sidecar_sha256 does not match the sidecar's content: it was edited after the build "
+            f"(rebuild with python -m {tool} instead of editing it)"
+        )
+    return model_sha256
+
+
 def parse_sidecar(data: Any, where: str) -> ModelInfo:
     """Check every field of a decoded sidecar; raises ModelError (one line naming ``where``
     and the field) for a wrong format, a missing key, a wrong type or an impossible value."""
     fields = _Fields(data, where, "")
-    found = fields.get("format")
-    if found != SIDECAR_FORMAT:
-        problem = f"is {_shown(found)}, expected {SIDECAR_FORMAT!r} (rebuild with python -m tools.quantize)"
-        raise fields.error("format", problem)
-    tflite_sha256 = fields.sha256("tflite_sha256")
-    recorded = fields.sha256("sidecar_sha256")
-    if canonical_digest(data) != recorded:
-        raise ModelError(
-            f"{where}: sidecar_sha256 does not match the sidecar's content: it was edited after the build "
-            "(rebuild with python -m tools.quantize instead of editing it)"
-        )
+    if "kind" in data:
+        raise ModelError(f"{where}: is a {_shown(data['kind'])} model, not the face detector")
+    tflite_sha256 = _check_seal(fields, data, "tflite_sha256", "tools.quantize")
     inp = fields.obj("input")
     width, height = inp.integer("width", low=1), inp.integer("height", low=1)
     if inp.integer("channels") != 3:
@@ -323,6 +341,12 @@ def sidecar_path(model_path: Path) -> Path:
 
 def read_sidecar(model_path: Path) -> ModelInfo:
     """Read and check the sidecar of ``model_path``; raises ModelError (one line)."""
+    data, where = _read_document(model_path, "tools.quantize")
+    return parse_sidecar(data, where)
+
+
+def _read_document(model_path: Path, tool: str) -> tuple[Any, str]:
+    """The decoded JSON of ``model_path``'s sidecar and the name errors give it."""
     path = sidecar_path(model_path)
     where = f"model sidecar '{path}'"
     try:
@@ -330,7 +354,7 @@ def read_sidecar(model_path: Path) -> ModelInfo:
             raw = stream.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
         raise ModelError(
-            f"model '{model_path}': sidecar '{path}' is missing (it is written beside the .tflite by tools.quantize)"
+            f"model '{model_path}': sidecar '{path}' is missing (it is written beside the model by {tool})"
         ) from None
     except OSError as exc:
         raise ModelError(f"{where}: cannot be read ({exc.strerror or exc})") from None
@@ -340,4 +364,144 @@ def read_sidecar(model_path: Path) -> ModelInfo:
         data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ModelError(f"{where}: unreadable JSON ({exc})") from None
-    return parse_sidecar(data, where)
+    return data, where
+
+
+# --- the face-recognition models -------------------------------------------------------------
+
+LANDMARKS_KIND = "face-landmarks"
+EMBEDDING_KIND = "face-embedding"
+RECOGNITION_TOOL = "tools.recognize_build"
+
+
+@dataclass(frozen=True)
+class BoxMapping:
+    """How a detector box becomes the box the shape predictor was trained on, as fractions of
+    the detector box's width w and height h: the centre moves by (center_x * w, center_y * h)
+    and the box becomes (width * w) x (height * h)."""
+
+    center_x: float
+    center_y: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class LandmarkModelInfo:
+    """A checked face-landmarks sidecar: the tree ensemble's sizes and the box mapping."""
+
+    model_id: str
+    model_sha256: str
+    landmarks: int
+    stages: int
+    trees: int
+    depth: int
+    features: int
+    box_mapping: BoxMapping
+    sidecar: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EmbeddingModelInfo:
+    """A checked face-embedding sidecar: the chip it takes and the descriptor it gives."""
+
+    model_id: str
+    model_sha256: str
+    chip_size: int
+    chip_padding: float
+    dimensions: int
+    match_threshold: float
+    weight_format: str
+    sidecar: dict[str, Any]
+
+
+def recognition_sidecar_document(
+    *, kind: str, model_id: str, model_file: str, model: dict[str, Any], provenance: dict[str, Any], model_sha256: str
+) -> dict[str, Any]:
+    """The sealed sidecar of a face-recognition model; ``provenance`` holds ``source`` and
+    ``converter`` and any checks the build made; ``model`` is what
+    :func:`parse_recognition_sidecar` checks for ``kind``."""
+    document: dict[str, Any] = {
+        "format": SIDECAR_FORMAT,
+        "kind": kind,
+        "model_id": model_id,
+        "model_file": model_file,
+        "model": model,
+        "source": provenance["source"],
+        "converter": provenance["converter"],
+        **{key: value for key, value in provenance.items() if key not in ("source", "converter")},
+        "model_sha256": model_sha256,
+    }
+    document["sidecar_sha256"] = canonical_digest(document)
+    return document
+
+
+def _fraction(fields: _Fields, key: str, low: float, high: float) -> float:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise fields.error(key, f"must be a number in [{low}, {high}], got {_shown(value)}")
+    return float(value)
+
+
+def parse_recognition_sidecar(data: Any, where: str, kind: str) -> LandmarkModelInfo | EmbeddingModelInfo:
+    """Check a face-recognition sidecar of ``kind``; raises ModelError (one line)."""
+    fields = _Fields(data, where, "")
+    found = fields.string("kind")
+    if found != kind:
+        raise fields.error("kind", f"is {found!r}, expected {kind!r}")
+    model_sha256 = _check_seal(fields, data, "model_sha256", RECOGNITION_TOOL)
+    fields.string("model_file")
+    for section in ("source", "converter"):
+        fields.obj(section)
+    fields.obj("source").sha256("sha256")
+    model = fields.obj("model")
+    if kind == LANDMARKS_KIND:
+        mapping = model.obj("box_mapping")
+        return LandmarkModelInfo(
+            model_id=fields.string("model_id"),
+            model_sha256=model_sha256,
+            landmarks=model.integer("landmarks", low=5, high=5),
+            stages=model.integer("stages", low=1),
+            trees=model.integer("trees", low=1),
+            depth=model.integer("depth", low=1, high=16),
+            features=model.integer("features", low=1),
+            box_mapping=BoxMapping(
+                center_x=_fraction(mapping, "center_x", -1.0, 1.0),
+                center_y=_fraction(mapping, "center_y", -1.0, 1.0),
+                width=_fraction(mapping, "width", 0.1, 10.0),
+                height=_fraction(mapping, "height", 0.1, 10.0),
+            ),
+            sidecar=data,
+        )
+    return EmbeddingModelInfo(
+        model_id=fields.string("model_id"),
+        model_sha256=model_sha256,
+        chip_size=model.integer("chip_size", low=1),
+        chip_padding=_fraction(model, "chip_padding", 0.0, 10.0),
+        dimensions=model.integer("dimensions", low=1),
+        match_threshold=model.positive_float("match_threshold"),
+        weight_format=model.string("weight_format"),
+        sidecar=data,
+    )
+
+
+def read_recognition_sidecar(model_path: Path, kind: str) -> LandmarkModelInfo | EmbeddingModelInfo:
+    """Read and check the sidecar of a face-recognition model file, and that the file's
+    sha256 is the one it records; raises ModelError (one line)."""
+    data, where = _read_document(model_path, RECOGNITION_TOOL)
+    info = parse_recognition_sidecar(data, where, kind)
+    check_file_sha256(model_path, info.model_sha256)
+    return info
+
+
+def check_file_sha256(model_path: Path, expected: str) -> None:
+    """Raise ModelError unless ``model_path``'s bytes have sha256 ``expected``."""
+    try:
+        actual = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelError(f"model '{model_path}': cannot be read ({exc.strerror or exc})") from None
+    if actual != expected:
+        raise ModelError(
+            f"model '{model_path}': sha256 {actual} does not match its sidecar ({expected}); "
+            "the file is corrupt or from another build"
+        )

@@ -47,6 +47,12 @@ def subset_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def identity_dir() -> Path:
+    """../shared/faces-identity: 5 people x 11 aligned 150x150 chips (johns/NAME/*.jpg)."""
+    return _data_dir(shared_data.IDENTITY_ENV, shared_data.identity_dir())
+
+
+@pytest.fixture(scope="session")
 def photo_paths(upstream_dir: Path) -> list[Path]:
     """The 16 real upstream photos with faces, in a fixed order."""
     return sorted((upstream_dir / "images").glob("*.jpg"), key=lambda p: int(p.stem))

