@@ -2,6 +2,8 @@
 
     python -m tools.bench_config_libs [--site msgspec=DIR] [--site pydantic=DIR] [--runs N]
                                       [--loads N] [--random-docs N] [--wheels DIR]
+                                      [--daemon 'BENCH_DAEMON_ARGS']
+                                      [--python 'COMMAND' [--python-path DIR]]
 
 Three implementations of the same four sections ([device], [camera], [mqtt], [scene]):
 edge.config itself (tools/config_ports/reference.py) and the ports to msgspec and pydantic v2
@@ -19,14 +21,20 @@ edge.config itself (tools/config_ports/reference.py) and the ports to msgspec an
   of ``--runs`` fresh processes: cold (bytecode compiled from source, an empty
   ``-X pycache_prefix``) and warm (the .pyc files written by a previous run);
 * RSS added over an interpreter with numpy imported (VmRSS from /proc/self/status): after
-  the import, after ``--loads`` loads of demo-like documents, and the peak (VmHWM).
+  the import, after ``--loads`` loads of a demo-like document, and the peak (VmHWM);
+* with ``--daemon``: the daemon's peak RSS, tools.bench_daemon's installed-like run
+  (``--snapshot``, MQTT, no OpenCV) with each port imported first, e.g. ``--daemon
+  '--mqtt-port 1883 --model models/build/version-slim-320-int8.tflite'``.
 
-Each implementation is measured in its own child processes of this interpreter, so running
-this under another interpreter (an emulated aarch64 root, a Pi) measures there. ``--site
-LIB=DIR`` adds a folder holding the library (pip install --target DIR) to that port's
-children only. ``--wheels DIR`` also downloads (pip download --only-binary :all:) each
-library's wheels for aarch64 and armv7l, CPython 3.11 and 3.13, into DIR and lists them.
-A library that is not importable is reported as such, not measured.
+The measurements run in child processes of ``--python`` (default: this interpreter), so an
+emulated aarch64 interpreter measures there, e.g. ``--python 'qemu-aarch64 -L ROOT -cpu
+cortex-a72 ROOT/usr/bin/python3.11' --python-path VENV/lib/python3.11/site-packages`` (where
+the children find numpy). Children write bytecode only under a scratch ``pycache_prefix``.
+``--site LIB=DIR`` adds a folder holding the library (pip install --target DIR) to that
+port's children only (and here, for the error comparison, when it is importable here).
+``--wheels DIR`` downloads (pip download --only-binary :all:) each library's wheels for
+aarch64 and armv7l, CPython 3.11 and 3.13, into DIR and lists them. A library that is not
+importable is reported as such, not measured.
 """
 
 from __future__ import annotations
@@ -376,6 +384,38 @@ def list_wheels(folder: Path) -> list[str]:
     return rows
 
 
+# --- the daemon ------------------------------------------------------------------------------------
+
+# Put first on the daemon child's path: imports the port before the daemon starts, so its peak
+# RSS includes the library and the declared sections; cv2 unimportable, as on a device without
+# the opencv extra (the installed-like figure of the README).
+DAEMON_PRELOAD = """import sys
+sys.modules["cv2"] = None
+{imports}
+"""
+
+
+def daemon_peak_rss(library: str, site: Path | None, scratch: Path, bench_args: list[str]) -> float:
+    """Peak RSS (MB) of tools.bench_daemon's installed-like run with ``library``'s port loaded."""
+    preload = scratch / f"preload-{library}"
+    preload.mkdir()
+    imports = "" if library == "edge.config" else f"import {PORTS[library]}"
+    (preload / "sitecustomize.py").write_text(DAEMON_PRELOAD.format(imports=imports), encoding="utf-8")
+    figures = scratch / f"daemon-{library}.json"
+    folders = [preload, PROJECT_ROOT, *([site] if site else [])]
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.bench_daemon", "--snapshot", "--json", str(figures), *bench_args],
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(str(folder) for folder in folders)),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if not figures.exists():
+        raise SystemExit(f"tools.bench_daemon failed for {library}: {result.stderr.strip()[-600:]}")
+    peak: float = json.loads(figures.read_text(encoding="utf-8"))["peak_rss_mb"]
+    return peak
+
+
 # --- the report --------------------------------------------------------------------------------------
 
 
@@ -391,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
         default=sys.executable,
         help="the children's interpreter, a command (default: this one), e.g. "
         "'qemu-aarch64 -L ROOT -cpu cortex-a72 ROOT/usr/bin/python3.11'",
+    )
+    parser.add_argument(
+        "--daemon",
+        metavar="ARGS",
+        help="also run tools.bench_daemon --snapshot with each port loaded (cv2 unimportable), "
+        "with these arguments, e.g. '--mqtt-port 1883': the daemon's peak RSS",
     )
     parser.add_argument(
         "--python-path", type=Path, action="append", default=[], help="a folder the children import numpy from"
@@ -422,7 +468,12 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 print(f"{library}: not measured ({problem}); install it or pass --site {library}=DIR")
         measured = [library for library, problem in available.items() if problem is None]
-        loaders = {library: __import__(PORTS[library], fromlist=["load"]).load for library in measured}
+        loaders = {}
+        for library in measured:
+            try:  # here, in this interpreter: the --site folders may be for the children's
+                loaders[library] = __import__(PORTS[library], fromlist=["load"]).load
+            except ImportError as exc:
+                print(f"{library}: errors not compared (not importable by this interpreter: {exc})")
 
         corpus = BAD_DOCUMENTS + GOOD_DOCUMENTS + random_documents(args.random_docs)
         print(f"\n== errors: {len(corpus)} documents ({len(BAD_DOCUMENTS)} from the tests' cases, "
@@ -430,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = [outcome(loaders["edge.config"], text, fixtures) for text in corpus]
         refused = sum(1 for result in reference if not result.startswith("{"))
         print(f"edge.config refuses {refused}, accepts {len(corpus) - refused}")
-        for library in measured[1:]:
+        for library in [library for library in measured[1:] if library in loaders]:
             results = [outcome(loaders[library], text, fixtures) for text in corpus]
             differ = [(text, ref, got) for text, ref, got in zip(corpus, reference, results, strict=True) if ref != got]
             crashes = sum(1 for result in results if result.startswith("CRASH"))
@@ -477,6 +528,14 @@ def main(argv: list[str] | None = None) -> int:
             extra = rows[library][3] - rows["edge.config"][3]
             print(f"{library} vs edge.config: import (warm) x{ratios[0]:.1f}, load x{ratios[1]:.1f}, "
                   f"RSS after loads {extra:+.2f} MB")  # fmt: skip
+
+        if args.daemon:
+            print("\n== the daemon's peak RSS (tools.bench_daemon --snapshot, no OpenCV, the port loaded) ==")
+            baseline = None
+            for library in measured:
+                peak = daemon_peak_rss(library, sites.get(library), scratch, shlex.split(args.daemon))
+                baseline = peak if baseline is None else baseline
+                print(f"  {library:12} {peak:6.1f} MB ({peak - baseline:+.1f} MB; target <= 80 MB)")
 
     if args.wheels:
         print(f"\n== wheels on PyPI (pip download --only-binary :all: into {args.wheels}) ==")
