@@ -375,7 +375,8 @@ def list_wheels(folder: Path) -> list[str]:
                         capture_output=True,
                         text=True,
                     )  # fmt: skip
-                    wheels = sorted(target.glob(f"{distribution.replace('-', '_')}-*{arch}*.whl"))
+                    name = distribution.replace("-", "_")
+                    wheels = sorted([*target.glob(f"{name}-*{arch}*.whl"), *target.glob(f"{name}-*-none-any.whl")])
                     if result.returncode != 0 or not wheels:
                         found.append(f"{distribution}: no wheel")
                     else:
