@@ -64,6 +64,7 @@ from edge.events import (
     new_boot_id,
 )
 from edge.exitcodes import ExitCode
+from edge.memory import return_freed_frame_buffers
 from edge.model import ModelError
 from edge.outbox import Outbox
 from edge.redact import redact_url
@@ -874,6 +875,7 @@ def _signals_routed_to(controls: DaemonControls) -> Iterator[None]:
 
 def run_main(config_path: str, *, max_frames: int | None = None) -> int:
     """``edge-face run --config FILE``: load, build, run; returns the process exit code."""
+    return_freed_frame_buffers()  # the whole process is the daemon's: see edge.memory
     controls = DaemonControls()
     with _signals_routed_to(controls):
         try:

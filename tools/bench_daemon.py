@@ -131,10 +131,12 @@ def child(config_path: Path, frames: int, warmup: int, preload: bool, without_op
         sys.modules["cv2"] = None  # type: ignore[assignment]  # `import cv2` now raises ImportError
     from edge.config import load_config
     from edge.daemon import build_daemon
+    from edge.memory import return_freed_frame_buffers
     from edge.sdnotify import SystemdNotifier
     from edge.sinks import StdoutSink
     from edge.sources.replay import ReplaySource
 
+    return_freed_frame_buffers()  # as run_main does for `edge-face run`
     config = load_config(config_path)
     if config.camera.path is None:
         raise SystemExit(f"{config_path}: camera.path is not set")
