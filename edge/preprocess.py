@@ -24,6 +24,9 @@ _WEIGHT_ONE = 1 << 11
 # Resize plans kept per resizer (least recently used dropped first): a camera has one frame
 # size; a replay of photos or a `detect` run over a folder has as many as it has photos.
 MAX_RESIZE_PLANS = 8
+# Largest temporary of the numpy resize (see _ResizePlan.__call__), under edge.memory's
+# mmap threshold.
+_BLOCK_BYTES = 192 * 1024
 
 
 def as_three_channels(frame: np.ndarray) -> np.ndarray:
@@ -108,29 +111,38 @@ class _ResizePlan:
         """
         left, right = self.cols
         w_left, w_right = self.col_weights
-        out = None
-        for rows, row_weight in zip(self.rows, self.row_weights, strict=True):
-            if rows is None:
-                continue
-            # Whole source rows first (row copies), then the taps within them: both gathers
-            # stay within (dst_h, src_w * C) bytes, and a non-contiguous frame (a colour view
-            # of a BGRA buffer) is never copied whole.
-            picked = image[rows].reshape(len(rows), -1)
-            sums = picked.take(left, axis=1) * w_left
-            if right is not None:
-                sums += picked.take(right, axis=1) * w_right
-            sums >>= 4
-            sums *= row_weight
-            sums >>= 16
-            if out is None:
-                out = sums
-            else:
-                out += sums
-        assert out is not None
-        out += 2
-        out >>= 2
-        resized: np.ndarray = out.astype(np.uint8).reshape(self.out_shape)
-        return resized
+        out_height, out_width, channels = self.out_shape
+        resized = np.empty((out_height, out_width * channels), np.uint8)
+        # A block of output rows at a time: each temporary stays under _BLOCK_BYTES, so it is
+        # served from malloc's heap (edge.memory maps larger ones and returns them at free:
+        # a page fault per 4 KB, each frame) and stays in the CPU's cache.
+        row_bytes = max(image.shape[1] * channels, out_width * channels * 4)
+        block = max(1, _BLOCK_BYTES // row_bytes)
+        for start in range(0, out_height, block):
+            stop = min(out_height, start + block)
+            out = None
+            for rows, row_weight in zip(self.rows, self.row_weights, strict=True):
+                if rows is None:
+                    continue
+                # Whole source rows first (row copies), then the taps within them: a
+                # non-contiguous frame (a colour view of a BGRA buffer) is never copied whole.
+                picked = image[rows[start:stop]].reshape(stop - start, -1)
+                sums = picked.take(left, axis=1) * w_left
+                if right is not None:
+                    sums += picked.take(right, axis=1) * w_right
+                sums >>= 4
+                sums *= row_weight[start:stop]
+                sums >>= 16
+                if out is None:
+                    out = sums
+                else:
+                    out += sums
+            assert out is not None
+            out += 2
+            out >>= 2
+            resized[start:stop] = out  # 0..255 after the shift: the cast keeps every value
+        shaped: np.ndarray = resized.reshape(self.out_shape)
+        return shaped
 
 
 def _load_cv2() -> Any:
@@ -180,14 +192,19 @@ class BilinearResizer:
             # Only contiguous adds: each pixel gets its right neighbour added in one shifted
             # pass over the row sums, and every other pixel of the result is kept. On an
             # aarch64 core this halves the instructions of the strided pixel-pair add.
+            # A block of output rows at a time, as in _ResizePlan.__call__.
             channels = image.shape[2]
             row_pairs = np.ascontiguousarray(image).reshape(self.height, 2, src_w * channels)
-            rows = np.add(row_pairs[:, 0], row_pairs[:, 1], dtype=np.uint16)
-            total = np.empty_like(rows)
-            np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
-            total += 2
-            total >>= 2
-            halved: np.ndarray = total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
+            halved = np.empty((self.height, self.width, channels), np.uint8)
+            block = max(1, _BLOCK_BYTES // (2 * src_w * channels))
+            for start in range(0, self.height, block):
+                stop = min(self.height, start + block)
+                rows = np.add(row_pairs[start:stop, 0], row_pairs[start:stop, 1], dtype=np.uint16)
+                total = np.empty_like(rows)
+                np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
+                total += 2
+                total >>= 2
+                halved[start:stop] = total.reshape(stop - start, self.width, 2 * channels)[:, :, :channels]
             return halved
         return self._plan_for(src_w, src_h, image.shape[2])(image)
 
