@@ -79,7 +79,16 @@ def mixed_sizes(photos: list[Path], count: int) -> list[tuple[Path, tuple[int, i
     return chosen
 
 
-def make_frames(chosen: list[tuple[Path, tuple[int, int]]], stills: Path, frames: Path, hold: int, suffix: str) -> None:
+def make_frames(
+    photos: list[Path], stills: Path, frames: Path, size: tuple[int, int], hold: int, suffix: str = ".png"
+) -> None:
+    """Each photo at ``size``: :func:`make_sized_frames`."""
+    make_sized_frames([(photo, size) for photo in photos], stills, frames, hold, suffix)
+
+
+def make_sized_frames(
+    chosen: list[tuple[Path, tuple[int, int]]], stills: Path, frames: Path, hold: int, suffix: str
+) -> None:
     """Resize each (photo, size) of ``chosen`` into ``stills`` (``suffix`` ".png": lossless,
     ".jpg": a camera roll) and lay it out in ``frames`` as ``hold`` consecutive frames:
     links to one file, as a camera sees a scene for a while (a preloading replay decodes
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             size_label = f"{args.width}x{args.height}"
         if decode_each_frame:
             size_label += ", decoded each frame"
-        make_frames(chosen, stills_dir, frames_dir, args.hold, ".jpg" if decode_each_frame else ".png")
+        make_sized_frames(chosen, stills_dir, frames_dir, args.hold, ".jpg" if decode_each_frame else ".png")
         config_path = Path(scratch) / "bench.toml"
         write_config(config_path, frames_dir, args.model.resolve(), args.threads, mqtt, args.snapshot)
         figures = run_child(
