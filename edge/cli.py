@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
     )
 
+    preview = commands.add_parser(
+        "preview", help="one camera frame with the masks, zones and detected faces drawn on it (.jpg or .png)"
+    )
+    preview.add_argument("--config", required=True, type=Path)
+    preview.add_argument("out", type=Path, metavar="OUT", help="the picture to write (replaced atomically)")
+
     forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
     forget.add_argument("--config", required=True, type=Path)
 
@@ -286,6 +292,10 @@ def _main(argv: list[str], early: StartupSignals | None) -> int:
             from edge.config import check_config_main
 
             return check_config_main(str(args.config), as_user=args.as_user)
+        if args.command == "preview":
+            from edge.preview import preview_main
+
+            return preview_main(str(args.config), args.out)
         if args.command == "forget":
             from edge.forget import forget_main
 

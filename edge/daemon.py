@@ -66,6 +66,7 @@ from edge.events import (
     new_boot_id,
 )
 from edge.exitcodes import ExitCode
+from edge.memory import return_freed_frame_buffers
 from edge.model import ModelError
 from edge.outbox import Outbox
 from edge.redact import redact_url
@@ -922,6 +923,7 @@ def run_main(config_path: str, *, max_frames: int | None = None, early: StartupS
     """``edge-face run --config FILE``: load, build, run; returns the process exit code.
     ``early``: the signals the command line held while it started (acted on here, once
     this process's own handlers are in place)."""
+    return_freed_frame_buffers()  # the whole process is the daemon's: see edge.memory
     controls = DaemonControls()
     with _signals_routed_to(controls):
         early_reloads = 0

@@ -33,6 +33,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _JPEG_SCALES = (2, 4, 8)  # what libjpeg can decode to directly
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _EXIF_ORIENTATION = 0x0112
+# Decoded pixels are copied out of Pillow this many bytes at a time (see _rgb_pixels).
+_STRIPE_BYTES = 1 << 18
 
 
 class ImageError(Exception):
@@ -128,16 +130,34 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     so a transparent palette entry is handled and the alpha then dropped."""
     mode = image.mode
     if mode == "RGB":
-        return np.asarray(image)
+        return _rgb_pixels(image)
     if mode in _HIGH_BIT_MODES:
         grey = _to_uint8(np.asarray(image))
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in ("P", "PA") or "transparency" in image.info:
         image = image.convert("RGBA")
     try:
-        return np.asarray(image.convert("RGB"))
+        converted = image.convert("RGB")
     except ValueError as exc:  # a mode Pillow cannot convert
         raise ValueError(f"unsupported image mode {mode!r} ({exc})") from None
+    return _rgb_pixels(converted)
+
+
+def _rgb_pixels(image: Image.Image) -> np.ndarray:
+    """A loaded RGB Pillow image -> (H, W, 3) uint8, copied a stripe of rows at a time.
+
+    ``np.asarray(image)`` goes through ``tobytes()``, which holds the packed pixels twice
+    (its chunks, then their join) on top of Pillow's own 4 bytes per pixel: 10 bytes per
+    pixel at its peak, for every replayed frame. Stripes keep it at 7 (a 1600x1200 photo:
+    6 MB less)."""
+    width, height = image.size
+    pixels = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIPE_BYTES // (3 * width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        stripe = image.crop((0, top, width, bottom)).tobytes()
+        pixels[top:bottom] = np.frombuffer(stripe, np.uint8).reshape(bottom - top, width, 3)
+    return pixels
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -189,16 +209,41 @@ def _reason(exc: BaseException) -> str:
 
 def draw_detections(rgb: np.ndarray, detections: Detections) -> np.ndarray:
     """Copy of (H, W, 3) uint8 RGB with each face box and its score drawn on it."""
-    from PIL import Image, ImageDraw
+    image = pillow_image(rgb, "RGB")
+    draw_face_boxes(image, detections)
+    return np.asarray(image)
 
-    height, width = rgb.shape[:2]
-    image = Image.fromarray(rgb)
+
+FACE_COLOUR = (0, 255, 0)
+
+
+def draw_face_boxes(image: Image.Image, detections: Detections, colour: tuple[int, int, int] = FACE_COLOUR) -> None:
+    """Draw each face box of ``detections`` (normalized) and its score on a Pillow RGB image, in place."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = image.size
     draw = ImageDraw.Draw(image)
+    # Pillow's bitmap font: newer Pillows default to a FreeType font, whose libraries cost
+    # the daemon about a megabyte of RSS for a two-digit score (Pillow < 10.1: the default is it).
+    font = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)()
     line = max(2, round(min(width, height) / 200))
     for (x1, y1, x2, y2), score in zip(detections.pixel_boxes(width, height), detections.scores, strict=True):
-        draw.rectangle((x1, y1, x2, y2), outline=(0, 255, 0), width=line)
-        draw.text((x1 + line, max(0.0, y1 - 12 - line)), f"{score:.2f}", fill=(0, 255, 0))
-    return np.asarray(image)
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
+        draw.text((x1 + line, max(0.0, y1 - 12 - line)), f"{score:.2f}", fill=colour, font=font)
+
+
+def pillow_image(pixels: np.ndarray, color_order: str) -> Image.Image:
+    """(H, W, 3) uint8 in ``color_order`` ("RGB" or "BGR") -> a Pillow RGB image, in one
+    copy of the frame (a BGR frame is flipped by Pillow's unpacker while it copies)."""
+    from PIL import Image
+
+    if color_order not in ("RGB", "BGR"):
+        raise ValueError(f"color_order must be RGB or BGR, got {color_order!r}")
+    height, width = pixels.shape[:2]
+    # frombuffer reads the buffer as packed rows: a strided view (e.g. the colour channels
+    # of a BGRA camera buffer) is packed first.
+    packed = np.ascontiguousarray(pixels)
+    return Image.frombuffer("RGB", (width, height), packed, "raw", color_order, 0, 1)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:

@@ -9,6 +9,7 @@ delivers the model size) and one XOR written straight into the interpreter's inp
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,12 @@ PIXEL_OFFSET = 127.0
 PIXEL_SCALE = 128.0
 # cv2's INTER_LINEAR uses 11-bit fixed-point weights; so does the numpy path.
 _WEIGHT_ONE = 1 << 11
+# Resize plans kept per resizer (least recently used dropped first): a camera has one frame
+# size; a replay of photos or a `detect` run over a folder has as many as it has photos.
+MAX_RESIZE_PLANS = 8
+# Largest temporary of the numpy resize (see _ResizePlan.__call__), under edge.memory's
+# mmap threshold.
+_BLOCK_BYTES = 192 * 1024
 
 
 def as_three_channels(frame: np.ndarray) -> np.ndarray:
@@ -59,15 +66,19 @@ def _taps(src_size: int, dst_size: int, clamp_weights: bool) -> tuple[np.ndarray
 
 @dataclass(frozen=True)
 class _ResizePlan:
-    """Everything about one (source size -> model size) resize that does not depend on the pixels.
+    """Everything about one (source size -> model size) resize that does not depend on the
+    pixels, per axis (a few KB whatever the frame size; a per-pixel plan was ~7 MB).
 
-    ``taps``: per output row, (flat byte indices of the left taps, of the right taps or None
-    when every right weight is 0) for the top row and, unless every bottom weight is 0, the
-    bottom row; ``col_weights``: (W*C,) int32 left/right weights; ``row_weights``: (H, 1)
-    int32 top/bottom weights.
+    ``rows``: (top, bottom) (dst_h,) source row of each output row, bottom None when every
+    bottom weight is 0; ``cols``: (left, right) (dst_w * C,) byte offsets within a source
+    row of each output byte's taps, right None when every right weight is 0;
+    ``col_weights``: (dst_w * C,) int32 left/right weights; ``row_weights``: (dst_h, 1)
+    int32 top/bottom weights. Indices are intp, what ``take`` uses (int32 would be
+    converted at every frame).
     """
 
-    taps: tuple[tuple[np.ndarray, np.ndarray | None], ...]
+    rows: tuple[np.ndarray, np.ndarray | None]
+    cols: tuple[np.ndarray, np.ndarray | None]
     col_weights: tuple[np.ndarray, np.ndarray]
     row_weights: tuple[np.ndarray, np.ndarray]
     out_shape: tuple[int, int, int]
@@ -78,17 +89,13 @@ class _ResizePlan:
         left, right, w_left, w_right = _taps(src_w, dst_w, clamp_weights=True)
         channel = np.arange(channels)
 
-        def byte_index(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            pixel = rows[:, None] * src_w + cols[None, :]
-            index: np.ndarray = (pixel[:, :, None] * channels + channel).reshape(dst_h, dst_w * channels)
-            return index
+        def byte_offsets(cols: np.ndarray) -> np.ndarray:
+            offsets: np.ndarray = (cols[:, None] * channels + channel).reshape(-1)
+            return offsets
 
-        use_right = bool(w_right.any())
-        taps = [(byte_index(top, left), byte_index(top, right) if use_right else None)]
-        if w_bottom.any():
-            taps.append((byte_index(bottom, left), byte_index(bottom, right) if use_right else None))
         return cls(
-            taps=tuple(taps),
+            rows=(top, bottom if w_bottom.any() else None),
+            cols=(byte_offsets(left), byte_offsets(right) if w_right.any() else None),
             col_weights=(np.repeat(w_left, channels), np.repeat(w_right, channels)),
             row_weights=(w_top[:, None], w_bottom[:, None]),
             out_shape=(dst_h, dst_w, channels),
@@ -97,30 +104,45 @@ class _ResizePlan:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(src_h, src_w, C) uint8 -> (dst_h, dst_w, C) uint8, bit-identical to cv2.resize.
 
-        Horizontal pass exact in int32 (cv2's HResizeLinear); vertical pass with cv2's SIMD
-        fixed-point rounding (VResizeLinearVec_32s8u, which OpenCV 5 applies to whole rows):
+        Horizontal pass exact in int32 (cv2's HResizeLinear) over the source rows each output
+        row reads; vertical pass with cv2's SIMD fixed-point rounding (VResizeLinearVec_32s8u,
+        which OpenCV 5 applies to whole rows):
         ((S_top >> 4) * w_top >> 16) + ((S_bottom >> 4) * w_bottom >> 16), + 2, >> 2.
         """
-        flat = np.ascontiguousarray(image).reshape(-1)
+        left, right = self.cols
         w_left, w_right = self.col_weights
-        out = None
-        # Not strict: taps stops after the top row when no bottom row has a weight (row_weights has two).
-        for (left, right), row_weight in zip(self.taps, self.row_weights, strict=False):
-            sums = flat.take(left) * w_left
-            if right is not None:
-                sums += flat.take(right) * w_right
-            sums >>= 4
-            sums *= row_weight
-            sums >>= 16
-            if out is None:
-                out = sums
-            else:
-                out += sums
-        assert out is not None
-        out += 2
-        out >>= 2
-        resized: np.ndarray = out.astype(np.uint8).reshape(self.out_shape)
-        return resized
+        out_height, out_width, channels = self.out_shape
+        resized = np.empty((out_height, out_width * channels), np.uint8)
+        # A block of output rows at a time: each temporary stays under _BLOCK_BYTES, so it is
+        # served from malloc's heap (edge.memory maps larger ones and returns them at free:
+        # a page fault per 4 KB, each frame) and stays in the CPU's cache.
+        row_bytes = max(image.shape[1] * channels, out_width * channels * 4)
+        block = max(1, _BLOCK_BYTES // row_bytes)
+        for start in range(0, out_height, block):
+            stop = min(out_height, start + block)
+            out = None
+            for rows, row_weight in zip(self.rows, self.row_weights, strict=True):
+                if rows is None:
+                    continue
+                # Whole source rows first (row copies), then the taps within them: a
+                # non-contiguous frame (a colour view of a BGRA buffer) is never copied whole.
+                picked = image[rows[start:stop]].reshape(stop - start, -1)
+                sums = picked.take(left, axis=1) * w_left
+                if right is not None:
+                    sums += picked.take(right, axis=1) * w_right
+                sums >>= 4
+                sums *= row_weight[start:stop]
+                sums >>= 16
+                if out is None:
+                    out = sums
+                else:
+                    out += sums
+            assert out is not None
+            out += 2
+            out >>= 2
+            resized[start:stop] = out  # 0..255 after the shift: the cast keeps every value
+        shaped: np.ndarray = resized.reshape(self.out_shape)
+        return shaped
 
 
 def _load_cv2() -> Any:
@@ -139,7 +161,8 @@ class BilinearResizer:
     fixed-point arithmetic, bit-identical to it (tests/test_preprocess.py compares them on
     real photos at many sizes). ``use_cv2``: None picks cv2 when it imports; False forces
     numpy. The numpy plan depends only on the source size, so it is built once per source
-    size and reused for every frame of a stream.
+    size and reused for every frame of a stream; the :data:`MAX_RESIZE_PLANS` most recently
+    used sizes keep theirs (a few KB each), so any number of sizes costs bounded memory.
     """
 
     def __init__(self, width: int, height: int, use_cv2: bool | None = None) -> None:
@@ -147,7 +170,7 @@ class BilinearResizer:
         self._cv2 = _load_cv2() if use_cv2 is not False else None
         if use_cv2 and self._cv2 is None:
             raise ValueError("use_cv2=True but OpenCV (cv2) is not installed")
-        self._plans: dict[tuple[int, int, int], _ResizePlan] = {}
+        self._plans: OrderedDict[tuple[int, int, int], _ResizePlan] = OrderedDict()
 
     @property
     def uses_cv2(self) -> bool:
@@ -169,20 +192,37 @@ class BilinearResizer:
             # Only contiguous adds: each pixel gets its right neighbour added in one shifted
             # pass over the row sums, and every other pixel of the result is kept. On an
             # aarch64 core this halves the instructions of the strided pixel-pair add.
+            # A block of output rows at a time, as in _ResizePlan.__call__.
             channels = image.shape[2]
             row_pairs = np.ascontiguousarray(image).reshape(self.height, 2, src_w * channels)
-            rows = np.add(row_pairs[:, 0], row_pairs[:, 1], dtype=np.uint16)
-            total = np.empty_like(rows)
-            np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
-            total += 2
-            total >>= 2
-            halved: np.ndarray = total.astype(np.uint8).reshape(self.height, self.width, 2 * channels)[:, :, :channels]
+            halved = np.empty((self.height, self.width, channels), np.uint8)
+            block = max(1, _BLOCK_BYTES // (2 * src_w * channels))
+            for start in range(0, self.height, block):
+                stop = min(self.height, start + block)
+                rows = np.add(row_pairs[start:stop, 0], row_pairs[start:stop, 1], dtype=np.uint16)
+                total = np.empty_like(rows)
+                np.add(rows[:, :-channels], rows[:, channels:], out=total[:, :-channels])
+                total += 2
+                total >>= 2
+                halved[start:stop] = total.reshape(stop - start, self.width, 2 * channels)[:, :, :channels]
             return halved
-        key = (src_w, src_h, image.shape[2])
+        return self._plan_for(src_w, src_h, image.shape[2])(image)
+
+    @property
+    def cached_sizes(self) -> tuple[tuple[int, int, int], ...]:
+        """(width, height, channels) of the source sizes holding a numpy plan, oldest use first."""
+        return tuple(self._plans)
+
+    def _plan_for(self, src_w: int, src_h: int, channels: int) -> _ResizePlan:
+        key = (src_w, src_h, channels)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _ResizePlan.build(src_w, src_h, self.width, self.height, image.shape[2])
-        return plan(image)
+            plan = self._plans[key] = _ResizePlan.build(src_w, src_h, self.width, self.height, channels)
+            if len(self._plans) > MAX_RESIZE_PLANS:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
 
 
 def resize_bilinear(image: np.ndarray, width: int, height: int, use_cv2: bool | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.decode import Detections
-from edge.imageio import draw_detections, encode_jpeg
+from edge.imageio import draw_face_boxes, encode_jpeg, pillow_image
 
 if TYPE_CHECKING:  # Pillow is imported where a snapshot is made: only when snapshots are on
     from PIL import Image
@@ -30,12 +30,11 @@ def encode_snapshot(
     Tries ``quality``, then lower qualities down to 40, then 75%, 50%, 35% and 25% of the
     size; returns None if even the smallest does not fit.
     """
-    from PIL import Image
-
-    rgb = pixels[:, :, ::-1] if color_order == "BGR" else pixels
-    # One Pillow image is encoded at every quality and scale: each try converting the array
-    # again would hold another copy of the frame (memory is the Pi's scarcest resource).
-    drawn = Image.fromarray(draw_detections(np.ascontiguousarray(rgb), detections))
+    # One copy of the frame, drawn on in place and encoded at every quality and scale: each
+    # conversion between array and image would hold another copy (2 more per snapshot before;
+    # memory is the Pi's scarcest resource).
+    drawn = pillow_image(pixels, color_order)
+    draw_face_boxes(drawn, detections)
     qualities = list(range(quality, _LOWEST_QUALITY - 1, -_QUALITY_STEP)) or [quality]
     if qualities[-1] > _LOWEST_QUALITY:
         qualities.append(_LOWEST_QUALITY)
@@ -48,6 +47,7 @@ def encode_snapshot(
             image.save(buffer, format="JPEG", quality=q)
             if buffer.tell() <= max_bytes:
                 return buffer.getvalue()
+        del image  # one scaled copy at a time: the next is made after this one is gone
     return None
 
 

@@ -251,3 +251,23 @@ def test_an_unreadable_file_is_one_line(tmp_path):
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.stdout == f"image '{path}': cannot be read (permission denied)\n", result.stderr
+
+
+def test_decoding_a_photo_holds_the_pixels_once(photo_paths, tmp_path):
+    # A replay decodes every frame: np.asarray(image) went through tobytes(), which held the
+    # packed pixels twice (its chunks and their join) besides the array itself, so a large
+    # photo cost 6 bytes per pixel of Python memory at its peak instead of 3.
+    import tracemalloc
+
+    big = tmp_path / "big.jpg"
+    with Image.open(photo_paths[0]) as photo:
+        photo.convert("RGB").resize((1600, 1200)).save(big, quality=90)
+    reference = np.asarray(Image.open(big).convert("RGB"))
+    tracemalloc.start()
+    try:
+        pixels = load_image(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(pixels, reference)  # the same pixels, copied out in stripes
+    assert peak < 1.5 * pixels.nbytes, f"peak {peak} bytes of Python memory for {pixels.nbytes} of pixels"
