@@ -84,6 +84,10 @@ _POLL_SECONDS = 0.25
 # the interpreter's exit; the flush gets the rest.
 STOP_BUDGET_S = STOP_BUDGET_SECONDS
 _STOP_RESERVE_S = SHUTDOWN_RESERVE_SECONDS
+# How long a reload waits for the old MQTT session's clean DISCONNECT before the new session
+# connects: its thread notices the stop within a loop tick, then writes the DISCONNECT; one
+# stuck in a connection attempt (broker away) has no session the broker could take over.
+SESSION_HANDOVER_S = 2.0
 # A full outbox drops an event per event in the worst case: say so when it starts, then at
 # most this often with the running count.
 DROP_LOG_INTERVAL_S = 30.0
@@ -643,16 +647,21 @@ class Daemon:
             self.notifier.ready()
             return
         changed = [name for name in (*SECTIONS, *OPTION_SECTIONS) if getattr(new, name) != getattr(old, name)]
+        # The Snapshots switch is applied to the running session (set_snapshots): replacing
+        # the connection for it would only cost a reconnect.
         sink_changed = (
             any(name in changed for name in ("device", "mqtt", "homeassistant"))
             or detector.model_id != self.detector.model_id
-            or new.snapshot.enabled != old.snapshot.enabled
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
+        elif new.snapshot.enabled != old.snapshot.enabled:
+            self.sink.set_snapshots(new.snapshot.enabled)
+            if new.snapshot.enabled:
+                self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
         self.detector, self.config, self.file_config = detector, new, file_config
         if controls_replaced:
             self._set_paused(not ha_controls.detection)
@@ -703,19 +712,26 @@ class Daemon:
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
-        self.sink.detach()
+        previous = self.sink
+        previous.detach()
         self.sink = sink
         self._publish_retained(new)
         sink.publish_event(None)  # wake it: events may be waiting in the outbox
-        # A renamed or moved device is removed under its old name before the new transport
-        # connects (they may share topics); that waits on the network, so not in this thread.
+        # The old session ends (clean DISCONNECT) before the new one connects with the same
+        # client id, and a renamed or moved device is removed under its old name first (they
+        # may share topics); both wait on the network, so not in this thread.
         threading.Thread(
-            target=self._retire_then_start, args=(sink, new, old), name="retire-identity", daemon=True
+            target=self._retire_then_start, args=(previous, sink, new, old), name="retire-identity", daemon=True
         ).start()
         return new
 
-    def _retire_then_start(self, sink: EventSink, new: Config, old: Config) -> None:
+    def _retire_then_start(self, previous: EventSink, sink: EventSink, new: Config, old: Config) -> None:
         try:
+            if not previous.wait_detached(SESSION_HANDOVER_S):
+                log.warning(
+                    "reload: the previous MQTT session did not end within %g s; connecting the new one anyway",
+                    SESSION_HANDOVER_S,
+                )
             self._retire_stale_identity(new, running=old)
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
@@ -742,7 +758,7 @@ class Daemon:
         if self.ha_controls.enabled:
             self.sink.publish_controls(control_state(config, not self._paused))
         if config.snapshot.enabled:
-            self.sink.publish_snapshot(placeholder_jpeg())
+            self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
 
     def _apply_control(self, command: Command) -> None:
         """A command from Home Assistant, applied between frames without a restart."""

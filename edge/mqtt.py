@@ -9,7 +9,9 @@ status      1      yes       "online"; "offline" (the broker's LWT when we vanis
                              "stopped" after a clean close
 events      1      no        one JSON :class:`edge.events.Event` per message
 state       1      yes       JSON {"present": bool, "count": int, "last_seen": str|null}
-snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
+snapshot    1      yes       JPEG bytes of the last face; only when snapshots are on,
+                             otherwise cleared. A placeholder (dark grey) only when the
+                             broker holds no picture: a restart keeps the last real face
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
 controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
 set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
@@ -28,6 +30,11 @@ How an event is never lost (short of a full outbox or a dead process):
   de-duplicates on (boot_id, sequence).
 * :meth:`MqttSink.close` waits (up to its timeout) for the outbox to drain before publishing
   "stopped" and disconnecting; :meth:`MqttSink.detach` lets go at once (reload).
+
+A replaced session never shows the device offline: the old transport ends with a clean
+DISCONNECT (the broker discards its will), and the new one connects only after that
+(:meth:`MqttSink.wait_detached`); both use the same client id, so connecting first would
+make the broker take the old session over and publish its will ("offline", retained).
 
 Threads: one transport thread per sink owns the paho client: it connects (with a CONNACK
 timeout), runs paho's loop, makes every publish call and runs paho's callbacks, so nothing
@@ -107,6 +114,10 @@ _LOOP_TICK_S = 0.05
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
 
+# How long after subscribing to its own snapshot topic the sink waits for a retained picture
+# before it publishes the placeholder (retained messages follow the SUBACK at once).
+PLACEHOLDER_WAIT_S = 1.0
+
 # CONNACK reasons that mean the credentials, not the network, are wrong.
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 _UNSPECIFIED_ERROR = 0x80
@@ -176,7 +187,7 @@ class _Outgoing:
     """One call into paho. ``kind``: "event" (``sequence`` set), "retained"
     (status/state/snapshot/controls/discovery), "stats" or "subscribe"."""
 
-    kind: str
+    kind: str  # also "unsubscribe"
     topic: str
     payload: bytes
     qos: int
@@ -267,6 +278,12 @@ class MqttSink:
         self._snapshot = _Retained(self.topics.snapshot)
         self._retained = (self._controls, self._presence, self._snapshot)
         self._pending_stats: bytes | None = None
+        # The "last face" placeholder: published only where the broker holds no picture, so a
+        # restart does not replace the last real face. _placeholder_deadline: monotonic time
+        # the look at the retained snapshot ends (None: no look under way).
+        self._placeholder: bytes | None = None
+        self._placeholder_look_pending = False
+        self._placeholder_deadline: float | None = None
         self._command_handler: CommandHandler | None = None
         self._discovery_removal_pending = False
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
@@ -290,12 +307,35 @@ class MqttSink:
             self._presence.update(encode_state(state))
         self._wake.set()
 
-    def publish_snapshot(self, jpeg: bytes) -> None:
-        if not self._snapshot_enabled:
-            # Privacy: with snapshots off no image leaves the device, whoever calls this.
-            return
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        """The last face (retained). ``placeholder``: a picture for an image entity that has
+        none yet; sent only if the broker holds no snapshot (a real one from a previous run
+        is kept) and no real one was published since."""
         with self._cond:
-            self._snapshot.update(bytes(jpeg))
+            if not self._snapshot_enabled:
+                # Privacy: with snapshots off no image leaves the device, whoever calls this.
+                return
+            if placeholder:
+                if self._snapshot.payload is None:
+                    self._placeholder = bytes(jpeg)
+                    self._placeholder_look_pending = True
+            else:
+                self._placeholder = None
+                self._snapshot.update(bytes(jpeg))
+        self._wake.set()
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """The Snapshots switch, applied to the running session (no new connection): the image
+        entity is announced or removed, and turning snapshots off clears the retained picture."""
+        with self._cond:
+            if enabled == self._snapshot_enabled:
+                return
+            self._snapshot_enabled = enabled
+            self._discovery_pending = self._ha.enabled
+            self._placeholder, self._placeholder_look_pending = None, False
+            self._snapshot.payload, self._snapshot.unsent = None, False
+            if not enabled:
+                self._snapshot.update(b"")  # an empty retained message deletes the picture
         self._wake.set()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
@@ -367,6 +407,15 @@ class MqttSink:
             self.outbox.release(self)
             self._cond.notify_all()
         self._wake.set()
+
+    def wait_detached(self, timeout: float) -> bool:
+        """After :meth:`detach`: wait up to ``timeout`` s for the clean DISCONNECT to be sent
+        (the thread's end). True when it ended: a successor with the same client id may
+        connect now without the broker publishing our will."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # --- control -----------------------------------------------------------------------------
 
@@ -607,9 +656,11 @@ class MqttSink:
             else:
                 if mid is not None:
                     self._log.warning("MQTT: broker %s did not acknowledge the 'stopped' status", self._broker)
-        if connected:
+        if connected or client.socket() is not None:
+            # Also before the CONNACK: the broker may have taken the CONNECT (and our will).
             client.disconnect()
             client.loop(timeout=_LOOP_TICK_S)  # write the DISCONNECT
+        if connected:
             if self._say_stopped:
                 self._log.info("MQTT: disconnected from %s", self._broker)
         elif self._say_stopped:
@@ -632,6 +683,8 @@ class MqttSink:
             self._announce_pending = True
             for latest in self._retained:
                 latest.resend()
+            self._placeholder_look_pending = self._placeholder is not None
+            self._placeholder_deadline = None
             reconnect = self._connections > 1
             self._cond.notify_all()
         stats = self.outbox.stats
@@ -668,6 +721,11 @@ class MqttSink:
         self._acknowledged(item, reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.snapshot:
+            if message.payload:  # a picture is there (a real one from before): keep it
+                with self._cond:
+                    self._placeholder = None
+            return
         if not self._ha.enabled and message.topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it
                 with self._cond:
@@ -762,6 +820,7 @@ class MqttSink:
             payload = latest.take()
             if payload is not None:
                 work.append(retained(latest.topic, payload))
+        work += self._placeholder_work()
         if self._discovery_removal_pending:
             self._discovery_removal_pending = False
             # An empty retained config: HA deletes the device (only sent when one exists, as
@@ -773,6 +832,25 @@ class MqttSink:
         for entry in self.outbox.take(self, EVENT_WINDOW):
             self._events_unacked += 1
             work.append(_Outgoing("event", self.topics.events, entry.payload, qos=1, sequence=entry.sequence))
+        return work
+
+    def _placeholder_work(self) -> list[_Outgoing]:
+        """Look at the retained snapshot (subscribe), then, unless a picture turned up within
+        PLACEHOLDER_WAIT_S, publish the placeholder (caller holds self._cond, connected)."""
+        if self._placeholder_look_pending:
+            self._placeholder_look_pending = False
+            self._placeholder_deadline = time.monotonic() + PLACEHOLDER_WAIT_S
+            return [_Outgoing("subscribe", self.topics.snapshot, b"", qos=0)]
+        if self._placeholder_deadline is None or time.monotonic() < self._placeholder_deadline:
+            return []
+        self._placeholder_deadline = None
+        work = [_Outgoing("unsubscribe", self.topics.snapshot, b"", qos=0)]
+        if self._placeholder is not None and self._snapshot.payload is None and self._snapshot_enabled:
+            self._snapshot.update(self._placeholder)
+            payload = self._snapshot.take()
+            assert payload is not None  # just updated
+            work.append(_Outgoing("retained", self.topics.snapshot, payload, qos=1, retain=True))
+        self._placeholder = None
         return work
 
     def _discovery_payload(self) -> dict[str, Any]:
@@ -796,6 +874,9 @@ class MqttSink:
         """Hand ``item`` to paho and track its mid until acknowledged; returns the mid."""
         if item.kind == "subscribe":
             client.subscribe(item.topic, qos=item.qos)
+            return None
+        if item.kind == "unsubscribe":
+            client.unsubscribe(item.topic)
             return None
         try:
             info = client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)

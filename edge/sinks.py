@@ -62,7 +62,12 @@ class EventSink(Protocol):
 
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
 
-    def publish_snapshot(self, jpeg: bytes) -> None: ...
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        """The last face. ``placeholder``: a stand-in until one is seen, which must not
+        replace a real picture the peer still holds (from before a restart)."""
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """The Snapshots switch changed: apply it to the running transport."""
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The Home Assistant controls' state (the switches read it)."""
@@ -73,6 +78,10 @@ class EventSink(Protocol):
     def detach(self) -> None:
         """Stop now without announcing a stop, events in flight given back to the outbox:
         another transport takes over (a reload). Never waits on the network."""
+
+    def wait_detached(self, timeout: float) -> bool:
+        """After :meth:`detach`, up to ``timeout`` s: True once the transport has let go of
+        its peer (its successor may connect)."""
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
@@ -128,7 +137,10 @@ class StdoutSink:
     def publish_stats(self, stats: dict[str, Any]) -> None:
         pass
 
-    def publish_snapshot(self, jpeg: bytes) -> None:
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        pass
+
+    def set_snapshots(self, enabled: bool) -> None:
         pass
 
     def publish_controls(self, state: dict[str, Any]) -> None:
@@ -139,6 +151,9 @@ class StdoutSink:
 
     def detach(self) -> None:
         self.close(0.0)
+
+    def wait_detached(self, timeout: float) -> bool:
+        return True
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into
