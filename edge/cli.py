@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from edge import __version__
 from edge.config import CameraConfig, DetectorConfig, key_default, key_rule, path_problem, quote_path
 from edge.exitcodes import ExitCode
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only: no numpy at start
@@ -84,6 +85,7 @@ def _interpreter(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edge-face", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edge-face {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     detect = commands.add_parser("detect", help="find faces in image files")
