@@ -13,6 +13,7 @@ snapshot    1      yes       JPEG bytes of the last face; only when snapshots ar
                              otherwise cleared. A placeholder (dark grey) only when the
                              broker holds no picture: a restart keeps the last real face
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
+health      1      yes       JSON: the stats keys of edge.discovery.HEALTH_KEYS, each interval
 controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
 set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on)
 ==========  =====  ========  ==========================================================
@@ -76,6 +77,7 @@ from edge.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
     HA_ONLINE,
+    HEALTH_KEYS,
     SNAPSHOT,
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -276,7 +278,8 @@ class MqttSink:
         self._controls = _Retained(self.topics.controls)
         self._presence = _Retained(self.topics.state)
         self._snapshot = _Retained(self.topics.snapshot)
-        self._retained = (self._controls, self._presence, self._snapshot)
+        self._health = _Retained(self.topics.health)
+        self._retained = (self._controls, self._presence, self._snapshot, self._health)
         self._pending_stats: bytes | None = None
         # The "last face" placeholder: published only where the broker holds no picture, so a
         # restart does not replace the last real face. _placeholder_deadline: monotonic time
@@ -340,7 +343,9 @@ class MqttSink:
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         payload = encode_json(stats)
+        health = encode_json({key: stats[key] for key in HEALTH_KEYS if key in stats})
         with self._cond:
+            self._health.update(health)  # retained: the latest is worth sending after a reconnect
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
                 self._pending_stats = payload
         self._wake.set()
