@@ -64,6 +64,7 @@ from edge.events import (
     new_boot_id,
 )
 from edge.exitcodes import ExitCode
+from edge.identity import Retirer, retired_zones
 from edge.model import ModelError
 from edge.outbox import Outbox
 from edge.redact import redact_url
@@ -231,7 +232,15 @@ def build_daemon(
         config=config,
         detector=detector,
         source=source,
-        sink=sink if sink is not None else build_sink(config, detector.model_id, outbox, controls.crashed),
+        sink=sink
+        if sink is not None
+        else build_sink(
+            config,
+            detector.model_id,
+            outbox,
+            controls.crashed,
+            retired_zones=retired_zones(config, logging.getLogger("edge.forget")) if config.mqtt.host else (),
+        ),
         notifier=notifier if notifier is not None else SystemdNotifier(),
         config_path=Path(config_path) if config_path is not None else None,
         controls=controls,
@@ -317,6 +326,7 @@ class Daemon:
         self._ready = False
         self._drops_unlogged: list[int] = []
         self._last_drop_log = float("-inf")
+        self._retirer: Retirer | None = None  # removes the names the device no longer uses
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -349,7 +359,7 @@ class Daemon:
             log.error("%s", exc)
             return ExitCode.SOURCE
         try:
-            self._retire_stale_identity(self.config)
+            self._announce_identity(self.config)
             self._start_sink(self.sink)
         except StartupError as exc:
             log.error("%s", exc)
@@ -387,6 +397,8 @@ class Daemon:
         self.grabber.stop()
         self._log_drops(force=True)
         self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
+        if self._retirer is not None:
+            self._retirer.stop()  # what is left stays in the record for the next start
         self.notifier.close()
         stats = self.outbox.stats
         lost = stats.dropped + stats.rejected + stats.depth
@@ -732,7 +744,7 @@ class Daemon:
                     "reload: the previous MQTT session did not end within %g s; connecting the new one anyway",
                     SESSION_HANDOVER_S,
                 )
-            self._retire_stale_identity(new, running=old)
+            self._announce_identity(new, running=old)
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
             log.error("reload: the new MQTT transport did not start: %s", exc)
@@ -795,15 +807,14 @@ class Daemon:
             log.info("detection resumed from Home Assistant")
         self.sink.publish_state(self.presence_state())
 
-    @staticmethod
-    def _retire_stale_identity(config: Config, running: Config | None = None) -> None:
-        """Renamed or moved (device id, prefixes, broker) since the last announcement, even
-        while stopped: the old device must not stay behind in Home Assistant."""
+    def _announce_identity(self, config: Config, running: Config | None = None) -> None:
+        """Record who the device is now; an identity it replaced (renamed or moved by a
+        reload, while stopped, or a copied state directory) is removed in the background."""
         if config.mqtt.host is None:
             return
-        from edge.forget import retire_stale_identity
-
-        retire_stale_identity(config, logging.getLogger("edge.forget"), running, config.mqtt.flush_timeout)
+        if self._retirer is None:
+            self._retirer = Retirer(config, logging.getLogger("edge.forget"))
+        self._retirer.announce(config, running)
 
 
 # --- entry point ----------------------------------------------------------------------------
