@@ -44,11 +44,12 @@ def test_a_state_directory_copied_from_a_running_device_never_removes_it(tmp_pat
             )
             try:
                 wait_json(live, discovery("cam-b"), lambda d: "cmps" in d, "cam-b announced")
-                clone.wait_log("is online on broker")
-                time.sleep(1.0)
+                time.sleep(2.0)
                 kept = retained(broker, [discovery("cam-a"), "edge-face/cam-a/status"])
+                assert discovery("cam-a") in kept, "the clone removed the running device"
                 assert json.loads(kept[discovery("cam-a")])["dev"]["identifiers"] == ["edge-face-cam-a"]
                 assert kept["edge-face/cam-a/status"] == b"online"
+                clone.wait_log("is online on broker")
             finally:
                 code, log = clone.stop()
             assert code == 0 and "removing that one" not in log, log
