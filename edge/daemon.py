@@ -642,6 +642,8 @@ class Daemon:
             ha_controls = self.ha_controls
             if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
                 ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
+            elif file_config.device.state_dir != ha_controls.state_dir:
+                ha_controls = ha_controls.moved_to(file_config.device.state_dir)
             new = ha_controls.effective(file_config, announce=rereading)
             detector = build_detector(new) if new.detector != old.detector else self.detector
             if new.camera != old.camera or detector.input_size != self.detector.input_size:
@@ -662,18 +664,30 @@ class Daemon:
         # The Snapshots switch is applied to the running session (set_snapshots): replacing
         # the connection for it would only cost a reconnect.
         sink_changed = (
-            any(name in changed for name in ("device", "mqtt", "homeassistant"))
+            any(name in changed for name in ("mqtt", "homeassistant"))
+            or new.device.id != old.device.id
             or detector.model_id != self.detector.model_id
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
-        controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
+        controls_replaced = ha_controls.enabled != self.ha_controls.enabled  # turned on or off by the file
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
-        elif new.snapshot.enabled != old.snapshot.enabled:
-            self.sink.set_snapshots(new.snapshot.enabled)
-            if new.snapshot.enabled:
-                self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
+        else:
+            if new.snapshot.enabled != old.snapshot.enabled:
+                self.sink.set_snapshots(new.snapshot.enabled)
+                if new.snapshot.enabled:
+                    self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
+            if new.device.state_dir != old.device.state_dir:
+                # The announced identity moves with the folder (the sink swap records it otherwise).
+                self._announce_identity(new, running=old)
+        if new.device.state_dir != old.device.state_dir:
+            log.info(
+                "device.state_dir changed: controls and the announced identity are kept in '%s' from now on "
+                "(the previous folder '%s' is left as it is)",
+                new.device.state_dir,
+                old.device.state_dir,
+            )
         self.detector, self.config, self.file_config = detector, new, file_config
         if controls_replaced:
             self._set_paused(not ha_controls.detection)

@@ -155,3 +155,34 @@ def test_a_restart_keeps_the_last_real_face_instead_of_the_placeholder(tmp_path,
                 late.wait_until(lambda: any(m.payload == placeholder for m in late.on(snapshot)), 15, "placeholder")
         finally:
             assert daemon.stop()[0] == 0
+
+
+def test_a_reload_that_moves_the_state_directory_is_followed(tmp_path, int8_model_path, face_photo, blank):
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
+    config = tmp_path / "edge-face.toml"
+    old_dir, new_dir = tmp_path / "state-old", tmp_path / "state-new"
+    prefix = "edge-face/loft"
+    with MosquittoBroker(tmp_path / "broker") as broker, Subscriber(broker, [f"{prefix}/#"]) as live:
+        daemon_config(config, broker, int8_model_path, scene, "loft", old_dir)
+        daemon = Running(config, tmp_path / "daemon.log")
+        try:
+            wait_json(live, f"{prefix}/controls", lambda c: c.get("snapshots") == "ON", "controls announced")
+            live.client.publish(f"{prefix}/set/score_threshold", "0.6", qos=1).wait_for_publish(5)
+            wait_json(live, f"{prefix}/controls", lambda c: c.get("score_threshold") == 0.6, "threshold echoed")
+            daemon_config(config, broker, int8_model_path, scene, "loft", new_dir)
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_log("configuration reloaded (changed: device")
+            time.sleep(0.5)  # the identity record is written beside the frame loop
+            # The values in force moved with the folder; a new command is stored there.
+            assert json.loads((new_dir / "controls.json").read_text()) == {"score_threshold": 0.6}
+            assert json.loads((new_dir / "announced.json").read_text())["device_id"] == "loft"
+            live.client.publish(f"{prefix}/set/snapshots", "OFF", qos=1).wait_for_publish(5)
+            wait_json(live, f"{prefix}/controls", lambda c: c.get("snapshots") == "OFF", "snapshots echoed")
+            time.sleep(0.5)
+        finally:
+            code, log = daemon.stop()
+        assert code == 0, log
+    assert json.loads((new_dir / "controls.json").read_text()) == {"score_threshold": 0.6, "snapshots": False}
+    assert json.loads((old_dir / "controls.json").read_text()) == {"score_threshold": 0.6}  # left as it was
+    assert log.count("MQTT: connected to") == 1  # moving the folder does not reconnect
+    assert f"controls and the announced identity are kept in '{new_dir}' from now on" in log
