@@ -123,6 +123,7 @@ class Retirer:
         self._config = config
         self._log = logger
         self._stop = False
+        self._queued = False  # announce() recorded something to remove since the thread looked
         self._thread: threading.Thread | None = None
 
     def announce(self, config: Config, running: Config | None = None) -> None:
@@ -153,6 +154,7 @@ class Retirer:
                     path,
                     exc.strerror or exc,
                 )
+            self._queued = True
             self._lock.notify_all()
         if retiring and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="retire-identity", daemon=True)
@@ -175,8 +177,9 @@ class Retirer:
             path = record_path(config)
             record = load_record(path, self._log)
             if not record.retiring:
-                with self._lock:
-                    self._lock.wait(1.0)  # a reload may queue more
+                with self._lock:  # nothing left: sleep until a reload queues more
+                    self._lock.wait_for(lambda: self._stop or self._queued)
+                    self._queued = False
                 continue
             entry = record.retiring[0]
             old = config_for(config, entry)

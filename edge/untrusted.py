@@ -31,7 +31,9 @@ def printable(text: str, limit: int = 80) -> str:
         else:
             piece = char
         if length + len(piece) > limit:
-            return "".join(shown)[: max(0, limit - len(ELLIPSIS))] + ELLIPSIS
+            while shown and length + len(ELLIPSIS) > limit:  # whole pieces: never half an escape
+                length -= len(shown.pop())
+            return "".join(shown) + ELLIPSIS
         shown.append(piece)
         length += len(piece)
     return "".join(shown)
