@@ -328,10 +328,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     device has sent its stats. Raises FleetError when the broker cannot be used."""
     import ssl
 
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from edge.mqtt_client import ClientSettings, new_client, on_connack
+    from edge.mqtt_client import ClientSettings, max_packet_size, new_client, on_connack
 
     tls = None
     if broker.tls:
@@ -344,8 +341,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     client = new_client(ClientSettings(client_id="", username=broker.username, password=broker.password, tls=tls))
     client.connect_timeout = min(timeout, client.connect_timeout)
     # The broker drops what is larger for us rather than send it (MQTT 5 maximum packet size).
-    connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    connect_properties.MaximumPacketSize = MAX_MESSAGE_BYTES
+    connect_properties = max_packet_size(MAX_MESSAGE_BYTES)
     lock = threading.Condition()
     payloads: dict[str, bytes] = {}
     progress = _Progress()

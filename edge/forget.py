@@ -29,7 +29,7 @@ from edge.controls import state_path
 from edge.discovery import DeviceTopics, removal_messages
 from edge.exitcodes import ExitCode
 from edge.identity import record_path
-from edge.mqtt_client import ClientSettings, new_client, on_connack
+from edge.mqtt_client import ClientSettings, max_packet_size, new_client, on_connack
 
 log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
@@ -69,8 +69,6 @@ def read_retained(config: Config, topic: str, logger: logging.Logger, timeout: f
     """The retained payload of ``topic`` on ``config``'s broker: ("ok", payload or None when
     nothing is retained) or ("unreachable", None). What arrives is untrusted: at most
     :data:`LOOK_MAX_BYTES` (MQTT 5 maximum packet size), only compared, never printed."""
-    from paho.mqtt.packettypes import PacketTypes
-
     mqtt = config.mqtt
     assert mqtt.host is not None
     done = threading.Condition()
@@ -102,10 +100,7 @@ def read_retained(config: Config, topic: str, logger: logging.Logger, timeout: f
         return "unreachable", None
     on_connack(client, on_connect)
     client.on_subscribe, client.on_message = on_subscribe, on_message
-    properties = None
-    if mqtt.protocol == "5":
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.MaximumPacketSize = LOOK_MAX_BYTES
+    properties = max_packet_size(LOOK_MAX_BYTES) if mqtt.protocol == "5" else None
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive, properties=properties)
     except OSError:

@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.client import ConnectFlags
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -88,6 +89,15 @@ def new_client(settings: ClientSettings, *, reconnect_on_failure: bool = True) -
         client.tls_set_context(settings.tls)
         client.tls_insecure_set(settings.tls_insecure)
     return client
+
+
+def max_packet_size(limit: int) -> Properties:
+    """CONNECT properties (MQTT 5) asking the broker never to send us a packet over ``limit``
+    bytes: it drops a larger message for us instead, so it never reaches our memory."""
+    make: Callable[[int], Properties] = Properties  # paho's constructor is untyped
+    properties = make(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = limit
+    return properties
 
 
 def on_connack(client: paho.Client, handler: ConnackHandler) -> None:
