@@ -6,6 +6,7 @@ Mosquitto, and a subscriber counting what HA would see on the availability topic
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from broker import MosquittoBroker, Subscriber
@@ -66,3 +67,30 @@ def test_snapshot_toggles_and_mqtt_reloads_never_publish_offline(tmp_path, int8_
 
 def _onlines(live: Subscriber) -> int:
     return sum(1 for m in live.on(STATUS) if m.payload == b"online")
+
+
+def test_a_reload_storm_never_publishes_offline_and_ends_online(tmp_path, int8_model_path, face_photo, blank):
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
+    config = tmp_path / "edge-face.toml"
+    with MosquittoBroker(tmp_path / "broker") as broker, Subscriber(broker, [STATUS]) as live:
+
+        def write(keepalive: int) -> None:
+            daemon_config(
+                config, broker, int8_model_path, scene, DEVICE, tmp_path / "state", mqtt={"keepalive": keepalive}
+            )
+
+        write(5)
+        daemon = Running(config, tmp_path / "daemon.log")
+        try:
+            live.wait_for_payload(STATUS, b"online", timeout=60)
+            for number in range(20):  # 20 SIGHUPs in 2 s, each replacing the session (same client id)
+                write(6 + number % 2)
+                daemon.process.send_signal(signal.SIGHUP)
+                time.sleep(0.1)
+            daemon.wait_log("configuration reloaded", 1)
+            time.sleep(4.0)  # every handover done
+            assert b"offline" not in [m.payload for m in live.on(STATUS)], live.summary()
+            assert retained(broker, [STATUS]) == {STATUS: b"online"}
+        finally:
+            code, log = daemon.stop()
+        assert code == 0 and "Traceback" not in log, log
