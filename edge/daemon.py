@@ -85,10 +85,6 @@ _POLL_SECONDS = 0.25
 # the interpreter's exit; the flush gets the rest.
 STOP_BUDGET_S = STOP_BUDGET_SECONDS
 _STOP_RESERVE_S = SHUTDOWN_RESERVE_SECONDS
-# How long a reload waits for the old MQTT session's clean DISCONNECT before the new session
-# connects: its thread notices the stop within a loop tick, then writes the DISCONNECT; one
-# stuck in a connection attempt (broker away) has no session the broker could take over.
-SESSION_HANDOVER_S = 2.0
 # A full outbox drops an event per event in the worst case: say so when it starts, then at
 # most this often with the running count.
 DROP_LOG_INTERVAL_S = 30.0
@@ -327,6 +323,7 @@ class Daemon:
         self._drops_unlogged: list[int] = []
         self._last_drop_log = float("-inf")
         self._retirer: Retirer | None = None  # removes the names the device no longer uses
+        self._handover: threading.Thread | None = None  # the latest reload's sink handover
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -680,7 +677,7 @@ class Daemon:
                     self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
             if new.device.state_dir != old.device.state_dir:
                 # The announced identity moves with the folder (the sink swap records it otherwise).
-                self._announce_identity(new, running=old)
+                self._announce_identity(new, running=old, wait=False)
         if new.device.state_dir != old.device.state_dir:
             log.info(
                 "device.state_dir changed: controls and the announced identity are kept in '%s' from now on "
@@ -746,18 +743,25 @@ class Daemon:
         # The old session ends (clean DISCONNECT) before the new one connects with the same
         # client id, and a renamed or moved device is removed under its old name first (they
         # may share topics); both wait on the network, so not in this thread.
-        threading.Thread(
-            target=self._retire_then_start, args=(previous, sink, new, old), name="retire-identity", daemon=True
-        ).start()
+        # Handovers run one after the other: in a reload storm a sink detached before it
+        # started returns at once, and the next one must still wait for the last live one.
+        self._handover = threading.Thread(
+            target=self._retire_then_start,
+            args=(self._handover, previous, sink, new, old),
+            name="retire-identity",
+            daemon=True,
+        )
+        self._handover.start()
         return new
 
-    def _retire_then_start(self, previous: EventSink, sink: EventSink, new: Config, old: Config) -> None:
+    def _retire_then_start(
+        self, earlier: threading.Thread | None, previous: EventSink, sink: EventSink, new: Config, old: Config
+    ) -> None:
         try:
-            if not previous.wait_detached(SESSION_HANDOVER_S):
-                log.warning(
-                    "reload: the previous MQTT session did not end within %g s; connecting the new one anyway",
-                    SESSION_HANDOVER_S,
-                )
+            if earlier is not None:
+                earlier.join()  # bounded: its own waits are
+            if not previous.wait_detached():
+                log.warning("reload: the previous MQTT session did not end in time; connecting the new one anyway")
             self._announce_identity(new, running=old)
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
@@ -821,14 +825,17 @@ class Daemon:
             log.info("detection resumed from Home Assistant")
         self.sink.publish_state(self.presence_state())
 
-    def _announce_identity(self, config: Config, running: Config | None = None) -> None:
+    def _announce_identity(self, config: Config, running: Config | None = None, wait: bool = True) -> None:
         """Record who the device is now; an identity it replaced (renamed or moved by a
-        reload, while stopped, or a copied state directory) is removed in the background."""
+        reload, while stopped, or a copied state directory) is removed in the background,
+        tried once first (up to mqtt.flush_timeout) when ``wait``: not in the frame loop."""
         if config.mqtt.host is None:
             return
         if self._retirer is None:
             self._retirer = Retirer(config, logging.getLogger("edge.forget"))
         self._retirer.announce(config, running)
+        if wait:
+            self._retirer.wait_tried(config.mqtt.flush_timeout)
 
 
 # --- entry point ----------------------------------------------------------------------------

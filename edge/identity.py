@@ -124,6 +124,9 @@ class Retirer:
         self._log = logger
         self._stop = False
         self._queued = False  # announce() recorded something to remove since the thread looked
+        # announce() counts up; the thread counts up to it once it has tried everything queued
+        # (done, or waiting for the broker): wait_tried() waits for that.
+        self._announced = self._tried = 0
         self._thread: threading.Thread | None = None
 
     def announce(self, config: Config, running: Config | None = None) -> None:
@@ -155,10 +158,18 @@ class Retirer:
                     exc.strerror or exc,
                 )
             self._queued = True
+            self._announced += 1
             self._lock.notify_all()
         if retiring and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="retire-identity", daemon=True)
             self._thread.start()
+
+    def wait_tried(self, timeout: float) -> None:
+        """Up to ``timeout`` s until every identity queued so far has been tried once (removed,
+        or left for a retry because its broker is away): the old names go before the new
+        ones are announced, as Home Assistant warns about removing a device twice."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._stop or self._thread is None or self._tried >= self._announced, timeout)
 
     def stop(self) -> None:
         with self._lock:
@@ -178,6 +189,8 @@ class Retirer:
             record = load_record(path, self._log)
             if not record.retiring:
                 with self._lock:  # nothing left: sleep until a reload queues more
+                    self._tried = self._announced
+                    self._lock.notify_all()
                     self._lock.wait_for(lambda: self._stop or self._queued)
                     self._queued = False
                 continue
@@ -230,6 +243,8 @@ class Retirer:
                         return
                     delay = config.mqtt.reconnect_min_delay
                 else:
+                    self._tried = self._announced  # the broker is away: retried in the background
+                    self._lock.notify_all()
                     self._lock.wait(delay)
                     delay = min(delay * 2, config.mqtt.reconnect_max_delay)
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -413,14 +414,17 @@ class MqttSink:
             self._cond.notify_all()
         self._wake.set()
 
-    def wait_detached(self, timeout: float) -> bool:
-        """After :meth:`detach`: wait up to ``timeout`` s for the clean DISCONNECT to be sent
-        (the thread's end). True when it ended: a successor with the same client id may
-        connect now without the broker publishing our will."""
-        if self._thread is None:
+    def wait_detached(self) -> bool:
+        """After :meth:`detach`: wait for the clean DISCONNECT to be sent (the thread's end).
+        True when it ended: a successor with the same client id may connect now without the
+        broker publishing our will. Bounded: a thread in a connection attempt notices the
+        stop within the CONNACK timeout, then needs a loop tick (usually it takes one tick)."""
+        with self._cond:
+            thread = self._thread
+        if thread is None:
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        thread.join(self._connack_timeout + STOPPED_GRACE_S)
+        return not thread.is_alive()
 
     # --- control -----------------------------------------------------------------------------
 
@@ -446,8 +450,16 @@ class MqttSink:
                 self._note_failure(self._explain(exc))
             else:
                 self._first_client = client
-        self._thread = threading.Thread(target=self._run, name="mqtt-transport", daemon=True)
-        self._thread.start()
+        with self._cond:
+            # Against detach() + wait_detached() in other threads: a sink detached before it
+            # starts never connects, and one that starts is always the thread they wait for.
+            first, stopped = self._first_client, self._stop
+            if not stopped:
+                self._thread = threading.Thread(target=self._run, name="mqtt-transport", daemon=True)
+                self._thread.start()
+        if stopped and first is not None:
+            self._first_client = None
+            self._finish(first, connected=False)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -663,8 +675,8 @@ class MqttSink:
                     self._log.warning("MQTT: broker %s did not acknowledge the 'stopped' status", self._broker)
         if connected or client.socket() is not None:
             # Also before the CONNACK: the broker may have taken the CONNECT (and our will).
-            client.disconnect()
-            client.loop(timeout=_LOOP_TICK_S)  # write the DISCONNECT
+            _drain(client, STOPPED_GRACE_S)
+            client.disconnect()  # paho closes the socket once the DISCONNECT is written
         if connected:
             if self._say_stopped:
                 self._log.info("MQTT: disconnected from %s", self._broker)
@@ -904,6 +916,23 @@ def _not_tls(exc: BaseException) -> bool:
     if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError)):
         return True
     return isinstance(exc, ssl.SSLError) and (exc.reason or "") in _NOT_TLS_REASONS
+
+
+def _drain(client: paho.Client, budget: float) -> None:
+    """Read what the broker is still sending (up to ``budget`` s, until it is quiet for a
+    loop tick). A socket closed with unread data (a retained snapshot on its way to us) is
+    reset rather than closed, and a broker that reads the reset before our DISCONNECT drops
+    the DISCONNECT and publishes the will after all."""
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        if not pending and not select.select([sock], [], [], _LOOP_TICK_S)[0]:
+            return
+        if client.loop(timeout=0) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return
 
 
 def _drop_socket(client: paho.Client) -> None:

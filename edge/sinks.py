@@ -79,9 +79,9 @@ class EventSink(Protocol):
         """Stop now without announcing a stop, events in flight given back to the outbox:
         another transport takes over (a reload). Never waits on the network."""
 
-    def wait_detached(self, timeout: float) -> bool:
-        """After :meth:`detach`, up to ``timeout`` s: True once the transport has let go of
-        its peer (its successor may connect)."""
+    def wait_detached(self) -> bool:
+        """After :meth:`detach` (bounded by the transport): True once it has let go of its
+        peer, so its successor may connect."""
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
@@ -152,7 +152,7 @@ class StdoutSink:
     def detach(self) -> None:
         self.close(0.0)
 
-    def wait_detached(self, timeout: float) -> bool:
+    def wait_detached(self) -> bool:
         return True
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:

@@ -151,5 +151,5 @@ class RecordingSink:
     def detach(self) -> None:
         self.close(0.0)
 
-    def wait_detached(self, timeout: float) -> bool:
+    def wait_detached(self) -> bool:
         return True
