@@ -146,10 +146,12 @@ class Retirer:
                 retiring.append({**previous, "verify": verify})
         elif previous is not None:
             zones = sorted(set(record.zones) | set(zones))[:MAX_REMEMBERED_ZONES]
+        updated = Record(current, zones, retiring[-MAX_RETIRING:])
         with self._lock:
             self._config = config
             try:
-                save_record(path, Record(current, zones, retiring[-MAX_RETIRING:]))
+                if updated != record:  # a reload storm must not rewrite the file (an SD card) each time
+                    save_record(path, updated)
             except OSError as exc:
                 self._log.error(
                     "cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
