@@ -233,9 +233,7 @@ class Retirer:
                         keep=self._kept_topics(config, old),
                     )
             with self._lock:
-                if self._stop:
-                    return
-                if done:
+                if done:  # recorded even when stopping: the next start must not try it again
                     record = load_record(path, self._log)
                     record.retiring = [r for r in record.retiring if not _same(r, entry)]
                     try:
@@ -244,7 +242,9 @@ class Retirer:
                         self._log.error("cannot store the announced identity in '%s' (%s)", path, exc.strerror)
                         return
                     delay = config.mqtt.reconnect_min_delay
-                else:
+                if self._stop:
+                    return
+                if not done:
                     self._tried = self._announced  # the broker is away: retried in the background
                     self._lock.notify_all()
                     self._lock.wait(delay)
