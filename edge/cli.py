@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from edge import __version__
 from edge.exitcodes import ExitCode
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only: no numpy at start
 from edge.startup_signals import StartupSignals, held_signals
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.config import CameraConfig, DetectorConfig, key_default
 
     parser = _Parser(prog="edge-face", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edge-face {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     detect = commands.add_parser("detect", help="find faces in image files")

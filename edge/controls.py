@@ -240,6 +240,23 @@ class Controls:
         enabled = config.mqtt.host is not None and config.homeassistant.enabled and config.homeassistant.controls
         return cls(config.device.state_dir, enabled, log, load)
 
+    def moved_to(self, state_dir: Path) -> Controls:
+        """The same controls kept in ``state_dir`` from now on (a reload changed
+        ``device.state_dir``): the values in force are stored there, so moving the folder
+        never undoes a switch; the old folder is left as it is."""
+        moved = Controls(state_dir, self.enabled, self._log, load=False, clock=self._clock)
+        moved.overrides = self.overrides
+        if self.enabled and self.overrides != Overrides():
+            try:
+                save_overrides(moved.state_dir, self.overrides)
+            except OSError as exc:
+                self._log.error(
+                    "cannot store the controls in '%s' (%s; set device.state_dir): they apply until the daemon stops",
+                    state_path(moved.state_dir),
+                    exc.strerror or exc,
+                )
+        return moved
+
     @property
     def detection(self) -> bool:
         """False while detection is switched off (privacy mode)."""

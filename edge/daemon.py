@@ -57,6 +57,7 @@ from edge.config import (
 from edge.controls import DETECTION, REANNOUNCE, Command, Controls, control_state
 from edge.decode import Detections
 from edge.detector import DetectorOptions, FaceDetector
+from edge.device_identity import Retirer, retired_zones
 from edge.events import (
     Event,
     EventIdentity,
@@ -218,6 +219,7 @@ def build_sink(
             on_crash=on_crash,
             zones=config.scene.zone_names,
             retired_zones=retired_zones,
+            snapshot_max_bytes=config.snapshot.max_bytes,
         )
     except ConfigError as exc:
         raise StartupError(str(exc), ExitCode.CONFIG) from None
@@ -257,7 +259,15 @@ def build_daemon(
         config=config,
         detector=detector,
         source=source,
-        sink=sink if sink is not None else build_sink(config, detector.model_id, outbox, controls.crashed),
+        sink=sink
+        if sink is not None
+        else build_sink(
+            config,
+            detector.model_id,
+            outbox,
+            controls.crashed,
+            retired_zones=retired_zones(config, logging.getLogger("edge.forget")) if config.mqtt.host else (),
+        ),
         notifier=notifier if notifier is not None else SystemdNotifier(),
         config_path=Path(config_path) if config_path is not None else None,
         controls=controls,
@@ -345,6 +355,8 @@ class Daemon:
         self._ready = False
         self._drops_unlogged: list[int] = []
         self._last_drop_log = float("-inf")
+        self._retirer: Retirer | None = None  # removes the names the device no longer uses
+        self._handover: threading.Thread | None = None  # the latest reload's sink handover
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -377,7 +389,7 @@ class Daemon:
             log.error("%s", exc)
             return ExitCode.SOURCE
         try:
-            self._retire_stale_identity(self.config)
+            self._announce_identity(self.config)
             self._start_sink(self.sink)
         except StartupError as exc:
             log.error("%s", exc)
@@ -416,6 +428,8 @@ class Daemon:
         self.grabber.stop()
         self._log_drops(force=True)
         self.sink.close(self.flush_timeout(), abandon=self.controls.hurry)
+        if self._retirer is not None:
+            self._retirer.stop()  # what is left stays in the record for the next start
         self.notifier.close()
         stats = self.outbox.stats
         lost = stats.dropped + stats.rejected + stats.depth
@@ -662,6 +676,8 @@ class Daemon:
             ha_controls = self.ha_controls
             if Controls.for_config(file_config, log, load=False).enabled != ha_controls.enabled:
                 ha_controls = Controls.for_config(file_config, logging.getLogger("edge.controls"))
+            elif file_config.device.state_dir != ha_controls.state_dir:
+                ha_controls = ha_controls.moved_to(file_config.device.state_dir)
             new = ha_controls.effective(file_config, announce=rereading)
             # The thresholds only steer decoding: a new one does not load the model again.
             same_model = _model_settings(new) == _model_settings(old)
@@ -681,23 +697,37 @@ class Daemon:
             self.notifier.ready()
             return
         changed = [name for name in (*SECTIONS, *OPTION_SECTIONS) if getattr(new, name) != getattr(old, name)]
+        # The Snapshots switch is applied to the running session (set_snapshots): replacing
+        # the connection for it would only cost a reconnect.
         sink_changed = (
-            any(name in changed for name in ("device", "mqtt", "homeassistant"))
+            any(name in changed for name in ("mqtt", "homeassistant"))
+            or new.device.id != old.device.id
             or detector.model_id != self.detector.model_id
             or new.scene.zone_names != old.scene.zone_names  # zones have their own entities
         )
         if detector is self.detector and new.detector != old.detector:
             detector.set_postprocess(new.detector.score_threshold, new.detector.iou_threshold)
-        controls_replaced = ha_controls is not self.ha_controls  # turned on or off by the file
-        if controls_replaced:
+        controls_replaced = ha_controls.enabled != self.ha_controls.enabled  # turned on or off by the file
+        if ha_controls is not self.ha_controls:  # replaced, or moved to a new state_dir
             self.ha_controls.store()  # what the replaced controls have not stored yet
         self.ha_controls = ha_controls  # before the sink swap: the new sink routes their commands
         if sink_changed:
             new = self._swap_sink(new, old, detector.model_id)
-        elif new.snapshot.enabled != old.snapshot.enabled:  # on the same connection: no command is missed
-            self.sink.set_snapshots(new.snapshot.enabled)
-            if new.snapshot.enabled:
-                self.sink.publish_snapshot(placeholder_jpeg())
+        else:
+            if new.snapshot.enabled != old.snapshot.enabled:  # on the same connection: no command is missed
+                self.sink.set_snapshots(new.snapshot.enabled)
+                if new.snapshot.enabled:
+                    self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
+            if new.device.state_dir != old.device.state_dir:
+                # The announced identity moves with the folder (the sink swap records it otherwise).
+                self._announce_identity(new, running=old, wait=False)
+        if new.device.state_dir != old.device.state_dir:
+            log.info(
+                "device.state_dir changed: controls and the announced identity are kept in '%s' from now on "
+                "(the previous folder '%s' is left as it is)",
+                new.device.state_dir,
+                old.device.state_dir,
+            )
         self.detector, self.config, self.file_config = detector, new, file_config
         if controls_replaced:
             self._set_paused(not ha_controls.detection)
@@ -748,20 +778,34 @@ class Daemon:
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
-        self.sink.detach()
+        previous = self.sink
+        previous.detach()
         self.sink = sink
         self._publish_retained(new)
         sink.publish_event(None)  # wake it: events may be waiting in the outbox
-        # A renamed or moved device is removed under its old name before the new transport
-        # connects (they may share topics); that waits on the network, so not in this thread.
-        threading.Thread(
-            target=self._retire_then_start, args=(sink, new, old), name="retire-identity", daemon=True
-        ).start()
+        # The old session ends (clean DISCONNECT) before the new one connects with the same
+        # client id, and a renamed or moved device is removed under its old name first (they
+        # may share topics); both wait on the network, so not in this thread.
+        # Handovers run one after the other: in a reload storm a sink detached before it
+        # started returns at once, and the next one must still wait for the last live one.
+        self._handover = threading.Thread(
+            target=self._retire_then_start,
+            args=(self._handover, previous, sink, new, old),
+            name="retire-identity",
+            daemon=True,
+        )
+        self._handover.start()
         return new
 
-    def _retire_then_start(self, sink: EventSink, new: Config, old: Config) -> None:
+    def _retire_then_start(
+        self, earlier: threading.Thread | None, previous: EventSink, sink: EventSink, new: Config, old: Config
+    ) -> None:
         try:
-            self._retire_stale_identity(new, running=old)
+            if earlier is not None:
+                earlier.join()  # bounded: its own waits are
+            if not previous.wait_detached():
+                log.warning("reload: the previous MQTT session did not end in time; connecting the new one anyway")
+            self._announce_identity(new, running=old)
             self._start_sink(sink, wait_first=False)
         except StartupError as exc:  # not expected without a first attempt; kept for safety
             log.error("reload: the new MQTT transport did not start: %s", exc)
@@ -787,7 +831,7 @@ class Daemon:
         if self.ha_controls.enabled:
             self.sink.publish_controls(control_state(config, not self._paused))
         if config.snapshot.enabled:
-            self.sink.publish_snapshot(placeholder_jpeg())
+            self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
 
     def _apply_control(self, command: Command) -> None:
         """A command from Home Assistant, applied between frames without a restart."""
@@ -826,15 +870,17 @@ class Daemon:
             log.info("detection resumed from Home Assistant")
         self.sink.publish_state(self.presence_state())
 
-    @staticmethod
-    def _retire_stale_identity(config: Config, running: Config | None = None) -> None:
-        """Renamed or moved (device id, prefixes, broker) since the last announcement, even
-        while stopped: the old device must not stay behind in Home Assistant."""
+    def _announce_identity(self, config: Config, running: Config | None = None, wait: bool = True) -> None:
+        """Record who the device is now; an identity it replaced (renamed or moved by a
+        reload, while stopped, or a copied state directory) is removed in the background,
+        tried once first (up to mqtt.flush_timeout) when ``wait``: not in the frame loop."""
         if config.mqtt.host is None:
             return
-        from edge.forget import retire_stale_identity
-
-        retire_stale_identity(config, logging.getLogger("edge.forget"), running, config.mqtt.flush_timeout)
+        if self._retirer is None:
+            self._retirer = Retirer(config, logging.getLogger("edge.forget"))
+        self._retirer.announce(config, running)
+        if wait:
+            self._retirer.wait_tried(config.mqtt.flush_timeout)
 
 
 # --- entry point ----------------------------------------------------------------------------

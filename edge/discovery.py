@@ -56,6 +56,20 @@ PRESS = "PRESS"
 SNAPSHOT, CONTROLS, CPU_TEMPERATURE = "snapshot", "controls", "cpu_temperature"
 
 
+# The stats keys copied into the retained ``health`` summary (each stats interval): what
+# ``edge-face fleet`` shows, readable at once instead of after a whole stats interval.
+HEALTH_KEYS = (
+    "time",
+    "uptime_seconds",
+    "fps",
+    "invoke_ms_p50",
+    "cpu_temperature_c",
+    "events_dropped",
+    "source_state",
+    "detection",
+)
+
+
 @dataclass(frozen=True)
 class DeviceTopics:
     """Every topic of one device, under its validated prefix (``edge-face/<device_id>``).
@@ -68,6 +82,7 @@ class DeviceTopics:
     state: str
     snapshot: str
     stats: str
+    health: str
     controls: str
     command_prefix: str
 
@@ -79,6 +94,7 @@ class DeviceTopics:
             state=f"{prefix}/state",
             snapshot=f"{prefix}/snapshot",
             stats=f"{prefix}/stats",
+            health=f"{prefix}/health",
             controls=f"{prefix}/controls",
             command_prefix=f"{prefix}/set",
         )
@@ -94,7 +110,7 @@ class DeviceTopics:
     @property
     def retained(self) -> tuple[str, ...]:
         """The topics the daemon leaves retained on the broker (cleared by ``forget``)."""
-        return (self.status, self.state, self.snapshot, self.controls)
+        return (self.status, self.state, self.snapshot, self.health, self.controls)
 
 
 @dataclass(frozen=True)

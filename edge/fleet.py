@@ -5,11 +5,18 @@ Subscribes under the topic prefix with ``{device_id}`` as a wildcard level (the 
 
 * ``status`` (retained): "online", "offline" (the broker's last will) or "stopped";
 * ``state`` (retained): ``last_seen``, the time a face was last seen;
-* ``stats`` (periodic, not retained): fps, inference time, dropped events and, when the
-  daemon reports them, CPU temperature, version and model. A device's stats only show if one
-  arrives within ``--timeout``: the command waits that long for every online device's stats,
-  so a timeout above ``[stats] interval_seconds`` shows all of them;
+* ``health`` (retained, each stats interval): fps, inference time, CPU temperature, dropped
+  events, read at once;
+* ``stats`` (periodic, not retained): the same figures from a daemon too old to publish
+  ``health``; the command waits up to ``--timeout`` for an online device that has neither;
 * the Home Assistant discovery message (retained): the version and model the device announced.
+
+Everything read is untrusted (anyone allowed to publish there writes it): the broker is told
+not to send a message over :data:`MAX_MESSAGE_BYTES` (MQTT 5 maximum packet size), at most
+:data:`MAX_TOPICS` topics are kept and :data:`MAX_DEVICES` devices shown, text is printed
+with control characters escaped and cut to a column width, and a payload that is not the
+JSON expected, or a field of the wrong type, is ignored with a one-line note on stderr
+naming the topic. The whole look ends within ``--timeout`` (plus the TCP/TLS connect).
 
 Exit status (:class:`edge.exitcodes.ExitCode`): OK when every device is online, OFFLINE when
 any device is offline or stopped (or the ``--device`` asked for has no status), FAILURE when the
@@ -33,14 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from edge.config import (
+    DEVICE_ID_PATTERN,
     DEVICE_ID_PLACEHOLDER,
     HomeAssistantConfig,
     MqttConfig,
     key_default,
     validate_topic_prefix,
 )
-from edge.discovery import STATUS_ONLINE, DeviceTopics, discovery_topic
+from edge.discovery import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STOPPED, DeviceTopics, discovery_topic
 from edge.exitcodes import ExitCode
+from edge.untrusted import decoded, json_object, printable
 
 if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths run without it
     import paho.mqtt.client as paho
@@ -53,6 +62,15 @@ DEFAULT_TIMEOUT_S = 5.0
 # Retained messages follow the SUBACK at once; this much quiet after it is the wait for them.
 RETAINED_SETTLE_S = 0.5
 PASSWORD_ENV = "EDGE_FACE_MQTT_PASSWORD"
+# Bounds on what the broker may make us hold or print. The largest message we read is a
+# discovery config (about 26 kB with 16 zones and a 64-character device id).
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_TOPICS = 5000
+MAX_DEVICES = 1000
+# Notes about bad messages printed before "... and N more"; the width of a printed field.
+MAX_NOTES = 10
+FIELD_WIDTH = 40
+STATUSES = (STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED)
 # The daemon's stats keys behind each column (edge/daemon.py Daemon.stats); version and model
 # come from the retained discovery message.
 STATS_KEYS = {
@@ -105,7 +123,9 @@ class TopicPattern:
 
 # The leaves read here, named by the daemon's own topic layout.
 _LEAVES = DeviceTopics.under("")
-STATUS_LEAF, STATE_LEAF, STATS_LEAF = (name.lstrip("/") for name in (_LEAVES.status, _LEAVES.state, _LEAVES.stats))
+STATUS_LEAF, STATE_LEAF, STATS_LEAF, HEALTH_LEAF = (
+    name.lstrip("/") for name in (_LEAVES.status, _LEAVES.state, _LEAVES.stats, _LEAVES.health)
+)
 
 
 @dataclass(frozen=True)
@@ -133,22 +153,37 @@ class Snapshot:
 
     payloads: dict[str, bytes]
     received_at: float  # time.time() when the look ended
+    notes: tuple[str, ...] = ()  # what the look refused (too large, too many topics)
 
 
-def _json_object(payload: bytes | None) -> dict[str, Any]:
+def _note(notes: list[str], topic: str, problem: str) -> None:
+    notes.append(f"{printable(topic)}: {problem}; ignored")
+
+
+def _json_object(payload: bytes | None, topic: str, notes: list[str]) -> dict[str, Any]:
     if not payload:
         return {}
-    try:
-        value = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    value, problem = json_object(payload)
+    if value is None:
+        _note(notes, topic, problem or "not a JSON object")
         return {}
-    return value if isinstance(value, dict) else {}
+    return value
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _typed(values: dict[str, Any], key: str, kind: type, topic: str, notes: list[str]) -> Any:
+    """``values[key]`` if it is a ``kind`` (a number: finite, not a bool); None if absent or
+    null; a wrong type is noted and read as absent."""
+    value = values.get(key)
+    if value is None:
         return None
-    return float(value)
+    if _is_number(value) if kind is float else isinstance(value, kind):
+        return value
+    _note(notes, topic, f"field '{printable(key, FIELD_WIDTH)}' is {type(value).__name__}, not {kind.__name__}")
+    return None
 
 
 def _age_seconds(iso_time: Any, now: float) -> float | None:
@@ -163,40 +198,56 @@ def _age_seconds(iso_time: Any, now: float) -> float | None:
     return max(0.0, now - moment.timestamp())
 
 
-def _dropped(stats: dict[str, Any]) -> int | None:
-    """Events lost to a full outbox since the daemon started."""
-    value = _number(stats.get(STATS_KEYS["dropped_events"]))
-    return None if value is None else int(value)
-
-
-def build_reports(snapshot: Snapshot, pattern: TopicPattern, discovery_prefix: str) -> list[DeviceReport]:
-    """One report per device that has a retained status, sorted by device id (pure)."""
+def build_reports(
+    snapshot: Snapshot, pattern: TopicPattern, discovery_prefix: str, notes: list[str] | None = None
+) -> list[DeviceReport]:
+    """One report per device that has a retained status, sorted by device id, at most
+    :data:`MAX_DEVICES` (pure). What is refused is appended to ``notes`` (one line each)."""
+    notes = notes if notes is not None else []
     by_device: dict[str, dict[str, bytes]] = {}
-    for topic, payload in snapshot.payloads.items():
+    for topic, payload in sorted(snapshot.payloads.items()):
         matched = pattern.match(topic)
-        if matched is not None and payload:
-            by_device.setdefault(matched[0], {})[matched[1]] = payload
+        if matched is None or not payload:
+            continue
+        if not DEVICE_ID_PATTERN.fullmatch(matched[0]):
+            _note(notes, topic, "not an edge-face device id")
+            continue
+        by_device.setdefault(matched[0], {})[matched[1]] = payload
+    devices = [(device, leaves) for device, leaves in sorted(by_device.items()) if STATUS_LEAF in leaves]
+    # (stats or state without a status: a removed device's stray message)
+    if len(devices) > MAX_DEVICES:
+        notes.append(f"{len(devices)} devices: showing the first {MAX_DEVICES}")
+        devices = devices[:MAX_DEVICES]
     reports = []
-    for device, leaves in sorted(by_device.items()):
-        if STATUS_LEAF not in leaves:
-            continue  # stats or state without a status: a removed device's stray message
-        stats = _json_object(leaves.get(STATS_LEAF))
-        state = _json_object(leaves.get(STATE_LEAF))
-        announced = _json_object(snapshot.payloads.get(discovery_topic(discovery_prefix, device))).get("dev")
-        announced = announced if isinstance(announced, dict) else {}
-        version = announced.get("sw_version")
-        model = announced.get("model_id")
+    for device, leaves in devices:
+        topic_of = pattern.subscription(STATUS_LEAF).replace("+", device, 1)[: -len(STATUS_LEAF)]
+        status = decoded(leaves[STATUS_LEAF])
+        if status not in STATUSES:
+            _note(notes, topic_of + STATUS_LEAF, f"status '{printable(status, FIELD_WIDTH)}' is not one of {STATUSES}")
+        # Live stats first; a daemon publishes the same figures retained as its health.
+        figures_leaf = STATS_LEAF if STATS_LEAF in leaves else HEALTH_LEAF
+        figures = _json_object(leaves.get(figures_leaf), topic_of + figures_leaf, notes)
+        state = _json_object(leaves.get(STATE_LEAF), topic_of + STATE_LEAF, notes)
+        discovery = discovery_topic(discovery_prefix, device)
+        announced = _typed(
+            _json_object(snapshot.payloads.get(discovery), discovery, notes), "dev", dict, discovery, notes
+        )
+        announced = announced or {}
+        version = _typed(announced, "sw_version", str, discovery, notes)
+        model = _typed(announced, "model_id", str, discovery, notes)
+        dropped = _typed(figures, STATS_KEYS["dropped_events"], float, topic_of + figures_leaf, notes)
+        last_seen = _typed(state, "last_seen", str, topic_of + STATE_LEAF, notes)
         reports.append(
             DeviceReport(
                 device=device,
-                status=leaves[STATUS_LEAF].decode("utf-8", "replace"),
-                version=str(version) if version is not None else None,
-                model=str(model) if model is not None else None,
-                fps=_number(stats.get(STATS_KEYS["fps"])),
-                inference_ms=_number(stats.get(STATS_KEYS["inference_ms"])),
-                cpu_temp_c=_number(stats.get(STATS_KEYS["cpu_temp_c"])),
-                last_face_age_s=_age_seconds(state.get("last_seen"), snapshot.received_at),
-                dropped_events=_dropped(stats),
+                status=printable(status, FIELD_WIDTH),
+                version=printable(version, FIELD_WIDTH) if version is not None else None,
+                model=printable(model, FIELD_WIDTH) if model is not None else None,
+                fps=_typed(figures, STATS_KEYS["fps"], float, topic_of + figures_leaf, notes),
+                inference_ms=_typed(figures, STATS_KEYS["inference_ms"], float, topic_of + figures_leaf, notes),
+                cpu_temp_c=_typed(figures, STATS_KEYS["cpu_temp_c"], float, topic_of + figures_leaf, notes),
+                last_face_age_s=_age_seconds(last_seen, snapshot.received_at),
+                dropped_events=None if dropped is None else int(dropped),
             )
         )
     return reports
@@ -268,6 +319,8 @@ class _Progress:
 
     refused: str | None = None  # the broker's reason
     subscribed: float | None = None  # time.monotonic() of the SUBACK
+    oversized: int = 0  # messages over MAX_MESSAGE_BYTES (a broker that ignored our maximum)
+    topics_dropped: int = 0  # topics beyond MAX_TOPICS
 
 
 def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, timeout: float) -> Snapshot:
@@ -275,7 +328,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
     device has sent its stats. Raises FleetError when the broker cannot be used."""
     import ssl
 
-    from edge.mqtt_client import ClientSettings, new_client, on_connack
+    from edge.mqtt_client import ClientSettings, max_packet_size, new_client, on_connack
 
     tls = None
     if broker.tls:
@@ -286,6 +339,9 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise FleetError(f"TLS files unusable: {exc}") from None
     client = new_client(ClientSettings(client_id="", username=broker.username, password=broker.password, tls=tls))
+    client.connect_timeout = min(timeout, client.connect_timeout)
+    # The broker drops what is larger for us rather than send it (MQTT 5 maximum packet size).
+    connect_properties = max_packet_size(MAX_MESSAGE_BYTES)
     lock = threading.Condition()
     payloads: dict[str, bytes] = {}
     progress = _Progress()
@@ -297,7 +353,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 lock.notify_all()
             return
         client.subscribe(
-            [(pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF)]
+            [(pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF, HEALTH_LEAF)]
             + [(discovery_topic(discovery_prefix, "+"), 0)]
         )
 
@@ -314,25 +370,27 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
 
     def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with lock:
-            payloads[message.topic] = bytes(message.payload)
+            if len(message.payload) > MAX_MESSAGE_BYTES:
+                progress.oversized += 1
+            elif message.topic in payloads or len(payloads) < MAX_TOPICS:
+                payloads[message.topic] = bytes(message.payload)
+            else:
+                progress.topics_dropped += 1
             lock.notify_all()
 
     def stats_missing() -> bool:
         for topic, payload in payloads.items():
             matched = pattern.match(topic)
-            if (
-                matched
-                and matched[1] == STATUS_LEAF
-                and payload == STATUS_ONLINE.encode()
-                and pattern.subscription(STATS_LEAF).replace("+", matched[0], 1) not in payloads
-            ):
-                return True
+            if matched and matched[1] == STATUS_LEAF and payload == STATUS_ONLINE.encode():
+                figures = (pattern.subscription(leaf).replace("+", matched[0], 1) for leaf in (STATS_LEAF, HEALTH_LEAF))
+                if not any(payloads.get(topic) for topic in figures):
+                    return True
         return False
 
     on_connack(client, on_connect)
     client.on_subscribe, client.on_message = on_subscribe, on_message
     try:
-        client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5))
+        client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5), properties=connect_properties)
     except ssl.SSLCertVerificationError as exc:
         raise FleetError(
             f"broker {broker.host}:{broker.port}: TLS certificate verify failed ({exc.verify_message})"
@@ -357,6 +415,11 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
                 lock.wait(min(0.1, deadline - now))
             refused, subscribed = progress.refused, progress.subscribed
             seen = dict(payloads)
+            notes = []
+            if progress.oversized:
+                notes.append(f"{progress.oversized} message(s) over {MAX_MESSAGE_BYTES} bytes; ignored")
+            if progress.topics_dropped:
+                notes.append(f"more than {MAX_TOPICS} topics; {progress.topics_dropped} ignored")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -364,7 +427,7 @@ def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, t
         raise FleetError(f"broker {broker.host}:{broker.port} refused the connection ({refused})")
     if subscribed is None:
         raise FleetError(f"broker {broker.host}:{broker.port} did not answer within {timeout:g} s")
-    return Snapshot(seen, time.time())
+    return Snapshot(seen, time.time(), tuple(notes))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -446,7 +509,12 @@ def fleet_main(
     except FleetError as exc:
         print(f"edge-face fleet: {exc}", file=err)
         return ExitCode.FAILURE
-    reports = build_reports(snapshot, pattern, args.discovery_prefix)
+    notes = list(snapshot.notes)
+    reports = build_reports(snapshot, pattern, args.discovery_prefix, notes)
+    for note in notes[:MAX_NOTES]:
+        print(f"edge-face fleet: {note}", file=err)
+    if len(notes) > MAX_NOTES:
+        print(f"edge-face fleet: ... and {len(notes) - MAX_NOTES} more message(s) ignored", file=err)
     if args.device is not None:
         reports = [r for r in reports if r.device == args.device]
     if args.json:

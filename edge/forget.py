@@ -4,8 +4,8 @@ Publishes an empty retained message on the device's discovery topic (Home Assist
 the device and its entities) and on every retained topic the daemon leaves (status, state,
 snapshot, controls), then deletes the stored controls and the announced identity. The
 installer's ``--uninstall`` / ``--purge`` and the Ansible role's ``state: absent`` run it
-after stopping the service; the daemon runs :func:`retire_stale_identity` itself when it
-finds itself renamed (by a reload, or while it was stopped).
+after stopping the service; the daemon removes its own old names itself
+(:class:`edge.device_identity.Retirer`, with :func:`forget_device`).
 
 Its own short-lived MQTT client (client id ``edge-face-forget-<device_id>``) so it never
 kicks a running daemon off the broker. Exit codes: 0 done, 1 the broker could not be reached
@@ -15,13 +15,9 @@ or did not acknowledge every removal within the timeout, 2 config error.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import sys
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -30,75 +26,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import DEVICE_ID_PATTERN, Config, ConfigError, load_config
 from edge.controls import state_path
+from edge.device_identity import record_path
 from edge.discovery import DeviceTopics, removal_messages
 from edge.exitcodes import ExitCode
-from edge.mqtt_client import ClientSettings, new_client, on_connack
+from edge.mqtt_client import ClientSettings, max_packet_size, new_client, on_connack
 
 log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
-# Who the daemon last announced itself as (in device.state_dir): a device renamed while it
-# was stopped (an edited config, an Ansible run) is then still removed at the next start.
-IDENTITY_FILE_NAME = "announced.json"
+# The largest retained message a look at an old identity takes (a status is a few bytes).
+LOOK_MAX_BYTES = 4096
 
 
-def identity_of(config: Config) -> dict[str, Any]:
-    """What names the device on the broker and in HA; a change leaves a ghost unless the old
-    identity is forgotten. ``discovery_prefix`` None: HA discovery was off."""
-    ha = config.homeassistant
-    return {
-        "device_id": config.device.id,
-        "host": config.mqtt.host,
-        "port": config.mqtt.port,
-        "topic_prefix": config.mqtt.topic_prefix,
-        "discovery_prefix": ha.discovery_prefix if ha.enabled else None,
-    }
-
-
-def retire_stale_identity(
-    config: Config, logger: logging.Logger, running: Config | None = None, timeout: float = DEFAULT_TIMEOUT_S
-) -> None:
-    """Forget the identity last announced (stored in the state directory; ``running``'s when
-    none is stored) if ``config`` names the device differently, then store ``config``'s."""
-    path = Path(config.device.state_dir) / IDENTITY_FILE_NAME
-    current = identity_of(config)
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        previous = None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("announced identity '%s' cannot be read (%s); ignoring it", path, exc)
-        previous = None
-    if previous is None and running is not None:
-        previous = identity_of(running)
-    if previous is not None and previous != current:
-        old = _config_for(config, previous)
-        if old is None:
-            logger.warning("announced identity '%s' is not one of ours; ignoring it", path)
-        elif old.mqtt.host is not None:
-            logger.info(
-                "the device was announced as '%s' (broker %s:%s): removing that one",
-                old.device.id,
-                old.mqtt.host,
-                old.mqtt.port,
-            )
-            if not forget_device(old, logger, timeout, discovery=previous.get("discovery_prefix") is not None):
-                return  # the old identity stays stored: the next start tries again
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".announced.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(current, handle, sort_keys=True)
-        os.replace(temp, path)
-    except OSError as exc:
-        logger.error(
-            "cannot store the announced identity in '%s' (%s; set device.state_dir): a rename "
-            "while stopped would leave the old device behind",
-            path,
-            exc.strerror or exc,
-        )
-
-
-def _config_for(config: Config, identity: dict[str, Any]) -> Config | None:
+def config_for(config: Config, identity: dict[str, Any]) -> Config | None:
     """``config`` with the broker and names of a stored identity (None if it is malformed)."""
     try:
         device_id, prefix, discovery = identity["device_id"], identity["topic_prefix"], identity["discovery_prefix"]
@@ -108,10 +47,11 @@ def _config_for(config: Config, identity: dict[str, Any]) -> Config | None:
     strings = all(isinstance(v, str) and v and "#" not in v and "+" not in v for v in (prefix, discovery or "x"))
     if not (
         isinstance(device_id, str)
-        and DEVICE_ID_PATTERN.match(device_id)
+        and DEVICE_ID_PATTERN.fullmatch(device_id)
         and strings
         and (host is None or isinstance(host, str))
         and isinstance(port, int)
+        and not isinstance(port, bool)
     ):
         return None
     ha = config.homeassistant
@@ -125,6 +65,61 @@ def _config_for(config: Config, identity: dict[str, Any]) -> Config | None:
     )
 
 
+def read_retained(config: Config, topic: str, logger: logging.Logger, timeout: float) -> tuple[str, bytes | None]:
+    """The retained payload of ``topic`` on ``config``'s broker: ("ok", payload or None when
+    nothing is retained) or ("unreachable", None). What arrives is untrusted: at most
+    :data:`LOOK_MAX_BYTES` (MQTT 5 maximum packet size), only compared, never printed."""
+    mqtt = config.mqtt
+    assert mqtt.host is not None
+    done = threading.Condition()
+    seen: dict[str, Any] = {}
+
+    def on_connect(client: paho.Client, reason_code: ReasonCode) -> None:
+        if reason_code.is_failure:
+            with done:
+                seen["refused"] = True
+                done.notify_all()
+        else:
+            client.subscribe(topic, qos=0)
+
+    def on_subscribe(client: paho.Client, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
+        with done:
+            seen["subscribed"] = True
+            done.notify_all()
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with done:
+            if message.retain:
+                seen["payload"] = bytes(message.payload)
+            done.notify_all()
+
+    try:
+        client = new_client(ClientSettings.from_config(mqtt, ""))
+    except ConfigError as exc:
+        logger.error("cannot look at device '%s': %s", config.device.id, exc)
+        return "unreachable", None
+    on_connack(client, on_connect)
+    client.on_subscribe, client.on_message = on_subscribe, on_message
+    properties = max_packet_size(LOOK_MAX_BYTES) if mqtt.protocol == "5" else None
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive, properties=properties)
+    except OSError:
+        return "unreachable", None
+    client.loop_start()
+    try:
+        with done:
+            # Retained messages follow the SUBACK at once: a short settle after it.
+            done.wait_for(lambda: bool(seen.keys() & {"payload", "refused", "subscribed"}), timeout)
+            if "payload" not in seen and "subscribed" in seen:
+                done.wait_for(lambda: "payload" in seen, 0.5)
+            if "refused" in seen or ("subscribed" not in seen and "payload" not in seen):
+                return "unreachable", None
+            return "ok", seen.get("payload")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 @dataclasses.dataclass
 class _Progress:
     """What paho's thread has reported so far (guarded by the caller's condition)."""
@@ -135,12 +130,17 @@ class _Progress:
 
 
 def forget_device(
-    config: Config, logger: logging.Logger, timeout: float = DEFAULT_TIMEOUT_S, discovery: bool = True
+    config: Config,
+    logger: logging.Logger,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    discovery: bool = True,
+    keep: frozenset[str] = frozenset(),
 ) -> bool:
     """Publish the removal messages of ``config``'s device (retained, QoS 1) and wait for every
     acknowledgement; True when the broker acknowledged all of them within ``timeout`` s.
     ``discovery`` False leaves the discovery topic alone (HA warns about removing a device
-    it does not know, so the daemon clears it only when it had announced one)."""
+    it does not know, so the daemon clears it only when it had announced one). ``keep``:
+    topics left alone (the device's new identity publishes there)."""
     mqtt = config.mqtt
     if mqtt.host is None:
         logger.info("no [mqtt] host: nothing to remove from a broker")
@@ -148,7 +148,9 @@ def forget_device(
     topics = DeviceTopics.under(mqtt.topic_prefix)
     # The CLI clears the discovery topic even with HA disabled now: it may have been on before.
     prefix = config.homeassistant.discovery_prefix if discovery else None
-    messages = removal_messages(prefix, config.device.id, topics)
+    messages = [
+        (topic, payload) for topic, payload in removal_messages(prefix, config.device.id, topics) if topic not in keep
+    ]
     broker = f"{mqtt.host}:{mqtt.port}"
     done = threading.Condition()
     state = _Progress()
@@ -220,7 +222,7 @@ def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     removed = forget_device(config, log, timeout)
-    for stored in (state_path(config.device.state_dir), Path(config.device.state_dir) / IDENTITY_FILE_NAME):
+    for stored in (state_path(config.device.state_dir), record_path(config)):
         try:
             stored.unlink(missing_ok=True)
         except OSError as exc:

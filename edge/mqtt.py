@@ -9,8 +9,11 @@ status      1      yes       "online"; "offline" (the broker's LWT when we vanis
                              "stopped" after a clean close
 events      1      no        one JSON :class:`edge.events.Event` per message
 state       1      yes       JSON {"present": bool, "count": int, "last_seen": str|null}
-snapshot    1      yes       JPEG bytes; only when snapshots are on, otherwise cleared
+snapshot    1      yes       JPEG bytes of the last face; only when snapshots are on,
+                             otherwise cleared. A placeholder (dark grey) only when the
+                             broker holds no picture: a restart keeps the last real face
 stats       0      no        JSON dict from the daemon (fps, timings, queue depth, ...)
+health      1      yes       JSON: the stats keys of edge.discovery.HEALTH_KEYS, each interval
 controls    1      yes       JSON state of the Home Assistant controls (edge.controls)
 set/<name>  1      (in)      control commands we subscribe to (HA enabled, controls on);
                              every message goes through edge.command_intake's gate
@@ -30,6 +33,11 @@ How an event is never lost (short of a full outbox or a dead process):
 * :meth:`MqttSink.close` waits (up to its timeout) for the outbox to drain before publishing
   "stopped" and disconnecting; :meth:`MqttSink.detach` lets go at once (reload).
 
+A replaced session never shows the device offline: the old transport ends with a clean
+DISCONNECT (the broker discards its will), and the new one connects only after that
+(:meth:`MqttSink.wait_detached`); both use the same client id, so connecting first would
+make the broker take the old session over and publish its will ("offline", retained).
+
 Threads: one transport thread per sink owns the paho client: it connects (with a CONNACK
 timeout), runs paho's loop, makes every publish call and runs paho's callbacks, so nothing
 here waits on the network in the caller's thread except the first connection attempt of
@@ -44,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -71,6 +80,7 @@ from edge.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
     HA_ONLINE,
+    HEALTH_KEYS,
     SNAPSHOT,
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -80,7 +90,7 @@ from edge.discovery import (
     discovery_topic,
     ha_status_topic,
 )
-from edge.mqtt_client import ClientSettings, SizeCappedClient, new_capped_client, on_connack
+from edge.mqtt_client import ClientSettings, SizeCappedClient, incoming_packet_limit, new_capped_client, on_connack
 from edge.outbox import Outbox
 from edge.sinks import CommandHandler, SinkError
 from edge.sysinfo import read_cpu_temperature
@@ -111,6 +121,10 @@ HA_BIRTH_INTERVAL_S = 2.0
 # "stopped" still gets this long after the flush used up close()'s timeout: without it a
 # subscriber could not tell a clean stop from a hang.
 STOPPED_GRACE_S = 1.0
+
+# How long after subscribing to its own snapshot topic the sink waits for a retained picture
+# before it publishes the placeholder (retained messages follow the SUBACK at once).
+PLACEHOLDER_WAIT_S = 1.0
 
 # CONNACK reasons that mean the credentials, not the network, are wrong.
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
@@ -181,7 +195,7 @@ class _Outgoing:
     """One call into paho. ``kind``: "event" (``sequence`` set), "retained"
     (status/state/snapshot/controls/discovery), "stats" or "subscribe"."""
 
-    kind: str
+    kind: str  # also "unsubscribe"
     topic: str
     payload: bytes
     qos: int
@@ -226,6 +240,7 @@ class MqttSink:
         reminder_interval: float = REMINDER_INTERVAL_S,
         zones: tuple[str, ...] = (),
         retired_zones: tuple[str, ...] = (),
+        snapshot_max_bytes: int = 0,
     ) -> None:
         if mqtt.host is None:
             raise ConfigError("mqtt.host", None, "a host name or IP address for the MQTT sink")
@@ -237,6 +252,9 @@ class MqttSink:
         self._device_id = device_id
         self._model_id = model_id
         self._snapshot_enabled = snapshot_enabled
+        # The sink reads its own retained snapshot back (the placeholder's look): the client's
+        # size cap must let the largest picture it may have published through.
+        self._incoming_limit = incoming_packet_limit(snapshot_max_bytes)
         self._log = logger
         self.topics = Topics.for_device(mqtt.topic_prefix, device_id)
         if ha.enabled:
@@ -272,8 +290,15 @@ class MqttSink:
         self._controls = _Retained(self.topics.controls)
         self._presence = _Retained(self.topics.state)
         self._snapshot = _Retained(self.topics.snapshot)
-        self._retained = (self._controls, self._presence, self._snapshot)
+        self._health = _Retained(self.topics.health)
+        self._retained = (self._controls, self._presence, self._snapshot, self._health)
         self._pending_stats: bytes | None = None
+        # The "last face" placeholder: published only where the broker holds no picture, so a
+        # restart does not replace the last real face. _placeholder_deadline: monotonic time
+        # the look at the retained snapshot ends (None: no look under way).
+        self._placeholder: bytes | None = None
+        self._placeholder_look_pending = False
+        self._placeholder_deadline: float | None = None
         self._command_handler: CommandHandler | None = None
         self._bad_topic_logged = False  # the transport thread's own
         self._discovery_removal_pending = False
@@ -298,17 +323,42 @@ class MqttSink:
             self._presence.update(encode_state(state))
         self._wake.set()
 
-    def publish_snapshot(self, jpeg: bytes) -> None:
-        if not self._snapshot_enabled:
-            # Privacy: with snapshots off no image leaves the device, whoever calls this.
-            return
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        """The last face (retained). ``placeholder``: a picture for an image entity that has
+        none yet; sent only if the broker holds no snapshot (a real one from a previous run
+        is kept) and no real one was published since."""
         with self._cond:
-            self._snapshot.update(bytes(jpeg))
+            if not self._snapshot_enabled:
+                # Privacy: with snapshots off no image leaves the device, whoever calls this.
+                return
+            if placeholder:
+                if self._snapshot.payload is None:
+                    self._placeholder = bytes(jpeg)
+                    self._placeholder_look_pending = True
+            else:
+                self._placeholder = None
+                self._snapshot.update(bytes(jpeg))
+        self._wake.set()
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """The Snapshots switch, applied to the running session (no new connection): the image
+        entity is announced or removed, and turning snapshots off clears the retained picture."""
+        with self._cond:
+            if enabled == self._snapshot_enabled:
+                return
+            self._snapshot_enabled = enabled
+            self._discovery_pending = self._ha.enabled
+            self._placeholder, self._placeholder_look_pending = None, False
+            self._snapshot.payload, self._snapshot.unsent = None, False
+            if not enabled:
+                self._snapshot.update(b"")  # an empty retained message deletes the picture
         self._wake.set()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         payload = encode_json(stats)
+        health = encode_json({key: stats[key] for key in HEALTH_KEYS if key in stats})
         with self._cond:
+            self._health.update(health)  # retained: the latest is worth sending after a reconnect
             if self._connected:  # stats are periodic: a stale one after a reconnect is noise
                 self._pending_stats = payload
         self._wake.set()
@@ -325,19 +375,6 @@ class MqttSink:
         """The control state (retained, re-sent after every reconnect) the switches read."""
         with self._cond:
             self._controls.update(encode_json(state))
-        self._wake.set()
-
-    def set_snapshots(self, enabled: bool) -> None:
-        """Snapshots switched on or off (a control), on this connection: discovery is sent
-        again (the image entity comes or goes) and, switched off, the retained picture is
-        cleared and no image is published any more."""
-        with self._cond:
-            if enabled == self._snapshot_enabled:
-                return
-            self._snapshot_enabled = enabled
-            self._discovery_pending = self._ha.enabled
-            if not enabled:
-                self._snapshot.update(b"")  # an empty retained message deletes the picture
         self._wake.set()
 
     def reannounce(self) -> None:
@@ -389,6 +426,18 @@ class MqttSink:
             self._cond.notify_all()
         self._wake.set()
 
+    def wait_detached(self) -> bool:
+        """After :meth:`detach`: wait for the clean DISCONNECT to be sent (the thread's end).
+        True when it ended: a successor with the same client id may connect now without the
+        broker publishing our will. Bounded: a thread in a connection attempt notices the
+        stop within the CONNACK timeout, then needs a loop tick (usually it takes one tick)."""
+        with self._cond:
+            thread = self._thread
+        if thread is None:
+            return True
+        thread.join(self._connack_timeout + STOPPED_GRACE_S)
+        return not thread.is_alive()
+
     # --- control -----------------------------------------------------------------------------
 
     def start(self, wait_first: bool = True) -> None:
@@ -418,8 +467,16 @@ class MqttSink:
                 self._note_failure(self._explain(exc))
             else:
                 self._first_client = client
-        self._thread = threading.Thread(target=self._run, name="mqtt-transport", daemon=True)
-        self._thread.start()
+        with self._cond:
+            # Against detach() + wait_detached() in other threads: a sink detached before it
+            # starts never connects, and one that starts is always the thread they wait for.
+            first, stopped = self._first_client, self._stop
+            if not stopped:
+                self._thread = threading.Thread(target=self._run, name="mqtt-transport", daemon=True)
+                self._thread.start()
+        if stopped and first is not None:
+            self._first_client = None
+            self._finish(first, connected=False)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -440,6 +497,7 @@ class MqttSink:
 
     def _make_client(self) -> SizeCappedClient:
         client = new_capped_client(self._client_settings, reconnect_on_failure=False)  # our thread reconnects
+        client.max_incoming_bytes = self._incoming_limit
         if self._log.isEnabledFor(logging.DEBUG):
             # paho's log is protocol detail, and it reports routine states of its reconnect
             # loop as ERROR ("Client is not connected"): useful when debugging, noise otherwise.
@@ -649,9 +707,11 @@ class MqttSink:
             else:
                 if mid is not None:
                     self._log.warning("MQTT: broker %s did not acknowledge the 'stopped' status", self._broker)
+        if connected or client.socket() is not None:
+            # Also before the CONNACK: the broker may have taken the CONNECT (and our will).
+            _drain(client, STOPPED_GRACE_S)
+            client.disconnect()  # paho closes the socket once the DISCONNECT is written
         if connected:
-            client.disconnect()
-            client.loop(timeout=_LOOP_TICK_S)  # write the DISCONNECT
             if self._say_stopped:
                 self._log.info("MQTT: disconnected from %s", self._broker)
         elif self._say_stopped:
@@ -674,6 +734,8 @@ class MqttSink:
             self._announce_pending = True
             for latest in self._retained:
                 latest.resend()
+            self._placeholder_look_pending = self._placeholder is not None
+            self._placeholder_deadline = None
             reconnect = self._connections > 1
             self._cond.notify_all()
         stats = self.outbox.stats
@@ -716,6 +778,11 @@ class MqttSink:
             if not self._bad_topic_logged:
                 self._bad_topic_logged = True
                 self._log.warning("MQTT: ignored a message whose topic is not UTF-8 (broker %s)", self._broker)
+            return
+        if topic == self.topics.snapshot:
+            if message.payload:  # a picture is there (a real one from before): keep it
+                with self._cond:
+                    self._placeholder = None
             return
         if not self._ha.enabled and topic == self._own_discovery_topic():
             if message.payload:  # a config announced while HA was on: remove it
@@ -816,6 +883,7 @@ class MqttSink:
             payload = latest.take()
             if payload is not None:
                 work.append(retained(latest.topic, payload))
+        work += self._placeholder_work()
         if self._discovery_removal_pending:
             self._discovery_removal_pending = False
             # An empty retained config: HA deletes the device (only sent when one exists, as
@@ -827,6 +895,25 @@ class MqttSink:
         for entry in self.outbox.take(self, EVENT_WINDOW):
             self._events_unacked += 1
             work.append(_Outgoing("event", self.topics.events, entry.payload, qos=1, sequence=entry.sequence))
+        return work
+
+    def _placeholder_work(self) -> list[_Outgoing]:
+        """Look at the retained snapshot (subscribe), then, unless a picture turned up within
+        PLACEHOLDER_WAIT_S, publish the placeholder (caller holds self._cond, connected)."""
+        if self._placeholder_look_pending:
+            self._placeholder_look_pending = False
+            self._placeholder_deadline = time.monotonic() + PLACEHOLDER_WAIT_S
+            return [_Outgoing("subscribe", self.topics.snapshot, b"", qos=0)]
+        if self._placeholder_deadline is None or time.monotonic() < self._placeholder_deadline:
+            return []
+        self._placeholder_deadline = None
+        work = [_Outgoing("unsubscribe", self.topics.snapshot, b"", qos=0)]
+        if self._placeholder is not None and self._snapshot.payload is None and self._snapshot_enabled:
+            self._snapshot.update(self._placeholder)
+            payload = self._snapshot.take()
+            assert payload is not None  # just updated
+            work.append(_Outgoing("retained", self.topics.snapshot, payload, qos=1, retain=True))
+        self._placeholder = None
         return work
 
     def _discovery_payload(self) -> dict[str, Any]:
@@ -851,6 +938,9 @@ class MqttSink:
         if item.kind == "subscribe":
             client.subscribe(item.topic, qos=item.qos)
             return None
+        if item.kind == "unsubscribe":
+            client.unsubscribe(item.topic)
+            return None
         try:
             info = client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
         except ValueError:  # payload over MQTT's 256 MB limit: nothing paho will ever send
@@ -872,6 +962,23 @@ def _not_tls(exc: BaseException) -> bool:
     if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError)):
         return True
     return isinstance(exc, ssl.SSLError) and (exc.reason or "") in _NOT_TLS_REASONS
+
+
+def _drain(client: paho.Client, budget: float) -> None:
+    """Read what the broker is still sending (up to ``budget`` s, until it is quiet for a
+    loop tick). A socket closed with unread data (a retained snapshot on its way to us) is
+    reset rather than closed, and a broker that reads the reset before our DISCONNECT drops
+    the DISCONNECT and publishes the will after all."""
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        if not pending and not select.select([sock], [], [], _LOOP_TICK_S)[0]:
+            return
+        if client.loop(timeout=0) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return
 
 
 def _drop_socket(client: paho.Client) -> None:

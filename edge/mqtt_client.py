@@ -40,6 +40,18 @@ ConnackHandler = Callable[[paho.Client, ReasonCode], None]
 # (about 30 KB with every zone): 256 KiB is ample, and far from what the unit's MemoryMax
 # cares about (paho holds a packet several times over while it reads it).
 MAX_INCOMING_PACKET_BYTES = 256 * 1024
+# Room for a PUBLISH packet's topic and properties around a payload.
+PACKET_HEADROOM_BYTES = 4 * 1024
+
+
+def incoming_packet_limit(own_retained_bytes: int) -> int:
+    """The largest packet the daemon reads: :data:`MAX_INCOMING_PACKET_BYTES`, or more where
+    it looks at a retained message of its own that may be bigger (its last-face snapshot, up
+    to ``snapshot.max_bytes``): below that, its own picture would be refused and replaced by
+    the placeholder at every start (MQTT 5), or end the connection (3.1.1)."""
+    return max(MAX_INCOMING_PACKET_BYTES, own_retained_bytes + PACKET_HEADROOM_BYTES)
+
+
 _C = TypeVar("_C", bound=paho.Client)
 
 
@@ -138,6 +150,15 @@ def _configured(kind: type[_C], settings: ClientSettings, reconnect_on_failure: 
         client.tls_set_context(settings.tls)
         client.tls_insecure_set(settings.tls_insecure)
     return client
+
+
+def max_packet_size(limit: int) -> Properties:
+    """CONNECT properties (MQTT 5) asking the broker never to send us a packet over ``limit``
+    bytes: it drops a larger message for us instead, so it never reaches our memory."""
+    make: Callable[[int], Properties] = Properties  # paho's constructor is untyped
+    properties = make(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = limit
+    return properties
 
 
 def on_connack(client: paho.Client, handler: ConnackHandler) -> None:

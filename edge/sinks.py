@@ -65,14 +65,15 @@ class EventSink(Protocol):
 
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
 
-    def publish_snapshot(self, jpeg: bytes) -> None: ...
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        """The last face. ``placeholder``: a stand-in until one is seen, which must not
+        replace a real picture the peer still holds (from before a restart)."""
+
+    def set_snapshots(self, enabled: bool) -> None:
+        """The Snapshots switch changed: apply it to the running transport."""
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         """The Home Assistant controls' state (the switches read it)."""
-
-    def set_snapshots(self, enabled: bool) -> None:
-        """Snapshots switched on or off from Home Assistant: announce it, and switched off,
-        remove the published picture and publish none any more."""
 
     def reannounce(self) -> None:
         """Announce everything again (discovery, retained state): HA's Re-announce button."""
@@ -80,6 +81,10 @@ class EventSink(Protocol):
     def detach(self) -> None:
         """Stop now without announcing a stop, events in flight given back to the outbox:
         another transport takes over (a reload). Never waits on the network."""
+
+    def wait_detached(self) -> bool:
+        """After :meth:`detach` (bounded by the transport): True once it has let go of its
+        peer, so its successor may connect."""
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         """Flush what is pending within ``timeout`` seconds (less once ``abandon`` is set),
@@ -135,20 +140,23 @@ class StdoutSink:
     def publish_stats(self, stats: dict[str, Any]) -> None:
         pass
 
-    def publish_snapshot(self, jpeg: bytes) -> None:
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        pass
+
+    def set_snapshots(self, enabled: bool) -> None:
         pass
 
     def publish_controls(self, state: dict[str, Any]) -> None:
         pass
-
-    def set_snapshots(self, enabled: bool) -> None:
-        pass  # no snapshot is written to stdout
 
     def reannounce(self) -> None:
         pass
 
     def detach(self) -> None:
         self.close(0.0)
+
+    def wait_detached(self) -> bool:
+        return True
 
     def close(self, timeout: float, abandon: threading.Event | None = None) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed pipe or stream: nothing left to flush into

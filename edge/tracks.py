@@ -1,5 +1,5 @@
 """Face tracks: a track id per face across frames, and which views of a track are worth a
-recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.identity`).
+recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.track_identity`).
 
 :class:`Tracker` is fed each detected frame's :class:`edge.decode.Detections` (normalized
 xyxy boxes, best first) with the frame's monotonic time and, optionally, a sharpness per face

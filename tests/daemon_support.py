@@ -122,8 +122,11 @@ class RecordingSink:
     def publish_stats(self, stats: dict) -> None:
         self.calls.append(("stats", stats))
 
-    def publish_snapshot(self, jpeg: bytes) -> None:
-        self.calls.append(("snapshot", jpeg))
+    def publish_snapshot(self, jpeg: bytes, placeholder: bool = False) -> None:
+        self.calls.append(("placeholder" if placeholder else "snapshot", jpeg))
+
+    def set_snapshots(self, enabled: bool) -> None:
+        self.calls.append(("set_snapshots", enabled))
 
     def close(self, timeout: float, abandon=None) -> None:
         self.closed_with = timeout
@@ -142,11 +145,11 @@ class RecordingSink:
     def publish_controls(self, state: dict) -> None:
         pass
 
-    def set_snapshots(self, enabled: bool) -> None:
-        pass
-
     def reannounce(self) -> None:
         pass
 
     def detach(self) -> None:
         self.close(0.0)
+
+    def wait_detached(self) -> bool:
+        return True

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cli_support import EDGE_CLI
+from cli_support import EDGE_CLI, run_cli
 from daemon_support import bomb_png
 
 from edge.exitcodes import ExitCode
@@ -295,3 +295,11 @@ def test_as_user_finds_an_unreadable_model_sidecar(open_dir, service_user):
         f"error (as user '{service_user}'): config key 'detector.model': \"{model}\" is not allowed "
         f"(a model whose sidecar is readable; '{sidecar}' cannot be read (permission denied))\n"
     )
+
+
+def test_version_prints_the_installed_package_version_and_exits_0():
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"edge-face {version('edge-face')}"

@@ -300,8 +300,8 @@ def test_snapshots_state_and_stats_reach_the_sink(tmp_path, int8_model_path, two
     # snapshot only while faces are in view (it is the *last face*); a clean stop says "nobody".
     assert kinds[:1] == ["state"]
     flow = [k for k in kinds if k != "stats"]
-    assert flow == ["state", "snapshot", "event", "state", "snapshot", "event", "state", "state"]
-    snapshots = [payload for kind, payload in sink.calls if kind == "snapshot"]
+    assert flow == ["state", "placeholder", "event", "state", "snapshot", "event", "state", "state"]
+    snapshots = [payload for kind, payload in sink.calls if kind in ("placeholder", "snapshot")]
     for jpeg in snapshots:
         assert len(jpeg) <= 20_000 and jpeg[:2] == b"\xff\xd8"
     placeholder = np.asarray(Image.open(io.BytesIO(snapshots[0])))

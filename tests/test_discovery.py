@@ -244,6 +244,7 @@ def test_removal_messages_clear_the_device_and_every_retained_topic():
         (TOPICS.status, b""),
         (TOPICS.state, b""),
         (TOPICS.snapshot, b""),
+        (TOPICS.health, b""),
         (TOPICS.controls, b""),
         *((TOPICS.command(control), b"") for control in ("detection", "snapshots", "score_threshold", "reannounce")),
     ]

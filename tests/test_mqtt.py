@@ -192,7 +192,7 @@ def test_topics_payloads_qos_and_retained_flags(broker, sinks):
 
     # A subscriber arriving later gets exactly the retained topics, flagged as retained.
     with Subscriber(broker, [f"{PREFIX}/#"]) as late:
-        expected = {f"{PREFIX}/status", f"{PREFIX}/state", f"{PREFIX}/snapshot"}
+        expected = {f"{PREFIX}/status", f"{PREFIX}/state", f"{PREFIX}/snapshot", f"{PREFIX}/health"}
         late.wait_until(lambda: expected <= {m.topic for m in late.messages}, 10, "the retained topics")
         time.sleep(0.3)  # anything else retained (events, stats) would have come in the same burst
         retained = {m.topic: m for m in late.messages}
@@ -200,6 +200,8 @@ def test_topics_payloads_qos_and_retained_flags(broker, sinks):
         assert all(m.retain and m.qos == 1 for m in retained.values())
         assert retained[f"{PREFIX}/status"].payload == STATUS_ONLINE.encode()
         assert retained[f"{PREFIX}/snapshot"].payload == jpeg
+        # The health summary: the stats keys fleet shows, nothing else (queue_depth is not one).
+        assert json.loads(retained[f"{PREFIX}/health"].payload) == {"fps": 7.5, "invoke_ms_p50": 41.0}
 
 
 def test_snapshots_off_publishes_no_image_and_clears_an_old_one(broker, sinks):
