@@ -120,7 +120,7 @@ arm64-check: model
 
 ## arm-cost: aarch64 instructions per stage on the Pis' CPU models (instruction counts, not
 ## time); builds qemu with TCG plugins on first use (root), cached beside the arm64 roots
-.PHONY: arm-cost arm-cost-per-op arm-cost-race arm-cost-stems
+.PHONY: arm-cost arm-cost-per-op arm-cost-race arm-cost-stems arm-cost-recognize
 arm-cost: arm64-check
 	$(BIN)/python -m tools.arm_cost
 
@@ -138,6 +138,11 @@ arm-cost-race: arm64-check
 ## space-to-depth, float stem), pre-process and invoke, against the shipped model on each Pi CPU
 arm-cost-stems: arm64-check
 	$(BIN)/python -m tools.arm_cost --stems
+
+## arm-cost-recognize: one face's recognition (landmarks, chip, descriptor) on each Pi CPU against
+## the 320x240 detector invoke in the same run; target: under 10 invokes on every CPU
+arm-cost-recognize: arm64-check
+	$(BIN)/python -m tools.arm_cost --recognize
 
 ## ha-check: edge-face against a real Home Assistant core in a Debian trixie root (needs root;
 ## first run builds the root in a few minutes, then cached in $$EDGE_FACE_HA_CACHE or

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("--json", action="store_true", help="one JSON line per image")
     detect.add_argument(
+        "--gallery",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also say who each face is: the nearest enrolled person of this gallery (edge-face enroll)",
+    )
+    detect.add_argument(
         "--annotate",
         type=Path,
         metavar="DIR",
@@ -164,6 +171,34 @@ def _face_record(box: np.ndarray, score: float) -> dict[str, Any]:
 
 def _fail(message: str) -> None:
     print(f"edge-face: {message}", file=sys.stderr)
+
+
+class _Identifier:
+    """``detect --gallery``: each face's descriptor against the enrolled people."""
+
+    def __init__(self, path: Path, threads: int | None, interpreter: str | None) -> None:
+        from edge.config import quote_path
+        from edge.recognize.describe import FaceDescriber
+        from edge.recognize.gallery import GalleryError, load_gallery
+
+        # load_gallery takes a missing file for an empty gallery (enroll starts one); asked
+        # for by name, a missing file is a typo that would make every face "nobody".
+        if not path.exists():
+            raise GalleryError(f"gallery '{quote_path(path)}': no such file")
+        self._describer = FaceDescriber(num_threads=threads, interpreter=interpreter)
+        self._gallery = load_gallery(path, self._describer.model_id, self._describer.dimensions)
+
+    def identify(self, pixels: np.ndarray, boxes: np.ndarray) -> list[dict[str, Any]]:
+        """``{"person", "distance"}`` of each face of ``boxes`` ((N, 4) pixels of ``pixels``)."""
+        from edge.recognize.gallery import identify
+
+        fields = []
+        for box in boxes:
+            descriptor = self._describer.describe(pixels, box).descriptor
+            match = identify(self._gallery, descriptor, self._describer.match_threshold)
+            distance = None if match.distance is None else round(match.distance, 4)
+            fields.append({"person": match.person, "distance": distance})
+        return fields
 
 
 def _model_problem(model: Path) -> str | None:
@@ -216,6 +251,18 @@ def detect_command(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. the file changed between the check and the load
         _fail(f"model '{quote_path(model_path)}': cannot be read ({exc.strerror or exc})")
         return ExitCode.MODEL
+    identifier = None
+    if args.gallery is not None:
+        from edge.recognize.gallery import GalleryError
+
+        try:
+            identifier = _Identifier(args.gallery, args.threads, args.interpreter)
+        except GalleryError as exc:
+            _fail(str(exc))
+            return ExitCode.CONFIG
+        except ModelError as exc:
+            _fail(str(exc))
+            return ExitCode.MODEL
     if not args.json:
         print(f"model {detector.model_id} on {detector.interpreter_name}", file=sys.stderr)
 
@@ -234,6 +281,10 @@ def detect_command(args: argparse.Namespace) -> int:
         faces = [
             _face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores, strict=True)
         ]
+        if identifier is not None:  # described from the decoded pixels, which may be smaller
+            decoded_boxes = detections.pixel_boxes(image.pixels.shape[1], image.pixels.shape[0])
+            for face, who in zip(faces, identifier.identify(image.pixels, decoded_boxes), strict=True):
+                face.update(who)
         annotated = None
         if args.annotate is not None:
             try:
@@ -268,7 +319,11 @@ def _report(
     print(f"{image_path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({width}x{height}{reduced})")
     for face in faces:
         x1, y1, x2, y2 = face["box"]
-        print(f"  score {face['score']:.3f}  box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
+        who = ""
+        if "person" in face:
+            distance = "no one enrolled" if face["distance"] is None else f"distance {face['distance']:.3f}"
+            who = f"  {face['person'] or 'unknown'} ({distance})"
+        print(f"  score {face['score']:.3f}  box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}){who}")
     if annotated is not None:
         print(f"  annotated copy: {annotated}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shutil
 import struct
@@ -667,3 +668,46 @@ def test_stems_table_gives_each_option_against_the_shipped_model() -> None:
     table = arm_cost.stems_table(medians, markdown=True).splitlines()
     assert table[2] == "| baseline | cortex-a72 | 0.10M | 42.00M | 42.10M | +0.00M |"
     assert table[3] == "| float-stem | cortex-a72 | 0.60M | 38.00M | 38.60M | -3.50M |"
+
+
+def _recognition_medians(detector: int, landmarks: int, chip: int, descriptor: int) -> dict:
+    regions, marks = _regions_and_marks(
+        {"detector_invoke": [detector] * 3, "landmarks": [landmarks], "chip": [chip], "descriptor": [descriptor]},
+        marker_cost=700,
+    )
+    spans = [[r["start"], r["end"]] for r in regions if r["stage"] in ("landmarks", "chip", "descriptor")]
+    regions.append({"stage": "recognition", "frame": "0", "spans": spans})
+    return arm_cost.stage_medians(arm_cost.region_counts(regions, marks))
+
+
+def test_recognition_is_the_sum_of_its_stages_in_detector_invokes() -> None:
+    cost = arm_cost.recognition_cost("cortex-a53", _recognition_medians(40_000, 20_000, 30_000, 250_000))
+    assert cost.stages["recognition"] == 300_000
+    assert cost.invokes == 7.5
+    assert cost.share("descriptor") == pytest.approx(250 / 300)
+    [line] = arm_cost.check_recognition_targets([cost])
+    assert line.endswith("7.5 invokes PASS (most: descriptor, 83%)")
+    assert "0.75x" in arm_cost.format_recognition([cost], markdown=True)
+
+
+def test_a_recognition_over_ten_invokes_misses_and_names_the_heaviest_stage() -> None:
+    cost = arm_cost.recognition_cost("cortex-a72", _recognition_medians(10_000, 90_000, 5_000, 6_000))
+    [line] = arm_cost.check_recognition_targets([cost])
+    assert line.endswith("10.1 invokes MISS (most: landmarks, 89%)")
+
+
+def test_a_recognize_run_without_faces_is_an_error() -> None:
+    medians = _recognition_medians(40_000, 1, 1, 1)
+    for stage in ("landmarks", "chip", "descriptor", "recognition"):
+        del medians[stage]
+    with pytest.raises(arm_cost.CostError, match="cortex-a76 recognize: no counts for landmarks"):
+        arm_cost.recognition_cost("cortex-a76", medians)
+
+
+def test_descriptor_gaps_compare_directions_of_faces_seen_on_both_sides() -> None:
+    host = {"1.jpg": [1.0, 0.0], "2.jpg": [0.0, 2.0]}
+    emulated = {"1.jpg": [3.0, 0.0], "2.jpg": [2.0, 2.0], "3.jpg": [1.0, 1.0]}
+    gaps = arm_cost.descriptor_gaps(emulated, host)
+    assert gaps.keys() == {"1.jpg", "2.jpg"}
+    assert gaps["1.jpg"] == 0.0
+    assert gaps["2.jpg"] == pytest.approx(2 * math.sin(math.pi / 8))

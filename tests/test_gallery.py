@@ -22,6 +22,7 @@ from edge.recognize.gallery import (
     load_gallery,
     save_gallery,
 )
+from tools.shared_data import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -178,3 +179,106 @@ def test_a_corrupt_gallery_stops_the_commands_with_one_line(tmp_path):
         assert result.stderr.startswith(f"edge-face: gallery '{gallery_path}': unreadable JSON")
         assert len(result.stderr.strip().splitlines()) == 1
     assert gallery_path.read_text() == '{"format": "edge-face-gallery/1", "model_id": '
+
+
+# ---- edge-face detect --gallery -------------------------------------------------------------
+
+
+def _match_threshold() -> float:
+    from edge.recognize.models import EMBEDDING_MODEL_PATH
+    from edge.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, read_recognition_sidecar
+
+    info = read_recognition_sidecar(EMBEDDING_MODEL_PATH, EMBEDDING_KIND)
+    assert isinstance(info, EmbeddingModelInfo)
+    return info.match_threshold
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, identity_dir):
+    """A gallery with one person enrolled from 3 of their chips in frames; (gallery, that
+    person's folder, another person's folder, a folder of frames)."""
+    folders = sorted((identity_dir / "johns").iterdir())
+    work = tmp_path_factory.mktemp("detect-gallery")
+    gallery_path = work / "gallery.json"
+    person = folders[0]
+    photos = [_frame_file(p, work / f"enroll-{p.stem}.png") for p in sorted(person.glob("*.jpg"))[:3]]
+    result = run_cli("enroll", "--gallery", str(gallery_path), person.name, *map(str, photos))
+    assert result.returncode == 0, result.stderr
+    return gallery_path, person, folders[1], work
+
+
+def _faces(result) -> list[list[dict]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["faces"] for line in result.stdout.splitlines()]
+
+
+@pytest.mark.integration
+def test_detect_with_a_gallery_names_the_enrolled_person_and_no_one_else(enrolled):
+    gallery_path, person, other, work = enrolled
+    same = _frame_file(sorted(person.glob("*.jpg"))[-1], work / "same.png")  # not one of the enrolled photos
+    stranger = _frame_file(sorted(other.glob("*.jpg"))[-1], work / "stranger.png")
+    [[known], [unknown]] = _faces(run_cli("detect", "--json", "--gallery", str(gallery_path), str(same), str(stranger)))
+    threshold = _match_threshold()
+    assert known["person"] == person.name and 0 < known["distance"] < threshold
+    assert unknown["person"] is None and threshold <= unknown["distance"] <= 2
+    # The same faces without a gallery: the documented line, unchanged.
+    [[plain_known], [plain_unknown]] = _faces(run_cli("detect", "--json", str(same), str(stranger)))
+    assert plain_known == {k: known[k] for k in ("box", "score")} and "person" not in plain_unknown
+
+    text = run_cli("detect", "--gallery", str(gallery_path), str(same))
+    assert f"  {person.name} (distance {known['distance']:.3f})" in text.stdout
+
+
+@pytest.mark.integration
+def test_detect_describes_a_jpeg_decoded_at_reduced_scale_from_its_decoded_pixels(enrolled):
+    gallery_path, person, _other, work = enrolled
+    same = Image.open(_frame_file(sorted(person.glob("*.jpg"))[-1], work / "same.png"))
+    big = work / "big.jpg"
+    same.resize((1280, 960), Image.Resampling.BICUBIC).save(big, quality=95)
+    [[full]] = _faces(run_cli("detect", "--json", "--gallery", str(gallery_path), str(big)))
+    reduced_run = run_cli("detect", "--json", "--max-pixels", str(640 * 480), "--gallery", str(gallery_path), str(big))
+    assert json.loads(reduced_run.stdout)["decoded_size"] == [640, 480]
+    [[reduced]] = _faces(reduced_run)
+    assert full["person"] == reduced["person"] == person.name
+    assert abs(full["distance"] - reduced["distance"]) < 0.05
+
+
+@pytest.mark.integration
+def test_detect_with_an_empty_gallery_gives_null_person_and_distance(enrolled, tmp_path):
+    _gallery_path, person, _other, _work = enrolled
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(encode_gallery(Gallery(MODEL, 128)))
+    photo = _frame_file(sorted(person.glob("*.jpg"))[0], tmp_path / "a.png")
+    [[face]] = _faces(run_cli("detect", "--json", "--gallery", str(empty), str(photo)))
+    assert face["person"] is None and face["distance"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "no such file"), ('{"format": "edge-face-gallery/1", "model_id": ', "unreadable JSON")],
+)
+def test_detect_with_a_missing_or_corrupt_gallery_stops_with_one_line(tmp_path, photo_paths, content, problem):
+    gallery_path = tmp_path / "gallery.json"
+    if content is not None:
+        gallery_path.write_text(content)
+    result = run_cli("detect", "--json", "--gallery", str(gallery_path), str(photo_paths[0]))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"edge-face: gallery '{gallery_path}': {problem}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_detect_without_a_gallery_loads_nothing_of_recognition(photo_paths):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from edge.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['detect', '--json', {str(photo_paths[0])!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edge.recognize.') and m != 'edge.recognize.people'))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

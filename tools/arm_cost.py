@@ -5,6 +5,7 @@
     python -m tools.arm_cost --per-op [--model M] [--cpus ...]
     python -m tools.arm_cost --race [--threads 1,2,4] [--profile LABEL=MODEL]... [--cpus ...]
     python -m tools.arm_cost --stems [--model M] [--cpus ...]
+    python -m tools.arm_cost --recognize [--frames N] [--cpus ...]
 
 Instruction counts are deterministic where emulated time is not: the same program on the
 same CPU model retires the same instructions, on any host, under any load. Each stage runs
@@ -33,6 +34,12 @@ each --threads count: all threads' instructions, and the calling thread's alone.
 --stems: the first convolution done each way tools/arm64/stem_options.py builds (per-tensor
 weights, a 4-channel input, space-to-depth, a float stem), each with the pre-process its input
 needs: pre-process and invoke per option and CPU, against the shipped model's.
+
+--recognize: what recognizing one face costs, against the detector. Per photo (as a 640x480
+camera frame), the shipped 320x240 detector's bare int8 invoke, and one recognition of the
+largest face it finds: landmarks, chip and descriptor (edge.recognize with the shipped models,
+read from this tree's edge/recognize/models/ and passed by path), in the same run; the total
+against 10 detector invokes on each CPU.
 
 Counts are not time: see the README's "ARM cost" section for what they do and do not predict.
 """
@@ -680,7 +687,7 @@ def stems(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float
                     "stems",
                     "--interpreter",
                     INTERPRETERS[DAEMON_INTERPRETER_KIND],
-                    *(f"{option}={path}" for option, path in models.items()),
+                    *(f"--{option}={path}" for option, path in models.items()),
                     "--images",
                     *map(str, photos),
                 ],
@@ -688,6 +695,149 @@ def stems(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float
             )
             medians[cpu] = stage_medians(region_counts(result.pop("regions"), marks))
     return medians, details
+
+
+# ---- recognition of one face against the detector's invoke ------------------------------------
+
+RECOGNITION_STAGES = ("landmarks", "chip", "descriptor", "recognition")
+# Target on every CPU: one recognition of a new face costs less than this many detector invokes.
+TARGET_RECOGNITION_INVOKES = 10
+
+
+@dataclass(frozen=True)
+class RecognitionCost:
+    """Medians of one CPU model's recognize run: the detector's int8 invoke (320x240) and,
+    per face, ``stages`` "landmarks", "chip", "descriptor" and "recognition" (the three)."""
+
+    cpu: str
+    detector_invoke: float
+    stages: dict[str, float]
+    faces: int
+
+    @property
+    def invokes(self) -> float:
+        """One recognition in detector invokes."""
+        return self.stages["recognition"] / self.detector_invoke
+
+    def share(self, stage: str) -> float:
+        return self.stages[stage] / self.stages["recognition"]
+
+
+def recognition_cost(cpu: str, medians: dict[str, dict[str, float]]) -> RecognitionCost:
+    """``medians``: stage medians of a recognize run."""
+    missing = [s for s in ("detector_invoke", *RECOGNITION_STAGES) if s not in medians]
+    if missing:
+        raise CostError(f"{cpu} recognize: no counts for {', '.join(missing)} (no face found in any photo?)")
+    return RecognitionCost(
+        cpu=cpu,
+        detector_invoke=medians["detector_invoke"]["insns"],
+        stages={stage: medians[stage]["insns"] for stage in RECOGNITION_STAGES},
+        faces=int(medians["recognition"]["frames"]),
+    )
+
+
+def format_recognition(costs: list[RecognitionCost], markdown: bool) -> str:
+    header = [
+        "-cpu",
+        "detector invoke",
+        "landmarks",
+        "chip",
+        "descriptor",
+        "recognition",
+        f"/ {TARGET_RECOGNITION_INVOKES} invokes",
+        "descriptor share",
+    ]
+    rows = [
+        [
+            c.cpu,
+            _millions(c.detector_invoke),
+            *(_millions(c.stages[stage]) for stage in RECOGNITION_STAGES),
+            _ratio(c.invokes / TARGET_RECOGNITION_INVOKES),
+            _share(c.share("descriptor")),
+        ]
+        for c in costs
+    ]
+    return _table(header, rows, markdown)
+
+
+def check_recognition_targets(costs: list[RecognitionCost]) -> list[str]:
+    """Lines "target ...: PASS|MISS", one per CPU, naming the stage that costs most."""
+    lines = []
+    for c in costs:
+        verdict = "PASS" if c.invokes < TARGET_RECOGNITION_INVOKES else "MISS"
+        heaviest = max(RECOGNITION_STAGES[:-1], key=c.stages.__getitem__)
+        lines.append(
+            f"target {c.cpu}: one recognition < {TARGET_RECOGNITION_INVOKES} detector invokes: "
+            f"{c.invokes:.1f} invokes {verdict} (most: {heaviest}, {c.share(heaviest):.0%})"
+        )
+    return lines
+
+
+def recognize(args: argparse.Namespace) -> tuple[list[RecognitionCost], dict]:
+    from edge.models import PACKAGED_MODEL_PATH
+    from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
+
+    emulator = ensure_emulator(args.cache, args.suite)
+    upstream = upstream_dir()
+    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    if len(photos) < args.frames:
+        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    # The emulated Python imports edge from this tree (PYTHONPATH) before the venv's installed
+    # wheel, and the models are passed by path: what runs is this tree's code and files.
+    models = {"int8": PACKAGED_MODEL_PATH, "landmarks": LANDMARKS_MODEL_PATH, "embedding": EMBEDDING_MODEL_PATH}
+    for needed in models.values():
+        if not needed.is_file():
+            raise CostError(f"{needed}: no such file")
+    costs: list[RecognitionCost] = []
+    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="arm-cost-recognize-") as tmp:
+        for cpu in args.cpus:
+            print(f"arm-cost: {cpu} recognize: {len(photos)} photos", file=sys.stderr)
+            result, marks = run_guest(
+                emulator,
+                cpu,
+                DAEMON_INTERPRETER_KIND,
+                [
+                    "recognize",
+                    "--interpreter",
+                    INTERPRETERS[DAEMON_INTERPRETER_KIND],
+                    *(f"--{option}={path}" for option, path in models.items()),
+                    *map(str, photos),
+                ],
+                Path(tmp),
+            )
+            costs.append(recognition_cost(cpu, stage_medians(region_counts(result.pop("regions"), marks))))
+            details["runs"].append({"cpu": cpu, **result})
+    details["host"] = host_recognitions(models, photos)
+    return costs, details
+
+
+def host_recognitions(models: dict[str, Path], photos: list[Path]) -> dict:
+    """The guest's recognize run done on this host (its marks are no-ops here: the marker
+    system call does not exist), for the emulated descriptors to be compared with."""
+    from tools.arm64 import cost_guest
+
+    args = argparse.Namespace(
+        interpreter=INTERPRETERS[DAEMON_INTERPRETER_KIND],
+        images=[str(photo) for photo in photos],
+        **{option: str(path) for option, path in models.items()},
+    )
+    result: dict = cost_guest.run_recognize(args, cost_guest.Marks())
+    return result
+
+
+def descriptor_gaps(emulated: dict[str, list[float]], host: dict[str, list[float]]) -> dict[str, float]:
+    """Photo -> distance between the emulated and the host's descriptor of its recognized face
+    (L2-normalised, as matching compares them); photos recognized on one side only are left out."""
+    import numpy as np
+
+    from edge.recognize.embed import distances
+
+    return {
+        photo: float(distances(np.asarray(emulated[photo]), np.asarray([host[photo]]))[0])
+        for photo in emulated
+        if photo in host
+    }
 
 
 # ---- per-op counts ---------------------------------------------------------------------------
@@ -795,6 +945,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stems", action="store_true", help="the first convolution done each other way, against the shipped model's"
     )
+    parser.add_argument(
+        "--recognize",
+        action="store_true",
+        help="one face's recognition (landmarks, chip, descriptor) against the detector's invoke instead",
+    )
     parser.add_argument("--threads", default="1", help="--race: interpreter threads, comma-separated (default 1)")
     parser.add_argument(
         "--profile",
@@ -821,6 +976,31 @@ def main(argv: list[str] | None = None) -> int:
             print(stems_table(stem_medians, args.markdown))
             if args.json:
                 args.json.write_text(json.dumps({"stems": stem_medians, **details}, indent=1), encoding="utf-8")
+            return 0
+        if args.recognize:
+            recognitions, details = recognize(args)
+            print(
+                "aarch64 instructions per face and per detector invoke (medians; counts, not time), "
+                "ai-edge-litert, 1 thread, 640x480 frames"
+            )
+            print(format_recognition(recognitions, args.markdown))
+            widths = sorted(details["runs"][0]["face_widths"].values())
+            host = details["host"]["descriptors"]
+            for run in details["runs"]:
+                gaps = descriptor_gaps(run["descriptors"], host)
+                print(
+                    f"{run['cpu']}: descriptors of {len(gaps)} of {len(run['descriptors'])} faces also recognized on "
+                    f"this host: largest distance from the host's {max(gaps.values(), default=float('nan')):.1e}"
+                )
+            print(
+                f"faces: the largest of each photo, {len(widths)} photos, {widths[0]}-{widths[-1]} px wide "
+                f"(median {statistics.median(widths):.0f}) in 640x480"
+            )
+            for line in check_recognition_targets(recognitions):
+                print(line)
+            if args.json:
+                document = {"recognitions": [asdict(c) for c in recognitions], **details}
+                args.json.write_text(json.dumps(document, indent=1), encoding="utf-8")
             return 0
         if args.race:
             frames, details = race(args)

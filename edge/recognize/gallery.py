@@ -82,6 +82,26 @@ class Gallery:
         return sorted(ranked, key=lambda item: item[1])
 
 
+@dataclass(frozen=True)
+class Match:
+    """Who a descriptor is, by a gallery: ``person`` the nearest enrolled person when their
+    distance is below the threshold, else None; ``distance`` to the nearest enrolled person
+    (also when ``person`` is None), None only when nobody is enrolled."""
+
+    person: str | None
+    distance: float | None
+
+
+def identify(gallery: Gallery, descriptor: np.ndarray, threshold: float) -> Match:
+    """The :class:`Match` of ``descriptor`` (D,) in ``gallery``: same person when the distance
+    is below ``threshold`` (the descriptor model's ``match_threshold``)."""
+    ranked = gallery.closest(descriptor)
+    if not ranked:
+        return Match(None, None)
+    name, distance = ranked[0]
+    return Match(name if distance < threshold else None, distance)
+
+
 def _problem(path: Path, text: str) -> GalleryError:
     return GalleryError(f"gallery '{path}': {text}")
 
