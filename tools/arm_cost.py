@@ -53,8 +53,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.models import PACKAGED_MODELS, packaged_model_path
 from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
@@ -243,53 +245,28 @@ def _share(value: float | None) -> str:
 
 
 def format_table(costs: list[CpuCost], markdown: bool) -> str:
-    header = [
-        "-cpu",
-        "interpreter",
-        "int8 invoke",
-        "(sdot/udot)",
-        "float invoke",
-        "int8/float",
-        "pre 320x240",
-        "pre 640x480",
-        "decode+NMS",
-        "upstream post",
-        "upstream/ours",
-        "daemon loop",
-        "outside invoke 640x480",
-        "/int8",
-        "outside invoke 320x240",
-        "/int8",
-    ]
-    rows = [
-        [
-            c.cpu,
-            c.interpreter,
-            _millions(c.int8_invoke),
-            _millions(c.int8_dot),
-            _millions(c.float_invoke),
-            _ratio(c.int8_vs_float),
-            _millions(c.preprocess_320),
-            _millions(c.preprocess_640),
-            _millions(c.decode_nms),
-            _millions(c.upstream_post),
-            _ratio(c.decode_speedup),
-            _millions(c.daemon_loop.get("320x240")),
-            _millions(c.daemon_outside_invoke.get("640x480")),
-            _share(c.outside_vs_invoke("640x480")),
-            _millions(c.daemon_outside_invoke.get("320x240")),
-            _share(c.outside_vs_invoke("320x240")),
-        ]
-        for c in costs
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
-    )
+    return _column_table(COST_COLUMNS, costs, markdown)
+
+
+# The detector table: (header, cell of one CpuCost) per column.
+COST_COLUMNS: list[tuple[str, Callable[[CpuCost], str]]] = [
+    ("-cpu", lambda c: c.cpu),
+    ("interpreter", lambda c: c.interpreter),
+    ("int8 invoke", lambda c: _millions(c.int8_invoke)),
+    ("(sdot/udot)", lambda c: _millions(c.int8_dot)),
+    ("float invoke", lambda c: _millions(c.float_invoke)),
+    ("int8/float", lambda c: _ratio(c.int8_vs_float)),
+    ("pre 320x240", lambda c: _millions(c.preprocess_320)),
+    ("pre 640x480", lambda c: _millions(c.preprocess_640)),
+    ("decode+NMS", lambda c: _millions(c.decode_nms)),
+    ("upstream post", lambda c: _millions(c.upstream_post)),
+    ("upstream/ours", lambda c: _ratio(c.decode_speedup)),
+    ("daemon loop", lambda c: _millions(c.daemon_loop.get("320x240"))),
+    ("outside invoke 640x480", lambda c: _millions(c.daemon_outside_invoke.get("640x480"))),
+    ("/int8", lambda c: _share(c.outside_vs_invoke("640x480"))),
+    ("outside invoke 320x240", lambda c: _millions(c.daemon_outside_invoke.get("320x240"))),
+    ("/int8", lambda c: _share(c.outside_vs_invoke("320x240"))),
+]
 
 
 def check_targets(costs: list[CpuCost]) -> list[str]:
@@ -391,6 +368,48 @@ def run_guest(
     return result, parse_plugin_log(log.read_text(encoding="utf-8"), str(log))
 
 
+def run_litert_guest(
+    emulator: Emulator,
+    cpu: str,
+    mode: str,
+    mode_args: list[str],
+    workdir: Path,
+    progress: str | None = None,
+    log_name: str | None = None,
+) -> tuple[dict, dict[int, Mark]]:
+    """run_guest of a cost_guest ``mode`` with the daemon's interpreter package; ``progress``
+    says on stderr what runs."""
+    if progress is not None:
+        print(f"arm-cost: {cpu} {progress}", file=sys.stderr)
+    guest_args = [mode, "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *mode_args]
+    return run_guest(emulator, cpu, DAEMON_INTERPRETER_KIND, guest_args, workdir, log_name)
+
+
+def guest_medians(result: dict, marks: dict[int, Mark]) -> dict[str, dict[str, float]]:
+    """The stage medians of a guest run; its regions are taken out of ``result``."""
+    return stage_medians(region_counts(result.pop("regions"), marks))
+
+
+def upstream_photos(frames: int) -> list[Path]:
+    """The first ``frames`` of upstream's photos, in a fixed order (shortest names first)."""
+    folder = upstream_dir() / "images"
+    photos = sorted(folder.glob("*.jpg"), key=lambda p: (len(p.name), p.name))[:frames]
+    if len(photos) < frames:
+        raise CostError(f"--frames {frames}: only {len(photos)} photos in {folder}")
+    return photos
+
+
+def require_files(paths: list[Path]) -> None:
+    for needed in paths:
+        if not needed.is_file():
+            raise CostError(f"{needed}: no such file")
+
+
+def run_details(suite: str, emulator: Emulator) -> dict:
+    """The JSON document's head; each guest run is appended to "runs"."""
+    return {"suite": suite, "qemu": str(emulator.qemu), "runs": []}
+
+
 def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[int, int], hold: int) -> Path:
     """A daemon config replaying the photos at ``size``, each held for ``hold`` frames."""
     from tools.bench_daemon import make_frames, write_config
@@ -406,15 +425,10 @@ def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[in
 
 def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
     emulator = ensure_emulator(args.cache, args.suite)
-    upstream = upstream_dir()
-    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
-    if len(photos) < args.frames:
-        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
-    float_model = upstream / "models" / FLOAT_TFLITE
-    for needed in (args.model, float_model):
-        if not needed.is_file():
-            raise CostError(f"{needed}: no such file")
-    costs, details = [], {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    photos = upstream_photos(args.frames)
+    float_model = upstream_dir() / "models" / FLOAT_TFLITE
+    require_files([args.model, float_model])
+    costs, details = [], run_details(args.suite, emulator)
     with tempfile.TemporaryDirectory(prefix="arm-cost-") as tmp:
         workdir = Path(tmp)
         configs = {
@@ -447,7 +461,7 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
                     ],
                     workdir,
                 )
-                detector = stage_medians(region_counts(result.pop("regions"), marks))
+                detector = guest_medians(result, marks)
                 daemon = {}
                 for size, config in configs.items() if kind == DAEMON_INTERPRETER_KIND else ():
                     print(f"arm-cost: {cpu} daemon: {args.daemon_frames} frames of {size}", file=sys.stderr)
@@ -459,7 +473,7 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
                         workdir,
                         log_name=f"daemon-{size}",
                     )
-                    daemon[size] = stage_medians(region_counts(daemon_result.pop("regions"), daemon_marks))
+                    daemon[size] = guest_medians(daemon_result, daemon_marks)
                     result[f"daemon {size}"] = daemon_result
                 costs.append(cpu_cost(cpu, interpreter, detector, daemon))
                 details["runs"].append(
@@ -594,6 +608,12 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     )
 
 
+def _column_table(columns: list[tuple[str, Callable[[Any], str]]], items: list[Any], markdown: bool) -> str:
+    """One row per item: (header, cell) per column."""
+    header = [name for name, _ in columns]
+    return _table(header, [[cell(item) for _, cell in columns] for item in items], markdown)
+
+
 def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
     from tools.blazeface import BlazeFaceError, fetch_models
 
@@ -602,10 +622,7 @@ def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
         baselines = fetch_models()
     except BlazeFaceError as error:
         raise CostError(str(error)) from None
-    upstream = upstream_dir()
-    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
-    if len(photos) < args.frames:
-        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    photos = upstream_photos(args.frames)
     profiles = args.profile or [
         f"edge-face {size}={packaged_model_path(name)}" for size, name in PACKAGED_MODELS.items()
     ]
@@ -614,19 +631,15 @@ def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
         if not sep or not label or not Path(path).is_file():
             raise CostError(f"--profile {entry!r}: expected LABEL=MODEL with an existing model file")
     costs: list[FrameCost] = []
-    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    details = run_details(args.suite, emulator)
     with tempfile.TemporaryDirectory(prefix="arm-cost-race-") as tmp:
         for cpu in args.cpus:
             for threads in args.threads:
-                print(f"arm-cost: {cpu} race, {threads} thread(s): {len(photos)} photos", file=sys.stderr)
-                result, marks = run_guest(
+                result, marks = run_litert_guest(
                     emulator,
                     cpu,
-                    DAEMON_INTERPRETER_KIND,
+                    "race",
                     [
-                        "race",
-                        "--interpreter",
-                        INTERPRETERS[DAEMON_INTERPRETER_KIND],
                         "--threads",
                         str(threads),
                         *(f"--edge={entry}" for entry in profiles),
@@ -634,6 +647,7 @@ def race(args: argparse.Namespace) -> tuple[list[FrameCost], dict]:
                         *map(str, photos),
                     ],
                     Path(tmp),
+                    progress=f"race, {threads} thread(s): {len(photos)} photos",
                     log_name=f"race-{threads}",
                 )
                 costs += race_costs(cpu, threads, result.pop("regions"), marks)
@@ -671,29 +685,21 @@ def stems(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float
     from tools.arm64.stem_options import build
 
     emulator = ensure_emulator(args.cache, args.suite)
-    upstream = upstream_dir()
-    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
+    photos = upstream_photos(args.frames)
     medians = {}
     details: dict = {"suite": args.suite, "qemu": str(emulator.qemu)}
     with tempfile.TemporaryDirectory(prefix="arm-cost-stems-") as tmp:
         models = build(args.model, Path(tmp) / "models")
         for cpu in args.cpus:
-            print(f"arm-cost: {cpu} stems: {len(models)} options, {len(photos)} photos", file=sys.stderr)
-            result, marks = run_guest(
+            result, marks = run_litert_guest(
                 emulator,
                 cpu,
-                DAEMON_INTERPRETER_KIND,
-                [
-                    "stems",
-                    "--interpreter",
-                    INTERPRETERS[DAEMON_INTERPRETER_KIND],
-                    *(f"--{option}={path}" for option, path in models.items()),
-                    "--images",
-                    *map(str, photos),
-                ],
+                "stems",
+                [*(f"--{option}={path}" for option, path in models.items()), "--images", *map(str, photos)],
                 Path(tmp),
+                progress=f"stems: {len(models)} options, {len(photos)} photos",
             )
-            medians[cpu] = stage_medians(region_counts(result.pop("regions"), marks))
+            medians[cpu] = guest_medians(result, marks)
     return medians, details
 
 
@@ -737,27 +743,17 @@ def recognition_cost(cpu: str, medians: dict[str, dict[str, float]]) -> Recognit
 
 
 def format_recognition(costs: list[RecognitionCost], markdown: bool) -> str:
-    header = [
-        "-cpu",
-        "detector invoke",
-        "landmarks",
-        "chip",
-        "descriptor",
-        "recognition",
-        f"/ {TARGET_RECOGNITION_INVOKES} invokes",
-        "descriptor share",
-    ]
-    rows = [
-        [
-            c.cpu,
-            _millions(c.detector_invoke),
-            *(_millions(c.stages[stage]) for stage in RECOGNITION_STAGES),
-            _ratio(c.invokes / TARGET_RECOGNITION_INVOKES),
-            _share(c.share("descriptor")),
-        ]
-        for c in costs
-    ]
-    return _table(header, rows, markdown)
+    return _column_table(RECOGNITION_COLUMNS, costs, markdown)
+
+
+# The recognition table: (header, cell of one RecognitionCost) per column.
+RECOGNITION_COLUMNS: list[tuple[str, Callable[[RecognitionCost], str]]] = [
+    ("-cpu", lambda c: c.cpu),
+    ("detector invoke", lambda c: _millions(c.detector_invoke)),
+    *((stage, lambda c, stage=stage: _millions(c.stages[stage])) for stage in RECOGNITION_STAGES),
+    (f"/ {TARGET_RECOGNITION_INVOKES} invokes", lambda c: _ratio(c.invokes / TARGET_RECOGNITION_INVOKES)),
+    ("descriptor share", lambda c: _share(c.share("descriptor"))),
+]
 
 
 def check_recognition_targets(costs: list[RecognitionCost]) -> list[str]:
@@ -778,35 +774,24 @@ def recognize(args: argparse.Namespace) -> tuple[list[RecognitionCost], dict]:
     from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
 
     emulator = ensure_emulator(args.cache, args.suite)
-    upstream = upstream_dir()
-    photos = sorted((upstream / "images").glob("*.jpg"), key=lambda p: (len(p.name), p.name))[: args.frames]
-    if len(photos) < args.frames:
-        raise CostError(f"--frames {args.frames}: only {len(photos)} photos in {upstream / 'images'}")
+    photos = upstream_photos(args.frames)
     # The emulated Python imports edge from this tree (PYTHONPATH) before the venv's installed
     # wheel, and the models are passed by path: what runs is this tree's code and files.
     models = {"int8": PACKAGED_MODEL_PATH, "landmarks": LANDMARKS_MODEL_PATH, "embedding": EMBEDDING_MODEL_PATH}
-    for needed in models.values():
-        if not needed.is_file():
-            raise CostError(f"{needed}: no such file")
+    require_files(list(models.values()))
     costs: list[RecognitionCost] = []
-    details: dict = {"suite": args.suite, "qemu": str(emulator.qemu), "runs": []}
+    details = run_details(args.suite, emulator)
     with tempfile.TemporaryDirectory(prefix="arm-cost-recognize-") as tmp:
         for cpu in args.cpus:
-            print(f"arm-cost: {cpu} recognize: {len(photos)} photos", file=sys.stderr)
-            result, marks = run_guest(
+            result, marks = run_litert_guest(
                 emulator,
                 cpu,
-                DAEMON_INTERPRETER_KIND,
-                [
-                    "recognize",
-                    "--interpreter",
-                    INTERPRETERS[DAEMON_INTERPRETER_KIND],
-                    *(f"--{option}={path}" for option, path in models.items()),
-                    *map(str, photos),
-                ],
+                "recognize",
+                [*(f"--{option}={path}" for option, path in models.items()), *map(str, photos)],
                 Path(tmp),
+                progress=f"recognize: {len(photos)} photos",
             )
-            costs.append(recognition_cost(cpu, stage_medians(region_counts(result.pop("regions"), marks))))
+            costs.append(recognition_cost(cpu, guest_medians(result, marks)))
             details["runs"].append({"cpu": cpu, **result})
     details["host"] = host_recognitions(models, photos)
     return costs, details
@@ -861,13 +846,7 @@ def op_category(op: str, detail: str) -> str:
 
 def per_op_counts(emulator: Emulator, cpu: str, ops: list, workdir: Path) -> tuple[dict[str, float], list[str]]:
     """Model file name -> instructions of its one invoke, and the models that could not run alone."""
-    result, marks = run_guest(
-        emulator,
-        cpu,
-        DAEMON_INTERPRETER_KIND,
-        ["ops", "--interpreter", INTERPRETERS[DAEMON_INTERPRETER_KIND], *(str(op.path) for op in ops)],
-        workdir,
-    )
+    result, marks = run_litert_guest(emulator, cpu, "ops", [str(op.path) for op in ops], workdir)
     counts = {c.frame: float(c.insns) for c in region_counts(result["regions"], marks)}
     return counts, result["skipped"]
 

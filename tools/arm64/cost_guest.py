@@ -87,35 +87,72 @@ class Marks:
         self.regions.append({"stage": stage, "frame": frame, "start": start, "end": end})
         return result
 
+    def chain(self, frame: str, whole: str, steps: list):
+        """Run ``steps`` ((stage, fn), ...) back to back between marks, each fn given the
+        previous one's result (the first nothing); records a region per stage and ``whole``
+        made of them all; returns the last result."""
+        labels = [self.mark()]
+        result = steps[0][1]()
+        labels.append(self.mark())
+        for _stage, step in steps[1:]:
+            result = step(result)
+            labels.append(self.mark())
+        spans = list(itertools.pairwise(labels))
+        for (stage, _step), span in zip(steps, spans, strict=True):
+            self.regions.append({"stage": stage, "frame": frame, "spans": [span]})
+        self.regions.append({"stage": whole, "frame": frame, "spans": spans})
+        return result
+
     def empty_regions(self) -> None:
         for number in range(EMPTY_REGIONS):
             self.region("empty", str(number), lambda: None)
 
 
+def _loaded(interpreter_class, path: str, threads: int = 1):
+    """(the model's interpreter with its tensors allocated, the index of its first input)."""
+    interpreter = interpreter_class(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter, interpreter.get_input_details()[0]["index"]
+
+
+class _ShippedDetector:
+    """The int8 model twice, one thread each: FaceDetector (its pre-process, detect, decode)
+    and a bare interpreter (its invoke alone, fed by camera_frames)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from edge.detector import DetectorOptions, FaceDetector
+        from edge.model import load_interpreter_class
+
+        self.detector = FaceDetector(args.int8, DetectorOptions(num_threads=1, interpreter=args.interpreter))
+        self.interpreter_class, self.interpreter_name = load_interpreter_class(args.interpreter)
+        self.int8, self._int8_input = _loaded(self.interpreter_class, args.int8)
+
+    def camera_frames(self, path: str):
+        """The photo as a 640x480 camera frame and at the model's input size; the bare
+        interpreter's input is set from the latter."""
+        from edge.imageio import load_image
+        from edge.preprocess import resize_bilinear
+
+        info = self.detector.info
+        frame_640 = resize_bilinear(load_image(path), 640, 480)
+        frame_320 = resize_bilinear(frame_640, info.input_width, info.input_height)
+        self.int8.set_tensor(self._int8_input, (frame_320 ^ np.uint8(0x80)).view(np.int8)[None])
+        return frame_640, frame_320
+
+
 def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.imageio import load_image
-    from edge.model import load_interpreter_class
-    from edge.preprocess import normalize, resize_bilinear
+    from edge.preprocess import normalize
     from tools.upstream_postprocess import upstream_postprocess_for
 
-    detector = FaceDetector(args.int8, DetectorOptions(num_threads=1, interpreter=args.interpreter))
-    info = detector.info
-    interpreter_class, name = load_interpreter_class(args.interpreter)
-    int8 = interpreter_class(model_path=args.int8, num_threads=1)
-    int8.allocate_tensors()
-    float_model = interpreter_class(model_path=args.float, num_threads=1)
-    float_model.allocate_tensors()
-    int8_input = int8.get_input_details()[0]["index"]
-    float_input = float_model.get_input_details()[0]["index"]
+    shipped = _ShippedDetector(args)
+    detector, int8, name = shipped.detector, shipped.int8, shipped.interpreter_name
+    float_model, float_input = _loaded(shipped.interpreter_class, args.float)
 
     faces, identical = {}, True
     marks.empty_regions()
     for index, path in enumerate(args.images):
         frame = os.path.basename(path)
-        frame_640 = resize_bilinear(load_image(path), 640, 480)
-        frame_320 = resize_bilinear(frame_640, info.input_width, info.input_height)
-        int8.set_tensor(int8_input, (frame_320 ^ np.uint8(0x80)).view(np.int8)[None])
+        frame_640, frame_320 = shipped.camera_frames(path)
         float_model.set_tensor(float_input, normalize(frame_320)[None])  # NHWC, as upstream's TFLite takes it
         if index == 0:  # lazy set-up (weight packing, first-touch allocations) stays out of the counts
             detector.detect(frame_320)
@@ -210,8 +247,7 @@ def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
     skipped = []
     marks.empty_regions()
     for path in args.models:
-        model = interpreter_class(model_path=path, num_threads=1)
-        model.allocate_tensors()
+        model, _input = _loaded(interpreter_class, path)
         for detail in model.get_input_details():
             if np.issubdtype(detail["dtype"], np.integer):
                 info = np.iinfo(detail["dtype"])
@@ -232,18 +268,8 @@ def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
 def _whole_frame(marks: Marks, model: str, frame: str, prepare, invoke, decode):
     """Run prepare(), invoke() -> outputs, decode(outputs) -> faces between marks; records the
     stages "<model>/pre", "/invoke", "/decode" and "/frame" (all three); returns the faces."""
-    labels = [marks.mark()]
-    prepare()
-    labels.append(marks.mark())
-    outputs = invoke()
-    labels.append(marks.mark())
-    faces = decode(outputs)
-    labels.append(marks.mark())
-    spans = list(itertools.pairwise(labels))
-    for stage, span in zip(("pre", "invoke", "decode"), spans, strict=True):
-        marks.regions.append({"stage": f"{model}/{stage}", "frame": frame, "spans": [span]})
-    marks.regions.append({"stage": f"{model}/frame", "frame": frame, "spans": spans})
-    return faces
+    steps = [(f"{model}/pre", prepare), (f"{model}/invoke", lambda _none: invoke()), (f"{model}/decode", decode)]
+    return marks.chain(frame, f"{model}/frame", steps)
 
 
 class _BlazeFaceFrame:
@@ -254,9 +280,7 @@ class _BlazeFaceFrame:
 
         self.model = model
         self.size = (model.input_size, model.input_size * 3 // 4)  # a 4:3 frame at the model's width
-        self.interpreter = interpreter_class(model_path=path, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]["index"]
+        self.interpreter, self._input = _loaded(interpreter_class, path, threads)
         # regressors (1, N, 16) first, classificators (1, N, 1) second
         self._outputs = [
             d["index"] for d in sorted(self.interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
@@ -340,9 +364,7 @@ def run_stems(args: argparse.Namespace, marks: Marks) -> dict:
     models = {}
     for entry in args.models:
         option, _, path = entry.partition("=")
-        interpreter = interpreter_class(model_path=path, num_threads=1)
-        interpreter.allocate_tensors()
-        models[option] = (interpreter, interpreter.get_input_details()[0]["index"])
+        models[option] = _loaded(interpreter_class, path)
     marks.empty_regions()
     for index, path in enumerate(args.images):
         frame_name = os.path.basename(path)
@@ -355,34 +377,19 @@ def run_stems(args: argparse.Namespace, marks: Marks) -> dict:
             if index == 0:  # lazy set-up stays out of the counts
                 fill()
                 interpreter.invoke()
-            labels = [marks.mark()]
-            fill()
-            labels.append(marks.mark())
-            interpreter.invoke()
-            labels.append(marks.mark())
-            spans = list(itertools.pairwise(labels))
-            for stage, span in zip(("pre", "invoke"), spans, strict=True):
-                marks.regions.append({"stage": f"{option}/{stage}", "frame": frame_name, "spans": [span]})
-            marks.regions.append({"stage": f"{option}/frame", "frame": frame_name, "spans": spans})
+            steps = [(f"{option}/pre", fill), (f"{option}/invoke", lambda _none, run=interpreter.invoke: run())]
+            marks.chain(frame_name, f"{option}/frame", steps)
     marks.empty_regions()
     return {"interpreter": name}
 
 
 def run_recognize(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.imageio import load_image
-    from edge.model import load_interpreter_class
-    from edge.preprocess import resize_bilinear
     from edge.recognize.align import face_chip
     from edge.recognize.embed import FaceEmbedder
     from edge.recognize.landmarks import ShapePredictor, load_shape_model, predictor_box
 
-    detector = FaceDetector(args.int8, DetectorOptions(num_threads=1, interpreter=args.interpreter))
-    info = detector.info
-    interpreter_class, name = load_interpreter_class(args.interpreter)
-    int8 = interpreter_class(model_path=args.int8, num_threads=1)
-    int8.allocate_tensors()
-    int8_input = int8.get_input_details()[0]["index"]
+    shipped = _ShippedDetector(args)
+    detector, int8, name = shipped.detector, shipped.int8, shipped.interpreter_name
     shape_model, landmark_info = load_shape_model(args.landmarks)
     predictor = ShapePredictor(shape_model)
     embedder = FaceEmbedder(args.embedding, num_threads=1, interpreter=args.interpreter)
@@ -394,9 +401,7 @@ def run_recognize(args: argparse.Namespace, marks: Marks) -> dict:
     marks.empty_regions()
     for index, path in enumerate(args.images):
         frame_name = os.path.basename(path)
-        frame_640 = resize_bilinear(load_image(path), 640, 480)
-        frame_320 = resize_bilinear(frame_640, info.input_width, info.input_height)
-        int8.set_tensor(int8_input, (frame_320 ^ np.uint8(0x80)).view(np.int8)[None])
+        frame_640, frame_320 = shipped.camera_frames(path)
         boxes = detector.detect(frame_320).pixel_boxes(640, 480)
         faces[frame_name] = len(boxes)
         if index == 0:  # lazy set-up (weight packing, first-touch allocations) stays out of the counts
@@ -410,17 +415,12 @@ def run_recognize(args: argparse.Namespace, marks: Marks) -> dict:
         x1, y1, x2, y2 = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
         box = (float(x1), float(y1), float(x2), float(y2))
         widths[frame_name] = round(box[2] - box[0])
-        labels = [marks.mark()]
-        points = landmarks_of(frame_640, box)
-        labels.append(marks.mark())
-        chip = face_chip(frame_640, points)
-        labels.append(marks.mark())
-        descriptors[frame_name] = embedder.descriptor(chip).tolist()
-        labels.append(marks.mark())
-        spans = list(itertools.pairwise(labels))
-        for stage, span in zip(("landmarks", "chip", "descriptor"), spans, strict=True):
-            marks.regions.append({"stage": stage, "frame": frame_name, "spans": [span]})
-        marks.regions.append({"stage": "recognition", "frame": frame_name, "spans": spans})
+        steps = [
+            ("landmarks", partial(landmarks_of, frame_640, box)),
+            ("chip", partial(face_chip, frame_640)),
+            ("descriptor", lambda chip: embedder.descriptor(chip).tolist()),
+        ]
+        descriptors[frame_name] = marks.chain(frame_name, "recognition", steps)
     marks.empty_regions()
     return {
         "interpreter": name,

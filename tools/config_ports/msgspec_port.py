@@ -12,12 +12,10 @@ error translation parses msgspec's message and looks the value up in the TOML ta
 from __future__ import annotations
 
 import functools
-import json
 import re
-import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 from msgspec import Meta
@@ -26,16 +24,10 @@ from edge.config import (
     DEVICE_ID_PATTERN,
     DEVICE_ID_PLACEHOLDER,
     MAX_FLUSH_TIMEOUT_SECONDS,
-    OPTION_SECTIONS,
-    SECTIONS,
-    SHUTDOWN_RESERVE_SECONDS,
-    STOP_BUDGET_SECONDS,
-    TOPIC_ALLOWED,
     ConfigError,
     is_host,
-    is_valid_topic_prefix,
 )
-from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES, POLYGON_ALLOWED
+from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
 from tools.config_ports import common
 
 # --- the sections ------------------------------------------------------------------------------
@@ -123,9 +115,9 @@ class MqttSection(Section):
     cert_file: Annotated[str, PATH] | None = None
     key_file: Annotated[str, PATH] | None = None
     tls_insecure: bool = False
-    topic_prefix: Annotated[
-        str, Meta(extra={"allowed": f"{TOPIC_ALLOWED}; {DEVICE_ID_PLACEHOLDER} is substituted"})
-    ] = f"edge-face/{DEVICE_ID_PLACEHOLDER}"
+    topic_prefix: Annotated[str, Meta(extra={"allowed": common.TOPIC_PREFIX_ALLOWED})] = (
+        f"edge-face/{DEVICE_ID_PLACEHOLDER}"
+    )
     keepalive: Annotated[int, Meta(ge=5, le=65535)] = 30
     queue_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     flush_timeout: Annotated[
@@ -133,10 +125,7 @@ class MqttSection(Section):
         Meta(
             ge=0,
             le=MAX_FLUSH_TIMEOUT_SECONDS,
-            extra={
-                "why": f"the unit's stop budget TimeoutStopSec={STOP_BUDGET_SECONDS:g}s "
-                f"minus {SHUTDOWN_RESERVE_SECONDS:g} s for the rest of the shutdown"
-            },
+            extra={"why": common.FLUSH_TIMEOUT_WHY},
         ),
     ] = 5.0
     reconnect_min_delay: Annotated[float, Meta(gt=0, le=3600)] = 1.0
@@ -167,9 +156,7 @@ class SceneSection(Section):
 @functools.cache  # get_type_hints is slow: once per key, not once per load
 def _meta(section: Any, name: str) -> tuple[Any, dict[str, Any]]:
     """Key ``name``'s type (None and Annotated stripped) and its Meta bounds and extras."""
-    kind = get_type_hints(section, include_extras=True)[name]
-    if get_origin(kind) in (Union, types.UnionType):  # X | None
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    kind = common.without_none(get_type_hints(section, include_extras=True)[name])
     found: dict[str, Any] = {}
     if get_origin(kind) is Annotated:
         kind, *metas = get_args(kind)
@@ -185,15 +172,7 @@ def allowed(section: Any, name: str) -> str:
     kind, meta = _meta(section, name)
     if "allowed" in meta:
         return str(meta["allowed"])
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(json.dumps(choice) for choice in get_args(kind))
-    if kind is bool:
-        return "true or false"
-    if kind is int:
-        return f"an integer {meta['ge']}-{meta['le']}"
-    low = f"> {meta['gt']:g}" if "gt" in meta else f">= {meta['ge']:g}"
-    high = f"< {meta['lt']:g}" if "lt" in meta else f"<= {meta['le']:g}"
-    return f"a number {low} and {high}" + (f": {meta['why']}" if "why" in meta else "")
+    return common.allowed_text(kind, meta, meta.get("why"))
 
 
 _MESSAGE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -249,12 +228,7 @@ def finish(section: Any, name: str, table: dict[str, Any], context: dict[str, An
             if problem is not None:
                 raise ConfigError(key, value, problem)
     if name == "mqtt":
-        prefix = section.topic_prefix
-        if re.search(r"[{}]", prefix.replace(DEVICE_ID_PLACEHOLDER, "")):
-            raise ConfigError("mqtt.topic_prefix", prefix, f"only the placeholder {DEVICE_ID_PLACEHOLDER}")
-        changes["topic_prefix"] = prefix.replace(DEVICE_ID_PLACEHOLDER, context["device_id"])
-        if not is_valid_topic_prefix(changes["topic_prefix"]):
-            raise ConfigError("mqtt.topic_prefix", prefix, allowed(MqttSection, "topic_prefix"))
+        changes["topic_prefix"] = common.substitute_device_id(section.topic_prefix, context["device_id"])
     return msgspec.structs.replace(section, **changes)
 
 
@@ -278,23 +252,14 @@ def prepare(section: Any, name: str, table: dict[str, Any], context: dict[str, A
 
 def check_across_keys(section: Any, name: str, table: dict[str, Any], context: dict[str, Any]) -> Any:
     if name == "camera":
-        common.check_camera(section)
+        common.check_camera(section, context)
     if name == "mqtt":
-        return msgspec.structs.replace(section, password_file=common.check_mqtt(section, table, context["environ"]))
+        return msgspec.structs.replace(section, password_file=common.check_mqtt(section, table, context))
     if name == "scene":
-        if section.max_face_size is not None and not section.min_face_size < section.max_face_size:
-            raise ConfigError(
-                "scene.max_face_size",
-                table["max_face_size"],  # as written: msgspec made an integer a float
-                f"a number of pixels above scene.min_face_size ({section.min_face_size:g}) and at most {MAX_FACE_SIZE}",
-            )
-        names = [zone.name for zone in section.zones]
-        for index, zone_name in enumerate(names):
-            if zone_name in names[:index]:
-                raise ConfigError(f"scene.zones[{index}].name", zone_name, "a name no other zone has")
+        common.check_scene(section, table)
         for key, polygon in _polygons(section):
             if not common.has_area(polygon):
-                raise ConfigError(key, lookup(table, _loc(key)), common.POLYGON_AREA_ALLOWED)
+                raise ConfigError(key, common.lookup(table, _loc(key)), common.POLYGON_AREA_ALLOWED)
     return section
 
 
@@ -309,53 +274,17 @@ def _loc(key: str) -> tuple[str | int, ...]:
 
 def scene_error(what: str, loc: tuple[str | int, ...], table: dict[str, Any]) -> ConfigError:
     """A msgspec error in [scene] as edge.scene words it."""
-    head, key, value = loc[0], scene_key(loc), lookup(table, loc)
     if what.startswith("Object contains unknown field"):
-        where = (
-            "a zone key: name, polygon"
-            if len(loc) > 1
-            else "a key of [scene]: " + ", ".join(SceneSection.__struct_fields__)
-        )
-        return ConfigError(key, loc[-1], where)
-    if what.startswith("Object missing required field"):
-        return ConfigError(key, None, f"every [[scene.zones]] needs a {loc[-1]}")
-    if head == "min_face_size":
-        return ConfigError(key, value, f"a number of pixels from 0 to {MAX_FACE_SIZE}")
-    if head == "max_face_size":
-        low = table.get("min_face_size", 0)
-        return ConfigError(
-            key, value, f"a number of pixels above scene.min_face_size ({low:g}) and at most {MAX_FACE_SIZE}"
-        )
-    if len(loc) == 1 and "length <=" in what:
-        return ConfigError(key, f"{len(value)} {head}", f"at most {MAX_MASKS if head == 'masks' else MAX_ZONES} {head}")
-    if head == "masks" and len(loc) == 1:
-        return ConfigError(key, value, f"a list of polygons, each {POLYGON_ALLOWED}")
-    if head == "zones" and len(loc) <= 2:
-        return ConfigError("scene.zones", table["zones"], "tables written as [[scene.zones]] with name and polygon")
-    if loc[-1] == "name":
-        return ConfigError(key, value, "1-32 characters of a-z, 0-9 and '_'")
-    polygon_length = 2 if head == "masks" else 3  # ("masks", i) or ("zones", i, "polygon")
-    if len(loc) == polygon_length:
-        return ConfigError(key, value, POLYGON_ALLOWED)
-    point = loc[: polygon_length + 1]
-    if len(loc) == len(point) or ", got `" in what:
-        return ConfigError(scene_key(point), lookup(table, point), "a point [x, y] of two numbers")
-    return ConfigError(
-        scene_key(point), lookup(table, point), "x and y from 0 to 1 (fractions of the frame width and height)"
-    )
-
-
-def scene_key(loc: tuple[str | int, ...]) -> str:
-    return "scene" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
-def lookup(table: Any, loc: tuple[str | int, ...]) -> Any:
-    for part in loc:
-        try:
-            table = table[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return table
+        kind = "unknown"
+    elif what.startswith("Object missing required field"):
+        kind = "missing"
+    elif "length <=" in what:
+        kind = "too_long"
+    elif ", got `" in what:
+        kind = "not_a_number"
+    else:
+        kind = "other"
+    return common.scene_error(kind, loc, table, SceneSection.__struct_fields__)
 
 
 # --- the loader: one place, in section order ---------------------------------------------------
@@ -364,13 +293,8 @@ PORTED: dict[str, type] = {"device": DeviceSection, "camera": CameraSection, "mq
 
 
 def load(data: dict[str, Any], base_dir: Path, environ: Mapping[str, str], hostname: str | None) -> dict[str, Any]:
-    known = [*SECTIONS, *OPTION_SECTIONS]
-    for name, value in data.items():
-        if name not in known:
-            raise ConfigError(name, common.UNKNOWN_KEY, "unknown section" + common.did_you_mean(name, known))
-        if not isinstance(value, dict):
-            raise ConfigError(name, value, "a table: write it as [" + name + "]")
-    context: dict[str, Any] = {"base_dir": base_dir, "environ": environ, "hostname": hostname, "device_id": ""}
+    common.check_sections(data)
+    context = common.new_context(base_dir, environ, hostname)
     sections = {}
     for name, section in PORTED.items():
         table = prepare(section, name, data.get(name, {}), context)

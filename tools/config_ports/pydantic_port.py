@@ -9,12 +9,9 @@ across keys, the scene's own error wording) is validators and the error translat
 
 from __future__ import annotations
 
-import json
-import re
-import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -32,16 +29,10 @@ from edge.config import (
     DEVICE_ID_PATTERN,
     DEVICE_ID_PLACEHOLDER,
     MAX_FLUSH_TIMEOUT_SECONDS,
-    OPTION_SECTIONS,
-    SECTIONS,
-    SHUTDOWN_RESERVE_SECONDS,
-    STOP_BUDGET_SECONDS,
-    TOPIC_ALLOWED,
     ConfigError,
     is_host,
-    is_valid_topic_prefix,
 )
-from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES, POLYGON_ALLOWED
+from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
 from tools.config_ports import common
 
 # --- glue: rules pydantic has no word for, and its errors -> edge.config's one line ----------
@@ -89,22 +80,12 @@ def allowed(model: type[BaseModel], name: str) -> str:
     info = model.model_fields[name]
     if info.description:
         return info.description
-    kind = info.annotation
-    if get_origin(kind) in (Union, types.UnionType):  # X | None
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(json.dumps(choice) for choice in get_args(kind))
-    if kind is bool:
-        return "true or false"
     bounds = {
         attr: getattr(item, attr) for item in info.metadata for attr in ("ge", "gt", "le", "lt") if hasattr(item, attr)
     }
-    if kind is int:
-        return f"an integer {bounds['ge']}-{bounds['le']}"
-    low = f"> {bounds['gt']:g}" if "gt" in bounds else f">= {bounds['ge']:g}"
-    high = f"< {bounds['lt']:g}" if "lt" in bounds else f"<= {bounds['le']:g}"
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-    return f"a number {low} and {high}" + (f": {extra['why']}" if "why" in extra else "")
+    why = extra.get("why")
+    return common.allowed_text(common.without_none(info.annotation), bounds, None if why is None else str(why))
 
 
 def _first(errors: list[Any]) -> Any:
@@ -137,54 +118,11 @@ def validate(model: type[BaseModel], section: str, table: dict[str, Any], contex
 
 def scene_error(error: Any, table: dict[str, Any]) -> ConfigError:
     """A pydantic error in [scene] as edge.scene words it (key paths like scene.zones[0].polygon[2])."""
-    loc, kind, head = error["loc"], error["type"], error["loc"][0]
-    key, value = scene_key(loc), lookup(table, loc)
-    if kind == "extra_forbidden":
-        where = (
-            "a zone key: name, polygon" if len(loc) > 1 else "a key of [scene]: " + ", ".join(SceneSection.model_fields)
-        )
-        return ConfigError(key, loc[-1], where)
-    if kind == "missing":
-        return ConfigError(key, None, f"every [[scene.zones]] needs a {loc[-1]}")
+    loc, kind = error["loc"], error["type"]
     if kind == "refused":
-        return ConfigError(key, value, error["ctx"]["allowed"])
-    if head == "min_face_size":
-        return ConfigError(key, value, f"a number of pixels from 0 to {MAX_FACE_SIZE}")
-    if head == "max_face_size":
-        low = table.get("min_face_size", 0)
-        return ConfigError(
-            key, value, f"a number of pixels above scene.min_face_size ({low:g}) and at most {MAX_FACE_SIZE}"
-        )
-    if len(loc) == 1 and kind == "too_long":
-        return ConfigError(key, f"{len(value)} {head}", f"at most {MAX_MASKS if head == 'masks' else MAX_ZONES} {head}")
-    if head == "masks" and len(loc) == 1:
-        return ConfigError(key, value, f"a list of polygons, each {POLYGON_ALLOWED}")
-    if head == "zones" and len(loc) <= 2:
-        return ConfigError("scene.zones", table["zones"], "tables written as [[scene.zones]] with name and polygon")
-    if loc[-1] == "name":
-        return ConfigError(key, value, "1-32 characters of a-z, 0-9 and '_'")
-    polygon_length = 2 if head == "masks" else 3  # ("masks", i) or ("zones", i, "polygon")
-    if len(loc) == polygon_length:
-        return ConfigError(key, value, POLYGON_ALLOWED)
-    point = loc[: polygon_length + 1]
-    if len(loc) == len(point) or kind == "float_type":
-        return ConfigError(scene_key(point), lookup(table, point), "a point [x, y] of two numbers")
-    return ConfigError(
-        scene_key(point), lookup(table, point), "x and y from 0 to 1 (fractions of the frame width and height)"
-    )
-
-
-def scene_key(loc: tuple[Any, ...]) -> str:
-    return "scene" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
-def lookup(table: Any, loc: tuple[Any, ...]) -> Any:
-    for part in loc:
-        try:
-            table = table[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return table
+        return ConfigError(common.scene_key(loc), common.lookup(table, loc), error["ctx"]["allowed"])
+    kinds = {"extra_forbidden": "unknown", "missing": "missing", "too_long": "too_long", "float_type": "not_a_number"}
+    return common.scene_error(kinds.get(kind, "other"), loc, table, SceneSection.model_fields)
 
 
 # --- the sections ------------------------------------------------------------------------------
@@ -230,8 +168,8 @@ class CameraSection(BaseModel):
     max_pixels: int = Field(4_000_000, ge=65_536, le=50_000_000)
 
     @model_validator(mode="after")
-    def _across_keys(self) -> CameraSection:
-        common.check_camera(self)
+    def _across_keys(self, info: ValidationInfo) -> CameraSection:
+        common.check_camera(self, info.context)
         return self
 
 
@@ -257,7 +195,7 @@ class MqttSection(BaseModel):
     topic_prefix: str = Field(
         f"edge-face/{DEVICE_ID_PLACEHOLDER}",
         validate_default=True,
-        description=f"{TOPIC_ALLOWED}; {DEVICE_ID_PLACEHOLDER} is substituted",
+        description=common.TOPIC_PREFIX_ALLOWED,
     )
     keepalive: int = Field(30, ge=5, le=65535)
     queue_size: int = Field(1000, ge=1, le=100_000)
@@ -265,10 +203,7 @@ class MqttSection(BaseModel):
         5.0,
         ge=0,
         le=MAX_FLUSH_TIMEOUT_SECONDS,
-        json_schema_extra={
-            "why": f"the unit's stop budget TimeoutStopSec={STOP_BUDGET_SECONDS:g}s "
-            f"minus {SHUTDOWN_RESERVE_SECONDS:g} s for the rest of the shutdown"
-        },
+        json_schema_extra={"why": common.FLUSH_TIMEOUT_WHY},
     )
     reconnect_min_delay: float = Field(1.0, gt=0, le=3600)
     reconnect_max_delay: float = Field(60.0, gt=0, le=3600)
@@ -298,18 +233,13 @@ class MqttSection(BaseModel):
     @field_validator("topic_prefix")
     @classmethod
     def _substitute_device_id(cls, value: str, info: ValidationInfo) -> str:
-        if re.search(r"[{}]", value.replace(DEVICE_ID_PLACEHOLDER, "")):
-            raise refuse(f"only the placeholder {DEVICE_ID_PLACEHOLDER}")
-        prefix = value.replace(DEVICE_ID_PLACEHOLDER, info.context["device_id"])
-        if not is_valid_topic_prefix(prefix):
-            raise ValueError("not a topic")
-        return prefix
+        return common.substitute_device_id(value, info.context["device_id"])
 
     @model_validator(mode="wrap")
     @classmethod
     def _across_keys(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
         mqtt = handler(data)
-        password_file = common.check_mqtt(mqtt, data, info.context["environ"])
+        password_file = common.check_mqtt(mqtt, data, info.context)
         return mqtt.model_copy(update={"password_file": password_file})
 
 
@@ -343,16 +273,7 @@ class SceneSection(BaseModel):
     @classmethod
     def _across_keys(cls, data: Any, handler: Any) -> Any:
         scene = handler(data)
-        if scene.max_face_size is not None and not scene.min_face_size < scene.max_face_size:
-            raise ConfigError(
-                "scene.max_face_size",
-                data["max_face_size"],  # as written: pydantic made an integer a float
-                f"a number of pixels above scene.min_face_size ({scene.min_face_size:g}) and at most {MAX_FACE_SIZE}",
-            )
-        names = [zone.name for zone in scene.zones]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise ConfigError(f"scene.zones[{index}].name", name, "a name no other zone has")
+        common.check_scene(scene, data)
         return scene
 
 
@@ -362,13 +283,8 @@ PORTED = {"device": DeviceSection, "camera": CameraSection, "mqtt": MqttSection,
 
 
 def load(data: dict[str, Any], base_dir: Path, environ: Mapping[str, str], hostname: str | None) -> dict[str, Any]:
-    known = [*SECTIONS, *OPTION_SECTIONS]
-    for name, value in data.items():
-        if name not in known:
-            raise ConfigError(name, common.UNKNOWN_KEY, "unknown section" + common.did_you_mean(name, known))
-        if not isinstance(value, dict):
-            raise ConfigError(name, value, "a table: write it as [" + name + "]")
-    context: dict[str, Any] = {"base_dir": base_dir, "environ": environ, "hostname": hostname, "device_id": ""}
+    common.check_sections(data)
+    context = common.new_context(base_dir, environ, hostname)
     sections = {}
     for name, model in PORTED.items():
         sections[name] = validate(model, name, data.get(name, {}), context)

@@ -240,6 +240,15 @@ def _tflite_descriptors(model: bytes, chips: np.ndarray) -> np.ndarray:
     return np.array(results)
 
 
+def _origin(wheel: dict[str, str], dat_file: str, library: str, version: str) -> dict[str, Any]:
+    """The provenance both sidecars open with: the dlib file in the pinned ``wheel`` they come
+    from, and the converter (this tool and the library that wrote the model)."""
+    return {
+        "source": {**wheel, "file": dat_file, "sha256": DAT_SHA256[dat_file]},
+        "converter": {"tool": "tools.recognize_build", library: version},
+    }
+
+
 def build(wheel: Path | None = None, photos_dir: Path | None = None, out_dir: Path | None = None) -> BuildReport:
     """Steps 1-4 of the module docstring; writes four files into ``out_dir`` (default: the
     package's models folder). Raises RecognizeBuildError (one line); nothing is written then."""
@@ -283,8 +292,7 @@ def build(wheel: Path | None = None, photos_dir: Path | None = None, out_dir: Pa
             },
         },
         provenance={
-            "source": {**source, "file": SHAPE_PREDICTOR_FILE, "sha256": DAT_SHA256[SHAPE_PREDICTOR_FILE]},
-            "converter": {"tool": "tools.recognize_build", "numpy": np.__version__},
+            **_origin(source, SHAPE_PREDICTOR_FILE, "numpy", np.__version__),
             "box_fit": {
                 "reference": "dlib HOG frontal face detector (dlib-bin), upsample 1",
                 "photos": len(photos),
@@ -318,8 +326,7 @@ def build(wheel: Path | None = None, photos_dir: Path | None = None, out_dir: Pa
             "input": "RGB pixel values 0..255, float32; (p - mean) / 256 folded into the first convolution",
         },
         provenance={
-            "source": {**source, "file": RESNET_FILE, "sha256": DAT_SHA256[RESNET_FILE]},
-            "converter": {"tool": "tools.recognize_build", "tensorflow": tf.__version__},
+            **_origin(source, RESNET_FILE, "tensorflow", tf.__version__),
             "parity": {
                 "reference": "the float32 TensorFlow graph",
                 "chips": len(chips),
