@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from edge.event_types import EVENT_TYPES
+
 ORIGIN_NAME = "edge-face"
 MANUFACTURER = "edge-face"
 MODEL = "edge-face int8 face detector"
@@ -46,7 +48,6 @@ DIAGNOSTIC, CONFIG = "diagnostic", "config"
 # What the face count is counted in: HA keeps long-term statistics for a measurement with a
 # unit, and shows "2 faces" rather than a bare "2".
 FACE_COUNT_UNIT = "faces"
-EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
 # The Score threshold number's range and step: the detector accepts (0, 1) exclusive.
 SCORE_THRESHOLD_MIN, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_STEP = 0.05, 0.95, 0.05
 # Switch payloads: HA's defaults, so the discovery payload and the command parser agree.

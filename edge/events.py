@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-EVENT_TYPES = ("face_detected", "count_changed", "face_cleared")
+from edge.event_types import COUNT_CHANGED, FACE_CLEARED, FACE_DETECTED
+
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
 _BOX_DECIMALS = 6
 _SCORE_DECIMALS = 4
@@ -211,10 +212,10 @@ class PresenceTracker:
 
         kind = None
         if not self.present and self._faces_streak >= debounce:
-            kind = "face_detected"
+            kind = FACE_DETECTED
             self.present, self.stable_count = True, count
         elif self.present and count and count != self.stable_count and count_frames >= debounce:
-            kind = "count_changed"
+            kind = COUNT_CHANGED
             self.stable_count = count
         elif (
             self.present
@@ -222,7 +223,7 @@ class PresenceTracker:
             and self.last_face_monotonic is not None  # always set while present
             and t_monotonic - self.last_face_monotonic >= self.settings.clear_after_seconds
         ):
-            kind = "face_cleared"
+            kind = FACE_CLEARED
             self.present, self.stable_count = False, 0
         if kind is None:
             return []
@@ -238,7 +239,7 @@ class PresenceTracker:
         self._faces_streak, self._count_streak = 0, _Streak()
         if not was_present:
             return []
-        return [self._event("face_cleared", wall_time, (), 0, 0)]
+        return [self._event(FACE_CLEARED, wall_time, (), 0, 0)]
 
     def _event(
         self, kind: str, wall_time: float, faces: tuple[Face, ...], frame_width: int, frame_height: int
