@@ -6,3 +6,7 @@ and the device install stays small.
 """
 
 __version__ = "0.1.0"
+
+from edge import _moved  # the old module paths keep importing, with a warning
+
+_moved.install()

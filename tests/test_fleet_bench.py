@@ -34,7 +34,7 @@ from broker import MosquittoBroker
 from deploy_support import VENV_BIN, ansible_env, sha256
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.sidecar import canonical_digest
+from edge.detect.sidecar import canonical_digest
 
 BENCH_DIR = os.environ.get("EDGE_FACE_FLEET_DIR")
 pytestmark = [
