@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from edge import __version__
+from edge.daemon.startup_signals import StartupSignals, held_signals
 from edge.exitcodes import ExitCode
 from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only: no numpy at start
-from edge.startup_signals import StartupSignals, held_signals
 
 # edge.config and everything heavier are imported where used: `run` holds its signals before
-# they load (edge.startup_signals), and the device-free commands start without numpy.
+# they load (edge.daemon.startup_signals), and the device-free commands start without numpy.
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from edge.imageio import DecodedImage
+    from edge.sources.imageio import DecodedImage
 
 # A source checkout's build output (`make model`), relative to where the CLI runs.
 DEFAULT_MODEL = Path("models/build") / PACKAGED_MODEL_NAME
@@ -82,7 +82,7 @@ def _positive_int(text: str) -> int:
 
 
 def _interpreter(text: str) -> str:
-    from edge.model import INTERPRETER_MODULES
+    from edge.detect.model import INTERPRETER_MODULES
 
     if text not in INTERPRETER_MODULES:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed (one of {', '.join(INTERPRETER_MODULES)})")
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
     forget.add_argument("--config", required=True, type=Path)
 
-    from edge.fleet import add_arguments as add_fleet_arguments
+    from edge.ops.fleet import add_arguments as add_fleet_arguments
 
     add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
 
@@ -217,9 +217,9 @@ def _model_problem(model: Path) -> str | None:
 
 def detect_command(args: argparse.Namespace) -> int:
     from edge.config import quote_path
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.imageio import ImageError, decode_image, draw_detections, save_new_image
-    from edge.model import ModelError
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.detect.model import ModelError
+    from edge.sources.imageio import ImageError, decode_image, draw_detections, save_new_image
 
     if args.annotate is not None:
         if args.annotate.exists() and not args.annotate.is_dir():
@@ -342,7 +342,7 @@ def _main(argv: list[str], early: StartupSignals | None) -> int:
         if args.command == "detect":
             return detect_command(args)
         if args.command == "run":
-            from edge.daemon import run_main
+            from edge.daemon.loop import run_main
 
             return run_main(str(args.config), max_frames=args.max_frames, early=early)
         if args.command == "check-config":
@@ -350,15 +350,15 @@ def _main(argv: list[str], early: StartupSignals | None) -> int:
 
             return check_config_main(str(args.config), as_user=args.as_user)
         if args.command == "preview":
-            from edge.preview import preview_main
+            from edge.daemon.preview import preview_main
 
             return preview_main(str(args.config), args.out)
         if args.command == "forget":
-            from edge.forget import forget_main
+            from edge.ops.forget import forget_main
 
             return forget_main(str(args.config))
         if args.command == "fleet":
-            from edge.fleet import fleet_main
+            from edge.ops.fleet import fleet_main
 
             return fleet_main(args)
         if args.command in ("enroll", "people"):

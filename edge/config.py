@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from edge.common.files import NotARegularFile, open_regular_file, os_reason, read_bounded
+from edge.common.redact import redact_url
 from edge.exitcodes import ExitCode
-from edge.files import NotARegularFile, open_regular_file, os_reason, read_bounded
 from edge.models import DEFAULT_INPUT, INPUT_PROFILES, PACKAGED_MODELS, packaged_model_path
 from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
-from edge.redact import redact_url
 
 if TYPE_CHECKING:
-    from edge.motion import MotionOptions
-    from edge.scene import SceneOptions
+    from edge.scene.motion import MotionOptions
+    from edge.scene.rules import SceneOptions
 
 CAMERA_SOURCES = ("auto", "picamera2", "opencv", "replay")
 PICAMERA2_STREAMS = ("main", "lores")
@@ -688,16 +688,16 @@ SECTIONS: dict[str, type] = {
 }
 
 
-# Sections whose options dataclasses check themselves (edge.motion, edge.scene: numpy code,
+# Sections whose options dataclasses check themselves (edge.scene.motion, edge.scene.rules: numpy code,
 # imported when a config is parsed, so `import edge.config` stays light). Their OptionError
 # carries the same key, value and allowed text as ConfigError.
 OPTION_SECTIONS = ("motion", "scene")
 
 
 def _option_section(name: str, table: Any) -> Any:
-    from edge.motion import motion_options_from_toml
-    from edge.options import OptionError
-    from edge.scene import scene_options_from_toml
+    from edge.common.options import OptionError
+    from edge.scene.motion import motion_options_from_toml
+    from edge.scene.rules import scene_options_from_toml
 
     reader = {"motion": motion_options_from_toml, "scene": scene_options_from_toml}[name]
     try:
@@ -978,14 +978,14 @@ def check_config_main(path: str | os.PathLike[str], as_user: str | None = None) 
     will open it."""
     if as_user is None:
         return _check_and_report(path, "")
-    from edge.asuser import run_as_user
+    from edge.ops.asuser import run_as_user
 
     # Everything the check imports is imported now, as root: the service user may not be
     # able to read the interpreter's own files (a Python under /root, say). Parsing an empty
     # option section imports its module.
     for name in OPTION_SECTIONS:
         _option_section(name, {})
-    import edge.controls  # noqa: F401  # the state_dir check's module
+    import edge.mqtt.controls  # noqa: F401  # the state_dir check's module
 
     absolute = os.path.abspath(path)  # the service starts from /, not from our folder
     return run_as_user(as_user, lambda: _check_and_report(absolute, f" (as user {as_user!r})"), what="check-config")
@@ -997,7 +997,7 @@ def _check_and_report(path: str | os.PathLike[str], who: str) -> int:
     except ConfigError as exc:
         print(f"error{who}: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    from edge.controls import state_dir_problem  # it imports this module
+    from edge.mqtt.controls import state_dir_problem  # it imports this module
 
     # The state directory keeps the controls and the announced identity, both MQTT's.
     problem = state_dir_problem(config.device.state_dir) if config.mqtt.host is not None else None

@@ -83,7 +83,7 @@ def int8_model_path(upstream_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def detector(int8_model_path):
     """One FaceDetector for the session, on the interpreter EDGE_FACE_INTERPRETER pins (if any)."""
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
 
     return FaceDetector(int8_model_path, DetectorOptions(interpreter=os.environ.get("EDGE_FACE_INTERPRETER") or None))
 
@@ -93,7 +93,7 @@ def blank(tmp_path_factory, detector) -> Path:
     """A face-free 640x480 frame (PNG), checked face-free by the model itself."""
     from daemon_support import blank_frame
 
-    from edge.imageio import load_image
+    from edge.sources.imageio import load_image
 
     path = blank_frame(tmp_path_factory.mktemp("blank") / "blank.png")
     assert len(detector.detect(load_image(path))) == 0  # precondition: really face-free

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.sidecar import canonical_digest
+from edge.detect.sidecar import canonical_digest
 
 # The ansible tools are installed beside the interpreter running the tests.
 VENV_BIN = Path(sys.executable).parent

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.imageio import load_image
-from edge.preprocess import resize_bilinear
+from edge.detect.preprocess import resize_bilinear
+from edge.sources.imageio import load_image
 from tools import blazeface
 from tools.metrics import match_boxes
 

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from test_faults import Daemon
 from test_sdnotify import NotifyListener
 
-from edge.imageio import load_image
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

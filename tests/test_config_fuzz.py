@@ -39,7 +39,7 @@ from edge.config import (
     read_secret,
     schema,
 )
-from edge.daemon import run_main
+from edge.daemon.loop import run_main
 from edge.exitcodes import ExitCode
 
 pytestmark = pytest.mark.integration
@@ -269,7 +269,7 @@ def run_time_consumers_accept(config) -> None:
     if config.mqtt.password_file is not None:
         read_secret(config.mqtt.password_file)
     if config.mqtt.host is not None:
-        from edge.mqtt import MqttSink
+        from edge.mqtt.sink import MqttSink
 
         MqttSink(
             config.mqtt,

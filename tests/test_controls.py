@@ -19,15 +19,15 @@ from broker import MosquittoBroker, Subscriber, free_port
 from cli_support import run_cli, start_run
 from daemon_support import build_scene, write_config
 
-from edge.command_intake import (
+from edge.config import parse_config
+from edge.mqtt.command_intake import (
     COMMAND_INTERVAL_S,
     REFUSAL_WINDOW_S,
     REFUSALS_LOGGED_PER_WINDOW,
     CommandIntake,
     CommandMessage,
 )
-from edge.config import parse_config
-from edge.controls import (
+from edge.mqtt.controls import (
     STORE_INTERVAL_S,
     Command,
     ControlError,
@@ -38,7 +38,7 @@ from edge.controls import (
     parse_command,
     save_overrides,
 )
-from edge.imageio import load_image
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

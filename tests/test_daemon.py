@@ -20,15 +20,15 @@ from daemon_support import EVENT_FIELDS, RecordingSink, Scene, build_scene, pars
 from PIL import Image
 
 from edge.config import load_config
-from edge.daemon import build_daemon, percentile_ms, run_main, status_line
-from edge.decode import Detections
-from edge.detector import FaceDetector
-from edge.events import faces_from_detections
-from edge.imageio import load_image
-from edge.sdnotify import SystemdNotifier
-from edge.sinks import EventSink, StdoutSink
-from edge.snapshot import encode_snapshot
+from edge.daemon.loop import build_daemon, percentile_ms, run_main, status_line
+from edge.daemon.sdnotify import SystemdNotifier
+from edge.daemon.snapshot import encode_snapshot
+from edge.detect.decode import Detections
+from edge.detect.detector import FaceDetector
+from edge.mqtt.sinks import EventSink, StdoutSink
+from edge.scene.events import faces_from_detections
 from edge.sources.grabber import SourceHealth
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 
@@ -433,7 +433,7 @@ def test_a_reader_closing_stdout_stops_the_daemon_cleanly(tmp_path, int8_model_p
 def test_the_daemon_never_imports_heavy_frameworks(project_root):
     """Memory: TensorFlow alone is hundreds of MB; the daemon needs only a TFLite interpreter."""
     probe = (
-        "import sys, edge, edge.cli, edge.daemon, edge.mqtt, edge.outbox, edge.sources.auto\n"
+        "import sys, edge, edge.cli, edge.daemon.loop, edge.mqtt.sink, edge.mqtt.outbox, edge.sources.auto\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'torch', 'cv2', 'jax'}))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=project_root, capture_output=True, text=True, timeout=60)
@@ -453,8 +453,8 @@ def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, in
 
     import jinja2
 
-    from edge.discovery import DeviceTopics, build_discovery_payload
-    from edge.mqtt import encode_json
+    from edge.mqtt.discovery import DeviceTopics, build_discovery_payload
+    from edge.mqtt.sink import encode_json
 
     first, _, _, _ = two_photos
     scene = build_scene(tmp_path / "frames", blank, [(first, 3), ("blank", 12)])
@@ -481,8 +481,8 @@ def test_the_input_profile_chooses_the_model_the_events_name(tmp_path, project_r
     model, and its events (and Home Assistant's device, which shows the same model id) say so."""
     import os
 
+    from edge.detect.sidecar import read_sidecar
     from edge.models import PACKAGED_MODELS, packaged_model_path
-    from edge.sidecar import read_sidecar
 
     chips = Path(os.environ.get("EDGE_FACE_FACES_IDENTITY") or project_root.parent / "shared" / "faces-identity")
     chip = sorted((chips / "johns").glob("*/*.jpg"))[0]

@@ -23,8 +23,8 @@ from broker import MosquittoBroker, Subscriber, make_test_pki
 from cli_support import start_run
 from daemon_support import EVENT_FIELDS, build_scene, write_config
 
-from edge.events import faces_from_detections
-from edge.imageio import load_image
+from edge.scene.events import faces_from_detections
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 from daemon_support import RecordingSink, build_scene, write_config
 
 from edge.config import load_config
-from edge.daemon import build_daemon
-from edge.imageio import load_image
-from edge.sdnotify import SystemdNotifier
+from edge.daemon.loop import build_daemon
+from edge.daemon.sdnotify import SystemdNotifier
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

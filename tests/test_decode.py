@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.decode import (
+from edge.detect.decode import (
     Detections,
     Int8Postprocessor,
     PostprocessOptions,
@@ -16,9 +16,9 @@ from edge.decode import (
     hard_nms,
     select_faces,
 )
-from edge.imageio import load_image
-from edge.preprocess import normalize_nchw, resize_bilinear
-from edge.priors import PriorConfig, generate_priors
+from edge.detect.preprocess import normalize_nchw, resize_bilinear
+from edge.detect.priors import PriorConfig, generate_priors
+from edge.sources.imageio import load_image
 from tools.upstream_postprocess import upstream_postprocess
 
 pytestmark = pytest.mark.integration

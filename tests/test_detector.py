@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from cli_support import run_cli
 
-from edge.decode import Detections, PostprocessOptions, select_faces
-from edge.imageio import ImageError, load_image
-from edge.model import Int8Model, ModelError, load_interpreter_class
-from edge.preprocess import normalize_nchw, resize_bilinear
-from edge.sidecar import canonical_digest
+from edge.detect.decode import Detections, PostprocessOptions, select_faces
+from edge.detect.model import Int8Model, ModelError, load_interpreter_class
+from edge.detect.preprocess import normalize_nchw, resize_bilinear
+from edge.detect.sidecar import canonical_digest
+from edge.sources.imageio import ImageError, load_image
 from tools.metrics import match_boxes
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_timed_detection_reports_each_stage_and_finds_the_same_faces(detector, p
 
 
 def test_post_processing_options_reach_the_detector(int8_model_path, photo_paths):
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
 
     frame = load_image(photo_paths[2])
     everyone = FaceDetector(int8_model_path, DetectorOptions(interpreter=INTERPRETER)).detect(frame)
@@ -245,7 +245,7 @@ def test_cli_model_errors_exit_4_with_one_line(photo_paths, tmp_path):
 def test_the_readme_example_runs_as_written(project_root, photo_paths, tmp_path, monkeypatch, capsys):
     """The "Use the detector" snippet of README.md, run on a real photo: an embedding
     example that no longer matches the API is the first thing a developer meets."""
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
     from edge.models import PACKAGED_MODEL_PATH
 
     readme = (project_root / "README.md").read_text()
@@ -280,9 +280,9 @@ def _face_in_frame(chip_path: Path, frame_size: tuple[int, int], face_height: in
 
 
 def test_each_packaged_profile_runs_at_its_own_size_with_its_own_priors():
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.detect.priors import PriorConfig, generate_priors
     from edge.models import PACKAGED_MODELS, packaged_model_path
-    from edge.priors import PriorConfig, generate_priors
 
     for profile, name in PACKAGED_MODELS.items():
         width, height = (int(v) for v in profile.split("x"))
@@ -294,7 +294,7 @@ def test_each_packaged_profile_runs_at_its_own_size_with_its_own_priors():
 
 def test_the_small_profile_finds_a_large_face_where_the_default_does(project_root):
     """A face a third of the frame tall (a door, a desk): both profiles find it, same box."""
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
     from edge.models import PACKAGED_MODELS, packaged_model_path
 
     chips_dir = Path(os.environ.get("EDGE_FACE_FACES_IDENTITY") or project_root.parent / "shared" / "faces-identity")

@@ -30,7 +30,7 @@ from broker import MosquittoBroker, Subscriber
 
 from edge import __version__
 from edge.config import HomeAssistantConfig, MqttConfig
-from edge.discovery import (
+from edge.mqtt.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
     SNAPSHOT,
@@ -39,8 +39,8 @@ from edge.discovery import (
     discovery_topic,
     removal_messages,
 )
-from edge.events import Event, PresenceState
-from edge.mqtt import MqttSink, encode_json, encode_state
+from edge.mqtt.sink import MqttSink, encode_json, encode_state
+from edge.scene.events import Event, PresenceState
 
 pytestmark = pytest.mark.integration
 

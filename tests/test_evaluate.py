@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import PostprocessOptions
-from edge.detector import DetectorOptions, FaceDetector
-from edge.imageio import load_image
+from edge.detect.decode import PostprocessOptions
+from edge.detect.detector import DetectorOptions, FaceDetector
+from edge.sources.imageio import load_image
 from tools import evaluate, metrics
 from tools.detectors import DetectorError, FloatOnnxDetector, Int8Detector
 
@@ -132,7 +132,7 @@ def test_int8_detector_at_deployment_settings_is_face_detector(shared_photos, in
 
 
 def test_agreement_counts_one_to_one_matches():
-    from edge.decode import Detections
+    from edge.detect.decode import Detections
 
     face = [0.1, 0.1, 0.3, 0.3]
     reference = Detections(np.array([face, [0.5, 0.5, 0.7, 0.7]], np.float32), np.array([0.9, 0.8], np.float32))

@@ -1,5 +1,5 @@
-"""edge.events: the presence state machine fed hand-built detections, the event schema; and
-edge.sinks.StdoutSink on the events it makes."""
+"""edge.scene.events: the presence state machine fed hand-built detections, the event schema; and
+edge.mqtt.sinks.StdoutSink on the events it makes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from daemon_support import EVENT_FIELDS
 
-from edge.decode import Detections
-from edge.events import (
+from edge.detect.decode import Detections
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.sinks import StdoutSink
+from edge.scene.events import (
     Event,
     EventIdentity,
     Face,
@@ -24,8 +26,6 @@ from edge.events import (
     iso_utc,
     new_boot_id,
 )
-from edge.outbox import Outbox
-from edge.sinks import StdoutSink
 
 pytestmark = pytest.mark.unit
 

@@ -384,7 +384,7 @@ INJECT = textwrap.dedent(
         return original(self, *args, **kwargs)
 
     target.{cls}.{method} = broken
-    from edge.daemon import run_main
+    from edge.daemon.loop import run_main
     sys.exit(run_main(sys.argv[1]))
     """
 )
@@ -394,8 +394,8 @@ INJECT = textwrap.dedent(
     "module, cls, method, after, thread",
     [
         ("edge.sources.replay", "ReplaySource", "read", 5, "frame-grabber"),
-        ("edge.mqtt", "MqttSink", "_take_work", 3, "mqtt-transport"),
-        ("edge.daemon", None, "encode_snapshot", 0, "MainThread"),
+        ("edge.mqtt.sink", "MqttSink", "_take_work", 3, "mqtt-transport"),
+        ("edge.daemon.loop", None, "encode_snapshot", 0, "MainThread"),
     ],
     ids=["frame-grabber", "mqtt-transport", "frame-loop"],
 )

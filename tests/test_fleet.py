@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge import __version__
 from edge.exitcodes import ExitCode
-from edge.fleet import Snapshot, TopicPattern, build_reports, fleet_exit_code, format_table
+from edge.ops.fleet import Snapshot, TopicPattern, build_reports, fleet_exit_code, format_table
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ from broker import MosquittoBroker
 from deploy_support import VENV_BIN, ansible_env, sha256
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.sidecar import canonical_digest
+from edge.detect.sidecar import canonical_digest
 
 BENCH_DIR = os.environ.get("EDGE_FACE_FLEET_DIR")
 pytestmark = [
@@ -582,7 +582,7 @@ def test_rollback_returns_every_host_to_the_previous_model(bench, fleet, models)
 
 
 def test_state_absent_removes_a_host_and_its_retained_topics(bench, fleet, broker, project_root):
-    if not (project_root / "edge" / "forget.py").exists():
+    if not (project_root / "edge" / "ops" / "forget.py").exists():
         pytest.skip("edge-face forget (the Home Assistant work) is not in this tree yet: the role calls it")
     run = fleet.play("state absent on h5", "--limit", "h5", "-e", "edge_face_state=absent")
     assert run.recap["h5"][1] > 0

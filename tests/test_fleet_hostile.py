@@ -17,7 +17,7 @@ from broker import MosquittoBroker
 from cli_support import EDGE_CLI
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.fleet import MAX_DEVICES, MAX_NOTES
+from edge.ops.fleet import MAX_DEVICES, MAX_NOTES
 from tools.shared_data import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration

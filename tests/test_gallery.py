@@ -129,9 +129,9 @@ def _frame_file(chip_path: Path, out: Path) -> Path:
 
 @pytest.mark.integration
 def test_enroll_then_people_then_a_match(tmp_path, identity_dir):
-    from edge.imageio import load_image
     from edge.recognize.describe import FaceDescriber
     from edge.recognize.gallery import load_gallery
+    from edge.sources.imageio import load_image
 
     folders = sorted((identity_dir / "johns").iterdir())
     gallery_path = tmp_path / "state" / "gallery.json"
@@ -185,8 +185,8 @@ def test_a_corrupt_gallery_stops_the_commands_with_one_line(tmp_path):
 
 
 def _match_threshold() -> float:
+    from edge.detect.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, read_recognition_sidecar
     from edge.recognize.models import EMBEDDING_MODEL_PATH
-    from edge.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, read_recognition_sidecar
 
     info = read_recognition_sidecar(EMBEDDING_MODEL_PATH, EMBEDDING_KIND)
     assert isinstance(info, EmbeddingModelInfo)

@@ -12,8 +12,8 @@ import pytest
 from broker import MosquittoBroker, Subscriber, free_port
 from identity_support import Running, daemon_config, face_scene, retained, wait_json
 
-from edge.imageio import load_image
-from edge.snapshot import placeholder_jpeg
+from edge.daemon.snapshot import placeholder_jpeg
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

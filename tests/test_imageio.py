@@ -1,4 +1,4 @@
-"""edge.imageio: every image Pillow reads becomes (H, W, 3) uint8 RGB within a pixel budget, and
+"""edge.sources.imageio: every image Pillow reads becomes (H, W, 3) uint8 RGB within a pixel budget, and
 every image that cannot becomes one ImageError line naming the file and the cause.
 
 Images are generated here with Pillow (no binaries in the repository)."""
@@ -18,7 +18,7 @@ import pytest
 from daemon_support import bomb_png
 from PIL import Image, ImageOps
 
-from edge.imageio import ImageError, decode_image, load_image, to_rgb
+from edge.sources.imageio import ImageError, decode_image, load_image, to_rgb
 
 pytestmark = pytest.mark.unit
 
@@ -242,7 +242,7 @@ def test_an_unreadable_file_is_one_line(tmp_path):
     gradient().save(path)
     path.chmod(0o600)
     tmp_path.chmod(0o755)
-    script = f"from edge.imageio import load_image, ImageError\ntry:\n    load_image({str(path)!r})\nexcept ImageError as e:\n    print(e)\n"
+    script = f"from edge.sources.imageio import load_image, ImageError\ntry:\n    load_image({str(path)!r})\nexcept ImageError as e:\n    print(e)\n"
     result = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", script],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""edge.memory: a daemon process gives freed frame buffers back to the system."""
+"""edge.daemon.memory: a daemon process gives freed frame buffers back to the system."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ FRAMES = textwrap.dedent(
     """
     import sys, threading
     import numpy as np
-    from edge.memory import return_freed_frame_buffers
+    from edge.daemon.memory import return_freed_frame_buffers
 
     if sys.argv[1] == "tuned":
         assert return_freed_frame_buffers()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.imageio import load_image
-from edge.motion import (
+from edge.common.options import OptionError
+from edge.detect.preprocess import resize_bilinear
+from edge.scene.motion import (
     WORK_HEIGHT,
     DetectionGate,
     MotionDetector,
@@ -16,9 +17,8 @@ from edge.motion import (
     gray_sample,
     sampling_factor,
 )
-from edge.options import OptionError
-from edge.preprocess import resize_bilinear
-from edge.scene import make_polygon
+from edge.scene.rules import make_polygon
+from edge.sources.imageio import load_image
 from tools.scene_frames import background_frame, face_patch, walk_through
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,7 @@ import pytest
 from broker import CuttableProxy, MosquittoBroker, Subscriber, make_test_pki, try_connect
 
 from edge.config import ConfigError, HomeAssistantConfig, MqttConfig
-from edge.events import Event, Face, PresenceState
-from edge.mqtt import (
+from edge.mqtt.sink import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
     STATUS_STOPPED,
@@ -31,6 +30,7 @@ from edge.mqtt import (
     Topics,
     validate_device_id,
 )
+from edge.scene.events import Event, Face, PresenceState
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,7 @@ LWT_SCRIPT = textwrap.dedent(
     """
     import logging, sys, time
     from edge.config import HomeAssistantConfig, MqttConfig
-    from edge.mqtt import MqttSink
+    from edge.mqtt.sink import MqttSink
     config = MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), keepalive=5)
     sink = MqttSink(config, HomeAssistantConfig(enabled=False), sys.argv[2], "m", False, logging.getLogger())
     sink.start()

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from edge.native_stderr import runtime_info_to_debug, split_runtime_info
+from edge.detect.native_stderr import runtime_info_to_debug, split_runtime_info
 from tools.shared_data import PROJECT_ROOT
 
 XNNPACK_LINE = "Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -48,7 +48,7 @@ def test_loading_the_real_model_prints_nothing_and_logs_the_runtime_chatter_at_d
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format='%(levelname)s %(name)s: %(message)s')\n"
-        "from edge.model import Int8Model\n"
+        "from edge.detect.model import Int8Model\n"
         "from edge.models import PACKAGED_MODEL_PATH\n"
         "print('interpreter', Int8Model(PACKAGED_MODEL_PATH).interpreter_name)\n"
     )

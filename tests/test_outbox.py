@@ -1,4 +1,4 @@
-"""edge.outbox: numbering, order, acknowledgement, release, drop-oldest by count and bytes,
+"""edge.mqtt.outbox: numbering, order, acknowledgement, release, drop-oldest by count and bytes,
 and the accounting invariant, driven directly (no thread, no network)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from edge.events import Event, Face
-from edge.outbox import Outbox, OutboxStats
+from edge.mqtt.outbox import Outbox, OutboxStats
+from edge.scene.events import Event, Face
 
 pytestmark = pytest.mark.unit
 

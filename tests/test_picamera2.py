@@ -33,8 +33,8 @@ from fake_picamera2 import (
 )
 from PIL import Image
 
-from edge.imageio import load_image
 from edge.sources.base import SourceError
+from edge.sources.imageio import load_image
 from edge.sources.picamera2 import (
     MIN_PICAMERA2_VERSION,
     Picamera2NotInstalled,
@@ -411,7 +411,7 @@ def test_main_stream_is_bgr_at_the_requested_size(scene):
 
 @pytest.mark.integration  # the real interpreter and model
 def test_bgr_frames_give_the_same_faces_as_rgb(photo_paths, int8_model_path):
-    from edge.detector import FaceDetector
+    from edge.detect.detector import FaceDetector
 
     scene = np.asarray(Image.fromarray(load_image(photo_paths[3])).resize((320, 240), Image.Resampling.BILINEAR))
     (frame,) = read_frames(Picamera2Source(320, 240, picamera2_class=FakePicamera2.with_scene(scene)), 1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
-from edge.sidecar import INPUT_QUANT
+from edge.detect.preprocess import as_three_channels, normalize_nchw, resize_bilinear, write_model_input
+from edge.detect.sidecar import INPUT_QUANT
 
 pytestmark = pytest.mark.unit
 
@@ -96,8 +96,8 @@ TARGET_SIZES = [(320, 240), (640, 480), (107, 80)]
 @pytest.mark.parametrize("source", SOURCE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_numpy_resize_is_bit_identical_to_cv2_on_real_photos(photo_paths, source):
     cv2 = pytest.importorskip("cv2")
-    from edge.imageio import load_image
-    from edge.preprocess import BilinearResizer
+    from edge.detect.preprocess import BilinearResizer
+    from edge.sources.imageio import load_image
 
     for path in photo_paths[:3]:
         # A real photo as a camera would deliver it at this size (area-averaged, no aliasing).
@@ -110,7 +110,7 @@ def test_numpy_resize_is_bit_identical_to_cv2_on_real_photos(photo_paths, source
 
 def test_cv2_is_used_when_it_imports_and_can_be_refused(monkeypatch):
     pytest.importorskip("cv2")
-    from edge import preprocess
+    from edge.detect import preprocess
 
     assert preprocess.BilinearResizer(320, 240).uses_cv2
     assert not preprocess.BilinearResizer(320, 240, use_cv2=False).uses_cv2
@@ -144,7 +144,7 @@ def test_a_replay_of_many_sizes_holds_bounded_memory():
     # hold ~7 MB of per-pixel indices, and none was ever dropped (380 MB RSS after 40 sizes).
     import tracemalloc
 
-    from edge.preprocess import MAX_RESIZE_PLANS, BilinearResizer
+    from edge.detect.preprocess import MAX_RESIZE_PLANS, BilinearResizer
 
     resizer = BilinearResizer(320, 240, use_cv2=False)
     sizes = [(400 + 30 * number, 300 + 17 * number) for number in range(40)]

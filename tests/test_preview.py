@@ -12,11 +12,11 @@ from cli_support import run_cli
 from PIL import Image
 
 from edge.config import load_config
-from edge.controls import Overrides, save_overrides
-from edge.daemon import build_detector
+from edge.daemon.loop import build_detector
 from edge.exitcodes import ExitCode
-from edge.imageio import load_image
-from edge.scene import DROPPED_COLOUR, KEPT_COLOUR, MASK_COLOUR, ZONE_COLOURS, apply_scene
+from edge.mqtt.controls import Overrides, save_overrides
+from edge.scene.rules import DROPPED_COLOUR, KEPT_COLOUR, MASK_COLOUR, ZONE_COLOURS, apply_scene
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decode import Int8Postprocessor, PostprocessOptions, face_scores, select_faces
-from edge.imageio import load_image
-from edge.preprocess import normalize_nchw, resize_bilinear
-from edge.priors import PriorConfig
-from edge.sidecar import SIDECAR_FORMAT, canonical_digest, read_sidecar
+from edge.detect.decode import Int8Postprocessor, PostprocessOptions, face_scores, select_faces
+from edge.detect.preprocess import normalize_nchw, resize_bilinear
+from edge.detect.priors import PriorConfig
+from edge.detect.sidecar import SIDECAR_FORMAT, canonical_digest, read_sidecar
+from edge.sources.imageio import load_image
 from tools import quantize
 from tools.metrics import match_boxes
 from tools.weights import load_manifest, sha256_file

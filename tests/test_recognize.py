@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.model import Int8Model
+from edge.detect.model import Int8Model
+from edge.detect.sidecar import BoxMapping, ModelError, encode
 from edge.recognize.align import chip_geometry, extract_chip, face_chip, pyramid_down, similarity_transform
 from edge.recognize.embed import FaceEmbedder, distances, normalized
 from edge.recognize.landmarks import MODEL_ARRAYS, ShapePredictor, load_shape_model, predictor_box
 from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
-from edge.sidecar import BoxMapping, ModelError, encode
 from tools.recognize_build.build import npz_bytes
 from tools.recognize_build.dlib_format import DlibFormatError, DlibReader
 
@@ -159,7 +159,7 @@ def test_models_of_the_wrong_kind_are_refused(tmp_path):
 
 def test_a_sealed_landmark_file_with_missing_arrays_is_refused(tmp_path):
     """Sidecar and file agree (resealed), but the arrays are not a shape model."""
-    from edge.sidecar import recognition_sidecar_document
+    from edge.detect.sidecar import recognition_sidecar_document
 
     path = tmp_path / "shape-predictor-5.npz"
     path.write_bytes(npz_bytes({"initial_shape": np.zeros(10, np.float32)}))
@@ -231,7 +231,7 @@ def test_predictor_box_moves_and_scales_the_detector_box():
 
 def test_landmarks_follow_the_face_when_the_image_shifts(shipped_landmarks, identity_dir):
     """Moving image and box together by whole pixels moves the landmarks by the same amount."""
-    from edge.imageio import load_image
+    from edge.sources.imageio import load_image
 
     predictor = ShapePredictor(shipped_landmarks[0])
     chip = load_image(sorted((identity_dir / "johns").glob("*/*.jpg"))[0])
@@ -266,7 +266,7 @@ def test_johns_verify_on_this_interpreter(identity_dir):
     """Every same-person pair of the 55 johns under the shipped threshold and every other pair
     over it, on whichever interpreter runs the tests (make test runs this file again under
     tflite-runtime with numpy 1.x)."""
-    from edge.imageio import load_image
+    from edge.sources.imageio import load_image
 
     embedder = FaceEmbedder(EMBEDDING_MODEL_PATH, num_threads=1)
     paths = sorted((identity_dir / "johns").glob("*/*.jpg"))

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from edge.imageio import load_image
 from edge.recognize.align import face_chip
 from edge.recognize.embed import FaceEmbedder, distances, normalized
 from edge.recognize.landmarks import ShapePredictor, load_shape_model, predictor_box
 from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
+from edge.sources.imageio import load_image
 from tools.recognize_build.build import RESNET_FILE, SHAPE_PREDICTOR_FILE, WHEEL_NAME, read_wheel_files
 
 pytestmark = pytest.mark.integration

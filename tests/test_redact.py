@@ -1,6 +1,6 @@
 import pytest
 
-from edge.redact import redact_url
+from edge.common.redact import redact_url
 
 pytestmark = pytest.mark.unit
 

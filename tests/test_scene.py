@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.decode import Detections
-from edge.imageio import load_image
-from edge.options import OptionError
-from edge.preprocess import resize_bilinear
-from edge.scene import (
+from edge.common.options import OptionError
+from edge.detect.decode import Detections
+from edge.detect.preprocess import resize_bilinear
+from edge.scene.rules import (
     MAX_POLYGON_POINTS,
     Polygon,
     SceneFilter,
@@ -25,6 +24,7 @@ from edge.scene import (
     polygon_area,
     rasterize_polygons,
 )
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.unit
 
@@ -359,7 +359,7 @@ polygon = [[0.40, 0.50], [1.00, 0.50], [1.00, 1.00], [0.40, 1.00]]
 def test_the_scene_table_of_a_config_file_becomes_options():
     import tomllib
 
-    from edge.scene import scene_options_from_toml
+    from edge.scene.rules import scene_options_from_toml
 
     options = scene_options_from_toml(tomllib.loads(SCENE_TOML)["scene"])
     assert [mask.to_list() for mask in options.masks][1] == [[0.0, 0.0], [0.2, 0.0], [0.1, 0.2]]
@@ -403,7 +403,7 @@ def test_the_scene_table_of_a_config_file_becomes_options():
     ],
 )
 def test_a_bad_scene_table_names_the_key_in_one_line(table, message):
-    from edge.scene import scene_options_from_toml
+    from edge.scene.rules import scene_options_from_toml
 
     with pytest.raises(OptionError, match=message) as caught:
         scene_options_from_toml(table)

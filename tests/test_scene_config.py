@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.motion import MotionOptions, motion_options_from_toml
-from edge.options import OptionError
-from edge.scene import SceneOptions, scene_options_from_toml
+from edge.common.options import OptionError
+from edge.scene.motion import MotionOptions, motion_options_from_toml
+from edge.scene.rules import SceneOptions, scene_options_from_toml
 
 pytestmark = pytest.mark.unit
 

@@ -19,10 +19,10 @@ from daemon_support import write_config
 from fake_picamera2 import FakePicamera2
 
 from edge.config import load_config
-from edge.daemon import build_daemon
-from edge.imageio import load_image
-from edge.sdnotify import SystemdNotifier
-from edge.sinks import StdoutSink
+from edge.daemon.loop import build_daemon
+from edge.daemon.sdnotify import SystemdNotifier
+from edge.mqtt.sinks import StdoutSink
+from edge.sources.imageio import load_image
 from edge.sources.picamera2 import Picamera2Source
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from broker import MosquittoBroker, Subscriber
 from identity_support import Running, daemon_config, face_scene, retained, wait_json
 
-from edge.imageio import load_image
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The model file format (edge.sidecar): every field checked on load with a one-line error
+"""The model file format (edge.detect.sidecar): every field checked on load with a one-line error
 naming the file and the field, and an edited sidecar refused."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detector import FaceDetector
-from edge.imageio import load_image
-from edge.model import Int8Model
-from edge.priors import PriorConfig
-from edge.sidecar import (
+from edge.detect.detector import FaceDetector
+from edge.detect.model import Int8Model
+from edge.detect.priors import PriorConfig
+from edge.detect.sidecar import (
     SIDECAR_FORMAT,
     ModelError,
     OutputHead,
@@ -25,6 +24,7 @@ from edge.sidecar import (
     read_sidecar,
     sidecar_document,
 )
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""edge.snapshot: what a snapshot costs in memory, and that drawing never touches the frame."""
+"""edge.daemon.snapshot: what a snapshot costs in memory, and that drawing never touches the frame."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.decode import Detections
-from edge.imageio import load_image
-from edge.snapshot import encode_snapshot
+from edge.daemon.snapshot import encode_snapshot
+from edge.detect.decode import Detections
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.unit
 

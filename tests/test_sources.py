@@ -20,13 +20,13 @@ from fake_picamera2 import SENSORS, FakePicamera2
 from PIL import Image
 
 from edge.config import CameraConfig, load_config
-from edge.daemon import build_daemon
-from edge.imageio import load_image
-from edge.sdnotify import SystemdNotifier
-from edge.sinks import StdoutSink
+from edge.daemon.loop import build_daemon
+from edge.daemon.sdnotify import SystemdNotifier
+from edge.mqtt.sinks import StdoutSink
 from edge.sources.auto import build_source, select_auto_camera
 from edge.sources.base import Frame, SourceError
 from edge.sources.grabber import FrameGrabber, reminder_interval
+from edge.sources.imageio import load_image
 from edge.sources.opencv import OpenCVSource, classify_device
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.replay import ReplaySource

@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.decode import Detections
-from edge.imageio import load_image
-from edge.tracks import (
+from edge.detect.decode import Detections
+from edge.scene.tracks import (
     UNTRACKED,
     Tracker,
     TrackerOptions,
@@ -31,6 +30,7 @@ from edge.tracks import (
     pairwise_iou,
     view_sharpness,
 )
+from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.unit
 
@@ -410,7 +410,7 @@ def test_track_invariants_hold_for_any_sequence(frames, max_tracks, max_missed, 
 def test_faces_keep_their_track_ids_on_a_real_photo_panned_across_frames(photo_paths: list[Path]) -> None:
     """The shipped model's detections of a group photo seen through a window panning 16 px a
     frame: each face, found again by its frame-0 box moved by the pan, keeps its frame-0 id."""
-    from edge.detector import FaceDetector
+    from edge.detect.detector import FaceDetector
     from edge.models import PACKAGED_MODEL_PATH
 
     photo = load_image(next(path for path in photo_paths if path.name == "10.jpg"))  # 19 faces

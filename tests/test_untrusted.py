@@ -1,10 +1,10 @@
-"""Text and JSON from the broker made safe to print and hold (edge.untrusted): pure functions."""
+"""Text and JSON from the broker made safe to print and hold (edge.common.untrusted): pure functions."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge.untrusted import json_object, printable
+from edge.common.untrusted import json_object, printable
 
 pytestmark = pytest.mark.unit
 

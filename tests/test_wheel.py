@@ -160,8 +160,8 @@ def test_detect_without_a_model_finds_what_the_source_tree_finds(
 def test_run_on_a_replay_config_without_a_model_key_publishes_events(
     device_venv: Path, photo_paths: list[Path], tmp_path: Path
 ) -> None:
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.imageio import load_image
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.sources.imageio import load_image
 
     detector = FaceDetector(PACKAGED_MODEL_PATH, DetectorOptions(interpreter="ai_edge_litert"))
 

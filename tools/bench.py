@@ -75,9 +75,9 @@ def _time(fn, repeat: int) -> list[int]:
 def load_frames(count: int, size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
     """``count`` real photos as (height, width, 3) uint8 RGB camera frames of ``size``
     (width, height): the upstream photos first, then WIDER subset images."""
-    from edge.imageio import load_image
-    from edge.preprocess import resize_bilinear
+    from edge.detect.preprocess import resize_bilinear
     from edge.sources.base import SourceError
+    from edge.sources.imageio import load_image
     from edge.sources.replay import list_images
 
     paths = []
@@ -104,9 +104,9 @@ def measure(
     model_path: Path, interpreter: str, threads: int, frames_640: list[np.ndarray], repeat: int
 ) -> StageMedians:
     """Time our stages and the same-interpreter baselines on every frame, ``repeat`` times each."""
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.model import load_interpreter_class
-    from edge.preprocess import normalize, resize_bilinear
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.detect.model import load_interpreter_class
+    from edge.detect.preprocess import normalize, resize_bilinear
     from tools.upstream_postprocess import upstream_postprocess_for
 
     _set_cv2_threads(threads)
@@ -163,7 +163,7 @@ def measure_resize(count: int, threads: int, repeat: int, model_size: tuple[int,
     """Median ms of resizing real camera frames to the model size, per path and source size:
     ``{"cv2"|"numpy": {"640x480": ms, "1280x720": ms}}`` (no "cv2" without OpenCV). Each
     path's output is checked against the other's (they are bit-identical by design)."""
-    from edge.preprocess import BilinearResizer
+    from edge.detect.preprocess import BilinearResizer
 
     _set_cv2_threads(threads)
     paths = {"numpy": BilinearResizer(*model_size, use_cv2=False)}
@@ -194,7 +194,7 @@ def measure_blazeface(model_path: Path, frames_640: list[np.ndarray], repeat: in
         import mediapipe as mp
     except ImportError:
         return None
-    from edge.detector import DetectorOptions, FaceDetector
+    from edge.detect.detector import DetectorOptions, FaceDetector
 
     ours = FaceDetector(model_path, DetectorOptions(num_threads=1, interpreter="ai_edge_litert"))
     model = Path(mp.__file__).parent / "modules" / "face_detection" / "face_detection_short_range.tflite"
@@ -213,7 +213,7 @@ def measure_blazeface(model_path: Path, frames_640: list[np.ndarray], repeat: in
                 detect_samples += _time(partial(detector.detect, image), 1)
                 ours_samples += _time(partial(ours.detect, frame), 1)
 
-    from edge.model import load_interpreter_class
+    from edge.detect.model import load_interpreter_class
 
     interpreter_class, _ = load_interpreter_class("ai_edge_litert")
     interpreter = interpreter_class(model_path=str(model), num_threads=1)
@@ -234,7 +234,7 @@ def measure_onnxruntime(threads: int, frames_640: list[np.ndarray], repeat: int)
         import onnxruntime as ort
     except ImportError:
         return None
-    from edge.preprocess import normalize_nchw, resize_bilinear
+    from edge.detect.preprocess import normalize_nchw, resize_bilinear
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("bench: no TFLite interpreter installed (ai-edge-litert or tflite-runtime)")
     missed = report(runs, onnx_ms, args.markdown)
 
-    from edge.sidecar import read_sidecar
+    from edge.detect.sidecar import read_sidecar
 
     info = read_sidecar(args.model)
     model_size = (info.input_width, info.input_height)

@@ -139,10 +139,10 @@ def child(config_path: Path, frames: int, warmup: int, preload: bool, without_op
     if without_opencv:
         sys.modules["cv2"] = None  # type: ignore[assignment]  # `import cv2` now raises ImportError
     from edge.config import load_config
-    from edge.daemon import build_daemon
-    from edge.memory import return_freed_frame_buffers
-    from edge.sdnotify import SystemdNotifier
-    from edge.sinks import StdoutSink
+    from edge.daemon.loop import build_daemon
+    from edge.daemon.memory import return_freed_frame_buffers
+    from edge.daemon.sdnotify import SystemdNotifier
+    from edge.mqtt.sinks import StdoutSink
     from edge.sources.replay import ReplaySource
 
     return_freed_frame_buffers()  # as run_main does for `edge-face run`

@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import dlib
 
-    from edge.imageio import load_image
     from edge.recognize.align import face_chip
     from edge.recognize.embed import FaceEmbedder
     from edge.recognize.landmarks import ShapePredictor, load_shape_model
     from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
+    from edge.sources.imageio import load_image
     from tools import weights
     from tools.recognize_build.build import RESNET_FILE, SHAPE_PREDICTOR_FILE, WHEEL_NAME, read_wheel_files
     from tools.shared_data import upstream_dir

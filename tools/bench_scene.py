@@ -1,5 +1,5 @@
 """Scene benchmark: what the motion gate saves on a still scene and what it costs when a face
-comes in. The real int8 detector (edge.detector.FaceDetector) runs in a loop shaped like the
+comes in. The real int8 detector (edge.detect.detector.FaceDetector) runs in a loop shaped like the
 daemon's (frame -> motion -> gate -> detect -> presence tracker), on camera-like 320x240
 frames made from the real photos (tools.scene_frames): an empty room, then a face walking in,
 pausing and walking out.
@@ -50,8 +50,8 @@ def run_clip(frames: list[np.ndarray], fps: float, detector, gated: bool, idle_i
     """The daemon's per-frame work over ``frames``; with ``gated`` the motion detector and
     the gate decide which frames reach the detector (skipped frames do not reach the
     presence tracker either: the integration plan's rule)."""
-    from edge.events import EventIdentity, PresenceTracker, faces_from_detections
-    from edge.motion import DetectionGate, MotionDetector, MotionOptions
+    from edge.scene.events import EventIdentity, PresenceTracker, faces_from_detections
+    from edge.scene.motion import DetectionGate, MotionDetector, MotionOptions
 
     options = MotionOptions(idle_interval=idle_interval)
     motion, gate = MotionDetector(options), DetectionGate(options)
@@ -81,7 +81,7 @@ def run_clip(frames: list[np.ndarray], fps: float, detector, gated: bool, idle_i
 
 def example_scene():
     """A typical configuration: two masks, two zones and both size limits."""
-    from edge.scene import SceneOptions, make_polygon, make_zone
+    from edge.scene.rules import SceneOptions, make_polygon, make_zone
 
     return SceneOptions(
         masks=(
@@ -112,9 +112,9 @@ def first(items: list[int], predicate) -> int | None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.motion import MotionDetector
-    from edge.scene import apply_scene
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.scene.motion import MotionDetector
+    from edge.scene.rules import apply_scene
     from tools.scene_frames import background_frame, face_patch, walk_through
 
     images = upstream_dir() / "images"
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.idle_interval is None:
-        from edge.motion import MotionOptions
+        from edge.scene.motion import MotionOptions
 
         args.idle_interval = MotionOptions().idle_interval
     if args.fps <= 0 or args.still_seconds < 10:

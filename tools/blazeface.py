@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import write_atomic
+from edge.common.atomic import write_atomic
 
 MEDIAPIPE_VERSION = "0.10.18"
 # One wheel of that release, named exactly: the model files are the same in every wheel.

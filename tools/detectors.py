@@ -1,14 +1,14 @@
 """Detector backends for evaluation and benchmarking, behind one interface:
-``detect(image_rgb: (H, W, 3) uint8) -> edge.decode.Detections`` (normalized boxes, best first).
+``detect(image_rgb: (H, W, 3) uint8) -> edge.detect.decode.Detections`` (normalized boxes, best first).
 
 * :class:`FloatOnnxDetector`: the float reference, onnxruntime on upstream's
   version-slim-320.onnx (box decoding and softmax in the graph), pre-processed as the device
-  path does (edge.preprocess: cv2.INTER_LINEAR-style bilinear resize to the model size, as
+  path does (edge.detect.preprocess: cv2.INTER_LINEAR-style bilinear resize to the model size, as
   upstream evaluated), then (p - 127) / 128, followed by the project's threshold + hard NMS
-  (edge.decode.select_faces).
-* :class:`Int8Detector`: the device path, edge.detector.FaceDetector on an int8 .tflite.
+  (edge.detect.decode.select_faces).
+* :class:`Int8Detector`: the device path, edge.detect.detector.FaceDetector on an int8 .tflite.
 
-Both take the same :class:`edge.decode.PostprocessOptions`, so the two models are always
+Both take the same :class:`edge.detect.decode.PostprocessOptions`, so the two models are always
 compared under identical post-processing; each evaluation protocol chooses its own.
 """
 
@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.decode import Detections, PostprocessOptions, select_faces
-from edge.preprocess import BilinearResizer, as_three_channels, normalize_nchw
+from edge.detect.decode import Detections, PostprocessOptions, select_faces
+from edge.detect.preprocess import BilinearResizer, as_three_channels, normalize_nchw
 
 # hard_nms looks at the `candidate_size` best candidates only; this many means "all of them".
 ALL_CANDIDATES = 1 << 30
@@ -118,7 +118,7 @@ class RetargetedFloatDetector:
         import onnx
         import onnxruntime
 
-        from edge.priors import PriorConfig, generate_priors
+        from edge.detect.priors import PriorConfig, generate_priors
 
         self.path = Path(onnx_path)
         self.settings = settings
@@ -145,7 +145,7 @@ class RetargetedFloatDetector:
         self._resize = BilinearResizer(width, height)
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
-        from edge.decode import decode_boxes
+        from edge.detect.decode import decode_boxes
 
         pixels = self._resize(as_three_channels(np.asarray(image_rgb)))
         scores, regressions = self.session.run(["scores", "boxes"], {self._input_name: normalize_nchw(pixels)})
@@ -155,7 +155,7 @@ class RetargetedFloatDetector:
 
 
 class Int8Detector:
-    """The device path: edge.detector.FaceDetector on an int8 edge-face model, with the
+    """The device path: edge.detect.detector.FaceDetector on an int8 edge-face model, with the
     protocol's post-processing (its NMS candidate limit included) passed straight to it."""
 
     def __init__(
@@ -165,7 +165,7 @@ class Int8Detector:
         num_threads: int | None = None,
         interpreter: str | None = None,
     ) -> None:
-        from edge.detector import DetectorOptions, FaceDetector
+        from edge.detect.detector import DetectorOptions, FaceDetector
 
         self.path = Path(model_path)
         self.settings = settings

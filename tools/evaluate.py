@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import write_atomic
-from edge.decode import Detections, PostprocessOptions
+from edge.common.atomic import write_atomic
+from edge.detect.decode import Detections, PostprocessOptions
 from tools import metrics
 from tools.detectors import (
     ALL_CANDIDATES,
@@ -202,7 +202,7 @@ def photo_paths(folders: Sequence[Path]) -> list[Path]:
 
 def load_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file; EvaluationError naming the file otherwise."""
-    from edge.imageio import ImageError, load_image
+    from edge.sources.imageio import ImageError, load_image
 
     try:
         return load_image(path)
@@ -414,7 +414,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _detector_pair(args: argparse.Namespace, settings: PostprocessOptions) -> dict:
     """{"float": FloatOnnxDetector, "int8": Int8Detector} with the same ``settings``."""
-    from edge.model import ModelError
+    from edge.detect.model import ModelError
 
     try:
         int8 = Int8Detector(args.model, settings, num_threads=args.threads, interpreter=args.interpreter)

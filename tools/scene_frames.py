@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.imageio import load_image
-from edge.preprocess import resize_bilinear
+from edge.detect.preprocess import resize_bilinear
+from edge.sources.imageio import load_image
 
 # A crop of an office photo (monitors, desks, ceiling lights) in which the model finds no
 # face even at score 0.5: the "empty room". Tests check that precondition with the model.

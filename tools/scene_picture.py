@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.detector import FaceDetector
-from edge.imageio import ImageError, encode_jpeg, load_image
-from edge.preprocess import resize_bilinear
-from edge.scene import SceneOptions, draw_scene, make_polygon, make_zone
+from edge.detect.detector import FaceDetector
+from edge.detect.preprocess import resize_bilinear
+from edge.scene.rules import SceneOptions, draw_scene, make_polygon, make_zone
+from edge.sources.imageio import ImageError, encode_jpeg, load_image
 from tools.shared_data import DEFAULT_INT8_MODEL, PROJECT_ROOT, upstream_dir
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "images" / "scene-example.jpg"

@@ -9,7 +9,7 @@ int8 without float fallbacks.
 
 Outputs are exactly upstream's training-mode outputs: class LOGITS (1, N, 2) and raw SSD
 REGRESSIONS (1, N, 4), each head permuted to NHWC and flattened row-major, heads
-concatenated level by level, so prior i of ``edge.priors.generate_priors`` belongs to row i.
+concatenated level by level, so prior i of ``edge.detect.priors.generate_priors`` belongs to row i.
 No softmax and no box decoding in the graph.
 """
 

@@ -1,4 +1,4 @@
-"""Upstream-style numpy post-processing: the baseline that edge/decode.py is measured against.
+"""Upstream-style numpy post-processing: the baseline that edge/detect/decode.py is measured against.
 
 A faithful port of upstream's ``vision/utils/box_utils_numpy.py`` (hard_nms, iou_of, area_of)
 and the ``predict`` function of its ONNX demo, fed by an int8 model the straightforward way:
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.decode import Detections, PostprocessOptions, QuantParams, decode_boxes, face_scores
-from edge.priors import PriorConfig
+from edge.detect.decode import Detections, PostprocessOptions, QuantParams, decode_boxes, face_scores
+from edge.detect.priors import PriorConfig
 
 if TYPE_CHECKING:
-    from edge.detector import FaceDetector
+    from edge.detect.detector import FaceDetector
 
 
 def area_of(left_top: np.ndarray, right_bottom: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Every file named in ``models/manifest.json`` comes either from a local copy of the upstream
 data (:func:`tools.shared_data.upstream_dir`, laid out as ``models/`` and ``images/``) or from its raw-file URL at the pinned upstream commit. Either
 way its sha256 is checked before the file appears in the destination, and it appears there
-only whole (:mod:`edge.atomic`).
+only whole (:mod:`edge.common.atomic`).
 
 CLI::
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.atomic import atomic_writer
+from edge.common.atomic import atomic_writer
 from tools.shared_data import PROJECT_ROOT, upstream_dir
 
 DEFAULT_MANIFEST = PROJECT_ROOT / "models" / "manifest.json"

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.detect.sidecar import BoxMapping
 from edge.recognize.align import face_chip
 from edge.recognize.embed import FaceEmbedder
 from edge.recognize.landmarks import ShapePredictor, load_shape_model, predictor_box
 from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
-from edge.sidecar import BoxMapping
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The network is dlib's ResNet v1 (``dlib_face_recognition_resnet_model_v1.dat``, CC0) converted
 by ``tools.recognize_build`` to a TFLite model that takes the chip's RGB pixel values as float32
 (its input mean and scale folded into the first convolution) and runs in the project's
-interpreter (:func:`edge.model.load_interpreter_class`).
+interpreter (:func:`edge.detect.model.load_interpreter_class`).
 
 Distances are between L2-normalised descriptors: dlib's descriptors are about 1.45 long, and
 comparing directions makes the threshold independent of small scale errors of a converted
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model import load_interpreter_class
-from edge.native_stderr import runtime_info_to_debug
-from edge.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
+from edge.detect.model import load_interpreter_class
+from edge.detect.native_stderr import runtime_info_to_debug
+from edge.detect.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
 
 
 class FaceEmbedder:

@@ -1,7 +1,7 @@
 """The gallery: who the device knows, as face descriptors only (no photos, no chips).
 
 One JSON file (``edge-face enroll`` keeps it in the state directory), written whole or not at all
-(:mod:`edge.atomic`) with mode 0600: descriptors are biometric data and stay on the device,
+(:mod:`edge.common.atomic`) with mode 0600: descriptors are biometric data and stay on the device,
 readable by the service user alone. Format ``edge-face-gallery/1``::
 
     {"format": "edge-face-gallery/1", "model_id": "dlib-resnet-v1-float16", "dimensions": 128,
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.atomic import write_atomic
+from edge.common.atomic import write_atomic
 from edge.recognize.embed import distances, normalized
 
 GALLERY_FORMAT = "edge-face-gallery/1"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.detect.sidecar import LANDMARKS_KIND, BoxMapping, LandmarkModelInfo, ModelError, read_recognition_sidecar
 from edge.recognize.align import similarity_transform
-from edge.sidecar import LANDMARKS_KIND, BoxMapping, LandmarkModelInfo, ModelError, read_recognition_sidecar
 
 # dlib's order of the 5 points, as seen in the image: the outer and inner corner of the eye on
 # the right, the outer and inner corner of the eye on the left, the bottom of the nose.
@@ -177,7 +177,7 @@ def round_like_dlib(landmarks: np.ndarray) -> np.ndarray:
 
 def predictor_box(box: tuple[float, float, float, float], mapping: BoxMapping) -> tuple[float, float, float, float]:
     """A detector's face box (x1, y1, x2, y2 pixels) as the box the shape predictor was
-    trained on (left, top, right, bottom; see :class:`edge.sidecar.BoxMapping`)."""
+    trained on (left, top, right, bottom; see :class:`edge.detect.sidecar.BoxMapping`)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     width, height = x2 - x1, y2 - y1
     center_x = (x1 + x2) / 2 + mapping.center_x * width

@@ -51,12 +51,12 @@ def _fail(message: str) -> None:
 
 
 def enroll_main(args: argparse.Namespace) -> int:
-    from edge.detector import FaceDetector
-    from edge.imageio import ImageError, load_image
+    from edge.detect.detector import FaceDetector
+    from edge.detect.sidecar import ModelError
     from edge.models import PACKAGED_MODEL_PATH
     from edge.recognize.describe import FaceDescriber
     from edge.recognize.gallery import GalleryError, check_name, load_gallery, save_gallery
-    from edge.sidecar import ModelError
+    from edge.sources.imageio import ImageError, load_image
 
     path = args.gallery or default_gallery_path()
     try:
@@ -99,9 +99,9 @@ def enroll_main(args: argparse.Namespace) -> int:
 
 
 def people_main(args: argparse.Namespace) -> int:
+    from edge.detect.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
     from edge.recognize.gallery import GalleryError, load_gallery, save_gallery
     from edge.recognize.models import EMBEDDING_MODEL_PATH
-    from edge.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
 
     path = args.gallery or default_gallery_path()
     try:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.redact import redact_url
+from edge.common.redact import redact_url
 from edge.sources.base import Frame, SourceError
 
 _URL = re.compile(r"^(rtsp|rtsps|http|https)://", re.IGNORECASE)

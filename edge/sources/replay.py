@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import DEFAULT_MAX_PIXELS
-from edge.imageio import IMAGE_SUFFIXES, ImageError, load_image
 from edge.sources.base import Frame, SourceError
+from edge.sources.imageio import IMAGE_SUFFIXES, ImageError, load_image
 
 
 def list_images(path: Path, log: logging.Logger | None = None) -> list[Path]:

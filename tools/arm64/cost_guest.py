@@ -120,8 +120,8 @@ class _ShippedDetector:
     and a bare interpreter (its invoke alone, fed by camera_frames)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from edge.detector import DetectorOptions, FaceDetector
-        from edge.model import load_interpreter_class
+        from edge.detect.detector import DetectorOptions, FaceDetector
+        from edge.detect.model import load_interpreter_class
 
         self.detector = FaceDetector(args.int8, DetectorOptions(num_threads=1, interpreter=args.interpreter))
         self.interpreter_class, self.interpreter_name = load_interpreter_class(args.interpreter)
@@ -130,8 +130,8 @@ class _ShippedDetector:
     def camera_frames(self, path: str):
         """The photo as a 640x480 camera frame and at the model's input size; the bare
         interpreter's input is set from the latter."""
-        from edge.imageio import load_image
-        from edge.preprocess import resize_bilinear
+        from edge.detect.preprocess import resize_bilinear
+        from edge.sources.imageio import load_image
 
         info = self.detector.info
         frame_640 = resize_bilinear(load_image(path), 640, 480)
@@ -141,7 +141,7 @@ class _ShippedDetector:
 
 
 def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.preprocess import normalize
+    from edge.detect.preprocess import normalize
     from tools.upstream_postprocess import upstream_postprocess_for
 
     shipped = _ShippedDetector(args)
@@ -177,9 +177,9 @@ def run_detector(args: argparse.Namespace, marks: Marks) -> dict:
 
 def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
     from edge.config import load_config
-    from edge.daemon import build_daemon
-    from edge.sdnotify import SystemdNotifier
-    from edge.sinks import StdoutSink
+    from edge.daemon.loop import build_daemon
+    from edge.daemon.sdnotify import SystemdNotifier
+    from edge.mqtt.sinks import StdoutSink
     from edge.sources.replay import ReplaySource
 
     config = load_config(args.config)
@@ -240,7 +240,7 @@ def run_daemon(args: argparse.Namespace, marks: Marks) -> dict:
 
 
 def run_ops(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.model import load_interpreter_class
+    from edge.detect.model import load_interpreter_class
 
     interpreter_class, name = load_interpreter_class(args.interpreter)
     random = np.random.default_rng(0)
@@ -300,10 +300,10 @@ class _BlazeFaceFrame:
 
 
 def run_race(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.detector import DetectorOptions, FaceDetector
-    from edge.imageio import load_image
-    from edge.model import load_interpreter_class
-    from edge.preprocess import resize_bilinear
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.detect.model import load_interpreter_class
+    from edge.detect.preprocess import resize_bilinear
+    from edge.sources.imageio import load_image
     from tools import blazeface
 
     options = DetectorOptions(num_threads=args.threads, interpreter=args.interpreter)
@@ -355,9 +355,9 @@ def run_race(args: argparse.Namespace, marks: Marks) -> dict:
 
 
 def run_stems(args: argparse.Namespace, marks: Marks) -> dict:
-    from edge.imageio import load_image
-    from edge.model import load_interpreter_class
-    from edge.preprocess import resize_bilinear
+    from edge.detect.model import load_interpreter_class
+    from edge.detect.preprocess import resize_bilinear
+    from edge.sources.imageio import load_image
     from tools.arm64.stem_options import INPUT_HEIGHT, INPUT_WIDTH, prepare
 
     interpreter_class, name = load_interpreter_class(args.interpreter)

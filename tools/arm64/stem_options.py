@@ -204,8 +204,8 @@ def outputs(path: Path, option: str, frame: np.ndarray) -> list[np.ndarray]:
 def compare(out_dir: Path, images: list[Path]) -> dict[str, int]:
     """Option -> the largest difference of its int8 heads from the baseline's, in int8 steps,
     over ``images`` resized to 320x240."""
-    from edge.imageio import load_image
-    from edge.preprocess import resize_bilinear
+    from edge.detect.preprocess import resize_bilinear
+    from edge.sources.imageio import load_image
 
     worst = dict.fromkeys(OPTIONS, 0)
     for image in images:
@@ -225,9 +225,9 @@ class StemDetector:
     def __init__(self, path: Path, option: str, shipped_model: Path, settings) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        from edge.decode import Int8Postprocessor
-        from edge.preprocess import BilinearResizer
-        from edge.sidecar import read_sidecar
+        from edge.detect.decode import Int8Postprocessor
+        from edge.detect.preprocess import BilinearResizer
+        from edge.detect.sidecar import read_sidecar
 
         info = read_sidecar(shipped_model)
         self.name, self.option = option, option

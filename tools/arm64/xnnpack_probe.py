@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m tools.arm64.xnnpack_probe INTERPRETER MODEL", file=sys.stderr)
         return 2
-    from edge.model import load_interpreter_class
+    from edge.detect.model import load_interpreter_class
 
     interpreter_class, _ = load_interpreter_class(argv[0])
     interpreter = interpreter_class(model_path=argv[1], num_threads=1)

@@ -38,7 +38,7 @@ from edge.config import (
     quote_path,
     sanitize_device_id,
 )
-from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_ZONES, MIN_POLYGON_AREA, POLYGON_ALLOWED, polygon_area
+from edge.scene.rules import MAX_FACE_SIZE, MAX_MASKS, MAX_ZONES, MIN_POLYGON_AREA, POLYGON_ALLOWED, polygon_area
 
 PATH_ALLOWED = "a non-empty path string"
 TOPIC_PREFIX_ALLOWED = f"{TOPIC_ALLOWED}; {DEVICE_ID_PLACEHOLDER} is substituted"
@@ -154,7 +154,7 @@ def allowed_text(kind: Any, bounds: Mapping[str, Any], why: str | None) -> str:
 
 
 def check_scene(scene: Any, table: Mapping[str, Any]) -> None:
-    """edge.scene's rules across [scene] keys; ``table`` is [scene] as written."""
+    """edge.scene.rules's rules across [scene] keys; ``table`` is [scene] as written."""
     if scene.max_face_size is not None and not scene.min_face_size < scene.max_face_size:
         raise ConfigError(
             "scene.max_face_size",
@@ -168,7 +168,7 @@ def check_scene(scene: Any, table: Mapping[str, Any]) -> None:
 
 
 def scene_error(kind: str, loc: tuple[str | int, ...], table: dict[str, Any], keys: Collection[str]) -> ConfigError:
-    """A library's error in [scene] as edge.scene words it (key paths like
+    """A library's error in [scene] as edge.scene.rules words it (key paths like
     scene.zones[0].polygon[2]). ``kind``: what the library says, in the ports' common words:
     "unknown" (key), "missing" (key), "too_long" (list), "not_a_number" (coordinate) or
     "other"; ``loc``: where, as keys and indices; ``keys``: [scene]'s keys."""

@@ -27,7 +27,7 @@ from edge.config import (
     ConfigError,
     is_host,
 )
-from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
+from edge.scene.rules import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
 from tools.config_ports import common
 
 # --- the sections ------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _loc(key: str) -> tuple[str | int, ...]:
 
 
 def scene_error(what: str, loc: tuple[str | int, ...], table: dict[str, Any]) -> ConfigError:
-    """A msgspec error in [scene] as edge.scene words it."""
+    """A msgspec error in [scene] as edge.scene.rules words it."""
     if what.startswith("Object contains unknown field"):
         kind = "unknown"
     elif what.startswith("Object missing required field"):

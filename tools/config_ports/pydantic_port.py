@@ -32,7 +32,7 @@ from edge.config import (
     ConfigError,
     is_host,
 )
-from edge.scene import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
+from edge.scene.rules import MAX_FACE_SIZE, MAX_MASKS, MAX_POLYGON_POINTS, MAX_ZONES
 from tools.config_ports import common
 
 # --- glue: rules pydantic has no word for, and its errors -> edge.config's one line ----------
@@ -117,7 +117,7 @@ def validate(model: type[BaseModel], section: str, table: dict[str, Any], contex
 
 
 def scene_error(error: Any, table: dict[str, Any]) -> ConfigError:
-    """A pydantic error in [scene] as edge.scene words it (key paths like scene.zones[0].polygon[2])."""
+    """A pydantic error in [scene] as edge.scene.rules words it (key paths like scene.zones[0].polygon[2])."""
     loc, kind = error["loc"], error["type"]
     if kind == "refused":
         return ConfigError(common.scene_key(loc), common.lookup(table, loc), error["ctx"]["allowed"])

@@ -26,7 +26,7 @@ def plain(value: Any) -> Any:
     """A parsed section as comparable plain values: dataclasses and structs as dicts,
     paths as strings, polygons as their points, sequences as lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if hasattr(value, "points") and hasattr(value, "vertices"):  # edge.scene.Polygon
+        if hasattr(value, "points") and hasattr(value, "vertices"):  # edge.scene.rules.Polygon
             return plain(value.points)
         return {item.name: plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
     if hasattr(value, "__struct_fields__"):  # msgspec.Struct

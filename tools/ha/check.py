@@ -29,10 +29,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.detector import FaceDetector
-from edge.discovery import CPU_TEMPERATURE, ENTITIES, SNAPSHOT, discovery_topic, zone_entities
-from edge.imageio import load_image
-from edge.sysinfo import read_cpu_temperature
+from edge.common.sysinfo import read_cpu_temperature
+from edge.detect.detector import FaceDetector
+from edge.mqtt.discovery import CPU_TEMPERATURE, ENTITIES, SNAPSHOT, discovery_topic, zone_entities
+from edge.sources.imageio import load_image
 from tools.ha.client import HomeAssistant
 
 DEVICE = "ha-check"
@@ -315,7 +315,7 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
                 state["state"],
             ]
         )
-    timer.step("every entity has the device class, unit and category declared in edge/discovery.py")
+    timer.step("every entity has the device class, unit and category declared in edge/mqtt/discovery.py")
 
     # The image is there before any face: the placeholder (the proxy answers, never a 500)
     # once the entity is available (HA takes in the retained status and picture right after

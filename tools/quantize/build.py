@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import sidecar as edge_sidecar
-from edge.atomic import write_atomic
+from edge.common.atomic import write_atomic
+from edge.detect import sidecar as edge_sidecar
 from tools import weights as weights_store
 from tools.quantize.calibration import (
     CalibrationSet,
@@ -77,7 +77,7 @@ def sidecar_document(
     parity: Parity,
     tflite_model: bytes,
 ) -> dict:
-    """The sidecar (:mod:`edge.sidecar`) describing the built model and how it was built."""
+    """The sidecar (:mod:`edge.detect.sidecar`) describing the built model and how it was built."""
     import tensorflow as tf
 
     return edge_sidecar.sidecar_document(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.imageio import ImageError, load_image
-from edge.preprocess import resize_bilinear
+from edge.detect.preprocess import resize_bilinear
 from edge.sources.base import SourceError
+from edge.sources.imageio import ImageError, load_image
 from edge.sources.replay import list_images
 from tools import weights as weights_store
 from tools.quantize.variants import BuildError
@@ -31,7 +31,7 @@ class CalibrationSet:
 
 def _resize_for_model(path: Path, width: int, height: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB: the photo at ``path`` decoded and resized exactly as the
-    device pipeline does it (``edge.imageio`` + ``edge.preprocess``), so calibration sees the
+    device pipeline does it (``edge.sources.imageio`` + ``edge.detect.preprocess``), so calibration sees the
     same pixel statistics as the deployed model."""
     try:
         return resize_bilinear(load_image(path), width, height)

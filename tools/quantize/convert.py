@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edge.preprocess import normalize
+from edge.detect.preprocess import normalize
 
 
 def convert_int8(model, calibration_images: np.ndarray) -> bytes:

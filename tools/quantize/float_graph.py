@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.decode import face_scores
-from edge.preprocess import normalize, normalize_nchw
+from edge.detect.decode import face_scores
+from edge.detect.preprocess import normalize, normalize_nchw
 from tools.quantize.variants import BuildError, ModelVariant
 
 REFERENCE_ONNX = "version-slim-320_without_postprocessing.onnx"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.decode import Int8Postprocessor, PostprocessOptions, decode_boxes, face_scores, select_faces
-from edge.priors import PriorConfig, generate_priors
+from edge.detect.decode import Int8Postprocessor, PostprocessOptions, decode_boxes, face_scores, select_faces
+from edge.detect.priors import PriorConfig, generate_priors
 from tools.metrics import match_boxes
 from tools.quantize.float_graph import FloatOutputs
 from tools.quantize.verify import Int8Layout, interpreter_for

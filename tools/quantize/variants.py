@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.priors import PriorConfig
+from edge.detect.priors import PriorConfig
 
 
 class BuildError(Exception):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edge.model import ModelError, check_io_tensors, tensor_quant
-from edge.sidecar import OutputHead
+from edge.detect.model import ModelError, check_io_tensors, tensor_quant
+from edge.detect.sidecar import OutputHead
 from tools.quantize.variants import BuildError, ModelVariant
 
 # Ops the int8 graph may contain, and which of their inputs are legitimately not int8
@@ -24,7 +24,7 @@ INT32_OPERANDS: dict[str, frozenset[int]] = {
 @dataclass(frozen=True)
 class Int8Layout:
     """What the verified int8 model looks like from outside, beyond what the contract fixes
-    (its input is always :data:`edge.sidecar.INPUT_QUANT`): its heads and the ops it uses."""
+    (its input is always :data:`edge.detect.sidecar.INPUT_QUANT`): its heads and the ops it uses."""
 
     logits: OutputHead
     regressions: OutputHead
@@ -80,7 +80,7 @@ def inspect_int8_model(tflite_model: bytes, variant: ModelVariant) -> Int8Layout
     """Check the converted model against the int8 contract and describe its interface.
 
     Raises BuildError when an op is not integer-only, an operand has an unexpected type, or
-    the interpreter's tensors break the contract :func:`edge.model.check_io_tensors` checks
+    the interpreter's tensors break the contract :func:`edge.detect.model.check_io_tensors` checks
     on every device (input exactly (1/128, -1), two int8 heads of the right shapes).
     """
     op_types = []

@@ -12,7 +12,7 @@ Steps:
 3. the box mapping from the detector's boxes to the boxes the predictor was trained on (dlib's
    HOG frontal face detector's), fitted on the upstream photos: both detectors run on each
    photo, boxes that overlap (IoU >= 0.3) are paired, and each of the four numbers of
-   :class:`edge.sidecar.BoxMapping` is the median over the pairs of the ratio it stands for
+   :class:`edge.detect.sidecar.BoxMapping` is the median over the pairs of the ratio it stands for
    (dlib box centre minus detector box centre over the detector box's width or height, dlib
    box width or height over the detector box's). The sidecar records how many pairs and the
    mean landmark difference (as a fraction of the eye distance) between the predictor run on
@@ -42,12 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from edge import sidecar as edge_sidecar
-from edge.atomic import write_atomic
-from edge.imageio import ImageError, load_image
+from edge.common.atomic import write_atomic
+from edge.detect import sidecar as edge_sidecar
 from edge.recognize import models as recognize_models
 from edge.recognize.align import face_chip
 from edge.recognize.landmarks import MODEL_ARRAYS, ShapeModel, ShapePredictor, predictor_box
+from edge.sources.imageio import ImageError, load_image
 from tools import weights as weights_store
 from tools.recognize_build.dlib_files import read_resnet, read_shape_predictor
 from tools.recognize_build.dlib_format import DlibFormatError
@@ -169,7 +169,7 @@ def face_pairs(photos: list[tuple[str, np.ndarray]]) -> list[FacePair]:
     """Faces found by the shipped detector and by dlib's HOG detector, paired by overlap."""
     import dlib
 
-    from edge.detector import FaceDetector
+    from edge.detect.detector import FaceDetector
     from edge.models import PACKAGED_MODEL_PATH
 
     detector = FaceDetector(PACKAGED_MODEL_PATH)

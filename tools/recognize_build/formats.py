@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import dlib
 
-    from edge.imageio import load_image
     from edge.recognize.align import face_chip
     from edge.recognize.embed import FaceEmbedder, normalized
     from edge.recognize.landmarks import ShapePredictor
     from edge.recognize.models import EMBEDDING_MODEL_PATH
+    from edge.sources.imageio import load_image
     from tools import weights
     from tools.recognize_build.build import (
         RESNET_FILE,
