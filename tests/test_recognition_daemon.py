@@ -6,12 +6,16 @@ schema. And `edge-face forget` deleting the gallery."""
 
 from __future__ import annotations
 
+import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
-from broker import MosquittoBroker, free_port
+from broker import MosquittoBroker, Subscriber, free_port
 from cli_support import run_cli
 from daemon_support import write_config
+from identity_support import Running
 from PIL import Image
 
 pytestmark = pytest.mark.integration
@@ -92,3 +96,171 @@ def test_forget_deletes_the_configured_gallery_and_the_state_directorys_even_wit
         assert f"deleted the face gallery '{gallery}' (every enrolled person's descriptors)" in result.stderr
     again = run_cli("forget", "--config", str(config))
     assert "deleted the face gallery" not in again.stderr  # nothing left to delete, nothing claimed
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+FPS = 10.0
+FACE_FRAMES = 16  # 1.6 s: three views 0.5 s apart decide who it is
+EMPTY_FRAMES = 15  # 1.5 s: longer than clear_after_seconds
+
+
+def recognition_config(tmp_path: Path, broker: MosquittoBroker, model: Path, frames: Path, loop: bool, **recognition):
+    return write_config(
+        tmp_path / "edge-face.toml",
+        {
+            "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
+            "camera": {"source": "replay", "path": frames, "fps": FPS, "loop": loop},
+            "detector": {"model": model},
+            "events": {"debounce_frames": 2, "clear_after_seconds": 1.0},
+            "stats": {"interval_seconds": 1.0},
+            "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1},
+            "recognition": {"enabled": True, **recognition},
+        },
+    )
+
+
+def payloads(live: Subscriber, topic: str) -> list[dict]:
+    return [json.loads(m.payload) for m in live.on(topic) if m.payload]
+
+
+def numbers_in_lists(value) -> int:
+    """The longest list of numbers anywhere in a JSON value (a descriptor would be 128)."""
+    if isinstance(value, dict):
+        return max((numbers_in_lists(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        own = len(value) if value and all(isinstance(v, (int, float)) for v in value) else 0
+        return max([own, *(numbers_in_lists(v) for v in value)])
+    return 0
+
+
+def person_events(events: list[dict]) -> list[tuple[str, str | None]]:
+    return [(e["type"], e["person"]) for e in events if e["type"].startswith("person_")]
+
+
+def test_an_enrolled_person_and_a_stranger_arrive_and_leave_by_name_over_mqtt(tmp_path, broker, int8_model_path, johns):
+    salley, savage = johns["John_Salley"], johns["John_Savage"]
+    state_dir = tmp_path / "state"
+    enrol(state_dir / "gallery.json", "John Salley", salley[:3], tmp_path)  # the default gallery
+    frames = replay(
+        tmp_path / "frames",
+        [
+            (None, 3),
+            (salley[4:], FACE_FRAMES),  # photos not enrolled
+            (None, EMPTY_FRAMES),
+            (savage, FACE_FRAMES),
+            (None, EMPTY_FRAMES),
+        ],
+    )
+    config = recognition_config(tmp_path, broker, int8_model_path, frames, loop=False)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, tmp_path / "daemon.log")
+        code = daemon.process.wait(timeout=120)
+        text = daemon.text()
+        assert code == 0, text[-3000:]
+        live.wait_for(f"{PREFIX}/status", 2)
+        events = payloads(live, f"{PREFIX}/events")
+        states = payloads(live, f"{PREFIX}/state")
+        everything = [json.loads(m.payload) for m in live.messages if m.payload.startswith(b"{")]
+
+    assert [(e["type"], e.get("person")) for e in events] == [
+        ("face_detected", None),
+        ("person_arrived", "John Salley"),
+        ("face_cleared", None),
+        ("person_left", "John Salley"),
+        ("face_detected", None),
+        ("person_arrived", None),  # not enrolled
+        ("face_cleared", None),
+        ("person_left", None),
+    ], [(e["type"], e.get("person"), e["time"]) for e in events]
+    assert [e["sequence"] for e in events] == list(range(1, 9))
+    threshold = 0.6  # the descriptor model's own (its sidecar)
+    arrived, left = events[1], events[3]
+    (face,) = arrived["faces"]
+    assert face["person"] == "John Salley" and 0 < face["distance"] < threshold
+    assert arrived["track_id"] == face["track_id"] == left["track_id"] and isinstance(face["track_id"], int)
+    (first_face,) = events[0]["faces"]  # before three views decide: no name yet, but a distance
+    assert first_face["track_id"] == face["track_id"] and first_face["person"] is None
+    assert isinstance(first_face["distance"], float)
+    (stranger,) = events[5]["faces"]
+    assert stranger["person"] is None and threshold <= stranger["distance"] <= 2
+    assert stranger["track_id"] > face["track_id"]  # a new face, a new track
+    assert (left["face_count"], left["faces"]) == (0, [])
+
+    present = [s["people"]["John Salley"]["present"] for s in states]
+    assert True in present and present[-1] is False
+    final = states[-1]
+    assert set(final["people"]) == {"John Salley"} and final["last_person"] == "John Salley"
+    assert final["people"]["John Salley"]["last_seen"] is not None
+    # Embeddings never leave the device: no message and no log line holds a descriptor.
+    assert max(numbers_in_lists(message) for message in everything) <= 4  # boxes are the longest
+    assert "recognition on: gallery" in text and "1 enrolled (John Salley)" in text
+    assert not any(len(line) > 2000 for line in text.splitlines()) and "Traceback" not in text
+
+
+def test_a_gallery_replaced_by_garbage_or_deleted_is_handled_on_sighup(tmp_path, broker, int8_model_path, johns):
+    salley = johns["John_Salley"]
+    gallery = tmp_path / "state" / "gallery.json"
+    enrol(gallery, "John Salley", salley[:3], tmp_path)
+    frames = replay(tmp_path / "frames", [(salley[4:8], 8)])
+    config = recognition_config(tmp_path, broker, int8_model_path, frames, loop=True, views=2)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, tmp_path / "daemon.log")
+        try:
+            live.wait_until(
+                lambda: ("person_arrived", "John Salley") in person_events(payloads(live, f"{PREFIX}/events")),
+                60,
+                "John Salley named",
+            )
+            gallery.write_bytes(b"\x89PNG not a gallery at all")
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_log("recognition suspended")
+            live.wait_until(
+                lambda: ("person_left", "John Salley") in person_events(payloads(live, f"{PREFIX}/events")),
+                15,
+                "John Salley gone with the gallery",
+            )
+            live.wait_until(lambda: payloads(live, f"{PREFIX}/state")[-1]["people"] == {}, 15, "no names in the state")
+            time.sleep(2.0)  # faces keep coming: with the gallery unusable, nobody is named or called a stranger
+            assert person_events(payloads(live, f"{PREFIX}/events")) == [
+                ("person_arrived", "John Salley"),
+                ("person_left", "John Salley"),
+            ]
+            assert gallery.read_bytes() == b"\x89PNG not a gallery at all"  # never written over
+
+            gallery.unlink()
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_log("recognition resumed")
+            live.wait_until(
+                lambda: ("person_arrived", None) in person_events(payloads(live, f"{PREFIX}/events")),
+                15,
+                "the face, now not enrolled, arrives as a stranger",
+            )
+        finally:
+            code, text = daemon.stop()
+    assert code == 0, text[-3000:]
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert errors and all(f"gallery '{gallery}': unreadable JSON" in line for line in errors), errors
+    assert all("recognition suspended" in line for line in errors)
+    assert "Traceback" not in text
+
+
+def test_with_recognition_off_faces_and_state_keep_one_schema_and_no_model_is_loaded(
+    tmp_path, broker, int8_model_path, johns
+):
+    frames = replay(tmp_path / "frames", [(johns["John_Simm"], 6), (None, EMPTY_FRAMES)])
+    config = recognition_config(tmp_path, broker, int8_model_path, frames, loop=False, enabled=False)
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = Running(config, tmp_path / "daemon.log")
+        code = daemon.process.wait(timeout=60)
+        live.wait_for(f"{PREFIX}/status", 2)
+        events = payloads(live, f"{PREFIX}/events")
+        states = payloads(live, f"{PREFIX}/state")
+        stats = payloads(live, f"{PREFIX}/stats")
+    assert code == 0, daemon.text()[-3000:]
+    assert [e["type"] for e in events] == ["face_detected", "face_cleared"]
+    (face,) = events[0]["faces"]
+    assert isinstance(face["track_id"], int) and face["person"] is None and face["distance"] is None
+    assert all(s["people"] == {} and s["last_person"] is None for s in states)
+    assert stats and all(s["recognition"] == "off" and s["recognitions"] == 0 for s in stats)
+    assert "recognition on" not in daemon.text() and "gallery" not in daemon.text()

@@ -63,10 +63,11 @@ class DaemonRecognition:
 
     # --- settings ----------------------------------------------------------------------------
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, reread_gallery: bool = False) -> None:
         """Follow ``config``'s ``[recognition]``: load the models when it is turned on (raises
         ModelError, the running state is kept), drop them when it is turned off (everyone named
-        leaves), otherwise new settings on the running stage."""
+        leaves), otherwise new settings on the running stage, and with ``reread_gallery`` (a
+        SIGHUP) the gallery file read again."""
         options = config.recognition
         if not options.enabled:
             if self.stage is not None:
@@ -90,6 +91,8 @@ class DaemonRecognition:
             )
         else:
             self.stage.reconfigure(options, gallery)
+            if reread_gallery:
+                self.stage.reload_gallery()
         initial, most = self.stage.views_per_track
         self.scene.tracks.options = dataclasses.replace(
             self.scene.tracks.options, initial_views=initial, max_views=most
