@@ -229,3 +229,20 @@ def test_a_bad_recognition_key_is_one_line_naming_it(tmp_path, table, message):
     with pytest.raises(ConfigError) as caught:
         parse_config({"recognition": table}, tmp_path)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.mark.unit
+def test_the_example_config_documents_the_recognition_defaults_and_valid_examples(project_root, tmp_path):
+    import re
+    import tomllib
+
+    from edge.recognize.settings import recognition_options_from_toml
+
+    text = (project_root / "examples" / "edge-face.toml").read_text(encoding="utf-8")
+    section = text[text.index("[recognition]\n") :]
+    assert recognition_options_from_toml(tomllib.loads(section)["recognition"]) == RecognitionOptions()
+    for field in ("enabled", "gallery", "threshold", "views", "min_face_size"):
+        assert re.search(rf"^#? ?{field} = ", section, re.MULTILINE), field
+    uncommented = tomllib.loads(re.sub(r"^# (?=(gallery|threshold) = )", "", section, flags=re.MULTILINE))
+    options = recognition_options_from_toml(uncommented["recognition"], base_dir=tmp_path)
+    assert options.gallery == Path("/var/lib/edge-face/gallery.json") and options.threshold == 0.6
