@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -302,8 +303,12 @@ class RecognitionStage:
 
     def _add_view(self, track_id: int, descriptor: np.ndarray) -> None:
         self.recognitions += 1
+        length = float(np.linalg.norm(descriptor))
+        if not (math.isfinite(length) and length > 0.0):  # no direction: nothing to compare
+            self.log.debug("track %d: a view without a usable descriptor was skipped", track_id)
+            return
         views = self._tracks.setdefault(track_id, _TrackViews())
-        unit = (descriptor / np.linalg.norm(descriptor)).astype(np.float32)
+        unit = (descriptor / length).astype(np.float32)
         views.descriptors.append(unit)
         views.nearest.append(self._nearest(unit))
         del views.descriptors[: -self.views_per_track[1]], views.nearest[: -self.views_per_track[1]]
