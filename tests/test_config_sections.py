@@ -96,6 +96,7 @@ def test_an_option_section_reports_its_own_check_as_a_config_error(tmp_path):
     assert str(caught.value) == "config key 'motion.threshold': 0 is not allowed (an integer 1-255 (gray levels))"
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_reading_a_config_loads_no_numpy(tmp_path):
     """fleet, forget and check-config start without numpy: the sections it reads are declarations."""
     config = tmp_path / "edge-face.toml"
