@@ -4,14 +4,12 @@ Each section is declared beside the code it configures, with the rule framework 
 :mod:`edge.common.config_rules` (one :class:`~edge.common.config_rules.Rule` per key, the
 dataclass default is its default, the rules across its keys next to them):
 
-=================================  =====================================================
-``[device]``                       here: every stage shares it, and it is parsed first
-``[camera]``                       :mod:`edge.sources.settings`
-``[detector]``                     :mod:`edge.detect.settings`
-``[events]`` ``[motion]`` ``[scene]``  :mod:`edge.scene.settings`
-``[mqtt]`` ``[homeassistant]``     :mod:`edge.mqtt.settings`
-``[snapshot]`` ``[stats]`` ``[log]``   :mod:`edge.daemon.settings`
-=================================  =====================================================
+- ``[device]``: here (every stage shares it, and it is parsed first);
+- ``[camera]``: :mod:`edge.sources.settings`;
+- ``[detector]``: :mod:`edge.detect.settings`;
+- ``[events]``, ``[motion]``, ``[scene]``: :mod:`edge.scene.settings`;
+- ``[mqtt]``, ``[homeassistant]``: :mod:`edge.mqtt.settings`;
+- ``[snapshot]``, ``[stats]``, ``[log]``: :mod:`edge.daemon.settings`.
 
 This module reads the file, hands each section its table (:class:`Config` lists them, one line
 each) and describes the result. :func:`load_config` runs every check the daemon needs before
