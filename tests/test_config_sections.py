@@ -26,6 +26,7 @@ from edge.common.config_rules import (
     key,
     section,
 )
+from edge.common.options import OptionError
 from edge.config import OPTION_SECTIONS, SECTIONS, Config, parse_config
 
 pytestmark = pytest.mark.unit
@@ -127,3 +128,17 @@ def test_check_config_main_left_edge_config_and_still_resolves_there_with_a_warn
     assert caught[0].filename == "caller.py"
     with pytest.raises(AttributeError, match=r"^module 'edge\.config' has no attribute 'no_such_name'$"):
         getattr(edge.config, "no_such_name")  # noqa: B009
+
+
+def test_an_option_section_with_paths_reads_them_from_the_config_folder(tmp_path):
+    def read(table: dict[str, Any], name: str, base_dir: Path) -> Path:
+        if not isinstance(table.get("file", ""), str):
+            raise OptionError(f"{name}.file", table["file"], "a path string")
+        return base_dir / table.get("file", "default.json")
+
+    declared = OptionSection(Path, read, with_base_dir=True)
+    context = ConfigContext(base_dir=tmp_path, environ={}, hostname=None)
+    assert declared.parse("probe", {"file": "g.json"}, context) == tmp_path / "g.json"
+    with pytest.raises(ConfigError) as caught:
+        declared.parse("probe", {"file": 5}, context)
+    assert str(caught.value) == "config key 'probe.file': 5 is not allowed (a path string)"

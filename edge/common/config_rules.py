@@ -448,13 +448,18 @@ class KeySection(Section):
 @dataclass(frozen=True)
 class OptionSection(Section):
     """A section whose ``options`` dataclass checks itself: ``read(table, name)`` raises
-    :class:`OptionError`, which carries the same key, value and allowed text as ConfigError."""
+    :class:`OptionError`, which carries the same key, value and allowed text as ConfigError.
+    ``with_base_dir``: ``read(table, name, base_dir)``, for a section with paths, which start
+    at the config file's folder like every path of the config."""
 
     options: type
-    read: Callable[[dict[str, Any], str], Any]
+    read: Callable[..., Any]
+    with_base_dir: bool = False
 
     def parse(self, name: str, table: dict[str, Any], context: ConfigContext) -> Any:
         try:
+            if self.with_base_dir:
+                return self.read(table, name, context.base_dir)
             return self.read(table, name)
         except OptionError as exc:
             raise ConfigError(exc.key, exc.value, exc.allowed) from None
