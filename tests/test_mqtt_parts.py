@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 
+import pytest
 from broker import MosquittoBroker, Subscriber, free_port
 
 from edge.config import HomeAssistantConfig, MqttConfig
@@ -25,6 +26,9 @@ from edge.mqtt.outbox import Outbox
 from edge.mqtt.retained import CLEARED, PLACEHOLDER_WAIT_S, EntityRoster, LastFace, RetainedTopics
 from edge.mqtt.session import Endpoint, Session, SessionHooks
 from edge.scene.events import Event
+
+# Pure parts: unit tests; the two that need a real broker are marked integration.
+pytestmark = pytest.mark.unit
 
 TOPICS = DeviceTopics.under("edge-face/parts")
 HA = HomeAssistantConfig(enabled=True)
@@ -226,6 +230,7 @@ def attempt(host: str, port: int, tls: ssl.SSLContext | None = None) -> OSError:
     raise AssertionError(f"{host}:{port} accepted the connection")
 
 
+@pytest.mark.integration
 def test_real_connection_failures_are_explained_naming_what_to_check(tmp_path):
     explain = explainer()
     refused = attempt("127.0.0.1", free_port())
@@ -280,6 +285,7 @@ def test_at_most_the_event_window_is_in_flight_and_an_ended_connection_gives_it_
 # --- the session, against a real broker ----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_session_publishes_what_the_book_holds_clears_what_it_retires_and_ends_cleanly(tmp_path):
     """The path run-time entities take: tracked, published retained, retired, cleared on the broker."""
     book = RetainedTopics()
