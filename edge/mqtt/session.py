@@ -229,9 +229,7 @@ class Session:
         client = self._endpoint.new_client(self._log)
         on_connack(client, self._on_connack)
         client.on_disconnect = self._on_disconnect
-        client.on_publish = lambda _client, _userdata, mid, reason_code, _properties: self._hooks.on_publish(
-            mid, reason_code
-        )
+        client.on_publish = lambda _client, _userdata, mid, reason, _props: self._hooks.on_publish(mid, reason)
         client.on_message = lambda _client, _userdata, message: self._hooks.on_message(message)
         return client
 
