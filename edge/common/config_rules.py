@@ -425,7 +425,7 @@ class Section:
         raise NotImplementedError
 
 
-CheckKeys = Callable[[Any, dict[str, Any], "ConfigContext"], Any]
+CheckKeys = Callable[[Any, dict[str, Any], ConfigContext], Any]
 
 
 @dataclass(frozen=True)
