@@ -1,10 +1,11 @@
 """The on-device daemon: the one place where source, detector, presence tracker and sink are
 assembled (:func:`build_daemon`) and the frame loop runs (:meth:`Daemon.run`).
 
-One frame: newest frame from the grabber -> motion gate -> FaceDetector (pre-process, int8
-invoke, decode) -> scene rules and presence trackers (:class:`SceneStage`) -> events to the
-sink (+ state, + optional snapshot). Around it: periodic
-stats, sd_notify (READY after the model is loaded and the first frame processed, WATCHDOG
+One frame (:class:`~edge.daemon.pipeline.FramePipeline`): newest frame from the grabber ->
+motion gate -> FaceDetector (pre-process, int8 invoke, decode) -> scene rules and presence
+trackers (:class:`SceneStage`) -> events to the sink (+ state, + optional snapshot). Between
+frames: a reload and Home Assistant's commands (:class:`~edge.daemon.live.LiveSetup`). Around
+it: periodic stats (:mod:`edge.daemon.stats`), sd_notify (READY after the model is loaded and the first frame processed, WATCHDOG
 per processed frame so a stuck camera stops the pings, STATUS, STOPPING), SIGTERM/SIGINT
 for a graceful stop (the sink flushes) and SIGHUP to reload the config file.
 
