@@ -7,7 +7,7 @@ nothing is stored; every other control is a stored setting (:meth:`Controls.appl
 pausing or resuming detection or by re-applying the config, and echoed back.
 
 A new command that is an action (e.g. enrol or forget a person) is one more entry in
-``CommandRoutes.actions``, keyed by its control name (see :meth:`edge.daemon.loop.Daemon.command_routes`).
+``CommandRoutes.actions``, keyed by its control name (see :meth:`edge.daemon.live.LiveSetup.command_routes`).
 """
 
 from __future__ import annotations

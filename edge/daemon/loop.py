@@ -184,9 +184,9 @@ def _wire(
 
 
 class DaemonControls:
-    """What other threads and signal handlers may ask of the daemon: stop, reload, and
-    "this thread died" (:meth:`crashed`). Made before the daemon, so signals are routed
-    while the model loads."""
+    """What other threads, signal handlers and parts may ask of the daemon: stop, reload,
+    "this thread died" (:meth:`crashed`) and "this part can never work again" (:meth:`fail`).
+    Made before the daemon, so signals are routed while the model loads."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -226,9 +226,9 @@ class _TakesOutbox(Protocol):
 class Daemon:
     """The frame loop and its lifecycle. Use :func:`build_daemon`; then :meth:`run` in one
     thread, :meth:`request_stop` / :meth:`request_reload` from any thread or signal handler.
-    Its parts: :class:`Camera` (grabber, privacy pause, source swap), :class:`SinkSwitch`
-    (transport, its swap, the identity record), :class:`Reloader` (the reload path),
-    :mod:`edge.daemon.stats`, :mod:`edge.daemon.retained`, :mod:`edge.daemon.commands`."""
+    Its parts: :class:`FramePipeline` (one frame), :class:`LiveSetup` (reload, commands, pause,
+    between frames), :class:`Camera` (grabber, privacy pause, source swap), :class:`SinkSwitch`
+    (transport, its swap, the identity record); :mod:`edge.daemon.stats` for the stats."""
 
     def __init__(
         self,
@@ -368,9 +368,9 @@ class Daemon:
                     return ExitCode.OK
             elif not self.camera.paused and self.grabber.finished:
                 return self._source_ended()
-            now = time.monotonic()
-            if self._source_health_changed(now) or now >= next_stats:
-                self._report_stats(now, self.grabber.health)
+            now, health = time.monotonic(), self.grabber.health
+            if self._source_health_changed(now, health) or now >= next_stats:
+                self._report_stats(now, health)
                 next_stats = now + self.config.stats.interval_seconds
             self.pipeline.drops.log_due()
         return ExitCode.FAILURE if self.controls.crash is not None else self.controls.exit_code
@@ -415,11 +415,10 @@ class Daemon:
         log.info("%s: end of stream", self.grabber.source.name)
         return ExitCode.OK
 
-    def _source_health_changed(self, now: float) -> bool:
+    def _source_health_changed(self, now: float, health: SourceHealth) -> bool:
         """Keep the watchdog fed while the reader waits for its camera; True when the source
         state changed (a camera going away or coming back is reported at once, not at the
         next interval)."""
-        health = self.grabber.health
         if self.camera.paused:
             return False
         if health.state in ("waiting", "reopening"):

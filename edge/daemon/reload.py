@@ -7,7 +7,7 @@ In: the running :class:`Setup` and the config file (or a given file config). Out
 :class:`Reloaded` (the new setup and the :class:`ReloadPlan` that led there), or None when the
 running configuration is kept. The camera and the transport are swapped here (through
 :class:`Camera` and :class:`SinkSwitch`); the frame loop's own state (scene, outbox bounds, log
-level, pause) is updated by the daemon with the result (:meth:`edge.daemon.loop.Daemon.reload_now`).
+level, pause) follows the result in :meth:`edge.daemon.live.LiveSetup.reload`.
 """
 
 from __future__ import annotations
