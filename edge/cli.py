@@ -254,15 +254,12 @@ def detect_command(args: argparse.Namespace) -> int:
     identifier = None
     if args.gallery is not None:
         from edge.recognize.gallery import GalleryError
+        from edge.recognize.people import report_unusable
 
         try:
             identifier = _Identifier(args.gallery, args.threads, args.interpreter)
-        except GalleryError as exc:
-            _fail(str(exc))
-            return ExitCode.CONFIG
-        except ModelError as exc:
-            _fail(str(exc))
-            return ExitCode.MODEL
+        except (GalleryError, ModelError) as exc:
+            return report_unusable(exc)
     if not args.json:
         print(f"model {detector.model_id} on {detector.interpreter_name}", file=sys.stderr)
 
