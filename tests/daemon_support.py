@@ -59,18 +59,18 @@ def daemon_config(
     path: Path,
     broker: MosquittoBroker | None,
     model: Path,
-    scene: Path,
-    device: str,
+    replay_folder: Path,
+    device_id: str,
     state_dir: Path,
     **sections: dict,
 ) -> Path:
-    """``path`` written as the config of a daemon that watches a looping replay of ``scene``
-    (20 fps), reports a face and its leaving at once, sends stats every second, keeps its
-    snapshots on, and talks to ``broker`` (None: no [mqtt], events go to stdout); the tables
-    of ``sections`` are merged over these key by key."""
+    """``path`` written as the config of a daemon that watches a looping replay of
+    ``replay_folder`` (20 fps), reports a face and its leaving at once, sends stats every
+    second, keeps its snapshots on, and talks to ``broker`` (None: no [mqtt], events go to
+    stdout); the tables of ``sections`` are merged over these key by key."""
     tables: dict[str, dict] = {
-        "device": {"id": device, "state_dir": state_dir},
-        "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
+        "device": {"id": device_id, "state_dir": state_dir},
+        "camera": {"source": "replay", "path": replay_folder, "fps": 20.0, "loop": True},
         "detector": {"model": model},
         "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
         "snapshot": {"enabled": True},

@@ -45,7 +45,7 @@ def config(tmp_path, int8_model_path, face_photo, blank):
     scene = face_scene(tmp_path / "scene", face_photo, blank)
 
     def write(broker: MosquittoBroker | None, log_level: str = "info", **mqtt) -> Path:
-        sections = {"log": {"level": log_level}, "snapshot": {"enabled": False}}
+        sections = {"log": {"level": log_level}, "snapshot": {"enabled": False}}  # the intake's runs take none
         if broker is not None:
             sections["mqtt"] = {"reconnect_max_delay": 1.0, **mqtt}
         return daemon_config(

@@ -15,8 +15,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from edge.detect.sidecar import ModelError
+    from edge.recognize.gallery import GalleryError
 
 # Stdlib only at import: `edge-face --help` and check-config start without numpy; the gallery
 # and the models are imported by the commands that use them.
@@ -50,10 +55,9 @@ def _fail(message: str) -> None:
     print(f"edge-face: {message}", file=sys.stderr, flush=True)
 
 
-def report_unusable(exc: Exception) -> ExitCode:
-    """Name on one line why the gallery or a recognition model cannot be used (a GalleryError
-    or a ModelError); the exit code: CONFIG for the gallery (the operator's file), MODEL for a
-    model."""
+def report_unusable(exc: GalleryError | ModelError) -> ExitCode:
+    """Name on one line why the gallery or a model cannot be used; the exit code: CONFIG for
+    the gallery (the operator's file), MODEL for a model."""
     from edge.recognize.gallery import GalleryError
 
     _fail(str(exc))
