@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from broker import MosquittoBroker, Subscriber
-from daemon_support import build_scene, write_config
+from daemon_support import daemon_config, face_scene
 from paho.mqtt.enums import CallbackAPIVersion
 from test_faults import Daemon
 from test_sdnotify import NotifyListener
@@ -42,27 +42,15 @@ def face_photo(photo_paths, detector) -> Path:
 def config(tmp_path, int8_model_path, face_photo, blank):
     """Writes the daemon's config: a looping replay of a face coming and going, MQTT to
     ``broker`` (None: no MQTT) with ``mqtt`` overrides; returns its path."""
-    scene = build_scene(tmp_path / "scene", blank, [(face_photo, 3), ("blank", 3)]).folder
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
 
     def write(broker: MosquittoBroker | None, log_level: str = "info", **mqtt) -> Path:
-        tables = {
-            "log": {"level": log_level},
-            "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
-            "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
-            "detector": {"model": int8_model_path},
-            "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
-            "stats": {"interval_seconds": 1.0},
-        }
+        sections = {"log": {"level": log_level}, "snapshot": {"enabled": False}}  # the intake's runs take none
         if broker is not None:
-            tables["mqtt"] = {
-                "host": broker.host,
-                "port": broker.port,
-                "keepalive": 5,
-                "reconnect_min_delay": 0.1,
-                "reconnect_max_delay": 1.0,
-                **mqtt,
-            }
-        return write_config(tmp_path / "edge-face.toml", tables)
+            sections["mqtt"] = {"reconnect_max_delay": 1.0, **mqtt}
+        return daemon_config(
+            tmp_path / "edge-face.toml", broker, int8_model_path, scene, DEVICE, tmp_path / "state", **sections
+        )
 
     return write
 
