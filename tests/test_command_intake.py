@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from test_faults import Daemon
 from test_sdnotify import NotifyListener
 
+from edge.mqtt.client import MAX_INCOMING_PACKET_BYTES, incoming_packet_limit
 from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
@@ -203,6 +204,35 @@ def test_hostile_commands_are_refused_with_one_line_each_and_change_nothing(conf
         assert ascii(f"{PREFIX}/set/{control}") in line and reason in line, line
     assert "\u202e" not in log  # shown escaped
     assert json.loads((config(broker).parent / "state" / "controls.json").read_text()) == {"detection": False}
+
+
+def test_the_refusal_of_an_oversized_packet_names_the_client_s_own_limit(
+    tmp_path, int8_model_path, face_photo, blank, start_daemon, broker, publisher
+):
+    """With big snapshots the client reads packets up to snapshot.max_bytes + headroom; the
+    refusal of a larger one must name that limit, not the 256 KiB default."""
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
+    snapshot_max = 1_000_000
+    path = daemon_config(
+        tmp_path / "edge-face.toml",
+        broker,
+        int8_model_path,
+        scene,
+        DEVICE,
+        tmp_path / "state",
+        mqtt={"protocol": "3.1.1", "reconnect_max_delay": 1.0},
+        snapshot={"enabled": True, "max_bytes": snapshot_max},
+    )
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = start_daemon(path)
+        wait_json(live, STATE, lambda s: s.get("present") is True, "a face seen")
+        publisher.send("detection", b"ON" + b" " * (2 * snapshot_max), retain=True)
+        limit = incoming_packet_limit(snapshot_max)
+        assert limit > MAX_INCOMING_PACKET_BYTES
+        daemon.wait_log(rf"the broker sent a \d+-byte packet, over the {limit}-byte limit")
+        publisher.send("detection", b"", retain=True)
+    code, log, _ = daemon.stop()
+    assert code == 0 and "Traceback" not in log, log
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
