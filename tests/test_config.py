@@ -591,7 +591,9 @@ def test_input_chooses_the_packaged_model_of_that_size(tmp_path):
 def test_an_input_without_a_packaged_model_needs_a_model(tmp_path):
     with pytest.raises(ConfigError) as caught:
         parse_config({"detector": {"input": "640x480"}}, base_dir=tmp_path, environ={}, hostname="pi")
-    assert str(caught.value).startswith("config key 'detector.input': \"640x480\" is not allowed (160x120 or 256x192 or 320x240")
+    assert str(caught.value).startswith(
+        "config key 'detector.input': \"640x480\" is not allowed (160x120 or 256x192 or 320x240"
+    )
     assert "set detector.model" in str(caught.value)
     model = _model_with_sidecar(tmp_path, 640, 480)
     config = parse_config(
