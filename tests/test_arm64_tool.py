@@ -713,3 +713,16 @@ def test_descriptor_gaps_compare_directions_of_faces_seen_on_both_sides() -> Non
     assert gaps.keys() == {"1.jpg", "2.jpg"}
     assert gaps["1.jpg"] == 0.0
     assert gaps["2.jpg"] == pytest.approx(2 * math.sin(math.pi / 8))
+
+
+def test_replay_config_names_a_relative_model_by_its_absolute_path(
+    project_root: Path, upstream_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model edge/models/...` from the checkout: the daemon's config lives in a scratch
+    folder, so a relative model path would be looked up there ("does not exist")."""
+    from edge.config import load_config
+
+    monkeypatch.chdir(project_root)
+    relative = Path("edge/models/version-slim-320-int8.tflite")
+    config = arm_cost.replay_config(tmp_path, relative, [upstream_dir / "images" / "1.jpg"], (320, 240), hold=1)
+    assert load_config(config).detector.model == project_root / relative

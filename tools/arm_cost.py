@@ -419,7 +419,8 @@ def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[in
     frames.mkdir()
     make_frames(photos, stills, frames, size, hold)
     config = workdir / "daemon.toml"
-    write_config(config, frames, model, threads=1, mqtt=None)
+    # The config sits in the scratch folder, where a relative model path would be looked up.
+    write_config(config, frames, model.resolve(), threads=1, mqtt=None)
     return config
 
 
