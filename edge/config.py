@@ -9,7 +9,8 @@ dataclass default is its default, the rules across its keys next to them):
 - ``[detector]``: :mod:`edge.detect.settings`;
 - ``[events]``, ``[motion]``, ``[scene]``: :mod:`edge.scene.settings`;
 - ``[mqtt]``, ``[homeassistant]``: :mod:`edge.mqtt.settings`;
-- ``[snapshot]``, ``[stats]``, ``[log]``: :mod:`edge.daemon.settings`.
+- ``[snapshot]``, ``[stats]``, ``[log]``: :mod:`edge.daemon.settings`;
+- ``[recognition]``: :mod:`edge.recognize.settings`.
 
 This module reads the file, hands each section its table (:class:`Config` lists them, one line
 each) and describes the result. :func:`load_config` runs every check the daemon needs before
@@ -111,6 +112,7 @@ from edge.mqtt.settings import (
     read_secret,
     validate_password_file,
 )
+from edge.recognize.settings import RECOGNITION_SECTION, RecognitionOptions
 from edge.scene.settings import EVENTS_SECTION, MOTION_SECTION, SCENE_SECTION, EventsConfig, MotionOptions, SceneOptions
 from edge.sources.settings import CAMERA_SECTION, CAMERA_SOURCES, DEFAULT_MAX_PIXELS, PICAMERA2_STREAMS, CameraConfig
 
@@ -247,6 +249,7 @@ class Config:
     log: LogConfig = section(LOG_SECTION)
     motion: MotionOptions = section(MOTION_SECTION)
     scene: SceneOptions = section(SCENE_SECTION)
+    recognition: RecognitionOptions = section(RECOGNITION_SECTION)
     source_file: Path | None = None
 
 
@@ -355,6 +358,9 @@ def describe(config: Config) -> str:
     if scene.active:
         zones = ", ".join(scene.zone_names) or "none"
         summary += f", scene: {len(scene.masks)} mask(s), zones {zones}"
+    if config.recognition.enabled:
+        gallery = config.recognition.gallery_path(config.device.state_dir)
+        summary += f", recognition on (gallery '{quote_path(gallery)}')"
     return one_line(redact_url(summary))
 
 

@@ -49,6 +49,7 @@ class LiveSetup:
             sinks=sinks,
             publish_retained=self.publish_retained,
         )
+        pipeline.recognition.on_people_changed(self.publish_people)
 
     def presence_state(self) -> PresenceState:
         """The whole frame's presence with each zone's, and whether detection is paused."""
@@ -64,7 +65,7 @@ class LiveSetup:
         if reloaded.plan.controls_replaced:
             self.set_paused(not new.controls.detection)
         self._pipeline.outbox.set_bounds(*outbox_bounds(new.config))
-        self._pipeline.reconfigure(new.config, new.detector)
+        self._pipeline.reconfigure(new.config, new.detector, reread_gallery=file_config is None)
         logging.getLogger("edge").setLevel(new.config.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(reloaded.plan.changed) or "nothing")
         self._notifier.ready()
@@ -88,6 +89,10 @@ class LiveSetup:
         """What a (new) sink announces: see :func:`announce_retained`."""
         state = control_state(config, not self._camera.paused) if controls.enabled else None
         announce_retained(self._sinks.sink, RetainedState(self.presence_state(), state, config.snapshot.enabled))
+
+    def publish_people(self) -> None:
+        """Enrolled, forgotten, or the gallery read again: the state lists the names anew."""
+        self._sinks.sink.publish_state(self.presence_state())
 
     def set_paused(self, paused: bool) -> None:
         """Detection switched off (the camera is released, presence cleared) or on again."""

@@ -338,6 +338,7 @@ class Daemon:
             )
             code = ExitCode.FAILURE
         self.setup.controls.store()  # a control changed within the store interval
+        self.pipeline.recognition.end_all()
         # Nobody is watching any more: the retained state must not say someone is there.
         self.sink.publish_state(absent_state(self.presence_state()))
         self.grabber.stop()
@@ -446,7 +447,7 @@ class Daemon:
                 outbox=self.outbox.stats,
                 sink_status=self.sink.status,
                 presence=self.presence_state(),
-                scene=self.pipeline.scene.take_stats(),
+                scene=self.pipeline.take_stats(),
             )
         )
 

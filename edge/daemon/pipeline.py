@@ -1,6 +1,6 @@
 """One frame through the daemon: motion gate -> FaceDetector (pre-process, int8 invoke, decode)
--> scene rules -> presence trackers -> events into the outbox and to the sink (+ state,
-+ optional snapshot).
+-> scene rules -> face tracks and, opt-in, who they are (:class:`DaemonRecognition`) ->
+presence trackers -> events into the outbox and to the sink (+ state, + optional snapshot).
 
 In: a :class:`Frame` from the grabber. Out: numbered events in the :class:`Outbox`, the
 presence state and the snapshot through the running sink (:class:`SinkSwitch`), per-frame
@@ -15,11 +15,15 @@ import logging
 import time
 
 from edge.config import Config
+from edge.daemon.parts import StartupError
+from edge.daemon.recognition import DaemonRecognition
 from edge.daemon.sink_switch import SinkSwitch
 from edge.daemon.snapshot import encode_snapshot
 from edge.daemon.stats import DropLog, FrameTimes, detection_word
 from edge.detect.decode import Detections
 from edge.detect.detector import FaceDetector
+from edge.detect.model import ModelError
+from edge.exitcodes import ExitCode
 from edge.mqtt.outbox import Outbox
 from edge.scene.events import Event, EventIdentity, PresenceSettings, PresenceState, new_boot_id
 from edge.scene.stage import SceneStage
@@ -46,13 +50,23 @@ class FramePipeline:
         )
         self.times = FrameTimes()
         self.drops = DropLog(outbox, log)
+        try:  # tracks always; who they are with [recognition] enabled
+            self.recognition = DaemonRecognition(config, self.scene, self.emit)
+        except ModelError as exc:
+            raise StartupError(str(exc), ExitCode.MODEL) from None
 
-    def reconfigure(self, config: Config, detector: FaceDetector) -> None:
-        """After a reload: the stages follow the new config and detector (presence is kept)."""
+    def reconfigure(self, config: Config, detector: FaceDetector, reread_gallery: bool = False) -> None:
+        """After a reload: the stages follow the new config and detector (presence is kept);
+        ``reread_gallery`` (a SIGHUP): recognition reads its gallery file again. Recognition
+        models that cannot be loaded leave recognition as it was, with the cause logged."""
         self.config, self.detector = config, detector
         self.scene.reconfigure(
             config.motion, config.scene, self._identity(config, detector), self._presence_settings(config)
         )
+        try:
+            self.recognition.reconfigure(config, reread_gallery=reread_gallery)
+        except ModelError as exc:
+            log.error("reload: recognition models cannot be loaded, recognition left as it was: %s", exc)
 
     def process(self, frame: Frame) -> None:
         # A still scene with nobody in it is detected only every motion.idle_interval.
@@ -62,13 +76,16 @@ class FramePipeline:
         started = time.perf_counter()
         detections, invoke = detect_timed(self.detector, frame)
         kept = self.scene.apply(detections, frame.height)
-        # A new per-frame stage (e.g. recognition) goes here: it takes ``kept`` (the faces the
-        # scene rules kept, in frame pixels) and the frame, before presence is updated.
+        # A new per-frame stage goes here: it takes ``kept`` (the faces the scene rules kept)
+        # and the frame, before presence is updated, as recognition does.
+        track_ids, identities = self.recognition.frame(frame, kept)
         detections = kept.detections
         detected = time.perf_counter()
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
-        events = self.scene.update_presence(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events = self.scene.update_presence(
+            kept, frame.width, frame.height, frame.t_monotonic, wall_time, track_ids, identities
+        )
         self.emit(events)
         if events:
             self._sinks.sink.publish_state(self.presence_state(paused=False))
@@ -78,12 +95,18 @@ class FramePipeline:
         self.times.add(invoke, detected - started)
 
     def presence_state(self, paused: bool) -> PresenceState:
-        """The whole frame's presence with each zone's, and whether detection is paused."""
-        return self.scene.presence_state(detection_word(paused))
+        """The whole frame's presence with each zone's and each enrolled person's, and whether
+        detection is paused."""
+        return self.scene.presence_state(detection_word(paused), self.recognition.people())
 
     def clear_presence(self) -> None:
-        """Detection paused: whoever was present is gone (events say so)."""
+        """Detection paused: whoever was present is gone (events say so); every track ends."""
         self.emit(self.scene.clear_presence(time.time()))
+        self.recognition.end_all()
+
+    def take_stats(self) -> dict[str, object]:
+        """The per-frame stages' counters of one stats interval (and starts the next)."""
+        return {**self.scene.take_stats(), **self.recognition.take_stats()}
 
     def emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""

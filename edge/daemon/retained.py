@@ -37,6 +37,7 @@ def announce_retained(sink: EventSink, retained: RetainedState) -> None:
 
 
 def absent_state(state: PresenceState) -> PresenceState:
-    """What a clean stop leaves retained: nobody, in the frame or any zone (last_seen kept)."""
+    """What a clean stop leaves retained: nobody, in the frame, any zone or by name (last_seen kept)."""
     zones = {name: dataclasses.replace(zone, present=False, count=0) for name, zone in state.zones.items()}
-    return dataclasses.replace(state, present=False, count=0, zones=zones)
+    people = state.people.absent() if state.people is not None else None
+    return dataclasses.replace(state, present=False, count=0, zones=zones, people=people)

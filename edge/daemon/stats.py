@@ -66,7 +66,8 @@ class StatsInputs:
     """Everything one stats message says, gathered by the loop at ``now`` (monotonic seconds).
     ``window``: :meth:`FrameTimes.take_window` of the interval; ``sink_status``: the sink's
     ``status`` (keys ``state``, ``last_error``, ``reconnects``, any may be absent);
-    ``scene``: the scene stage's counters of the interval (merged in as they are)."""
+    ``scene``: the per-frame stages' counters of the interval (scene and recognition, merged in
+    as they are)."""
 
     now: float
     started: float

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.exitcodes import ExitCode
+from edge.recognize.settings import GALLERY_FILE_NAME
 
 if TYPE_CHECKING:
     from edge.detect.sidecar import ModelError
     from edge.recognize.gallery import GalleryError
 
-# Stdlib only at import: `edge-face --help` and check-config start without numpy; the gallery
-# and the models are imported by the commands that use them.
-GALLERY_FILE_NAME = "gallery.json"
+# Stdlib only at import (edge.recognize.settings is too): `edge-face --help` and check-config
+# start without numpy; the gallery and the models are imported by the commands that use them.
 
 
 def default_gallery_path(environ: dict[str, str] | None = None) -> Path:

@@ -1,5 +1,5 @@
 """Face tracks: a track id per face across frames, and which views of a track are worth a
-recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.scene.track_identity`).
+recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.recognize.identity`).
 
 :class:`Tracker` is fed each detected frame's :class:`edge.detect.decode.Detections` (normalized
 xyxy boxes, best first) with the frame's monotonic time and, optionally, a sharpness per face
@@ -282,22 +282,20 @@ class Tracker:
         """Ids of the live tracks, ascending."""
         return tuple(track.track_id for track in self._tracks)
 
-    def update(self, detections: Detections, time: float, sharpness: np.ndarray | None = None) -> TrackFrame:
+    def update(
+        self,
+        detections: Detections,
+        time: float,
+        sharpness: np.ndarray | None = None,
+        recognizable: np.ndarray | None = None,
+    ) -> TrackFrame:
         """Feed one detected frame: its faces, its monotonic ``time`` in seconds (never
         decreasing) and optionally (N,) non-negative sharpness per face (:func:`view_sharpness`;
-        None: views are judged by size only). Raises ValueError on a bad time or sharpness."""
+        None: views are judged by size only) and (N,) bool ``recognizable`` (False: the face is
+        tracked but its view is never one for recognition, e.g. too small; None: all are).
+        Raises ValueError on a bad time, sharpness or recognizable."""
         count = len(detections)
-        if not math.isfinite(time) or (self._last_time is not None and time < self._last_time):
-            raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
-        if sharpness is not None:
-            sharpness = np.asarray(sharpness, dtype=np.float64)
-            if sharpness.shape != (count,):
-                raise ValueError(f"sharpness must be ({count},) values, one per face, got shape {sharpness.shape}")
-            bad = ~(np.isfinite(sharpness) & (sharpness >= 0.0))
-            if bad.any():
-                raise ValueError(
-                    f"sharpness must be finite and >= 0, got {sharpness[bad][0]} for face {np.flatnonzero(bad)[0]}"
-                )
+        sharpness, recognizable = self._checked(count, time, sharpness, recognizable)
         self._last_time = time
         self._frame += 1
         options = self.options
@@ -332,22 +330,54 @@ class Tracker:
                 track_of[column] = track
                 started.append(track.track_id)
 
-        areas = clipped_areas(boxes)
+        views = self._views(track_of, clipped_areas(boxes), sharpness, recognizable, time)
+        track_ids = np.array([UNTRACKED if t is None else t.track_id for t in track_of], dtype=np.int64)
+        track_ids.flags.writeable = False
+        return TrackFrame(track_ids, views, tuple(started), tuple(sorted(ended)))
+
+    def _checked(
+        self, count: int, time: float, sharpness: np.ndarray | None, recognizable: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """:meth:`update`'s inputs as arrays, or ValueError saying which one is wrong."""
+        if not math.isfinite(time) or (self._last_time is not None and time < self._last_time):
+            raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
+        if recognizable is not None:
+            recognizable = np.asarray(recognizable, dtype=bool)
+            if recognizable.shape != (count,):
+                raise ValueError(f"recognizable must be ({count},) values, one per face, got {recognizable.shape}")
+        if sharpness is not None:
+            sharpness = np.asarray(sharpness, dtype=np.float64)
+            if sharpness.shape != (count,):
+                raise ValueError(f"sharpness must be ({count},) values, one per face, got shape {sharpness.shape}")
+            bad = ~(np.isfinite(sharpness) & (sharpness >= 0.0))
+            if bad.any():
+                raise ValueError(
+                    f"sharpness must be finite and >= 0, got {sharpness[bad][0]} for face {np.flatnonzero(bad)[0]}"
+                )
+        return sharpness, recognizable
+
+    def _views(
+        self,
+        track_of: list[_Track | None],
+        areas: np.ndarray,
+        sharpness: np.ndarray | None,
+        recognizable: np.ndarray | None,
+        time: float,
+    ) -> tuple[ViewReason | None, ...]:
+        """Per face of this frame, why its view goes to recognition (None: it does not); the
+        chosen views are recorded in their tracks' histories."""
         views: list[ViewReason | None] = []
         for column, matched in enumerate(track_of):
-            if matched is None:
+            if matched is None or (recognizable is not None and not recognizable[column]):
                 views.append(None)
                 continue
             area = float(areas[column])
             face_sharpness = None if sharpness is None else float(sharpness[column])
-            reason = decide_view(matched.history, area, face_sharpness, self._frame, time, options)
+            reason = decide_view(matched.history, area, face_sharpness, self._frame, time, self.options)
             if reason is not None:
                 matched.history = matched.history.after_view(area, face_sharpness, self._frame, time)
             views.append(reason)
-
-        track_ids = np.array([UNTRACKED if t is None else t.track_id for t in track_of], dtype=np.int64)
-        track_ids.flags.writeable = False
-        return TrackFrame(track_ids, tuple(views), tuple(started), tuple(sorted(ended)))
+        return tuple(views)
 
     def end_all(self) -> tuple[int, ...]:
         """End every live track (detection paused, a clean stop): their ids, ascending. Ids
