@@ -8,83 +8,17 @@ without the ones above it.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tools.layers import EDGE, LAYERS, edge_imports, layer_of, module_name, render_svg
+
 pytestmark = pytest.mark.unit
-
-EDGE = Path(__file__).resolve().parent.parent / "edge"
-
-# (layer, rank, the module prefixes in it). A module may import from its own layer and from any
-# layer of a lower rank; never upward, never sideways into another layer of the same rank.
-LAYERS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
-    ("base", 0, ("edge.common", "edge.config", "edge.exitcodes", "edge.models", "edge._moved", "edge")),
-    ("detect", 1, ("edge.detect",)),
-    ("sources", 2, ("edge.sources",)),
-    ("scene", 3, ("edge.scene",)),
-    ("recognize", 3, ("edge.recognize",)),
-    ("mqtt", 4, ("edge.mqtt",)),
-    ("ops", 5, ("edge.ops",)),
-    ("daemon", 6, ("edge.daemon",)),
-    ("cli", 7, ("edge.cli",)),
-)
-
-# A stage's settings module (edge/<stage>/settings.py: the config sections it owns, docs/
-# architecture.md) is a declaration, not stage code: it belongs to base, so the loader
-# (edge.config) and any stage may read it, and it may import only base (never its own stage's
-# numpy code). The last part of the module name decides, so a new stage's settings module is
-# placed, and checked, without an entry here.
-SETTINGS_MODULE = "settings"
 
 # Known upward imports, each with why it is still there. The test fails when one disappears,
 # so this list only shrinks.
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
-
-
-def layer_of(module: str) -> tuple[str, int]:
-    """The layer of a dotted module name under edge: base for a stage's settings module, else the
-    layer with the longest matching prefix."""
-    parts = module.split(".")
-    if len(parts) == 3 and parts[-1] == SETTINGS_MODULE:
-        return LAYERS[0][0], LAYERS[0][1]
-    best: tuple[int, str, int] | None = None
-    for name, rank, prefixes in LAYERS:
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
-                best = (len(prefix), name, rank)
-    if best is None:
-        raise LookupError(module)
-    return best[1], best[2]
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(EDGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def is_module(dotted: str) -> bool:
-    path = EDGE.parent.joinpath(*dotted.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
-def edge_imports(path: Path, module: str) -> list[tuple[int, str]]:
-    """(line, imported module) for every import of an edge module in the file of ``module``."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{anchor}.{base}" if base else anchor
-            for alias in node.names:  # `from edge.x import submodule` depends on the submodule
-                target = f"{base}.{alias.name}"
-                found.append((node.lineno, target if is_module(target) else base))
-    return sorted((line, name) for line, name in found if name == "edge" or name.startswith("edge."))
 
 
 def upward_imports() -> tuple[list[str], set[tuple[str, str]]]:
@@ -144,3 +78,27 @@ def test_a_settings_module_is_base_and_may_not_import_its_own_stage(tmp_path):
     assert layer_of("edge.scene.settings_helpers") == ("scene", 3)  # only the settings module itself
     imports = [(layer_of(name), name) for _, name in edge_imports(probe, "edge.scene.settings")]
     assert imports == [(("base", 0), "edge.common.config_rules"), (("scene", 3), "edge.scene.rules")]
+
+
+def test_the_picture_of_the_layers_is_drawn_from_today_s_code():
+    picture = Path(__file__).resolve().parent.parent / "docs" / "architecture.svg"
+    assert picture.read_text(encoding="utf-8") == render_svg(), (
+        "docs/architecture.svg is out of date: python -m tools.layers --svg docs/architecture.svg"
+    )
+
+
+def test_the_picture_lists_each_module_and_what_each_layer_imports(tmp_path):
+    edge = tmp_path / "edge"
+    for name, text in {
+        "__init__.py": "",
+        "config.py": "",
+        "detect/__init__.py": "",
+        "detect/decode.py": "import edge.config\n",
+        "scene/__init__.py": "",
+        "scene/stage.py": "from edge.detect.decode import x\n",
+    }.items():
+        (edge / name).parent.mkdir(parents=True, exist_ok=True)
+        (edge / name).write_text(text)
+    picture = render_svg(edge)
+    assert ">decode<" in picture and ">stage<" in picture and ">config<" in picture
+    assert "imports: detect</text>" in picture and "imports: base</text>" in picture
