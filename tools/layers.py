@@ -133,7 +133,7 @@ FLOW: tuple[tuple[str, str, str], ...] = (
     ("sources", "detect", "Frame"),
     ("detect", "scene", "Detections"),
     ("scene", "mqtt", "Event"),
-    ("scene", "recognize", "views"),
+    ("scene", "recognize", "track views -> names"),
 )
 _COLUMNS, _CELL, _GAP, _LINE, _MARGIN, _TOP = 5, 210, 44, 13, 16, 34
 
