@@ -233,6 +233,31 @@ class EventIdentity:
     boot_id: str
     model_id: str
 
+    def event(
+        self,
+        kind: str,
+        wall_time: float,
+        faces: tuple[Face, ...],
+        frame_width: int,
+        frame_height: int,
+        **about: Any,
+    ) -> Event:
+        """An event of this device; ``about``: its ``zone``, or a person event's ``person`` and
+        ``track_id``. Sequence 0 until the outbox numbers it."""
+        return Event(
+            type=kind,
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            sequence=0,
+            time=iso_utc(wall_time),
+            face_count=len(faces),
+            faces=faces,
+            frame_width=frame_width,
+            frame_height=frame_height,
+            model_id=self.model_id,
+            **about,
+        )
+
 
 @dataclass(frozen=True)
 class PresenceSettings:
@@ -339,16 +364,4 @@ class PresenceTracker:
         self, kind: str, wall_time: float, faces: tuple[Face, ...], frame_width: int, frame_height: int
     ) -> Event:
         """An event of this tracker's device and zone; sequence 0 until the outbox numbers it."""
-        return Event(
-            type=kind,
-            device_id=self.identity.device_id,
-            boot_id=self.identity.boot_id,
-            sequence=0,
-            time=iso_utc(wall_time),
-            face_count=len(faces),
-            faces=faces,
-            frame_width=frame_width,
-            frame_height=frame_height,
-            model_id=self.identity.model_id,
-            zone=self.zone,
-        )
+        return self.identity.event(kind, wall_time, faces, frame_width, frame_height, zone=self.zone)

@@ -106,17 +106,4 @@ class PersonPresence:
         frame_width: int,
         frame_height: int,
     ) -> Event:
-        return Event(
-            type=kind,
-            device_id=self.identity.device_id,
-            boot_id=self.identity.boot_id,
-            sequence=0,
-            time=iso_utc(wall_time),
-            face_count=len(faces),
-            faces=faces,
-            frame_width=frame_width,
-            frame_height=frame_height,
-            model_id=self.identity.model_id,
-            person=who,
-            track_id=track_id,
-        )
+        return self.identity.event(kind, wall_time, faces, frame_width, frame_height, person=who, track_id=track_id)
