@@ -33,6 +33,8 @@ from edge.config import HomeAssistantConfig, MqttConfig
 from edge.mqtt.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
+    ENROLMENT,
+    RECOGNITION,
     SNAPSHOT,
     DeviceTopics,
     build_discovery_payload,
@@ -63,7 +65,14 @@ ORIGIN_ABBREVIATIONS = {"sw": "sw_version", "url": "support_url", "name": "name"
 REQUIRED_ROOT = {"device", "origin", "components"}
 REQUIRED_ORIGIN = {"name"}
 REQUIRED_COMPONENT = {"platform", "unique_id"}  # unique_id: every platform we use is an entity
-REQUIRED_BY_PLATFORM = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}}
+REQUIRED_BY_PLATFORM = {
+    "binary_sensor": {"state_topic"},
+    "sensor": {"state_topic"},
+    # text.mqtt, select.mqtt and button.mqtt: "command_topic ... required"; select: "options ... required".
+    "text": {"command_topic"},
+    "select": {"command_topic", "options"},
+    "button": {"command_topic"},
+}
 EXCLUSIVE_BY_PLATFORM = {"image": {"image_topic", "url_topic"}}
 HA_TOPIC_MATCHER = re.compile(
     r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
@@ -105,7 +114,7 @@ def assert_meets_documented_requirements(payload: dict) -> None:
     assert len(unique_ids) == len(set(unique_ids))
 
 
-ALL_FEATURES = frozenset({SNAPSHOT, CONTROLS, CPU_TEMPERATURE})
+ALL_FEATURES = frozenset({SNAPSHOT, CONTROLS, CPU_TEMPERATURE, RECOGNITION, ENROLMENT})
 
 
 def render(template: str, payload: bytes):
@@ -130,6 +139,12 @@ def test_discovery_payload_has_every_documented_required_field():
         "snapshots": "switch",
         "score_threshold": "number",
         "reannounce": "button",
+        "last_person": "sensor",
+        "enrol_name": "text",
+        "enrol": "button",
+        "forget": "button",
+        "enrolment": "sensor",
+        "forget_name": "select",
         "fps": "sensor",
         "inference_ms": "sensor",
         "dropped_frames": "sensor",
@@ -157,6 +172,7 @@ def test_discovery_payload_has_every_documented_required_field():
         "outbox_depth",
         "cpu_temperature",
         "uptime",
+        "enrolment",
     }
     for control in ("detection", "snapshots", "score_threshold", "reannounce"):
         assert components[control]["command_topic"] == f"{PREFIX}/set/{control}"
@@ -182,6 +198,12 @@ def test_features_that_are_off_are_announced_as_removed_components():
         "score_threshold": {"p": "number"},
         "reannounce": {"p": "button"},
         "cpu_temperature": {"p": "sensor"},
+        "last_person": {"p": "sensor"},
+        "enrol_name": {"p": "text"},
+        "enrol": {"p": "button"},
+        "forget": {"p": "button"},
+        "enrolment": {"p": "sensor"},
+        "forget_name": {"p": "select"},
     }
     assert payload["dev"]["name"] == "Porch"
     other = build_discovery_payload("other", TOPICS, sw_version="1", model_id="m")
@@ -246,7 +268,19 @@ def test_removal_messages_clear_the_device_and_every_retained_topic():
         (TOPICS.snapshot, b""),
         (TOPICS.health, b""),
         (TOPICS.controls, b""),
-        *((TOPICS.command(control), b"") for control in ("detection", "snapshots", "score_threshold", "reannounce")),
+        *(
+            (TOPICS.command(control), b"")
+            for control in (
+                "detection",
+                "snapshots",
+                "score_threshold",
+                "reannounce",
+                "enrol_name",
+                "enrol",
+                "forget",
+                "forget_name",
+            )
+        ),
     ]
 
 

@@ -81,8 +81,11 @@ from edge.mqtt.command_intake import CommandMessage
 from edge.mqtt.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
+    ENROLMENT,
     HA_ONLINE,
     HEALTH_KEYS,
+    MAX_RETIRED_PEOPLE,
+    RECOGNITION,
     SNAPSHOT,
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -91,6 +94,8 @@ from edge.mqtt.discovery import (
     build_discovery_payload,
     discovery_topic,
     ha_status_topic,
+    person_component,
+    stale_person_components,
 )
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.sinks import CommandHandler, SinkError
@@ -302,6 +307,11 @@ class MqttSink:
         self._command_handler: CommandHandler | None = None
         self._bad_topic_logged = False  # the transport thread's own
         self._discovery_removal_pending = False
+        # Recognition: the enrolled names (None: recognition off) and the person components
+        # announced before that are listed as removed (set_people, and the readback of our
+        # own retained discovery config at each connection).
+        self._people: tuple[str, ...] | None = None
+        self._retired_people: tuple[str, ...] = ()
         self._refusal: str | None = None  # the CONNACK's failure reason, this connection
         self._disconnect_reason: str | None = None  # the broker's DISCONNECT reason, this connection
         self._closing = False  # no new work for the thread after the flush
@@ -384,6 +394,36 @@ class MqttSink:
             for latest in self._retained:
                 latest.resend()
         self._wake.set()
+
+    def set_people(self, people: tuple[str, ...] | None) -> None:
+        """The enrolled names (None: recognition off): each gets its presence sensor; a person
+        no longer enrolled (forgotten, or a gallery reload) is announced as removed, so HA
+        drops the entity. Call before :meth:`start` for the first announcement to hold them."""
+        with self._cond:
+            current = None if people is None else tuple(sorted(set(people)))
+            if current == self._people:
+                return
+            gone = set(map(person_component, self._people or ())) - set(map(person_component, current or ()))
+            self._people = current
+            self._retire_people(gone)
+            self._discovery_pending = self._ha.enabled
+        self._wake.set()
+
+    def _retire_people(self, components: set[str]) -> None:
+        """(caller holds self._cond) Announce ``components`` as removed from now on."""
+        kept = set(map(person_component, self._people or ()))
+        retired = [key for key in self._retired_people if key not in components] + sorted(components)
+        self._retired_people = tuple(key for key in retired if key not in kept)[-MAX_RETIRED_PEOPLE:]
+
+    def _retire_stale_people(self, retained_config: bytes) -> None:
+        """(transport thread) Person sensors in the config HA was told before that are not
+        enrolled now: announce them as removed."""
+        with self._cond:
+            current = set(map(person_component, self._people or ())) | set(self._retired_people)
+            stale = stale_person_components(retained_config, current)
+            if stale:
+                self._retire_people(set(stale))
+                self._discovery_pending = True
 
     def _own_discovery_topic(self) -> str:
         return discovery_topic(self._ha.discovery_prefix, self._device_id)
@@ -784,10 +824,12 @@ class MqttSink:
                 with self._cond:
                     self._placeholder = None
             return
-        if not self._ha.enabled and topic == self._own_discovery_topic():
-            if message.payload:  # a config announced while HA was on: remove it
+        if topic == self._own_discovery_topic():
+            if not self._ha.enabled and message.payload:  # a config announced while HA was on: remove it
                 with self._cond:
                     self._discovery_removal_pending = True
+            elif self._ha.enabled and message.retain:  # what HA was told before this connection
+                self._retire_stale_people(bytes(message.payload))
             return
         command_prefix = self.topics.command_prefix + "/"
         handler = self._command_handler
@@ -862,6 +904,9 @@ class MqttSink:
             work.append(retained(self.topics.status, STATUS_ONLINE.encode()))
             if self._ha.enabled:
                 work.append(_Outgoing("subscribe", ha_status_topic(self._ha.discovery_prefix), b"", qos=1))
+                # Before our config goes out: the broker answers with the config it holds, whose
+                # person sensors may be ghosts (a gallery changed while we were stopped).
+                work.append(_Outgoing("subscribe", self._own_discovery_topic(), b"", qos=1))
                 self._discovery_pending = True
             else:
                 # HA turned off: look for a config announced before (retained) to remove it.
@@ -921,6 +966,8 @@ class MqttSink:
             SNAPSHOT: self._snapshot_enabled,
             CONTROLS: self._ha.controls and self._command_handler is not None,
             CPU_TEMPERATURE: read_cpu_temperature() is not None,
+            RECOGNITION: self._people is not None,
+            ENROLMENT: self._people is not None and self._ha.controls and self._command_handler is not None,
         }
         return build_discovery_payload(
             self._device_id,
@@ -931,6 +978,8 @@ class MqttSink:
             device_name=self._ha.device_name,
             zones=self._zones,
             retired_zones=self._retired_zones,
+            people=self._people or (),
+            retired_people=self._retired_people,
         )
 
     def _send(self, client: paho.Client, item: _Outgoing) -> int | None:
