@@ -43,6 +43,7 @@ from edge.models import DEFAULT_INPUT, INPUT_PROFILES, PACKAGED_MODELS, packaged
 from edge.models import PACKAGED_MODEL_PATH as DEFAULT_MODEL_PATH  # the model inside the package
 
 if TYPE_CHECKING:
+    from edge.recognize.settings import RecognitionOptions
     from edge.scene.motion import MotionOptions
     from edge.scene.rules import SceneOptions
 
@@ -671,6 +672,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     motion: MotionOptions = field(default_factory=lambda: _option_section("motion", {}))
     scene: SceneOptions = field(default_factory=lambda: _option_section("scene", {}))
+    recognition: RecognitionOptions = field(default_factory=lambda: _option_section("recognition", {}))
     source_file: Path | None = None
 
 
@@ -691,16 +693,19 @@ SECTIONS: dict[str, type] = {
 # Sections whose options dataclasses check themselves (edge.scene.motion, edge.scene.rules: numpy code,
 # imported when a config is parsed, so `import edge.config` stays light). Their OptionError
 # carries the same key, value and allowed text as ConfigError.
-OPTION_SECTIONS = ("motion", "scene")
+OPTION_SECTIONS = ("motion", "scene", "recognition")
 
 
-def _option_section(name: str, table: Any) -> Any:
+def _option_section(name: str, table: Any, base_dir: Path | None = None) -> Any:
     from edge.common.options import OptionError
+    from edge.recognize.settings import recognition_options_from_toml
     from edge.scene.motion import motion_options_from_toml
     from edge.scene.rules import scene_options_from_toml
 
-    reader = {"motion": motion_options_from_toml, "scene": scene_options_from_toml}[name]
     try:
+        if name == "recognition":  # its gallery path is relative to the config file's folder
+            return recognition_options_from_toml(table, name, base_dir)
+        reader = {"motion": motion_options_from_toml, "scene": scene_options_from_toml}[name]
         return reader(table, name)
     except OptionError as exc:
         raise ConfigError(exc.key, exc.value, exc.allowed) from None
@@ -891,7 +896,7 @@ def parse_config(
         if name == "device":
             context = dataclasses.replace(context, device_id=sections[name].id)
     for name in OPTION_SECTIONS:
-        sections[name] = _option_section(name, data.get(name, {}))
+        sections[name] = _option_section(name, data.get(name, {}), context.base_dir)
     return Config(**sections, source_file=source_file)
 
 
@@ -968,6 +973,10 @@ def describe(config: Config) -> str:
     if scene.active:
         zones = ", ".join(scene.zone_names) or "none"
         summary += f", scene: {len(scene.masks)} mask(s), zones {zones}"
+    recognition = config.recognition
+    if recognition.enabled:
+        gallery = recognition.gallery_path(config.device.state_dir)
+        summary += f", recognition on (gallery '{quote_path(gallery)}')"
     return one_line(redact_url(summary))
 
 

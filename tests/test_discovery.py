@@ -160,7 +160,13 @@ def test_discovery_payload_has_every_documented_required_field():
         "faces",
     )
     assert components["last_seen"]["device_class"] == "timestamp"
-    assert components["face_event"]["event_types"] == ["face_detected", "count_changed", "face_cleared"]
+    assert components["face_event"]["event_types"] == [
+        "face_detected",
+        "count_changed",
+        "face_cleared",
+        "person_arrived",
+        "person_left",
+    ]
     assert components["snapshot"]["image_topic"] == TOPICS.snapshot
     assert components["cpu_temperature"]["unit_of_measurement"] == "°C"
     diagnostics = {cid for cid, c in components.items() if c.get("entity_category") == "diagnostic"}

@@ -223,9 +223,16 @@ def test_event_schema_is_json_with_the_documented_fields():
     assert re.fullmatch(r"[0-9a-f]{32}", data["boot_id"])
     assert data["time"] == "2024-05-01T12:00:00.250Z"
     assert (data["frame_width"], data["frame_height"], data["face_count"]) == (1280, 720, 2)
-    assert data["faces"][0] == {"box": [0.0, pytest.approx(0.2), pytest.approx(0.3), 1.0], "score": 0.9877}
+    # Who each face is: always the same keys, null without tracks or recognition (one schema).
+    assert data["faces"][0] == {
+        "box": [0.0, pytest.approx(0.2), pytest.approx(0.3), 1.0],
+        "score": 0.9877,
+        "track_id": None,
+        "person": None,
+        "distance": None,
+    }
     for face in data["faces"]:
-        assert set(face) == {"box", "score"} and len(face["box"]) == 4
+        assert set(face) == {"box", "score", "track_id", "person", "distance"} and len(face["box"]) == 4
         assert all(0.0 <= v <= 1.0 for v in face["box"])
 
 

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("edge.config", "edge.scene.motion"): "[motion] options check themselves; until the config schema moves",
     ("edge.config", "edge.scene.rules"): "[scene] options check themselves; until the config schema moves",
+    ("edge.config", "edge.recognize.settings"): "[recognition] options check themselves; until the config schema moves",
     ("edge.config", "edge.mqtt.controls"): "check-config checks the controls' state directory",
     ("edge.config", "edge.ops.asuser"): "check-config --as-user re-runs itself as another user",
 }

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.scene.track_identity import IdentityDecision, IdentityOptions, ViewMatch, decide_identity
+from edge.recognize.identity import IdentityDecision, IdentityOptions, ViewMatch, decide_identity
 
 pytestmark = pytest.mark.unit
 

@@ -10,5 +10,8 @@ TFLite interpreter. Modules:
 - :mod:`edge.recognize.describe`: the three above for one detected face;
 - :mod:`edge.recognize.gallery`: the known people's descriptors (one 0600 file);
 - :mod:`edge.recognize.people`: ``edge-face enroll`` and ``edge-face people``;
+- :mod:`edge.recognize.identity`: who a track is, voted over several of its views;
+- :mod:`edge.recognize.settings`: the daemon's ``[recognition]`` section;
+- :mod:`edge.recognize.stage`: the daemon's recognition of tracked faces, enrolment, forgetting;
 - :mod:`edge.recognize.models`: the built model files shipped as package data.
 """

@@ -6,8 +6,8 @@ and zones) and presence :class:`~edge.scene.events.Event`\ s (face_detected, cou
 face_cleared). Modules: :mod:`~edge.scene.motion` (motion gate), :mod:`~edge.scene.rules` (masks,
 sizes, zones, drawing them), :mod:`~edge.scene.stage` (both around the detector, for the daemon),
 :mod:`~edge.scene.events` (presence state -> events), :mod:`~edge.scene.event_types` (the event
-names, numpy-free), :mod:`~edge.scene.tracks` and :mod:`~edge.scene.track_identity` (a face
-followed across frames, and who it is).
+names, numpy-free), :mod:`~edge.scene.tracks` (a face followed across frames) and
+:mod:`~edge.scene.persons` (who is there by name, once recognition has said who a track is).
 """
 
 from edge._moved import moved_name

@@ -1,5 +1,7 @@
 """Presence events: per-frame detections -> debounced ``face_detected`` / ``count_changed`` /
-``face_cleared`` events (published by the sinks of :mod:`edge.mqtt.sinks`).
+``face_cleared`` events (published by the sinks of :mod:`edge.mqtt.sinks`). The person events
+(``person_arrived`` / ``person_left``) are made by :mod:`edge.scene.persons` from the same
+:class:`Face` values.
 
 The state machine (:class:`PresenceTracker`) is pure: it is fed what one frame showed and
 the frame's times, and returns the events that frame causes; it never reads a clock. That
@@ -22,31 +24,55 @@ number and the delivery accounting live in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from edge.scene.event_types import COUNT_CHANGED, FACE_CLEARED, FACE_DETECTED
+from edge.scene.event_types import COUNT_CHANGED, FACE_CLEARED, FACE_DETECTED, PERSON_EVENT_TYPES
 
 # Six decimals of a normalized coordinate is a sub-pixel even at 8K: more is noise in JSON.
 _BOX_DECIMALS = 6
 _SCORE_DECIMALS = 4
 
 
+_DISTANCE_DECIMALS = 4
+
+
 @dataclass(frozen=True)
 class Face:
-    """One face: ``box`` normalized (x1, y1, x2, y2) in 0..1 of the frame, ``score`` 0..1."""
+    """One face: ``box`` normalized (x1, y1, x2, y2) in 0..1 of the frame, ``score`` 0..1.
+
+    ``track_id``: the face's track (:mod:`edge.scene.tracks`; tracking runs whether or not
+    recognition is on), None only for a face the tracker's cap left out. ``person``: the
+    enrolled name the track was recognized as, None when not recognized (not enrolled, not
+    decided yet, or recognition off). ``distance``: descriptor distance to the nearest enrolled
+    person (the decided person's mean when ``person`` is set), None when recognition is off,
+    nobody is enrolled or the face was not described (yet). ``decided``: the track's identity
+    is a decision, a name or "not enrolled" (not published; it drives the person events).
+    The three published keys are always present, null when unknown: one schema for consumers.
+    """
 
     box: tuple[float, float, float, float]
     score: float
+    track_id: int | None = None
+    person: str | None = None
+    distance: float | None = None
+    decided: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, _BOX_DECIMALS) for v in self.box], "score": round(self.score, _SCORE_DECIMALS)}
+        return {
+            "box": [round(v, _BOX_DECIMALS) for v in self.box],
+            "score": round(self.score, _SCORE_DECIMALS),
+            "track_id": self.track_id,
+            "person": self.person,
+            "distance": None if self.distance is None else round(self.distance, _DISTANCE_DECIMALS),
+        }
 
 
 @dataclass(frozen=True)
@@ -65,9 +91,14 @@ class Event:
     model_id: str
     zone: str | None = None
     """The ``[[scene.zones]]`` name this event is about; None: the whole frame."""
+    person: str | None = None
+    """Person events only: the enrolled name, None for someone not enrolled."""
+    track_id: int | None = None
+    """Person events only: the track whose face was (last) recognized as ``person``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The payload; person events add ``person`` and ``track_id`` to the usual fields."""
+        fields = {
             "type": self.type,
             "device_id": self.device_id,
             "boot_id": self.boot_id,
@@ -80,6 +111,9 @@ class Event:
             "model_id": self.model_id,
             "zone": self.zone,
         }
+        if self.type in PERSON_EVENT_TYPES:
+            fields.update(person=self.person, track_id=self.track_id)
+        return fields
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_dict`: the payload on the wire and on stdout."""
@@ -87,9 +121,32 @@ class Event:
 
 
 @dataclass(frozen=True)
+class PersonState:
+    """One enrolled person in the state: seen now (``present``) and when last (ISO UTC, None:
+    not since the daemon started)."""
+
+    present: bool
+    last_seen: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"present": self.present, "last_seen": self.last_seen}
+
+
+@dataclass(frozen=True)
+class PeopleState:
+    """Who is there, by name: every enrolled person (none with recognition off), and the last
+    enrolled person who arrived (None: nobody since the daemon started)."""
+
+    people: Mapping[str, PersonState] = field(default_factory=dict)
+    last_person: str | None = None
+
+
+@dataclass(frozen=True)
 class PresenceState:
     """What the room looks like now: retained on the ``state`` topic. ``detection``:
-    "active", or "paused" while detection is switched off (privacy mode)."""
+    "active", or "paused" while detection is switched off (privacy mode). ``people``: the
+    whole frame's :class:`PeopleState` (``"people"`` and ``"last_person"`` in the payload; a
+    zone's state has none)."""
 
     present: bool
     count: int
@@ -97,15 +154,20 @@ class PresenceState:
     zones: Mapping[str, PresenceState] = field(default_factory=dict)
     """Each ``[[scene.zones]]`` zone's own state, by name (empty without zones)."""
     detection: str = "active"
+    people: PeopleState | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
             "present": self.present,
             "count": self.count,
             "last_seen": self.last_seen,
             "zones": {name: zone.to_dict() for name, zone in self.zones.items()},
             "detection": self.detection,
         }
+        if self.people is not None:
+            fields["people"] = {name: person.to_dict() for name, person in self.people.people.items()}
+            fields["last_person"] = self.people.last_person
+        return fields
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -118,17 +180,44 @@ def new_boot_id() -> str:
     return uuid.uuid4().hex
 
 
-def faces_from_detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[Face, ...]:
-    """(N, 4) float32 normalized xyxy boxes and (N,) float32 scores -> Face values.
+class FaceIdentity(Protocol):
+    """Who one face is, as recognition says (:class:`edge.recognize.stage.TrackIdentity`
+    has this shape; the scene does not depend on recognition)."""
+
+    @property
+    def person(self) -> str | None: ...
+    @property
+    def distance(self) -> float | None: ...
+    @property
+    def decided(self) -> bool: ...
+
+
+def faces_from_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    track_ids: np.ndarray | None = None,
+    identities: Sequence[FaceIdentity] | None = None,
+) -> tuple[Face, ...]:
+    """(N, 4) float32 normalized xyxy boxes and (N,) float32 scores -> Face values; with
+    ``track_ids`` ((N,) int, negative: untracked) and ``identities`` (N of them) the faces carry
+    their track and who they are.
 
     Boxes are clipped to the frame: the model may predict a box slightly past the border,
     and a subscriber should never see a coordinate outside 0..1.
     """
     clipped = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
-    return tuple(
-        Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s))
-        for b, s in zip(clipped, np.asarray(scores, dtype=np.float64), strict=True)
-    )
+    count = len(clipped)
+    tracks: list[int | None] = [None] * count
+    if track_ids is not None:
+        tracks = [int(t) if t >= 0 else None for t in np.asarray(track_ids).tolist()]
+    faces = []
+    for index, (b, s) in enumerate(zip(clipped, np.asarray(scores, dtype=np.float64), strict=True)):
+        face = Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s), track_id=tracks[index])
+        if identities is not None:
+            who = identities[index]
+            face = dataclasses.replace(face, person=who.person, distance=who.distance, decided=who.decided)
+        faces.append(face)
+    return tuple(faces)
 
 
 @dataclass(frozen=True)

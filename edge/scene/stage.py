@@ -1,30 +1,40 @@
 """The daemon's scene work around the detector: the motion gate before it, the scene rules
-(masks, face-size limits, zones) after it, and the presence trackers (the whole frame's and
-one per zone).
+(masks, face-size limits, zones) after it, the face tracks, and the presence trackers (the
+whole frame's, one per zone, and who is there by name).
 
 Per frame the daemon asks :meth:`SceneStage.should_detect` first (a still scene with no
 face is detected only every ``motion.idle_interval`` seconds), then, for frames that are
-detected, :meth:`SceneStage.apply` on the detector's output and
-:meth:`SceneStage.update_presence` for the events of the frame and of each zone. The numeric parts live in :mod:`edge.scene.motion` and
-:mod:`edge.scene.rules`; this class only holds their state between frames.
+detected, :meth:`SceneStage.apply` on the detector's output, :meth:`SceneStage.track` for
+each kept face's track (and which views recognition should see; recognition itself is
+:mod:`edge.recognize.stage`, composed by the daemon) and :meth:`SceneStage.update_presence`
+for the events of the frame, of each zone and of each person. The numeric parts live in
+:mod:`edge.scene.motion`, :mod:`edge.scene.rules` and :mod:`edge.scene.tracks`; this class
+only holds their state between frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from edge.detect.decode import Detections
 from edge.scene.events import (
     Event,
     EventIdentity,
+    FaceIdentity,
+    PeopleState,
     PresenceSettings,
     PresenceState,
     PresenceTracker,
     faces_from_detections,
 )
 from edge.scene.motion import DetectionGate, MotionDetector, MotionOptions, MotionResult
+from edge.scene.persons import PersonPresence
 from edge.scene.rules import SceneFilter, SceneOptions, SceneResult
+from edge.scene.tracks import Tracker, TrackFrame, view_sharpness
 from edge.sources.base import Frame
 
 
@@ -48,6 +58,8 @@ class SceneStage:
     presence: PresenceSettings
     tracker: PresenceTracker = field(init=False)  # the whole frame
     zone_trackers: dict[str, PresenceTracker] = field(default_factory=dict)
+    tracks: Tracker = field(default_factory=Tracker)
+    persons: PersonPresence = field(init=False)
     _motion: MotionDetector = field(init=False)
     _gate: DetectionGate = field(init=False)
     _filter: SceneFilter = field(init=False)
@@ -57,6 +69,7 @@ class SceneStage:
 
     def __post_init__(self) -> None:
         self.tracker = PresenceTracker(self.identity, self.presence)
+        self.persons = PersonPresence(self.identity, self.presence.clear_after_seconds)
         self._motion = MotionDetector(self.motion_options, self.scene_options.masks)
         self._gate = DetectionGate(self.motion_options)
         self._filter = SceneFilter(self.scene_options)
@@ -84,36 +97,67 @@ class SceneStage:
         self._window.faces_too_large += result.dropped_large
         return result
 
-    def update_presence(
-        self, result: SceneResult, frame_width: int, frame_height: int, t_monotonic: float, wall_time: float
-    ) -> list[Event]:
-        """The whole frame's tracker fed the kept faces, then each zone's tracker the kept
-        faces inside it: their events, the frame's first, zones in config order."""
-        self._faces_in_last_detection = len(result.detections) > 0
-        faces = faces_from_detections(result.detections.boxes, result.detections.scores)
-        events = self.tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
-        for name, tracker in self.zone_trackers.items():
-            inside = result.faces_in_zone(name)
-            faces = faces_from_detections(inside.boxes, inside.scores)
-            events += tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
-        return events
+    def track(self, result: SceneResult, frame: Frame, recognizable: np.ndarray | None = None) -> TrackFrame:
+        """The kept faces' tracks. ``recognizable`` ((N,) bool, recognition on): which faces
+        may be recognized; then views are also judged by sharpness. None: recognition is off,
+        tracks only."""
+        sharpness = view_sharpness(frame.pixels, result.detections) if recognizable is not None else None
+        return self.tracks.update(result.detections, frame.t_monotonic, sharpness, recognizable)
 
-    def presence_state(self, detection: str) -> PresenceState:
-        """The whole frame's presence with each zone's; ``detection``: "active" or "paused"."""
+    def update_presence(
+        self,
+        result: SceneResult,
+        frame_width: int,
+        frame_height: int,
+        t_monotonic: float,
+        wall_time: float,
+        track_ids: np.ndarray | None = None,
+        identities: Sequence[FaceIdentity] | None = None,
+    ) -> list[Event]:
+        """The whole frame's tracker fed the kept faces (with their ``track_ids`` and
+        ``identities`` when given), then each zone's tracker the kept faces inside it, then
+        the per-person presence: their events, the frame's first, zones in config order,
+        persons last."""
+        self._faces_in_last_detection = len(result.detections) > 0
+        faces = faces_from_detections(result.detections.boxes, result.detections.scores, track_ids, identities)
+        events = self.tracker.update(faces, frame_width, frame_height, t_monotonic, wall_time)
+        for index, tracker in enumerate(self.zone_trackers.values()):
+            inside = tuple(face for face, member in zip(faces, result.zones[:, index], strict=True) if member)
+            events += tracker.update(inside, frame_width, frame_height, t_monotonic, wall_time)
+        return events + self.persons.update(faces, frame_width, frame_height, t_monotonic, wall_time)
+
+    def people_state(self, enrolled: Sequence[str]) -> PeopleState:
+        """Each enrolled person's presence, and the last person who arrived."""
+        return self.persons.state(enrolled)
+
+    def end_people(self, wall_time: float) -> list[Event]:
+        """Everyone named leaves now (recognition turned off, its gallery unusable)."""
+        return self.persons.clear(wall_time)
+
+    def forget_person(self, name: str, wall_time: float) -> list[Event]:
+        """``name`` was forgotten: person_left if present."""
+        return self.persons.forget(name, wall_time)
+
+    def presence_state(self, detection: str, enrolled: Sequence[str] = ()) -> PresenceState:
+        """The whole frame's presence with each zone's and each of the ``enrolled`` people's;
+        ``detection``: "active" or "paused"."""
         zones = {
             name: dataclasses.replace(tracker.state, detection=detection)
             for name, tracker in self.zone_trackers.items()
         }
-        return dataclasses.replace(self.tracker.state, zones=zones, detection=detection)
+        return dataclasses.replace(
+            self.tracker.state, zones=zones, detection=detection, people=self.persons.state(enrolled)
+        )
 
     def clear_presence(self, wall_time: float) -> list[Event]:
-        """Forget every presence, the frame's and each zone's (detection paused): their
-        face_cleared events."""
+        """Forget every presence, the frame's, each zone's and each person's, and end every
+        track (detection paused, a clean stop): face_cleared and person_left events."""
         self._faces_in_last_detection = False
+        self.tracks.end_all()
         events = self.tracker.clear(wall_time)
         for tracker in self.zone_trackers.values():
             events += tracker.clear(wall_time)
-        return events
+        return events + self.persons.clear(wall_time)
 
     # --- reload and stats -------------------------------------------------------------------
 
@@ -128,6 +172,7 @@ class SceneStage:
         self.motion_options, self.scene_options = motion, scene
         self.identity, self.presence = identity, presence
         self.tracker.identity, self.tracker.settings = identity, presence
+        self.persons.identity, self.persons.clear_after_seconds = identity, presence.clear_after_seconds
         self._filter = SceneFilter(scene)
         self._sync_zone_trackers()
 

@@ -1,5 +1,5 @@
 """Face tracks: a track id per face across frames, and which views of a track are worth a
-recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.scene.track_identity`).
+recognition. Pure numpy; the tracker knows nothing of names (see :mod:`edge.recognize.identity`).
 
 :class:`Tracker` is fed each detected frame's :class:`edge.detect.decode.Detections` (normalized
 xyxy boxes, best first) with the frame's monotonic time and, optionally, a sharpness per face
@@ -282,11 +282,23 @@ class Tracker:
         """Ids of the live tracks, ascending."""
         return tuple(track.track_id for track in self._tracks)
 
-    def update(self, detections: Detections, time: float, sharpness: np.ndarray | None = None) -> TrackFrame:
+    def update(
+        self,
+        detections: Detections,
+        time: float,
+        sharpness: np.ndarray | None = None,
+        recognizable: np.ndarray | None = None,
+    ) -> TrackFrame:
         """Feed one detected frame: its faces, its monotonic ``time`` in seconds (never
         decreasing) and optionally (N,) non-negative sharpness per face (:func:`view_sharpness`;
-        None: views are judged by size only). Raises ValueError on a bad time or sharpness."""
+        None: views are judged by size only) and (N,) bool ``recognizable`` (False: the face is
+        tracked but its view is never one for recognition, e.g. too small; None: all are).
+        Raises ValueError on a bad time, sharpness or recognizable."""
         count = len(detections)
+        if recognizable is not None:
+            recognizable = np.asarray(recognizable, dtype=bool)
+            if recognizable.shape != (count,):
+                raise ValueError(f"recognizable must be ({count},) values, one per face, got {recognizable.shape}")
         if not math.isfinite(time) or (self._last_time is not None and time < self._last_time):
             raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
         if sharpness is not None:
@@ -335,7 +347,7 @@ class Tracker:
         areas = clipped_areas(boxes)
         views: list[ViewReason | None] = []
         for column, matched in enumerate(track_of):
-            if matched is None:
+            if matched is None or (recognizable is not None and not recognizable[column]):
                 views.append(None)
                 continue
             area = float(areas[column])
