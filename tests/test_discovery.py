@@ -233,6 +233,14 @@ def test_templates_render_the_payloads_the_daemon_publishes():
         "event_type": "count_changed",
         "count": 3,
         "sequence": 7,
+        "person": None,
+    }
+    arrived = Event("person_arrived", DEVICE, "b", 8, "t", 1, (), 640, 480, "m", person="O'Brien", track_id=4)
+    assert json.loads(render(components["face_event"]["value_template"], encode_json(arrived.to_dict()))) == {
+        "event_type": "person_arrived",
+        "count": 1,
+        "sequence": 8,
+        "person": "O'Brien",
     }
     controls = encode_json({"detection": "OFF", "snapshots": "ON", "score_threshold": 0.55})
     assert render(components["detection"]["value_template"], controls) == "OFF"

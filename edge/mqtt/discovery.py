@@ -222,7 +222,7 @@ ENTITIES: tuple[Entity, ...] = (
         "Face event",
         "events",
         "{{ {'event_type': value_json.type, 'count': value_json.face_count, "
-        "'sequence': value_json.sequence} | tojson }}",
+        "'sequence': value_json.sequence, 'person': value_json.person | default(None)} | tojson }}",
         icon="mdi:face-recognition",
         options={"event_types": list(EVENT_TYPES)},
     ),
