@@ -390,3 +390,75 @@ def test_without_controls_no_enrolment_entity_is_announced(broker):
         assert components["enrol"] == {"p": "button"} and components["enrol_name"] == {"p": "text"}
     finally:
         sink.close(2.0)
+
+
+# --- the choices held for the daemon, against the real recognition stage -----------------------
+
+
+@pytest.fixture(scope="module")
+def describer():
+    from edge.recognize.describe import FaceDescriber
+
+    return FaceDescriber(num_threads=1)
+
+
+def test_enrolment_from_home_assistant_needs_a_name_and_one_face_and_forgets_only_the_enrolled(
+    tmp_path, describer, detector, identity_dir, caplog
+):
+    from test_recognition_stage import Scene, frame_with
+
+    from edge.mqtt.controls import FORGET
+    from edge.mqtt.enrolment import Enrolment
+    from edge.recognize.gallery import load_gallery
+    from edge.recognize.settings import RecognitionOptions
+    from edge.recognize.stage import RecognitionStage
+
+    gallery = tmp_path / "gallery.json"
+    stage = RecognitionStage(RecognitionOptions(enabled=True), gallery, logging.getLogger("test.rec"), describer)
+    enrolment, scene = Enrolment(logging.getLogger("test.enrolment")), Scene(stage, detector)
+    chips = sorted((identity_dir / "johns" / "John_Simm").glob("*.jpg"))
+    name = "Renée O'Hara"
+
+    assert not enrolment.handle(Command(ENROL, None), stage)  # a press, no name chosen
+    assert enrolment.state() == {
+        "enrol_name": "",
+        "forget_name": None,
+        "enrolment": "enrol refused: no name chosen (set 'Enrol as' first)",
+    }
+    assert not enrolment.handle(Command(ENROL_NAME, name), stage)
+    assert not enrolment.handle(Command(ENROL, None), stage)  # nobody in view
+    assert enrolment.state()["enrolment"] == "enrol refused: no face is in view; enrolling takes exactly one"
+    assert enrolment.state()["enrol_name"] == name and not gallery.exists()  # kept for the next press
+
+    for chip in chips[:3]:
+        scene.show(frame_with([chip]), [1])
+    assert enrolment.handle(Command(ENROL, None), stage)  # the people changed
+    assert enrolment.state() == {
+        "enrol_name": "",  # used: a later press cannot add another face to her
+        "forget_name": None,
+        "enrolment": f"enrolled {name!r}: 3 view(s) of track 1 added, 3 in all",
+    }
+    assert stage.people() == (name,) and load_gallery(gallery, stage.describer.model_id, 128).people.keys() == {name}
+    assert not enrolment.handle(Command(ENROL, None), stage)  # pressed again: no name
+
+    assert not enrolment.handle(Command(FORGET_NAME, "Bob"), stage)
+    assert enrolment.state()["enrolment"] == "forget refused: 'Bob' is not enrolled"
+    assert not enrolment.handle(Command(FORGET, None), stage)
+    assert enrolment.state()["enrolment"] == "forget refused: no name chosen (choose a 'Person to forget' first)"
+    assert stage.people() == (name,)
+    assert not enrolment.handle(Command(FORGET_NAME, name), stage)
+    assert enrolment.state()["forget_name"] == name
+    assert enrolment.handle(Command(FORGET, None), stage)
+    assert enrolment.state() == {
+        "enrol_name": "",
+        "forget_name": None,
+        "enrolment": f"forgot {name!r}: 0 enrolled now",
+    }
+    assert stage.people() == () and load_gallery(gallery, stage.describer.model_id, 128).people == {}
+    refusals = [r.getMessage() for r in caplog.records if r.name == "test.enrolment" and r.levelno >= logging.WARNING]
+    assert refusals == [
+        "enrol refused (from Home Assistant): no name chosen (set 'Enrol as' first)",
+        "enrol refused (from Home Assistant): no name chosen (set 'Enrol as' first)",
+        "forget refused (from Home Assistant): 'Bob' is not enrolled",
+        "forget refused (from Home Assistant): no name chosen (choose a 'Person to forget' first)",
+    ]
