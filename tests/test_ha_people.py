@@ -462,3 +462,126 @@ def test_enrolment_from_home_assistant_needs_a_name_and_one_face_and_forgets_onl
         "forget refused (from Home Assistant): 'Bob' is not enrolled",
         "forget refused (from Home Assistant): no name chosen (choose a 'Person to forget' first)",
     ]
+
+
+# --- the real daemon: enrolment over MQTT as Home Assistant sends it ------------------------------
+
+
+@pytest.fixture
+def person_daemon(tmp_path, int8_model_path, identity_dir, project_root, blank):
+    """The real daemon (HA and controls on, recognition on) on a looping replay of one
+    person's face (3 s) and an empty frame (1 s); yields a function starting it with a broker."""
+    from daemon_support import build_scene, write_config
+    from PIL import Image
+    from test_faults import Daemon
+
+    frames = []
+    for index, chip in enumerate(sorted((identity_dir / "johns" / "John_Simm").glob("*.jpg"))[:4]):
+        frame = Image.new("RGB", (640, 480), (96, 104, 112))
+        frame.paste(Image.open(chip).convert("RGB"), (245, 165))
+        frames.append(tmp_path / f"face-{index}.png")
+        frame.save(frames[-1])
+    scene = build_scene(tmp_path / "scene", blank, [*((face, 3) for face in frames), ("blank", 4)]).folder
+    started: list[Daemon] = []
+
+    def start(broker: MosquittoBroker) -> Daemon:
+        tables = {
+            "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
+            "camera": {"source": "replay", "path": scene, "fps": 4.0, "loop": True},
+            "detector": {"model": int8_model_path},
+            "events": {"debounce_frames": 1, "clear_after_seconds": 0.3},
+            "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1},
+            "recognition": {"enabled": True},
+        }
+        started.append(Daemon(write_config(tmp_path / "edge-face.toml", tables), project_root))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def send(client, control: str, payload: str | bytes, retain: bool = False) -> None:
+    client.publish(f"{PREFIX}/set/{control}", payload, qos=1, retain=retain).wait_for_publish(30)
+
+
+def last_json(live: Subscriber, topic: str) -> dict:
+    messages = [m for m in live.on(topic) if m.payload]
+    return json.loads(messages[-1].payload) if messages else {}
+
+
+def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broker, person_daemon):
+    gallery = tmp_path / "state" / "gallery.json"
+    name, sensor = "Renée O'Hara", person_component("Renée O'Hara")
+    with Subscriber(broker, [f"{PREFIX}/#", CONFIG_TOPIC]) as live:
+        # Left retained by anyone before the start: never a command, so nobody is enrolled.
+        send(live.client, ENROL_NAME, "Mallory", retain=True)
+        send(live.client, ENROL, "PRESS", retain=True)
+        daemon = person_daemon(broker)
+        daemon.wait_log("ready: first frame processed")
+        daemon.wait_log(r"refused a command on .*set/enrol'?: a retained message")
+        daemon.wait_log(r"refused a command on .*set/enrol_name'?: a retained message")
+        live.wait_until(lambda: "enrol_name" in last_json(live, CONFIG_TOPIC).get("cmps", {}), 20, "discovery")
+        components = last_json(live, CONFIG_TOPIC)["cmps"]
+        assert components["enrol"]["command_topic"] == f"{PREFIX}/set/enrol"
+        assert components["forget_name"]["options"] == [] and not persons(last_json(live, CONFIG_TOPIC))
+
+        send(live.client, ENROL, "PRESS")  # no name chosen
+        live.wait_until(
+            lambda: last_json(live, TOPICS.controls).get("enrolment", "") or "",
+            20,
+            "the refusal in the controls state",
+        )
+        assert last_json(live, TOPICS.controls)["enrolment"] == "enrol refused: no name chosen (set 'Enrol as' first)"
+        send(live.client, ENROL_NAME, "{{ 7*7 }}")  # not a name: refused at the gate
+        daemon.wait_log(r"refused a command on .*set/enrol_name.*not allowed")
+        send(live.client, ENROL_NAME, name)
+        live.wait_until(lambda: last_json(live, TOPICS.controls).get("enrol_name") == name, 20, "the name echoed")
+        assert not gallery.exists()
+
+        for _ in range(10):  # pressed while the face is in view, as a user would
+            live.wait_until(lambda: last_json(live, TOPICS.state).get("present") is True, 20, "the face in view")
+            time.sleep(1.0)
+            send(live.client, ENROL, "PRESS")
+            live.wait_until(
+                lambda: (
+                    last_json(live, TOPICS.controls).get("enrolment", "").startswith(("enrolled", "enrol refused:"))
+                    and "no name" not in last_json(live, TOPICS.controls)["enrolment"]
+                ),
+                20,
+                "an outcome",
+            )
+            if last_json(live, TOPICS.controls)["enrolment"].startswith("enrolled"):
+                break
+        assert last_json(live, TOPICS.controls)["enrolment"].startswith(f"enrolled {name!r}")
+        assert last_json(live, TOPICS.controls)["enrol_name"] == ""  # used once
+        assert json.loads(gallery.read_text())["people"].keys() == {name}
+        assert gallery.stat().st_mode & 0o777 == 0o600
+        live.wait_until(lambda: sensor in persons(last_json(live, CONFIG_TOPIC)), 20, "her sensor announced")
+        announced = last_json(live, CONFIG_TOPIC)["cmps"]
+        assert announced[sensor]["name"] == name and announced["forget_name"]["options"] == [name]
+        live.wait_until(
+            lambda: last_json(live, TOPICS.state).get("people", {}).get(name, {}).get("present") is True,
+            30,
+            "her presence in the state",
+        )
+
+        send(live.client, FORGET_NAME, "Bob")  # not enrolled: refused, nothing chosen
+        live.wait_until(
+            lambda: last_json(live, TOPICS.controls).get("enrolment") == "forget refused: 'Bob' is not enrolled",
+            20,
+            "the refusal",
+        )
+        send(live.client, FORGET_NAME, name)
+        live.wait_until(lambda: last_json(live, TOPICS.controls).get("forget_name") == name, 20, "the choice echoed")
+        send(live.client, "forget", "PRESS")
+        live.wait_until(
+            lambda: persons(last_json(live, CONFIG_TOPIC)).get(sensor) == {"p": "binary_sensor"},
+            20,
+            "her sensor announced as removed",
+        )
+        assert last_json(live, CONFIG_TOPIC)["cmps"]["forget_name"]["options"] == []
+        controls = last_json(live, TOPICS.controls)
+        assert controls["forget_name"] is None and controls["enrolment"].startswith(f"forgot {name!r}")
+        assert json.loads(gallery.read_text())["people"] == {}
+        assert daemon.finish()[0] == 0
