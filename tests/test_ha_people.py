@@ -192,6 +192,8 @@ def test_person_templates_render_the_state_the_daemon_publishes(name):
     nothing = encode_json({"detection": "ON", "enrol_name": "", "forget_name": None, "enrolment": None})
     assert render(components["enrol_name"]["value_template"], nothing) == ""
     assert render(components["forget_name"]["value_template"], nothing) == "None"  # no option chosen
+    forgotten = encode_json({"forget_name": "Someone forgotten"})  # retained a moment longer than the option
+    assert render(components["forget_name"]["value_template"], forgotten) == "None"
     assert render(components["enrolment"]["value_template"], nothing) == "None"
 
 

@@ -439,15 +439,19 @@ def person_entity(name: str) -> Entity:
 
 def forget_choice_entity(people: Iterable[str]) -> Entity:
     """The "Person to forget" select: its options are the enrolled names (sorted), its state
-    the choice the daemon holds ("None": no choice, what HA reads as no option)."""
+    the choice the daemon holds, "None" (HA's "no option") when there is none or it is not
+    an option: HA logs an error for a state outside the options, which a retained choice may
+    be for a moment while a forgotten person's config is replaced."""
+    options = sorted(people)
+    literals = ", ".join(map(jinja_string, options))
     return _control(
         "forget_name",
         "select",
         "Person to forget",
         "mdi:account-question",
-        {"options": sorted(people)},
+        {"options": options},
         needs=ENROLMENT,
-        template="{{ value_json.forget_name | default('None', true) }}",
+        template=f"{{{{ value_json.forget_name if value_json.forget_name in [{literals}] else 'None' }}}}",
     )
 
 
