@@ -441,6 +441,7 @@ def test_uninstall_removes_the_device_from_the_broker_with_the_units_credential_
     state = root / "var/lib/edge-face"
     state.mkdir(parents=True)
     (state / "controls.json").write_text('{"detection": false}')
+    (state / "gallery.json").write_text('{"format": "edge-face-gallery/1"}')  # biometric data: deleted too
     retained = {
         f"homeassistant/device/{FORGOTTEN}/config": b'{"dev": {"ids": ["edge-face-pi-gone"]}}',
         f"edge-face/{FORGOTTEN}/status": b"offline",
@@ -462,7 +463,8 @@ def test_uninstall_removes_the_device_from_the_broker_with_the_units_credential_
         with Subscriber(broker, ["#"], username="edge", password="s3cret") as late:
             late.wait_for("edge-face/another-pi/state")  # retained messages have arrived
             assert {m.topic for m in late.messages if m.retain} == {"edge-face/another-pi/state"}
-    assert not (state / "controls.json").exists()
+    assert not (state / "controls.json").exists() and not (state / "gallery.json").exists()
+    assert f"deleted the face gallery '{state / 'gallery.json'}'" in removed.stderr
     assert not (root / "opt/edge-face").exists()
 
 

@@ -34,11 +34,12 @@
 #   --root DIR         install below DIR instead of / (image builds, tests); implies
 #                      --no-apt and --no-systemctl, and creates no user
 #   --uninstall        stop the service, remove the device from the MQTT broker and Home
-#                      Assistant (edge-face forget: a broker that cannot be reached is a
-#                      warning), then remove the service, /opt/edge-face, the unit and the
-#                      command's link; keeps /etc/edge-face (config, credential) and
-#                      /var/lib/edge-face
-#   --purge            with --uninstall: remove those too, and the edge-face user
+#                      Assistant and delete the face gallery (edge-face forget: a broker
+#                      that cannot be reached is a warning), then remove the service,
+#                      /opt/edge-face, the unit and the command's link; keeps /etc/edge-face
+#                      (config, credential) and /var/lib/edge-face
+#   --purge            with --uninstall: remove those too (with any face gallery left in
+#                      /var/lib/edge-face: biometric data), and the edge-face user
 #   --rollback-model   make the previous model current again and restart
 #
 # Exit codes: 0 done (also when no camera is attached yet), 1 failed, 2 usage error.

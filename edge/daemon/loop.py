@@ -56,6 +56,7 @@ from edge.config import (
     load_config,
 )
 from edge.daemon.memory import return_freed_frame_buffers
+from edge.daemon.recognition import DaemonRecognition
 from edge.daemon.sdnotify import SystemdNotifier
 from edge.daemon.snapshot import encode_snapshot, placeholder_jpeg
 from edge.daemon.startup_signals import StartupSignals
@@ -346,6 +347,10 @@ class Daemon:
             EventIdentity(config.device.id, self.boot_id, detector.model_id),
             PresenceSettings(config.events.debounce_frames, config.events.clear_after_seconds),
         )
+        try:  # recognition (issue 19): tracks always, who they are with [recognition] enabled
+            self.recognition = DaemonRecognition(config, self.scene, self._emit, self._people_changed)
+        except ModelError as exc:
+            raise StartupError(str(exc), ExitCode.MODEL) from None
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
@@ -423,6 +428,7 @@ class Daemon:
             )
             code = ExitCode.FAILURE
         self.ha_controls.store()  # a control changed within the store interval
+        self.recognition.end_all()
         # Nobody is watching any more: the retained state must not say someone is there.
         self.sink.publish_state(self._absent_state())
         self.grabber.stop()
@@ -520,10 +526,13 @@ class Daemon:
         detections, invoke = detect_timed(self.detector, frame)
         kept = self.scene.apply(detections, frame.height)
         detections = kept.detections
+        track_ids, identities = self.recognition.frame(frame, kept)
         detected = time.perf_counter()
         # Events carry the capture time, not the (later) time the frame was processed.
         wall_time = time.time() - (time.monotonic() - frame.t_monotonic)
-        events = self.scene.update_presence(kept, frame.width, frame.height, frame.t_monotonic, wall_time)
+        events = self.scene.update_presence(
+            kept, frame.width, frame.height, frame.t_monotonic, wall_time, track_ids, identities
+        )
         self._emit(events)
         if events:
             self.sink.publish_state(self.presence_state())
@@ -533,8 +542,13 @@ class Daemon:
         self.times.add(invoke, detected - started)
 
     def presence_state(self) -> PresenceState:
-        """The whole frame's presence with each zone's, and whether detection is paused."""
-        return self.scene.presence_state(self._detection_word())
+        """The whole frame's presence with each zone's and each enrolled person's, and whether
+        detection is paused."""
+        return self.scene.presence_state(self._detection_word(), self.recognition.people())
+
+    def _people_changed(self) -> None:
+        """Enrolled, forgotten, or the gallery reloaded: the state lists the names anew."""
+        self.sink.publish_state(self.presence_state())
 
     def _emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""
@@ -616,6 +630,7 @@ class Daemon:
             "cpu_temperature_c": read_cpu_temperature(),
             "open_fds": count_open_fds(),
             **self.scene.take_stats(),
+            **self.recognition.take_stats(),
         }
 
     def _report_stats(self, now: float, health: SourceHealth) -> None:
@@ -738,9 +753,18 @@ class Daemon:
             EventIdentity(new.device.id, self.boot_id, detector.model_id),
             PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds),
         )
+        self._reload_recognition(new, reread_gallery=rereading)
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
+
+    def _reload_recognition(self, new: Config, reread_gallery: bool) -> None:
+        """Recognition follows the new config; a SIGHUP reads the gallery file again. Models
+        that cannot be loaded leave recognition as it was, with the cause logged."""
+        try:
+            self.recognition.reconfigure(new, reread_gallery=reread_gallery)
+        except ModelError as exc:
+            log.error("reload: recognition models cannot be loaded, recognition left as it was: %s", exc)
 
     def _swap_source(self, new: Config, detector: FaceDetector) -> None:
         """Stop the camera, open the newly configured one; if it fails, reopen the old one
@@ -821,7 +845,8 @@ class Daemon:
         """What a clean stop leaves retained: nobody, in the frame or any zone (last_seen kept)."""
         state = self.presence_state()
         zones = {name: dataclasses.replace(zone, present=False, count=0) for name, zone in state.zones.items()}
-        return dataclasses.replace(state, present=False, count=0, zones=zones)
+        people = state.people.absent() if state.people is not None else None
+        return dataclasses.replace(state, present=False, count=0, zones=zones, people=people)
 
     def _publish_retained(self, config: Config | None = None) -> None:
         """What a (new) sink announces: the presence state, the control state, and, with
@@ -856,6 +881,7 @@ class Daemon:
             self._paused = True
             self.grabber.stop()  # releases the camera
             self._emit(self.scene.clear_presence(time.time()))
+            self.recognition.end_all()
             log.info("detection paused from Home Assistant: camera released, no frame is processed")
         else:
             try:

@@ -2,7 +2,9 @@
 
 Publishes an empty retained message on the device's discovery topic (Home Assistant deletes
 the device and its entities) and on every retained topic the daemon leaves (status, state,
-snapshot, controls), then deletes the stored controls and the announced identity. The
+snapshot, controls), then deletes the stored controls, the announced identity and the face
+gallery (biometric data: the ``[recognition] gallery`` file and the state directory's
+``gallery.json``, whether recognition is on or not). The
 installer's ``--uninstall`` / ``--purge`` and the Ansible role's ``state: absent`` run it
 after stopping the service; the daemon removes its own old names itself
 (:class:`edge.ops.device_identity.Retirer`, with :func:`forget_device`).
@@ -30,6 +32,7 @@ from edge.mqtt.client import ClientSettings, max_packet_size, new_client, on_con
 from edge.mqtt.controls import state_path
 from edge.mqtt.discovery import DeviceTopics, removal_messages
 from edge.ops.device_identity import record_path
+from edge.recognize.settings import GALLERY_FILE_NAME
 
 log = logging.getLogger("edge.forget")
 DEFAULT_TIMEOUT_S = 10.0
@@ -222,10 +225,15 @@ def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     removed = forget_device(config, log, timeout)
-    for stored in (state_path(config.device.state_dir), record_path(config)):
+    galleries = {config.recognition.gallery_path(config.device.state_dir), config.device.state_dir / GALLERY_FILE_NAME}
+    for stored in (state_path(config.device.state_dir), record_path(config), *sorted(galleries)):
         try:
-            stored.unlink(missing_ok=True)
+            stored.unlink()
+        except FileNotFoundError:
+            continue
         except OSError as exc:
             log.error("cannot delete '%s': %s", stored, exc.strerror or exc)
             return ExitCode.FAILURE
+        if stored in galleries:
+            log.info("deleted the face gallery '%s' (every enrolled person's descriptors)", stored)
     return ExitCode.OK if removed else ExitCode.FAILURE

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from edge.exitcodes import ExitCode
+from edge.recognize.settings import GALLERY_FILE_NAME
 
-# Stdlib only at import: `edge-face --help` and check-config start without numpy; the gallery
-# and the models are imported by the commands that use them.
-GALLERY_FILE_NAME = "gallery.json"
+# Stdlib only at import (edge.recognize.settings is too): `edge-face --help` and check-config
+# start without numpy; the gallery and the models are imported by the commands that use them.
 
 
 def default_gallery_path(environ: dict[str, str] | None = None) -> Path:

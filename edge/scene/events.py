@@ -140,6 +140,11 @@ class PeopleState:
     people: Mapping[str, PersonState] = field(default_factory=dict)
     last_person: str | None = None
 
+    def absent(self) -> PeopleState:
+        """The same people, nobody present (what a clean stop leaves retained)."""
+        people = {name: PersonState(False, person.last_seen) for name, person in self.people.items()}
+        return PeopleState(people, self.last_person)
+
 
 @dataclass(frozen=True)
 class PresenceState:
