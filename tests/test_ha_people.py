@@ -586,4 +586,6 @@ def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broke
         controls = last_json(live, TOPICS.controls)
         assert controls["forget_name"] is None and controls["enrolment"].startswith(f"forgot {name!r}")
         assert json.loads(gallery.read_text())["people"] == {}
-        assert daemon.finish()[0] == 0
+        code, log, _ = daemon.stop()
+        assert code == 0, log[-3000:]
+        assert "Traceback" not in log

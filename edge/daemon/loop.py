@@ -56,6 +56,7 @@ from edge.config import (
     load_config,
 )
 from edge.daemon.memory import return_freed_frame_buffers
+from edge.daemon.people import PeopleControls
 from edge.daemon.recognition import DaemonRecognition
 from edge.daemon.sdnotify import SystemdNotifier
 from edge.daemon.snapshot import encode_snapshot, placeholder_jpeg
@@ -65,7 +66,7 @@ from edge.detect.detector import DetectorOptions, FaceDetector
 from edge.detect.model import ModelError
 from edge.exitcodes import ExitCode
 from edge.mqtt.command_intake import CommandIntake
-from edge.mqtt.controls import DETECTION, REANNOUNCE, Command, Controls, control_state
+from edge.mqtt.controls import DETECTION, PEOPLE_CONTROLS, REANNOUNCE, Command, Controls, control_state
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.sinks import EventSink, SinkClosed, SinkError, StdoutSink
 from edge.ops.device_identity import Retirer, retired_zones
@@ -351,6 +352,8 @@ class Daemon:
             self.recognition = DaemonRecognition(config, self.scene, self._emit, self._people_changed)
         except ModelError as exc:
             raise StartupError(str(exc), ExitCode.MODEL) from None
+        # Enrol / forget from Home Assistant; the enrolled names the sink announces.
+        self.people_controls = PeopleControls(self.recognition, logging.getLogger("edge.controls"))
         self.times = FrameTimes()
         self.frames_processed = 0
         self.started_monotonic = time.monotonic()
@@ -395,6 +398,7 @@ class Daemon:
             return ExitCode.SOURCE
         try:
             self._announce_identity(self.config)
+            self.people_controls.announce(self.sink)  # before the start: the first discovery holds them
             self._start_sink(self.sink)
         except StartupError as exc:
             log.error("%s", exc)
@@ -547,8 +551,10 @@ class Daemon:
         return self.scene.presence_state(self._detection_word(), self.recognition.people())
 
     def _people_changed(self) -> None:
-        """Enrolled, forgotten, or the gallery reloaded: the state lists the names anew."""
+        """Enrolled, forgotten, or the gallery reloaded: the state lists the names anew, and
+        the sink announces each person's entity (or removes it)."""
         self.sink.publish_state(self.presence_state())
+        self.people_controls.announce(self.sink)
 
     def _emit(self, events: list[Event]) -> None:
         """Number ``events`` in the outbox and wake the sink."""
@@ -754,6 +760,7 @@ class Daemon:
             PresenceSettings(new.events.debounce_frames, new.events.clear_after_seconds),
         )
         self._reload_recognition(new, reread_gallery=rereading)
+        self.people_controls.announce(self.sink)  # recognition turned on or off: its entities follow
         logging.getLogger("edge").setLevel(new.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.ready()
@@ -799,6 +806,7 @@ class Daemon:
         and disconnects in its own thread, the new one connects in its own thread."""
         try:
             sink = build_sink(new, model_id, self.outbox, self.controls.crashed, retired_zones=old.scene.zone_names)
+            self.people_controls.announce(sink)  # here, in the frame loop's thread; it starts in another
         except StartupError as exc:
             log.error("reload: new [mqtt] settings unusable (%s); keeping the previous ones", exc)
             return dataclasses.replace(new, device=old.device, mqtt=old.mqtt, homeassistant=old.homeassistant)
@@ -854,7 +862,7 @@ class Daemon:
         config = config if config is not None else self.config
         self.sink.publish_state(self.presence_state())
         if self.ha_controls.enabled:
-            self.sink.publish_controls(control_state(config, not self._paused))
+            self.sink.publish_controls(self.people_controls.control_state(control_state(config, not self._paused)))
         if config.snapshot.enabled:
             self.sink.publish_snapshot(placeholder_jpeg(), placeholder=True)
 
@@ -866,13 +874,15 @@ class Daemon:
             log.info("re-announcing discovery and retained state (requested over MQTT)")
             self.sink.reannounce()
             return
-        if self.ha_controls.apply(command):
+        if command.control in PEOPLE_CONTROLS:
+            self.people_controls.apply(command)
+        elif self.ha_controls.apply(command):
             if command.control == DETECTION:
                 self._set_paused(not command.value)
             else:
                 self._apply_reload(self.file_config)
         # Echoed even when unchanged: HA shows what is true.
-        self.sink.publish_controls(control_state(self.config, not self._paused))
+        self.sink.publish_controls(self.people_controls.control_state(control_state(self.config, not self._paused)))
 
     def _set_paused(self, paused: bool) -> None:
         if paused == self._paused:
