@@ -297,6 +297,7 @@ def check(args: argparse.Namespace) -> list[list[str]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
         print("--- daemon log (tail) ---\n" + "\n".join(daemon.text().splitlines()[-30:]), file=sys.stderr)
+        _print_what_ha_has(ha, args.mqtt_port)
         raise
     log_problems = [
         line
@@ -621,6 +622,24 @@ def check_enrolment(ha, daemon, timer, work: Path, config: Path, args: argparse.
     kept = _enrolled(gallery)
     expect(gallery.exists() and kept == {}, f"the gallery after Forget person still holds {sorted(kept)}")
     timer.step("Person to forget + Forget person: the sensor is removed from HA, the gallery holds nobody")
+
+
+def _print_what_ha_has(ha: HomeAssistant, mqtt_port: int) -> None:
+    """After a failure: our entities as HA has them (registry and state), and the discovery
+    config the broker keeps (which components it announces as removed)."""
+    try:
+        states = ha.states()
+        print("--- our entities in HA (registry -> state) ---", file=sys.stderr)
+        for key, entry in sorted(our_entities(ha).items()):
+            state = states.get(entry["entity_id"])
+            print(f"  {key}: {entry['entity_id']} -> {state and state['state']!r}", file=sys.stderr)
+        kept = Retained(mqtt_port, [discovery_topic("homeassistant", DEVICE)], settle=0.5)
+        kept.close()
+        config = json.loads(kept.messages.get(discovery_topic("homeassistant", DEVICE)) or b"{}")
+        removed = sorted(key for key, c in config.get("cmps", {}).items() if set(c) == {"p"})
+        print(f"--- retained discovery: {len(config.get('cmps', {}))} components, removed {removed}", file=sys.stderr)
+    except Exception as exc:  # a diagnosis only: the failure itself is reported by the caller
+        print(f"(could not read what HA has: {exc})", file=sys.stderr)
 
 
 def _enrolled(gallery: Path) -> dict:
