@@ -5,9 +5,12 @@ snapshots; from the broker, untrusted command messages. Out: retained state, eve
 discovery messages on the broker; checked :class:`~edge.mqtt.controls.Command`\ s for the
 daemon. Modules: :mod:`~edge.mqtt.sinks` (``EventSink``, the daemon's whole view of a
 transport, and ``StdoutSink``), :mod:`~edge.mqtt.outbox`, :mod:`~edge.mqtt.client` (the one
-place a paho client is made), :mod:`~edge.mqtt.sink` (``MqttSink``), :mod:`~edge.mqtt.discovery`
-(HA entities as data; numpy-free), :mod:`~edge.mqtt.controls` (commands, stored overrides),
-:mod:`~edge.mqtt.command_intake` (the one gate between broker and daemon).
+place a paho client is made), :mod:`~edge.mqtt.sink` (``MqttSink``, assembled from
+:mod:`~edge.mqtt.session`, :mod:`~edge.mqtt.failures`, :mod:`~edge.mqtt.delivery`,
+:mod:`~edge.mqtt.retained`, :mod:`~edge.mqtt.announce` and :mod:`~edge.mqtt.command_route`),
+:mod:`~edge.mqtt.discovery` (HA entities as data; numpy-free), :mod:`~edge.mqtt.controls`
+(commands, stored overrides), :mod:`~edge.mqtt.command_intake` (the one gate between broker
+and daemon).
 """
 
 from edge._moved import moved_name

@@ -275,14 +275,7 @@ class Controls:
         moved = Controls(state_dir, self.enabled, self._log, load=False, clock=self._clock)
         moved.overrides = self.overrides
         if self.enabled and self.overrides != Overrides():
-            try:
-                save_overrides(moved.state_dir, self.overrides)
-            except OSError as exc:
-                self._log.error(
-                    "cannot store the controls in '%s' (%s; set device.state_dir): they apply until the daemon stops",
-                    state_path(moved.state_dir),
-                    exc.strerror or exc,
-                )
+            moved._save()
         return moved
 
     @property
@@ -328,6 +321,10 @@ class Controls:
         if not self._unstored:
             return
         self._unstored, self._last_store = False, self._clock()
+        self._save()
+
+    def _save(self) -> None:
+        """Write the overrides; a failure is logged (the values still apply until the daemon stops)."""
         try:
             save_overrides(self.state_dir, self.overrides)
         except OSError as exc:
