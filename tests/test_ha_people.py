@@ -589,3 +589,39 @@ def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broke
         code, log, _ = daemon.stop()
         assert code == 0, log[-3000:]
         assert "Traceback" not in log
+
+
+# --- the announcer's roster of people -----------------------------------------------------------
+
+
+def people_announcer():
+    from edge.mqtt.announce import Announcer
+    from edge.mqtt.retained import EntityRoster
+
+    return Announcer(TOPICS, HomeAssistantConfig(), DEVICE, "m", EntityRoster(), cpu_temperature=lambda: False)
+
+
+def announced_people(announce) -> dict[str, dict]:
+    return persons(announce.discovery_payload(snapshots=False, commands=True))
+
+
+def test_the_announcer_lists_forgotten_people_and_ghosts_read_back_as_removed():
+    alice, bob, carol = (person_component(name) for name in ("Alice", "Bob", "Carol"))
+    announce = people_announcer()
+    assert announce.discovery_payload(False, True)["cmps"]["enrol"] == {"p": "button"}  # recognition off
+    assert announce.set_people(("Bob", "Alice")) and not announce.set_people(("Alice", "Bob"))
+    assert {key: c["p"] for key, c in announced_people(announce).items()} == {
+        alice: "binary_sensor",
+        bob: "binary_sensor",
+    }
+    assert announce.set_people(("Alice",))
+    assert announced_people(announce)[bob] == {"p": "binary_sensor"}
+    # A config kept by the broker from an earlier run announced Carol: a ghost now.
+    announce.old_config_read(encode_json({"cmps": {alice: {}, carol: {}}}))
+    assert announced_people(announce)[carol] == {"p": "binary_sensor"}
+    assert announced_people(announce)[alice]["p"] == "binary_sensor" and "name" in announced_people(announce)[alice]
+    assert announce.set_people(("Alice", "Bob"))  # Bob enrolled again: announced again
+    assert announced_people(announce)[bob]["name"] == "Bob"
+    assert announce.set_people(None)  # recognition off: everyone announced is removed
+    assert all(c == {"p": "binary_sensor"} for c in announced_people(announce).values())
+    assert set(announced_people(announce)) == {alice, bob, carol}

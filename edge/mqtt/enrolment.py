@@ -65,13 +65,13 @@ class Enrolment:
         """Apply one of the recognition commands; True when the enrolled people changed."""
         if command.control == ENROL_NAME:
             self.enrol_name = str(command.value)
-            self._log.info("enrolment: 'Enrol as' set to %a from Home Assistant", self.enrol_name)
+            self._log.info("enrolment: 'Enrol as' set to %r from Home Assistant", self.enrol_name)
             return False
         if command.control == FORGET_NAME:
             name = str(command.value)
             self.forget_name = name if name in stage.people() else None
             if self.forget_name is None:
-                self._refuse("forget", f"{name!a} is not enrolled")
+                self._refuse("forget", f"{name!r} is not enrolled")
             return False
         if command.control == ENROL:
             return self._request("enrol", self.enrol_name, "set 'Enrol as' first", stage.enrol_current)
@@ -85,7 +85,7 @@ class Enrolment:
         if name is None:
             self._refuse(verb, f"no name chosen ({missing})")
             return False
-        self._log.info("%s %a requested from Home Assistant", verb, name)
+        self._log.info("%s %r requested from Home Assistant", verb, name)
         outcome = act(name)
         self._show(outcome.message if outcome.done else f"{verb} refused: {outcome.message}")
         if outcome.done and verb == "enrol":
