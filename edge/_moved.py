@@ -5,8 +5,9 @@ Code that embeds edge-face may still say ``from edge.detector import FaceDetecto
 edge.imageio import load_image``: such imports keep working for one more release, give the very
 same module objects, and warn with the new path. Three old modules share their name with a new
 package (``edge.scene``, ``edge.mqtt``, ``edge.daemon``); their names are served through the
-package's ``__getattr__`` by :func:`moved_name`. Delete this module, and its line in
-``edge/__init__.py``, when the old paths go.
+package's ``__getattr__`` by :func:`moved_name`. A name that left a module which stays
+(``from edge.config import check_config_main``) is served by :func:`moved_attribute`. Delete
+this module, and its line in ``edge/__init__.py``, when the old paths go.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ MODULES_NOW_PACKAGES: dict[str, str] = {
     "edge.scene": "edge.scene.rules",
     "edge.mqtt": "edge.mqtt.sink",
     "edge.daemon": "edge.daemon.loop",
+}
+# Names that left a module which stays: (module, name) -> the module that holds the name now.
+MOVED_NAMES: dict[tuple[str, str], str] = {
+    # check-config runs as another user and checks the controls' folder: an operator command.
+    ("edge.config", "check_config_main"): "edge.ops.check_config",
 }
 
 
@@ -119,3 +125,14 @@ def moved_name(package: str, name: str) -> object:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     _warn_moved(f"{package}.{name}", f"{new}.{name}")
     return getattr(module, name)
+
+
+def moved_attribute(module: str, name: str) -> object:
+    """``module.name`` for a name of :data:`MOVED_NAMES`: from its new module, with a warning;
+    AttributeError for any other name (the module's ``__getattr__`` is only asked for names it
+    does not have)."""
+    new = MOVED_NAMES.get((module, name))
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    _warn_moved(f"{module}.{name}", f"{new}.{name}")
+    return getattr(importlib.import_module(new), name)

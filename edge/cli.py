@@ -346,7 +346,7 @@ def _main(argv: list[str], early: StartupSignals | None) -> int:
 
             return run_main(str(args.config), max_frames=args.max_frames, early=early)
         if args.command == "check-config":
-            from edge.config import check_config_main
+            from edge.ops.check_config import check_config_main
 
             return check_config_main(str(args.config), as_user=args.as_user)
         if args.command == "preview":

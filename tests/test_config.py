@@ -19,13 +19,13 @@ from edge.config import (
     Choice,
     ConfigError,
     Integer,
-    check_config_main,
     load_config,
     parse_config,
     read_secret,
     sanitize_device_id,
     schema,
 )
+from edge.ops.check_config import check_config_main
 
 pytestmark = pytest.mark.integration
 

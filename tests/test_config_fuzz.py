@@ -33,7 +33,6 @@ from edge.config import (
     Number,
     Text,
     Topic,
-    check_config_main,
     describe,
     load_config,
     read_secret,
@@ -41,6 +40,7 @@ from edge.config import (
 )
 from edge.daemon.loop import run_main
 from edge.exitcodes import ExitCode
+from edge.ops.check_config import check_config_main
 
 pytestmark = pytest.mark.integration
 

@@ -395,7 +395,7 @@ INJECT = textwrap.dedent(
     [
         ("edge.sources.replay", "ReplaySource", "read", 5, "frame-grabber"),
         ("edge.mqtt.sink", "MqttSink", "_take_work", 3, "mqtt-transport"),
-        ("edge.daemon.loop", None, "encode_snapshot", 0, "MainThread"),
+        ("edge.daemon.pipeline", None, "encode_snapshot", 0, "MainThread"),
     ],
     ids=["frame-grabber", "mqtt-transport", "frame-loop"],
 )

@@ -229,3 +229,39 @@ def test_a_bad_recognition_key_is_one_line_naming_it(tmp_path, table, message):
     with pytest.raises(ConfigError) as caught:
         parse_config({"recognition": table}, tmp_path)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.mark.unit
+def test_the_example_config_documents_the_recognition_defaults_and_valid_examples(project_root, tmp_path):
+    import re
+    import tomllib
+
+    from edge.recognize.settings import recognition_options_from_toml
+
+    text = (project_root / "examples" / "edge-face.toml").read_text(encoding="utf-8")
+    section = text[text.index("[recognition]\n") :]
+    assert recognition_options_from_toml(tomllib.loads(section)["recognition"]) == RecognitionOptions()
+    for field in ("enabled", "gallery", "threshold", "views", "min_face_size"):
+        assert re.search(rf"^#? ?{field} = ", section, re.MULTILINE), field
+    uncommented = tomllib.loads(re.sub(r"^# (?=(gallery|threshold) = )", "", section, flags=re.MULTILINE))
+    options = recognition_options_from_toml(uncommented["recognition"], base_dir=tmp_path)
+    assert options.gallery == Path("/var/lib/edge-face/gallery.json") and options.threshold == 0.6
+
+
+@pytest.mark.unit
+def test_a_track_led_by_a_person_without_the_margin_waits_for_its_early_views_before_it_is_a_stranger():
+    from edge.recognize.identity import IdentityOptions, ViewMatch, decide_identity
+    from edge.recognize.stage import settled
+
+    options = IdentityOptions(max_distance=0.6, min_views=3)
+    early = 6  # the tracker's initial views for views = 3
+
+    def status(distances: list[float | None]) -> str:
+        matches = [ViewMatch(None, 0.0) if d is None else ViewMatch("alice", d) for d in distances]
+        return settled(decide_identity(matches, options), early).status
+
+    assert status([0.4, 0.7, 0.45]) == "pending"  # one poor view among good ones: not a stranger yet
+    assert status([0.4, 0.7, 0.45, 0.42]) == "known"  # the next view settles it
+    assert status([0.4, 0.7, 0.8, 0.75, 0.9, 0.7]) == "unknown"  # early views spent: a stranger
+    assert status([0.8, 0.9, 0.7]) == "unknown"  # nobody within the threshold: at once
+    assert status([None, None, None]) == "unknown"  # nobody enrolled

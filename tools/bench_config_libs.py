@@ -329,8 +329,8 @@ def importable(children: Children, module: str, site: Path | None) -> str | None
 
 def code_lines(path: Path) -> tuple[int, int]:
     """(lines of section declarations, other code lines) of ``path``: no blank lines,
-    comments or docstrings. Declarations are the classes named *Section or *Config and the
-    dataclasses of edge/config.py's sections."""
+    comments or docstrings. Declarations are the classes named *Section or *Config (the
+    dataclasses of the sections in edge/config.py and edge/*/settings.py among them)."""
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
     docstrings: set[int] = set()
@@ -496,13 +496,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  document {text!r}\n    edge.config: {ref[:160]}\n    {library}: {got[:160]}")
 
         print("\n== code lines (no blanks, comments, docstrings): section declarations + glue ==")
-        for label, path in [
-            ("edge/config.py (all 10 sections)", PROJECT_ROOT / "edge" / "config.py"),
-            ("tools/config_ports/common.py", PROJECT_ROOT / "tools" / "config_ports" / "common.py"),
-            ("tools/config_ports/msgspec_port.py", PROJECT_ROOT / "tools" / "config_ports" / "msgspec_port.py"),
-            ("tools/config_ports/pydantic_port.py", PROJECT_ROOT / "tools" / "config_ports" / "pydantic_port.py"),
+        # The home-made framework: the loader, the rules, and each stage's settings module (all
+        # sections; scene/settings.py holds the [motion]/[scene] options, polygons and zones too).
+        edge = PROJECT_ROOT / "edge"
+        home_made = [edge / "config.py", edge / "common" / "config_rules.py", *sorted(edge.glob("*/settings.py"))]
+        for label, paths in [
+            ("edge/config.py, config_rules, settings", home_made),
+            ("tools/config_ports/common.py", [PROJECT_ROOT / "tools" / "config_ports" / "common.py"]),
+            ("tools/config_ports/msgspec_port.py", [PROJECT_ROOT / "tools" / "config_ports" / "msgspec_port.py"]),
+            ("tools/config_ports/pydantic_port.py", [PROJECT_ROOT / "tools" / "config_ports" / "pydantic_port.py"]),
         ]:
-            declared, other = code_lines(path)
+            counts = [code_lines(path) for path in paths]
+            declared, other = sum(c[0] for c in counts), sum(c[1] for c in counts)
             print(f"  {label:38} {declared:4} declarations + {other:4} other = {declared + other}")
 
         print(f"\n== import and RSS (median of {args.runs} processes; RSS over python + numpy) ==")

@@ -2,8 +2,8 @@
 
 It carries the same three parts as the config loader's ``ConfigError`` (key, value, what is
 allowed), so the loader turns one into the other without rewording, and the limits are
-stated once: in the dataclasses that check them (edge.scene.motion.MotionOptions,
-edge.scene.rules.SceneOptions).
+stated once: in the dataclasses that check them (edge.scene.settings.MotionOptions and
+SceneOptions).
 """
 
 from __future__ import annotations

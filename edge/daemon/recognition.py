@@ -10,7 +10,8 @@ track, person and distance on the faces and makes the person events.
 
 Between frames: :meth:`enrol_current`, :meth:`forget` (the commands from Home Assistant),
 :meth:`reload_gallery` (SIGHUP), :meth:`reconfigure` (a config reload, which may turn
-recognition on or off). Whenever the enrolled names change, ``on_people_changed`` is called
+recognition on or off). Whenever the enrolled names change, :meth:`on_people_changed`'s callback
+is called
 (the state, and the per-person entities, are published again); a person forgotten, or every
 person when the gallery becomes unusable or recognition is turned off, leaves at once
 (``person_left`` through ``emit``).
@@ -43,23 +44,21 @@ OFF = "recognition is off ([recognition] enabled = false)"
 
 class DaemonRecognition:
     """Recognition for one daemon; ``stage`` is None while it is off. Not thread-safe: the
-    frame loop's. ``emit`` takes person events, ``on_people_changed`` is called when the
-    enrolled names change. Raises :class:`edge.detect.model.ModelError` when the recognition
+    frame loop's. ``emit`` takes person events; :meth:`on_people_changed` sets who hears of
+    changed names. Raises :class:`edge.detect.model.ModelError` when the recognition
     models cannot be loaded."""
 
-    def __init__(
-        self,
-        config: Config,
-        scene: SceneStage,
-        emit: Callable[[list[Event]], None],
-        on_people_changed: Callable[[], None],
-    ) -> None:
+    def __init__(self, config: Config, scene: SceneStage, emit: Callable[[list[Event]], None]) -> None:
         self.scene, self._emit = scene, emit
         self.stage: RecognitionStage | None = None
         self._recognitions_reported = 0
-        self._people_changed: Callable[[], None] = lambda: None  # nothing is published before the start
+        self._people_changed: Callable[[], None] = lambda: None  # until the daemon is wired
         self.reconfigure(config)
-        self._people_changed = on_people_changed
+
+    def on_people_changed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the enrolled names change (the daemon publishes its state
+        and the per-person entities again)."""
+        self._people_changed = callback
 
     # --- settings ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The daemon's ``[recognition]`` config section (stdlib only: ``check-config`` parses it
-without numpy or the models).
+"""The daemon's ``[recognition]`` config section, declared beside the recognition it
+configures and read by edge.config (stdlib only, importing only rank 0: ``check-config``
+parses it without numpy or the models).
 
 ::
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.common.config_rules import OptionSection
 from edge.common.options import OptionError, is_number
 
 GALLERY_FILE_NAME = "gallery.json"
@@ -89,3 +91,6 @@ def recognition_options_from_toml(
         path = Path(gallery).expanduser()
         values["gallery"] = (base_dir / path) if base_dir is not None else path
     return RecognitionOptions(**values)
+
+
+RECOGNITION_SECTION = OptionSection(RecognitionOptions, recognition_options_from_toml, with_base_dir=True)

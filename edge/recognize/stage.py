@@ -28,7 +28,9 @@ and counts only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -74,6 +76,17 @@ class Outcome:
 
     done: bool
     message: str
+
+
+def settled(decision: IdentityDecision, early_views: int) -> IdentityDecision:
+    """``decision`` as the daemon acts on it: "unknown" while an enrolled person leads the vote
+    (without the margin yet) and the track has had fewer than ``early_views`` views is still
+    "pending". More views are coming, and calling a family member a stranger because one of
+    the first views was poor is the false alarm a family notices; a face no view matches to
+    anyone is "unknown" as soon as the vote says so."""
+    if decision.status == "unknown" and decision.votes > 0 and decision.views < early_views:
+        return dataclasses.replace(decision, status="pending")
+    return decision
 
 
 @dataclass
@@ -290,8 +303,12 @@ class RecognitionStage:
 
     def _add_view(self, track_id: int, descriptor: np.ndarray) -> None:
         self.recognitions += 1
+        length = float(np.linalg.norm(descriptor))
+        if not (math.isfinite(length) and length > 0.0):  # no direction: nothing to compare
+            self.log.debug("track %d: a view without a usable descriptor was skipped", track_id)
+            return
         views = self._tracks.setdefault(track_id, _TrackViews())
-        unit = (descriptor / np.linalg.norm(descriptor)).astype(np.float32)
+        unit = (descriptor / length).astype(np.float32)
         views.descriptors.append(unit)
         views.nearest.append(self._nearest(unit))
         del views.descriptors[: -self.views_per_track[1]], views.nearest[: -self.views_per_track[1]]
@@ -303,7 +320,7 @@ class RecognitionStage:
 
     def _decide(self, views: _TrackViews) -> IdentityDecision:
         matches = [ViewMatch(None, 0.0) if near is None else ViewMatch(*near) for near in views.nearest]
-        return decide_identity(matches, self.identity_options)
+        return settled(decide_identity(matches, self.identity_options), self.views_per_track[0])
 
     def _decide_all(self) -> None:
         for views in self._tracks.values():

@@ -36,90 +36,25 @@ and whether faces are present, and answers whether to run the detector on it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from edge.common.options import OptionError, is_number
-from edge.scene.rules import Polygon, rasterize_polygons
+from edge.scene.rules import rasterize_polygons
+
+# The [motion] section is declared with the other scene settings; its names are this module's too.
+from edge.scene.settings import MAX_IDLE_INTERVAL as MAX_IDLE_INTERVAL
+from edge.scene.settings import MotionOptions as MotionOptions
+from edge.scene.settings import Polygon
+from edge.scene.settings import motion_options_from_toml as motion_options_from_toml
 
 # The working copy is at most this many rows high (Frigate works at about 100 px too):
 # enough to see a person move, small enough to cost about 1% of one int8 invoke.
 WORK_HEIGHT = 100
-# Longest idle interval: a still scene is looked at at least once an hour.
-MAX_IDLE_INTERVAL = 3600.0
 # The gray value is R + 2G + B: four times the gray level.
 _GRAY_SCALE = 4
-
-
-@dataclass(frozen=True)
-class MotionOptions:
-    """Settings of the motion gate (the ``[motion]`` config section).
-
-    Each field is checked here, once; a bad value raises :class:`edge.common.options.OptionError`
-    naming ``motion.<field>`` (what the config loader reports).
-
-    ``enabled``: gate the detector on motion (False: detect every frame).
-    ``idle_interval``: seconds between detections while the scene is still and no face is
-    present (a face that sits still is still found within this time).
-    ``threshold``: gray levels (1-255) a pixel must differ from the background by to count
-    as changed. ``min_area``: fraction (0-1) of the unmasked working copy that must change
-    for motion. ``alpha``: background learning rate per frame (0-1, exclusive): how quickly
-    something that stopped moving becomes background. ``global_change``: fraction (0-1] of
-    pixels changing at once that is taken for a lighting change and resets the background.
-    """
-
-    enabled: bool = True
-    idle_interval: float = 2.0
-    threshold: int = 30
-    min_area: float = 0.002
-    alpha: float = 0.02
-    global_change: float = 0.5
-
-    def __post_init__(self) -> None:
-        def check(name: str, good: bool, allowed: str) -> None:
-            if not good:
-                raise OptionError(f"motion.{name}", getattr(self, name), allowed)
-
-        check("enabled", isinstance(self.enabled, bool), "true or false")
-        check(
-            "idle_interval",
-            is_number(self.idle_interval) and 0 < self.idle_interval <= MAX_IDLE_INTERVAL,
-            f"a number of seconds > 0 and <= {MAX_IDLE_INTERVAL:g}",
-        )
-        check(
-            "threshold",
-            isinstance(self.threshold, int) and not isinstance(self.threshold, bool) and 1 <= self.threshold <= 255,
-            "an integer 1-255 (gray levels)",
-        )
-        check(
-            "min_area",
-            is_number(self.min_area) and 0 <= self.min_area < 1,
-            "a number >= 0 and < 1 (a fraction of the frame)",
-        )
-        check("alpha", is_number(self.alpha) and 0 < self.alpha < 1, "a number > 0 and < 1")
-        check(
-            "global_change",
-            is_number(self.global_change) and 0 < self.global_change <= 1,
-            "a number > 0 and <= 1 (a fraction of the frame)",
-        )
-        check(
-            "global_change", self.global_change > self.min_area, f"a number above motion.min_area ({self.min_area:g})"
-        )
-
-
-def motion_options_from_toml(table: dict[str, Any], section: str = "motion") -> MotionOptions:
-    """The raw ``[motion]`` TOML table -> validated :class:`MotionOptions` (absent keys take
-    the defaults); raises :class:`edge.common.options.OptionError` naming the key."""
-    known = [f.name for f in dataclasses.fields(MotionOptions)]
-    for key in table:
-        if key not in known:
-            raise OptionError(f"{section}.{key}", key, f"a key of [{section}]: " + ", ".join(known))
-    return MotionOptions(**table)
 
 
 @dataclass(frozen=True)

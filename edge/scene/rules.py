@@ -15,92 +15,33 @@ and zones. Pure numpy (Pillow only for :func:`draw_scene`).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from edge.common.options import OptionError, is_number
 from edge.detect.decode import Detections
 
-ZONE_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
-MAX_POLYGON_POINTS = 100
-MAX_ZONES = 16
-MAX_MASKS = 32
-# Largest face-size limit, in pixels: the largest frame height a camera source accepts.
-MAX_FACE_SIZE = 8192
-# A polygon smaller than this (a millionth of the frame) is a typo, not a region.
-MIN_POLYGON_AREA = 1e-6
-POLYGON_ALLOWED = f"a list of 3-{MAX_POLYGON_POINTS} [x, y] points, x and y from 0 to 1 (fractions of the frame)"
+# The [scene] section (polygons, zones, limits) is declared with the other scene settings; its
+# names are this module's too.
+from edge.scene.settings import MAX_FACE_SIZE as MAX_FACE_SIZE
+from edge.scene.settings import MAX_MASKS as MAX_MASKS
+from edge.scene.settings import MAX_POLYGON_POINTS as MAX_POLYGON_POINTS
+from edge.scene.settings import MAX_ZONES as MAX_ZONES
+from edge.scene.settings import MIN_POLYGON_AREA as MIN_POLYGON_AREA
+from edge.scene.settings import POLYGON_ALLOWED as POLYGON_ALLOWED
+from edge.scene.settings import ZONE_KEYS as ZONE_KEYS
+from edge.scene.settings import ZONE_NAME_PATTERN as ZONE_NAME_PATTERN
+from edge.scene.settings import Polygon as Polygon
+from edge.scene.settings import SceneOptions as SceneOptions
+from edge.scene.settings import Zone as Zone
+from edge.scene.settings import make_polygon as make_polygon
+from edge.scene.settings import make_zone as make_zone
+from edge.scene.settings import polygon_area as polygon_area
+from edge.scene.settings import scene_options_from_toml as scene_options_from_toml
+
 # Rasterizing tests this many pixel centres at a time: bounds the (pixels, edges) temporaries.
 _RASTER_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class Polygon:
-    """A simple polygon in normalized frame coordinates; use :func:`make_polygon` to build
-    one from config values (it validates the range and the area).
-
-    ``points``: the K >= 3 vertices as a tuple of (x, y) float pairs (given as any (K, 2)
-    sequence or array), so options holding polygons compare and hash as values;
-    ``vertices``: the same as a (K, 2) float64 array, for the arithmetic.
-    """
-
-    points: tuple[tuple[float, float], ...]
-    vertices: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        vertices = np.array(self.points, dtype=np.float64)
-        if vertices.ndim != 2 or vertices.shape[1] != 2 or vertices.shape[0] < 3:
-            raise ValueError(f"Polygon points must be (K>=3, 2), got shape {vertices.shape}")
-        vertices.flags.writeable = False
-        object.__setattr__(self, "points", tuple((float(x), float(y)) for x, y in vertices))
-        object.__setattr__(self, "vertices", vertices)
-
-    def to_list(self) -> list[list[float]]:
-        return [list(point) for point in self.points]
-
-
-@dataclass(frozen=True)
-class Zone:
-    """A named polygon; ``name`` matches :data:`ZONE_NAME_PATTERN` (it becomes part of MQTT
-    topics, JSON keys and Home Assistant unique ids)."""
-
-    name: str
-    polygon: Polygon
-
-
-def make_polygon(value: Any, key: str = "polygon") -> Polygon:
-    """Config value ``[[x, y], ...]`` -> :class:`Polygon`; raises :class:`OptionError` naming
-    ``key`` (e.g. "scene.masks[1]") or the first bad point ("scene.masks[1][2]")."""
-    if not isinstance(value, (list, tuple)) or not 3 <= len(value) <= MAX_POLYGON_POINTS:
-        raise OptionError(key, value, POLYGON_ALLOWED)
-    for index, point in enumerate(value):
-        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(is_number(v) for v in point)):
-            raise OptionError(f"{key}[{index}]", point, "a point [x, y] of two numbers")
-        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in point):
-            raise OptionError(f"{key}[{index}]", point, "x and y from 0 to 1 (fractions of the frame width and height)")
-    polygon = Polygon(tuple((float(x), float(y)) for x, y in value))
-    if polygon_area(polygon.vertices) < MIN_POLYGON_AREA:
-        raise OptionError(key, value, "a polygon with an area: its points lie on one line or repeat")
-    return polygon
-
-
-def polygon_area(points: np.ndarray) -> float:
-    """(K, 2) vertices -> absolute shoelace area (normalized units: 1.0 is the whole frame)."""
-    x, y = points[:, 0], points[:, 1]
-    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
-
-
-def make_zone(name: Any, polygon: Any, key: str = "zone") -> Zone:
-    """Config values -> :class:`Zone`; raises :class:`OptionError` (``key``: e.g. "scene.zones[0]")."""
-    if not (isinstance(name, str) and ZONE_NAME_PATTERN.fullmatch(name)):
-        raise OptionError(f"{key}.name", name, "1-32 characters of a-z, 0-9 and '_'")
-    return Zone(name, make_polygon(polygon, f"{key}.polygon"))
 
 
 def points_in_polygon(points: np.ndarray, polygon: Polygon) -> np.ndarray:
@@ -148,85 +89,6 @@ def rasterize_polygons(polygons: Sequence[Polygon], width: int, height: int) -> 
             inside |= points_in_polygon(grid, polygon)
         covered[top * width : top * width + grid.shape[0]] = inside
     return covered.reshape(height, width)
-
-
-@dataclass(frozen=True)
-class SceneOptions:
-    """The ``[scene]`` config section. ``min_face_size``: faces less tall than this (pixels
-    of the frame height) are dropped, 0 keeps all; ``max_face_size``: faces taller are
-    dropped, None keeps all."""
-
-    masks: tuple[Polygon, ...] = ()
-    min_face_size: float = 0.0
-    max_face_size: float | None = None
-    zones: tuple[Zone, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not (is_number(self.min_face_size) and 0 <= self.min_face_size <= MAX_FACE_SIZE):
-            raise OptionError(
-                "scene.min_face_size", self.min_face_size, f"a number of pixels from 0 to {MAX_FACE_SIZE}"
-            )
-        if self.max_face_size is not None and not (
-            is_number(self.max_face_size) and self.min_face_size < self.max_face_size <= MAX_FACE_SIZE
-        ):
-            raise OptionError(
-                "scene.max_face_size",
-                self.max_face_size,
-                f"a number of pixels above scene.min_face_size ({self.min_face_size:g}) and at most {MAX_FACE_SIZE}",
-            )
-        if len(self.masks) > MAX_MASKS:
-            raise OptionError("scene.masks", f"{len(self.masks)} masks", f"at most {MAX_MASKS} masks")
-        if len(self.zones) > MAX_ZONES:
-            raise OptionError("scene.zones", f"{len(self.zones)} zones", f"at most {MAX_ZONES} zones")
-        names = [zone.name for zone in self.zones]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise OptionError(f"scene.zones[{index}].name", name, "a name no other zone has")
-
-    @property
-    def zone_names(self) -> tuple[str, ...]:
-        return tuple(zone.name for zone in self.zones)
-
-    @property
-    def active(self) -> bool:
-        """False when the options keep every face and define no zone (the filter is a no-op)."""
-        return bool(self.masks or self.zones or self.min_face_size > 0 or self.max_face_size is not None)
-
-
-ZONE_KEYS = ("name", "polygon")
-
-
-def scene_options_from_toml(table: dict[str, Any], section: str = "scene") -> SceneOptions:
-    """The raw ``[scene]`` TOML table (``masks``, ``min_face_size``, ``max_face_size``,
-    ``[[scene.zones]]`` with ``name`` and ``polygon``) -> validated :class:`SceneOptions`.
-    Absent keys take the dataclass defaults; raises :class:`OptionError` naming the key."""
-    defaults = SceneOptions()
-    known = [f.name for f in dataclasses.fields(SceneOptions)]
-    for key in table:
-        if key not in known:
-            raise OptionError(f"{section}.{key}", key, f"a key of [{section}]: " + ", ".join(known))
-    masks = table.get("masks", [])
-    if not isinstance(masks, list):
-        raise OptionError(f"{section}.masks", masks, f"a list of polygons, each {POLYGON_ALLOWED}")
-    zones = table.get("zones", [])
-    if not (isinstance(zones, list) and all(isinstance(zone, dict) for zone in zones)):
-        raise OptionError(f"{section}.zones", zones, f"tables written as [[{section}.zones]] with name and polygon")
-    parsed_zones = []
-    for index, zone in enumerate(zones):
-        where = f"{section}.zones[{index}]"
-        for key in zone:
-            if key not in ZONE_KEYS:
-                raise OptionError(f"{where}.{key}", key, "a zone key: name, polygon")
-        for key in ZONE_KEYS:
-            if key not in zone:
-                raise OptionError(f"{where}.{key}", None, f"every [[{section}.zones]] needs a {key}")
-        parsed_zones.append(make_zone(zone["name"], zone["polygon"], where))
-    return SceneOptions(
-        masks=tuple(make_polygon(mask, f"{section}.masks[{index}]") for index, mask in enumerate(masks)),
-        min_face_size=table.get("min_face_size", defaults.min_face_size),
-        max_face_size=table.get("max_face_size", defaults.max_face_size),
-        zones=tuple(parsed_zones),
-    )
 
 
 @dataclass(frozen=True)

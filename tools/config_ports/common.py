@@ -16,10 +16,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-# edge.config's marker for "a key with no allowed value" (an unknown key); the ports raise
-# the same ConfigError, so they use the same marker. And edge.config's own rules across keys
-# (with the context they take): the ports run the same checks on their sections, not a copy.
-from edge.config import _MISSING as UNKNOWN_KEY
+# edge.config's marker for "a key with no allowed value" (an unknown key, UNKNOWN_KEY); the
+# ports raise the same ConfigError, so they use the same marker. And the sections' own rules
+# across keys (with the context they take): the ports run the same checks, not a copy.
 from edge.config import (
     DEFAULT_STATE_DIR,
     DEVICE_ID_PLACEHOLDER,
@@ -28,17 +27,18 @@ from edge.config import (
     SHUTDOWN_RESERVE_SECONDS,
     STOP_BUDGET_SECONDS,
     TOPIC_ALLOWED,
+    UNKNOWN_KEY,
+    ConfigContext,
     ConfigError,
     MqttConfig,
-    _check_camera,
-    _check_mqtt,
-    _Context,
     is_valid_topic_prefix,
     path_problem,
     quote_path,
     sanitize_device_id,
 )
+from edge.mqtt.settings import check_mqtt as check_mqtt_keys
 from edge.scene.rules import MAX_FACE_SIZE, MAX_MASKS, MAX_ZONES, MIN_POLYGON_AREA, POLYGON_ALLOWED, polygon_area
+from edge.sources.settings import check_camera as check_camera_keys
 
 PATH_ALLOWED = "a non-empty path string"
 TOPIC_PREFIX_ALLOWED = f"{TOPIC_ALLOWED}; {DEVICE_ID_PLACEHOLDER} is substituted"
@@ -102,19 +102,19 @@ def has_area(points: Any) -> bool:
 
 def check_camera(camera: Any, context: dict[str, Any]) -> None:
     """edge.config's rules across [camera] keys; ``camera`` has the section's attributes."""
-    _check_camera(camera, {}, _edge_context(context))
+    check_camera_keys(camera, {}, _edge_context(context))
 
 
 def check_mqtt(mqtt: Any, table: Mapping[str, Any], context: dict[str, Any]) -> Path | None:
     """edge.config's rules across [mqtt] keys and the host's files; the password file to use
     (the configured one or the systemd credential)."""
     fields = {item.name: getattr(mqtt, item.name) for item in dataclasses.fields(MqttConfig)}
-    checked: MqttConfig = _check_mqtt(MqttConfig(**fields), dict(table), _edge_context(context))
+    checked: MqttConfig = check_mqtt_keys(MqttConfig(**fields), dict(table), _edge_context(context))
     return checked.password_file
 
 
-def _edge_context(context: dict[str, Any]) -> _Context:
-    return _Context(context["base_dir"], context["environ"], context["hostname"], context["device_id"])
+def _edge_context(context: dict[str, Any]) -> ConfigContext:
+    return ConfigContext(context["base_dir"], context["environ"], context["hostname"], context["device_id"])
 
 
 def check_sections(data: Mapping[str, Any]) -> None:
