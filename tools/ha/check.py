@@ -49,7 +49,7 @@ from edge.mqtt.discovery import (
 )
 from edge.sources.imageio import load_image
 from tools import shared_data
-from tools.ha.client import HomeAssistant
+from tools.ha.client import HomeAssistant, StateChanges
 
 DEVICE = "ha-check"
 PREFIX = f"edge-face/{DEVICE}"
@@ -75,15 +75,26 @@ def expect(condition: bool, what: str) -> None:
         raise CheckFailed(what)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+def wait_for(predicate: Callable[[], object], timeout: float, what: str | Callable[[], str], interval: float = 0.2):
+    """``predicate()``'s first true value, polled every ``interval`` s for up to ``timeout`` s;
+    ``what`` (or what it returns, at the failure) names what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout:g} s waiting for: {what}")
+            raise CheckFailed(f"timed out after {timeout:g} s waiting for: {what if isinstance(what, str) else what()}")
         time.sleep(interval)
+
+
+def changes(stream: StateChanges, entity_id: str) -> list[str]:
+    """The states ``entity_id`` went through, repeats folded."""
+    seen: list[str] = []
+    for state in stream.states(entity_id):
+        if not seen or seen[-1] != state["state"]:
+            seen.append(state["state"])
+    return seen
 
 
 class Timer:
@@ -389,37 +400,33 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     # States follow the scene: off -> on with the detector's count -> off; the event fires.
     present, count, event = (entities[k]["entity_id"] for k in ("face_present", "face_count", "face_event"))
     zone_present = entities[f"zone_{ZONE}_present"]["entity_id"]
-    seen_events: dict[str, dict] = {}
-    timeline: list[str] = []
-    zone_timeline: list[str] = []
+    with StateChanges(ha, {present, count, event, zone_present}) as stream:
 
-    def watch() -> bool:
-        z = ha.state(zone_present)
-        if z and (not zone_timeline or zone_timeline[-1] != z["state"]):
-            zone_timeline.append(z["state"])
-        p = ha.state(present)
-        if p and (not timeline or timeline[-1] != p["state"]):
-            timeline.append(p["state"])
-            if p["state"] == "on":
-                c = ha.state(count)["state"]
-                expect(c == str(faces), f"face count {c} while present, the detector finds {faces}")
-        e = ha.state(event)
-        if e and e["attributes"].get("event_type"):
-            seen_events[e["attributes"]["event_type"]] = e["attributes"]
-        joined = ",".join(timeline)
-        return (
-            "on,off" in joined
-            and "on,off" in ",".join(zone_timeline)
-            and {"face_detected", "face_cleared"} <= set(seen_events)
+        def fired() -> dict[str, dict]:
+            """event type -> the attributes of its first firing"""
+            first: dict[str, dict] = {}
+            for state in stream.states(event):
+                first.setdefault(state["attributes"].get("event_type"), state["attributes"])
+            return first
+
+        def followed() -> bool:
+            return (
+                "on,off" in ",".join(changes(stream, present))
+                and "on,off" in ",".join(changes(stream, zone_present))
+                and {"face_detected", "face_cleared"} <= set(fired())
+            )
+
+        wait_for(
+            followed,
+            30,
+            lambda: (
+                f"face present on then off, in the frame and zone {ZONE!r}, and both events (timeline "
+                f"{changes(stream, present)}, zone {changes(stream, zone_present)}, events {sorted(fired())})"
+            ),
         )
-
-    wait_for(
-        watch,
-        30,
-        f"face present on then off, in the frame and zone {ZONE!r}, and both events "
-        f"(timeline {timeline}, zone {zone_timeline}, events {sorted(seen_events)})",
-        0.1,
-    )
+        counts = [c for c in changes(stream, count) if c != "0"]  # the first: when presence turned on
+        expect(counts[:1] == [str(faces)], f"face counts {counts} while present, the detector finds {faces}")
+        seen_events = fired()
     detected = seen_events["face_detected"]
     expect(
         detected.get("count") == faces and isinstance(detected.get("sequence"), int),
@@ -589,20 +596,23 @@ def check_enrolment(ha, daemon, timer, work: Path, config: Path, args: argparse.
     expect(state["attributes"].get("device_class") == "occupancy", f"{person}: {state['attributes']}")
     timer.step(f"Enrol as {PERSON!r} + Enrol current face: enrolled, its presence sensor {person} appears")
 
-    timeline: list[str] = []
-    arrivals: list[dict] = []
     last_person, event = entities["last_person"]["entity_id"], entities["face_event"]["entity_id"]
+    with StateChanges(ha, {person, event}) as stream:
 
-    def watch() -> bool:
-        now = ha.state(person)["state"]
-        if not timeline or timeline[-1] != now:
-            timeline.append(now)
-        fired = ha.state(event)["attributes"]
-        if fired.get("event_type") == "person_arrived" and fired not in arrivals:
-            arrivals.append(fired)
-        return "on,off,on" in ",".join(timeline) and any(a.get("person") == PERSON for a in arrivals)
+        def arrived() -> bool:
+            return any(
+                s["attributes"].get("event_type") == "person_arrived" and s["attributes"].get("person") == PERSON
+                for s in stream.states(event)
+            )
 
-    wait_for(watch, 40, f"{person} on, off and on again with the face, a person_arrived (timeline {timeline})", 0.1)
+        wait_for(
+            lambda: "on,off,on" in ",".join(changes(stream, person)) and arrived(),
+            40,
+            lambda: (
+                f"{person} on, off and on again with the face ({changes(stream, person)}), a person_arrived "
+                f"naming her ({arrived()})"
+            ),
+        )
     expect(ha.state(last_person)["state"] == PERSON, f"Last person: {ha.state(last_person)['state']!r}")
     timer.step(f"{person} follows the face, Last person says {PERSON!r}, the person_arrived event names her")
 
