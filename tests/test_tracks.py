@@ -445,3 +445,16 @@ def test_faces_keep_their_track_ids_on_a_real_photo_panned_across_frames(photo_p
         # in a frame (a real model on a moving crop; the tracker bridges such a frame).
         inside = int(np.sum((moved[:, 0] >= 0) & (moved[:, 2] <= 1)))
         assert kept >= inside - 1 >= len(reference) // 2, (index, kept, inside)
+
+
+def test_a_face_that_is_not_recognizable_is_tracked_but_never_a_view():
+    tracker = Tracker()
+    boxes = Detections(
+        np.array([[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.8, 0.9]], np.float32), np.array([0.9, 0.8], np.float32)
+    )
+    first = tracker.update(boxes, 0.0, recognizable=np.array([False, True]))
+    assert first.track_ids.tolist() == [1, 2] and first.to_recognize() == (1,)
+    later = [tracker.update(boxes, t, recognizable=np.array([False, True])) for t in (1.0, 2.0, 3.0)]
+    assert all(0 not in frame.to_recognize() for frame in later)
+    with pytest.raises(ValueError, match=r"recognizable must be \(2,\) values, one per face"):
+        tracker.update(boxes, 4.0, recognizable=np.array([True]))

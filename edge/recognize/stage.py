@@ -78,6 +78,16 @@ class Outcome:
     message: str
 
 
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(size, mtime in ns, inode) of the file at ``path``, None when there is none: a file
+    replaced or rewritten has another."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns, status.st_ino
+
+
 def settled(decision: IdentityDecision, early_views: int) -> IdentityDecision:
     """``decision`` as the daemon acts on it: "unknown" while an enrolled person leads the vote
     (without the margin yet) and the track has had fewer than ``early_views`` views is still
@@ -177,7 +187,7 @@ class RecognitionStage:
     def reload_gallery(self) -> Outcome:
         """Read the gallery file again (SIGHUP, or changed on disk); every live track is
         decided again against it. An unusable file suspends recognition (module docstring)."""
-        self._signature = self._file_signature()
+        self._signature = file_signature(self.gallery_path)
         try:
             gallery = load_gallery(self.gallery_path, self.describer.model_id, self.describer.dimensions)
         except GalleryError as exc:
@@ -199,7 +209,7 @@ class RecognitionStage:
         if now < self._next_check:
             return False
         self._next_check = now + GALLERY_CHECK_SECONDS
-        if self._file_signature() == self._signature:
+        if file_signature(self.gallery_path) == self._signature:
             return False
         self.log.info("gallery '%s' changed on disk: reading it again", self.gallery_path)
         self.reload_gallery()
@@ -232,7 +242,7 @@ class RecognitionStage:
         except GalleryError as exc:
             return self._refuse("enrol", str(exc))
         self._adopt(gallery, None)
-        self._signature = self._file_signature()
+        self._signature = file_signature(self.gallery_path)
         added = len(views.descriptors)
         message = f"enrolled {name!r}: {added} view(s) of track {track_id} added, {count} in all"
         self.log.info("%s (gallery '%s')", message, self.gallery_path)
@@ -248,7 +258,7 @@ class RecognitionStage:
         except GalleryError as exc:
             return self._refuse("forget", str(exc))
         self._adopt(gallery, None)
-        self._signature = self._file_signature()
+        self._signature = file_signature(self.gallery_path)
         message = f"forgot {name!r}: {len(gallery.people)} enrolled now"
         self.log.info("%s (gallery '%s')", message, self.gallery_path)
         return Outcome(True, message)
@@ -343,10 +353,3 @@ class RecognitionStage:
     def _refuse(self, what: str, reason: str) -> Outcome:
         self.log.warning("%s refused: %s", what, reason)
         return Outcome(False, reason)
-
-    def _file_signature(self) -> tuple[int, int, int] | None:
-        try:
-            status = os.stat(self.gallery_path)
-        except OSError:
-            return None
-        return status.st_size, status.st_mtime_ns, status.st_ino

@@ -295,21 +295,7 @@ class Tracker:
         tracked but its view is never one for recognition, e.g. too small; None: all are).
         Raises ValueError on a bad time, sharpness or recognizable."""
         count = len(detections)
-        if recognizable is not None:
-            recognizable = np.asarray(recognizable, dtype=bool)
-            if recognizable.shape != (count,):
-                raise ValueError(f"recognizable must be ({count},) values, one per face, got {recognizable.shape}")
-        if not math.isfinite(time) or (self._last_time is not None and time < self._last_time):
-            raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
-        if sharpness is not None:
-            sharpness = np.asarray(sharpness, dtype=np.float64)
-            if sharpness.shape != (count,):
-                raise ValueError(f"sharpness must be ({count},) values, one per face, got shape {sharpness.shape}")
-            bad = ~(np.isfinite(sharpness) & (sharpness >= 0.0))
-            if bad.any():
-                raise ValueError(
-                    f"sharpness must be finite and >= 0, got {sharpness[bad][0]} for face {np.flatnonzero(bad)[0]}"
-                )
+        sharpness, recognizable = self._checked(count, time, sharpness, recognizable)
         self._last_time = time
         self._frame += 1
         options = self.options
@@ -344,7 +330,42 @@ class Tracker:
                 track_of[column] = track
                 started.append(track.track_id)
 
-        areas = clipped_areas(boxes)
+        views = self._views(track_of, clipped_areas(boxes), sharpness, recognizable, time)
+        track_ids = np.array([UNTRACKED if t is None else t.track_id for t in track_of], dtype=np.int64)
+        track_ids.flags.writeable = False
+        return TrackFrame(track_ids, views, tuple(started), tuple(sorted(ended)))
+
+    def _checked(
+        self, count: int, time: float, sharpness: np.ndarray | None, recognizable: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """:meth:`update`'s inputs as arrays, or ValueError saying which one is wrong."""
+        if not math.isfinite(time) or (self._last_time is not None and time < self._last_time):
+            raise ValueError(f"frame time must be finite and not before the last one ({self._last_time}), got {time}")
+        if recognizable is not None:
+            recognizable = np.asarray(recognizable, dtype=bool)
+            if recognizable.shape != (count,):
+                raise ValueError(f"recognizable must be ({count},) values, one per face, got {recognizable.shape}")
+        if sharpness is not None:
+            sharpness = np.asarray(sharpness, dtype=np.float64)
+            if sharpness.shape != (count,):
+                raise ValueError(f"sharpness must be ({count},) values, one per face, got shape {sharpness.shape}")
+            bad = ~(np.isfinite(sharpness) & (sharpness >= 0.0))
+            if bad.any():
+                raise ValueError(
+                    f"sharpness must be finite and >= 0, got {sharpness[bad][0]} for face {np.flatnonzero(bad)[0]}"
+                )
+        return sharpness, recognizable
+
+    def _views(
+        self,
+        track_of: list[_Track | None],
+        areas: np.ndarray,
+        sharpness: np.ndarray | None,
+        recognizable: np.ndarray | None,
+        time: float,
+    ) -> tuple[ViewReason | None, ...]:
+        """Per face of this frame, why its view goes to recognition (None: it does not); the
+        chosen views are recorded in their tracks' histories."""
         views: list[ViewReason | None] = []
         for column, matched in enumerate(track_of):
             if matched is None or (recognizable is not None and not recognizable[column]):
@@ -352,14 +373,11 @@ class Tracker:
                 continue
             area = float(areas[column])
             face_sharpness = None if sharpness is None else float(sharpness[column])
-            reason = decide_view(matched.history, area, face_sharpness, self._frame, time, options)
+            reason = decide_view(matched.history, area, face_sharpness, self._frame, time, self.options)
             if reason is not None:
                 matched.history = matched.history.after_view(area, face_sharpness, self._frame, time)
             views.append(reason)
-
-        track_ids = np.array([UNTRACKED if t is None else t.track_id for t in track_of], dtype=np.int64)
-        track_ids.flags.writeable = False
-        return TrackFrame(track_ids, tuple(views), tuple(started), tuple(sorted(ended)))
+        return tuple(views)
 
     def end_all(self) -> tuple[int, ...]:
         """End every live track (detection paused, a clean stop): their ids, ascending. Ids
