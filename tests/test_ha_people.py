@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import time
 
 import jinja2
@@ -512,6 +513,11 @@ def last_json(live: Subscriber, topic: str) -> dict:
     return json.loads(messages[-1].payload) if messages else {}
 
 
+def wait_json(live: Subscriber, topic: str, predicate, what: str, timeout: float = 20.0) -> dict:
+    live.wait_until(lambda: predicate(last_json(live, topic)), timeout, what)
+    return last_json(live, topic)
+
+
 def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broker, person_daemon):
     gallery = tmp_path / "state" / "gallery.json"
     name, sensor = "Renée O'Hara", person_component("Renée O'Hara")
@@ -568,6 +574,20 @@ def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broke
             "her presence in the state",
         )
 
+        # A gallery that breaks (recognition suspended) keeps her entity: HA must not delete it.
+        kept, configs = gallery.read_bytes(), len(live.on(CONFIG_TOPIC))
+        gallery.write_text("not a gallery")
+        daemon.send(signal.SIGHUP)
+        daemon.wait_log("recognition suspended")
+        live.wait_until(lambda: last_json(live, TOPICS.state).get("people") == {}, 20, "nobody named while suspended")
+        time.sleep(1.0)
+        assert persons(last_json(live, CONFIG_TOPIC))[sensor]["name"] == name  # still announced, not removed
+        gallery.write_bytes(kept)
+        daemon.send(signal.SIGHUP)
+        daemon.wait_log("usable again")
+        live.wait_until(lambda: name in last_json(live, TOPICS.state).get("people", {}), 20, "her back in the state")
+        assert all(persons(json.loads(m.payload)).get(sensor, {}).get("name") for m in live.on(CONFIG_TOPIC)[configs:])
+
         send(live.client, FORGET_NAME, "Bob")  # not enrolled: refused, nothing chosen
         live.wait_until(
             lambda: last_json(live, TOPICS.controls).get("enrolment") == "forget refused: 'Bob' is not enrolled",
@@ -583,8 +603,8 @@ def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broke
             "her sensor announced as removed",
         )
         assert last_json(live, CONFIG_TOPIC)["cmps"]["forget_name"]["options"] == []
-        controls = last_json(live, TOPICS.controls)
-        assert controls["forget_name"] is None and controls["enrolment"].startswith(f"forgot {name!r}")
+        controls = wait_json(live, TOPICS.controls, lambda c: c.get("forget_name") is None, "the choice cleared")
+        assert controls["enrolment"].startswith(f"forgot {name!r}")
         assert json.loads(gallery.read_text())["people"] == {}
         code, log, _ = daemon.stop()
         assert code == 0, log[-3000:]

@@ -19,12 +19,18 @@ from edge.mqtt.enrolment import Enrolment, PeopleStage
 from edge.mqtt.sinks import EventSink
 
 
+class Stage(Protocol):
+    @property
+    def usable(self) -> bool:
+        """False while the gallery file cannot be used (recognition suspended)."""
+
+
 class Recognition(PeopleStage, Protocol):
     """What these controls need of the daemon's recognition: its stage (None: recognition is
     off) and the requests of :class:`PeopleStage`, which refuse while it is off."""
 
     @property
-    def stage(self) -> object | None: ...
+    def stage(self) -> Stage | None: ...
 
 
 class PeopleControls:
@@ -34,6 +40,7 @@ class PeopleControls:
     def __init__(self, recognition: Recognition, log: logging.Logger) -> None:
         self.recognition = recognition
         self.enrolment = Enrolment(log)
+        self._announced: tuple[str, ...] = ()
 
     def apply(self, command: Command) -> None:
         """One of :data:`edge.mqtt.controls.PEOPLE_CONTROLS`; a change of the enrolled names
@@ -45,8 +52,16 @@ class PeopleControls:
         return {**controls, **self.enrolment.state()} if self.recognition.stage is not None else controls
 
     def announced(self) -> tuple[str, ...] | None:
-        """The names for the sink's person entities; None while recognition is off."""
-        return self.recognition.people() if self.recognition.stage is not None else None
+        """The names for the sink's person entities; None while recognition is off. While the
+        gallery cannot be used (recognition suspended: nobody is named, every sensor reads
+        off) the names announced last are kept: a broken file must not make Home Assistant
+        delete the family's entities, with their history and settings."""
+        stage = self.recognition.stage
+        if stage is None:
+            return None
+        if stage.usable:
+            self._announced = self.recognition.people()
+        return self._announced
 
     def announce(self, sink: EventSink) -> None:
         """Tell ``sink`` who is enrolled (before it starts: its first discovery holds them)."""
