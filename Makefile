@@ -11,7 +11,7 @@ export EDGE_FACE_UPSTREAM_DIR ?= $(UPSTREAM)
 MODEL := models/build/version-slim-320-int8.tflite
 # The models that ship inside the package, one per input profile (package data of edge.models,
 # see edge/models/__init__.py: [detector] input chooses one).
-SHIPPED_MODEL_VARIANTS := slim-320 slim-320-160x120
+SHIPPED_MODEL_VARIANTS := slim-320 slim-320-160x120 slim-320-256x192
 SHIPPED_MODEL_DIR := edge/models
 PYTEST_ARGS ?=
 

@@ -28,6 +28,7 @@ from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH  # stdlib only:
 if TYPE_CHECKING:
     import numpy as np
 
+    from edge.detect.detector import FaceDetector
     from edge.sources.imageio import DecodedImage
 
 # A source checkout's build output (`make model`), relative to where the CLI runs.
@@ -90,13 +91,28 @@ def _interpreter(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.config import CameraConfig, DetectorConfig, key_default
-
     parser = _Parser(prog="edge-face", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edge-face {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_detect_arguments(commands.add_parser("detect", help="find faces in image files"))
+    _add_device_commands(commands.add_parser)
 
-    detect = commands.add_parser("detect", help="find faces in image files")
+    from edge.ops.fleet import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
+
+    from edge.recognize.people import add_arguments as add_people_arguments
+
+    add_people_arguments(
+        commands.add_parser("enroll", help="add a person's face descriptors to the gallery (face recognition)"),
+        commands.add_parser("people", help="list or remove the people in the gallery (face recognition)"),
+    )
+    return parser
+
+
+def _add_detect_arguments(detect: argparse.ArgumentParser) -> None:
+    from edge.config import CameraConfig, DetectorConfig, key_default
+
     detect.add_argument("images", nargs="+", metavar="IMAGE")
     detect.add_argument("--model", type=Path, default=None, help="int8 .tflite (default: the built or installed one)")
     detect.add_argument("--score-threshold", type=_by_rule(DetectorConfig, "score_threshold", float), default=0.7)
@@ -128,13 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write copies with boxes drawn into DIR; never overwrites (a taken name gets -1, -2, ...)",
     )
 
-    run = commands.add_parser("run", help="run the face-event daemon")
+
+def _add_device_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """The commands that read a device's config file: run, check-config, preview, forget
+    (``add_parser``: the subcommands' ``add_parser``)."""
+    run = add_parser("run", help="run the face-event daemon")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument(
         "--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N >= 1 frames (tests, demos)"
     )
 
-    check = commands.add_parser("check-config", help="validate a config file without running")
+    check = add_parser("check-config", help="validate a config file without running")
     check.add_argument("config", type=Path)
     check.add_argument(
         "--as-user",
@@ -143,26 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check as USER (e.g. the service user edge-face) that every file it names is readable; needs root",
     )
 
-    preview = commands.add_parser(
+    preview = add_parser(
         "preview", help="one camera frame with the masks, zones and detected faces drawn on it (.jpg or .png)"
     )
     preview.add_argument("--config", required=True, type=Path)
     preview.add_argument("out", type=Path, metavar="OUT", help="the picture to write (replaced atomically)")
 
-    forget = commands.add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
+    forget = add_parser("forget", help="remove the device from the MQTT broker and Home Assistant")
     forget.add_argument("--config", required=True, type=Path)
-
-    from edge.ops.fleet import add_arguments as add_fleet_arguments
-
-    add_fleet_arguments(commands.add_parser("fleet", help="one status line per device, read from the MQTT broker"))
-
-    from edge.recognize.people import add_arguments as add_people_arguments
-
-    add_people_arguments(
-        commands.add_parser("enroll", help="add a person's face descriptors to the gallery (face recognition)"),
-        commands.add_parser("people", help="list or remove the people in the gallery (face recognition)"),
-    )
-    return parser
 
 
 def _face_record(box: np.ndarray, score: float) -> dict[str, Any]:
@@ -216,91 +224,114 @@ def _model_problem(model: Path) -> str | None:
 
 
 def detect_command(args: argparse.Namespace) -> int:
-    from edge.config import quote_path
-    from edge.detect.detector import DetectorOptions, FaceDetector
-    from edge.detect.model import ModelError
-    from edge.sources.imageio import ImageError, decode_image, draw_detections, save_new_image
-
-    if args.annotate is not None:
-        if args.annotate.exists() and not args.annotate.is_dir():
-            _fail(f"--annotate: '{quote_path(args.annotate)}' exists and is not a folder")
-            return ExitCode.CONFIG
-        try:
-            args.annotate.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            _fail(f"--annotate: cannot create folder '{quote_path(args.annotate)}' ({exc.strerror or exc})")
-            return ExitCode.CONFIG
-    model_path = args.model or default_model_path()
-    problem = _model_problem(model_path)
-    if problem is not None:
-        _fail(problem)
-        return ExitCode.MODEL
-    try:
-        detector = FaceDetector(
-            model_path,
-            DetectorOptions(
-                score_threshold=args.score_threshold,
-                iou_threshold=args.iou_threshold,
-                num_threads=args.threads,
-                interpreter=args.interpreter,
-            ),
-        )
-    except ModelError as exc:
-        _fail(str(exc))
-        return ExitCode.MODEL
-    except OSError as exc:  # e.g. the file changed between the check and the load
-        _fail(f"model '{quote_path(model_path)}': cannot be read ({exc.strerror or exc})")
+    if args.annotate is not None and not _annotate_folder_ready(args.annotate):
+        return ExitCode.CONFIG
+    detector = _open_detector(args)
+    if detector is None:
         return ExitCode.MODEL
     identifier = None
     if args.gallery is not None:
+        from edge.detect.model import ModelError
         from edge.recognize.gallery import GalleryError
+        from edge.recognize.people import report_unusable
 
         try:
             identifier = _Identifier(args.gallery, args.threads, args.interpreter)
-        except GalleryError as exc:
-            _fail(str(exc))
-            return ExitCode.CONFIG
-        except ModelError as exc:
-            _fail(str(exc))
-            return ExitCode.MODEL
+        except (GalleryError, ModelError) as exc:
+            return report_unusable(exc)
     if not args.json:
         print(f"model {detector.model_id} on {detector.interpreter_name}", file=sys.stderr)
 
     failures = 0
     given_out: set[str] = set()  # annotated names this run has written
     for image_path in args.images:
+        failures += _detect_image(image_path, args, detector, identifier, given_out)
+    return ExitCode.FAILURE if failures else ExitCode.OK
+
+
+def _annotate_folder_ready(folder: Path) -> bool:
+    """``--annotate DIR`` made where missing; False (the problem said on one line) when it
+    cannot be."""
+    from edge.config import quote_path
+
+    if folder.exists() and not folder.is_dir():
+        _fail(f"--annotate: '{quote_path(folder)}' exists and is not a folder")
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--annotate: cannot create folder '{quote_path(folder)}' ({exc.strerror or exc})")
+        return False
+    return True
+
+
+def _open_detector(args: argparse.Namespace) -> FaceDetector | None:
+    """The detector ``--model`` and its options ask for; None (the problem said on one line)
+    when the model cannot be used."""
+    from edge.config import quote_path
+    from edge.detect.detector import DetectorOptions, FaceDetector
+    from edge.detect.model import ModelError
+
+    model_path = args.model or default_model_path()
+    problem = _model_problem(model_path)
+    if problem is not None:
+        _fail(problem)
+        return None
+    options = DetectorOptions(
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+        num_threads=args.threads,
+        interpreter=args.interpreter,
+    )
+    try:
+        return FaceDetector(model_path, options)
+    except ModelError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # e.g. the file changed between the check and the load
+        _fail(f"model '{quote_path(model_path)}': cannot be read ({exc.strerror or exc})")
+    return None
+
+
+def _detect_image(
+    image_path: str,
+    args: argparse.Namespace,
+    detector: FaceDetector,
+    identifier: _Identifier | None,
+    given_out: set[str],
+) -> int:
+    """Find, identify, annotate and report the faces of one image; the number of failures
+    (0 or 1: each named on one stderr line). ``given_out``: annotated names written so far."""
+    from edge.sources.imageio import ImageError, decode_image, draw_detections, save_new_image
+
+    try:
+        image = decode_image(image_path, args.max_pixels)
+    except ImageError as exc:
+        _fail(str(exc))
+        return 1
+    width, height = image.source_width, image.source_height
+    detections = detector.detect(image.pixels)
+    # Boxes are normalized: scale them to the stored image, even if it was decoded smaller.
+    faces = [_face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores, strict=True)]
+    if identifier is not None:  # described from the decoded pixels, which may be smaller
+        decoded_boxes = detections.pixel_boxes(image.pixels.shape[1], image.pixels.shape[0])
+        for face, who in zip(faces, identifier.identify(image.pixels, decoded_boxes), strict=True):
+            face.update(who)
+    annotated, failures = None, 0
+    if args.annotate is not None:
         try:
-            image = decode_image(image_path, args.max_pixels)
+            annotated = save_new_image(
+                draw_detections(image.pixels, detections),
+                args.annotate,
+                Path(image_path).stem,
+                ANNOTATED_SUFFIX,
+                frozenset(given_out),
+            )
+            given_out.add(annotated.name)
         except ImageError as exc:
             _fail(str(exc))
-            failures += 1
-            continue
-        width, height = image.source_width, image.source_height
-        detections = detector.detect(image.pixels)
-        # Boxes are normalized: scale them to the stored image, even if it was decoded smaller.
-        faces = [
-            _face_record(b, s) for b, s in zip(detections.pixel_boxes(width, height), detections.scores, strict=True)
-        ]
-        if identifier is not None:  # described from the decoded pixels, which may be smaller
-            decoded_boxes = detections.pixel_boxes(image.pixels.shape[1], image.pixels.shape[0])
-            for face, who in zip(faces, identifier.identify(image.pixels, decoded_boxes), strict=True):
-                face.update(who)
-        annotated = None
-        if args.annotate is not None:
-            try:
-                annotated = save_new_image(
-                    draw_detections(image.pixels, detections),
-                    args.annotate,
-                    Path(image_path).stem,
-                    ANNOTATED_SUFFIX,
-                    frozenset(given_out),
-                )
-                given_out.add(annotated.name)
-            except ImageError as exc:
-                _fail(str(exc))
-                failures += 1
-        _report(image_path, image, faces, annotated, args.json)
-    return ExitCode.FAILURE if failures else ExitCode.OK
+            failures = 1
+    _report(image_path, image, faces, annotated, args.json)
+    return failures
 
 
 def _report(

@@ -10,9 +10,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from edge.mqtt.sinks import StdoutSink
+
+if TYPE_CHECKING:
+    from broker import MosquittoBroker
 
 # An event's JSON fields, in the order Event.to_dict writes them.
 EVENT_FIELDS = (
@@ -47,6 +53,41 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def daemon_config(
+    path: Path,
+    broker: MosquittoBroker | None,
+    model: Path,
+    replay_folder: Path,
+    device_id: str,
+    state_dir: Path,
+    **sections: dict,
+) -> Path:
+    """``path`` written as the config of a daemon that watches a looping replay of
+    ``replay_folder`` (20 fps), reports a face and its leaving at once, sends stats every
+    second, keeps its snapshots on, and talks to ``broker`` (None: no [mqtt], events go to
+    stdout); the tables of ``sections`` are merged over these key by key."""
+    tables: dict[str, dict] = {
+        "device": {"id": device_id, "state_dir": state_dir},
+        "camera": {"source": "replay", "path": replay_folder, "fps": 20.0, "loop": True},
+        "detector": {"model": model},
+        "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
+        "snapshot": {"enabled": True},
+        "stats": {"interval_seconds": 1.0},
+    }
+    if broker is not None:
+        tables["mqtt"] = {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1}
+    for name, table in sections.items():
+        tables[name] = {**tables.get(name, {}), **table}
+    return write_config(path, tables)
+
+
+def face_scene(folder: Path, photo: Path, blank: Path) -> Path:
+    """``folder`` as a replay of ``photo`` for 3 frames then ``blank`` for 3 (made once)."""
+    if not folder.exists():
+        build_scene(folder, blank, [(photo, 3), ("blank", 3)])
+    return folder
 
 
 def blank_frame(path: Path, width: int = 640, height: int = 480) -> Path:
@@ -104,13 +145,14 @@ def truncated_jpeg(path: Path, photo: Path) -> Path:
     return path
 
 
-class RecordingSink:
-    """An EventSink that keeps what it is given (the stdout sink drops state/stats/snapshots)."""
+class RecordingSink(StdoutSink):
+    """An EventSink that keeps what it is given (the stdout sink drops state/stats/snapshots);
+    the rest of the protocol (no connection, no Home Assistant) is the stdout sink's."""
 
     def __init__(self) -> None:
+        super().__init__()  # the outbox is the daemon's, given by the daemon
         self.calls: list[tuple[str, object]] = []
         self.closed_with: float | None = None
-        self.outbox = None  # the daemon's, given by the daemon
 
     def publish_event(self, event) -> None:
         self.calls.append(("event", event))
@@ -130,26 +172,3 @@ class RecordingSink:
 
     def close(self, timeout: float, abandon=None) -> None:
         self.closed_with = timeout
-
-    # The rest of the EventSink protocol: a sink without a connection or Home Assistant.
-    @property
-    def status(self) -> dict:
-        return {}
-
-    def start(self, wait_first: bool = True) -> None:
-        pass
-
-    def set_command_handler(self, handler) -> None:
-        pass
-
-    def publish_controls(self, state: dict) -> None:
-        pass
-
-    def reannounce(self) -> None:
-        pass
-
-    def detach(self) -> None:
-        self.close(0.0)
-
-    def wait_detached(self) -> bool:
-        return True

@@ -12,31 +12,6 @@ from pathlib import Path
 
 from broker import MosquittoBroker, Subscriber
 from cli_support import start_run
-from daemon_support import build_scene, write_config
-
-
-def daemon_config(
-    path: Path, broker: MosquittoBroker, model: Path, scene: Path, device: str, state_dir: Path, **sections
-) -> Path:
-    """``path`` written as the daemon's config: ``sections`` are merged over the defaults here."""
-    tables: dict[str, dict] = {
-        "device": {"id": device, "state_dir": state_dir},
-        "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
-        "detector": {"model": model},
-        "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
-        "snapshot": {"enabled": True},
-        "stats": {"interval_seconds": 1.0},
-        "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1},
-    }
-    for name, table in sections.items():
-        tables[name] = {**tables.get(name, {}), **table}
-    return write_config(path, tables)
-
-
-def face_scene(folder: Path, photo: Path, blank: Path) -> Path:
-    if not folder.exists():
-        build_scene(folder, blank, [(photo, 3), ("blank", 3)])
-    return folder
 
 
 class Running:

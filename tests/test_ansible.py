@@ -306,3 +306,98 @@ def test_model_tag_ships_a_new_model_and_rolls_it_back(applied, tmp_path: Path) 
     _, rolled_back = playbook.run("--tags", "edge_face_model", "-e", "edge_face_model_rollback=true")
     assert rolled_back.changed > 0 and rolled_back.failed == 0
     assert (os.readlink(models / "current"), os.readlink(models / "previous")) == (first_release, sha256(newer)[:16])
+
+
+# --- the online check: `edge-face fleet --device`, from the controller or from the device ------
+
+ONLINE_CHECK_PLAY = [
+    {
+        "name": "The role's online checks alone",
+        "hosts": "pi-test",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Run tasks/online.yml",
+                "ansible.builtin.include_role": {"name": "edge_face", "tasks_from": "online.yml"},
+            }
+        ],
+    }
+]
+
+
+def argv_recorder(path: Path, program: str, log: Path) -> Path:
+    """An executable at ``path`` that appends its arguments to ``log``, then runs ``program``
+    with them: what a process list on the controller or the device would show."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{program}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def run_online_check(project_root: Path, workdir: Path, broker, on_device: bool) -> subprocess.CompletedProcess:
+    """tasks/online.yml for device pi-test on ``broker`` (password protected), asked from the
+    controller or from the device (here both are this machine; the argv of each is logged)."""
+    workdir.mkdir()
+    argv_log = workdir / "argv.log"
+    credential = workdir / "mqtt_password"
+    credential.write_text(MQTT_PASSWORD + "\n")
+    credential.chmod(0o600)
+    variables = {
+        "edge_face_device_id": "pi-test",
+        "edge_face_project_dir": str(project_root),
+        "edge_face_controller_python": str(argv_recorder(workdir / "python", sys.executable, argv_log)),
+        "edge_face_mqtt": {"host": broker.host, "port": broker.port, "username": "edge-face"},
+        "edge_face_mqtt_password": MQTT_PASSWORD,
+        "edge_face_wait_online_timeout": 5,
+        # Role internals, as the fleet bench sets them: the broker is on this machine, which
+        # plays the controller or the device.
+        "edge_face__broker_on_device": on_device,
+        "edge_face__venv": str(workdir / "venv"),
+        "edge_face__credential_file": str(credential),
+    }
+    argv_recorder(workdir / "venv" / "bin" / "edge-face", str(VENV_BIN / "edge-face"), argv_log)
+    (workdir / "vars.yml").write_text(yaml.safe_dump(variables))
+    (workdir / "play.yml").write_text(yaml.safe_dump(ONLINE_CHECK_PLAY, sort_keys=False))
+    inventory = {
+        "all": {"hosts": {"pi-test": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}
+    }
+    (workdir / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    return subprocess.run(
+        [ansible_tool("ansible-playbook"), "-i", "inventory.yml", "play.yml", "-e", "@vars.yml"],
+        cwd=workdir,
+        env=ansible_env(workdir, ANSIBLE_ROLES_PATH=str(project_root / "ansible" / "roles")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["from-the-controller", "from-the-device"])
+def test_online_check_asks_edge_face_fleet_with_the_password_off_argv(
+    project_root: Path, tmp_path: Path, on_device: bool
+) -> None:
+    import paho.mqtt.client as mqtt
+    from broker import MosquittoBroker
+
+    with MosquittoBroker(tmp_path / "broker", users={"edge-face": MQTT_PASSWORD}) as broker:
+
+        def retain_status(payload: str) -> None:
+            client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+            client.username_pw_set("edge-face", MQTT_PASSWORD)
+            client.connect(broker.host, broker.port)
+            client.loop_start()
+            client.publish("edge-face/pi-test/status", payload, qos=1, retain=True).wait_for_publish(5)
+            client.loop_stop()
+            client.disconnect()
+
+        retain_status("online")
+        online = run_online_check(project_root, tmp_path / "online", broker, on_device)
+        assert online.returncode == 0, online.stdout[-4000:] + online.stderr[-2000:]
+        argv = (tmp_path / "online" / "argv.log").read_text()
+        assert "fleet --broker 127.0.0.1" in argv and "--device pi-test" in argv, argv
+        assert MQTT_PASSWORD not in argv and MQTT_PASSWORD not in online.stdout, argv
+
+        retain_status("stopped")
+        stopped = run_online_check(project_root, tmp_path / "stopped", broker, on_device)
+        assert stopped.returncode != 0 and "failed=1" in stopped.stdout, stopped.stdout[-4000:]
+        assert MQTT_PASSWORD not in stopped.stdout + stopped.stderr

@@ -578,16 +578,18 @@ def test_race_targets_judge_one_thread_runs_against_short_range() -> None:
         cost("BlazeFace short-range", "cortex-a72", 20e6),
         cost("edge-face 320x240", "cortex-a72", 29e6),
         cost("edge-face 160x120", "cortex-a72", 21e6),
+        cost("edge-face 256x192", "cortex-a72", 31e6),
         cost("BlazeFace short-range", "cortex-a72", 30e6, threads=2),
         cost("edge-face 160x120", "cortex-a72", 1e6, threads=2),
     ]
     assert arm_cost.check_race_targets(costs) == [
         "target cortex-a72: edge-face 320x240 frame <= 1.5x BlazeFace short-range's: 1.45x PASS",
+        "target cortex-a72: edge-face 256x192 frame <= 1.5x BlazeFace short-range's: 1.55x MISS",
         "target cortex-a72: edge-face 160x120 frame <= 1.0x BlazeFace short-range's: 1.05x MISS",
     ]
     tables = arm_cost.format_race(costs, markdown=True).split("\n\n")
     assert len(tables) == 3  # frames, stages at 1 thread, threads
-    assert "| cortex-a72 | 1 | 20.00M | 29.00M | 21.00M | 1.45x | 1.05x |" in tables[0]
+    assert "| cortex-a72 | 1 | 20.00M | 29.00M | 21.00M | 31.00M | 1.45x | 1.05x | 1.55x |" in tables[0]
 
 
 def test_guest_race_mode_brackets_every_stage_of_every_model(
@@ -711,3 +713,16 @@ def test_descriptor_gaps_compare_directions_of_faces_seen_on_both_sides() -> Non
     assert gaps.keys() == {"1.jpg", "2.jpg"}
     assert gaps["1.jpg"] == 0.0
     assert gaps["2.jpg"] == pytest.approx(2 * math.sin(math.pi / 8))
+
+
+def test_replay_config_names_a_relative_model_by_its_absolute_path(
+    project_root: Path, upstream_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model edge/models/...` from the checkout: the daemon's config lives in a scratch
+    folder, so a relative model path would be looked up there ("does not exist")."""
+    from edge.config import load_config
+
+    monkeypatch.chdir(project_root)
+    relative = Path("edge/models/version-slim-320-int8.tflite")
+    config = arm_cost.replay_config(tmp_path, relative, [upstream_dir / "images" / "1.jpg"], (320, 240), hold=1)
+    assert load_config(config).detector.model == project_root / relative

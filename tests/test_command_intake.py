@@ -18,11 +18,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from broker import MosquittoBroker, Subscriber
-from daemon_support import build_scene, write_config
+from daemon_support import daemon_config, face_scene
 from paho.mqtt.enums import CallbackAPIVersion
 from test_faults import Daemon
 from test_sdnotify import NotifyListener
 
+from edge.mqtt.client import MAX_INCOMING_PACKET_BYTES, incoming_packet_limit
 from edge.sources.imageio import load_image
 
 pytestmark = pytest.mark.integration
@@ -42,27 +43,15 @@ def face_photo(photo_paths, detector) -> Path:
 def config(tmp_path, int8_model_path, face_photo, blank):
     """Writes the daemon's config: a looping replay of a face coming and going, MQTT to
     ``broker`` (None: no MQTT) with ``mqtt`` overrides; returns its path."""
-    scene = build_scene(tmp_path / "scene", blank, [(face_photo, 3), ("blank", 3)]).folder
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
 
     def write(broker: MosquittoBroker | None, log_level: str = "info", **mqtt) -> Path:
-        tables = {
-            "log": {"level": log_level},
-            "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
-            "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
-            "detector": {"model": int8_model_path},
-            "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
-            "stats": {"interval_seconds": 1.0},
-        }
+        sections = {"log": {"level": log_level}, "snapshot": {"enabled": False}}  # the intake's runs take none
         if broker is not None:
-            tables["mqtt"] = {
-                "host": broker.host,
-                "port": broker.port,
-                "keepalive": 5,
-                "reconnect_min_delay": 0.1,
-                "reconnect_max_delay": 1.0,
-                **mqtt,
-            }
-        return write_config(tmp_path / "edge-face.toml", tables)
+            sections["mqtt"] = {"reconnect_max_delay": 1.0, **mqtt}
+        return daemon_config(
+            tmp_path / "edge-face.toml", broker, int8_model_path, scene, DEVICE, tmp_path / "state", **sections
+        )
 
     return write
 
@@ -215,6 +204,35 @@ def test_hostile_commands_are_refused_with_one_line_each_and_change_nothing(conf
         assert ascii(f"{PREFIX}/set/{control}") in line and reason in line, line
     assert "\u202e" not in log  # shown escaped
     assert json.loads((config(broker).parent / "state" / "controls.json").read_text()) == {"detection": False}
+
+
+def test_the_refusal_of_an_oversized_packet_names_the_client_s_own_limit(
+    tmp_path, int8_model_path, face_photo, blank, start_daemon, broker, publisher
+):
+    """With big snapshots the client reads packets up to snapshot.max_bytes + headroom; the
+    refusal of a larger one must name that limit, not the 256 KiB default."""
+    scene = face_scene(tmp_path / "scene", face_photo, blank)
+    snapshot_max = 1_000_000
+    path = daemon_config(
+        tmp_path / "edge-face.toml",
+        broker,
+        int8_model_path,
+        scene,
+        DEVICE,
+        tmp_path / "state",
+        mqtt={"protocol": "3.1.1", "reconnect_max_delay": 1.0},
+        snapshot={"enabled": True, "max_bytes": snapshot_max},
+    )
+    with Subscriber(broker, [f"{PREFIX}/#"]) as live:
+        daemon = start_daemon(path)
+        wait_json(live, STATE, lambda s: s.get("present") is True, "a face seen")
+        publisher.send("detection", b"ON" + b" " * (2 * snapshot_max), retain=True)
+        limit = incoming_packet_limit(snapshot_max)
+        assert limit > MAX_INCOMING_PACKET_BYTES
+        daemon.wait_log(rf"the broker sent a \d+-byte packet, over the {limit}-byte limit")
+        publisher.send("detection", b"", retain=True)
+    code, log, _ = daemon.stop()
+    assert code == 0 and "Traceback" not in log, log
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

@@ -591,7 +591,9 @@ def test_input_chooses_the_packaged_model_of_that_size(tmp_path):
 def test_an_input_without_a_packaged_model_needs_a_model(tmp_path):
     with pytest.raises(ConfigError) as caught:
         parse_config({"detector": {"input": "640x480"}}, base_dir=tmp_path, environ={}, hostname="pi")
-    assert str(caught.value).startswith("config key 'detector.input': \"640x480\" is not allowed (160x120 or 320x240")
+    assert str(caught.value).startswith(
+        "config key 'detector.input': \"640x480\" is not allowed (160x120 or 256x192 or 320x240"
+    )
     assert "set detector.model" in str(caught.value)
     model = _model_with_sidecar(tmp_path, 640, 480)
     config = parse_config(
@@ -617,5 +619,5 @@ def test_a_model_of_another_size_than_the_written_input_is_refused(tmp_path):
 
 @pytest.mark.parametrize("value", ["320X240", "320x240 ", 320, "1x1"])
 def test_an_unknown_input_names_the_profiles(tmp_path, value):
-    with pytest.raises(ConfigError, match=r'one of "160x120", "320x240", "640x480"'):
+    with pytest.raises(ConfigError, match=r'one of "160x120", "256x192", "320x240", "640x480"'):
         parse_config({"detector": {"input": value}}, base_dir=tmp_path, environ={}, hostname="pi")

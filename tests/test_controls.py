@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from broker import MosquittoBroker, Subscriber, free_port
 from cli_support import run_cli, start_run
-from daemon_support import build_scene, write_config
+from daemon_support import daemon_config, face_scene, write_config
+from identity_support import latest_json, wait_json
 
 from edge.config import parse_config
 from edge.mqtt.command_intake import (
@@ -263,21 +264,8 @@ def face_photo(photo_paths, detector) -> Path:
 
 
 def config_file(tmp_path, broker, model, photo, blank, **sections) -> Path:
-    scene = tmp_path / "scene"
-    if not scene.exists():
-        build_scene(scene, blank, [(photo, 3), ("blank", 3)])
-    tables = {
-        "device": {"id": DEVICE, "state_dir": tmp_path / "state"},
-        "camera": {"source": "replay", "path": scene, "fps": 20.0, "loop": True},
-        "detector": {"model": model},
-        "events": {"debounce_frames": 1, "clear_after_seconds": 0.1},
-        "snapshot": {"enabled": True},
-        "stats": {"interval_seconds": 1.0},
-        "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min_delay": 0.1},
-    }
-    for name, table in sections.items():
-        tables[name] = {**tables.get(name, {}), **table}
-    return write_config(tmp_path / "edge-face.toml", tables)
+    scene = face_scene(tmp_path / "scene", photo, blank)
+    return daemon_config(tmp_path / "edge-face.toml", broker, model, scene, DEVICE, tmp_path / "state", **sections)
 
 
 class Running:
@@ -298,16 +286,6 @@ class Running:
 
 def command(live: Subscriber, control: str, payload: str) -> None:
     live.client.publish(f"{PREFIX}/set/{control}", payload, qos=1).wait_for_publish(5)
-
-
-def latest_json(live: Subscriber, topic: str) -> dict:
-    messages = live.on(topic)
-    return json.loads(messages[-1].payload) if messages and messages[-1].payload else {}
-
-
-def wait_json(live: Subscriber, topic: str, predicate, what: str, timeout: float = 15.0) -> dict:
-    live.wait_until(lambda: predicate(latest_json(live, topic)), timeout, what)
-    return latest_json(live, topic)
 
 
 def test_detection_off_pauses_persists_across_a_restart_and_on_resumes(

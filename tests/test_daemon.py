@@ -476,9 +476,11 @@ def test_the_ha_outbox_entity_reads_the_outbox_depth_from_the_stats(tmp_path, in
     assert rendered == str(waiting)
 
 
-def test_the_input_profile_chooses_the_model_the_events_name(tmp_path, project_root, blank):
-    """[detector] input = "160x120" without a model: the daemon runs the packaged 160x120
-    model, and its events (and Home Assistant's device, which shows the same model id) say so."""
+@pytest.mark.parametrize("profile", ["160x120", "256x192"])
+def test_the_input_profile_chooses_the_model_the_events_name(tmp_path, project_root, blank, profile):
+    """[detector] input = "160x120" (or "256x192") without a model: the daemon runs the packaged
+    model of that size, and its events (and Home Assistant's device, which shows the same model
+    id) say so."""
     import os
 
     from edge.detect.sidecar import read_sidecar
@@ -496,15 +498,16 @@ def test_the_input_profile_chooses_the_model_the_events_name(tmp_path, project_r
             {
                 "device": {"id": "door"},
                 "camera": {"source": "replay", "path": scene.folder, "fps": FPS},
-                "detector": {"input": "160x120"},
+                "detector": {"input": profile},
                 "events": {"debounce_frames": 2},
             },
         )
     )
     sink = RecordingSink()
     daemon = build_daemon(config, sink=sink, notifier=SystemdNotifier(environ={}))
-    small = read_sidecar(packaged_model_path(PACKAGED_MODELS["160x120"]))
-    assert daemon.detector.input_size == (160, 120) and daemon.detector.model_id == small.model_id
+    small = read_sidecar(packaged_model_path(PACKAGED_MODELS[profile]))
+    width, height = (int(side) for side in profile.split("x"))
+    assert daemon.detector.input_size == (width, height) and daemon.detector.model_id == small.model_id
     assert daemon.run() == 0
     events = [payload for kind, payload in sink.calls if kind == "event"]
     assert [(e.type, e.face_count, e.model_id) for e in events[:1]] == [("face_detected", 1, small.model_id)]

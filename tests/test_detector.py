@@ -290,10 +290,15 @@ def test_each_packaged_profile_runs_at_its_own_size_with_its_own_priors():
         assert detector.input_size == (width, height)
         assert np.array_equal(detector.priors, generate_priors(PriorConfig(width, height)))
     assert PriorConfig(160, 120).num_priors == 1118
+    # 256x192 is whole at every stride (8 to 64), so its cells sit on the pixel grid the
+    # network's strided convolutions see: no level rounded up as 240 / 32 is.
+    middle = PriorConfig(256, 192)
+    assert middle.feature_map_sizes == tuple((256 // s, 192 // s) for s in middle.strides)
+    assert middle.num_priors == 32 * 24 * 3 + 16 * 12 * 2 + 8 * 6 * 2 + 4 * 3 * 3 == 2820
 
 
-def test_the_small_profile_finds_a_large_face_where_the_default_does(project_root):
-    """A face a third of the frame tall (a door, a desk): both profiles find it, same box."""
+def test_the_smaller_profiles_find_a_large_face_where_the_default_does(project_root):
+    """A face a third of the frame tall (a door, a desk): every profile finds it, same box."""
     from edge.detect.detector import DetectorOptions, FaceDetector
     from edge.models import PACKAGED_MODELS, packaged_model_path
 
@@ -304,6 +309,8 @@ def test_the_small_profile_finds_a_large_face_where_the_default_does(project_roo
     for profile, name in PACKAGED_MODELS.items():
         detector = FaceDetector(packaged_model_path(name), DetectorOptions(interpreter=INTERPRETER))
         found[profile] = [detector.detect(_face_in_frame(chip, (640, 480), 160)) for chip in chips]
-    for small, default in zip(found["160x120"], found["320x240"], strict=True):
-        assert len(small) == len(default) == 1
-        assert match_boxes(default.boxes, small.boxes, 0.7)
+    assert set(found) == {"160x120", "256x192", "320x240"}
+    for profile in ("160x120", "256x192"):
+        for small, default in zip(found[profile], found["320x240"], strict=True):
+            assert len(small) == len(default) == 1, profile
+            assert match_boxes(default.boxes, small.boxes, 0.7), profile

@@ -66,23 +66,28 @@ def test_face_height_bins_hold_every_face_once(subset):
     assert bins[1][0] == "faces 12-24 px of 240 (6-12 of 120)"
 
 
-def test_the_small_profile_keeps_large_faces_and_loses_small_ones(subset, subset_detections):
-    """The 160x120 profile against the 320x240 one, same images, same settings: about as good
-    on faces a fifth of the frame tall or more, well under two thirds as good under a tenth."""
+def test_the_smaller_profiles_keep_large_faces_and_lose_small_ones(subset, subset_detections):
+    """The 160x120 and 256x192 profiles against the 320x240 one, same images, same settings:
+    each about as good on faces a fifth of the frame tall or more; under a tenth, 160x120 is
+    well under two thirds as good, and 256x192 lies between the two on every bin under a fifth."""
     from edge.models import PACKAGED_MODELS, packaged_model_path
 
-    small = Int8Detector(
-        packaged_model_path(PACKAGED_MODELS["160x120"]), evaluate.CARD_ALL_SCORES_SETTINGS, num_threads=1
-    )
-    small_bins = evaluate.height_bin_aps(
-        subset, evaluate.detect_images({"s": small}, [i.path for i in subset.images])["s"]
-    )
-    default_bins = evaluate.height_bin_aps(subset, subset_detections["all/int8"])
+    bins = {"320x240": evaluate.height_bin_aps(subset, subset_detections["all/int8"])}
+    for profile in ("160x120", "256x192"):
+        model = Int8Detector(
+            packaged_model_path(PACKAGED_MODELS[profile]), evaluate.CARD_ALL_SCORES_SETTINGS, num_threads=1
+        )
+        found = evaluate.detect_images({profile: model}, [i.path for i in subset.images])[profile]
+        bins[profile] = evaluate.height_bin_aps(subset, found)
     labels = [label for label, _, _ in evaluate.face_height_bins()]
+    small, middle, default = bins["160x120"], bins["256x192"], bins["320x240"]
     for label in labels[:2]:  # under 10% of the frame height
-        assert small_bins[label] < 0.6 * default_bins[label]
+        assert small[label] < 0.6 * default[label]
+    for label in labels[:3]:  # under 20%
+        assert small[label] < middle[label] < default[label], label
     for label in labels[3:]:  # 20% and more
-        assert small_bins[label] > default_bins[label] - 0.05
+        assert small[label] > default[label] - 0.05
+        assert middle[label] > default[label] - 0.05
 
 
 def test_subset_loads_with_original_pixel_ground_truth(subset, subset_dir):

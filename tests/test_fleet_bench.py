@@ -656,7 +656,7 @@ def test_online_check_reaches_a_broker_on_the_device(bench, fleet):
         local=True,
         expect_failure=True,
     )
-    assert "wait_online: broker localhost:1883 unreachable" in wrong.result.stdout, wrong.output
+    assert "edge-face fleet: broker localhost:1883 unreachable" in wrong.result.stdout, wrong.output
     assert bench.unit(host)["ActiveState"] == "active"
 
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 from broker import MosquittoBroker, Subscriber, free_port
-from identity_support import Running, daemon_config, face_scene, retained, wait_json
+from daemon_support import daemon_config, face_scene
+from identity_support import Running, retained, wait_json
 
 from edge.daemon.snapshot import placeholder_jpeg
 from edge.sources.imageio import load_image

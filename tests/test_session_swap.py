@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from broker import MosquittoBroker, Subscriber
-from identity_support import Running, daemon_config, face_scene, retained, wait_json
+from daemon_support import daemon_config, face_scene
+from identity_support import Running, retained, wait_json
 
 from edge.sources.imageio import load_image
 
@@ -26,26 +30,41 @@ def face_photo(photo_paths, detector):
     return min(photo_paths, key=lambda p: (len(detector.detect(load_image(p))) == 0, p.name))
 
 
-def test_snapshot_toggles_and_mqtt_reloads_never_publish_offline(tmp_path, int8_model_path, face_photo, blank):
-    scene = face_scene(tmp_path / "scene", face_photo, blank)
+@contextmanager
+def online_daemon(
+    tmp_path: Path, model: Path, photo: Path, blank: Path, topics: list[str]
+) -> Iterator[tuple[MosquittoBroker, Subscriber, Running, Callable[[int], None]]]:
+    """A broker, ``live`` subscribed to ``topics`` on it, and the daemon seen online there
+    (keepalive 5); ``rewrite(keepalive)`` writes its config again with another keepalive, a
+    change of [mqtt] that the next SIGHUP answers with a new session. The caller stops the
+    daemon."""
+    scene = face_scene(tmp_path / "scene", photo, blank)
     config = tmp_path / "edge-face.toml"
-    with MosquittoBroker(tmp_path / "broker") as broker, Subscriber(broker, [f"{PREFIX}/#"]) as live:
+    with MosquittoBroker(tmp_path / "broker") as broker, Subscriber(broker, topics) as live:
 
-        def write(keepalive: int) -> None:
-            daemon_config(
-                config, broker, int8_model_path, scene, DEVICE, tmp_path / "state", mqtt={"keepalive": keepalive}
-            )
+        def rewrite(keepalive: int) -> None:
+            daemon_config(config, broker, model, scene, DEVICE, tmp_path / "state", mqtt={"keepalive": keepalive})
 
-        write(5)
+        rewrite(5)
         daemon = Running(config, tmp_path / "daemon.log")
         try:
             live.wait_for_payload(STATUS, b"online", timeout=60)
+        except BaseException:
+            daemon.stop()
+            raise
+        yield broker, live, daemon, rewrite
+
+
+def test_snapshot_toggles_and_mqtt_reloads_never_publish_offline(tmp_path, int8_model_path, face_photo, blank):
+    everything = [f"{PREFIX}/#"]
+    with online_daemon(tmp_path, int8_model_path, face_photo, blank, everything) as (broker, live, daemon, rewrite):
+        try:
             wait_json(live, f"{PREFIX}/controls", lambda c: c.get("snapshots") == "ON", "controls announced")
             for switch in ("OFF", "ON", "OFF", "ON"):
                 live.client.publish(f"{PREFIX}/set/snapshots", switch, qos=1).wait_for_publish(5)
                 wait_json(live, f"{PREFIX}/controls", lambda c, s=switch: c.get("snapshots") == s, f"echo {switch}")
             for number, keepalive in enumerate((6, 5, 6, 5), start=1):
-                write(keepalive)
+                rewrite(keepalive)
                 daemon.process.send_signal(signal.SIGHUP)
                 daemon.wait_log("configuration reloaded (changed: mqtt)", number)
                 # The new session announces itself before the next reload.
@@ -70,21 +89,10 @@ def _onlines(live: Subscriber) -> int:
 
 
 def test_a_reload_storm_never_publishes_offline_and_ends_online(tmp_path, int8_model_path, face_photo, blank):
-    scene = face_scene(tmp_path / "scene", face_photo, blank)
-    config = tmp_path / "edge-face.toml"
-    with MosquittoBroker(tmp_path / "broker") as broker, Subscriber(broker, [STATUS]) as live:
-
-        def write(keepalive: int) -> None:
-            daemon_config(
-                config, broker, int8_model_path, scene, DEVICE, tmp_path / "state", mqtt={"keepalive": keepalive}
-            )
-
-        write(5)
-        daemon = Running(config, tmp_path / "daemon.log")
+    with online_daemon(tmp_path, int8_model_path, face_photo, blank, [STATUS]) as (broker, live, daemon, rewrite):
         try:
-            live.wait_for_payload(STATUS, b"online", timeout=60)
             for number in range(20):  # 20 SIGHUPs in 2 s, each replacing the session (same client id)
-                write(6 + number % 2)
+                rewrite(6 + number % 2)
                 daemon.process.send_signal(signal.SIGHUP)
                 time.sleep(0.1)
             daemon.wait_log("configuration reloaded", 1)

@@ -22,7 +22,7 @@ import pytest
 from deploy_support import cache_folder, pinned, sha256, wheelhouse
 from packaging.requirements import Requirement
 
-from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH
+from edge.models import PACKAGED_MODEL_NAME, PACKAGED_MODEL_PATH, PACKAGED_MODELS, packaged_model_path
 from edge.recognize.models import EMBEDDING_MODEL_PATH, LANDMARKS_MODEL_PATH
 
 pytestmark = pytest.mark.slow
@@ -104,9 +104,11 @@ def device_env() -> dict[str, str]:
 def test_wheel_carries_the_shipped_model_and_only_device_requirements(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        for suffix in (".tflite", ".json"):
-            shipped = PACKAGED_MODEL_PATH.with_suffix(suffix)
-            assert archive.read(f"edge/models/{shipped.name}") == shipped.read_bytes()
+        # Every input profile's model and sidecar, byte for byte ([detector] input chooses one).
+        for name in PACKAGED_MODELS.values():
+            for suffix in (".tflite", ".json"):
+                shipped = packaged_model_path(name).with_suffix(suffix)
+                assert archive.read(f"edge/models/{shipped.name}") == shipped.read_bytes()
     assert not {n for n in names if n.startswith(("tools/", "tests/"))}
     # The face-recognition models ship as built (tools.recognize_build); dlib's .dat files never.
     with zipfile.ZipFile(wheel) as archive:

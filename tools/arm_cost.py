@@ -419,7 +419,8 @@ def replay_config(workdir: Path, model: Path, photos: list[Path], size: tuple[in
     frames.mkdir()
     make_frames(photos, stills, frames, size, hold)
     config = workdir / "daemon.toml"
-    write_config(config, frames, model, threads=1, mqtt=None)
+    # The config sits in the scratch folder, where a relative model path would be looked up.
+    write_config(config, frames, model.resolve(), threads=1, mqtt=None)
     return config
 
 
@@ -487,10 +488,13 @@ def measure(args: argparse.Namespace) -> tuple[list[CpuCost], dict]:
 RACE_BASELINE = "BlazeFace short-range"
 RACE_STAGES = ("pre", "invoke", "decode", "frame")
 # Targets, whole frame, ai-edge-litert, 1 thread: (profile, cpu) -> most instructions allowed
-# as a multiple of BlazeFace short-range's frame on that CPU.
+# as a multiple of BlazeFace short-range's frame on that CPU. 320x240 misses its two (its
+# pointwise layers, README "ARM cost"); 256x192 is the profile built to meet them.
 RACE_TARGETS = {
     ("320x240", "cortex-a72"): 1.5,
     ("320x240", "cortex-a53"): 1.2,
+    ("256x192", "cortex-a72"): 1.5,
+    ("256x192", "cortex-a53"): 1.2,
     ("160x120", "cortex-a53"): 1.0,
     ("160x120", "cortex-a72"): 1.0,
     ("160x120", "cortex-a76"): 1.0,

@@ -41,7 +41,9 @@ __all__ = [
     "ModelInfo",
     "QuantParams",
     "check_io_tensors",
+    "existing_model_file",
     "load_interpreter_class",
+    "open_interpreter",
     "sidecar_path",
 ]
 
@@ -69,6 +71,35 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
         "no TFLite interpreter could be imported (" + "; ".join(failures) + "); "
         "install ai-edge-litert, or tflite-runtime with numpy<2"
     )
+
+
+def existing_model_file(path: str | os.PathLike[str], builder: str) -> Path:
+    """``path`` as a Path; raises ModelError naming it, and the tool module ``builder`` that
+    builds it, when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model '{path}': no such file (build it with: python -m {builder})")
+    return path
+
+
+def open_interpreter(
+    path: Path, num_threads: int | None, preferred: str | None, log: logging.Logger
+) -> tuple[Any, str]:
+    """(allocated interpreter of the ``.tflite`` at ``path``, package name), the package
+    chosen as :func:`load_interpreter_class` does. Raises ModelError (one line naming the
+    file) when the runtime cannot load it.
+
+    The runtime announces its delegate on stderr ("INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU."): that goes to ``log`` at debug level, not to a user's terminal.
+    """
+    interpreter_class, name = load_interpreter_class(preferred)
+    try:
+        with runtime_info_to_debug(log):
+            interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"model '{path}': not a loadable TFLite model ({exc})") from None
+    return interpreter, name
 
 
 def tensor_quant(detail: dict[str, Any]) -> QuantParams:
@@ -133,20 +164,12 @@ class Int8Model:
     def __init__(
         self, path: str | os.PathLike[str], num_threads: int | None = None, interpreter: str | None = None
     ) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model '{self.path}': no such file (build it with: python -m tools.quantize)")
+        self.path = existing_model_file(path, "tools.quantize")
         self.info = read_sidecar(self.path)
         self._check_sha256()
-        interpreter_class, self.interpreter_name = load_interpreter_class(interpreter)
-        try:
-            # The runtime announces its delegate on stderr ("INFO: Created TensorFlow Lite
-            # XNNPACK delegate for CPU."): a debug line, not something for a user's terminal.
-            with runtime_info_to_debug(logging.getLogger("edge.model")):
-                self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
-                self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
+        self._interpreter, self.interpreter_name = open_interpreter(
+            self.path, num_threads, interpreter, logging.getLogger("edge.model")
+        )
         info, where = self.info, f"model '{self.path}'"
         tensors = check_io_tensors(self._interpreter, info.input_width, info.input_height, info.num_priors, where)
         self._check_output_quant(tensors)

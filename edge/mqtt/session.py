@@ -309,9 +309,7 @@ class Session:
             if client.refused_bytes is not None:
                 # Not a network failure: reconnecting at once would get the same message
                 # (a retained one) again, so the backoff is not reset.
-                raise _SessionEnded(
-                    self._explain.oversized(client.refused_bytes, SizeCappedClient.max_incoming_bytes), False
-                )
+                raise _SessionEnded(self._explain.oversized(client.refused_bytes, client.max_incoming_bytes), False)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise _SessionEnded(self._explain.lost(rc, was_connected, disconnect_reason), was_connected)
             if not was_connected and time.monotonic() > connack_deadline:

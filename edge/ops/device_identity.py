@@ -179,8 +179,6 @@ class Retirer:
             self._lock.notify_all()
 
     def _run(self) -> None:
-        from edge.ops.forget import config_for, forget_device, read_retained
-
         delay = self._config.mqtt.reconnect_min_delay
         while True:
             with self._lock:
@@ -197,41 +195,7 @@ class Retirer:
                     self._queued = False
                 continue
             entry = record.retiring[0]
-            old = config_for(config, entry)
-            done = True
-            if old is None:
-                self._log.warning("announced identity in '%s' is not one of ours; ignoring it", path)
-            elif old.mqtt.host is not None:
-                topics = DeviceTopics.under(entry["topic_prefix"])
-                status = topics.status
-                live = None
-                if entry.get("verify"):
-                    live = read_retained(old, status, self._log, LIVENESS_TIMEOUT_S)
-                if live is not None and live[0] == "unreachable":
-                    done = False
-                elif live is not None and live[1] == STATUS_ONLINE.encode():
-                    self._log.warning(
-                        "device '%s' (stored in '%s') is online on broker %s:%s: not removing it (a state "
-                        "directory copied from a running device?); `edge-face forget` removes it if it is a ghost",
-                        old.device.id,
-                        path,
-                        old.mqtt.host,
-                        old.mqtt.port,
-                    )
-                else:
-                    self._log.info(
-                        "the device was announced as '%s' (broker %s:%s): removing that one",
-                        old.device.id,
-                        old.mqtt.host,
-                        old.mqtt.port,
-                    )
-                    done = forget_device(
-                        old,
-                        self._log,
-                        config.mqtt.flush_timeout,
-                        discovery=entry.get("discovery_prefix") is not None,
-                        keep=self._kept_topics(config, old),
-                    )
+            done = self._retire(config, entry, path)
             with self._lock:
                 if done:  # recorded even when stopping: the next start must not try it again
                     record = load_record(path, self._log)
@@ -249,6 +213,45 @@ class Retirer:
                     self._lock.notify_all()
                     self._lock.wait(delay)
                     delay = min(delay * 2, config.mqtt.reconnect_max_delay)
+
+    def _retire(self, config: Config, entry: dict[str, Any], path: Path) -> bool:
+        """Remove the old identity ``entry`` (of the record at ``path``) from its broker, unless
+        a device still runs there under it; False when its broker could not be asked (retry)."""
+        from edge.ops.forget import config_for, forget_device, read_retained
+
+        old = config_for(config, entry)
+        if old is None:
+            self._log.warning("announced identity in '%s' is not one of ours; ignoring it", path)
+            return True
+        if old.mqtt.host is None:
+            return True
+        status = DeviceTopics.under(entry["topic_prefix"]).status
+        live = read_retained(old, status, self._log, LIVENESS_TIMEOUT_S) if entry.get("verify") else None
+        if live is not None and live[0] == "unreachable":
+            return False
+        if live is not None and live[1] == STATUS_ONLINE.encode():
+            self._log.warning(
+                "device '%s' (stored in '%s') is online on broker %s:%s: not removing it (a state "
+                "directory copied from a running device?); `edge-face forget` removes it if it is a ghost",
+                old.device.id,
+                path,
+                old.mqtt.host,
+                old.mqtt.port,
+            )
+            return True
+        self._log.info(
+            "the device was announced as '%s' (broker %s:%s): removing that one",
+            old.device.id,
+            old.mqtt.host,
+            old.mqtt.port,
+        )
+        return forget_device(
+            old,
+            self._log,
+            config.mqtt.flush_timeout,
+            discovery=entry.get("discovery_prefix") is not None,
+            keep=self._kept_topics(config, old),
+        )
 
     @staticmethod
     def _kept_topics(config: Config, old: Config) -> frozenset[str]:

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -52,6 +52,8 @@ from edge.exitcodes import ExitCode
 from edge.mqtt.discovery import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STOPPED, DeviceTopics, discovery_topic
 
 if TYPE_CHECKING:  # paho is imported where it is used: the table's other paths run without it
+    import ssl
+
     import paho.mqtt.client as paho
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
@@ -323,118 +325,164 @@ class _Progress:
     topics_dropped: int = 0  # topics beyond MAX_TOPICS
 
 
-def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, timeout: float) -> Snapshot:
-    """Subscribe, take the retained messages, and wait (up to ``timeout`` s) until every online
-    device has sent its stats. Raises FleetError when the broker cannot be used."""
-    import ssl
+class _Collector:
+    """What paho's thread delivers during one look (its callbacks), and the wait for it; all
+    state is guarded by ``lock``."""
 
-    from edge.mqtt.client import ClientSettings, max_packet_size, new_client, on_connack
+    def __init__(self, pattern: TopicPattern, discovery_prefix: str) -> None:
+        self.pattern, self.discovery_prefix = pattern, discovery_prefix
+        self.lock = threading.Condition()
+        self.payloads: dict[str, bytes] = {}
+        self.progress = _Progress()
 
-    tls = None
-    if broker.tls:
-        try:
-            tls = ssl.create_default_context(cafile=broker.cafile)
-            if broker.certfile is not None:
-                tls.load_cert_chain(broker.certfile, broker.keyfile)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise FleetError(f"TLS files unusable: {exc}") from None
-    client = new_client(ClientSettings(client_id="", username=broker.username, password=broker.password, tls=tls))
-    client.connect_timeout = min(timeout, client.connect_timeout)
-    # The broker drops what is larger for us rather than send it (MQTT 5 maximum packet size).
-    connect_properties = max_packet_size(MAX_MESSAGE_BYTES)
-    lock = threading.Condition()
-    payloads: dict[str, bytes] = {}
-    progress = _Progress()
-
-    def on_connect(client: paho.Client, reason_code: ReasonCode) -> None:
+    def on_connect(self, client: paho.Client, reason_code: ReasonCode) -> None:
         if reason_code.is_failure:
-            with lock:
-                progress.refused = str(reason_code)
-                lock.notify_all()
+            with self.lock:
+                self.progress.refused = str(reason_code)
+                self.lock.notify_all()
             return
         client.subscribe(
-            [(pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF, HEALTH_LEAF)]
-            + [(discovery_topic(discovery_prefix, "+"), 0)]
+            [(self.pattern.subscription(leaf), 0) for leaf in (STATUS_LEAF, STATE_LEAF, STATS_LEAF, HEALTH_LEAF)]
+            + [(discovery_topic(self.discovery_prefix, "+"), 0)]
         )
 
     def on_subscribe(
+        self,
         client: paho.Client,
         userdata: Any,
         mid: int,
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        with lock:
-            progress.subscribed = time.monotonic()
-            lock.notify_all()
+        with self.lock:
+            self.progress.subscribed = time.monotonic()
+            self.lock.notify_all()
 
-    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        with lock:
+    def on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self.lock:
             if len(message.payload) > MAX_MESSAGE_BYTES:
-                progress.oversized += 1
-            elif message.topic in payloads or len(payloads) < MAX_TOPICS:
-                payloads[message.topic] = bytes(message.payload)
+                self.progress.oversized += 1
+            elif message.topic in self.payloads or len(self.payloads) < MAX_TOPICS:
+                self.payloads[message.topic] = bytes(message.payload)
             else:
-                progress.topics_dropped += 1
-            lock.notify_all()
+                self.progress.topics_dropped += 1
+            self.lock.notify_all()
 
-    def stats_missing() -> bool:
-        for topic, payload in payloads.items():
-            matched = pattern.match(topic)
+    def _stats_missing(self) -> bool:
+        for topic, payload in self.payloads.items():
+            matched = self.pattern.match(topic)
             if matched and matched[1] == STATUS_LEAF and payload == STATUS_ONLINE.encode():
-                figures = (pattern.subscription(leaf).replace("+", matched[0], 1) for leaf in (STATS_LEAF, HEALTH_LEAF))
-                if not any(payloads.get(topic) for topic in figures):
+                figures = (
+                    self.pattern.subscription(leaf).replace("+", matched[0], 1) for leaf in (STATS_LEAF, HEALTH_LEAF)
+                )
+                if not any(self.payloads.get(topic) for topic in figures):
                     return True
         return False
 
-    on_connack(client, on_connect)
-    client.on_subscribe, client.on_message = on_subscribe, on_message
+    def wait(self, timeout: float) -> tuple[_Progress, dict[str, bytes], tuple[str, ...]]:
+        """Until the broker refuses us, or the retained messages have settled after the SUBACK
+        and every online device has sent its stats, or ``timeout`` s: (the progress, the
+        payloads by topic, the notes on what was refused) by then."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                if self.progress.refused is not None or now >= deadline:
+                    break
+                subscribed = self.progress.subscribed
+                if (
+                    subscribed is not None
+                    and now >= subscribed + min(RETAINED_SETTLE_S, timeout)
+                    and not self._stats_missing()
+                ):
+                    break
+                self.lock.wait(min(0.1, deadline - now))
+            progress = self.progress
+            notes = []
+            if progress.oversized:
+                notes.append(f"{progress.oversized} message(s) over {MAX_MESSAGE_BYTES} bytes; ignored")
+            if progress.topics_dropped:
+                notes.append(f"more than {MAX_TOPICS} topics; {progress.topics_dropped} ignored")
+            return replace(progress), dict(self.payloads), tuple(notes)
+
+
+def _tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
+    import ssl
+
+    if not broker.tls:
+        return None
     try:
-        client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5), properties=connect_properties)
+        tls = ssl.create_default_context(cafile=broker.cafile)
+        if broker.certfile is not None:
+            tls.load_cert_chain(broker.certfile, broker.keyfile)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise FleetError(f"TLS files unusable: {exc}") from None
+    return tls
+
+
+def _connect(client: paho.Client, broker: BrokerSettings, timeout: float) -> None:
+    import ssl
+
+    from edge.mqtt.client import max_packet_size
+
+    try:
+        # The broker drops what is larger for us rather than send it (MQTT 5 maximum packet size).
+        client.connect(
+            broker.host,
+            broker.port,
+            keepalive=max(5, int(timeout) + 5),
+            properties=max_packet_size(MAX_MESSAGE_BYTES),
+        )
     except ssl.SSLCertVerificationError as exc:
         raise FleetError(
             f"broker {broker.host}:{broker.port}: TLS certificate verify failed ({exc.verify_message})"
         ) from None
     except (OSError, ValueError) as exc:
         raise FleetError(f"broker {broker.host}:{broker.port} unreachable ({exc})") from None
+
+
+def look(broker: BrokerSettings, pattern: TopicPattern, discovery_prefix: str, timeout: float) -> Snapshot:
+    """Subscribe, take the retained messages, and wait (up to ``timeout`` s) until every online
+    device has sent its stats. Raises FleetError when the broker cannot be used."""
+    from edge.mqtt.client import ClientSettings, new_client, on_connack
+
+    tls = _tls_context(broker)
+    client = new_client(ClientSettings(client_id="", username=broker.username, password=broker.password, tls=tls))
+    client.connect_timeout = min(timeout, client.connect_timeout)
+    collector = _Collector(pattern, discovery_prefix)
+    on_connack(client, collector.on_connect)
+    client.on_subscribe, client.on_message = collector.on_subscribe, collector.on_message
+    _connect(client, broker, timeout)
     client.loop_start()
-    deadline = time.monotonic() + timeout
     try:
-        with lock:
-            while True:
-                now = time.monotonic()
-                if progress.refused is not None or now >= deadline:
-                    break
-                subscribed = progress.subscribed
-                if (
-                    subscribed is not None
-                    and now >= subscribed + min(RETAINED_SETTLE_S, timeout)
-                    and not stats_missing()
-                ):
-                    break
-                lock.wait(min(0.1, deadline - now))
-            refused, subscribed = progress.refused, progress.subscribed
-            seen = dict(payloads)
-            notes = []
-            if progress.oversized:
-                notes.append(f"{progress.oversized} message(s) over {MAX_MESSAGE_BYTES} bytes; ignored")
-            if progress.topics_dropped:
-                notes.append(f"more than {MAX_TOPICS} topics; {progress.topics_dropped} ignored")
+        progress, seen, notes = collector.wait(timeout)
     finally:
         client.disconnect()
         client.loop_stop()
-    if refused is not None:
-        raise FleetError(f"broker {broker.host}:{broker.port} refused the connection ({refused})")
-    if subscribed is None:
+    if progress.refused is not None:
+        raise FleetError(f"broker {broker.host}:{broker.port} refused the connection ({progress.refused})")
+    if progress.subscribed is None:
         raise FleetError(f"broker {broker.host}:{broker.port} did not answer within {timeout:g} s")
-    return Snapshot(seen, time.time(), tuple(notes))
+    return Snapshot(seen, time.time(), notes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # No abbreviations: "--password SECRET" must be refused, not taken for --password-file.
     parser.allow_abbrev = False
+    # The broker and how to log in to it,
     parser.add_argument("--broker", required=True, help="broker host name or address")
     parser.add_argument("--port", type=int, default=None, help="default 1883, or 8883 with --tls")
+    parser.add_argument("--username")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        help=f"file holding the broker password (default: ${PASSWORD_ENV} if set; never on argv)",
+    )
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--cafile")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    # what to look at there, and for how long,
     parser.add_argument(
         "--topic-prefix",
         default=DEFAULT_TOPIC_PREFIX,
@@ -446,23 +494,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Home Assistant discovery prefix, for versions and models (default: %(default)s)",
     )
     parser.add_argument("--device", default=None, help="look at this device only (exit status as for the fleet)")
-    parser.add_argument("--username")
-    parser.add_argument(
-        "--password-file",
-        type=Path,
-        help=f"file holding the broker password (default: ${PASSWORD_ENV} if set; never on argv)",
-    )
-    parser.add_argument("--tls", action="store_true")
-    parser.add_argument("--cafile")
-    parser.add_argument("--cert")
-    parser.add_argument("--key")
-    parser.add_argument("--json", action="store_true", help="one JSON object per device and line")
     parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for the online devices' stats (default: %(default)s)",
     )
+    # and how to say it.
+    parser.add_argument("--json", action="store_true", help="one JSON object per device and line")
 
 
 def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
@@ -473,6 +512,28 @@ def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | Non
     return environ.get(PASSWORD_ENV)
 
 
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[TopicPattern, BrokerSettings]:
+    """The arguments checked: raises ValueError (a ConfigError too) naming the argument, or
+    OSError when the password file cannot be read."""
+    pattern = TopicPattern.from_prefix(args.topic_prefix)
+    validate_topic_prefix(args.discovery_prefix, "--discovery-prefix")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise ValueError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if (args.cert is None) != (args.key is None):
+        raise ValueError("--cert and --key go together")
+    broker = BrokerSettings(
+        host=args.broker,
+        port=args.port or (8883 if args.tls else 1883),
+        username=args.username,
+        password=_password(args, environ),
+        tls=args.tls,
+        cafile=args.cafile,
+        certfile=args.cert,
+        keyfile=args.key,
+    )
+    return pattern, broker
+
+
 def fleet_main(
     args: argparse.Namespace,
     environ: Mapping[str, str] = os.environ,
@@ -481,29 +542,13 @@ def fleet_main(
 ) -> int:
     """``edge-face fleet``: prints the table (or JSON lines); returns the exit status."""
     try:
-        pattern = TopicPattern.from_prefix(args.topic_prefix)
-        validate_topic_prefix(args.discovery_prefix, "--discovery-prefix")
-        if not (args.timeout > 0 and math.isfinite(args.timeout)):
-            raise ValueError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
-        if (args.cert is None) != (args.key is None):
-            raise ValueError("--cert and --key go together")
-        password = _password(args, environ)
+        pattern, broker = _settings(args, environ)
     except OSError as exc:
         print(f"edge-face fleet: --password-file {args.password_file}: {exc.strerror or exc}", file=err)
         return ExitCode.CONFIG
     except ValueError as exc:  # ConfigError is a ValueError too
         print(f"edge-face fleet: {exc}", file=err)
         return ExitCode.CONFIG
-    broker = BrokerSettings(
-        host=args.broker,
-        port=args.port or (8883 if args.tls else 1883),
-        username=args.username,
-        password=password,
-        tls=args.tls,
-        cafile=args.cafile,
-        certfile=args.cert,
-        keyfile=args.key,
-    )
     try:
         snapshot = look(broker, pattern, args.discovery_prefix, args.timeout)
     except FleetError as exc:
@@ -523,15 +568,27 @@ def fleet_main(
     elif reports:
         print(format_table(reports), file=out)
     code = fleet_exit_code(reports, args.device)
+    _explain(code, reports, args.device, pattern, broker, err)
+    return code
+
+
+def _explain(
+    code: ExitCode,
+    reports: list[DeviceReport],
+    device: str | None,
+    pattern: TopicPattern,
+    broker: BrokerSettings,
+    err: TextIO,
+) -> None:
+    """One line on stderr saying why ``code`` is not OK."""
     if code == ExitCode.FAILURE:
         print(
             f"edge-face fleet: no device status under '{pattern.subscription(STATUS_LEAF)}' on "
             f"{broker.host}:{broker.port}",
             file=err,
         )
-    elif args.device is not None and not reports:
-        print(f"edge-face fleet: device '{args.device}' has no status on {broker.host}:{broker.port}", file=err)
+    elif device is not None and not reports:
+        print(f"edge-face fleet: device '{device}' has no status on {broker.host}:{broker.port}", file=err)
     elif code == ExitCode.OFFLINE:
         down = ", ".join(f"{r.device} ({r.status})" for r in reports if not r.online)
         print(f"edge-face fleet: not online: {down}", file=err)
-    return code

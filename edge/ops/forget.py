@@ -125,11 +125,27 @@ def read_retained(config: Config, topic: str, logger: logging.Logger, timeout: f
 
 @dataclasses.dataclass
 class _Progress:
-    """What paho's thread has reported so far (guarded by the caller's condition)."""
+    """What paho's thread reports during one removal (its callbacks), guarded by ``done``."""
 
     connected: bool = False
     refused: str | None = None
     acked: set[int] = dataclasses.field(default_factory=set)
+    done: threading.Condition = dataclasses.field(default_factory=threading.Condition)
+
+    def on_connect(self, client: paho.Client, reason_code: ReasonCode) -> None:
+        with self.done:
+            if reason_code.is_failure:
+                self.refused = str(reason_code)
+            else:
+                self.connected = True
+            self.done.notify_all()
+
+    def on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        with self.done:
+            self.acked.add(mid)
+            self.done.notify_all()
 
 
 def forget_device(
@@ -155,31 +171,14 @@ def forget_device(
         (topic, payload) for topic, payload in removal_messages(prefix, config.device.id, topics) if topic not in keep
     ]
     broker = f"{mqtt.host}:{mqtt.port}"
-    done = threading.Condition()
-    state = _Progress()
-
-    def on_connect(client: paho.Client, reason_code: ReasonCode) -> None:
-        with done:
-            if reason_code.is_failure:
-                state.refused = str(reason_code)
-            else:
-                state.connected = True
-            done.notify_all()
-
-    def on_publish(
-        client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
-    ) -> None:
-        with done:
-            state.acked.add(mid)
-            done.notify_all()
-
+    progress = _Progress()
     try:
         client = new_client(ClientSettings.from_config(mqtt, f"edge-face-forget-{config.device.id}"))
     except ConfigError as exc:  # a password or TLS file that cannot be used (changed since load)
         logger.error("cannot remove device '%s': %s", config.device.id, exc)
         return False
-    on_connack(client, on_connect)
-    client.on_publish = on_publish
+    on_connack(client, progress.on_connect)
+    client.on_publish = progress.on_publish
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
     except OSError as exc:  # ssl.SSLError is an OSError
@@ -187,33 +186,49 @@ def forget_device(
         return False
     client.loop_start()
     try:
-        with done:
-            done.wait_for(lambda: state.connected or state.refused, timeout)
-            if not state.connected:
-                reason = state.refused or f"no answer within {timeout:g} s"
-                logger.error("cannot remove device '%s': broker %s: %s", config.device.id, broker, reason)
-                return False
-        mids = {client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages}
-        with done:
-            if not done.wait_for(lambda: mids <= state.acked, timeout):
-                logger.error(
-                    "broker %s did not acknowledge every removal of device '%s' within %g s",
-                    broker,
-                    config.device.id,
-                    timeout,
-                )
-                return False
-        logger.info(
-            "removed device '%s' from broker %s (%d retained topics cleared, Home Assistant discovery under '%s')",
-            config.device.id,
-            broker,
-            len(messages),
-            config.homeassistant.discovery_prefix,
-        )
-        return True
+        return _publish_removals(client, progress, messages, broker, config, logger, timeout)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _publish_removals(
+    client: paho.Client,
+    progress: _Progress,
+    messages: list[tuple[str, bytes]],
+    broker: str,
+    config: Config,
+    logger: logging.Logger,
+    timeout: float,
+) -> bool:
+    """Once connected, publish ``messages`` and wait for every acknowledgement (each wait
+    bounded by ``timeout`` s); False, the cause logged, when ``broker`` (host:port) refuses or
+    is silent."""
+    done = progress.done
+    with done:
+        done.wait_for(lambda: progress.connected or progress.refused, timeout)
+        if not progress.connected:
+            reason = progress.refused or f"no answer within {timeout:g} s"
+            logger.error("cannot remove device '%s': broker %s: %s", config.device.id, broker, reason)
+            return False
+    mids = {client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages}
+    with done:
+        if not done.wait_for(lambda: mids <= progress.acked, timeout):
+            logger.error(
+                "broker %s did not acknowledge every removal of device '%s' within %g s",
+                broker,
+                config.device.id,
+                timeout,
+            )
+            return False
+    logger.info(
+        "removed device '%s' from broker %s (%d retained topics cleared, Home Assistant discovery under '%s')",
+        config.device.id,
+        broker,
+        len(messages),
+        config.homeassistant.discovery_prefix,
+    )
+    return True
 
 
 def forget_main(config_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> int:

@@ -3,7 +3,7 @@
 The network is dlib's ResNet v1 (``dlib_face_recognition_resnet_model_v1.dat``, CC0) converted
 by ``tools.recognize_build`` to a TFLite model that takes the chip's RGB pixel values as float32
 (its input mean and scale folded into the first convolution) and runs in the project's
-interpreter (:func:`edge.detect.model.load_interpreter_class`).
+interpreter (:func:`edge.detect.model.open_interpreter`).
 
 Distances are between L2-normalised descriptors: dlib's descriptors are about 1.45 long, and
 comparing directions makes the threshold independent of small scale errors of a converted
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 
-from edge.detect.model import load_interpreter_class
-from edge.detect.native_stderr import runtime_info_to_debug
+from edge.detect.model import existing_model_file, open_interpreter
 from edge.detect.sidecar import EMBEDDING_KIND, EmbeddingModelInfo, ModelError, read_recognition_sidecar
 
 
@@ -29,20 +27,13 @@ class FaceEmbedder:
     def __init__(
         self, path: str | os.PathLike[str], num_threads: int | None = None, interpreter: str | None = None
     ) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model '{self.path}': no such file (build it with: python -m tools.recognize_build)")
+        self.path = existing_model_file(path, "tools.recognize_build")
         info = read_recognition_sidecar(self.path, EMBEDDING_KIND)
         assert isinstance(info, EmbeddingModelInfo)
         self.info = info
-        interpreter_class, self.interpreter_name = load_interpreter_class(interpreter)
-        try:
-            # The runtime's "Created ... XNNPACK delegate" line goes to the debug log, as the detector's.
-            with runtime_info_to_debug(logging.getLogger("edge.recognize")):
-                self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
-                self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"model '{self.path}': not a loadable TFLite model ({exc})") from None
+        self._interpreter, self.interpreter_name = open_interpreter(
+            self.path, num_threads, interpreter, logging.getLogger("edge.recognize")
+        )
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         size, dims = info.chip_size, info.dimensions
         found = [(tuple(int(d) for d in t["shape"]), np.dtype(t["dtype"]).name) for t in (*inputs, *outputs)]

@@ -15,9 +15,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.exitcodes import ExitCode
 from edge.recognize.settings import GALLERY_FILE_NAME
+
+if TYPE_CHECKING:
+    from edge.detect.sidecar import ModelError
+    from edge.recognize.gallery import GalleryError
 
 # Stdlib only at import (edge.recognize.settings is too): `edge-face --help` and check-config
 # start without numpy; the gallery and the models are imported by the commands that use them.
@@ -50,6 +55,15 @@ def _fail(message: str) -> None:
     print(f"edge-face: {message}", file=sys.stderr, flush=True)
 
 
+def report_unusable(exc: GalleryError | ModelError) -> ExitCode:
+    """Name on one line why the gallery or a model cannot be used; the exit code: CONFIG for
+    the gallery (the operator's file), MODEL for a model."""
+    from edge.recognize.gallery import GalleryError
+
+    _fail(str(exc))
+    return ExitCode.CONFIG if isinstance(exc, GalleryError) else ExitCode.MODEL
+
+
 def enroll_main(args: argparse.Namespace) -> int:
     from edge.detect.detector import FaceDetector
     from edge.detect.sidecar import ModelError
@@ -64,12 +78,8 @@ def enroll_main(args: argparse.Namespace) -> int:
         describer = FaceDescriber()
         gallery = load_gallery(path, describer.model_id, describer.dimensions)
         detector = FaceDetector(PACKAGED_MODEL_PATH)
-    except GalleryError as exc:
-        _fail(str(exc))
-        return ExitCode.CONFIG
-    except ModelError as exc:
-        _fail(str(exc))
-        return ExitCode.MODEL
+    except (GalleryError, ModelError) as exc:
+        return report_unusable(exc)
     descriptors, failures = [], 0
     for image_path in args.images:
         try:
@@ -112,12 +122,8 @@ def people_main(args: argparse.Namespace) -> int:
         if args.remove is not None:
             gallery.remove(args.remove)
             save_gallery(path, gallery)
-    except GalleryError as exc:
-        _fail(str(exc))
-        return ExitCode.CONFIG
-    except ModelError as exc:
-        _fail(str(exc))
-        return ExitCode.MODEL
+    except (GalleryError, ModelError) as exc:
+        return report_unusable(exc)
     counts = {name: len(gallery.people[name]) for name in sorted(gallery.people)}
     if args.json:
         print(json.dumps(counts))

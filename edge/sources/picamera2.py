@@ -329,6 +329,61 @@ def field_of_view(mode: SensorMode, full: tuple[int, int], output_size: tuple[in
     return mode.crop[2] / full[0] * shown[0] / width, mode.crop[3] / full[1] * shown[1] / height
 
 
+def log_field_of_view(
+    source: str,
+    model: str,
+    modes: list[SensorMode],
+    modes_error: str | None,
+    sensor: dict[str, Any] | None,
+    output: tuple[int, int],
+) -> None:
+    """Log which mode libcamera runs for the camera of ``source`` (its name) and how much of
+    the sensor its ``output`` frames show; a warning when that is unknown for a Pi camera (it
+    may be a crop). ``sensor``: picamera2's configured ``sensor`` entry."""
+    running = ""
+    if sensor and sensor.get("output_size"):
+        width, height = sensor["output_size"]
+        running = f"; libcamera runs sensor mode {width}x{height} {sensor.get('bit_depth')}-bit, which may be a crop"
+    if modes_error is not None:
+        log.warning(
+            "%s: %s camera, field of view unknown: cannot read the sensor modes (%s)%s; "
+            "on a Pi Zero 2 W or 1 GB board give the camera more CMA memory (see %s)",
+            source,
+            model,
+            modes_error,
+            running,
+            CAMERA_DOC,
+        )
+        return
+    chosen = None
+    if sensor and modes:
+        size = tuple(sensor.get("output_size") or ())
+        chosen = next((m for m in modes if m.size == size and m.bit_depth == sensor.get("bit_depth")), None)
+    full = full_sensor_size(modes)
+    if chosen is None or chosen.crop is None or full is None:
+        if not modes:  # a USB camera lists no geometry: nothing is cropped by mode choice
+            log.info("%s: %s camera, field of view unknown (no sensor mode geometry)", source, model)
+        else:
+            log.warning(
+                "%s: %s camera, field of view unknown: libcamera reports no crop for its sensor modes%s",
+                source,
+                model,
+                running,
+            )
+        return
+    view_w, view_h = field_of_view(chosen, full, output)
+    log.info(
+        "%s: %s sensor mode %dx%d %d-bit (up to %.0f fps), field of view %.0f%% x %.0f%% of the sensor",
+        source,
+        model,
+        *chosen.size,
+        chosen.bit_depth,
+        chosen.fps,
+        100 * view_w,
+        100 * view_h,
+    )
+
+
 # --- the source ------------------------------------------------------------------------------------
 
 
@@ -460,7 +515,7 @@ class Picamera2Source:
             log.warning("%s: libcamera adjusted the %s stream to %dx%d", self.name, self.stream, got_w, got_h)
         self._delivered = _Delivered(got_format, int(got_w), int(got_h), int(stride))
         model = str(info.get("Model", "camera"))
-        self._log_view(model, modes, modes_error, configured.get("sensor"), (got_w, got_h))
+        log_field_of_view(self.name, model, modes, modes_error, configured.get("sensor"), (got_w, got_h))
 
     def _sensor_modes(self, camera: Any, camera_id: str) -> tuple[list[SensorMode], str | None]:
         """The camera's modes and why they could not be read (None: they were). Read once per
@@ -475,61 +530,6 @@ class Picamera2Source:
         modes = [mode for mode in map(SensorMode.from_picamera2, raw_modes) if mode is not None]
         self._modes[camera_id] = modes
         return modes, None
-
-    def _log_view(
-        self,
-        model: str,
-        modes: list[SensorMode],
-        modes_error: str | None,
-        sensor: dict[str, Any] | None,
-        output: tuple[int, int],
-    ) -> None:
-        """Say which mode libcamera runs and how much of the sensor the frames show; a
-        warning when that is unknown for a Pi camera (it may be a crop)."""
-        running = ""
-        if sensor and sensor.get("output_size"):
-            width, height = sensor["output_size"]
-            running = (
-                f"; libcamera runs sensor mode {width}x{height} {sensor.get('bit_depth')}-bit, which may be a crop"
-            )
-        if modes_error is not None:
-            log.warning(
-                "%s: %s camera, field of view unknown: cannot read the sensor modes (%s)%s; "
-                "on a Pi Zero 2 W or 1 GB board give the camera more CMA memory (see %s)",
-                self.name,
-                model,
-                modes_error,
-                running,
-                CAMERA_DOC,
-            )
-            return
-        chosen = None
-        if sensor and modes:
-            size = tuple(sensor.get("output_size") or ())
-            chosen = next((m for m in modes if m.size == size and m.bit_depth == sensor.get("bit_depth")), None)
-        full = full_sensor_size(modes)
-        if chosen is None or chosen.crop is None or full is None:
-            if not modes:  # a USB camera lists no geometry: nothing is cropped by mode choice
-                log.info("%s: %s camera, field of view unknown (no sensor mode geometry)", self.name, model)
-            else:
-                log.warning(
-                    "%s: %s camera, field of view unknown: libcamera reports no crop for its sensor modes%s",
-                    self.name,
-                    model,
-                    running,
-                )
-            return
-        view_w, view_h = field_of_view(chosen, full, output)
-        log.info(
-            "%s: %s sensor mode %dx%d %d-bit (up to %.0f fps), field of view %.0f%% x %.0f%% of the sensor",
-            self.name,
-            model,
-            *chosen.size,
-            chosen.bit_depth,
-            chosen.fps,
-            100 * view_w,
-            100 * view_h,
-        )
 
     # --- read -------------------------------------------------------------------------------------
 
