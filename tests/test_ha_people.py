@@ -606,6 +606,19 @@ def test_enrol_and_forget_from_home_assistant_through_the_broker(tmp_path, broke
         controls = wait_json(live, TOPICS.controls, lambda c: c.get("forget_name") is None, "the choice cleared")
         assert controls["enrolment"].startswith(f"forgot {name!r}")
         assert json.loads(gallery.read_text())["people"] == {}
+
+        # Enrolled and removed from the command line while the daemon runs: the entity follows.
+        from cli_support import run_cli
+
+        other = person_component("Zoë")
+        enrolled = run_cli("enroll", "--gallery", str(gallery), "Zoë", str(tmp_path / "face-0.png"))
+        assert enrolled.returncode == 0, enrolled.stderr
+        live.wait_until(lambda: persons(last_json(live, CONFIG_TOPIC)).get(other, {}).get("name") == "Zoë", 20, "Zoë")
+        removed = run_cli("people", "--gallery", str(gallery), "--remove", "Zoë")
+        assert removed.returncode == 0, removed.stderr
+        live.wait_until(
+            lambda: persons(last_json(live, CONFIG_TOPIC)).get(other) == {"p": "binary_sensor"}, 20, "Zoë removed"
+        )
         code, log, _ = daemon.stop()
         assert code == 0, log[-3000:]
         assert "Traceback" not in log
