@@ -33,6 +33,8 @@ from edge.config import HomeAssistantConfig, MqttConfig
 from edge.mqtt.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
+    ENROLMENT,
+    RECOGNITION,
     SNAPSHOT,
     DeviceTopics,
     build_discovery_payload,
@@ -63,7 +65,14 @@ ORIGIN_ABBREVIATIONS = {"sw": "sw_version", "url": "support_url", "name": "name"
 REQUIRED_ROOT = {"device", "origin", "components"}
 REQUIRED_ORIGIN = {"name"}
 REQUIRED_COMPONENT = {"platform", "unique_id"}  # unique_id: every platform we use is an entity
-REQUIRED_BY_PLATFORM = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}}
+REQUIRED_BY_PLATFORM = {
+    "binary_sensor": {"state_topic"},
+    "sensor": {"state_topic"},
+    # text.mqtt, select.mqtt and button.mqtt: "command_topic ... required"; select: "options ... required".
+    "text": {"command_topic"},
+    "select": {"command_topic", "options"},
+    "button": {"command_topic"},
+}
 EXCLUSIVE_BY_PLATFORM = {"image": {"image_topic", "url_topic"}}
 HA_TOPIC_MATCHER = re.compile(
     r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
@@ -105,7 +114,7 @@ def assert_meets_documented_requirements(payload: dict) -> None:
     assert len(unique_ids) == len(set(unique_ids))
 
 
-ALL_FEATURES = frozenset({SNAPSHOT, CONTROLS, CPU_TEMPERATURE})
+ALL_FEATURES = frozenset({SNAPSHOT, CONTROLS, CPU_TEMPERATURE, RECOGNITION, ENROLMENT})
 
 
 def render(template: str, payload: bytes):
@@ -130,6 +139,12 @@ def test_discovery_payload_has_every_documented_required_field():
         "snapshots": "switch",
         "score_threshold": "number",
         "reannounce": "button",
+        "last_person": "sensor",
+        "enrol_name": "text",
+        "enrol": "button",
+        "forget": "button",
+        "enrolment": "sensor",
+        "forget_name": "select",
         "fps": "sensor",
         "inference_ms": "sensor",
         "dropped_frames": "sensor",
@@ -163,6 +178,7 @@ def test_discovery_payload_has_every_documented_required_field():
         "outbox_depth",
         "cpu_temperature",
         "uptime",
+        "enrolment",
     }
     for control in ("detection", "snapshots", "score_threshold", "reannounce"):
         assert components[control]["command_topic"] == f"{PREFIX}/set/{control}"
@@ -188,6 +204,12 @@ def test_features_that_are_off_are_announced_as_removed_components():
         "score_threshold": {"p": "number"},
         "reannounce": {"p": "button"},
         "cpu_temperature": {"p": "sensor"},
+        "last_person": {"p": "sensor"},
+        "enrol_name": {"p": "text"},
+        "enrol": {"p": "button"},
+        "forget": {"p": "button"},
+        "enrolment": {"p": "sensor"},
+        "forget_name": {"p": "select"},
     }
     assert payload["dev"]["name"] == "Porch"
     other = build_discovery_payload("other", TOPICS, sw_version="1", model_id="m")
@@ -211,6 +233,14 @@ def test_templates_render_the_payloads_the_daemon_publishes():
         "event_type": "count_changed",
         "count": 3,
         "sequence": 7,
+        "person": None,
+    }
+    arrived = Event("person_arrived", DEVICE, "b", 8, "t", 1, (), 640, 480, "m", person="O'Brien", track_id=4)
+    assert json.loads(render(components["face_event"]["value_template"], encode_json(arrived.to_dict()))) == {
+        "event_type": "person_arrived",
+        "count": 1,
+        "sequence": 8,
+        "person": "O'Brien",
     }
     controls = encode_json({"detection": "OFF", "snapshots": "ON", "score_threshold": 0.55})
     assert render(components["detection"]["value_template"], controls) == "OFF"
@@ -252,7 +282,19 @@ def test_removal_messages_clear_the_device_and_every_retained_topic():
         (TOPICS.snapshot, b""),
         (TOPICS.health, b""),
         (TOPICS.controls, b""),
-        *((TOPICS.command(control), b"") for control in ("detection", "snapshots", "score_threshold", "reannounce")),
+        *(
+            (TOPICS.command(control), b"")
+            for control in (
+                "detection",
+                "snapshots",
+                "score_threshold",
+                "reannounce",
+                "enrol_name",
+                "enrol",
+                "forget",
+                "forget_name",
+            )
+        ),
     ]
 
 

@@ -16,11 +16,12 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tools.ha.client import HomeAssistant, HomeAssistantError
+from tools.ha.client import HomeAssistant, HomeAssistantError, StateChanges
 
 pytestmark = pytest.mark.integration
 
@@ -130,4 +131,50 @@ def test_websocket_command_round_trip(token: str, ok: bool) -> None:
         else:
             with pytest.raises(HomeAssistantError, match="authentication refused"):
                 ha.entity_registry()
+        worker.join(10)
+
+
+def _fake_state_stream(server: socket.socket, changes: list[tuple[str, str]], done: threading.Event) -> None:
+    """Accept a state_changed subscription and send ``changes`` (entity_id, state) at once."""
+    connection, _ = server.accept()
+    with connection:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += connection.recv(4096)
+        key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.startswith(b"Sec-WebSocket-Key"))
+        accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
+        connection.sendall(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
+        _send_frames(connection, {"type": "auth_required"})
+        _read_frame(connection)
+        _send_frames(connection, {"type": "auth_ok"})
+        subscribe = _read_frame(connection)
+        assert subscribe == {"id": 1, "type": "subscribe_events", "event_type": "state_changed"}
+        _send_frames(connection, {"id": 1, "type": "result", "success": True, "result": None})
+        for entity_id, state in changes:
+            data = {"entity_id": entity_id, "new_state": {"entity_id": entity_id, "state": state, "attributes": {}}}
+            _send_frames(connection, {"id": 1, "type": "event", "event": {"event_type": "state_changed", "data": data}})
+        done.wait(10)  # open until the client closes
+
+
+def test_state_changes_keeps_every_state_of_the_watched_entities_even_within_a_millisecond() -> None:
+    sent = [("event.e", "t1"), ("sensor.other", "x"), ("event.e", "t2"), ("binary_sensor.p", "on"), ("event.e", "t3")]
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        worker = threading.Thread(target=_fake_state_stream, args=(server, sent, done), daemon=True)
+        worker.start()
+        ha = HomeAssistant(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=10)
+        ha.token = "t"
+        with StateChanges(ha, {"event.e", "binary_sensor.p"}) as stream:
+            deadline = time.monotonic() + 10
+            while len(stream.states("event.e")) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [s["state"] for s in stream.states("event.e")] == ["t1", "t2", "t3"]
+            assert [s["state"] for s in stream.states("binary_sensor.p")] == ["on"]
+            assert stream.states("sensor.other") == []
+        done.set()
         worker.join(10)

@@ -6,6 +6,7 @@ Modules: :mod:`~edge.daemon.loop` (``build_daemon``, the one place that wires th
 frame loop and its lifecycle; ``run_main``), :mod:`~edge.daemon.pipeline` (one frame: motion
 gate, detector, scene, presence, events; where a new per-frame stage goes),
 :mod:`~edge.daemon.recognition` (the scene's tracks composed with face recognition),
+:mod:`~edge.daemon.people` (enrol / forget from Home Assistant, the people the sink announces),
 :mod:`~edge.daemon.live` (reload, Home Assistant's commands, the privacy pause, applied between
 frames), :mod:`~edge.daemon.reload` (the reload plan and path), :mod:`~edge.daemon.commands`
 (command dispatch), :mod:`~edge.daemon.camera` (grabber, pause, source swap),

@@ -16,12 +16,13 @@ from edge.config import Config
 from edge.daemon.camera import Camera
 from edge.daemon.commands import Action, CommandRoutes, apply_command
 from edge.daemon.parts import outbox_bounds
+from edge.daemon.people import PeopleControls
 from edge.daemon.pipeline import FramePipeline
 from edge.daemon.reload import Reloader, Setup
 from edge.daemon.retained import RetainedState, announce_retained
 from edge.daemon.sdnotify import SystemdNotifier
 from edge.daemon.sink_switch import SinkSwitch
-from edge.mqtt.controls import REANNOUNCE, Command, Controls, control_state
+from edge.mqtt.controls import PEOPLE_CONTROLS, REANNOUNCE, Command, Controls, control_state
 from edge.scene.events import PresenceState
 
 log = logging.getLogger("edge.daemon")
@@ -50,6 +51,10 @@ class LiveSetup:
             publish_retained=self.publish_retained,
         )
         pipeline.recognition.on_people_changed(self.publish_people)
+        # Enrol / forget from Home Assistant; the first sink learns who is enrolled before it
+        # starts, so its first discovery message holds their entities.
+        self.people = PeopleControls(pipeline.recognition, logging.getLogger("edge.controls"))
+        self.people.announce(sinks.sink)
 
     def presence_state(self) -> PresenceState:
         """The whole frame's presence with each zone's, and whether detection is paused."""
@@ -66,6 +71,7 @@ class LiveSetup:
             self.set_paused(not new.controls.detection)
         self._pipeline.outbox.set_bounds(*outbox_bounds(new.config))
         self._pipeline.reconfigure(new.config, new.detector, reread_gallery=file_config is None)
+        self.people.announce(self._sinks.sink)  # recognition turned on or off: its entities follow
         logging.getLogger("edge").setLevel(new.config.log.level.upper())
         log.info("configuration reloaded (changed: %s)", ", ".join(reloaded.plan.changed) or "nothing")
         self._notifier.ready()
@@ -74,11 +80,12 @@ class LiveSetup:
         """How Home Assistant's commands are answered. A new action command (one that stores
         nothing, e.g. enrol or forget a person) is one more entry in ``actions``."""
         actions: dict[str, Action] = {REANNOUNCE: self._reannounce}
+        actions.update(dict.fromkeys(PEOPLE_CONTROLS, self._people_command))
         return CommandRoutes(
             actions=actions,
             set_detection=lambda on: self.set_paused(not on),
             reapply=lambda: self.reload(self.setup.file_config),
-            echo=lambda: self._sinks.sink.publish_controls(control_state(self.setup.config, not self._camera.paused)),
+            echo=self._echo_controls,
         )
 
     def apply_command(self, command: Command) -> None:
@@ -87,12 +94,15 @@ class LiveSetup:
 
     def publish_retained(self, config: Config, controls: Controls) -> None:
         """What a (new) sink announces: see :func:`announce_retained`."""
-        state = control_state(config, not self._camera.paused) if controls.enabled else None
+        state = self.people.control_state(control_state(config, not self._camera.paused)) if controls.enabled else None
+        self.people.announce(self._sinks.sink)  # a new sink (a swap): before it starts
         announce_retained(self._sinks.sink, RetainedState(self.presence_state(), state, config.snapshot.enabled))
 
     def publish_people(self) -> None:
-        """Enrolled, forgotten, or the gallery read again: the state lists the names anew."""
+        """Enrolled, forgotten, or the gallery read again: the state lists the names anew, and
+        the sink announces each person's entity (or removes it)."""
         self._sinks.sink.publish_state(self.presence_state())
+        self.people.announce(self._sinks.sink)
 
     def set_paused(self, paused: bool) -> None:
         """Detection switched off (the camera is released, presence cleared) or on again."""
@@ -107,6 +117,17 @@ class LiveSetup:
                 return
             log.info("detection resumed from Home Assistant")
         self._sinks.sink.publish_state(self.presence_state())
+
+    def _echo_controls(self) -> None:
+        """The control state (HA shows what is true, even when a command changed nothing)."""
+        state = control_state(self.setup.config, not self._camera.paused)
+        self._sinks.sink.publish_controls(self.people.control_state(state))
+
+    def _people_command(self, command: Command) -> None:
+        """Enrol as / Enrol current face / Person to forget / Forget person: to the recognition,
+        the choice and the outcome echoed."""
+        self.people.apply(command)
+        self._echo_controls()
 
     def _reannounce(self, command: Command) -> None:
         log.info("re-announcing discovery and retained state (requested over MQTT)")

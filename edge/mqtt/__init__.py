@@ -10,7 +10,7 @@ place a paho client is made), :mod:`~edge.mqtt.sink` (``MqttSink``, assembled fr
 :mod:`~edge.mqtt.retained`, :mod:`~edge.mqtt.announce` and :mod:`~edge.mqtt.command_route`),
 :mod:`~edge.mqtt.discovery` (HA entities as data; numpy-free), :mod:`~edge.mqtt.controls`
 (commands, stored overrides), :mod:`~edge.mqtt.command_intake` (the one gate between broker
-and daemon).
+and daemon), :mod:`~edge.mqtt.enrolment` (the enrol / forget choices made in HA).
 """
 
 from edge._moved import moved_name

@@ -8,9 +8,11 @@ whenever it changes, on the Re-announce button, and when Home Assistant says it 
 (at most every :data:`HA_BIRTH_INTERVAL_S`: anyone can publish "online" there, a thousand times).
 
 Run-time entities: :attr:`Announcer.zones` is an :class:`~edge.mqtt.retained.EntityRoster`;
-a group of entities added and removed while running (people) gets its own roster, replaced
-through a method that calls :meth:`Announcer.discovery_changed`, and its names passed to
-:func:`~edge.mqtt.discovery.build_discovery_payload`.
+the enrolled people (recognition on) are another (:meth:`Announcer.set_people`), whose retired
+names are kept as component ids (:func:`~edge.mqtt.discovery.person_component`): with HA on,
+each connection also reads back the discovery config the broker kept, and a person sensor it
+announces that is not enrolled now (the gallery changed while the daemon was stopped, or
+recognition was turned off) is listed as removed too (:meth:`Announcer.old_config_read`).
 
 Nothing here locks or talks to the network: the sink holds its lock around every call.
 """
@@ -27,12 +29,17 @@ from edge.mqtt.delivery import Outgoing, encode_json
 from edge.mqtt.discovery import (
     CONTROLS,
     CPU_TEMPERATURE,
+    ENROLMENT,
+    MAX_RETIRED_PEOPLE,
+    RECOGNITION,
     SNAPSHOT,
     STATUS_ONLINE,
     DeviceTopics,
     build_discovery_payload,
     discovery_topic,
     ha_status_topic,
+    person_component,
+    stale_person_components,
 )
 from edge.mqtt.retained import CLEARED, EntityRoster
 
@@ -67,6 +74,8 @@ class Announcer:
         self._ha_birth_pending = False  # Home Assistant said "online": discovery is due
         self._next_birth_announce = float("-inf")
         self._removal_pending = False  # HA is off and a config of ours is on the broker
+        self.people: EntityRoster | None = None  # the enrolled names; None: recognition off
+        self._stale_people: tuple[str, ...] = ()  # person component ids read back, not enrolled now
 
     # --- what happened ---------------------------------------------------------------------
 
@@ -81,6 +90,41 @@ class Announcer:
     def ha_online(self) -> None:
         """Home Assistant's birth message: it forgets non-retained discovery, announce again."""
         self._ha_birth_pending = True
+
+    def set_people(self, people: tuple[str, ...] | None) -> bool:
+        """The enrolled names (None: recognition off); True when that changes the discovery
+        message (it goes out again: new people's sensors, removed entries for the others)."""
+        before = self.people
+        if people is None:  # off: every person announced so far is listed as removed from now on
+            if before is not None:
+                self._retire_components(set(map(person_component, before.active + before.retired)))
+            self.people = None
+        else:
+            self.people = (before or EntityRoster()).replaced(tuple(sorted(set(people))))
+        changed = before != self.people
+        if changed:
+            self.discovery_changed()
+        return changed
+
+    def old_config_read(self, config: bytes) -> None:
+        """(HA on) The discovery config the broker kept from before this connection: its person
+        sensors that are not enrolled now are listed as removed."""
+        active = set(map(person_component, self.people.active if self.people is not None else ()))
+        stale = stale_person_components(config, active | set(self._retired_person_components()))
+        if stale:
+            self._retire_components(set(stale))
+            self.discovery_changed()
+
+    def _retire_components(self, components: set[str]) -> None:
+        kept = [key for key in self._stale_people if key not in components]
+        self._stale_people = (*kept, *sorted(components))[-MAX_RETIRED_PEOPLE:]
+
+    def _retired_person_components(self) -> tuple[str, ...]:
+        """Every person component announced as removed: names retired, ids read back."""
+        retired = self.people.retired if self.people is not None else ()
+        active = set(map(person_component, self.people.active if self.people is not None else ()))
+        ids = dict.fromkeys([*map(person_component, retired), *self._stale_people])
+        return tuple(key for key in ids if key not in active)[-MAX_RETIRED_PEOPLE:]
 
     def old_config_seen(self) -> None:
         """With HA off, a discovery config of ours was found retained: remove it."""
@@ -101,6 +145,9 @@ class Announcer:
             work.append(Outgoing.retained(self._topics.status, STATUS_ONLINE.encode()))
             if self._ha.enabled:
                 work.append(Outgoing.subscribe(self.ha_status_topic, qos=1))
+                # Before our config goes out: the broker answers with the config it holds, whose
+                # person sensors may be ghosts (a gallery changed while we were stopped).
+                work.append(Outgoing.subscribe(self.own_discovery_topic, qos=1))
                 self._discovery_pending = True
             else:
                 # HA turned off: look for a config announced before (retained) to remove it.
@@ -128,7 +175,14 @@ class Announcer:
         return [Outgoing.retained(self.own_discovery_topic, CLEARED)]
 
     def discovery_payload(self, snapshots: bool, commands: bool) -> dict[str, Any]:
-        features = {SNAPSHOT: snapshots, CONTROLS: commands, CPU_TEMPERATURE: self._cpu_temperature()}
+        recognition = self.people is not None
+        features = {
+            SNAPSHOT: snapshots,
+            CONTROLS: commands,
+            CPU_TEMPERATURE: self._cpu_temperature(),
+            RECOGNITION: recognition,
+            ENROLMENT: recognition and commands,
+        }
         return build_discovery_payload(
             self._device_id,
             self._topics,
@@ -138,4 +192,6 @@ class Announcer:
             device_name=self._ha.device_name,
             zones=self.zones.active,
             retired_zones=self.zones.retired,
+            people=self.people.active if self.people is not None else (),
+            retired_people=self._retired_person_components(),
         )

@@ -4,17 +4,21 @@ Whoever can publish to the broker, and every stale message the broker keeps, rea
 daemon through its command topics: what arrives there is untrusted input. A message becomes
 a :class:`edge.mqtt.controls.Command` only if it passes, in this order:
 
-1. size: at most :data:`edge.mqtt.controls.MAX_COMMAND_BYTES` (looked at before anything is
-   copied or decoded; the transport already refused to read big packets at all,
+1. size: at most :func:`edge.mqtt.controls.max_command_bytes` (a few bytes; a person's name
+   for the "Enrol as" text and the "Person to forget" select), looked at before anything is
+   copied or decoded (the transport already refused to read big packets at all,
    :data:`edge.mqtt.client.MAX_INCOMING_PACKET_BYTES`);
 2. live: not a retained message. A retained command is stale by definition: taken again
    at every reconnect, it would undo what the user did since (a camera switched off in
    Home Assistant back on after a broker restart);
 3. topic, syntax, value: :func:`edge.mqtt.controls.parse_command` (a known control, UTF-8, the
-   control's word or a finite number in range);
+   control's word, a finite number in range, or a name the gallery allows);
 4. coalesce: only the latest command per control waits for the daemon loop, which takes
    them at most every :data:`COMMAND_INTERVAL_S` (the first at once): a burst of a thousand
    commands costs what two do.
+
+So a retained message on ``set/enrol_name`` neither enrols nor even prefills a name, and a
+retained ``PRESS`` on ``set/enrol`` never enrols at start-up: a button press is not state.
 
 Each refusal is one log line naming the topic and the reason, and changes nothing. So that a
 hostile stream cannot flood the journal, a refusal that repeats one already logged, or that
@@ -33,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.mqtt.controls import MAX_COMMAND_BYTES, Command, ControlError, parse_command
+from edge.mqtt.controls import Command, ControlError, max_command_bytes, parse_command
 
 # The daemon loop takes commands at most this often: each batch may restart the camera (a
 # Detection switch) or store the controls, so a burst must not do that per command.
@@ -70,9 +74,9 @@ def shown(text: str) -> str:
 
 def admit(message: CommandMessage) -> Command:
     """The gate (see the module docs) for one message: its :class:`Command`, or CommandRefused."""
-    size = len(message.payload)
-    if size > MAX_COMMAND_BYTES:
-        raise CommandRefused(f"a {size}-byte payload (a command is at most {MAX_COMMAND_BYTES} bytes)")
+    size, limit = len(message.payload), max_command_bytes(message.control)
+    if size > limit:
+        raise CommandRefused(f"a {size}-byte payload (a command to this control is at most {limit} bytes)")
     if message.retained:
         raise CommandRefused(
             "a retained message: commands are taken only as they are sent, never from what the broker "

@@ -36,13 +36,22 @@ from typing import Any
 
 from edge.common.files import os_reason, read_bounded
 from edge.config import Config
-from edge.mqtt.discovery import OFF, ON, PRESS, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_MIN
+from edge.mqtt.discovery import MAX_NAME_CHARS, OFF, ON, PRESS, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_MIN
 
 STATE_FILE_NAME = "controls.json"
 DETECTION, SNAPSHOTS, SCORE_THRESHOLD, REANNOUNCE = "detection", "snapshots", "score_threshold", "reannounce"
-CONTROL_NAMES = (DETECTION, SNAPSHOTS, SCORE_THRESHOLD, REANNOUNCE)
+# Recognition's commands (the "Enrol as" text, the "Person to forget" select, their buttons):
+# requests to the daemon, never stored overrides (edge.mqtt.enrolment holds their state).
+ENROL_NAME, ENROL, FORGET_NAME, FORGET = "enrol_name", "enrol", "forget_name", "forget"
+PEOPLE_CONTROLS = (ENROL_NAME, ENROL, FORGET_NAME, FORGET)
+# The controls whose value overrides the config file (and is stored in controls.json).
+OVERRIDE_CONTROLS = (DETECTION, SNAPSHOTS, SCORE_THRESHOLD)
+CONTROL_NAMES = (*OVERRIDE_CONTROLS, REANNOUNCE, *PEOPLE_CONTROLS)
 # A command is a few bytes ("ON", "0.55"): anything longer is not one of ours.
 MAX_COMMAND_BYTES = 32
+# A person's name is up to MAX_NAME_CHARS characters of up to 4 UTF-8 bytes each.
+MAX_NAME_COMMAND_BYTES = 4 * MAX_NAME_CHARS
+_NAME_CONTROLS = (ENROL_NAME, FORGET_NAME)
 # The switches that keep data on the device when OFF: an unreadable stored value means OFF.
 PRIVACY_SWITCHES = (DETECTION, SNAPSHOTS)
 # Changes that do not switch a privacy control OFF are stored at most this often.
@@ -58,13 +67,19 @@ class ControlError(ValueError):
     """A command payload that is not allowed; ``str(error)`` is one line naming the control."""
 
 
+def max_command_bytes(control: str) -> int:
+    """The largest payload a command to ``control`` may have (a name, or a few bytes)."""
+    return MAX_NAME_COMMAND_BYTES if control in _NAME_CONTROLS else MAX_COMMAND_BYTES
+
+
 @dataclass(frozen=True)
 class Command:
     """One parsed command: ``control`` one of :data:`CONTROL_NAMES`; ``value`` bool for the
-    switches, float for the score threshold, None for the button."""
+    switches, float for the score threshold, a valid person name (str) for the "Enrol as"
+    text and the "Person to forget" select, None for the buttons."""
 
     control: str
-    value: bool | float | None
+    value: bool | float | str | None
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class Overrides:
     score_threshold: float | None = None
 
     def with_command(self, command: Command) -> Overrides:
-        if command.control == REANNOUNCE:
+        if command.control not in OVERRIDE_CONTROLS:  # a request, not a value to keep
             return self
         change: dict[str, Any] = {command.control: command.value}  # parse_command checked the pair
         return dataclasses.replace(self, **change)
@@ -90,12 +105,14 @@ def parse_command(control: str, payload: bytes) -> Command:
     line; ``control`` and the payload shown escaped: both come from whoever published)."""
     if control not in CONTROL_NAMES:
         raise ControlError(f"unknown control {control[:40]!a} (known: {', '.join(CONTROL_NAMES)})")
-    if len(payload) > MAX_COMMAND_BYTES:
+    if len(payload) > max_command_bytes(control):
         raise ControlError(f"control '{control}': a {len(payload)}-byte payload is not a command")
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ControlError(f"control '{control}': payload {payload!r} is not UTF-8 text") from None
+        raise ControlError(f"control '{control}': payload {payload[:40]!r} is not UTF-8 text") from None
+    if control in _NAME_CONTROLS:
+        return Command(control, _person_name(control, text))
     if control in (DETECTION, SNAPSHOTS):
         if text not in (ON, OFF):
             raise ControlError(f"control '{control}': payload {text!a} is not allowed ({ON!r} or {OFF!r})")
@@ -111,6 +128,17 @@ def parse_command(control: str, payload: bytes) -> Command:
     if text != PRESS:
         raise ControlError(f"control '{control}': payload {text!a} is not allowed ({PRESS!r})")
     return Command(control, None)
+
+
+def _person_name(control: str, text: str) -> str:
+    """``text`` if it is a name the gallery allows, else ControlError (the gallery's rule)."""
+    # Imported here: the gallery needs numpy, which check-config (a user of this module) does not.
+    from edge.recognize.gallery import GalleryError, check_name
+
+    try:
+        return check_name(text)
+    except GalleryError as exc:
+        raise ControlError(f"control '{control}': {exc}") from None
 
 
 def state_path(state_dir: Path) -> Path:
@@ -138,8 +166,8 @@ def load_overrides(state_dir: Path, log: logging.Logger) -> Overrides:
     overrides = Overrides()
     for name, value in data.items():
         try:
-            if name == REANNOUNCE:
-                raise ControlError(f"'{name}' is a button, not a stored value")
+            if name in CONTROL_NAMES and name not in OVERRIDE_CONTROLS:
+                raise ControlError(f"'{name}' is a request, not a stored value")
             raw = (ON if value else OFF) if isinstance(value, bool) else str(value)
             overrides = overrides.with_command(parse_command(str(name), raw.encode()))
         except ControlError as exc:

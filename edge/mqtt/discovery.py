@@ -26,6 +26,11 @@ payload with ``mosquitto_sub``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -54,7 +59,22 @@ SCORE_THRESHOLD_MIN, SCORE_THRESHOLD_MAX, SCORE_THRESHOLD_STEP = 0.05, 0.95, 0.0
 ON, OFF = "ON", "OFF"
 PRESS = "PRESS"
 # Features an entity may depend on; an entity whose feature is off is announced as removed.
+# RECOGNITION: ``[recognition] enabled``; ENROLMENT: recognition with the controls on (the
+# entities that send enrol / forget commands).
 SNAPSHOT, CONTROLS, CPU_TEMPERATURE = "snapshot", "controls", "cpu_temperature"
+RECOGNITION, ENROLMENT = "recognition", "enrolment"
+# The longest person name, in characters (the gallery's rule: edge.recognize.gallery.NAME_PATTERN).
+# Stated here, numpy-free, for HA's text entity; tests check that the gallery agrees.
+MAX_NAME_CHARS = 64
+# A person's component id: "person_" + an ASCII slug of the name (readable in HA's entity
+# registry) + a hash of the exact name (two names with one slug stay two entities).
+PERSON_PREFIX = "person_"
+_PERSON_SLUG_CHARS = 24
+_PERSON_HASH_HEX = 10
+_PERSON_COMPONENT = re.compile(rf"{PERSON_PREFIX}[a-z0-9_]{{1,{_PERSON_SLUG_CHARS + _PERSON_HASH_HEX + 1}}}")
+# Person components that went away (forgotten, or left in an old config on the broker) and
+# are still announced as removed in this run; beyond this, the oldest are dropped.
+MAX_RETIRED_PEOPLE = 256
 
 
 # The stats keys copied into the retained ``health`` summary (each stats interval): what
@@ -140,21 +160,28 @@ _SWITCH_PAYLOADS = {"payload_on": ON, "payload_off": OFF, "state_on": ON, "state
 
 
 def _control(
-    key: str, platform: str, name: str, icon: str, options: dict[str, Any], shows_state: bool = True
+    key: str,
+    platform: str,
+    name: str,
+    icon: str,
+    options: dict[str, Any],
+    shows_state: bool = True,
+    needs: str = CONTROLS,
+    template: str | None = None,
 ) -> Entity:
     """An entity that sends to the control ``key`` (a configuration entity, there while
-    controls are on) and, unless ``shows_state`` is False (a button), shows that control's
-    value from the retained controls topic."""
+    ``needs`` is on) and, unless ``shows_state`` is False (a button), shows that control's
+    value from the retained controls topic (``template``: how, when not the plain value)."""
     return Entity(
         key,
         platform,
         name,
         "controls" if shows_state else None,
-        f"{{{{ value_json.{key} }}}}" if shows_state else None,
+        (template or f"{{{{ value_json.{key} }}}}") if shows_state else None,
         category=CONFIG,
         icon=icon,
         command=key,
-        needs=CONTROLS,
+        needs=needs,
         options=dict(options),
     )
 
@@ -195,7 +222,7 @@ ENTITIES: tuple[Entity, ...] = (
         "Face event",
         "events",
         "{{ {'event_type': value_json.type, 'count': value_json.face_count, "
-        "'sequence': value_json.sequence} | tojson }}",
+        "'sequence': value_json.sequence, 'person': value_json.person | default(None)} | tojson }}",
         icon="mdi:face-recognition",
         options={"event_types": list(EVENT_TYPES)},
     ),
@@ -216,6 +243,55 @@ ENTITIES: tuple[Entity, ...] = (
         {"min": SCORE_THRESHOLD_MIN, "max": SCORE_THRESHOLD_MAX, "step": SCORE_THRESHOLD_STEP, "mode": "box"},
     ),
     _control("reannounce", "button", "Re-announce", "mdi:bullhorn", {"payload_press": PRESS}, shows_state=False),
+    # Recognition (opt-in): who was recognised last, and enrolment from HA. The person
+    # sensors and the "Person to forget" select depend on who is enrolled: person_entities().
+    Entity(
+        "last_person",
+        "sensor",
+        "Last person",
+        "state",
+        "{{ value_json.last_person or 'None' }}",
+        icon="mdi:account-search",
+        needs=RECOGNITION,
+    ),
+    # min 0: HA refuses to show a text state shorter than min, and no name is "".
+    _control(
+        "enrol_name",
+        "text",
+        "Enrol as",
+        "mdi:form-textbox",
+        {"min": 0, "max": MAX_NAME_CHARS, "mode": "text"},
+        needs=ENROLMENT,
+        template="{{ value_json.enrol_name | default('', true) }}",
+    ),
+    _control(
+        "enrol",
+        "button",
+        "Enrol current face",
+        "mdi:account-plus",
+        {"payload_press": PRESS},
+        shows_state=False,
+        needs=ENROLMENT,
+    ),
+    _control(
+        "forget",
+        "button",
+        "Forget person",
+        "mdi:account-remove",
+        {"payload_press": PRESS},
+        shows_state=False,
+        needs=ENROLMENT,
+    ),
+    Entity(
+        "enrolment",
+        "sensor",
+        "Last enrolment",
+        "controls",
+        "{{ value_json.enrolment | default('None', true) }}",
+        category=DIAGNOSTIC,
+        icon="mdi:account-check",
+        needs=ENROLMENT,
+    ),
     Entity(
         "fps",
         "sensor",
@@ -321,6 +397,82 @@ def zone_entities(zone: str) -> tuple[Entity, ...]:
     )
 
 
+def person_component(name: str) -> str:
+    """The component id (and unique_id tail) of ``name``'s presence sensor: ``[a-z0-9_]``
+    only, whatever the name holds, so a name never reaches a topic or an id; the hash of the
+    exact name keeps "Zoë" and "Zoe" (one slug) apart."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")[:_PERSON_SLUG_CHARS].strip("_")
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:_PERSON_HASH_HEX]
+    return f"{PERSON_PREFIX}{slug}_{digest}" if slug else f"{PERSON_PREFIX}{digest}"
+
+
+def jinja_string(text: str) -> str:
+    """``text`` as a Jinja string literal that holds only ``[A-Za-z0-9 ]`` and escapes: a
+    name with a quote, a brace or a backslash cannot end the literal or the template."""
+    escaped = "".join(
+        char if (char.isascii() and char.isalnum()) or char == " " else f"\\U{ord(char):08x}" for char in text
+    )
+    return f"'{escaped}'"
+
+
+def person_entity(name: str) -> Entity:
+    """The occupancy sensor of one enrolled person: on while the state's ``people`` says
+    they are present; ``last_seen`` as an attribute. The name is the entity's label only."""
+    person = f"(value_json.people | default({{}})).get({jinja_string(name)}, {{}})"
+    return Entity(
+        person_component(name),
+        "binary_sensor",
+        name,
+        "state",
+        f"{{{{ 'ON' if {person}.get('present') else 'OFF' }}}}",
+        device_class="occupancy",
+        icon="mdi:account",
+        options={
+            "payload_on": ON,
+            "payload_off": OFF,
+            "json_attributes_topic": "state",
+            "json_attributes_template": f"{{{{ {{'last_seen': {person}.get('last_seen')}} | tojson }}}}",
+        },
+    )
+
+
+def forget_choice_entity(people: Iterable[str]) -> Entity:
+    """The "Person to forget" select: its options are the enrolled names (sorted), its state
+    the choice the daemon holds, "None" (HA's "no option") when there is none or it is not
+    an option: HA logs an error for a state outside the options, which a retained choice may
+    be for a moment while a forgotten person's config is replaced."""
+    options = sorted(people)
+    literals = ", ".join(map(jinja_string, options))
+    return _control(
+        "forget_name",
+        "select",
+        "Person to forget",
+        "mdi:account-question",
+        {"options": options},
+        needs=ENROLMENT,
+        template=f"{{{{ value_json.forget_name if value_json.forget_name in [{literals}] else 'None' }}}}",
+    )
+
+
+def stale_person_components(retained_config: bytes, current: Iterable[str]) -> tuple[str, ...]:
+    """The person components a discovery config found retained on our own discovery topic
+    announces that ``current`` (component ids) does not: a gallery changed while the daemon
+    was stopped, or recognition turned off. Anything on that topic may come from anyone:
+    only keys shaped like :func:`person_component` are taken, at most :data:`MAX_RETIRED_PEOPLE`."""
+    try:
+        components = json.loads(retained_config.decode("utf-8")).get("cmps")
+    except (UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return ()
+    if not isinstance(components, dict):
+        return ()
+    wanted = set(current)
+    stale = [
+        key for key in components if isinstance(key, str) and _PERSON_COMPONENT.fullmatch(key) and key not in wanted
+    ]
+    return tuple(sorted(stale)[:MAX_RETIRED_PEOPLE])
+
+
 # Fields of an Entity spelled as HA's discovery option of the same meaning.
 _FIELD_OPTIONS = (
     ("device_class", "device_class"),
@@ -375,21 +527,32 @@ def build_discovery_payload(
     qos: int = 1,
     zones: tuple[str, ...] = (),
     retired_zones: tuple[str, ...] = (),
+    people: tuple[str, ...] = (),
+    retired_people: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The device-based discovery payload (a JSON-able dict) for one edge-face device.
 
-    ``features``: which of :data:`SNAPSHOT`, :data:`CONTROLS`, :data:`CPU_TEMPERATURE` are
-    on; an entity that needs one that is off is listed as ``{"p": platform}`` (removed).
-    ``zones``: the configured zones, each with :func:`zone_entities`; ``retired_zones``:
-    zones configured before (a reload removed them), listed as removed."""
+    ``features``: which of :data:`SNAPSHOT`, :data:`CONTROLS`, :data:`CPU_TEMPERATURE`,
+    :data:`RECOGNITION`, :data:`ENROLMENT` are on; an entity that needs one that is off is
+    listed as ``{"p": platform}`` (removed). ``zones``: the configured zones, each with
+    :func:`zone_entities`; ``retired_zones``: zones configured before (a reload removed
+    them), listed as removed. ``people``: the enrolled names (with recognition on), each with
+    :func:`person_entity`; ``retired_people``: person component ids announced before and no
+    longer enrolled (:func:`person_component`), listed as removed."""
+    entities = (*ENTITIES, forget_choice_entity(people))
     components = {
         entity.key: (
             component_config(entity, device_id, topics, qos)
             if entity.needs is None or entity.needs in features
             else {"p": entity.platform}
         )
-        for entity in ENTITIES
+        for entity in entities
     }
+    components.update({key: {"p": "binary_sensor"} for key in retired_people})
+    if RECOGNITION in features:
+        components.update(
+            {entity.key: component_config(entity, device_id, topics, qos) for entity in map(person_entity, people)}
+        )
     for zone in retired_zones:
         components.update({entity.key: {"p": entity.platform} for entity in zone_entities(zone)})
     for zone in zones:
@@ -420,5 +583,6 @@ def removal_messages(discovery_prefix: str | None, device_id: str, topics: Devic
     topic it left on the broker, and its command topics (a retained command left by any
     client must not outlive the device). Publish them retained."""
     messages = [] if discovery_prefix is None else [(discovery_topic(discovery_prefix, device_id), b"")]
-    commands = [topics.command(entity.command) for entity in ENTITIES if entity.command is not None]
+    entities = (*ENTITIES, forget_choice_entity(()))
+    commands = [topics.command(entity.command) for entity in entities if entity.command is not None]
     return messages + [(topic, b"") for topic in (*topics.retained, *commands)]

@@ -280,6 +280,15 @@ class MqttSink:
             self._controls.update(encode_json(state))
         self._session.wake()
 
+    def set_people(self, people: tuple[str, ...] | None) -> None:
+        """The enrolled names (None: recognition off): each gets its presence sensor; a person
+        no longer enrolled (forgotten, or a gallery reload) is announced as removed, so HA
+        drops the entity. Call before :meth:`start` for the first announcement to hold them."""
+        with self._cond:
+            if not self._announcer.set_people(people):
+                return
+        self._session.wake()
+
     def reannounce(self) -> None:
         """Re-send discovery and every retained message (the Re-announce button)."""
         with self._cond:
@@ -376,10 +385,12 @@ class MqttSink:
                 with self._cond:
                     self._last_face.picture_seen()
             return
-        if not self._ha.enabled and topic == self._announcer.own_discovery_topic:
-            if message.payload:  # a config announced while HA was on: remove it
-                with self._cond:
+        if topic == self._announcer.own_discovery_topic:
+            with self._cond:
+                if not self._ha.enabled and message.payload:  # a config announced while HA was on: remove it
                     self._announcer.old_config_seen()
+                elif self._ha.enabled and message.retain:  # what HA was told before this connection
+                    self._announcer.old_config_read(bytes(message.payload))
             return
         if self._commands is not None and self._commands.route(topic, message.payload, bool(message.retain)):
             return

@@ -78,6 +78,10 @@ class EventSink(Protocol):
     def reannounce(self) -> None:
         """Announce everything again (discovery, retained state): HA's Re-announce button."""
 
+    def set_people(self, people: tuple[str, ...] | None) -> None:
+        """The enrolled names (None: recognition off): each person's presence entity is
+        announced, a person no longer enrolled is removed."""
+
     def detach(self) -> None:
         """Stop now without announcing a stop, events in flight given back to the outbox:
         another transport takes over (a reload). Never waits on the network."""
@@ -150,6 +154,9 @@ class StdoutSink:
         pass
 
     def reannounce(self) -> None:
+        pass
+
+    def set_people(self, people: tuple[str, ...] | None) -> None:
         pass
 
     def detach(self) -> None:

@@ -8,8 +8,12 @@ daemon (``python -m edge.cli run``) on a looping replay of a real photo and a bl
 and checks from HA's REST and websocket APIs: every entity with the device class, unit and
 category HA gives it; states following the scene; the event entity; the controls (Detection
 off pauses the daemon, Score threshold, Re-announce, Snapshots off removes the image);
-HA disabled removes the device; a clean stop; ``edge-face forget``; no WARNING or ERROR about
-MQTT or the device in HA's log. Prints the entity table and the timings. Exit 0 PASS, 1 FAIL.
+HA disabled removes the device; recognition (on from the start): enrolment from HA (the
+"Enrol as" text and the "Enrol current face" button, a press without a name refused and shown)
+while a face of ../shared/faces-identity is replayed, that person's presence sensor appearing,
+turning on and off with the face, "Last person", the person event, and "Forget person" removing
+the sensor; a clean stop; ``edge-face forget``; no WARNING or ERROR about MQTT or the device in
+HA's log. Prints the entity table and the timings. Exit 0 PASS, 1 FAIL.
 """
 
 from __future__ import annotations
@@ -31,9 +35,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.common.sysinfo import read_cpu_temperature
 from edge.detect.detector import FaceDetector
-from edge.mqtt.discovery import CPU_TEMPERATURE, ENTITIES, SNAPSHOT, discovery_topic, zone_entities
+from edge.mqtt.discovery import (
+    CONTROLS,
+    CPU_TEMPERATURE,
+    ENROLMENT,
+    ENTITIES,
+    RECOGNITION,
+    SNAPSHOT,
+    discovery_topic,
+    forget_choice_entity,
+    person_component,
+    zone_entities,
+)
 from edge.sources.imageio import load_image
-from tools.ha.client import HomeAssistant
+from tools import shared_data
+from tools.ha.client import HomeAssistant, StateChanges
 
 DEVICE = "ha-check"
 PREFIX = f"edge-face/{DEVICE}"
@@ -43,6 +59,11 @@ DEBOUNCE, CLEAR_AFTER = 2, 1.0
 ZONE = "door"
 # HA's entity ids come from its registry, found by our unique ids.
 UNIQUE_PREFIX = f"edge-face-{DEVICE}-"
+# Who is enrolled from HA: a name with an apostrophe and a letter outside ASCII, which must
+# reach HA's templates escaped and its entity ids never.
+PERSON = "Renée O'Hara"
+# Whose face is replayed for the enrolment (a folder of ../shared/faces-identity/johns).
+PERSON_CHIPS = "John_Simm"
 
 
 class CheckFailed(AssertionError):
@@ -54,15 +75,26 @@ def expect(condition: bool, what: str) -> None:
         raise CheckFailed(what)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+def wait_for(predicate: Callable[[], object], timeout: float, what: str | Callable[[], str], interval: float = 0.2):
+    """``predicate()``'s first true value, polled every ``interval`` s for up to ``timeout`` s;
+    ``what`` (or what it returns, at the failure) names what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout:g} s waiting for: {what}")
+            raise CheckFailed(f"timed out after {timeout:g} s waiting for: {what if isinstance(what, str) else what()}")
         time.sleep(interval)
+
+
+def changes(stream: StateChanges, entity_id: str) -> list[str]:
+    """The states ``entity_id`` went through, repeats folded."""
+    seen: list[str] = []
+    for state in stream.states(entity_id):
+        if not seen or seen[-1] != state["state"]:
+            seen.append(state["state"])
+    return seen
 
 
 class Timer:
@@ -107,14 +139,39 @@ def build_scene(work: Path, photo: Path) -> Path:
     return folder
 
 
-def write_config(path: Path, work: Path, model: Path, mqtt_port: int, ha_enabled: bool = True) -> None:
+def build_person_scene(work: Path, chips: Path) -> Path:
+    """A looping replay of one person: 2 s empty, 4 s of their face (the chips of one person,
+    each pasted at the same place of a grey 640x480 frame, about 100 px tall), 3 s empty."""
+    from PIL import Image
+
+    folder = work / "person-scene"
+    folder.mkdir(parents=True)
+    faces = sorted(chips.glob("*.jpg"))
+    if not faces:
+        raise CheckFailed(f"no face chips (*.jpg) in {chips}")
+    frames = []
+    for index, chip in enumerate(faces[:6]):
+        frame = Image.new("RGB", (640, 480), (96, 104, 112))
+        frame.paste(Image.open(chip).convert("RGB"), (245, 165))
+        frames.append(work / f"person-{index}.png")
+        frame.save(frames[-1])
+    blank = work / "blank.png"
+    sequence = [blank] * 12 + [frames[i % len(frames)] for i in range(24)] + [blank] * 18
+    for number, target in enumerate(sequence):
+        (folder / f"{number:04d}.png").symlink_to(target)
+    return folder
+
+
+def write_config(
+    path: Path, work: Path, model: Path, mqtt_port: int, ha_enabled: bool = True, scene: str = "scene"
+) -> None:
     path.write_text(
         f"""[device]
 id = "{DEVICE}"
 state_dir = "{work / "state"}"
 [camera]
 source = "replay"
-path = "{work / "scene"}"
+path = "{work / scene}"
 fps = {FPS}
 loop = true
 [detector]
@@ -132,6 +189,8 @@ enabled = {"true" if ha_enabled else "false"}
 device_name = "Hall camera"
 [stats]
 interval_seconds = 1.0
+[recognition]
+enabled = true
 [[scene.zones]]
 name = "{ZONE}"
 polygon = [[0, 0], [1, 0], [1, 1], [0, 1]]
@@ -249,6 +308,7 @@ def check(args: argparse.Namespace) -> list[list[str]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
         print("--- daemon log (tail) ---\n" + "\n".join(daemon.text().splitlines()[-30:]), file=sys.stderr)
+        _print_what_ha_has(ha, args.mqtt_port)
         raise
     log_problems = [
         line
@@ -271,10 +331,12 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     device = wait_for(lambda: our_device(ha), 30, "the device in HA's device registry")
     expect(device["name"] == "Hall camera" and device["manufacturer"] == "edge-face", f"device: {device}")
     with_temperature = read_cpu_temperature() is not None
+    recognition = (forget_choice_entity(()),)  # its options are the enrolled people
     wanted = {
         e.key
-        for e in ENTITIES
-        if e.needs in (None, SNAPSHOT, "controls") or (e.needs == CPU_TEMPERATURE and with_temperature)
+        for e in (*ENTITIES, *recognition)
+        if e.needs in (None, SNAPSHOT, CONTROLS, RECOGNITION, ENROLMENT)
+        or (e.needs == CPU_TEMPERATURE and with_temperature)
     }
     wanted |= {e.key for e in zone_entities(ZONE)}
     entities = wait_for(
@@ -285,7 +347,7 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
 
     # Every entity as HA shows it: device class, unit and category must be what we declared.
     rows = []
-    declared = {e.key: e for e in (*ENTITIES, *zone_entities(ZONE))}
+    declared = {e.key: e for e in (*ENTITIES, *recognition, *zone_entities(ZONE))}
     image = None
     for key, entry in entities.items():
         entity = declared[key]
@@ -338,37 +400,33 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     # States follow the scene: off -> on with the detector's count -> off; the event fires.
     present, count, event = (entities[k]["entity_id"] for k in ("face_present", "face_count", "face_event"))
     zone_present = entities[f"zone_{ZONE}_present"]["entity_id"]
-    seen_events: dict[str, dict] = {}
-    timeline: list[str] = []
-    zone_timeline: list[str] = []
+    with StateChanges(ha, {present, count, event, zone_present}) as stream:
 
-    def watch() -> bool:
-        z = ha.state(zone_present)
-        if z and (not zone_timeline or zone_timeline[-1] != z["state"]):
-            zone_timeline.append(z["state"])
-        p = ha.state(present)
-        if p and (not timeline or timeline[-1] != p["state"]):
-            timeline.append(p["state"])
-            if p["state"] == "on":
-                c = ha.state(count)["state"]
-                expect(c == str(faces), f"face count {c} while present, the detector finds {faces}")
-        e = ha.state(event)
-        if e and e["attributes"].get("event_type"):
-            seen_events[e["attributes"]["event_type"]] = e["attributes"]
-        joined = ",".join(timeline)
-        return (
-            "on,off" in joined
-            and "on,off" in ",".join(zone_timeline)
-            and {"face_detected", "face_cleared"} <= set(seen_events)
+        def fired() -> dict[str, dict]:
+            """event type -> the attributes of its first firing"""
+            first: dict[str, dict] = {}
+            for state in stream.states(event):
+                first.setdefault(state["attributes"].get("event_type"), state["attributes"])
+            return first
+
+        def followed() -> bool:
+            return (
+                "on,off" in ",".join(changes(stream, present))
+                and "on,off" in ",".join(changes(stream, zone_present))
+                and {"face_detected", "face_cleared"} <= set(fired())
+            )
+
+        wait_for(
+            followed,
+            30,
+            lambda: (
+                f"face present on then off, in the frame and zone {ZONE!r}, and both events (timeline "
+                f"{changes(stream, present)}, zone {changes(stream, zone_present)}, events {sorted(fired())})"
+            ),
         )
-
-    wait_for(
-        watch,
-        30,
-        f"face present on then off, in the frame and zone {ZONE!r}, and both events "
-        f"(timeline {timeline}, zone {zone_timeline}, events {sorted(seen_events)})",
-        0.1,
-    )
+        counts = [c for c in changes(stream, count) if c != "0"]  # the first: when presence turned on
+        expect(counts[:1] == [str(faces)], f"face counts {counts} while present, the detector finds {faces}")
+        seen_events = fired()
     detected = seen_events["face_detected"]
     expect(
         detected.get("count") == faces and isinstance(detected.get("sequence"), int),
@@ -454,6 +512,8 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     )
     timer.step("HA enabled again brings the device back")
 
+    check_enrolment(ha, daemon, timer, work, config, args)
+
     code = daemon.stop()
     expect(code == 0, f"the daemon exited {code} on SIGTERM")
     wait_for(lambda: ha.state(present)["state"] == "unavailable", 10, "entities unavailable after a clean stop")
@@ -484,6 +544,122 @@ def run_with_daemon(ha, daemon, timer, work, config, args, photo, faces) -> list
     return rows
 
 
+def check_enrolment(ha, daemon, timer, work: Path, config: Path, args: argparse.Namespace) -> None:
+    """Enrol a person from HA while their face is replayed, watch their sensor, forget them."""
+    build_person_scene(work, Path(args.identity) / "johns" / PERSON_CHIPS)
+    write_config(config, work, Path(args.model), args.mqtt_port, scene="person-scene")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "changed: camera" in daemon.text(), 20, "the reload to the replay of one person")
+    entities = our_entities(ha)
+    present, enrolment = entities["face_present"]["entity_id"], entities["enrolment"]["entity_id"]
+    enrol, enrol_name = entities["enrol"]["entity_id"], entities["enrol_name"]["entity_id"]
+    gallery = work / "state" / "gallery.json"
+
+    requests = daemon.text().count("requested from Home Assistant")
+    ha.call_service("button", "press", {"entity_id": enrol})
+    wait_for(
+        lambda: ha.state(enrolment)["state"] == "enrol refused: no name chosen (set 'Enrol as' first)",
+        10,
+        "a press without a name refused, and the reason shown in Last enrolment",
+    )
+    expect(not gallery.exists() and daemon.text().count("requested from Home Assistant") == requests, "enrolled")
+    timer.step("Enrol current face without a name: refused, the reason shown in HA")
+
+    ha.call_service("text", "set_value", {"entity_id": enrol_name, "value": PERSON})
+    wait_for(lambda: ha.state(enrol_name)["state"] == PERSON, 10, f"Enrol as to show {PERSON!r}")
+    key = person_component(PERSON)
+    for attempt in range(5):  # pressed while the face is in view, as a user would
+        wait_for(lambda: ha.state(present)["state"] == "off", 20, "the empty room")
+        wait_for(lambda: ha.state(present)["state"] == "on", 20, "the face in view")
+        time.sleep(1.5)  # its first views are described
+        refusals = daemon.text().count("enrol refused")
+
+        def answered(refused_before: int = refusals) -> bool:
+            return PERSON in _enrolled(gallery) or daemon.text().count("enrol refused") > refused_before
+
+        ha.call_service("button", "press", {"entity_id": enrol})
+        wait_for(answered, 15, "the press to enrol or be refused")
+        if PERSON in _enrolled(gallery):
+            break
+        print(f"  ..  press {attempt + 1} refused: {daemon.text().splitlines()[-1]}", flush=True)
+    else:
+        raise CheckFailed("5 presses with the face in view did not enrol (see the daemon log)")
+    wait_for(lambda: ha.state(enrolment)["state"].startswith("enrolled"), 10, "Last enrolment to say enrolled")
+    outcome = ha.state(enrolment)["state"]
+    expect(f"enrolled {PERSON!r}" in outcome, f"Last enrolment after the press: {outcome!r}")
+    wait_for(lambda: ha.state(enrol_name)["state"] == "", 10, "Enrol as cleared once used")
+    sensor = wait_for(lambda: our_entities(ha).get(key), 20, f"the presence sensor of {PERSON!r} in the registry")
+    expect(re.fullmatch(r"binary_sensor\.[a-z0-9_]+", sensor["entity_id"]) is not None, f"entity id {sensor}")
+    person = sensor["entity_id"]
+    state = wait_for(lambda: ha.state(person), 10, f"{person} to have a state")
+    expect(state["attributes"].get("friendly_name") == f"Hall camera {PERSON}", f"{person}: {state['attributes']}")
+    expect(state["attributes"].get("device_class") == "occupancy", f"{person}: {state['attributes']}")
+    timer.step(f"Enrol as {PERSON!r} + Enrol current face: enrolled, its presence sensor {person} appears")
+
+    last_person, event = entities["last_person"]["entity_id"], entities["face_event"]["entity_id"]
+    with StateChanges(ha, {person, event}) as stream:
+
+        def arrived() -> bool:
+            return any(
+                s["attributes"].get("event_type") == "person_arrived" and s["attributes"].get("person") == PERSON
+                for s in stream.states(event)
+            )
+
+        wait_for(
+            lambda: "on,off,on" in ",".join(changes(stream, person)) and arrived(),
+            40,
+            lambda: (
+                f"{person} on, off and on again with the face ({changes(stream, person)}), a person_arrived "
+                f"naming her ({arrived()})"
+            ),
+        )
+    expect(ha.state(last_person)["state"] == PERSON, f"Last person: {ha.state(last_person)['state']!r}")
+    timer.step(f"{person} follows the face, Last person says {PERSON!r}, the person_arrived event names her")
+
+    forget_name = our_entities(ha)["forget_name"]["entity_id"]
+    wait_for(lambda: ha.state(forget_name)["attributes"].get("options") == [PERSON], 10, "the select to list her")
+    ha.call_service("select", "select_option", {"entity_id": forget_name, "option": PERSON})
+    wait_for(lambda: ha.state(forget_name)["state"] == PERSON, 10, f"Person to forget to show {PERSON!r}")
+    ha.call_service("button", "press", {"entity_id": our_entities(ha)["forget"]["entity_id"]})
+    wait_for(
+        lambda: key not in our_entities(ha) and ha.state(person) is None,
+        20,
+        f"{person} to be removed after Forget person",
+    )
+    expect(f"forgot {PERSON!r}" in ha.state(enrolment)["state"], f"Last enrolment: {ha.state(enrolment)['state']!r}")
+    wait_for(lambda: ha.state(forget_name)["attributes"].get("options") == [], 10, "the select to list nobody")
+    expect(ha.state(forget_name)["state"] == "unknown", f"Person to forget: {ha.state(forget_name)['state']!r}")
+    kept = _enrolled(gallery)
+    expect(gallery.exists() and kept == {}, f"the gallery after Forget person still holds {sorted(kept)}")
+    timer.step("Person to forget + Forget person: the sensor is removed from HA, the gallery holds nobody")
+
+
+def _print_what_ha_has(ha: HomeAssistant, mqtt_port: int) -> None:
+    """After a failure: our entities as HA has them (registry and state), and the discovery
+    config the broker keeps (which components it announces as removed)."""
+    try:
+        states = ha.states()
+        print("--- our entities in HA (registry -> state) ---", file=sys.stderr)
+        for key, entry in sorted(our_entities(ha).items()):
+            state = states.get(entry["entity_id"])
+            print(f"  {key}: {entry['entity_id']} -> {state and state['state']!r}", file=sys.stderr)
+        kept = Retained(mqtt_port, [discovery_topic("homeassistant", DEVICE)], settle=0.5)
+        kept.close()
+        config = json.loads(kept.messages.get(discovery_topic("homeassistant", DEVICE)) or b"{}")
+        removed = sorted(key for key, c in config.get("cmps", {}).items() if set(c) == {"p"})
+        print(f"--- retained discovery: {len(config.get('cmps', {}))} components, removed {removed}", file=sys.stderr)
+    except Exception as exc:  # a diagnosis only: the failure itself is reported by the caller
+        print(f"(could not read what HA has: {exc})", file=sys.stderr)
+
+
+def _enrolled(gallery: Path) -> dict:
+    """The people of the gallery file ({} while there is none)."""
+    try:
+        return json.loads(gallery.read_text(encoding="utf-8"))["people"]
+    except FileNotFoundError:
+        return {}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -501,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--photos", required=True)
     parser.add_argument("--work", required=True)
+    parser.add_argument(
+        "--identity", default=str(shared_data.identity_dir()), help="faces-identity folder (johns/NAME/*.jpg)"
+    )
     args = parser.parse_args(argv)
     try:
         rows = check(args)

@@ -8,10 +8,12 @@ project's environment has no websocket package.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -139,6 +141,58 @@ class HomeAssistant:
         return self.ws("config/device_registry/list")
 
 
+class StateChanges:
+    """Every new state Home Assistant gives some entities while it runs (a websocket
+    subscription to ``state_changed``, read in a thread): an event entity fires several events
+    within a millisecond (``face_cleared`` and ``person_left`` come from one frame), which
+    polling its state would miss. A context manager."""
+
+    def __init__(self, ha: HomeAssistant, entity_ids: set[str]) -> None:
+        self._entity_ids = set(entity_ids)
+        self._lock = threading.Lock()
+        self._changes: list[tuple[str, dict]] = []
+        self._socket = _WebSocket(ha.url + "/api/websocket", ha.timeout)
+        if self._socket.receive().get("type") != "auth_required":
+            raise HomeAssistantError("websocket: unexpected greeting")
+        self._socket.send({"type": "auth", "access_token": ha.token})
+        if self._socket.receive().get("type") != "auth_ok":
+            raise HomeAssistantError("websocket: authentication refused")
+        self._socket.send({"id": 1, "type": "subscribe_events", "event_type": "state_changed"})
+        reply = self._socket.receive()
+        if not reply.get("success"):
+            raise HomeAssistantError(f"websocket subscribe_events: {reply.get('error')}")
+        self._socket.settimeout(None)  # the reader waits for events; close() ends it
+        self._thread = threading.Thread(target=self._read, name="ha-state-changes", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self._socket.receive()
+                data = message.get("event", {}).get("data", {}) if message.get("type") == "event" else {}
+                if data.get("entity_id") in self._entity_ids and data.get("new_state"):
+                    with self._lock:
+                        self._changes.append((data["entity_id"], data["new_state"]))
+        except (HomeAssistantError, OSError, ValueError):
+            return  # closed
+
+    def states(self, entity_id: str) -> list[dict]:
+        """The states ``entity_id`` was given since the subscription, oldest first."""
+        with self._lock:
+            return [state for changed, state in self._changes if changed == entity_id]
+
+    def close(self) -> None:
+        self._socket.shutdown()  # wakes the reader blocked in recv
+        self._thread.join(5)
+        self._socket.__exit__()
+
+    def __enter__(self) -> StateChanges:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class _WebSocket:
     def __init__(self, url: str, timeout: float) -> None:
         parsed = urlparse(url)
@@ -162,6 +216,13 @@ class _WebSocket:
 
     def __enter__(self) -> _WebSocket:
         return self
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):  # already closed by the other side
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def __exit__(self, *exc) -> None:
         self._sock.close()
