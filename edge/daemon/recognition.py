@@ -129,22 +129,18 @@ class DaemonRecognition:
 
     def enrol_current(self, name: str) -> Outcome:
         """Enrol the one face in view as ``name`` (see :meth:`RecognitionStage.enrol_current`)."""
-        if self.stage is None:
-            log.warning("enrol refused: %s", OFF)
-            return Outcome(False, OFF)
-        before = self.people()
-        outcome = self.stage.enrol_current(name)
-        if outcome.done:
-            self._after_gallery_change(before)
-        return outcome
+        return self._change_gallery("enrol", lambda stage: stage.enrol_current(name))
 
     def forget(self, name: str) -> Outcome:
         """Delete ``name`` from the gallery; ``person_left`` for them at once if present."""
+        return self._change_gallery("forget", lambda stage: stage.forget(name))
+
+    def _change_gallery(self, what: str, change: Callable[[RecognitionStage], Outcome]) -> Outcome:
         if self.stage is None:
-            log.warning("forget refused: %s", OFF)
+            log.warning("%s refused: %s", what, OFF)
             return Outcome(False, OFF)
         before = self.people()
-        outcome = self.stage.forget(name)
+        outcome = change(self.stage)
         if outcome.done:
             self._after_gallery_change(before)
         return outcome
