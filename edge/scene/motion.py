@@ -217,8 +217,10 @@ class DetectionGate:
     def __init__(self, options: MotionOptions = MotionOptions()) -> None:
         self.options = options
         self._last_detect: float | None = None
-        self._total = GateCounts(0, 0)
-        self._window = GateCounts(0, 0)
+        # Plain counters, made into GateCounts when asked: decide runs on every frame, and
+        # two frozen dataclasses built per frame cost more than the decision itself.
+        self._frames = self._detected = 0
+        self._window_frames = self._window_detected = 0
 
     def decide(self, t_monotonic: float, motion: MotionResult | None, faces_present: bool) -> GateDecision:
         """``t_monotonic``: the frame's monotonic time (seconds); ``motion``: the motion
@@ -238,19 +240,29 @@ class DetectionGate:
             reason = "idle"
         else:
             reason = "still"
-        detect = reason != "still"
-        if detect:
+        decision = _DECISIONS[reason]
+        if decision.detect:
             self._last_detect = t_monotonic
-        self._total = GateCounts(self._total.frames + 1, self._total.detected + detect)
-        self._window = GateCounts(self._window.frames + 1, self._window.detected + detect)
-        return GateDecision(detect, reason)
+        self._frames += 1
+        self._window_frames += 1
+        self._detected += decision.detect
+        self._window_detected += decision.detect
+        return decision
 
     @property
     def counts(self) -> GateCounts:
         """Frames seen and detected since the gate was made."""
-        return self._total
+        return GateCounts(self._frames, self._detected)
 
     def take_window(self) -> GateCounts:
         """Frames seen and detected since the previous call (a stats interval); starts a new window."""
-        window, self._window = self._window, GateCounts(0, 0)
+        window = GateCounts(self._window_frames, self._window_detected)
+        self._window_frames = self._window_detected = 0
         return window
+
+
+# One decision per reason, made once (they are immutable): only "still" skips the detector.
+_DECISIONS = {
+    reason: GateDecision(detect=reason != "still", reason=reason)
+    for reason in ("disabled", "first", "reset", "motion", "faces", "idle", "still")
+}
