@@ -14,6 +14,7 @@ from edge.scene.motion import (
     MotionDetector,
     MotionOptions,
     MotionResult,
+    eroded_changed_count,
     gray_sample,
     sampling_factor,
 )
@@ -195,6 +196,25 @@ def test_gray_sample_is_r_plus_2g_plus_b_of_every_nth_pixel(room):
     pixels = room[: 80 * 3 : 3, : 106 * 3 : 3].astype(np.int64)
     assert np.array_equal(gray, pixels[..., 0] + 2 * pixels[..., 1] + pixels[..., 2])
     assert np.array_equal(gray_sample(room[..., 1], 3), 4 * pixels[..., 1])
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 7), (5, 2), (80, 106), (100, 133), (61, 97)])
+@pytest.mark.parametrize("density", [0.05, 0.5, 0.95])
+def test_the_flat_erosion_counts_what_the_2x2_erosion_of_the_image_counts(shape, density):
+    # The plain erosion on 2-D views; the flat one must agree at every size, including the
+    # last column (whose flat right neighbour is the next row's first pixel).
+    for seed in range(5):
+        changed = np.random.default_rng(seed).random(shape) < density
+        changed[:, -1] = changed[:, 0] = True  # wrapped pairs that would count if not taken off
+        plain = changed[:-1, :-1] & changed[1:, :-1] & changed[:-1, 1:] & changed[1:, 1:]
+        assert eroded_changed_count(changed) == np.count_nonzero(plain)
+
+
+def test_gray_sample_of_odd_sizes_and_strided_frames_is_r_plus_2g_plus_b(room):
+    for frame, factor in [(room, 2), (room[1:238, 3:317], 3), (room[::-1, ::2], 5), (room[:101, :7], 4)]:
+        rows, cols = frame.shape[0] // factor, frame.shape[1] // factor
+        pixels = frame[: rows * factor : factor, : cols * factor : factor].astype(np.int64)
+        assert np.array_equal(gray_sample(frame, factor), pixels[..., 0] + 2 * pixels[..., 1] + pixels[..., 2])
 
 
 @pytest.mark.parametrize(
