@@ -24,7 +24,6 @@ number and the delivery accounting live in one place.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -210,18 +209,21 @@ def faces_from_detections(
     Boxes are clipped to the frame: the model may predict a box slightly past the border,
     and a subscriber should never see a coordinate outside 0..1.
     """
-    clipped = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
-    count = len(clipped)
-    tracks: list[int | None] = [None] * count
+    # Python floats from whole arrays at once: per-element numpy indexing on every frame with
+    # a face cost more than the rest of this function.
+    clipped = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0).tolist()
+    confidences = np.asarray(scores, dtype=np.float64).tolist()
+    tracks: list[int | None] = [None] * len(clipped)
     if track_ids is not None:
         tracks = [int(t) if t >= 0 else None for t in np.asarray(track_ids).tolist()]
     faces = []
-    for index, (b, s) in enumerate(zip(clipped, np.asarray(scores, dtype=np.float64), strict=True)):
-        face = Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s), track_id=tracks[index])
-        if identities is not None:
+    for index, (b, s) in enumerate(zip(clipped, confidences, strict=True)):
+        box = (b[0], b[1], b[2], b[3])
+        if identities is None:
+            faces.append(Face(box=box, score=s, track_id=tracks[index]))
+        else:
             who = identities[index]
-            face = dataclasses.replace(face, person=who.person, distance=who.distance, decided=who.decided)
-        faces.append(face)
+            faces.append(Face(box, s, tracks[index], who.person, who.distance, who.decided))
     return tuple(faces)
 
 
@@ -300,9 +302,15 @@ class PresenceTracker:
     present: bool = False
     stable_count: int = 0
     last_face_monotonic: float | None = None
-    last_seen: str | None = None
+    last_face_wall_time: float | None = None
+    """Unix seconds of the last frame with a face; formatted only when the state is read
+    (formatting on every frame with a face was a measurable share of the daemon's loop)."""
     _faces_streak: int = 0
     _count_streak: _Streak = field(default_factory=_Streak)
+
+    @property
+    def last_seen(self) -> str | None:
+        return None if self.last_face_wall_time is None else iso_utc(self.last_face_wall_time)
 
     @property
     def state(self) -> PresenceState:
@@ -325,7 +333,7 @@ class PresenceTracker:
         if count:
             self._faces_streak += 1
             self.last_face_monotonic = t_monotonic
-            self.last_seen = iso_utc(wall_time)
+            self.last_face_wall_time = wall_time
         else:
             self._faces_streak = 0
 

@@ -42,7 +42,7 @@ class PersonPresence:
     identity: EventIdentity
     clear_after_seconds: float = 5.0
     _present: dict[str | None, _Seen] = field(default_factory=dict)
-    _last_seen: dict[str, str] = field(default_factory=dict)
+    _last_seen: dict[str, float] = field(default_factory=dict)  # Unix seconds, formatted when read
     _last_person: str | None = None
 
     def update(
@@ -58,7 +58,7 @@ class PersonPresence:
             who = face.person
             seen_now.add(who)
             if who is not None:
-                self._last_seen[who] = iso_utc(wall_time)
+                self._last_seen[who] = wall_time
             if who not in self._present:
                 if who is not None:
                     self._last_person = who
@@ -86,7 +86,12 @@ class PersonPresence:
 
     def state(self, enrolled: Sequence[str]) -> PeopleState:
         """The state of each of the ``enrolled`` names, and the last person who arrived."""
-        people = {name: PersonState(name in self._present, self._last_seen.get(name)) for name in enrolled}
+        people = {
+            name: PersonState(
+                name in self._present, iso_utc(self._last_seen[name]) if name in self._last_seen else None
+            )
+            for name in enrolled
+        }
         return PeopleState(people, self._last_person)
 
     def _leave(self, gone: list[str | None], wall_time: float, frame_width: int, frame_height: int) -> list[Event]:
