@@ -98,7 +98,7 @@ def test_shipped_landmark_model_is_dlibs_cascade(shipped_landmarks):
 def test_shipped_files_are_only_built_models():
     """dlib's .dat files (above all the 68-point model, not for commercial use) never ship."""
     names = sorted(p.name for p in LANDMARKS_MODEL_PATH.parent.iterdir() if p.name != "__pycache__")
-    shipped = ["dlib-resnet-v1-float16.json", "dlib-resnet-v1-float16.tflite"]
+    shipped = ["dlib-resnet-v1-int8-float16.json", "dlib-resnet-v1-int8-float16.tflite"]
     assert names == sorted(["__init__.py", *shipped, "shape-predictor-5.json", "shape-predictor-5.npz"])
 
 
