@@ -168,7 +168,7 @@ def convert(network: ResNetFile, weight_format: str, calibration_chips: np.ndarr
     import tensorflow as tf
 
     if weight_format == "int8-float16":
-        return mixed_weights(convert(network, "float16"), network, FLOAT16_MAX_CHANNELS)
+        return mixed_weights(convert(network, "float16"), network, int8_layers(network, FLOAT16_MAX_CHANNELS))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(network)])
     if weight_format == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -201,18 +201,39 @@ def weighted_layers(model: Any) -> list[int]:
     return [index for index, op in enumerate(model.subgraphs[0].operators) if _builtin(model, op) in kinds]
 
 
-def mixed_weights(float16_model: bytes, network: ResNetFile, float16_max_channels: int) -> bytes:
-    """``float16_model`` (the converter's float16 flatbuffer of ``network``) with every
-    convolution of more than ``float16_max_channels`` output channels turned into what the
-    converter writes for int8 weights (dynamic range): its kernel int8, symmetric per output
-    channel (scale max|w| / 127, from the float32 values of :func:`fold`), its bias float32,
-    both read by the convolution directly instead of through a DEQUANTIZE of float16
-    constants. The runtime (XNNPACK) packs such a layer as int8 and quantizes its input on the
+def weighted_ops(network: ResNetFile) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(kernel as TFLite stores it: (out, rows, cols, in) or (out, in); bias (out,) or None)
+    float32 of each convolution and fully connected layer of :func:`fold`, in graph order."""
+    found: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for kind, value in fold(network):
+        if kind == "conv":
+            found.append((value.kernel.transpose(3, 0, 1, 2), value.bias))
+        elif kind == "fc":
+            found.append((value.T, None))
+    return found
+
+
+def int8_layers(network: ResNetFile, float16_max_channels: int) -> set[int]:
+    """Indices into :func:`weighted_ops` of the convolutions of more than
+    ``float16_max_channels`` output channels."""
+    return {
+        index
+        for index, (kernel, _) in enumerate(weighted_ops(network))
+        if kernel.ndim == 4 and kernel.shape[0] > float16_max_channels
+    }
+
+
+def mixed_weights(float16_model: bytes, network: ResNetFile, int8: set[int]) -> bytes:
+    """``float16_model`` (the converter's float16 flatbuffer of ``network``) with the layers
+    ``int8`` (indices into :func:`weighted_ops`) turned into what the converter writes for
+    int8 weights (dynamic range): the kernel int8, symmetric per output channel (scale
+    max|w| / 127, from the float32 values of :func:`fold`), the bias float32, both read by the
+    layer directly instead of through a DEQUANTIZE of float16 constants. The runtime (XNNPACK) packs such a layer as int8 and quantizes its input on the
     fly; a float16 layer's weights are packed as float32.
 
     The converter has no per-layer choice of weight format, hence this edit of its output; it
     is plain arithmetic on the flatbuffer, so the bytes depend only on the inputs. Each folded
-    convolution is matched to the model's by its float16 values (they must be equal).
+    layer is matched to the model's by its float16 values (they must be equal).
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
@@ -220,21 +241,17 @@ def mixed_weights(float16_model: bytes, network: ResNetFile, float16_max_channel
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(float16_model))
     graph = model.subgraphs[0]
     producer = {tensor: index for index, op in enumerate(graph.operators) for tensor in op.outputs}
-    convs = [value for kind, value in fold(network) if kind == "conv"]
-    conv_ops = [
-        index
-        for index in weighted_layers(model)
-        if _builtin(model, graph.operators[index]) == schema.BuiltinOperator.CONV_2D
-    ]
-    if len(conv_ops) != len(convs):
-        raise ValueError(f"{len(conv_ops)} convolutions in the float16 model, {len(convs)} in the network")
+    layers, ops = weighted_ops(network), weighted_layers(model)
+    if len(layers) != len(ops):
+        raise ValueError(f"{len(ops)} weighted layers in the float16 model, {len(layers)} in the network")
     dropped = set()
-    for index, conv in zip(conv_ops, convs):
-        if conv.kernel.shape[3] <= float16_max_channels:
+    for layer, (index, (kernel, bias)) in enumerate(zip(ops, layers, strict=True)):
+        if layer not in int8:
             continue
         op = graph.operators[index]
-        # TFLite's kernel layout is (out, rows, cols, in); the folded kernel's (rows, cols, in, out).
-        for slot, values in ((1, conv.kernel.transpose(3, 0, 1, 2)), (2, conv.bias)):
+        for slot, values in ((1, kernel), (2, bias)):
+            if values is None:
+                continue
             feeder = producer.get(op.inputs[slot])
             if feeder is None or _builtin(model, graph.operators[feeder]) != schema.BuiltinOperator.DEQUANTIZE:
                 raise ValueError(f"operator {index}: input {slot} is not a dequantized float16 constant")
