@@ -91,7 +91,7 @@ shipped-model: setup
 ## (5-point landmarks .npz, descriptor network .tflite, their sidecars) from the pinned wheel of
 ## dlib's models (run it after a change to tools/recognize_build or the sidecar format)
 RECOGNITION_MODEL_DIR := edge/recognize/models
-RECOGNITION_MODEL_FILES := shape-predictor-5.npz shape-predictor-5.json dlib-resnet-v1-float16.tflite dlib-resnet-v1-float16.json
+RECOGNITION_MODEL_FILES := shape-predictor-5.npz shape-predictor-5.json dlib-resnet-v1-int8-float16.tflite dlib-resnet-v1-int8-float16.json
 recognition-models: setup
 	$(BIN)/python -m tools.recognize_build --out $(RECOGNITION_MODEL_DIR)
 

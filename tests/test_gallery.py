@@ -26,7 +26,7 @@ from tools.shared_data import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 
-MODEL = "dlib-resnet-v1-float16"
+MODEL = "dlib-resnet-v1-int8-float16"
 
 
 def _gallery(people: dict[str, int], seed: int = 0) -> Gallery:

@@ -98,8 +98,26 @@ def test_shipped_landmark_model_is_dlibs_cascade(shipped_landmarks):
 def test_shipped_files_are_only_built_models():
     """dlib's .dat files (above all the 68-point model, not for commercial use) never ship."""
     names = sorted(p.name for p in LANDMARKS_MODEL_PATH.parent.iterdir() if p.name != "__pycache__")
-    shipped = ["dlib-resnet-v1-float16.json", "dlib-resnet-v1-float16.tflite"]
+    shipped = ["dlib-resnet-v1-int8-float16.json", "dlib-resnet-v1-int8-float16.tflite"]
     assert names == sorted(["__init__.py", *shipped, "shape-predictor-5.json", "shape-predictor-5.npz"])
+
+
+def test_shipped_descriptor_network_is_int8_where_the_weights_are_and_float16_elsewhere():
+    """int8-float16: the 128- and 256-channel convolutions read int8 kernels (XNNPACK keeps
+    them int8 in memory); the other layers' weights are float16 constants (the sidecar says so)."""
+    from edge.detect.model import load_interpreter_class
+
+    interpreter_class, _ = load_interpreter_class(None)
+    interpreter = interpreter_class(model_path=str(EMBEDDING_MODEL_PATH))
+    kernels: dict[str, list[int]] = {"int8": [], "float16": []}
+    for tensor in interpreter.get_tensor_details():
+        kind = np.dtype(tensor["dtype"]).name
+        if kind in kernels and len(tensor["shape"]) in (2, 4):
+            kernels[kind].append(int(tensor["shape"][0]))
+    sidecar = json.loads(EMBEDDING_MODEL_PATH.with_suffix(".json").read_text())
+    assert sidecar["model"]["weight_format"] == "int8-float16"
+    assert sorted(kernels["int8"]) == [128] * 6 + [256] * 8
+    assert sorted(kernels["float16"]) == [32] * 7 + [64] * 8 + [128]  # the last: the fully connected layer
 
 
 def test_npz_bytes_do_not_depend_on_when_they_are_written(shipped_landmarks):

@@ -4,7 +4,7 @@ One JSON file (``edge-face enroll`` keeps it in the state directory), written wh
 (:mod:`edge.common.atomic`) with mode 0600: descriptors are biometric data and stay on the device,
 readable by the service user alone. Format ``edge-face-gallery/1``::
 
-    {"format": "edge-face-gallery/1", "model_id": "dlib-resnet-v1-float16", "dimensions": 128,
+    {"format": "edge-face-gallery/1", "model_id": "dlib-resnet-v1-int8-float16", "dimensions": 128,
      "people": {"NAME": [[128 numbers], ...], ...}}
 
 Descriptors are stored L2-normalised (what distances compare). A gallery is bound to the

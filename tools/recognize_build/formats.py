@@ -3,12 +3,17 @@
 against dlib-bin on ../shared/faces-identity/johns (55 chips; 275 same-person and 1,210
 different-person pairs).
 
-    python -m tools.recognize_build.formats [--formats float32,float16,int8-weights,int8]
+    python -m tools.recognize_build.formats [--formats float32,float16,int8-float16,int8-weights,int8]
+    python -m tools.recognize_build.formats --per-layer
 
 Per format: the .tflite size, the descriptor distance to dlib's on the same chip (mean, max;
 target <= 0.02), verification accuracy and false-accept rate at the shipped threshold
 (L2-normalised), and the invoke time per chip (one thread, median of 3 passes). Full int8 is
 calibrated on chips cut from the upstream photos (never on the johns it is tested on).
+
+``--per-layer``: which layers int8 weights hurt (how ``int8-float16`` was chosen): each
+convolution and the fully connected layer int8 alone, every other layer float16, its descriptor
+distance to dlib's on the upstream photos' chips (not the johns), with the layer's weights.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tools.recognize_build.formats", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--formats", default=",".join(WEIGHT_FORMATS), help="comma-separated (default: all)")
+    parser.add_argument("--per-layer", action="store_true", help="int8 weights one layer at a time instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -97,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     calibration = np.array(
         [face_chip(photos[p.photo][1], predictor.predict(photos[p.photo][1], p.dlib_box)) for p in face_pairs(photos)]
     )
+
+    if args.per_layer:
+        from tools.recognize_build.resnet_graph import mixed_weights, weighted_ops
+
+        float16 = convert(network, "float16")
+        photo_reference = np.array([dlib_network.compute_face_descriptor(chip) for chip in calibration])
+        print(f"int8 weights in one layer, float16 elsewhere; vs dlib on {len(calibration)} upstream photo chips")
+        print(f"{'layer':>5} {'kernel':>18} {'weights':>8} {'mean':>8} {'max':>8}")
+        for layer, (kernel, _) in enumerate(weighted_ops(network)):
+            ours, _ = _descriptors(mixed_weights(float16, network, {layer}), list(calibration))
+            gaps = np.linalg.norm(ours - photo_reference, axis=1)
+            shape = "x".join(str(n) for n in kernel.shape)
+            print(f"{layer:>5} {shape:>18} {kernel.size:>8} {gaps.mean():>8.5f} {gaps.max():>8.5f}")
+        return 0
 
     first, second = np.triu_indices(len(chips), 1)
     same = names[first] == names[second]

@@ -146,7 +146,13 @@ def concrete_function(network: ResNetFile):
 
 
 # How the float graph is stored in the .tflite (see convert()).
-WEIGHT_FORMATS = ("float32", "float16", "int8-weights", "int8")
+WEIGHT_FORMATS = ("float32", "float16", "int8-float16", "int8-weights", "int8")
+# int8-float16: the layers whose weights stay float16, by output channels (conv) or outputs (fc).
+# The 32- and 64-channel blocks (the first convolution included) and the final fully connected
+# layer hold 7% of the weights but, int8, most of the descriptor error: measured one layer at a
+# time on the upstream photos' chips, the fc layer alone gives 0.017 and the first convolution
+# 0.010, each 128/256-channel convolution 0.001-0.004 (python -m tools.recognize_build.formats).
+FLOAT16_MAX_CHANNELS = 64
 
 
 def convert(network: ResNetFile, weight_format: str, calibration_chips: np.ndarray | None = None) -> bytes:
@@ -154,11 +160,15 @@ def convert(network: ResNetFile, weight_format: str, calibration_chips: np.ndarr
 
     - ``float32``: as trained (22 MB);
     - ``float16``: weights stored as float16, computed in float32 (half the size);
+    - ``int8-float16``: the convolutions of more than :data:`FLOAT16_MAX_CHANNELS` output
+      channels as ``int8-weights``, the other layers as ``float16`` (see :func:`mixed_weights`);
     - ``int8-weights``: weights int8 per output channel, activations float32 (dynamic range);
     - ``int8``: full integer, activations calibrated on ``calibration_chips`` (N, S, S, 3) uint8.
     """
     import tensorflow as tf
 
+    if weight_format == "int8-float16":
+        return mixed_weights(convert(network, "float16"), network, int8_layers(network, FLOAT16_MAX_CHANNELS))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(network)])
     if weight_format == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -180,3 +190,97 @@ def convert(network: ResNetFile, weight_format: str, calibration_chips: np.ndarr
     elif weight_format != "float32":
         raise ValueError(f"weight format {weight_format!r}, expected one of {', '.join(WEIGHT_FORMATS)}")
     return converter.convert()
+
+
+def weighted_layers(model: Any) -> list[int]:
+    """Indices (in ``model``'s operator list, a TFLite ``ModelT``) of its CONV_2D and
+    FULLY_CONNECTED operators, in graph order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    kinds = (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED)
+    return [index for index, op in enumerate(model.subgraphs[0].operators) if _builtin(model, op) in kinds]
+
+
+def weighted_ops(network: ResNetFile) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(kernel as TFLite stores it: (out, rows, cols, in) or (out, in); bias (out,) or None)
+    float32 of each convolution and fully connected layer of :func:`fold`, in graph order."""
+    found: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for kind, value in fold(network):
+        if kind == "conv":
+            found.append((value.kernel.transpose(3, 0, 1, 2), value.bias))
+        elif kind == "fc":
+            found.append((value.T, None))
+    return found
+
+
+def int8_layers(network: ResNetFile, float16_max_channels: int) -> set[int]:
+    """Indices into :func:`weighted_ops` of the convolutions of more than
+    ``float16_max_channels`` output channels."""
+    return {
+        index
+        for index, (kernel, _) in enumerate(weighted_ops(network))
+        if kernel.ndim == 4 and kernel.shape[0] > float16_max_channels
+    }
+
+
+def mixed_weights(float16_model: bytes, network: ResNetFile, int8: set[int]) -> bytes:
+    """``float16_model`` (the converter's float16 flatbuffer of ``network``) with the layers
+    ``int8`` (indices into :func:`weighted_ops`) turned into what the converter writes for
+    int8 weights (dynamic range): the kernel int8, symmetric per output channel (scale
+    max|w| / 127, from the float32 values of :func:`fold`), the bias float32, both read by the
+    layer directly instead of through a DEQUANTIZE of float16 constants. The runtime (XNNPACK) packs such a layer as int8 and quantizes its input on the
+    fly; a float16 layer's weights are packed as float32.
+
+    The converter has no per-layer choice of weight format, hence this edit of its output; it
+    is plain arithmetic on the flatbuffer, so the bytes depend only on the inputs. Each folded
+    layer is matched to the model's by its float16 values (they must be equal).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(float16_model))
+    graph = model.subgraphs[0]
+    producer = {tensor: index for index, op in enumerate(graph.operators) for tensor in op.outputs}
+    layers, ops = weighted_ops(network), weighted_layers(model)
+    if len(layers) != len(ops):
+        raise ValueError(f"{len(ops)} weighted layers in the float16 model, {len(layers)} in the network")
+    dropped = set()
+    for layer, (index, (kernel, bias)) in enumerate(zip(ops, layers, strict=True)):
+        if layer not in int8:
+            continue
+        op = graph.operators[index]
+        for slot, values in ((1, kernel), (2, bias)):
+            if values is None:
+                continue
+            feeder = producer.get(op.inputs[slot])
+            if feeder is None or _builtin(model, graph.operators[feeder]) != schema.BuiltinOperator.DEQUANTIZE:
+                raise ValueError(f"operator {index}: input {slot} is not a dequantized float16 constant")
+            constant = graph.tensors[graph.operators[feeder].inputs[0]]
+            stored = np.frombuffer(bytes(model.buffers[constant.buffer].data), dtype="<f2")
+            if stored.size != values.size or not np.array_equal(stored, values.astype("<f2").ravel()):
+                raise ValueError(f"operator {index}: input {slot} is not the network's layer in that place")
+            if slot == 1:
+                rows = values.reshape(values.shape[0], -1).astype(np.float32)
+                scale = (np.abs(rows).max(axis=1) / np.float32(127)).astype(np.float32)
+                scale[scale == 0] = 1
+                data = np.clip(np.round(rows / scale[:, None]), -127, 127).astype(np.int8).tobytes()
+                quantization = schema.QuantizationParametersT()
+                quantization.scale = [float(s) for s in scale]
+                quantization.zeroPoint = [0] * len(scale)
+                quantization.quantizedDimension = 0
+                constant.type = schema.TensorType.INT8
+                constant.quantization = quantization
+            else:
+                data = values.astype("<f4").tobytes()
+                constant.type = schema.TensorType.FLOAT32
+            model.buffers[constant.buffer].data = np.frombuffer(data, dtype=np.uint8)
+            op.inputs[slot] = graph.operators[feeder].inputs[0]
+            dropped.add(feeder)
+    graph.operators = [op for index, op in enumerate(graph.operators) if index not in dropped]
+    result: bytes = flatbuffer_utils.convert_object_to_bytearray(model)
+    return result
+
+
+def _builtin(model: Any, op: Any) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return int(max(code.builtinCode, code.deprecatedBuiltinCode))

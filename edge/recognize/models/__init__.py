@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 LANDMARKS_MODEL_NAME = "shape-predictor-5.npz"
-EMBEDDING_MODEL_NAME = "dlib-resnet-v1-float16.tflite"
+EMBEDDING_MODEL_NAME = "dlib-resnet-v1-int8-float16.tflite"
 
 _FOLDER = Path(str(files(__name__)))
 LANDMARKS_MODEL_PATH = _FOLDER / LANDMARKS_MODEL_NAME
