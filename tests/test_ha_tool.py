@@ -93,21 +93,26 @@ def _send_frames(connection: socket.socket, message: dict, pieces: int = 1) -> N
         connection.sendall(header + chunk)
 
 
+def _upgrade(connection: socket.socket) -> None:
+    """Answer the client's HTTP upgrade to a WebSocket, then ask for its token, as HA does."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += connection.recv(4096)
+    key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.startswith(b"Sec-WebSocket-Key"))
+    accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
+    connection.sendall(
+        (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        ).encode()
+    )
+    _send_frames(connection, {"type": "auth_required"})
+
+
 def _fake_home_assistant(server: socket.socket, token: str, result: object) -> None:
     connection, _ = server.accept()
     with connection:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += connection.recv(4096)
-        key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.startswith(b"Sec-WebSocket-Key"))
-        accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
-        connection.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        _send_frames(connection, {"type": "auth_required"})
+        _upgrade(connection)
         auth = _read_frame(connection)
         if auth != {"type": "auth", "access_token": token}:
             _send_frames(connection, {"type": "auth_invalid"})
@@ -138,18 +143,7 @@ def _fake_state_stream(server: socket.socket, changes: list[tuple[str, str]], do
     """Accept a state_changed subscription and send ``changes`` (entity_id, state) at once."""
     connection, _ = server.accept()
     with connection:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += connection.recv(4096)
-        key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.startswith(b"Sec-WebSocket-Key"))
-        accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
-        connection.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        _send_frames(connection, {"type": "auth_required"})
+        _upgrade(connection)
         _read_frame(connection)
         _send_frames(connection, {"type": "auth_ok"})
         subscribe = _read_frame(connection)
